@@ -1,0 +1,211 @@
+//! Builds the running service from [`Settings`]: database, spool, writer,
+//! certificate store, verifier, and the actix server on a listener. Tests
+//! bind port 0 and get a real server.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
+use crate::routes;
+use crate::sns::cert::CertStore;
+use crate::sns::verify::{Verifier, VerifierPolicy};
+use crate::spool::Spool;
+use crate::store::Store;
+use crate::store::writer::Writer;
+
+/// What only tests set, through this API and never through a setting.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub clock: Clock,
+    pub outbound: OutboundOverrides,
+}
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub verifier: Verifier,
+    pub writer: Writer,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+}
+
+/// The parts of the pipeline without the HTTP server: what `serve` runs
+/// behind actix and what `replay` runs directly.
+pub struct Pipeline {
+    pub state: Arc<AppState>,
+    pub writer_task: JoinHandle<()>,
+}
+
+impl Pipeline {
+    pub async fn build(settings: &Settings, hooks: &Hooks) -> anyhow::Result<Pipeline> {
+        crate::outbound::install_default_provider();
+        let store = Store::connect(settings).await?;
+        if let Err(e) = store.migrate().await {
+            // PostgreSQL may be down at start-up: the spool takes messages
+            // until it is back. SQLite failing here is a real error.
+            if store.is_sqlite() {
+                return Err(e);
+            }
+            tracing::error!(error = %format!("{e:#}"), "cannot migrate the database now; messages will be spooled");
+        }
+        let metrics = Metrics::new();
+        let spool = Spool::open(&settings.spool_path)
+            .with_context(|| format!("cannot open the spool {}", settings.spool_path.display()))?;
+        if spool.has_pending() {
+            tracing::warn!(path = %settings.spool_path.display(), "spool holds messages from before; applying them");
+        }
+        let client = http_client(
+            &hooks.outbound,
+            Duration::from_millis(settings.sns_cert_fetch_timeout_ms),
+            true,
+        )?;
+        let certs = CertStore::new(
+            &settings.sns_cert_pins,
+            settings.sns_cert_cache_size,
+            settings.sns_cert_max_bytes,
+            client,
+            metrics.clone(),
+        )?;
+        let allowed_topics: HashSet<String> = settings
+            .sns_topic_arns
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if allowed_topics.is_empty() {
+            tracing::warn!(
+                "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
+            );
+        } else {
+            tracing::info!(topics = ?allowed_topics, "accepting SNS messages from these topics");
+        }
+        let verifier = Verifier::new(
+            VerifierPolicy {
+                allowed_topics,
+                require_v2: settings.sns_require_signature_v2,
+                max_age: time::Duration::seconds(settings.sns_max_age_secs as i64),
+                max_future: time::Duration::seconds(settings.sns_max_future_secs as i64),
+            },
+            Arc::new(certs),
+            hooks.clock.clone(),
+        );
+        let (writer, writer_task) = Writer::start(
+            store.clone(),
+            spool,
+            hooks.clock.clone(),
+            settings.write_batch_max,
+            metrics.clone(),
+        );
+        Ok(Pipeline {
+            state: Arc::new(AppState {
+                verifier,
+                writer,
+                store,
+                metrics,
+                max_body_bytes: settings.sns_max_body_bytes,
+            }),
+            writer_task,
+        })
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    writer_task: JoinHandle<()>,
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
+        let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
+        let store = state.store.clone();
+        let listener = TcpListener::bind(&settings.listen_addr)
+            .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::from(state);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/sns", web::post().to(routes::sns::receive))
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::metrics::metrics))
+        })
+        .shutdown_timeout(settings.shutdown_timeout_secs);
+        if settings.http_workers > 0 {
+            server = server.workers(settings.http_workers);
+        }
+        let server = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let config = tls_server_config(cert, key)?;
+                tracing::info!(addr = %settings.listen_addr, port, "serving HTTPS");
+                server.listen_rustls_0_23(listener, config)?
+            }
+            (None, None) => {
+                tracing::info!(addr = %settings.listen_addr, port, "serving plain HTTP (put a TLS proxy in front: SNS needs HTTPS)");
+                server.listen(listener)?
+            }
+            _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
+        }
+        .run();
+        Ok(Application {
+            port,
+            server,
+            writer_task,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the server handle stops it), then
+    /// lets in-flight messages finish and the writer empty its queue.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        // The server's app state (and with it every Writer handle) is gone:
+        // the writer finishes what is queued and ends.
+        if let Err(e) = self.writer_task.await {
+            tracing::error!(error = %e, "writer task ended abnormally");
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read TLS_CERT_FILE {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("TLS_CERT_FILE {} is not PEM", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read TLS_KEY_FILE {}", key.display()))?;
+    Ok(
+        rustls::ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?,
+    )
+}

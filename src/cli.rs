@@ -1,0 +1,211 @@
+//! The command line: `serve`, `migrate`, `replay`, with every setting as a
+//! global flag backed by its environment variable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::app::{Application, Hooks, Pipeline};
+use crate::config::Settings;
+use crate::sns::envelope::Envelope;
+use crate::store::Store;
+use crate::store::writer::Written;
+use crate::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "bouncer",
+    version,
+    about = "Keeps an Amazon SES sender's reputation safe: verifies SNS feedback and stores it.",
+    after_help = "Every setting can also be given as the environment variable shown, or in a .env file in the working directory."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP(S) service.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Send stored SNS messages (JSON files, or JSON lines) to a running
+    /// endpoint, or through the pipeline directly into the database.
+    Replay {
+        /// Files holding one SNS envelope each, or one per line.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// POST each message to this URL (e.g. http://127.0.0.1:8080/sns)
+        /// instead of applying it directly.
+        #[arg(long)]
+        url: Option<String>,
+        /// Through the pipeline only: accept messages older than
+        /// SNS_MAX_AGE_SECS (an incident replay); signatures are still checked.
+        #[arg(long)]
+        ignore_age: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("error: cannot read .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let cli = Cli::parse();
+    telemetry::init(&cli.settings.log_level, cli.settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.settings;
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(settings, Hooks::default()).await?;
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", redact(&settings.database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            files,
+            url,
+            ignore_age,
+        } => replay(&settings, &files, url.as_deref(), ignore_age).await,
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Every SNS envelope in the files: a file is one JSON object, or JSON lines.
+fn read_envelopes(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let whole = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+        let bodies: Vec<String> = if whole {
+            vec![text]
+        } else {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        for (i, body) in bodies.into_iter().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("{} (message {}) is not JSON", file.display(), i + 1))?;
+            let message_type = value
+                .get("Type")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            out.push((message_type, body));
+        }
+    }
+    Ok(out)
+}
+
+async fn replay(
+    settings: &Settings,
+    files: &[PathBuf],
+    url: Option<&str>,
+    ignore_age: bool,
+) -> anyhow::Result<ExitCode> {
+    let envelopes = read_envelopes(files)?;
+    let mut failures = 0usize;
+    match url {
+        Some(url) => {
+            let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(crate::outbound::tls_client_config(&Default::default())?)
+                .build()?;
+            for (message_type, body) in envelopes {
+                let response = client
+                    .post(url)
+                    .header("content-type", "text/plain; charset=UTF-8")
+                    .header("x-amz-sns-message-type", &message_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {url}"))?;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                println!("{} {}", status.as_u16(), text.trim());
+                failures += usize::from(!status.is_success());
+            }
+        }
+        None => {
+            let pipeline = Pipeline::build(settings, &Hooks::default()).await?;
+            for (message_type, body) in envelopes {
+                let outcome = async {
+                    let envelope = Envelope::parse(body.as_bytes(), Some(&message_type))?;
+                    let verified = pipeline
+                        .state
+                        .verifier
+                        .verify_with(envelope, body.as_bytes(), !ignore_age)
+                        .await?;
+                    pipeline
+                        .state
+                        .writer
+                        .write(verified)
+                        .await
+                        .map_err(|e| crate::error::SnsError::StoreUnavailable(e.to_string()))
+                }
+                .await;
+                match outcome {
+                    Ok(Written::Applied(applied)) => println!("{}", applied.outcome.as_str()),
+                    Ok(Written::Spooled) => println!("spooled"),
+                    Err(e) => {
+                        failures += 1;
+                        println!("refused {}: {e}", e.code());
+                    }
+                }
+            }
+            let Pipeline { state, writer_task } = pipeline;
+            drop(state);
+            let _ = writer_task.await;
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,191 @@
+//! Settings: every knob of the service, read from the environment (and a
+//! `.env` file, loaded by `main`) or from command-line flags.
+//!
+//! `bouncer --help` prints each one with its variable and default; the README
+//! explains why each default is what it is.
+
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Database: `sqlite:PATH` (embedded, created on first start) or
+    /// `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:bouncer.db",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Largest number of database connections this process opens.
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 8,
+        global = true
+    )]
+    pub database_max_connections: u32,
+
+    /// How long a request waits for a free database connection before the
+    /// database counts as unavailable (and the message is spooled).
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub database_acquire_timeout_ms: u64,
+
+    /// How long a SQLite write waits for a lock held by another process
+    /// before the message goes to the spool instead.
+    #[arg(
+        long,
+        env = "SQLITE_BUSY_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub sqlite_busy_timeout_ms: u64,
+
+    /// Address and port the HTTP(S) server listens on.
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen_addr: String,
+
+    /// PEM certificate chain: with TLS_KEY_FILE, serve HTTPS directly.
+    #[arg(long, env = "TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Comma-separated SNS topic ARNs whose messages are accepted. Empty:
+    /// every SNS message is refused.
+    #[arg(long, env = "SNS_TOPIC_ARNS", value_delimiter = ',', global = true)]
+    pub sns_topic_arns: Vec<String>,
+
+    /// Refuse SignatureVersion 1 (SHA1withRSA); accept only version 2.
+    #[arg(long, env = "SNS_REQUIRE_SIGNATURE_V2", default_value = "false",
+          value_parser = BoolishValueParser::new(), global = true)]
+    pub sns_require_signature_v2: bool,
+
+    /// Largest accepted request body on POST /sns, in bytes (413 above).
+    #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024, global = true)]
+    pub sns_max_body_bytes: usize,
+
+    /// Oldest accepted message, by its signed Timestamp, in seconds.
+    #[arg(long, env = "SNS_MAX_AGE_SECS", default_value_t = 7200, global = true)]
+    pub sns_max_age_secs: u64,
+
+    /// How far in the future a message's Timestamp may be, in seconds.
+    #[arg(
+        long,
+        env = "SNS_MAX_FUTURE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub sns_max_future_secs: u64,
+
+    /// Pinned signing certificates, comma-separated `URL=PEM_FILE` pairs; a
+    /// pinned URL is never fetched, and must still pass the URL rule.
+    #[arg(long, env = "SNS_CERT_PINS", value_delimiter = ',', global = true)]
+    pub sns_cert_pins: Vec<String>,
+
+    /// Time limit for fetching a signing certificate, in milliseconds.
+    #[arg(
+        long,
+        env = "SNS_CERT_FETCH_TIMEOUT_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub sns_cert_fetch_timeout_ms: u64,
+
+    /// Largest signing certificate accepted from the network, in bytes.
+    #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024, global = true)]
+    pub sns_cert_max_bytes: usize,
+
+    /// How many fetched signing certificates are kept in memory.
+    #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32, global = true)]
+    pub sns_cert_cache_size: usize,
+
+    /// Local durable spool for verified messages while the database is
+    /// unreachable (must be on persistent disk).
+    #[arg(
+        long,
+        env = "SPOOL_PATH",
+        default_value = "bouncer.spool",
+        global = true
+    )]
+    pub spool_path: PathBuf,
+
+    /// Most SNS messages committed together in one transaction.
+    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512, global = true)]
+    pub write_batch_max: usize,
+
+    /// HTTP worker threads (0: one per CPU).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0, global = true)]
+    pub http_workers: usize,
+
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,bouncer=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// The settings with every default, as `bouncer` would start with an
+    /// empty environment. Tests start from here and change what they need.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Parsing an empty command line only fails if a default is invalid,
+        // which is a programming error caught by the unit test below.
+        <Only as clap::Parser>::try_parse_from(["bouncer"])
+            .map(|only| only.settings)
+            .unwrap_or_else(|e| panic!("built-in defaults do not parse: {e}"))
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.sns_max_body_bytes, 524_288);
+        assert!(s.sns_topic_arns.is_empty());
+    }
+}

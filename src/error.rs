@@ -1,0 +1,121 @@
+//! Every failure a client can see, with its HTTP status and stable error code,
+//! in one place. The README lists the codes; tests assert on them.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+/// Why `POST /sns` did not accept a message.
+///
+/// 4xx: the message can never succeed (SNS does not retry).
+/// 5xx: a failure on our side or upstream that a retry may cure.
+#[derive(Debug, thiserror::Error)]
+pub enum SnsError {
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error(
+        "raw message delivery is on for this subscription: the body carries no signature and cannot be verified; turn raw message delivery off"
+    )]
+    RawDelivery,
+    #[error("body is not a JSON object: {0}")]
+    MalformedJson(String),
+    #[error("missing or empty field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` is malformed: {why}")]
+    MalformedField { field: &'static str, why: String },
+    #[error(
+        "unknown message Type `{0}`; expected Notification, SubscriptionConfirmation or UnsubscribeConfirmation"
+    )]
+    UnknownType(String),
+    #[error("header x-amz-sns-message-type is missing")]
+    MissingTypeHeader,
+    #[error("header x-amz-sns-message-type `{header}` disagrees with Type `{body}`")]
+    TypeMismatch { header: String, body: String },
+    #[error("topic `{0}` is not in SNS_TOPIC_ARNS")]
+    TopicNotAllowed(String),
+    #[error("no SNS topic is configured (SNS_TOPIC_ARNS is empty): every message is refused")]
+    NoTopicConfigured,
+    #[error("SignatureVersion `{0}` is not supported; expected 1 or 2")]
+    UnsupportedSignatureVersion(String),
+    #[error("SignatureVersion 1 is refused by SNS_REQUIRE_SIGNATURE_V2")]
+    SignatureVersionRefused,
+    #[error("{field} is refused: {why}")]
+    BadUrl { field: &'static str, why: String },
+    #[error("message Timestamp {0} is older than SNS_MAX_AGE_SECS allows")]
+    TooOld(String),
+    #[error("message Timestamp {0} is further in the future than SNS_MAX_FUTURE_SECS allows")]
+    FromFuture(String),
+    #[error("signing certificate is not usable: {0}")]
+    CertificateInvalid(String),
+    #[error("signing certificate could not be fetched: {0}")]
+    CertificateUnavailable(String),
+    #[error("signature does not verify: {0}")]
+    BadSignature(&'static str),
+    #[error("message could not be stored: {0}")]
+    StoreUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SnsError {
+    /// The stable code in the JSON body (`{"error": code, "detail": ...}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SnsError::BodyTooLarge { .. } => "body_too_large",
+            SnsError::RawDelivery => "raw_delivery_not_supported",
+            SnsError::MalformedJson(_) => "malformed_json",
+            SnsError::MissingField(_) => "missing_field",
+            SnsError::MalformedField { .. } => "malformed_field",
+            SnsError::UnknownType(_) => "unknown_message_type",
+            SnsError::MissingTypeHeader => "missing_message_type_header",
+            SnsError::TypeMismatch { .. } => "message_type_mismatch",
+            SnsError::TopicNotAllowed(_) => "topic_not_allowed",
+            SnsError::NoTopicConfigured => "no_topic_configured",
+            SnsError::UnsupportedSignatureVersion(_) => "unsupported_signature_version",
+            SnsError::SignatureVersionRefused => "signature_version_refused",
+            SnsError::BadUrl { .. } => "bad_certificate_url",
+            SnsError::TooOld(_) => "message_too_old",
+            SnsError::FromFuture(_) => "message_from_future",
+            SnsError::CertificateInvalid(_) => "certificate_invalid",
+            SnsError::CertificateUnavailable(_) => "certificate_unavailable",
+            SnsError::BadSignature(_) => "bad_signature",
+            SnsError::StoreUnavailable(_) => "store_unavailable",
+            SnsError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for SnsError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            SnsError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SnsError::RawDelivery
+            | SnsError::MalformedJson(_)
+            | SnsError::MissingField(_)
+            | SnsError::MalformedField { .. }
+            | SnsError::UnknownType(_)
+            | SnsError::MissingTypeHeader
+            | SnsError::TypeMismatch { .. }
+            | SnsError::UnsupportedSignatureVersion(_) => StatusCode::BAD_REQUEST,
+            SnsError::TopicNotAllowed(_)
+            | SnsError::NoTopicConfigured
+            | SnsError::SignatureVersionRefused
+            | SnsError::BadUrl { .. }
+            | SnsError::TooOld(_)
+            | SnsError::FromFuture(_)
+            | SnsError::CertificateInvalid(_)
+            | SnsError::BadSignature(_) => StatusCode::FORBIDDEN,
+            SnsError::CertificateUnavailable(_) => StatusCode::BAD_GATEWAY,
+            SnsError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SnsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_body(self.status_code(), self.code(), &self.to_string())
+    }
+}
+
+/// The JSON body every failure answers with.
+pub fn error_body(status: StatusCode, code: &str, detail: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": code, "detail": detail }))
+}

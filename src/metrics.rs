@@ -1,0 +1,159 @@
+//! Prometheus metrics, rendered as text at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    r#type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+struct Inner {
+    registry: Registry,
+    messages: Family<MessageLabels, Counter>,
+    refusals: Family<ReasonLabels, Counter>,
+    cert_cache: Family<EventLabels, Counter>,
+    spool: Family<EventLabels, Counter>,
+    batch_size: Histogram,
+    latency: Histogram,
+}
+
+/// Cheap to clone; every clone feeds the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("bouncer");
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "sns_messages",
+            "SNS messages answered, by Type and outcome",
+            messages.clone(),
+        );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sns_refusals",
+            "SNS messages refused, by error code",
+            refusals.clone(),
+        );
+        let cert_cache = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "cert_cache",
+            "Signing certificate look-ups: hit or fetch",
+            cert_cache.clone(),
+        );
+        let spool = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "spool_messages",
+            "Messages written to and applied from the local spool",
+            spool.clone(),
+        );
+        let batch_size =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
+        registry.register(
+            "write_batch_size",
+            "SNS messages per database commit",
+            batch_size.clone(),
+        );
+        let latency = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        registry.register(
+            "sns_request_seconds",
+            "Time to answer POST /sns",
+            latency.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                messages,
+                refusals,
+                cert_cache,
+                spool,
+                batch_size,
+                latency,
+            }),
+        }
+    }
+
+    pub fn message(&self, message_type: &str, outcome: &str) {
+        self.inner
+            .messages
+            .get_or_create(&MessageLabels {
+                r#type: message_type.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn refusal(&self, reason: &str) {
+        self.inner
+            .refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn cert_cache(&self, event: &str) {
+        self.event(&self.inner.cert_cache, event, 1);
+    }
+
+    pub fn spooled(&self, n: usize) {
+        self.event(&self.inner.spool, "spooled", n);
+    }
+
+    pub fn unspooled(&self, n: usize) {
+        self.event(&self.inner.spool, "applied", n);
+    }
+
+    pub fn observe_batch(&self, n: usize) {
+        self.inner.batch_size.observe(n as f64);
+    }
+
+    pub fn observe_latency(&self, seconds: f64) {
+        self.inner.latency.observe(seconds);
+    }
+
+    fn event(&self, family: &Family<EventLabels, Counter>, event: &str, n: usize) {
+        family
+            .get_or_create(&EventLabels {
+                event: event.to_owned(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+            tracing::error!(error = %e, "cannot render metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP endpoints, one file each; handlers are short and delegate.
+
+pub mod health;
+pub mod metrics;
+pub mod sns;

@@ -1,0 +1,119 @@
+//! `POST /sns`: read the body within its cap, parse the envelope, verify it,
+//! hand it to the writer, and answer only once it is durably stored.
+
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+
+use crate::app::AppState;
+use crate::error::SnsError;
+use crate::sns::envelope::Envelope;
+use crate::store::writer::{WriteError, Written};
+
+/// What is known of a message for the log line, as far as parsing got.
+#[derive(Default)]
+struct Seen {
+    message_id: String,
+    message_type: String,
+    topic_arn: String,
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut seen = Seen::default();
+    let result = handle(&req, payload, &state, &mut seen).await;
+    let (response, outcome) = match result {
+        Ok(written) => {
+            let (status, outcome) = match written {
+                Written::Applied(applied) => (StatusCode::OK, applied.outcome.as_str()),
+                Written::Spooled => (StatusCode::ACCEPTED, "spooled"),
+            };
+            let body = serde_json::json!({ "status": outcome });
+            (HttpResponse::build(status).json(body), outcome)
+        }
+        Err(error) => {
+            state.metrics.refusal(error.code());
+            (error.error_response(), error.code())
+        }
+    };
+    let type_label = if seen.message_type.is_empty() {
+        "unknown"
+    } else {
+        &seen.message_type
+    };
+    state.metrics.message(type_label, outcome);
+    state
+        .metrics
+        .observe_latency(started.elapsed().as_secs_f64());
+    tracing::info!(
+        message_id = %seen.message_id,
+        message_type = %seen.message_type,
+        topic = %seen.topic_arn,
+        outcome,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "sns message"
+    );
+    response
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    seen: &mut Seen,
+) -> Result<Written, SnsError> {
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    if header(req, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(SnsError::RawDelivery);
+    }
+    let envelope = Envelope::parse(&body, header(req, "x-amz-sns-message-type"))?;
+    seen.message_id = envelope.message_id.clone();
+    seen.message_type = envelope.message_type.as_str().to_owned();
+    seen.topic_arn = envelope.topic_arn.clone();
+    let verified = state.verifier.verify(envelope, &body).await?;
+    state.writer.write(verified).await.map_err(|e| match e {
+        WriteError::Unavailable(why) => SnsError::StoreUnavailable(why),
+        WriteError::Failed(why) => SnsError::Internal(why),
+    })
+}
+
+fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body, refusing at once what announces itself too large and
+/// stopping as soon as a streamed body passes the cap.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, SnsError> {
+    let too_large = SnsError::BodyTooLarge { limit };
+    if header(req, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| SnsError::MalformedJson(format!("body could not be read: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(SnsError::MalformedJson("the body is empty".into()));
+    }
+    Ok(body)
+}

@@ -1,0 +1,9 @@
+//! Everything about Amazon SNS messages: the envelope as it arrives, the
+//! certificate URL rule, signing certificates, signatures, and the verifier
+//! that turns an envelope into a [`verify::VerifiedMessage`].
+
+pub mod cert;
+pub mod cert_url;
+pub mod envelope;
+pub mod signature;
+pub mod verify;

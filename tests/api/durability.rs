@@ -1,0 +1,178 @@
+//! Exactly-once under concurrency, and no loss during a database outage:
+//! verified messages are acknowledged from the local spool and reach the
+//! database, once each, when it is back (also across a restart).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::Executor;
+
+use crate::helpers::{
+    Backend, Outage, Pool, TempDir, TestApp, eventually, spawn_app, spawn_app_with, start,
+    test_settings,
+};
+use crate::on_both_databases;
+use crate::signing::{Msg, TOPIC};
+
+async fn fifty_concurrent_deliveries_of_one_message_are_applied_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // A second replica on the same database, with its own spool.
+    let dir2 = Arc::new(TempDir::new());
+    let settings2 = test_settings(&app.db.url, dir2.path());
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    let msg = Msg::notification(TOPIC, "at least once").sign();
+    let answers = futures_util::future::join_all((0..50).map(|i| {
+        let target: &TestApp = if i % 2 == 0 { &app } else { &replica };
+        target.post(&msg)
+    }))
+    .await;
+    let stored = answers
+        .iter()
+        .filter(|a| a.1 == json!({"status": "stored"}))
+        .count();
+    let duplicates = answers
+        .iter()
+        .filter(|a| a.1 == json!({"status": "duplicate"}))
+        .count();
+    assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+    assert_eq!((stored, duplicates), (1, 49));
+    assert_eq!(app.db.count_messages(&msg.id()).await, 1);
+    replica.stop().await;
+    app.stop().await;
+}
+
+async fn via_spool(app: &TestApp, id: &str) -> i64 {
+    app.db
+        .scalar(
+            "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1 AND via_spool",
+            Some(id),
+        )
+        .await
+}
+
+async fn a_database_outage_is_absorbed_by_the_spool(backend: Backend) {
+    match backend {
+        Backend::Sqlite => sqlite_outage().await,
+        Backend::Postgres { server } => postgres_outage(Backend::Postgres { server }).await,
+    }
+}
+
+/// SQLite "outage": another process holds the write lock longer than the
+/// busy timeout (a backup, a long migration). Also restarts the service
+/// while messages wait in the spool.
+async fn sqlite_outage() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let before = Msg::notification(TOPIC, "before").sign();
+    assert_eq!(app.post(&before).await, (200, json!({"status": "stored"})));
+    let Pool::Sqlite(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    let mut lock = pool.acquire().await.expect("connection");
+    lock.execute("BEGIN EXCLUSIVE")
+        .await
+        .expect("take the write lock");
+
+    let during: Vec<Msg> = (0..3)
+        .map(|i| Msg::notification(TOPIC, &format!("during {i}")).sign())
+        .collect();
+    for msg in &during {
+        assert_eq!(app.post(msg).await, (202, json!({"status": "spooled"})));
+    }
+    // SNS retries one of them while it waits in the spool.
+    assert_eq!(
+        app.post(&during[0]).await,
+        (202, json!({"status": "spooled"}))
+    );
+    assert!(
+        std::fs::metadata(&app.settings.spool_path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            > 0
+    );
+
+    // Stop while the database is still locked: the messages stay spooled.
+    let (db, dir, settings, hooks) = app.stop().await;
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    drop(lock);
+    let app = start(settings, hooks, db, dir).await;
+    for msg in &during {
+        let id = msg.id();
+        eventually("spooled messages reach the database", || async {
+            app.db.count_messages(&id).await == 1
+        })
+        .await;
+        assert_eq!(via_spool(&app, &id).await, 1);
+    }
+    assert_eq!(
+        app.db.total_messages().await,
+        4,
+        "each message exactly once"
+    );
+    eventually("the spool is emptied", || async {
+        std::fs::metadata(&app.settings.spool_path)
+            .map(|m| m.len())
+            .unwrap_or(1)
+            == 0
+    })
+    .await;
+    assert_eq!(
+        app.post(&during[1]).await,
+        (200, json!({"status": "duplicate"}))
+    );
+    app.stop().await;
+}
+
+/// PostgreSQL outage: the service's connections go through a forwarder the
+/// test cuts and restores.
+async fn postgres_outage(backend: Backend) {
+    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
+    let port = outage.port;
+    let app = spawn_app_with(backend, move |s, _| {
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    })
+    .await;
+    let before = Msg::notification(TOPIC, "before").sign();
+    assert_eq!(app.post(&before).await, (200, json!({"status": "stored"})));
+    outage.cut();
+    let during: Vec<Msg> = (0..5)
+        .map(|i| {
+            Msg::notification(TOPIC, &format!("during {i}"))
+                .version(2)
+                .sign()
+        })
+        .collect();
+    let answers = futures_util::future::join_all(during.iter().map(|m| app.post(m))).await;
+    for answer in answers {
+        assert_eq!(answer, (202, json!({"status": "spooled"})));
+    }
+    assert_eq!(
+        app.db.total_messages().await,
+        1,
+        "nothing reached the database yet"
+    );
+    outage.restore();
+    for msg in &during {
+        let id = msg.id();
+        eventually("spooled messages reach the database", || async {
+            app.db.count_messages(&id).await == 1
+        })
+        .await;
+        assert_eq!(via_spool(&app, &id).await, 1);
+    }
+    assert_eq!(app.db.total_messages().await, 6);
+    // Back to direct writes once the spool is empty.
+    let after = Msg::notification(TOPIC, "after").sign();
+    eventually("direct writes resume", || async {
+        app.post(&after).await.0 == 200
+    })
+    .await;
+    assert_eq!(app.db.count_messages(&after.id()).await, 1);
+    app.stop().await;
+}
+
+on_both_databases!(
+    fifty_concurrent_deliveries_of_one_message_are_applied_once,
+    a_database_outage_is_absorbed_by_the_spool,
+);

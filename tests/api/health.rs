@@ -1,0 +1,101 @@
+use crate::helpers::{Backend, spawn_app, spawn_app_with};
+use crate::on_both_databases;
+
+async fn healthz_and_readyz_answer_when_the_database_is_up(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(
+        app.get("/healthz").await,
+        (200, serde_json::json!({"status": "alive"}))
+    );
+    assert_eq!(
+        app.get("/readyz").await,
+        (200, serde_json::json!({"status": "ready"}))
+    );
+    let msg = crate::signing::Msg::notification(crate::signing::TOPIC, "counted").sign();
+    assert_eq!(app.post(&msg).await.0, 200);
+    let foreign = crate::signing::Msg::notification("arn:aws:sns:us-east-1:1:other", "x").sign();
+    assert_eq!(app.post(&foreign).await.0, 403);
+    let (status, metrics) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains(r#"bouncer_sns_messages_total{type="Notification",outcome="stored"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"bouncer_sns_refusals_total{reason="topic_not_allowed"} 1"#),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+async fn readyz_is_503_when_the_database_is_down(backend: Backend) {
+    let Backend::Postgres { server } = backend.clone() else {
+        return; // an embedded SQLite file has no "down"; see durability tests
+    };
+    let target = server
+        .rsplit_once('@')
+        .map(|(_, host)| host.to_owned())
+        .unwrap_or_else(|| "127.0.0.1:5432".into());
+    let outage = crate::helpers::Outage::forward_to(target.parse().expect("host:port")).await;
+    let app = spawn_app_with(backend, |s, _| {
+        s.database_url = s
+            .database_url
+            .replacen(&target, &format!("127.0.0.1:{}", outage.port), 1);
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+    outage.cut();
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "database_unavailable");
+    outage.restore();
+    app.stop().await;
+}
+
+on_both_databases!(
+    healthz_and_readyz_answer_when_the_database_is_up,
+    readyz_is_503_when_the_database_is_down,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_served_directly_when_a_certificate_is_given() {
+    let app = spawn_app_with(Backend::Sqlite, |s, _| {
+        s.tls_cert_file = Some(crate::helpers::fixture(
+            "fixtures/test-only/TEST-ONLY-tls-cert.pem",
+        ));
+        s.tls_key_file = Some(crate::helpers::fixture(
+            "fixtures/test-only/TEST-ONLY-tls-key.pem",
+        ));
+    })
+    .await;
+    let port = app
+        .address
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let root = std::fs::read(crate::helpers::fixture(
+        "fixtures/test-only/TEST-ONLY-ca-cert.pem",
+    ))
+    .expect("ca");
+    let tls = bouncer::outbound::tls_client_config(&bouncer::outbound::OutboundOverrides {
+        extra_root_pem: Some(root),
+        resolve: vec![],
+    })
+    .expect("tls config");
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(response.status().as_u16(), 200);
+    // Plain HTTP to the TLS port is not served.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    app.stop().await;
+}

@@ -1,0 +1,441 @@
+//! Starts the real service on port 0 against a fresh database (a SQLite
+//! file in a temporary folder, or a new PostgreSQL database), with the
+//! TEST-ONLY signing certificate pinned, and talks to it over HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bouncer::app::{Application, Hooks};
+use bouncer::config::Settings;
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgPool, SqlitePool};
+
+use crate::signing::{Msg, TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
+
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(backend) = $crate::helpers::Backend::postgres().await {
+                    super::$name(backend).await
+                }
+            }
+        }
+    )*};
+}
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// The server-level URL (no database name).
+    Postgres {
+        server: String,
+    },
+}
+
+impl Backend {
+    /// PostgreSQL from `TEST_POSTGRES_URL` (default: the local server). If it
+    /// cannot be reached the test is skipped, except under CI (`CI` set),
+    /// where a missing PostgreSQL fails the test.
+    pub async fn postgres() -> Option<Backend> {
+        let url = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        match sqlx::PgConnection::connect(&url).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                let server = url
+                    .rsplit_once('/')
+                    .map(|(s, _)| s.to_owned())
+                    .unwrap_or(url);
+                Some(Backend::Postgres { server })
+            }
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("PostgreSQL is required under CI but cannot be reached at {url}: {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: PostgreSQL not reachable at {url} ({e}); set TEST_POSTGRES_URL"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A folder under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("bouncer-test-{}", unique_name()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// The database a test owns; PostgreSQL ones are dropped with it.
+pub struct TestDb {
+    pub url: String,
+    pub pool: Pool,
+    drop_with: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl TestDb {
+    pub async fn create(backend: &Backend, dir: &Path) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite:{}", dir.join("bouncer.db").display());
+                TestDb {
+                    url,
+                    pool: Pool::Sqlite(
+                        SqlitePool::connect_lazy(&format!(
+                            "sqlite:{}",
+                            dir.join("bouncer.db").display()
+                        ))
+                        .expect("sqlite pool"),
+                    ),
+                    drop_with: None,
+                }
+            }
+            Backend::Postgres { server } => {
+                let name = format!("bouncer_test_{}", unique_name());
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .expect("connect to PostgreSQL");
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                let url = format!("{server}/{name}");
+                TestDb {
+                    pool: Pool::Postgres(PgPool::connect_lazy(&url).expect("pg pool")),
+                    url,
+                    drop_with: Some((server.clone(), name)),
+                }
+            }
+        }
+    }
+
+    /// A single number from SQL with `$1` bound to `arg` (or no argument).
+    pub async fn scalar(&self, sql: &'static str, arg: Option<&str>) -> i64 {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let q = sqlx::query_scalar::<_, i64>(sql);
+                let q = match arg {
+                    Some(a) => q.bind(a.to_owned()),
+                    None => q,
+                };
+                q.fetch_one(pool).await.expect("scalar query")
+            }
+            Pool::Postgres(pool) => {
+                let q = sqlx::query_scalar::<_, i64>(sql);
+                let q = match arg {
+                    Some(a) => q.bind(a.to_owned()),
+                    None => q,
+                };
+                q.fetch_one(pool).await.expect("scalar query")
+            }
+        }
+    }
+
+    /// A single text value from SQL with `$1` bound to `arg`.
+    pub async fn text(&self, sql: &'static str, arg: &str) -> Option<String> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_scalar::<_, Option<String>>(sql)
+                .bind(arg.to_owned())
+                .fetch_optional(pool)
+                .await
+                .expect("text query")
+                .flatten(),
+            Pool::Postgres(pool) => sqlx::query_scalar::<_, Option<String>>(sql)
+                .bind(arg.to_owned())
+                .fetch_optional(pool)
+                .await
+                .expect("text query")
+                .flatten(),
+        }
+    }
+
+    pub async fn count_messages(&self, id: &str) -> i64 {
+        self.scalar(
+            "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1",
+            Some(id),
+        )
+        .await
+    }
+
+    pub async fn total_messages(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM sns_messages", None).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.drop_with.take() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        // Drop runs outside async; a short-lived runtime on its own thread
+        // removes the database so that tests leave nothing behind.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Pool::Postgres(p) = pool {
+                    p.close().await;
+                }
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+                {
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub hooks: Hooks,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<()>,
+    pub db: Arc<TestDb>,
+    pub dir: Arc<TempDir>,
+}
+
+/// The settings every test starts from: the test topic allowed, the test
+/// certificate pinned, a fresh database and spool.
+pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
+    let mut s = Settings::defaults();
+    s.database_url = db_url.to_owned();
+    s.listen_addr = "127.0.0.1:0".into();
+    s.spool_path = dir.join("bouncer.spool");
+    s.sns_topic_arns = vec![TOPIC.to_owned()];
+    s.sns_cert_pins = vec![format!(
+        "{TEST_CERT_URL}={}",
+        fixture(TEST_CERT_FILE).display()
+    )];
+    s.http_workers = 2;
+    s.log_level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    s.sqlite_busy_timeout_ms = 200;
+    s.database_acquire_timeout_ms = 500;
+    s.shutdown_timeout_secs = 5;
+    s
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_, _| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings, &mut Hooks),
+) -> TestApp {
+    let dir = Arc::new(TempDir::new());
+    let db = Arc::new(TestDb::create(&backend, dir.path()).await);
+    let mut settings = test_settings(&db.url, dir.path());
+    let mut hooks = Hooks::default();
+    configure(&mut settings, &mut hooks);
+    start(settings, hooks, db, dir).await
+}
+
+/// Starts the service with these settings on an existing database.
+pub async fn start(
+    settings: Settings,
+    hooks: Hooks,
+    db: Arc<TestDb>,
+    dir: Arc<TempDir>,
+) -> TestApp {
+    bouncer::telemetry::init(&settings.log_level, settings.log_format);
+    bouncer::outbound::install_default_provider();
+    let app = Application::build(settings.clone(), hooks.clone())
+        .await
+        .expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.server_handle();
+    let task = tokio::spawn(async move {
+        let _ = app.run_until_stopped().await;
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        settings,
+        hooks,
+        handle,
+        task,
+        db,
+        dir,
+    }
+}
+
+impl TestApp {
+    /// POSTs a body to /sns with the given message-type header.
+    pub async fn post_raw(
+        &self,
+        body: impl Into<String>,
+        message_type: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/sns", self.address))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(body.into());
+        if let Some(t) = message_type {
+            request = request.header("x-amz-sns-message-type", t);
+        }
+        answer(request.send().await.expect("request reaches the service")).await
+    }
+
+    /// POSTs a signed message the way SNS does (header from its Type).
+    pub async fn post(&self, msg: &Msg) -> (u16, Value) {
+        self.post_raw(msg.body(), Some(msg.get("Type"))).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the service");
+        answer(response).await
+    }
+
+    /// Stops the server gracefully and waits for the writer to finish.
+    pub async fn stop(self) -> (Arc<TestDb>, Arc<TempDir>, Settings, Hooks) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+        (self.db, self.dir, self.settings, self.hooks)
+    }
+}
+
+/// Status and body of an answer; the body as JSON when it is JSON.
+pub async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json)
+}
+
+/// Asserts an error answer: status and stable code.
+pub fn assert_refused(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "status for {code}: {}", answer.1);
+    assert_eq!(answer.1["error"], code, "error code: {}", answer.1);
+    assert!(
+        answer.1["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "detail: {}",
+        answer.1
+    );
+}
+
+/// Polls `check` until it holds or 10 seconds pass.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A TCP forwarder to PostgreSQL that a test can cut and restore, to play a
+/// database outage for the service while the test keeps its own access.
+pub struct Outage {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Outage {
+    pub async fn forward_to(target: SocketAddr) -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Outage { port, up }
+    }
+
+    pub fn cut(&self) {
+        let _ = self.up.send(false);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.up.send(true);
+    }
+}

@@ -1,0 +1,10 @@
+//! The whole service driven over HTTP, on SQLite and on PostgreSQL.
+
+mod helpers;
+mod signing;
+
+mod aws_real;
+mod cert_fetch;
+mod durability;
+mod health;
+mod sns_endpoint;
