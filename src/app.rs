@@ -121,6 +121,16 @@ impl Pipeline {
     }
 }
 
+/// Mounts every endpoint with the shared state (the server and the
+/// benchmarks use the same routes).
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    cfg.app_data(state)
+        .route("/sns", web::post().to(routes::sns::receive))
+        .route("/healthz", web::get().to(routes::health::healthz))
+        .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/metrics", web::get().to(routes::metrics::metrics));
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -136,15 +146,9 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::from(state);
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/sns", web::post().to(routes::sns::receive))
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::metrics::metrics))
-        })
-        .shutdown_timeout(settings.shutdown_timeout_secs);
+        let mut server =
+            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, data.clone())))
+                .shutdown_timeout(settings.shutdown_timeout_secs);
         if settings.http_workers > 0 {
             server = server.workers(settings.http_workers);
         }

@@ -73,7 +73,7 @@ pub struct Settings {
 
     /// Refuse SignatureVersion 1 (SHA1withRSA); accept only version 2.
     #[arg(long, env = "SNS_REQUIRE_SIGNATURE_V2", default_value = "false",
-          value_parser = BoolishValueParser::new(), global = true)]
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub sns_require_signature_v2: bool,
 
     /// Largest accepted request body on POST /sns, in bytes (413 above).

@@ -5,6 +5,8 @@ mod signing;
 
 mod aws_real;
 mod cert_fetch;
+mod cli;
 mod durability;
+mod fixtures;
 mod health;
 mod sns_endpoint;

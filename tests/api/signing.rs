@@ -188,3 +188,11 @@ impl Msg {
         serde_json::to_string_pretty(&Value::Object(self.fields.clone())).expect("json")
     }
 }
+
+/// Signs an envelope template (JSON without `Signature`), keeping its field
+/// order, and returns the signed JSON text.
+pub fn sign_template(template: &str) -> Result<String, serde_json::Error> {
+    let fields: Map<String, Value> = serde_json::from_str(template)?;
+    let signed = Msg { fields }.sign();
+    Ok(signed.body() + "\n")
+}

@@ -1,0 +1,221 @@
+//! The `bouncer` binary itself: `--help`, `migrate`, `replay`, and `serve`
+//! stopping cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Backend, TempDir, TestDb, fixture, spawn_app_with};
+use crate::on_both_databases;
+use crate::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
+
+/// The binary with an empty environment, run in `dir` (so no stray `.env`).
+pub fn bouncer(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bouncer"));
+    cmd.env_clear().current_dir(dir).env("LOG_LEVEL", "warn");
+    cmd
+}
+
+/// Settings for the test key and topic, as environment variables.
+pub fn test_env(cmd: &mut Command, db_url: &str, dir: &std::path::Path) {
+    cmd.env("DATABASE_URL", db_url)
+        .env("SPOOL_PATH", dir.join("cli.spool"))
+        .env("SNS_TOPIC_ARNS", TOPIC)
+        .env(
+            "SNS_CERT_PINS",
+            format!("{TEST_CERT_URL}={}", fixture(TEST_CERT_FILE).display()),
+        );
+}
+
+fn signed_fixture_paths() -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(fixture("fixtures/signed"))
+        .expect("signed fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable_and_default() {
+    let dir = TempDir::new();
+    let output = bouncer(dir.path()).arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (var, default) in [
+        ("DATABASE_URL", Some("sqlite:bouncer.db")),
+        ("DATABASE_MAX_CONNECTIONS", Some("8")),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", Some("3000")),
+        ("SQLITE_BUSY_TIMEOUT_MS", Some("5000")),
+        ("LISTEN_ADDR", Some("127.0.0.1:8080")),
+        ("TLS_CERT_FILE", None),
+        ("TLS_KEY_FILE", None),
+        ("SNS_TOPIC_ARNS", None),
+        ("SNS_REQUIRE_SIGNATURE_V2", Some("false")),
+        ("SNS_MAX_BODY_BYTES", Some("524288")),
+        ("SNS_MAX_AGE_SECS", Some("7200")),
+        ("SNS_MAX_FUTURE_SECS", Some("300")),
+        ("SNS_CERT_PINS", None),
+        ("SNS_CERT_FETCH_TIMEOUT_MS", Some("3000")),
+        ("SNS_CERT_MAX_BYTES", Some("16384")),
+        ("SNS_CERT_CACHE_SIZE", Some("32")),
+        ("SPOOL_PATH", Some("bouncer.spool")),
+        ("WRITE_BATCH_MAX", Some("512")),
+        ("HTTP_WORKERS", Some("0")),
+        ("SHUTDOWN_TIMEOUT_SECS", Some("30")),
+        ("LOG_LEVEL", Some("info")),
+        ("LOG_FORMAT", Some("text")),
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from --help:\n{help}"
+        );
+        if let Some(default) = default {
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "default of {var}:\n{help}"
+            );
+        }
+    }
+}
+
+async fn migrate_creates_the_schema(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    let output = bouncer(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .arg("migrate")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    assert_eq!(db.total_messages().await, 0, "sns_messages exists");
+}
+
+async fn replay_applies_stored_messages_through_the_pipeline(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    let mut cmd = bouncer(dir.path());
+    test_env(&mut cmd, &db.url, dir.path());
+    let output = cmd
+        .arg("replay")
+        .arg("--ignore-age")
+        .args(signed_fixture_paths())
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(db.total_messages().await, 8);
+    // Without --ignore-age the fixtures are too old: refused, nothing added,
+    // and the exit status says so.
+    let mut cmd = bouncer(dir.path());
+    test_env(&mut cmd, &db.url, dir.path());
+    let again = cmd
+        .env("SNS_MAX_AGE_SECS", "1")
+        .arg("replay")
+        .args(signed_fixture_paths())
+        .output()
+        .expect("runs");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("message_too_old"));
+    assert_eq!(db.total_messages().await, 8);
+}
+
+async fn replay_posts_to_a_running_endpoint(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.sns_max_age_secs = 100 * 365 * 86400).await;
+    let dir = TempDir::new();
+    // One file in JSON-lines form, the way a dead-letter queue dump looks.
+    let lines: Vec<String> = signed_fixture_paths()
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json");
+            v.to_string()
+        })
+        .collect();
+    let dump = dir.path().join("dlq.jsonl");
+    std::fs::write(&dump, lines.join("\n")).expect("write");
+    let url = format!("{}/sns", app.address);
+    let output = bouncer(dir.path())
+        .args(["replay", "--url", &url])
+        .arg(&dump)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.matches("200 {\"status\":\"stored\"}").count(),
+        8,
+        "{stdout}"
+    );
+    assert_eq!(app.db.total_messages().await, 8);
+    app.stop().await;
+}
+
+on_both_databases!(
+    migrate_creates_the_schema,
+    replay_applies_stored_messages_through_the_pipeline,
+    replay_posts_to_a_running_endpoint,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
+    let dir = TempDir::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = bouncer(dir.path())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("SNS_TOPIC_ARNS", TOPIC)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest::get(&url)
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the service did not become ready");
+    assert!(
+        dir.path().join("bouncer.db").exists(),
+        "the SQLite file is created on first start"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = exited.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("bouncer did not stop on SIGTERM")
+    });
+    assert!(status.success(), "{status}");
+}
