@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
+use crate::auth::ApiTokens;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    pub api_tokens: Arc<ApiTokens>,
 }
 
 /// The parts of the pipeline without the HTTP server: what `serve` runs
@@ -84,6 +86,9 @@ impl Pipeline {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
+        if settings.api_tokens.iter().all(|t| t.trim().is_empty()) {
+            tracing::warn!("API_TOKENS is empty: the /v1 API answers direct loopback clients only");
+        }
         if allowed_topics.is_empty() {
             tracing::warn!(
                 "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
@@ -115,6 +120,7 @@ impl Pipeline {
                 store,
                 metrics,
                 max_body_bytes: settings.sns_max_body_bytes,
+                api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
             }),
             writer_task,
         })
@@ -124,7 +130,10 @@ impl Pipeline {
 /// Mounts every endpoint with the shared state (the server and the
 /// benchmarks use the same routes).
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    let tokens = web::Data::from(state.api_tokens.clone());
     cfg.app_data(state)
+        .app_data(tokens)
+        .configure(routes::api::configure)
         .route("/sns", web::post().to(routes::sns::receive))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))

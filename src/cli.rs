@@ -34,6 +34,11 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Read and change the suppression list.
+    Suppressions {
+        #[command(subcommand)]
+        command: SuppressionsCommand,
+    },
     /// Send stored SNS messages (JSON files, or JSON lines) to a running
     /// endpoint, or through the pipeline directly into the database.
     Replay {
@@ -49,6 +54,54 @@ pub enum Command {
         #[arg(long)]
         ignore_age: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SuppressionsCommand {
+    /// List suppressed addresses (tab-separated: email, reason, type,
+    /// subtype, last seen, events, source).
+    List {
+        /// Only this reason: bounce, complaint or manual.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only rows last seen at or after this date or time (ISO 8601).
+        #[arg(long)]
+        since: Option<String>,
+        /// Most rows to print (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Tell, for each address, whether it is suppressed and why. Exits 1 if
+    /// any is.
+    Check {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Suppress an address by hand (reason `manual`).
+    Add {
+        address: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Remove an address from the list; recorded with who and why.
+    Remove {
+        address: String,
+        /// Who removes it.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Write the whole list as CSV (header: the table's columns).
+    Export {
+        /// File to write (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Add addresses from a CSV file with a header naming at least `email`
+    /// (optional `reason`: bounce, complaint or manual (default); `note`).
+    Import { file: PathBuf },
 }
 
 pub fn main() -> ExitCode {
@@ -94,6 +147,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             println!("migrations applied to {}", redact(&settings.database_url));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Suppressions { command } => {
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            crate::cli_suppressions::run(&store, command).await
         }
         Command::Replay {
             files,

@@ -115,6 +115,32 @@ pub struct Settings {
     #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32, global = true)]
     pub sns_cert_cache_size: usize,
 
+    /// Soft bounces (transient or undetermined, not blaming the content)
+    /// that suppress an address when they fall within SOFT_BOUNCE_WINDOW_DAYS.
+    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3, global = true)]
+    pub soft_bounce_limit: u32,
+
+    /// The window, in days from the first soft bounce of a streak; a delivery
+    /// resets the count.
+    #[arg(
+        long,
+        env = "SOFT_BOUNCE_WINDOW_DAYS",
+        default_value_t = 14,
+        global = true
+    )]
+    pub soft_bounce_window_days: u32,
+
+    /// API bearer tokens, comma-separated `name:token` pairs (the name is
+    /// recorded as who made a change). Empty: the API answers loopback only.
+    #[arg(
+        long,
+        env = "API_TOKENS",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+
     /// Local durable spool for verified messages while the database is
     /// unreachable (must be on persistent disk).
     #[arg(

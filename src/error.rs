@@ -119,3 +119,80 @@ impl ResponseError for SnsError {
 pub fn error_body(status: StatusCode, code: &str, detail: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": code, "detail": detail }))
 }
+
+/// Why a `/v1` API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
+    Unauthorized,
+    #[error("no API_TOKENS are configured: the API answers only direct loopback clients")]
+    LoopbackOnly,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidAddress(String),
+    #[error("at most {limit} addresses per call, got {got}")]
+    TooManyAddresses { limit: usize, got: usize },
+    #[error("{0} is not on the suppression list")]
+    NotSuppressed(String),
+    #[error("a removal needs `by` (who) and `reason` (why)")]
+    ReasonRequired,
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::LoopbackOnly => "loopback_only",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidAddress(_) => "invalid_address",
+            ApiError::TooManyAddresses { .. } => "too_many_addresses",
+            ApiError::NotSuppressed(_) => "not_suppressed",
+            ApiError::ReasonRequired => "reason_required",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_unavailable(&e) {
+            ApiError::DatabaseUnavailable(e.to_string())
+        } else {
+            tracing::error!(error = %e, "API database error");
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::LoopbackOnly => StatusCode::FORBIDDEN,
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidAddress(_)
+            | ApiError::TooManyAddresses { .. }
+            | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
+            ApiError::NotSuppressed(_) => StatusCode::NOT_FOUND,
+            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = error_body(self.status_code(), self.code(), &self.to_string());
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

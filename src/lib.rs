@@ -5,13 +5,16 @@
 //! `store::writer` (group commit, or the `spool` when the database is away).
 
 pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;
+pub mod ses;
 pub mod sns;
 pub mod spool;
 pub mod store;

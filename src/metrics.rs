@@ -24,8 +24,17 @@ struct EventLabels {
     event: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SesLabels {
+    r#type: String,
+    action: String,
+}
+
 struct Inner {
     registry: Registry,
+    ses_events: Family<SesLabels, Counter>,
+    unrecognized: Counter,
+    suppressions: Counter,
     messages: Family<MessageLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
     cert_cache: Family<EventLabels, Counter>,
@@ -61,6 +70,24 @@ impl Metrics {
             "SNS messages refused, by error code",
             refusals.clone(),
         );
+        let ses_events = Family::<SesLabels, Counter>::default();
+        registry.register(
+            "ses_events",
+            "SES events applied, by event type and policy action",
+            ses_events.clone(),
+        );
+        let unrecognized = Counter::default();
+        registry.register(
+            "unrecognized_messages",
+            "Verified notifications whose content is not SES feedback bouncer understands (kept whole)",
+            unrecognized.clone(),
+        );
+        let suppressions = Counter::default();
+        registry.register(
+            "suppressions_written",
+            "Suppression rows created or refreshed by SES events",
+            suppressions.clone(),
+        );
         let cert_cache = Family::<EventLabels, Counter>::default();
         registry.register(
             "cert_cache",
@@ -91,6 +118,9 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 registry,
+                ses_events,
+                unrecognized,
+                suppressions,
                 messages,
                 refusals,
                 cert_cache,
@@ -109,6 +139,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts what a committed message did.
+    pub fn applied(&self, applied: &crate::store::Applied) {
+        for (event_type, outcome) in applied.events.iter().filter(|(_, o)| o.applied) {
+            self.inner
+                .ses_events
+                .get_or_create(&SesLabels {
+                    r#type: event_type.clone(),
+                    action: outcome.rule.action.as_str().to_owned(),
+                })
+                .inc();
+            if outcome.suppressed {
+                self.inner.suppressions.inc();
+            }
+        }
+        if applied.unrecognized.is_some() {
+            self.inner.unrecognized.inc();
+        }
     }
 
     pub fn refusal(&self, reason: &str) {

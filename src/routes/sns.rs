@@ -31,11 +31,21 @@ pub async fn receive(
     let result = handle(&req, payload, &state, &mut seen).await;
     let (response, outcome) = match result {
         Ok(written) => {
-            let (status, outcome) = match written {
-                Written::Applied(applied) => (StatusCode::OK, applied.outcome.as_str()),
-                Written::Spooled => (StatusCode::ACCEPTED, "spooled"),
+            let (status, outcome, body) = match written {
+                Written::Applied(applied) => {
+                    let outcome = applied.outcome.as_str();
+                    let body = match &applied.unrecognized {
+                        Some(why) => serde_json::json!({ "status": outcome, "unrecognized": why }),
+                        None => serde_json::json!({ "status": outcome }),
+                    };
+                    (StatusCode::OK, outcome, body)
+                }
+                Written::Spooled => (
+                    StatusCode::ACCEPTED,
+                    "spooled",
+                    serde_json::json!({ "status": "spooled" }),
+                ),
             };
-            let body = serde_json::json!({ "status": outcome });
             (HttpResponse::build(status).json(body), outcome)
         }
         Err(error) => {

@@ -1,16 +1,64 @@
 //! `sns_messages`: every accepted SNS message, once per MessageId. The
 //! primary key is the dedupe: a second delivery (even at the same moment on
-//! another connection or another replica) inserts nothing.
+//! another connection or another replica) inserts nothing and applies
+//! nothing. A new notification's SES events are applied in the same
+//! transaction.
 
+use super::feedback::{EventOutcome, apply_event};
 use super::{Store, Timestamp, Tx, on_tx};
+use crate::ses::feedback::{self, FeedbackEvent, Parsed};
+use crate::sns::envelope::MessageType;
 use crate::sns::verify::VerifiedMessage;
+
+/// What a verified message carries for the store, parsed before it reaches
+/// the writer (so the single writer task does no parsing).
+#[derive(Debug, Clone)]
+pub enum Content {
+    SubscriptionConfirmation,
+    UnsubscribeConfirmation,
+    Feedback(Vec<FeedbackEvent>),
+    /// SES's test message when a topic is attached to an identity.
+    SesSetupNotice,
+    /// A notification whose Message bouncer does not understand.
+    Unrecognized(String),
+}
 
 /// A verified message on its way into the database.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     pub message: VerifiedMessage,
+    pub content: Content,
     /// It waited in the local spool while the database was unreachable.
     pub via_spool: bool,
+}
+
+impl Accepted {
+    pub fn new(message: VerifiedMessage, via_spool: bool) -> Accepted {
+        let content = match message.message_type() {
+            MessageType::SubscriptionConfirmation => Content::SubscriptionConfirmation,
+            MessageType::UnsubscribeConfirmation => Content::UnsubscribeConfirmation,
+            MessageType::Notification => match feedback::parse(&message.envelope().message) {
+                Parsed::Feedback(events) => Content::Feedback(events),
+                Parsed::SubscriptionSucceeded => Content::SesSetupNotice,
+                Parsed::Unrecognized(why) => Content::Unrecognized(why),
+            },
+        };
+        Accepted {
+            message,
+            content,
+            via_spool,
+        }
+    }
+
+    /// The `outcome` column of `sns_messages`.
+    fn outcome_label(&self) -> &'static str {
+        match self.content {
+            Content::SubscriptionConfirmation | Content::UnsubscribeConfirmation => "stored",
+            Content::Feedback(_) => "applied",
+            Content::SesSetupNotice => "recorded",
+            Content::Unrecognized(_) => "unrecognized",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,26 +79,33 @@ impl StoreOutcome {
 }
 
 /// What happened to one message of a committed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub outcome: StoreOutcome,
+    /// One per SES event the message carried (empty for a duplicate).
+    pub events: Vec<(String, EventOutcome)>,
+    /// Why the content was not understood, if it was not.
+    pub unrecognized: Option<String>,
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO sns_messages \
      (message_id, message_type, topic_arn, subject, sns_timestamp, received_at, stored_at, \
-      signature_version, via_spool, outcome, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+      signature_version, via_spool, outcome, outcome_detail, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (message_id) DO NOTHING";
 
 /// Inserts the message; `false` when its MessageId was already there.
 async fn insert_message(
     tx: &mut Tx,
     accepted: &Accepted,
-    outcome: &str,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
     let m = &accepted.message;
     let e = m.envelope();
+    let detail = match &accepted.content {
+        Content::Unrecognized(why) => Some(why.as_str()),
+        _ => None,
+    };
     let rows = on_tx!(tx, conn => sqlx::query(INSERT_MESSAGE)
         .bind(m.message_id())
         .bind(e.message_type.as_str())
@@ -61,7 +116,8 @@ async fn insert_message(
         .bind(now)
         .bind(m.signature_version().number())
         .bind(accepted.via_spool)
-        .bind(outcome)
+        .bind(accepted.outcome_label())
+        .bind(detail)
         .bind(m.raw_body())
         .execute(conn)
         .await?
@@ -69,21 +125,48 @@ async fn insert_message(
     Ok(rows == 1)
 }
 
-/// Applies one message inside an open transaction.
-async fn apply_one(
-    tx: &mut Tx,
-    accepted: &Accepted,
-    now: Timestamp,
-) -> Result<Applied, sqlx::Error> {
-    let outcome = if insert_message(tx, accepted, StoreOutcome::Stored.as_str(), now).await? {
-        StoreOutcome::Stored
-    } else {
-        StoreOutcome::Duplicate
-    };
-    Ok(Applied { outcome })
-}
-
 impl Store {
+    /// Applies one message inside an open transaction: its dedupe record
+    /// and everything it causes, or (a duplicate) nothing.
+    async fn apply_one(
+        &self,
+        tx: &mut Tx,
+        accepted: &Accepted,
+        now: Timestamp,
+    ) -> Result<Applied, sqlx::Error> {
+        let mut applied = Applied {
+            outcome: StoreOutcome::Duplicate,
+            events: Vec::new(),
+            unrecognized: None,
+        };
+        if !insert_message(tx, accepted, now).await? {
+            return Ok(applied);
+        }
+        applied.outcome = StoreOutcome::Stored;
+        let m = &accepted.message;
+        match &accepted.content {
+            Content::Feedback(events) => {
+                for event in events {
+                    let outcome = apply_event(
+                        tx,
+                        event,
+                        m.message_id(),
+                        m.topic_arn(),
+                        m.received_at(),
+                        self.soft_bounce,
+                    )
+                    .await?;
+                    applied.events.push((event.event_type.clone(), outcome));
+                }
+            }
+            Content::Unrecognized(why) => applied.unrecognized = Some(why.clone()),
+            Content::SubscriptionConfirmation
+            | Content::UnsubscribeConfirmation
+            | Content::SesSetupNotice => {}
+        }
+        Ok(applied)
+    }
+
     /// Applies `batch` in one transaction and one commit (group commit);
     /// each message is applied whole or, if the commit fails, not at all.
     pub async fn apply_batch(
@@ -94,19 +177,9 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut applied = Vec::with_capacity(batch.len());
         for accepted in batch {
-            applied.push(apply_one(&mut tx, accepted, now).await?);
+            applied.push(self.apply_one(&mut tx, accepted, now).await?);
         }
         tx.commit().await?;
         Ok(applied)
-    }
-
-    /// How many messages with this id are stored (0 or 1): for tests and
-    /// the CLI.
-    pub async fn count_messages(&self, message_id: &str) -> Result<i64, sqlx::Error> {
-        super::on_db!(&self.db, pool => sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_one(pool)
-            .await)
     }
 }

@@ -3,7 +3,9 @@
 //! pool through [`on_db!`]/[`on_tx!`]; where the dialects differ, the code
 //! says so. See docs/decisions.md for why this and not `sqlx::Any`.
 
+pub mod feedback;
 mod messages;
+pub mod suppressions;
 mod time;
 pub mod writer;
 
@@ -15,7 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use self::messages::{Accepted, Applied, StoreOutcome};
+use self::feedback::SoftBouncePolicy;
+pub use self::messages::{Accepted, Applied, Content, StoreOutcome};
 pub use self::time::Timestamp;
 use crate::config::Settings;
 
@@ -69,6 +72,7 @@ impl Tx {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: Db,
+    pub(crate) soft_bounce: SoftBouncePolicy,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -106,7 +110,11 @@ impl Store {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
         };
-        Ok(Store { db })
+        let soft_bounce = SoftBouncePolicy {
+            limit: i64::from(settings.soft_bounce_limit.max(1)),
+            window: ::time::Duration::days(i64::from(settings.soft_bounce_window_days)),
+        };
+        Ok(Store { db, soft_bounce })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {

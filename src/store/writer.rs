@@ -21,7 +21,7 @@ use crate::sns::verify::VerifiedMessage;
 use crate::spool::{Spool, SpoolRecord};
 
 /// What became of a message handed to the writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// Committed to the database.
     Applied(Applied),
@@ -76,11 +76,10 @@ impl Writer {
 
     pub async fn write(&self, message: VerifiedMessage) -> Result<Written, WriteError> {
         let (reply, answer) = oneshot::channel();
+        // Parsing the SES content here runs on the request's worker, not on
+        // the single writer task.
         let job = Job {
-            accepted: Accepted {
-                message,
-                via_spool: false,
-            },
+            accepted: Accepted::new(message, false),
             reply,
         };
         self.sender
@@ -154,6 +153,7 @@ impl WriterTask {
         match self.store.apply_batch(&refs, self.clock.now()).await {
             Ok(applied) => {
                 for (job, applied) in batch.into_iter().zip(applied) {
+                    self.metrics.applied(&applied);
                     let _ = job.reply.send(Ok(Written::Applied(applied)));
                 }
             }
@@ -181,6 +181,7 @@ impl WriterTask {
                 Ok(mut applied) => {
                     let result = applied
                         .pop()
+                        .inspect(|a| self.metrics.applied(a))
                         .map(Written::Applied)
                         .ok_or_else(|| WriteError::Failed("no result".into()));
                     let _ = job.reply.send(result);
@@ -265,10 +266,7 @@ impl WriterTask {
         let mut accepted = Vec::with_capacity(records.len());
         for record in records {
             match VerifiedMessage::from_spool(record.body, record.received_at) {
-                Ok(message) => accepted.push(Accepted {
-                    message,
-                    via_spool: true,
-                }),
+                Ok(message) => accepted.push(Accepted::new(message, true)),
                 Err(e) => {
                     tracing::error!(error = %e, "spool record is not an SNS message; skipped")
                 }
@@ -276,7 +274,8 @@ impl WriterTask {
         }
         let refs: Vec<&Accepted> = accepted.iter().collect();
         match self.store.apply_batch(&refs, self.clock.now()).await {
-            Ok(_) => {
+            Ok(applied) => {
+                applied.iter().for_each(|a| self.metrics.applied(a));
                 self.retry_delay = MIN_RETRY;
                 self.metrics.unspooled(refs.len());
                 tracing::info!(messages = refs.len(), "applied spooled messages");

@@ -150,7 +150,7 @@ async fn replay_posts_to_a_running_endpoint(backend: Backend) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert_eq!(
-        stdout.matches("200 {\"status\":\"stored\"}").count(),
+        stdout.matches("200 {\"status\":\"stored\"").count(),
         8,
         "{stdout}"
     );

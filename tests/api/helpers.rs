@@ -370,6 +370,16 @@ pub async fn answer(response: reqwest::Response) -> (u16, Value) {
     (status, json)
 }
 
+/// Asserts a success answer's status code and `status` field.
+pub fn assert_status(answer: &(u16, Value), status: u16, outcome: &str) {
+    assert_eq!(
+        (answer.0, answer.1["status"].as_str()),
+        (status, Some(outcome)),
+        "{}",
+        answer.1
+    );
+}
+
 /// Asserts an error answer: status and stable code.
 pub fn assert_refused(answer: &(u16, Value), status: u16, code: &str) {
     assert_eq!(answer.0, status, "status for {code}: {}", answer.1);

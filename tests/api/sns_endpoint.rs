@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, assert_refused, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, assert_refused, assert_status, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
 
@@ -26,12 +26,7 @@ async fn every_message_type_is_accepted_with_both_signature_versions(backend: Ba
             Msg::unsubscribe_confirmation(TOPIC),
         ] {
             let msg = msg.version(version).sign();
-            assert_eq!(
-                app.post(&msg).await,
-                (200, json!({"status": "stored"})),
-                "{}",
-                msg.body()
-            );
+            assert_status(&app.post(&msg).await, 200, "stored");
             assert_eq!(app.db.count_messages(&msg.id()).await, 1);
             let stored = app
                 .db
@@ -61,8 +56,8 @@ async fn every_message_type_is_accepted_with_both_signature_versions(backend: Ba
 async fn a_message_delivered_twice_is_acknowledged_and_stored_once(backend: Backend) {
     let app = spawn_app(backend).await;
     let msg = Msg::notification(TOPIC, "once").sign();
-    assert_eq!(app.post(&msg).await, (200, json!({"status": "stored"})));
-    assert_eq!(app.post(&msg).await, (200, json!({"status": "duplicate"})));
+    assert_status(&app.post(&msg).await, 200, "stored");
+    assert_status(&app.post(&msg).await, 200, "duplicate");
     assert_eq!(app.db.count_messages(&msg.id()).await, 1);
     app.stop().await;
 }

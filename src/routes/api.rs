@@ -1,0 +1,232 @@
+//! `/v1`: the sending application's API over the suppression list. Every
+//! handler authenticates the caller first (see `auth`).
+
+use std::collections::HashMap;
+
+use actix_web::{HttpResponse, web};
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::ses::address::EmailAddress;
+use crate::store::Timestamp;
+use crate::store::suppressions::ListFilter;
+
+/// Most addresses one batch check takes.
+pub const MAX_BATCH: usize = 10_000;
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(4 * 1024 * 1024)
+                    .error_handler(|e, _| ApiError::InvalidRequest(format!("body: {e}")).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::InvalidRequest(format!("query: {e}")).into()),
+            )
+            .route("/suppressions", web::get().to(list))
+            .route("/suppressions", web::post().to(add))
+            .route("/suppressions/check", web::post().to(check))
+            .route("/suppressions/{email}", web::get().to(get_one))
+            .route("/suppressions/{email}", web::delete().to(remove)),
+    );
+}
+
+fn address(text: &str) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(text).map_err(|e| ApiError::InvalidAddress(e.to_string()))
+}
+
+async fn get_one(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let email = address(&path)?;
+    match state.store.suppression(&email).await? {
+        Some(row) => {
+            Ok(HttpResponse::Ok()
+                .json(serde_json::json!({ "suppressed": true, "suppression": row })))
+        }
+        None => Err(ApiError::NotSuppressed(email.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    addresses: Vec<String>,
+}
+
+async fn check(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<CheckRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let inputs = body.into_inner().addresses;
+    if inputs.len() > MAX_BATCH {
+        return Err(ApiError::TooManyAddresses {
+            limit: MAX_BATCH,
+            got: inputs.len(),
+        });
+    }
+    let mut invalid = Vec::new();
+    let mut wanted: Vec<(String, EmailAddress)> = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        match EmailAddress::parse(&input) {
+            Ok(email) => wanted.push((input, email)),
+            Err(_) => invalid.push(input),
+        }
+    }
+    let emails: Vec<EmailAddress> = wanted.iter().map(|(_, e)| e.clone()).collect();
+    let rows = state.store.check(&emails).await?;
+    let by_email: HashMap<&str, _> = rows.iter().map(|r| (r.email.as_str(), r)).collect();
+    let suppressed: Vec<_> = wanted
+        .iter()
+        .filter_map(|(input, email)| {
+            by_email.get(email.as_str()).map(|row| {
+                let mut value = serde_json::to_value(row).unwrap_or_default();
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("address".into(), serde_json::Value::String(input.clone()));
+                }
+                value
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "checked": wanted.len() + invalid.len(),
+        "suppressed": suppressed,
+        "invalid": invalid,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    reason: Option<String>,
+    since: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(email: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(email)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::InvalidRequest("cursor is not one this API gave out".into()))
+}
+
+pub fn parse_reason(reason: &str) -> Result<String, ApiError> {
+    match reason {
+        "bounce" | "complaint" | "manual" => Ok(reason.to_owned()),
+        other => Err(ApiError::InvalidRequest(format!(
+            "reason `{other}` is not bounce, complaint or manual"
+        ))),
+    }
+}
+
+pub fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(since)
+        .or_else(|| Timestamp::parse_rfc3339(&format!("{since}T00:00:00Z")))
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!("since `{since}` is not an ISO 8601 date or time"))
+        })
+}
+
+async fn list(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let filter = ListFilter {
+        reason: query.reason.as_deref().map(parse_reason).transpose()?,
+        since: query.since.as_deref().map(parse_since).transpose()?,
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        // One more than asked tells whether another page exists.
+        limit: limit + 1,
+    };
+    let mut items = state.store.list(&filter).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(|r| encode_cursor(&r.email))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[derive(Deserialize)]
+struct AddRequest {
+    email: String,
+    note: Option<String>,
+}
+
+async fn add(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<AddRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = address(&body.email)?;
+    let now = state.verifier.clock().now();
+    let source = format!("api:{}", caller.name);
+    let (row, created) = state
+        .store
+        .add_manual(&email, body.note.as_deref(), &source, now)
+        .await?;
+    let answer = serde_json::json!({ "created": created, "suppression": row });
+    Ok(if created {
+        HttpResponse::Created().json(answer)
+    } else {
+        HttpResponse::Ok().json(answer)
+    })
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+async fn remove(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<RemoveQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let email = address(&path)?;
+    let why = query
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or(ApiError::ReasonRequired)?;
+    // Who: the person named in `by`, recorded with the token that vouched.
+    let by = match query.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        Some(person) => format!("{person} (api:{})", caller.name),
+        None => format!("api:{}", caller.name),
+    };
+    let now = state.verifier.clock().now();
+    match state.store.remove(&email, &by, why, now).await? {
+        Some(row) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": row, "removed_by": by })))
+        }
+        None => Err(ApiError::NotSuppressed(email.to_string())),
+    }
+}

@@ -1,0 +1,211 @@
+//! Reading and changing the suppression list by hand: what the `/v1` API
+//! and the `bouncer suppressions` commands share.
+
+use serde::Serialize;
+
+use super::feedback::{SuppressionWrite, upsert_suppression};
+use super::{Db, Store, Timestamp, on_db, on_tx};
+use crate::ses::address::EmailAddress;
+
+/// One row of `suppressions`, as the public contract names its columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Suppression {
+    pub email: String,
+    pub reason: String,
+    pub bounce_type: Option<String>,
+    pub bounce_subtype: Option<String>,
+    pub complaint_feedback_type: Option<String>,
+    pub diagnostic_code: Option<String>,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub event_count: i64,
+    pub last_ses_message_id: Option<String>,
+    pub last_sns_message_id: Option<String>,
+    pub source: String,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub reason: Option<String>,
+    /// Rows last seen at or after this time.
+    pub since: Option<Timestamp>,
+    /// Keyset paging: rows whose email sorts after this one.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+    last_sns_message_id, source, note";
+
+impl Store {
+    pub async fn suppression(
+        &self,
+        email: &EmailAddress,
+    ) -> Result<Option<Suppression>, sqlx::Error> {
+        const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+            diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+            last_sns_message_id, source, note FROM suppressions WHERE email = $1";
+        on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// The suppressed ones among `emails`, in one query.
+    pub async fn check(&self, emails: &[EmailAddress]) -> Result<Vec<Suppression>, sqlx::Error> {
+        let list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
+        match &self.db {
+            Db::Sqlite(pool) => {
+                const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+                    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+                    last_sns_message_id, source, note FROM suppressions \
+                    WHERE email IN (SELECT value FROM json_each($1))";
+                let json =
+                    serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                sqlx::query_as::<_, Suppression>(SQL)
+                    .bind(json)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+                    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+                    last_sns_message_id, source, note FROM suppressions WHERE email = ANY($1)";
+                sqlx::query_as::<_, Suppression>(SQL)
+                    .bind(list)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    /// Rows in email order, filtered, one page.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Suppression>, sqlx::Error> {
+        const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+            diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+            last_sns_message_id, source, note FROM suppressions \
+            WHERE ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR last_seen_at >= $2) \
+              AND ($3 IS NULL OR email > $3) \
+            ORDER BY email LIMIT $4";
+        on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
+            .bind(filter.reason.as_deref())
+            .bind(filter.since)
+            .bind(filter.after.as_deref())
+            .bind(filter.limit)
+            .fetch_all(pool)
+            .await)
+    }
+
+    /// Adds `email` by hand; an address already on the list keeps its row.
+    /// Returns the row and whether it is new.
+    pub async fn add_manual(
+        &self,
+        email: &EmailAddress,
+        note: Option<&str>,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<(Suppression, bool), sqlx::Error> {
+        const SQL: &str = "INSERT INTO suppressions \
+            (email, reason, first_seen_at, last_seen_at, event_count, source, note) \
+            VALUES ($1, 'manual', $2, $2, 1, $3, $4) ON CONFLICT (email) DO NOTHING";
+        let created = on_db!(&self.db, pool => sqlx::query(SQL)
+            .bind(email.as_str())
+            .bind(now)
+            .bind(source)
+            .bind(note)
+            .execute(pool)
+            .await?
+            .rows_affected())
+            == 1;
+        let row = self
+            .suppression(email)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok((row, created))
+    }
+
+    /// Removes `email`, recording who and why with the row as it was, in one
+    /// transaction. Its soft-bounce count goes too. `None` if not listed.
+    pub async fn remove(
+        &self,
+        email: &EmailAddress,
+        by: &str,
+        why: &str,
+        now: Timestamp,
+    ) -> Result<Option<Suppression>, sqlx::Error> {
+        const DELETE: &str = "DELETE FROM suppressions WHERE email = $1 RETURNING email, reason, bounce_type, \
+            bounce_subtype, complaint_feedback_type, diagnostic_code, first_seen_at, last_seen_at, \
+            event_count, last_ses_message_id, last_sns_message_id, source, note";
+        const AUDIT: &str = "INSERT INTO suppression_removals (email, removed_at, removed_by, why, reason, row_json) \
+            VALUES ($1, $2, $3, $4, $5, $6)";
+        const FORGET_SOFT: &str = "DELETE FROM soft_bounces WHERE email = $1";
+        let mut tx = self.begin().await?;
+        let removed = on_tx!(&mut tx, conn => sqlx::query_as::<_, Suppression>(DELETE)
+            .bind(email.as_str())
+            .fetch_optional(conn)
+            .await)?;
+        let Some(row) = removed else { return Ok(None) };
+        let snapshot = serde_json::to_string(&row).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        on_tx!(&mut tx, conn => sqlx::query(AUDIT)
+            .bind(email.as_str())
+            .bind(now)
+            .bind(by)
+            .bind(why)
+            .bind(&row.reason)
+            .bind(snapshot)
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        on_tx!(&mut tx, conn => sqlx::query(FORGET_SOFT)
+            .bind(email.as_str())
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// Adds many rows in one transaction (CSV import). Existing rows are
+    /// refreshed like a new event with the imported reason.
+    pub async fn import(
+        &self,
+        rows: &[ImportRow],
+        source: &str,
+        now: Timestamp,
+    ) -> Result<usize, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        for row in rows {
+            let write = SuppressionWrite {
+                email: &row.email,
+                reason: &row.reason,
+                bounce_type: None,
+                bounce_subtype: None,
+                complaint_feedback_type: None,
+                diagnostic_code: None,
+                seen_at: now,
+                ses_message_id: None,
+                sns_message_id: None,
+                source,
+                note: row.note.as_deref(),
+            };
+            upsert_suppression(&mut tx, &write).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+}
+
+/// One line of a CSV import.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub email: EmailAddress,
+    pub reason: String,
+    pub note: Option<String>,
+}
+
+/// The column list, for exports that must match the table.
+pub fn columns() -> Vec<&'static str> {
+    COLUMNS.split(',').map(str::trim).collect()
+}
