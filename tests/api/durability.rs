@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use sqlx::Executor;
 
 use crate::helpers::{

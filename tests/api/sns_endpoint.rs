@@ -1,8 +1,6 @@
 //! POST /sns: what is accepted, and every refusal with its status and code.
 //! Each refusal test also checks that nothing was stored.
 
-use serde_json::json;
-
 use crate::helpers::{Backend, TestApp, assert_refused, assert_status, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
