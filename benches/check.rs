@@ -1,0 +1,111 @@
+//! The batch check: 10,000 addresses (1,000 of them suppressed) against a
+//! list of 1,000,000 suppressions, as the store query and as the whole
+//! `POST /v1/suppressions/check` call, on SQLite and (when it answers at
+//! TEST_POSTGRES_URL) PostgreSQL.
+//!
+//! cargo bench --bench check
+
+use std::time::Duration;
+
+use actix_web::{App, test, web};
+use bouncer::app::{Hooks, Pipeline, configure};
+use bouncer::config::Settings;
+use bouncer::ses::address::EmailAddress;
+use criterion::{Criterion, criterion_group, criterion_main};
+use sqlx::Connection;
+
+const ROWS: i64 = 1_000_000;
+
+fn addresses() -> Vec<String> {
+    // Every tenth address is on the list (rows are user0..user999999).
+    (0..10_000)
+        .map(|i| if i % 10 == 0 { format!("user{}@example.com", i * 97) } else { format!("nobody{i}@example.net") })
+        .collect()
+}
+
+const FILL_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999) \
+    INSERT INTO suppressions (email, reason, bounce_type, bounce_subtype, first_seen_at, last_seen_at, event_count, source) \
+    SELECT 'user' || i || '@example.com', 'bounce', 'Permanent', 'General', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, 'bench' FROM n";
+const FILL_POSTGRES: &str = "INSERT INTO suppressions (email, reason, bounce_type, bounce_subtype, first_seen_at, last_seen_at, event_count, source) \
+    SELECT 'user' || i || '@example.com', 'bounce', 'Permanent', 'General', now(), now(), 1, 'bench' FROM generate_series(0, 999999) AS i";
+
+fn bench_backend(c: &mut Criterion, label: &str, database_url: &str, fill: &'static str) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = std::env::temp_dir().join(format!("bouncer-bench-check-{}-{label}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut settings = Settings::defaults();
+    settings.database_url = database_url.to_owned();
+    settings.spool_path = dir.join("bench.spool");
+    let pipeline = runtime.block_on(Pipeline::build(&settings, &Hooks::default())).expect("pipeline");
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        if database_url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(database_url).await.expect("connect");
+            sqlx::query(fill).execute(&mut conn).await.expect("fill");
+        } else {
+            let mut conn = sqlx::PgConnection::connect(database_url).await.expect("connect");
+            sqlx::query(fill).execute(&mut conn).await.expect("fill");
+            sqlx::query("ANALYZE suppressions").execute(&mut conn).await.expect("analyze");
+        }
+        eprintln!("{label}: {ROWS} suppressions written in {:?}", started.elapsed());
+    });
+    let inputs = addresses();
+    let emails: Vec<EmailAddress> = inputs.iter().map(|a| EmailAddress::parse(a).expect("address")).collect();
+    let store = pipeline.state.store.clone();
+    let found = runtime.block_on(store.check(&emails)).expect("check");
+    assert_eq!(found.len(), 1_000);
+    let data = web::Data::from(pipeline.state.clone());
+    let service = runtime.block_on(test::init_service(App::new().configure(|cfg| configure(cfg, data.clone()))));
+    let body = serde_json::json!({ "addresses": inputs }).to_string();
+    let mut group = c.benchmark_group(format!("check_10k_of_1m_{label}"));
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    group.bench_function("store_query", |b| {
+        b.iter(|| runtime.block_on(store.check(&emails)).expect("check"))
+    });
+    group.bench_function("http_call", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let req = test::TestRequest::post()
+                    .uri("/v1/suppressions/check")
+                    .insert_header(("content-type", "application/json"))
+                    .peer_addr("127.0.0.1:40000".parse().expect("addr"))
+                    .set_payload(body.clone())
+                    .to_request();
+                let resp = test::call_service(&service, req).await;
+                assert!(resp.status().is_success());
+                test::read_body(resp).await
+            })
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn bench_check(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("bouncer-bench-check-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    bench_backend(c, "sqlite", &format!("sqlite:{}", dir.join("check.db").display()), FILL_SQLITE);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let server = server.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or(server);
+    let name = format!("bouncer_bench_check_{}", std::process::id());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let created = runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.ok()?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.ok()
+    });
+    if created.is_none() {
+        eprintln!("PostgreSQL not reachable: skipping its half");
+        return;
+    }
+    bench_backend(c, "postgres", &format!("{server}/{name}"), FILL_POSTGRES);
+    runtime.block_on(async {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+        }
+    });
+}
+
+criterion_group!(benches, bench_check);
+criterion_main!(benches);

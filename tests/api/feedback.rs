@@ -1,0 +1,235 @@
+//! SES feedback over HTTP turns into exactly the suppression rows the policy
+//! table predicts, on both databases.
+
+use bouncer::clock::Clock;
+use bouncer::store::Timestamp;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Pool, TestApp, assert_status, fixture, spawn_app_with};
+use crate::on_both_databases;
+use crate::signing::{Msg, TOPIC, unique_id};
+
+/// A classic SES bounce notification for one recipient.
+pub fn bounce(kind: &str, subtype: &str, recipient: &str, at: &str) -> Msg {
+    let ses = json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": kind, "bounceSubType": subtype,
+            "bouncedRecipients": [{"emailAddress": recipient, "action": "failed", "status": "5.0.0", "diagnosticCode": "smtp; 550 test"}],
+            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
+        },
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "source": "a@signals.example", "destination": [recipient]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+pub fn delivery(recipient: &str, at: &str) -> Msg {
+    let ses = json!({
+        "notificationType": "Delivery",
+        "delivery": {"timestamp": at, "recipients": [recipient], "smtpResponse": "250 ok"},
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "source": "a@signals.example", "destination": [recipient]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+pub fn complaint(feedback_type: Option<&str>, recipient: &str) -> Msg {
+    let mut complaint = json!({
+        "complainedRecipients": [{"emailAddress": recipient}],
+        "timestamp": "2026-11-25T08:00:00.000Z", "feedbackId": format!("fb-{}", unique_id()),
+    });
+    if let Some(t) = feedback_type {
+        complaint["complaintFeedbackType"] = json!(t);
+    }
+    let ses = json!({
+        "notificationType": "Complaint", "complaint": complaint,
+        "mail": {"timestamp": "2026-11-25T08:00:00.000Z", "messageId": format!("ses-{}", unique_id()), "destination": [recipient]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+/// `(email, reason, bounce_type, bounce_subtype, complaint_feedback_type, event_count)` of every row.
+pub async fn suppression_rows(app: &TestApp) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, i64)> {
+    const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, event_count FROM suppressions ORDER BY email";
+    match &app.db.pool {
+        Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await.expect("rows"),
+        Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await.expect("rows"),
+    }
+}
+
+pub async fn is_suppressed(app: &TestApp, email: &str) -> bool {
+    app.db.scalar("SELECT COUNT(*) FROM suppressions WHERE email = $1", Some(email)).await == 1
+}
+
+async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Backend) {
+    let clock = Clock::fixed(Timestamp::parse_rfc3339("2026-11-25T08:00:05Z").expect("time"));
+    let app = spawn_app_with(backend, move |_, hooks| hooks.clock = clock).await;
+    let mut names: Vec<_> = std::fs::read_dir(fixture("fixtures/signed"))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("ses-") || n.starts_with("not-ses"))
+        .collect();
+    names.sort();
+    let mut ses_events = 0;
+    for name in &names {
+        let body = std::fs::read_to_string(fixture(&format!("fixtures/signed/{name}"))).expect("fixture");
+        let answer = app.post_raw(body, Some("Notification")).await;
+        assert_status(&answer, 200, "stored");
+        let understood = answer.1.get("unrecognized").is_none();
+        assert_eq!(understood, name != "not-ses-feedback.json", "{name}: {}", answer.1);
+        if name.starts_with("ses-") && name != "ses-subscription-succeeded.json" {
+            ses_events += 1;
+        }
+    }
+    let s = |v: &str| Some(v.to_owned());
+    let bounce = |email: &str, t: &str, st: &str| (email.to_owned(), "bounce".to_owned(), s(t), s(st), None, 1);
+    let complaint = |email: &str, t: Option<&str>| (email.to_owned(), "complaint".to_owned(), None, None, t.map(str::to_owned), 1);
+    let expected = vec![
+        complaint("complaint-abuse@example.com", Some("abuse")),
+        complaint("complaint-auth-failure@example.com", Some("auth-failure")),
+        complaint("complaint-fraud@example.com", Some("fraud")),
+        complaint("complaint-onaccount@example.com", None),
+        complaint("complaint-other@example.com", Some("other")),
+        complaint("complaint-untyped@example.com", None),
+        complaint("complaint-virus@example.com", Some("virus")),
+        bounce("display-name@example.com", "Permanent", "General"),
+        complaint("event-complaint@example.com", Some("abuse")),
+        bounce("mailbox-full@example.com", "Transient", "MailboxFull"),
+        bounce("permanent-general@example.com", "Permanent", "General"),
+        bounce("permanent-noemail@example.com", "Permanent", "NoEmail"),
+        bounce("permanent-onaccount@example.com", "Permanent", "OnAccountSuppressionList"),
+        bounce("permanent-suppressed@example.com", "Permanent", "Suppressed"),
+    ];
+    assert_eq!(suppression_rows(&app).await, expected);
+    // One event row per event, the bounce published twice counted once.
+    let events = app.db.scalar("SELECT COUNT(*) FROM feedback_events", None).await;
+    assert_eq!(events, ses_events - 1);
+    for (email, action) in [
+        ("too-large@example.com", "content_problem"),
+        ("content-rejected@example.com", "content_problem"),
+        ("attachment-rejected@example.com", "content_problem"),
+        ("complaint-not-spam@example.com", "not_spam"),
+        ("transient-general@example.com", "count_soft_bounce"),
+        ("undetermined@example.com", "count_soft_bounce"),
+        ("delivered@example.com", "reset_soft_bounces"),
+    ] {
+        let got = app.db.text("SELECT action FROM feedback_events WHERE email = $1", email).await;
+        assert_eq!(got.as_deref(), Some(action), "{email}");
+    }
+    for t in ["Send", "Reject", "Open", "Click", "Rendering Failure", "DeliveryDelay", "Subscription"] {
+        let n = app.db.scalar("SELECT COUNT(*) FROM feedback_events WHERE event_type = $1 AND action = 'record'", Some(t)).await;
+        assert_eq!(n, 1, "{t} is recorded");
+    }
+    let unrecognized = app.db.scalar("SELECT COUNT(*) FROM sns_messages WHERE outcome = 'unrecognized'", None).await;
+    assert_eq!(unrecognized, 1);
+    let (_, metrics) = app.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("bouncer_unrecognized_messages_total 1"), "{text}");
+    assert!(text.contains(r#"bouncer_ses_events_total{type="Bounce",action="suppress"} 5"#), "{text}");
+    app.stop().await;
+}
+
+async fn soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let who = "Soft <Soft@Example.com>";
+    for at in ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"] {
+        assert_status(&app.post(&bounce("Transient", "MailboxFull", who, at)).await, 200, "stored");
+    }
+    assert!(!is_suppressed(&app, "soft@example.com").await);
+    assert_status(&app.post(&delivery("soft@example.com", "2026-11-03T00:00:00Z")).await, 200, "stored");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM soft_bounces", None).await, 0, "reset");
+    for at in ["2026-11-04T00:00:00Z", "2026-11-05T00:00:00Z"] {
+        app.post(&bounce("Undetermined", "Undetermined", who, at)).await;
+    }
+    assert!(!is_suppressed(&app, "soft@example.com").await, "two after the reset");
+    app.post(&bounce("Transient", "General", who, "2026-11-06T00:00:00Z")).await;
+    assert!(is_suppressed(&app, "soft@example.com").await, "the third within the window");
+    let note = app.db.text("SELECT note FROM suppressions WHERE email = $1", "soft@example.com").await;
+    assert_eq!(note.as_deref(), Some("3 soft bounces within 14 days"));
+    // A delivery older than the bounces (arriving late) does not reset.
+    app.post(&bounce("Transient", "General", "late@example.com", "2026-11-10T00:00:00Z")).await;
+    app.post(&delivery("late@example.com", "2026-11-09T00:00:00Z")).await;
+    assert_eq!(app.db.scalar("SELECT count FROM soft_bounces WHERE email = $1", Some("late@example.com")).await, 1);
+    app.stop().await;
+}
+
+async fn soft_bounces_spread_wider_than_the_window_never_suppress(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.soft_bounce_limit = 2;
+        s.soft_bounce_window_days = 1;
+    })
+    .await;
+    for at in ["2026-11-01T00:00:00Z", "2026-11-03T00:00:00Z", "2026-11-05T00:00:00Z"] {
+        app.post(&bounce("Transient", "General", "spread@example.com", at)).await;
+    }
+    assert!(!is_suppressed(&app, "spread@example.com").await);
+    app.post(&bounce("Transient", "General", "spread@example.com", "2026-11-05T12:00:00Z")).await;
+    assert!(is_suppressed(&app, "spread@example.com").await, "two within one day");
+    app.stop().await;
+}
+
+async fn content_rejections_never_count_against_the_address(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    for subtype in ["MessageTooLarge", "ContentRejected", "AttachmentRejected", "ContentRejected", "MessageTooLarge"] {
+        app.post(&bounce("Transient", subtype, "reader@example.com", "2026-11-01T00:00:00Z")).await;
+    }
+    assert!(!is_suppressed(&app, "reader@example.com").await);
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM soft_bounces", None).await, 0);
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) FROM feedback_events WHERE action = 'content_problem'", None).await,
+        5
+    );
+    app.stop().await;
+}
+
+async fn complaints_suppress_unless_not_spam(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    app.post(&complaint(Some("not-spam"), "fan@example.com")).await;
+    app.post(&complaint(Some("abuse"), "Angry <ANGRY@example.com>")).await;
+    app.post(&complaint(None, "untyped@example.com")).await;
+    assert!(!is_suppressed(&app, "fan@example.com").await);
+    assert!(is_suppressed(&app, "angry@example.com").await);
+    assert!(is_suppressed(&app, "untyped@example.com").await);
+    app.stop().await;
+}
+
+async fn one_event_in_two_sns_messages_is_applied_once(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let first = bounce("Permanent", "General", "twice@example.com", "2026-11-01T00:00:00Z");
+    // The same SES event, published again under another SNS MessageId (a
+    // configuration set besides the identity notifications).
+    let second = Msg::notification(TOPIC, first.get("Message")).sign();
+    assert_ne!(first.id(), second.id());
+    let answers = futures_util::future::join_all([app.post(&first), app.post(&second)]).await;
+    for answer in &answers {
+        assert_status(answer, 200, "stored");
+    }
+    assert_eq!(app.db.total_messages().await, 2, "both SNS messages are kept");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM feedback_events", None).await, 1);
+    assert_eq!(app.db.scalar("SELECT event_count FROM suppressions WHERE email = $1", Some("twice@example.com")).await, 1);
+    app.stop().await;
+}
+
+async fn a_notification_that_is_not_ses_feedback_is_kept_whole_and_counted(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let msg = Msg::notification(TOPIC, r#"{"notificationType":"Bounce","bounce":{"oops":true},"mail":{"messageId":"m"}}"#).sign();
+    let (status, body): (u16, Value) = app.post(&msg).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "stored");
+    assert!(body["unrecognized"].as_str().unwrap_or_default().contains("bounce"), "{body}");
+    let stored = app.db.text("SELECT body FROM sns_messages WHERE message_id = $1", &msg.id()).await;
+    assert_eq!(stored.as_deref(), Some(msg.body().as_str()));
+    let outcome = app.db.text("SELECT outcome FROM sns_messages WHERE message_id = $1", &msg.id()).await;
+    assert_eq!(outcome.as_deref(), Some("unrecognized"));
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM suppressions", None).await, 0);
+    app.stop().await;
+}
+
+on_both_databases!(
+    replaying_the_fixtures_gives_the_rows_the_policy_predicts,
+    soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count,
+    soft_bounces_spread_wider_than_the_window_never_suppress,
+    content_rejections_never_count_against_the_address,
+    complaints_suppress_unless_not_spam,
+    one_event_in_two_sns_messages_is_applied_once,
+    a_notification_that_is_not_ses_feedback_is_kept_whole_and_counted,
+);
