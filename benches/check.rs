@@ -19,7 +19,13 @@ const ROWS: i64 = 1_000_000;
 fn addresses() -> Vec<String> {
     // Every tenth address is on the list (rows are user0..user999999).
     (0..10_000)
-        .map(|i| if i % 10 == 0 { format!("user{}@example.com", i * 97) } else { format!("nobody{i}@example.net") })
+        .map(|i| {
+            if i % 10 == 0 {
+                format!("user{}@example.com", i * 97)
+            } else {
+                format!("nobody{i}@example.net")
+            }
+        })
         .collect()
 }
 
@@ -31,34 +37,56 @@ const FILL_POSTGRES: &str = "INSERT INTO suppressions (email, reason, bounce_typ
 
 fn bench_backend(c: &mut Criterion, label: &str, database_url: &str, fill: &'static str) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = std::env::temp_dir().join(format!("bouncer-bench-check-{}-{label}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "bouncer-bench-check-{}-{label}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let mut settings = Settings::defaults();
     settings.database_url = database_url.to_owned();
     settings.spool_path = dir.join("bench.spool");
-    let pipeline = runtime.block_on(Pipeline::build(&settings, &Hooks::default())).expect("pipeline");
+    let pipeline = runtime
+        .block_on(Pipeline::build(&settings, &Hooks::default()))
+        .expect("pipeline");
     runtime.block_on(async {
         let started = std::time::Instant::now();
         if database_url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(database_url).await.expect("connect");
+            let mut conn = sqlx::SqliteConnection::connect(database_url)
+                .await
+                .expect("connect");
             sqlx::query(fill).execute(&mut conn).await.expect("fill");
         } else {
-            let mut conn = sqlx::PgConnection::connect(database_url).await.expect("connect");
+            let mut conn = sqlx::PgConnection::connect(database_url)
+                .await
+                .expect("connect");
             sqlx::query(fill).execute(&mut conn).await.expect("fill");
-            sqlx::query("ANALYZE suppressions").execute(&mut conn).await.expect("analyze");
+            sqlx::query("ANALYZE suppressions")
+                .execute(&mut conn)
+                .await
+                .expect("analyze");
         }
-        eprintln!("{label}: {ROWS} suppressions written in {:?}", started.elapsed());
+        eprintln!(
+            "{label}: {ROWS} suppressions written in {:?}",
+            started.elapsed()
+        );
     });
     let inputs = addresses();
-    let emails: Vec<EmailAddress> = inputs.iter().map(|a| EmailAddress::parse(a).expect("address")).collect();
+    let emails: Vec<EmailAddress> = inputs
+        .iter()
+        .map(|a| EmailAddress::parse(a).expect("address"))
+        .collect();
     let store = pipeline.state.store.clone();
     let found = runtime.block_on(store.check(&emails)).expect("check");
     assert_eq!(found.len(), 1_000);
     let data = web::Data::from(pipeline.state.clone());
-    let service = runtime.block_on(test::init_service(App::new().configure(|cfg| configure(cfg, data.clone()))));
+    let service = runtime.block_on(test::init_service(
+        App::new().configure(|cfg| configure(cfg, data.clone())),
+    ));
     let body = serde_json::json!({ "addresses": inputs }).to_string();
     let mut group = c.benchmark_group(format!("check_10k_of_1m_{label}"));
-    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("store_query", |b| {
         b.iter(|| runtime.block_on(store.check(&emails)).expect("check"))
     });
@@ -84,16 +112,30 @@ fn bench_backend(c: &mut Criterion, label: &str, database_url: &str, fill: &'sta
 fn bench_check(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("bouncer-bench-check-db-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    bench_backend(c, "sqlite", &format!("sqlite:{}", dir.join("check.db").display()), FILL_SQLITE);
+    bench_backend(
+        c,
+        "sqlite",
+        &format!("sqlite:{}", dir.join("check.db").display()),
+        FILL_SQLITE,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
-    let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let server = server.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or(server);
+    let server = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let server = server
+        .rsplit_once('/')
+        .map(|(s, _)| s.to_owned())
+        .unwrap_or(server);
     let name = format!("bouncer_bench_check_{}", std::process::id());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let created = runtime.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.ok()?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.ok()
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .ok()?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .ok()
     });
     if created.is_none() {
         eprintln!("PostgreSQL not reachable: skipping its half");
@@ -102,7 +144,11 @@ fn bench_check(c: &mut Criterion) {
     bench_backend(c, "postgres", &format!("{server}/{name}"), FILL_POSTGRES);
     runtime.block_on(async {
         if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
         }
     });
 }

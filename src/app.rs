@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
 use crate::routes;
 use crate::sns::cert::CertStore;
+use crate::sns::confirm::Confirmer;
 use crate::sns::verify::{Verifier, VerifierPolicy};
 use crate::spool::Spool;
 use crate::store::Store;
@@ -31,6 +32,9 @@ use crate::store::writer::Writer;
 pub struct Hooks {
     pub clock: Clock,
     pub outbound: OutboundOverrides,
+    /// AWS credentials instead of the standard chain (tests run in parallel
+    /// threads and cannot safely set process environment variables).
+    pub aws_credentials: Option<aws_credential_types::Credentials>,
 }
 
 /// Shared by every request handler.
@@ -41,6 +45,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     pub api_tokens: Arc<ApiTokens>,
+    pub confirmer: Confirmer,
 }
 
 /// The parts of the pipeline without the HTTP server: what `serve` runs
@@ -121,6 +126,12 @@ impl Pipeline {
                 metrics,
                 max_body_bytes: settings.sns_max_body_bytes,
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
+                confirmer: Confirmer::new(
+                    settings.sns_confirm_mode,
+                    settings.sns_api_endpoint.clone(),
+                    &hooks.outbound,
+                    hooks.aws_credentials.clone(),
+                )?,
             }),
             writer_task,
         })

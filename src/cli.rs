@@ -39,6 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         command: SuppressionsCommand,
     },
+    /// List the SNS subscriptions feeding bouncer and their state.
+    Subscriptions,
     /// Send stored SNS messages (JSON files, or JSON lines) to a running
     /// endpoint, or through the pipeline directly into the database.
     Replay {
@@ -153,6 +155,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             crate::cli_suppressions::run(&store, command).await
         }
+        Command::Subscriptions => {
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            let rows = store.subscriptions().await?;
+            if rows.is_empty() {
+                println!("no subscription has been seen yet");
+            }
+            for s in rows {
+                println!(
+                    "{}\t{}\t{}\t{}\tupdated {}",
+                    s.topic_arn,
+                    s.state,
+                    s.subscription_arn.as_deref().unwrap_or("-"),
+                    s.confirm_mode.as_deref().unwrap_or("-"),
+                    s.updated_at
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             files,
             url,
@@ -242,7 +263,7 @@ async fn replay(
                     pipeline
                         .state
                         .writer
-                        .write(verified)
+                        .write(crate::store::Accepted::new(verified, false))
                         .await
                         .map_err(|e| crate::error::SnsError::StoreUnavailable(e.to_string()))
                 }

@@ -98,6 +98,17 @@ pub struct Settings {
     #[arg(long, env = "SNS_CERT_PINS", value_delimiter = ',', global = true)]
     pub sns_cert_pins: Vec<String>,
 
+    /// How a SubscriptionConfirmation is confirmed: `sdk` (the SNS
+    /// ConfirmSubscription API, credentials from the standard AWS chain),
+    /// `url` (GET the checked SubscribeURL), `off` (only record it), or
+    /// `auto` (`sdk` when AWS credentials are found, else `url`).
+    #[arg(long, env = "SNS_CONFIRM_MODE", default_value = "auto", global = true)]
+    pub sns_confirm_mode: crate::sns::confirm::ConfirmMode,
+
+    /// Endpoint for the SNS API instead of the region's (a VPC endpoint).
+    #[arg(long, env = "SNS_API_ENDPOINT", global = true)]
+    pub sns_api_endpoint: Option<String>,
+
     /// Time limit for fetching a signing certificate, in milliseconds.
     #[arg(
         long,

@@ -50,6 +50,10 @@ pub enum SnsError {
     CertificateUnavailable(String),
     #[error("signature does not verify: {0}")]
     BadSignature(&'static str),
+    #[error("subscription not confirmed, SNS may send it again: {0}")]
+    ConfirmationUnavailable(String),
+    #[error("subscription confirmation refused: {0}")]
+    ConfirmationRefused(String),
     #[error("message could not be stored: {0}")]
     StoreUnavailable(String),
     #[error("internal error: {0}")]
@@ -72,12 +76,18 @@ impl SnsError {
             SnsError::NoTopicConfigured => "no_topic_configured",
             SnsError::UnsupportedSignatureVersion(_) => "unsupported_signature_version",
             SnsError::SignatureVersionRefused => "signature_version_refused",
+            SnsError::BadUrl {
+                field: "SubscribeURL",
+                ..
+            } => "bad_subscribe_url",
             SnsError::BadUrl { .. } => "bad_certificate_url",
             SnsError::TooOld(_) => "message_too_old",
             SnsError::FromFuture(_) => "message_from_future",
             SnsError::CertificateInvalid(_) => "certificate_invalid",
             SnsError::CertificateUnavailable(_) => "certificate_unavailable",
             SnsError::BadSignature(_) => "bad_signature",
+            SnsError::ConfirmationUnavailable(_) => "confirmation_unavailable",
+            SnsError::ConfirmationRefused(_) => "confirmation_refused",
             SnsError::StoreUnavailable(_) => "store_unavailable",
             SnsError::Internal(_) => "internal_error",
         }
@@ -95,7 +105,8 @@ impl ResponseError for SnsError {
             | SnsError::UnknownType(_)
             | SnsError::MissingTypeHeader
             | SnsError::TypeMismatch { .. }
-            | SnsError::UnsupportedSignatureVersion(_) => StatusCode::BAD_REQUEST,
+            | SnsError::UnsupportedSignatureVersion(_)
+            | SnsError::ConfirmationRefused(_) => StatusCode::BAD_REQUEST,
             SnsError::TopicNotAllowed(_)
             | SnsError::NoTopicConfigured
             | SnsError::SignatureVersionRefused
@@ -105,7 +116,9 @@ impl ResponseError for SnsError {
             | SnsError::CertificateInvalid(_)
             | SnsError::BadSignature(_) => StatusCode::FORBIDDEN,
             SnsError::CertificateUnavailable(_) => StatusCode::BAD_GATEWAY,
-            SnsError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SnsError::StoreUnavailable(_) | SnsError::ConfirmationUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             SnsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

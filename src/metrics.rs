@@ -34,6 +34,7 @@ struct Inner {
     registry: Registry,
     ses_events: Family<SesLabels, Counter>,
     unrecognized: Counter,
+    unsubscribed: Counter,
     suppressions: Counter,
     messages: Family<MessageLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
@@ -82,6 +83,12 @@ impl Metrics {
             "Verified notifications whose content is not SES feedback bouncer understands (kept whole)",
             unrecognized.clone(),
         );
+        let unsubscribed = Counter::default();
+        registry.register(
+            "feed_unsubscribed",
+            "UnsubscribeConfirmations received: a feedback feed stopped",
+            unsubscribed.clone(),
+        );
         let suppressions = Counter::default();
         registry.register(
             "suppressions_written",
@@ -120,6 +127,7 @@ impl Metrics {
                 registry,
                 ses_events,
                 unrecognized,
+                unsubscribed,
                 suppressions,
                 messages,
                 refusals,
@@ -157,6 +165,9 @@ impl Metrics {
         }
         if applied.unrecognized.is_some() {
             self.inner.unrecognized.inc();
+        }
+        if applied.unsubscribed {
+            self.inner.unsubscribed.inc();
         }
     }
 

@@ -21,6 +21,11 @@ pub struct SpoolRecord {
     pub received_at: Timestamp,
     /// The SNS envelope exactly as received.
     pub body: String,
+    /// A SubscriptionConfirmation that was confirmed before it was spooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_arn: Option<String>,
 }
 
 const HEADER: usize = 8;
@@ -163,6 +168,8 @@ mod tests {
         SpoolRecord {
             received_at: Timestamp::from_unix_millis(0).unwrap(),
             body: body.into(),
+            confirmed_mode: None,
+            subscription_arn: None,
         }
     }
 

@@ -35,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/suppressions", web::post().to(add))
             .route("/suppressions/check", web::post().to(check))
             .route("/suppressions/{email}", web::get().to(get_one))
-            .route("/suppressions/{email}", web::delete().to(remove)),
+            .route("/suppressions/{email}", web::delete().to(remove))
+            .route("/subscriptions", web::get().to(subscriptions)),
     );
 }
 
@@ -229,4 +230,12 @@ async fn remove(
         }
         None => Err(ApiError::NotSuppressed(email.to_string())),
     }
+}
+
+async fn subscriptions(
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let items = state.store.subscriptions().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }

@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::error::SnsError;
 use crate::sns::envelope::Envelope;
 use crate::store::writer::{WriteError, Written};
+use crate::store::{Accepted, Content};
 
 /// What is known of a message for the log line, as far as parsing got.
 #[derive(Default)]
@@ -89,7 +90,20 @@ async fn handle(
     seen.message_type = envelope.message_type.as_str().to_owned();
     seen.topic_arn = envelope.topic_arn.clone();
     let verified = state.verifier.verify(envelope, &body).await?;
-    state.writer.write(verified).await.map_err(|e| match e {
+    let mut accepted = Accepted::new(verified, false);
+    if let Content::SubscriptionConfirmation { confirmed } = &mut accepted.content {
+        // A confirmation stored before was confirmed before: do not call SNS
+        // again for a redelivery. If the database cannot tell, confirm.
+        if !state
+            .store
+            .message_seen(accepted.message.message_id())
+            .await
+            .unwrap_or(false)
+        {
+            *confirmed = Some(state.confirmer.confirm(&accepted.message).await?);
+        }
+    }
+    state.writer.write(accepted).await.map_err(|e| match e {
         WriteError::Unavailable(why) => SnsError::StoreUnavailable(why),
         WriteError::Failed(why) => SnsError::Internal(why),
     })

@@ -4,6 +4,7 @@
 
 pub mod cert;
 pub mod cert_url;
+pub mod confirm;
 pub mod envelope;
 pub mod signature;
 pub mod verify;

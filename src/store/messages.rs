@@ -5,8 +5,10 @@
 //! transaction.
 
 use super::feedback::{EventOutcome, apply_event};
+use super::subscriptions::{SubscriptionChange, record};
 use super::{Store, Timestamp, Tx, on_tx};
 use crate::ses::feedback::{self, FeedbackEvent, Parsed};
+use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::envelope::MessageType;
 use crate::sns::verify::VerifiedMessage;
 
@@ -14,7 +16,11 @@ use crate::sns::verify::VerifiedMessage;
 /// the writer (so the single writer task does no parsing).
 #[derive(Debug, Clone)]
 pub enum Content {
-    SubscriptionConfirmation,
+    /// `confirmed` is filled in by the route once SNS accepted the
+    /// confirmation (or by the spool, which kept it).
+    SubscriptionConfirmation {
+        confirmed: Option<Confirmed>,
+    },
     UnsubscribeConfirmation,
     Feedback(Vec<FeedbackEvent>),
     /// SES's test message when a topic is attached to an identity.
@@ -35,7 +41,9 @@ pub struct Accepted {
 impl Accepted {
     pub fn new(message: VerifiedMessage, via_spool: bool) -> Accepted {
         let content = match message.message_type() {
-            MessageType::SubscriptionConfirmation => Content::SubscriptionConfirmation,
+            MessageType::SubscriptionConfirmation => {
+                Content::SubscriptionConfirmation { confirmed: None }
+            }
             MessageType::UnsubscribeConfirmation => Content::UnsubscribeConfirmation,
             MessageType::Notification => match feedback::parse(&message.envelope().message) {
                 Parsed::Feedback(events) => Content::Feedback(events),
@@ -53,7 +61,7 @@ impl Accepted {
     /// The `outcome` column of `sns_messages`.
     fn outcome_label(&self) -> &'static str {
         match self.content {
-            Content::SubscriptionConfirmation | Content::UnsubscribeConfirmation => "stored",
+            Content::SubscriptionConfirmation { .. } | Content::UnsubscribeConfirmation => "stored",
             Content::Feedback(_) => "applied",
             Content::SesSetupNotice => "recorded",
             Content::Unrecognized(_) => "unrecognized",
@@ -86,6 +94,8 @@ pub struct Applied {
     pub events: Vec<(String, EventOutcome)>,
     /// Why the content was not understood, if it was not.
     pub unrecognized: Option<String>,
+    /// This message ended a subscription: the feed from its topic stopped.
+    pub unsubscribed: bool,
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO sns_messages \
@@ -138,6 +148,7 @@ impl Store {
             outcome: StoreOutcome::Duplicate,
             events: Vec::new(),
             unrecognized: None,
+            unsubscribed: false,
         };
         if !insert_message(tx, accepted, now).await? {
             return Ok(applied);
@@ -160,9 +171,37 @@ impl Store {
                 }
             }
             Content::Unrecognized(why) => applied.unrecognized = Some(why.clone()),
-            Content::SubscriptionConfirmation
-            | Content::UnsubscribeConfirmation
-            | Content::SesSetupNotice => {}
+            Content::SubscriptionConfirmation { confirmed } => {
+                let change = SubscriptionChange {
+                    topic_arn: m.topic_arn(),
+                    subscription_arn: confirmed
+                        .as_ref()
+                        .and_then(|c| c.subscription_arn.as_deref()),
+                    state: match confirmed {
+                        Some(c) if c.mode != ConfirmMode::Off => "confirmed",
+                        _ => "pending",
+                    },
+                    confirm_mode: confirmed.as_ref().map(|c| c.mode.as_str()),
+                    message_id: m.message_id(),
+                    message_at: m.envelope().timestamp,
+                    now,
+                };
+                record(tx, &change).await?;
+            }
+            Content::UnsubscribeConfirmation => {
+                let change = SubscriptionChange {
+                    topic_arn: m.topic_arn(),
+                    subscription_arn: None,
+                    state: "unsubscribed",
+                    confirm_mode: None,
+                    message_id: m.message_id(),
+                    message_at: m.envelope().timestamp,
+                    now,
+                };
+                record(tx, &change).await?;
+                applied.unsubscribed = true;
+            }
+            Content::SesSetupNotice => {}
         }
         Ok(applied)
     }

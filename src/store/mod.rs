@@ -5,6 +5,7 @@
 
 pub mod feedback;
 mod messages;
+pub mod subscriptions;
 pub mod suppressions;
 mod time;
 pub mod writer;

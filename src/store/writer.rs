@@ -13,10 +13,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::messages::Accepted;
+use super::messages::{Accepted, Content};
 use super::{Applied, Store, is_unavailable};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::verify::VerifiedMessage;
 use crate::spool::{Spool, SpoolRecord};
 
@@ -74,14 +75,11 @@ impl Writer {
         (Writer { sender }, handle)
     }
 
-    pub async fn write(&self, message: VerifiedMessage) -> Result<Written, WriteError> {
+    /// Hands over a message whose content was parsed by the caller (on the
+    /// request's worker, not on the single writer task).
+    pub async fn write(&self, accepted: Accepted) -> Result<Written, WriteError> {
         let (reply, answer) = oneshot::channel();
-        // Parsing the SES content here runs on the request's worker, not on
-        // the single writer task.
-        let job = Job {
-            accepted: Accepted::new(message, false),
-            reply,
-        };
+        let job = Job { accepted, reply };
         self.sender
             .send(job)
             .await
@@ -140,6 +138,18 @@ impl WriterTask {
         }
     }
 
+    /// Counts what a committed message did, and says loudly when a feed
+    /// stopped.
+    fn after_commit(&self, accepted: &Accepted, applied: &Applied) {
+        self.metrics.applied(applied);
+        if applied.unsubscribed {
+            tracing::error!(
+                topic = accepted.message.topic_arn(),
+                "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
+            );
+        }
+    }
+
     fn spool_has_pending(&self) -> bool {
         self.spool
             .lock()
@@ -153,7 +163,7 @@ impl WriterTask {
         match self.store.apply_batch(&refs, self.clock.now()).await {
             Ok(applied) => {
                 for (job, applied) in batch.into_iter().zip(applied) {
-                    self.metrics.applied(&applied);
+                    self.after_commit(&job.accepted, &applied);
                     let _ = job.reply.send(Ok(Written::Applied(applied)));
                 }
             }
@@ -181,7 +191,7 @@ impl WriterTask {
                 Ok(mut applied) => {
                     let result = applied
                         .pop()
-                        .inspect(|a| self.metrics.applied(a))
+                        .inspect(|a| self.after_commit(&job.accepted, a))
                         .map(Written::Applied)
                         .ok_or_else(|| WriteError::Failed("no result".into()));
                     let _ = job.reply.send(result);
@@ -208,9 +218,17 @@ impl WriterTask {
     async fn spool_jobs(&mut self, batch: Vec<Job>) {
         let records: Vec<SpoolRecord> = batch
             .iter()
-            .map(|j| SpoolRecord {
-                received_at: j.accepted.message.received_at(),
-                body: j.accepted.message.raw_body().to_owned(),
+            .map(|j| {
+                let confirmed = match &j.accepted.content {
+                    Content::SubscriptionConfirmation { confirmed: Some(c) } => Some(c),
+                    _ => None,
+                };
+                SpoolRecord {
+                    received_at: j.accepted.message.received_at(),
+                    body: j.accepted.message.raw_body().to_owned(),
+                    confirmed_mode: confirmed.map(|c| c.mode.as_str().to_owned()),
+                    subscription_arn: confirmed.and_then(|c| c.subscription_arn.clone()),
+                }
             })
             .collect();
         let spool = self.spool.clone();
@@ -266,7 +284,20 @@ impl WriterTask {
         let mut accepted = Vec::with_capacity(records.len());
         for record in records {
             match VerifiedMessage::from_spool(record.body, record.received_at) {
-                Ok(message) => accepted.push(Accepted::new(message, true)),
+                Ok(message) => {
+                    let mut one = Accepted::new(message, true);
+                    if let (Content::SubscriptionConfirmation { confirmed }, Some(mode)) =
+                        (&mut one.content, record.confirmed_mode.as_deref())
+                    {
+                        *confirmed = <ConfirmMode as clap::ValueEnum>::from_str(mode, true)
+                            .ok()
+                            .map(|mode| Confirmed {
+                                mode,
+                                subscription_arn: record.subscription_arn.clone(),
+                            });
+                    }
+                    accepted.push(one);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "spool record is not an SNS message; skipped")
                 }
@@ -275,7 +306,9 @@ impl WriterTask {
         let refs: Vec<&Accepted> = accepted.iter().collect();
         match self.store.apply_batch(&refs, self.clock.now()).await {
             Ok(applied) => {
-                applied.iter().for_each(|a| self.metrics.applied(a));
+                for (one, a) in refs.iter().zip(&applied) {
+                    self.after_commit(one, a);
+                }
                 self.retry_delay = MIN_RETRY;
                 self.metrics.unspooled(refs.len());
                 tracing::info!(messages = refs.len(), "applied spooled messages");

@@ -61,6 +61,18 @@ impl CertHost {
         CertHost { port, hits, handle }
     }
 
+    /// Query strings of requests to `/` seen so far.
+    pub fn root_queries(&self) -> Vec<String> {
+        self.hits
+            .lock()
+            .map(|h| {
+                h.keys()
+                    .filter_map(|k| k.strip_prefix('?').map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn hits(&self, name: &str) -> usize {
         self.hits
             .lock()
@@ -97,6 +109,11 @@ async fn serve(
     let name = req.path().trim_start_matches('/').to_owned();
     if let Ok(mut h) = hits.lock() {
         *h.entry(name.clone()).or_default() += 1;
+        // The whole request line of the last request to the root, for the
+        // SubscribeURL tests.
+        if name.is_empty() {
+            h.insert(format!("?{}", req.query_string()), 1);
+        }
     }
     let cert = std::fs::read(fixture(TEST_CERT_FILE)).unwrap_or_default();
     match name.as_str() {
@@ -120,6 +137,13 @@ async fn serve(
             .finish(),
         "error.pem" => HttpResponse::InternalServerError().finish(),
         "notacert.pem" => HttpResponse::Ok().body("hello"),
+        // The SubscribeURL of `url` confirmation.
+        "" => HttpResponse::Ok().content_type("text/xml").body(
+            "<ConfirmSubscriptionResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\">\
+             <ConfirmSubscriptionResult><SubscriptionArn>arn:aws:sns:us-east-1:123456789012:ses-feedback:via-url</SubscriptionArn>\
+             </ConfirmSubscriptionResult><ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>\
+             </ConfirmSubscriptionResponse>",
+        ),
         _ => HttpResponse::NotFound().finish(),
     }
 }

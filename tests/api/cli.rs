@@ -11,7 +11,10 @@ use crate::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
 /// The binary with an empty environment, run in `dir` (so no stray `.env`).
 pub fn bouncer(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bouncer"));
-    cmd.env_clear().current_dir(dir).env("LOG_LEVEL", "warn");
+    cmd.env_clear()
+        .current_dir(dir)
+        .env("LOG_LEVEL", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     cmd
 }
 
@@ -174,6 +177,7 @@ async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
     let mut child = bouncer(dir.path())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SNS_TOPIC_ARNS", TOPIC)
+        .env("SNS_CONFIRM_MODE", "off")
         .arg("serve")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

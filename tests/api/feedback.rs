@@ -48,7 +48,16 @@ pub fn complaint(feedback_type: Option<&str>, recipient: &str) -> Msg {
 }
 
 /// `(email, reason, bounce_type, bounce_subtype, complaint_feedback_type, event_count)` of every row.
-pub async fn suppression_rows(app: &TestApp) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, i64)> {
+pub async fn suppression_rows(
+    app: &TestApp,
+) -> Vec<(
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+)> {
     const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, event_count FROM suppressions ORDER BY email";
     match &app.db.pool {
         Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await.expect("rows"),
@@ -57,7 +66,13 @@ pub async fn suppression_rows(app: &TestApp) -> Vec<(String, String, Option<Stri
 }
 
 pub async fn is_suppressed(app: &TestApp, email: &str) -> bool {
-    app.db.scalar("SELECT COUNT(*) FROM suppressions WHERE email = $1", Some(email)).await == 1
+    app.db
+        .scalar(
+            "SELECT COUNT(*) FROM suppressions WHERE email = $1",
+            Some(email),
+        )
+        .await
+        == 1
 }
 
 async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Backend) {
@@ -71,18 +86,35 @@ async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Back
     names.sort();
     let mut ses_events = 0;
     for name in &names {
-        let body = std::fs::read_to_string(fixture(&format!("fixtures/signed/{name}"))).expect("fixture");
+        let body =
+            std::fs::read_to_string(fixture(&format!("fixtures/signed/{name}"))).expect("fixture");
         let answer = app.post_raw(body, Some("Notification")).await;
         assert_status(&answer, 200, "stored");
         let understood = answer.1.get("unrecognized").is_none();
-        assert_eq!(understood, name != "not-ses-feedback.json", "{name}: {}", answer.1);
+        assert_eq!(
+            understood,
+            name != "not-ses-feedback.json",
+            "{name}: {}",
+            answer.1
+        );
         if name.starts_with("ses-") && name != "ses-subscription-succeeded.json" {
             ses_events += 1;
         }
     }
     let s = |v: &str| Some(v.to_owned());
-    let bounce = |email: &str, t: &str, st: &str| (email.to_owned(), "bounce".to_owned(), s(t), s(st), None, 1);
-    let complaint = |email: &str, t: Option<&str>| (email.to_owned(), "complaint".to_owned(), None, None, t.map(str::to_owned), 1);
+    let bounce = |email: &str, t: &str, st: &str| {
+        (email.to_owned(), "bounce".to_owned(), s(t), s(st), None, 1)
+    };
+    let complaint = |email: &str, t: Option<&str>| {
+        (
+            email.to_owned(),
+            "complaint".to_owned(),
+            None,
+            None,
+            t.map(str::to_owned),
+            1,
+        )
+    };
     let expected = vec![
         complaint("complaint-abuse@example.com", Some("abuse")),
         complaint("complaint-auth-failure@example.com", Some("auth-failure")),
@@ -96,12 +128,23 @@ async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Back
         bounce("mailbox-full@example.com", "Transient", "MailboxFull"),
         bounce("permanent-general@example.com", "Permanent", "General"),
         bounce("permanent-noemail@example.com", "Permanent", "NoEmail"),
-        bounce("permanent-onaccount@example.com", "Permanent", "OnAccountSuppressionList"),
-        bounce("permanent-suppressed@example.com", "Permanent", "Suppressed"),
+        bounce(
+            "permanent-onaccount@example.com",
+            "Permanent",
+            "OnAccountSuppressionList",
+        ),
+        bounce(
+            "permanent-suppressed@example.com",
+            "Permanent",
+            "Suppressed",
+        ),
     ];
     assert_eq!(suppression_rows(&app).await, expected);
     // One event row per event, the bounce published twice counted once.
-    let events = app.db.scalar("SELECT COUNT(*) FROM feedback_events", None).await;
+    let events = app
+        .db
+        .scalar("SELECT COUNT(*) FROM feedback_events", None)
+        .await;
     assert_eq!(events, ses_events - 1);
     for (email, action) in [
         ("too-large@example.com", "content_problem"),
@@ -112,19 +155,48 @@ async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Back
         ("undetermined@example.com", "count_soft_bounce"),
         ("delivered@example.com", "reset_soft_bounces"),
     ] {
-        let got = app.db.text("SELECT action FROM feedback_events WHERE email = $1", email).await;
+        let got = app
+            .db
+            .text("SELECT action FROM feedback_events WHERE email = $1", email)
+            .await;
         assert_eq!(got.as_deref(), Some(action), "{email}");
     }
-    for t in ["Send", "Reject", "Open", "Click", "Rendering Failure", "DeliveryDelay", "Subscription"] {
-        let n = app.db.scalar("SELECT COUNT(*) FROM feedback_events WHERE event_type = $1 AND action = 'record'", Some(t)).await;
+    for t in [
+        "Send",
+        "Reject",
+        "Open",
+        "Click",
+        "Rendering Failure",
+        "DeliveryDelay",
+        "Subscription",
+    ] {
+        let n = app
+            .db
+            .scalar(
+                "SELECT COUNT(*) FROM feedback_events WHERE event_type = $1 AND action = 'record'",
+                Some(t),
+            )
+            .await;
         assert_eq!(n, 1, "{t} is recorded");
     }
-    let unrecognized = app.db.scalar("SELECT COUNT(*) FROM sns_messages WHERE outcome = 'unrecognized'", None).await;
+    let unrecognized = app
+        .db
+        .scalar(
+            "SELECT COUNT(*) FROM sns_messages WHERE outcome = 'unrecognized'",
+            None,
+        )
+        .await;
     assert_eq!(unrecognized, 1);
     let (_, metrics) = app.get("/metrics").await;
     let text = metrics.as_str().unwrap_or_default();
-    assert!(text.contains("bouncer_unrecognized_messages_total 1"), "{text}");
-    assert!(text.contains(r#"bouncer_ses_events_total{type="Bounce",action="suppress"} 5"#), "{text}");
+    assert!(
+        text.contains("bouncer_unrecognized_messages_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"bouncer_ses_events_total{type="Bounce",action="suppress"} 5"#),
+        "{text}"
+    );
     app.stop().await;
 }
 
@@ -132,23 +204,67 @@ async fn soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count(back
     let app = spawn_app_with(backend, |_, _| {}).await;
     let who = "Soft <Soft@Example.com>";
     for at in ["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"] {
-        assert_status(&app.post(&bounce("Transient", "MailboxFull", who, at)).await, 200, "stored");
+        assert_status(
+            &app.post(&bounce("Transient", "MailboxFull", who, at)).await,
+            200,
+            "stored",
+        );
     }
     assert!(!is_suppressed(&app, "soft@example.com").await);
-    assert_status(&app.post(&delivery("soft@example.com", "2026-11-03T00:00:00Z")).await, 200, "stored");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM soft_bounces", None).await, 0, "reset");
+    assert_status(
+        &app.post(&delivery("soft@example.com", "2026-11-03T00:00:00Z"))
+            .await,
+        200,
+        "stored",
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM soft_bounces", None)
+            .await,
+        0,
+        "reset"
+    );
     for at in ["2026-11-04T00:00:00Z", "2026-11-05T00:00:00Z"] {
-        app.post(&bounce("Undetermined", "Undetermined", who, at)).await;
+        app.post(&bounce("Undetermined", "Undetermined", who, at))
+            .await;
     }
-    assert!(!is_suppressed(&app, "soft@example.com").await, "two after the reset");
-    app.post(&bounce("Transient", "General", who, "2026-11-06T00:00:00Z")).await;
-    assert!(is_suppressed(&app, "soft@example.com").await, "the third within the window");
-    let note = app.db.text("SELECT note FROM suppressions WHERE email = $1", "soft@example.com").await;
+    assert!(
+        !is_suppressed(&app, "soft@example.com").await,
+        "two after the reset"
+    );
+    app.post(&bounce("Transient", "General", who, "2026-11-06T00:00:00Z"))
+        .await;
+    assert!(
+        is_suppressed(&app, "soft@example.com").await,
+        "the third within the window"
+    );
+    let note = app
+        .db
+        .text(
+            "SELECT note FROM suppressions WHERE email = $1",
+            "soft@example.com",
+        )
+        .await;
     assert_eq!(note.as_deref(), Some("3 soft bounces within 14 days"));
     // A delivery older than the bounces (arriving late) does not reset.
-    app.post(&bounce("Transient", "General", "late@example.com", "2026-11-10T00:00:00Z")).await;
-    app.post(&delivery("late@example.com", "2026-11-09T00:00:00Z")).await;
-    assert_eq!(app.db.scalar("SELECT count FROM soft_bounces WHERE email = $1", Some("late@example.com")).await, 1);
+    app.post(&bounce(
+        "Transient",
+        "General",
+        "late@example.com",
+        "2026-11-10T00:00:00Z",
+    ))
+    .await;
+    app.post(&delivery("late@example.com", "2026-11-09T00:00:00Z"))
+        .await;
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT count FROM soft_bounces WHERE email = $1",
+                Some("late@example.com")
+            )
+            .await,
+        1
+    );
     app.stop().await;
 }
 
@@ -158,24 +274,60 @@ async fn soft_bounces_spread_wider_than_the_window_never_suppress(backend: Backe
         s.soft_bounce_window_days = 1;
     })
     .await;
-    for at in ["2026-11-01T00:00:00Z", "2026-11-03T00:00:00Z", "2026-11-05T00:00:00Z"] {
-        app.post(&bounce("Transient", "General", "spread@example.com", at)).await;
+    for at in [
+        "2026-11-01T00:00:00Z",
+        "2026-11-03T00:00:00Z",
+        "2026-11-05T00:00:00Z",
+    ] {
+        app.post(&bounce("Transient", "General", "spread@example.com", at))
+            .await;
     }
     assert!(!is_suppressed(&app, "spread@example.com").await);
-    app.post(&bounce("Transient", "General", "spread@example.com", "2026-11-05T12:00:00Z")).await;
-    assert!(is_suppressed(&app, "spread@example.com").await, "two within one day");
+    app.post(&bounce(
+        "Transient",
+        "General",
+        "spread@example.com",
+        "2026-11-05T12:00:00Z",
+    ))
+    .await;
+    assert!(
+        is_suppressed(&app, "spread@example.com").await,
+        "two within one day"
+    );
     app.stop().await;
 }
 
 async fn content_rejections_never_count_against_the_address(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    for subtype in ["MessageTooLarge", "ContentRejected", "AttachmentRejected", "ContentRejected", "MessageTooLarge"] {
-        app.post(&bounce("Transient", subtype, "reader@example.com", "2026-11-01T00:00:00Z")).await;
+    for subtype in [
+        "MessageTooLarge",
+        "ContentRejected",
+        "AttachmentRejected",
+        "ContentRejected",
+        "MessageTooLarge",
+    ] {
+        app.post(&bounce(
+            "Transient",
+            subtype,
+            "reader@example.com",
+            "2026-11-01T00:00:00Z",
+        ))
+        .await;
     }
     assert!(!is_suppressed(&app, "reader@example.com").await);
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM soft_bounces", None).await, 0);
     assert_eq!(
-        app.db.scalar("SELECT COUNT(*) FROM feedback_events WHERE action = 'content_problem'", None).await,
+        app.db
+            .scalar("SELECT COUNT(*) FROM soft_bounces", None)
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM feedback_events WHERE action = 'content_problem'",
+                None
+            )
+            .await,
         5
     );
     app.stop().await;
@@ -183,8 +335,10 @@ async fn content_rejections_never_count_against_the_address(backend: Backend) {
 
 async fn complaints_suppress_unless_not_spam(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    app.post(&complaint(Some("not-spam"), "fan@example.com")).await;
-    app.post(&complaint(Some("abuse"), "Angry <ANGRY@example.com>")).await;
+    app.post(&complaint(Some("not-spam"), "fan@example.com"))
+        .await;
+    app.post(&complaint(Some("abuse"), "Angry <ANGRY@example.com>"))
+        .await;
     app.post(&complaint(None, "untyped@example.com")).await;
     assert!(!is_suppressed(&app, "fan@example.com").await);
     assert!(is_suppressed(&app, "angry@example.com").await);
@@ -194,7 +348,12 @@ async fn complaints_suppress_unless_not_spam(backend: Backend) {
 
 async fn one_event_in_two_sns_messages_is_applied_once(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    let first = bounce("Permanent", "General", "twice@example.com", "2026-11-01T00:00:00Z");
+    let first = bounce(
+        "Permanent",
+        "General",
+        "twice@example.com",
+        "2026-11-01T00:00:00Z",
+    );
     // The same SES event, published again under another SNS MessageId (a
     // configuration set besides the identity notifications).
     let second = Msg::notification(TOPIC, first.get("Message")).sign();
@@ -203,24 +362,68 @@ async fn one_event_in_two_sns_messages_is_applied_once(backend: Backend) {
     for answer in &answers {
         assert_status(answer, 200, "stored");
     }
-    assert_eq!(app.db.total_messages().await, 2, "both SNS messages are kept");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM feedback_events", None).await, 1);
-    assert_eq!(app.db.scalar("SELECT event_count FROM suppressions WHERE email = $1", Some("twice@example.com")).await, 1);
+    assert_eq!(
+        app.db.total_messages().await,
+        2,
+        "both SNS messages are kept"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM feedback_events", None)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT event_count FROM suppressions WHERE email = $1",
+                Some("twice@example.com")
+            )
+            .await,
+        1
+    );
     app.stop().await;
 }
 
 async fn a_notification_that_is_not_ses_feedback_is_kept_whole_and_counted(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    let msg = Msg::notification(TOPIC, r#"{"notificationType":"Bounce","bounce":{"oops":true},"mail":{"messageId":"m"}}"#).sign();
+    let msg = Msg::notification(
+        TOPIC,
+        r#"{"notificationType":"Bounce","bounce":{"oops":true},"mail":{"messageId":"m"}}"#,
+    )
+    .sign();
     let (status, body): (u16, Value) = app.post(&msg).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "stored");
-    assert!(body["unrecognized"].as_str().unwrap_or_default().contains("bounce"), "{body}");
-    let stored = app.db.text("SELECT body FROM sns_messages WHERE message_id = $1", &msg.id()).await;
+    assert!(
+        body["unrecognized"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bounce"),
+        "{body}"
+    );
+    let stored = app
+        .db
+        .text(
+            "SELECT body FROM sns_messages WHERE message_id = $1",
+            &msg.id(),
+        )
+        .await;
     assert_eq!(stored.as_deref(), Some(msg.body().as_str()));
-    let outcome = app.db.text("SELECT outcome FROM sns_messages WHERE message_id = $1", &msg.id()).await;
+    let outcome = app
+        .db
+        .text(
+            "SELECT outcome FROM sns_messages WHERE message_id = $1",
+            &msg.id(),
+        )
+        .await;
     assert_eq!(outcome.as_deref(), Some("unrecognized"));
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM suppressions", None).await, 0);
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM suppressions", None)
+            .await,
+        0
+    );
     app.stop().await;
 }
 

@@ -273,6 +273,8 @@ pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
     s.sqlite_busy_timeout_ms = 200;
     s.database_acquire_timeout_ms = 500;
     s.shutdown_timeout_secs = 5;
+    // No test reaches AWS: confirmation tests choose their mode and stand-in.
+    s.sns_confirm_mode = bouncer::sns::confirm::ConfirmMode::Off;
     s
 }
 

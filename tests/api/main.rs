@@ -12,4 +12,5 @@ mod fixtures;
 mod health;
 mod sender_side;
 mod sns_endpoint;
+mod subscriptions;
 mod suppression_api;

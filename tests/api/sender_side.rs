@@ -12,7 +12,10 @@ use crate::on_both_databases;
 /// The code block that follows `marker` in the README.
 fn readme_block(marker: &str) -> String {
     let readme = std::fs::read_to_string(fixture("README.md")).expect("README");
-    let after = readme.split_once(marker).map(|(_, a)| a).expect("marker in README");
+    let after = readme
+        .split_once(marker)
+        .map(|(_, a)| a)
+        .expect("marker in README");
     let start = after.find("```").expect("code block");
     let body = &after[start..];
     let body = &body[body.find('\n').expect("fence line") + 1..];
@@ -27,22 +30,43 @@ fn sqlite_path(app: &TestApp) -> String {
 /// command-line client and returns what it printed.
 fn run_readme_query(app: &TestApp, sql: &str) -> String {
     let output = if app.db.url.starts_with("sqlite:") {
-        Command::new("sqlite3").arg(sqlite_path(app)).arg(sql).output()
+        Command::new("sqlite3")
+            .arg(sqlite_path(app))
+            .arg(sql)
+            .output()
     } else {
-        Command::new("psql").args(["-X", "-A", "-t", "-d", &app.db.url, "-c", sql]).output()
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-d", &app.db.url, "-c", sql])
+            .output()
     }
     .expect("the database's command-line client runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 async fn the_readme_query_works_as_written(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
     let sql = readme_block("<!-- sender-query -->");
-    assert!(sql.contains("'Jane@Example.com'"), "the README example address changed: {sql}");
+    assert!(
+        sql.contains("'Jane@Example.com'"),
+        "the README example address changed: {sql}"
+    );
     let before = run_readme_query(&app, &sql);
-    assert!(before == "0" || before == "f", "not suppressed yet: {before}");
-    app.post(&bounce("Permanent", "General", "\"Jane\" <jane@example.com>", "2026-11-01T00:00:00Z")).await;
+    assert!(
+        before == "0" || before == "f",
+        "not suppressed yet: {before}"
+    );
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "\"Jane\" <jane@example.com>",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
     let after = run_readme_query(&app, &sql);
     assert!(after == "1" || after == "t", "suppressed: {after}");
     app.stop().await;
@@ -51,13 +75,28 @@ async fn the_readme_query_works_as_written(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_python_check_works_on_sqlite() {
     let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
-    app.post(&bounce("Permanent", "General", "jane@example.com", "2026-11-01T00:00:00Z")).await;
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "jane@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
     let script = format!(
         "{}\nimport sys\nprint(is_suppressed_sqlite(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_sqlite(sys.argv[1], 'john@example.com'))\n",
         readme_block("<!-- sender-python -->")
     );
-    let output = Command::new("python3").arg("-c").arg(script).arg(sqlite_path(&app)).output().expect("python3 runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(sqlite_path(&app))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "True False");
     app.stop().await;
 }
@@ -77,17 +116,56 @@ fn cli(app: &TestApp, dir: &TempDir, args: &[&str]) -> (bool, String) {
 async fn every_suppressions_command_works_against_the_database(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
     let dir = TempDir::new();
-    app.post(&bounce("Permanent", "NoEmail", "bounced@example.com", "2026-11-01T00:00:00Z")).await;
+    app.post(&bounce(
+        "Permanent",
+        "NoEmail",
+        "bounced@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
 
-    let (ok, out) = cli(&app, &dir, &["suppressions", "add", "Quiet <Quiet@Example.com>", "--note", "asked"]);
-    assert!(ok && out.starts_with("added\tquiet@example.com\tmanual"), "{out}");
+    let (ok, out) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "add",
+            "Quiet <Quiet@Example.com>",
+            "--note",
+            "asked",
+        ],
+    );
+    assert!(
+        ok && out.starts_with("added\tquiet@example.com\tmanual"),
+        "{out}"
+    );
     assert!(is_suppressed(&app, "quiet@example.com").await);
-    let source = app.db.text("SELECT source FROM suppressions WHERE email = $1", "quiet@example.com").await;
+    let source = app
+        .db
+        .text(
+            "SELECT source FROM suppressions WHERE email = $1",
+            "quiet@example.com",
+        )
+        .await;
     assert_eq!(source.as_deref(), Some("cli:ops"));
 
-    let (ok, out) = cli(&app, &dir, &["suppressions", "check", "BOUNCED@example.com", "fine@example.com"]);
+    let (ok, out) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "check",
+            "BOUNCED@example.com",
+            "fine@example.com",
+        ],
+    );
     assert!(!ok, "exit 1 when one is suppressed");
-    assert!(out.contains("bounced@example.com\tsuppressed\tbounced@example.com\tbounce\tPermanent\tNoEmail"), "{out}");
+    assert!(
+        out.contains(
+            "bounced@example.com\tsuppressed\tbounced@example.com\tbounce\tPermanent\tNoEmail"
+        ),
+        "{out}"
+    );
     assert!(out.contains("fine@example.com\tnot suppressed"), "{out}");
     let (ok, _) = cli(&app, &dir, &["suppressions", "check", "fine@example.com"]);
     assert!(ok);
@@ -99,34 +177,116 @@ async fn every_suppressions_command_works_against_the_database(backend: Backend)
     assert_eq!(all.lines().count(), 2, "{all}");
 
     let export = dir.path().join("list.csv");
-    let (ok, _) = cli(&app, &dir, &["suppressions", "export", "--output", export.to_str().unwrap_or_default()]);
+    let (ok, _) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "export",
+            "--output",
+            export.to_str().unwrap_or_default(),
+        ],
+    );
     assert!(ok);
     let csv = std::fs::read_to_string(&export).expect("export");
     assert!(csv.starts_with("email,reason,bounce_type,bounce_subtype,complaint_feedback_type,diagnostic_code,first_seen_at,last_seen_at,event_count,"), "{csv}");
-    assert!(csv.contains("bounced@example.com,bounce,Permanent,NoEmail,"), "{csv}");
+    assert!(
+        csv.contains("bounced@example.com,bounce,Permanent,NoEmail,"),
+        "{csv}"
+    );
 
-    let (ok, out) = cli(&app, &dir, &["suppressions", "remove", "quiet@example.com", "--by", "alice", "--reason", "wants mail again"]);
+    let (ok, out) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "remove",
+            "quiet@example.com",
+            "--by",
+            "alice",
+            "--reason",
+            "wants mail again",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(!is_suppressed(&app, "quiet@example.com").await);
-    let by = app.db.text("SELECT removed_by FROM suppression_removals WHERE email = $1", "quiet@example.com").await;
+    let by = app
+        .db
+        .text(
+            "SELECT removed_by FROM suppression_removals WHERE email = $1",
+            "quiet@example.com",
+        )
+        .await;
     assert_eq!(by.as_deref(), Some("alice (cli:ops)"));
-    let (ok, _) = cli(&app, &dir, &["suppressions", "remove", "quiet@example.com", "--by", "alice", "--reason", "again"]);
+    let (ok, _) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "remove",
+            "quiet@example.com",
+            "--by",
+            "alice",
+            "--reason",
+            "again",
+        ],
+    );
     assert!(!ok, "removing what is not listed fails");
 
     let import = dir.path().join("import.csv");
     std::fs::write(&import, "email,reason,note\nImported <one@example.com>,complaint,from the old system\ntwo@example.com,,\n").expect("write");
-    let (ok, out) = cli(&app, &dir, &["suppressions", "import", import.to_str().unwrap_or_default()]);
+    let (ok, out) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "import",
+            import.to_str().unwrap_or_default(),
+        ],
+    );
     assert!(ok && out.contains("imported 2 rows"), "{out}");
-    let reason = app.db.text("SELECT reason FROM suppressions WHERE email = $1", "one@example.com").await;
+    let reason = app
+        .db
+        .text(
+            "SELECT reason FROM suppressions WHERE email = $1",
+            "one@example.com",
+        )
+        .await;
     assert_eq!(reason.as_deref(), Some("complaint"));
-    let reason = app.db.text("SELECT reason FROM suppressions WHERE email = $1", "two@example.com").await;
+    let reason = app
+        .db
+        .text(
+            "SELECT reason FROM suppressions WHERE email = $1",
+            "two@example.com",
+        )
+        .await;
     assert_eq!(reason.as_deref(), Some("manual"));
     std::fs::write(&import, "email\nnot an address\n").expect("write");
-    let before = app.db.scalar("SELECT COUNT(*) FROM suppressions", None).await;
-    let (ok, out) = cli(&app, &dir, &["suppressions", "import", import.to_str().unwrap_or_default()]);
+    let before = app
+        .db
+        .scalar("SELECT COUNT(*) FROM suppressions", None)
+        .await;
+    let (ok, out) = cli(
+        &app,
+        &dir,
+        &[
+            "suppressions",
+            "import",
+            import.to_str().unwrap_or_default(),
+        ],
+    );
     assert!(!ok && out.contains("line 2"), "{out}");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM suppressions", None).await, before, "a bad file changes nothing");
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM suppressions", None)
+            .await,
+        before,
+        "a bad file changes nothing"
+    );
     app.stop().await;
 }
 
-on_both_databases!(the_readme_query_works_as_written, every_suppressions_command_works_against_the_database);
+on_both_databases!(
+    the_readme_query_works_as_written,
+    every_suppressions_command_works_against_the_database
+);

@@ -10,17 +10,27 @@ use crate::on_both_databases;
 const TOKEN: &str = "s3cret-token-for-tests";
 
 async fn app_with_token(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |s, _| s.api_tokens = vec![format!("backend:{TOKEN}")]).await
+    spawn_app_with(backend, |s, _| {
+        s.api_tokens = vec![format!("backend:{TOKEN}")]
+    })
+    .await
 }
 
 impl TestApp {
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.address))
             .bearer_auth(TOKEN);
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         answer(request.send().await.expect("answer")).await
     }
@@ -31,9 +41,19 @@ async fn tokens_are_required_when_configured(backend: Backend) {
     let url = format!("{}/v1/suppressions/a@example.com", app.address);
     let none = answer(app.client.get(&url).send().await.expect("answer")).await;
     assert_refused(&none, 401, "unauthorized");
-    let wrong = answer(app.client.get(&url).bearer_auth("s3cret-token-for-test").send().await.expect("answer")).await;
+    let wrong = answer(
+        app.client
+            .get(&url)
+            .bearer_auth("s3cret-token-for-test")
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
     assert_refused(&wrong, 401, "unauthorized");
-    let right = app.api(reqwest::Method::GET, "/v1/suppressions/a@example.com", None).await;
+    let right = app
+        .api(reqwest::Method::GET, "/v1/suppressions/a@example.com", None)
+        .await;
     assert_refused(&right, 404, "not_suppressed");
     app.stop().await;
 }
@@ -43,58 +63,137 @@ async fn without_tokens_only_direct_loopback_clients_are_served(backend: Backend
     let url = format!("{}/v1/suppressions/a@example.com", app.address);
     let direct = answer(app.client.get(&url).send().await.expect("answer")).await;
     assert_refused(&direct, 404, "not_suppressed");
-    let proxied = answer(app.client.get(&url).header("x-forwarded-for", "203.0.113.9").send().await.expect("answer")).await;
+    let proxied = answer(
+        app.client
+            .get(&url)
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
     assert_refused(&proxied, 403, "loopback_only");
     app.stop().await;
 }
 
 async fn one_address_is_looked_up_in_its_normalized_form(backend: Backend) {
     let app = app_with_token(backend).await;
-    app.post(&bounce("Permanent", "NoEmail", "gone@example.com", "2026-11-01T00:00:00Z")).await;
-    let (status, body) = app.api(reqwest::Method::GET, "/v1/suppressions/%22Gone%22%20%3CGONE@Example.com%3E", None).await;
+    app.post(&bounce(
+        "Permanent",
+        "NoEmail",
+        "gone@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
+    let (status, body) = app
+        .api(
+            reqwest::Method::GET,
+            "/v1/suppressions/%22Gone%22%20%3CGONE@Example.com%3E",
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["suppressed"], true);
     assert_eq!(body["suppression"]["email"], "gone@example.com");
     assert_eq!(body["suppression"]["reason"], "bounce");
     assert_eq!(body["suppression"]["bounce_subtype"], "NoEmail");
     assert_eq!(body["suppression"]["diagnostic_code"], "smtp; 550 test");
-    assert_eq!(body["suppression"]["first_seen_at"], "2026-11-01T00:00:00.000Z");
-    assert_refused(&app.api(reqwest::Method::GET, "/v1/suppressions/not-an-address", None).await, 400, "invalid_address");
+    assert_eq!(
+        body["suppression"]["first_seen_at"],
+        "2026-11-01T00:00:00.000Z"
+    );
+    assert_refused(
+        &app.api(
+            reqwest::Method::GET,
+            "/v1/suppressions/not-an-address",
+            None,
+        )
+        .await,
+        400,
+        "invalid_address",
+    );
     app.stop().await;
 }
 
 async fn a_batch_of_ten_thousand_is_checked_in_one_call(backend: Backend) {
     let app = app_with_token(backend).await;
     for who in ["b1@example.com", "b2@example.com"] {
-        app.post(&bounce("Permanent", "General", who, "2026-11-01T00:00:00Z")).await;
+        app.post(&bounce("Permanent", "General", who, "2026-11-01T00:00:00Z"))
+            .await;
     }
-    app.api(reqwest::Method::POST, "/v1/suppressions", Some(json!({"email": "manual@example.com"}))).await;
+    app.api(
+        reqwest::Method::POST,
+        "/v1/suppressions",
+        Some(json!({"email": "manual@example.com"})),
+    )
+    .await;
     let mut addresses: Vec<String> = (0..9_996).map(|i| format!("user{i}@example.com")).collect();
-    addresses.extend(["B1@Example.com".into(), "\"Two\" <b2@example.com>".into(), "manual@example.com".into(), "nonsense".into()]);
+    addresses.extend([
+        "B1@Example.com".into(),
+        "\"Two\" <b2@example.com>".into(),
+        "manual@example.com".into(),
+        "nonsense".into(),
+    ]);
     assert_eq!(addresses.len(), 10_000);
-    let (status, body) = app.api(reqwest::Method::POST, "/v1/suppressions/check", Some(json!({"addresses": addresses}))).await;
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions/check",
+            Some(json!({"addresses": addresses})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checked"], 10_000);
     let mut found: Vec<(String, String, String)> = body["suppressed"]
         .as_array()
         .expect("array")
         .iter()
-        .map(|r| (r["address"].as_str().unwrap_or_default().to_owned(), r["email"].as_str().unwrap_or_default().to_owned(), r["reason"].as_str().unwrap_or_default().to_owned()))
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap_or_default().to_owned(),
+                r["email"].as_str().unwrap_or_default().to_owned(),
+                r["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     found.sort();
     assert_eq!(
         found,
         vec![
-            ("\"Two\" <b2@example.com>".to_owned(), "b2@example.com".to_owned(), "bounce".to_owned()),
-            ("B1@Example.com".to_owned(), "b1@example.com".to_owned(), "bounce".to_owned()),
-            ("manual@example.com".to_owned(), "manual@example.com".to_owned(), "manual".to_owned()),
+            (
+                "\"Two\" <b2@example.com>".to_owned(),
+                "b2@example.com".to_owned(),
+                "bounce".to_owned()
+            ),
+            (
+                "B1@Example.com".to_owned(),
+                "b1@example.com".to_owned(),
+                "bounce".to_owned()
+            ),
+            (
+                "manual@example.com".to_owned(),
+                "manual@example.com".to_owned(),
+                "manual".to_owned()
+            ),
         ]
     );
     assert_eq!(body["invalid"], json!(["nonsense"]));
     let too_many: Vec<String> = (0..10_001).map(|i| format!("u{i}@example.com")).collect();
-    let refused = app.api(reqwest::Method::POST, "/v1/suppressions/check", Some(json!({"addresses": too_many}))).await;
+    let refused = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions/check",
+            Some(json!({"addresses": too_many})),
+        )
+        .await;
     assert_refused(&refused, 400, "too_many_addresses");
-    let malformed = app.api(reqwest::Method::POST, "/v1/suppressions/check", Some(json!({"emails": []}))).await;
+    let malformed = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions/check",
+            Some(json!({"emails": []})),
+        )
+        .await;
     assert_refused(&malformed, 400, "invalid_request");
     app.stop().await;
 }
@@ -102,10 +201,22 @@ async fn a_batch_of_ten_thousand_is_checked_in_one_call(backend: Backend) {
 async fn the_list_pages_with_a_cursor_and_filters(backend: Backend) {
     let app = app_with_token(backend).await;
     for i in 0..25 {
-        let (status, _) = app.api(reqwest::Method::POST, "/v1/suppressions", Some(json!({"email": format!("m{i:02}@example.com")}))).await;
+        let (status, _) = app
+            .api(
+                reqwest::Method::POST,
+                "/v1/suppressions",
+                Some(json!({"email": format!("m{i:02}@example.com")})),
+            )
+            .await;
         assert_eq!(status, 201);
     }
-    app.post(&bounce("Permanent", "General", "z-bounced@example.com", "2026-11-01T00:00:00Z")).await;
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "z-bounced@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -127,41 +238,117 @@ async fn the_list_pages_with_a_cursor_and_filters(backend: Backend) {
     }
     let expected: Vec<String> = (0..25).map(|i| format!("m{i:02}@example.com")).collect();
     assert_eq!((pages, seen), (3, expected));
-    let (_, bounces) = app.api(reqwest::Method::GET, "/v1/suppressions?reason=bounce", None).await;
+    let (_, bounces) = app
+        .api(reqwest::Method::GET, "/v1/suppressions?reason=bounce", None)
+        .await;
     assert_eq!(bounces["items"].as_array().map(Vec::len), Some(1));
-    let (_, recent) = app.api(reqwest::Method::GET, "/v1/suppressions?since=2026-11-02", None).await;
-    assert_eq!(recent["items"].as_array().map(Vec::len), Some(25), "the bounce was last seen before");
-    assert_refused(&app.api(reqwest::Method::GET, "/v1/suppressions?reason=spam", None).await, 400, "invalid_request");
-    assert_refused(&app.api(reqwest::Method::GET, "/v1/suppressions?limit=0", None).await, 400, "invalid_request");
+    let (_, recent) = app
+        .api(
+            reqwest::Method::GET,
+            "/v1/suppressions?since=2026-11-02",
+            None,
+        )
+        .await;
+    assert_eq!(
+        recent["items"].as_array().map(Vec::len),
+        Some(25),
+        "the bounce was last seen before"
+    );
+    assert_refused(
+        &app.api(reqwest::Method::GET, "/v1/suppressions?reason=spam", None)
+            .await,
+        400,
+        "invalid_request",
+    );
+    assert_refused(
+        &app.api(reqwest::Method::GET, "/v1/suppressions?limit=0", None)
+            .await,
+        400,
+        "invalid_request",
+    );
     app.stop().await;
 }
 
 async fn manual_additions_and_audited_removals(backend: Backend) {
     let app = app_with_token(backend).await;
-    let (status, body) = app.api(reqwest::Method::POST, "/v1/suppressions", Some(json!({"email": "Asked <asked@example.com>", "note": "asked by phone"}))).await;
+    let (status, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions",
+            Some(json!({"email": "Asked <asked@example.com>", "note": "asked by phone"})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["suppression"]["reason"], "manual");
     assert_eq!(body["suppression"]["source"], "api:backend");
     assert_eq!(body["suppression"]["note"], "asked by phone");
-    let (again, body) = app.api(reqwest::Method::POST, "/v1/suppressions", Some(json!({"email": "asked@example.com"}))).await;
+    let (again, body) = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions",
+            Some(json!({"email": "asked@example.com"})),
+        )
+        .await;
     assert_eq!((again, &body["created"]), (200, &json!(false)));
-    let no_reason = app.api(reqwest::Method::DELETE, "/v1/suppressions/asked@example.com?by=alice", None).await;
+    let no_reason = app
+        .api(
+            reqwest::Method::DELETE,
+            "/v1/suppressions/asked@example.com?by=alice",
+            None,
+        )
+        .await;
     assert_refused(&no_reason, 400, "reason_required");
     assert!(is_suppressed(&app, "asked@example.com").await);
-    let (status, body) = app.api(reqwest::Method::DELETE, "/v1/suppressions/asked@example.com?by=alice&reason=customer%20asked%20again", None).await;
+    let (status, body) = app
+        .api(
+            reqwest::Method::DELETE,
+            "/v1/suppressions/asked@example.com?by=alice&reason=customer%20asked%20again",
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["removed"]["email"], "asked@example.com");
     assert!(!is_suppressed(&app, "asked@example.com").await);
-    let by = app.db.text("SELECT removed_by FROM suppression_removals WHERE email = $1", "asked@example.com").await;
+    let by = app
+        .db
+        .text(
+            "SELECT removed_by FROM suppression_removals WHERE email = $1",
+            "asked@example.com",
+        )
+        .await;
     assert_eq!(by.as_deref(), Some("alice (api:backend)"));
-    let why = app.db.text("SELECT why FROM suppression_removals WHERE email = $1", "asked@example.com").await;
+    let why = app
+        .db
+        .text(
+            "SELECT why FROM suppression_removals WHERE email = $1",
+            "asked@example.com",
+        )
+        .await;
     assert_eq!(why.as_deref(), Some("customer asked again"));
-    let snapshot = app.db.text("SELECT row_json FROM suppression_removals WHERE email = $1", "asked@example.com").await;
+    let snapshot = app
+        .db
+        .text(
+            "SELECT row_json FROM suppression_removals WHERE email = $1",
+            "asked@example.com",
+        )
+        .await;
     assert!(snapshot.unwrap_or_default().contains("asked by phone"));
-    let gone = app.api(reqwest::Method::DELETE, "/v1/suppressions/asked@example.com?by=alice&reason=again", None).await;
+    let gone = app
+        .api(
+            reqwest::Method::DELETE,
+            "/v1/suppressions/asked@example.com?by=alice&reason=again",
+            None,
+        )
+        .await;
     assert_refused(&gone, 404, "not_suppressed");
     // A removed address that bounces again is suppressed again.
-    app.post(&bounce("Permanent", "General", "asked@example.com", "2026-11-20T00:00:00Z")).await;
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "asked@example.com",
+        "2026-11-20T00:00:00Z",
+    ))
+    .await;
     assert!(is_suppressed(&app, "asked@example.com").await);
     app.stop().await;
 }
