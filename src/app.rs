@@ -14,6 +14,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::{Channels, spawn_worker};
 use crate::auth::ApiTokens;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -155,6 +158,8 @@ pub struct Application {
     port: u16,
     server: Server,
     writer_task: JoinHandle<()>,
+    alert_worker: JoinHandle<()>,
+    stop_worker: CancellationToken,
     store: Store,
 }
 
@@ -162,6 +167,20 @@ impl Application {
     pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
         let store = state.store.clone();
+        let channels = Arc::new(Channels::from_settings(&settings, &hooks.outbound)?);
+        if channels.names().is_empty() {
+            tracing::warn!(
+                "no alert channel is configured (ALERT_WEBHOOK_URL, or SMTP_HOST with ALERT_EMAILS): alerts are stored and logged only"
+            );
+        }
+        let stop_worker = CancellationToken::new();
+        let alert_worker = spawn_worker(
+            store.clone(),
+            channels,
+            hooks.clock.clone(),
+            Duration::from_millis(settings.alert_retry_min_ms),
+            stop_worker.clone(),
+        );
         let listener = TcpListener::bind(&settings.listen_addr)
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
@@ -189,6 +208,8 @@ impl Application {
             port,
             server,
             writer_task,
+            alert_worker,
+            stop_worker,
             store,
         })
     }
@@ -206,6 +227,9 @@ impl Application {
         if let Err(e) = self.writer_task.await {
             tracing::error!(error = %e, "writer task ended abnormally");
         }
+        // Undelivered alerts stay in the outbox for the next start.
+        self.stop_worker.cancel();
+        let _ = self.alert_worker.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -39,6 +39,27 @@ pub enum Command {
         #[command(subcommand)]
         command: SuppressionsCommand,
     },
+    /// Print the sending state, both rates, the counts and the window.
+    Status,
+    /// Pause sending by hand.
+    Pause {
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume sending; the events behind the last pause no longer count.
+    Resume {
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Admin alerts.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// List the SNS subscriptions feeding bouncer and their state.
     Subscriptions,
     /// Send stored SNS messages (JSON files, or JSON lines) to a running
@@ -56,6 +77,12 @@ pub enum Command {
         #[arg(long)]
         ignore_age: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AlertsCommand {
+    /// Send a test alert through every configured channel now.
+    Test,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +182,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             crate::cli_suppressions::run(&store, command).await
         }
+        Command::Status => {
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            let report = crate::routes::api::sending_report(&store).await?;
+            print_status(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { by, reason } | Command::Resume { by, reason }
+            if by.trim().is_empty() || reason.trim().is_empty() =>
+        {
+            anyhow::bail!("--by and --reason must not be empty")
+        }
+        Command::Pause { by, reason } => set_sending(&settings, true, &by, &reason).await,
+        Command::Resume { by, reason } => set_sending(&settings, false, &by, &reason).await,
+        Command::Alerts {
+            command: AlertsCommand::Test,
+        } => alerts_test(&settings).await,
         Command::Subscriptions => {
             let store = Store::connect(&settings).await?;
             store.migrate().await?;
@@ -180,6 +224,109 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ignore_age,
         } => replay(&settings, &files, url.as_deref(), ignore_age).await,
     }
+}
+
+fn print_status(report: &serde_json::Value) {
+    let r = &report["rates"];
+    let p = &report["policy"];
+    let pct = |v: &serde_json::Value| format!("{:.3}%", v.as_f64().unwrap_or(0.0) * 100.0);
+    println!(
+        "sending:        {}",
+        report["state"].as_str().unwrap_or("?")
+    );
+    println!(
+        "since:          {} by {}: {}",
+        report["changed_at"].as_str().unwrap_or("?"),
+        report["changed_by"].as_str().unwrap_or("?"),
+        report["reason"].as_str().unwrap_or("")
+    );
+    println!(
+        "bounce rate:    {} ({} hard bounces; pauses above {}%)",
+        pct(&r["bounce_rate"]),
+        r["hard_bounces"],
+        p["bounce_pause_percent"]
+    );
+    println!(
+        "complaint rate: {} ({} complaints; pauses above {}%)",
+        pct(&r["complaint_rate"]),
+        r["complaints"],
+        p["complaint_pause_percent"]
+    );
+    println!(
+        "window:         {} sends (last {} sends, at most {} days; from {}; counting since {})",
+        r["sends"],
+        p["window_sends"],
+        p["max_age_days"],
+        r["window_start"].as_str().unwrap_or("-"),
+        r["counting_since"].as_str().unwrap_or("-")
+    );
+    if r["enough_volume"] != serde_json::Value::Bool(true) {
+        println!(
+            "note:           fewer than {} sends in the window: the guard does not act yet",
+            p["min_volume"]
+        );
+    }
+    if r["volume_known"] != serde_json::Value::Bool(true) && r["sends"].as_i64().unwrap_or(0) > 0 {
+        println!(
+            "note:           no Delivery or Send events in the window: publish them to SNS, or the guard cannot know the volume"
+        );
+    }
+}
+
+async fn set_sending(
+    settings: &Settings,
+    paused: bool,
+    by: &str,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(settings).await?;
+    store.migrate().await?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let by = format!("{} (cli:{user})", by.trim());
+    let now = crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let changed = store.set_sending(paused, &by, reason.trim(), now).await?;
+    let word = if paused { "paused" } else { "active" };
+    if changed {
+        println!("sending is now {word}");
+    } else {
+        println!("sending was already {word}: nothing changed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn alerts_test(settings: &Settings) -> anyhow::Result<ExitCode> {
+    crate::outbound::install_default_provider();
+    let channels = crate::alerts::Channels::from_settings(settings, &Default::default())?;
+    let names = channels.names();
+    if names.is_empty() {
+        eprintln!(
+            "no alert channel is configured: set ALERT_WEBHOOK_URL, or SMTP_HOST, SMTP_FROM_EMAIL and ALERT_EMAILS"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let alert = crate::store::alerts::Alert {
+        id: 0,
+        kind: "test".into(),
+        subject: "bouncer test alert".into(),
+        text: ":test_tube: bouncer test alert: if you read this, admin alerts reach you.".into(),
+        details_json: "{}".into(),
+        created_at: crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
+    };
+    let mut failed = false;
+    for name in names {
+        match channels.send(name, &alert).await {
+            Ok(()) => println!("{name}: sent"),
+            Err(e) => {
+                failed = true;
+                println!("{name}: FAILED: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

@@ -152,6 +152,108 @@ pub struct Settings {
     )]
     pub api_tokens: Vec<String>,
 
+    /// The rate window: the most recent sends counted (like SES's
+    /// representative volume).
+    #[arg(
+        long,
+        env = "GUARD_WINDOW_SENDS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub guard_window_sends: i64,
+
+    /// ...bounded by this age, in days: older events never count.
+    #[arg(long, env = "GUARD_MAX_AGE_DAYS", default_value_t = 30, global = true)]
+    pub guard_max_age_days: u32,
+
+    /// Fewer sends than this in the window: the guard neither warns nor
+    /// pauses.
+    #[arg(long, env = "GUARD_MIN_VOLUME", default_value_t = 1000, global = true)]
+    pub guard_min_volume: i64,
+
+    /// Pause sending when the bounce rate is above this percentage.
+    #[arg(
+        long,
+        env = "GUARD_BOUNCE_PAUSE_PERCENT",
+        default_value = "5",
+        global = true
+    )]
+    pub guard_bounce_pause_percent: String,
+
+    /// Pause sending when the complaint rate is above this percentage.
+    #[arg(
+        long,
+        env = "GUARD_COMPLAINT_PAUSE_PERCENT",
+        default_value = "0.1",
+        global = true
+    )]
+    pub guard_complaint_pause_percent: String,
+
+    /// Warn (once per crossing) when the bounce rate is above this percentage.
+    #[arg(
+        long,
+        env = "GUARD_BOUNCE_WARN_PERCENT",
+        default_value = "2.5",
+        global = true
+    )]
+    pub guard_bounce_warn_percent: String,
+
+    /// Warn when the complaint rate is above this percentage.
+    #[arg(
+        long,
+        env = "GUARD_COMPLAINT_WARN_PERCENT",
+        default_value = "0.05",
+        global = true
+    )]
+    pub guard_complaint_warn_percent: String,
+
+    /// Early warnings on or off.
+    #[arg(long, env = "GUARD_WARN", default_value = "true",
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+    pub guard_warn: bool,
+
+    /// Admin alerts as JSON (with a Slack-compatible `text`) to this URL.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", global = true, hide_env_values = true)]
+    pub alert_webhook_url: Option<String>,
+
+    /// Admin alerts by email to these comma-separated addresses (needs SMTP_HOST).
+    #[arg(long, env = "ALERT_EMAILS", value_delimiter = ',', global = true)]
+    pub alert_emails: Vec<String>,
+
+    /// SMTP server for alert emails (the sender's own SMTP settings).
+    #[arg(long, env = "SMTP_HOST", global = true)]
+    pub smtp_host: Option<String>,
+
+    #[arg(long, env = "SMTP_PORT", default_value_t = 587, global = true)]
+    pub smtp_port: u16,
+
+    #[arg(long, env = "SMTP_USER", global = true)]
+    pub smtp_user: Option<String>,
+
+    #[arg(long, env = "SMTP_PASSWORD", global = true, hide_env_values = true)]
+    pub smtp_password: Option<String>,
+
+    #[arg(long, env = "SMTP_FROM_EMAIL", global = true)]
+    pub smtp_from_email: Option<String>,
+
+    #[arg(long, env = "SMTP_FROM_NAME", default_value = "bouncer", global = true)]
+    pub smtp_from_name: String,
+
+    /// `auto` (implicit TLS on port 465, else STARTTLS required), `starttls`,
+    /// `tls`, or `none` (plain text: a local relay only).
+    #[arg(long, env = "SMTP_TLS", default_value = "auto", global = true)]
+    pub smtp_tls: SmtpTls,
+
+    /// First retry delay for a failed alert delivery, in milliseconds; it
+    /// doubles per attempt up to an hour.
+    #[arg(
+        long,
+        env = "ALERT_RETRY_MIN_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub alert_retry_min_ms: u64,
+
     /// Local durable spool for verified messages while the database is
     /// unreachable (must be on persistent disk).
     #[arg(
@@ -186,6 +288,14 @@ pub struct Settings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmtpTls {
+    Auto,
+    Starttls,
+    Tls,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -4,6 +4,7 @@
 //! A request walks: `routes::sns` → `sns::envelope` → `sns::verify` →
 //! `store::writer` (group commit, or the `spool` when the database is away).
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;

@@ -36,7 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/suppressions/check", web::post().to(check))
             .route("/suppressions/{email}", web::get().to(get_one))
             .route("/suppressions/{email}", web::delete().to(remove))
-            .route("/subscriptions", web::get().to(subscriptions)),
+            .route("/subscriptions", web::get().to(subscriptions))
+            .route("/sending", web::get().to(sending))
+            .route("/sending", web::put().to(set_sending)),
     );
 }
 
@@ -238,4 +240,81 @@ async fn subscriptions(
 ) -> Result<HttpResponse, ApiError> {
     let items = state.store.subscriptions().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+/// The pause state, the current rates, and the policy they are judged by.
+pub async fn sending_report(store: &crate::store::Store) -> Result<serde_json::Value, sqlx::Error> {
+    let state = store.sending_state().await?;
+    let rates = store.current_rates().await?;
+    let g = &store.policy().guard;
+    Ok(serde_json::json!({
+        "state": state.state,
+        "changed_at": state.changed_at,
+        "changed_by": state.changed_by,
+        "reason": state.reason,
+        "warned_at": state.warned_at,
+        "rates": rates,
+        "policy": {
+            "window_sends": g.window_sends,
+            "max_age_days": g.max_age.whole_days(),
+            "min_volume": g.min_volume,
+            "bounce_pause_percent": g.bounce_pause.percent(),
+            "complaint_pause_percent": g.complaint_pause.percent(),
+            "bounce_warn_percent": g.bounce_warn.map(|p| p.percent()),
+            "complaint_warn_percent": g.complaint_warn.map(|p| p.percent()),
+        },
+        "at_last_pause": {
+            "bounce_rate": state.bounce_rate,
+            "complaint_rate": state.complaint_rate,
+            "sends": state.window_sends,
+            "hard_bounces": state.window_hard_bounces,
+            "complaints": state.window_complaints,
+        },
+    }))
+}
+
+async fn sending(_caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(sending_report(&state.store).await?))
+}
+
+#[derive(Deserialize)]
+struct SetSending {
+    state: String,
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+async fn set_sending(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<SetSending>,
+) -> Result<HttpResponse, ApiError> {
+    let paused = match body.state.as_str() {
+        "paused" => true,
+        "active" => false,
+        other => {
+            return Err(ApiError::InvalidRequest(format!(
+                "state `{other}` is not paused or active"
+            )));
+        }
+    };
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or(ApiError::ReasonRequired)?;
+    let by = match body.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        Some(person) => format!("{person} (api:{})", caller.name),
+        None => format!("api:{}", caller.name),
+    };
+    let changed = state
+        .store
+        .set_sending(paused, &by, reason, state.verifier.clock().now())
+        .await?;
+    let mut report = sending_report(&state.store).await?;
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert("changed".into(), serde_json::Value::Bool(changed));
+    }
+    Ok(HttpResponse::Ok().json(report))
 }

@@ -63,6 +63,9 @@ pub struct FeedbackEvent {
     pub key: String,
     /// Recipients of the whole mail (`mail.destination`).
     pub destination_count: usize,
+    /// Those recipients, normalized (filled for Send events only, which
+    /// count the whole mail's volume).
+    pub destination: Vec<EmailAddress>,
 }
 
 /// What the `Message` of a notification turned out to be.
@@ -209,6 +212,7 @@ fn parse_event(
         detail,
         key,
         destination_count,
+        destination: Vec::new(),
     };
     let address = |text: &str| EmailAddress::parse(text).map_err(|e| e.to_string());
     match event_type {

@@ -3,9 +3,10 @@
 //! and the soft-bounce counts.
 
 use super::{Timestamp, Tx, on_tx};
+use crate::guard::Counts;
 use crate::ses::address::EmailAddress;
 use crate::ses::feedback::{Detail, FeedbackEvent};
-use crate::ses::policy::{self, Action, Rule};
+use crate::ses::policy::{self, Action, Rate, Rule};
 
 /// How many soft bounces, within how long, suppress an address.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +24,59 @@ pub struct EventOutcome {
     pub applied: bool,
     /// The address is (now) on the suppression list because of this event.
     pub suppressed: bool,
+    /// What it adds to the reputation counters.
+    pub counts: Counts,
+}
+
+/// The mailbox simulator's addresses count toward no rate, as at SES.
+fn is_simulator(email: &EmailAddress) -> bool {
+    email.as_str().ends_with("@simulator.amazonses.com")
+}
+
+const COUNT_VOLUME: &str = "INSERT INTO rate_volume (mail_id, recipient, seen_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (mail_id, recipient) DO NOTHING";
+
+/// Counts the sends an event proves, once per mail and recipient whichever
+/// event (Send, Delivery, Bounce) arrives first.
+async fn count_volume(
+    tx: &mut Tx,
+    event: &FeedbackEvent,
+    rule: &Rule,
+    received_at: Timestamp,
+) -> Result<Counts, sqlx::Error> {
+    let mut counts = Counts::default();
+    let (recipients, from_delivery): (Vec<&EmailAddress>, bool) = match &event.detail {
+        Detail::Delivery => (event.recipient.iter().collect(), true),
+        Detail::Other if event.event_type == "Send" => (event.destination.iter().collect(), true),
+        // Mail to the account's suppression list is not sent and does not
+        // count (SES excludes it too).
+        Detail::Bounce { bounce_subtype, .. } if bounce_subtype != "OnAccountSuppressionList" => {
+            (event.recipient.iter().collect(), false)
+        }
+        _ => (Vec::new(), false),
+    };
+    for r in recipients.into_iter().filter(|r| !is_simulator(r)) {
+        let new = on_tx!(tx, conn => sqlx::query(COUNT_VOLUME)
+            .bind(&event.ses_message_id)
+            .bind(r.as_str())
+            .bind(received_at)
+            .execute(conn)
+            .await?
+            .rows_affected())
+            == 1;
+        if new {
+            counts.sends += 1;
+            counts.delivery_sends += i64::from(from_delivery);
+        }
+    }
+    if event.recipient.as_ref().is_some_and(|r| !is_simulator(r)) {
+        match rule.rate {
+            Rate::HardBounce => counts.hard_bounces += 1,
+            Rate::Complaint => counts.complaints += 1,
+            Rate::None => {}
+        }
+    }
+    Ok(counts)
 }
 
 /// The columns of a suppression row written from an event or by hand.
@@ -153,8 +207,13 @@ pub async fn apply_event(
         rule,
         applied: inserted,
         suppressed: false,
+        counts: Counts::default(),
     };
-    let Some(email) = email.filter(|_| inserted) else {
+    if !inserted {
+        return Ok(outcome);
+    }
+    outcome.counts = count_volume(tx, event, rule, received_at).await?;
+    let Some(email) = email else {
         return Ok(outcome);
     };
     let source = format!("sns:{topic}");

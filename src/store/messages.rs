@@ -4,9 +4,12 @@
 //! nothing. A new notification's SES events are applied in the same
 //! transaction.
 
+use super::alerts::{AlertDraft, enqueue};
 use super::feedback::{EventOutcome, apply_event};
+use super::guard::{add_counts, check};
 use super::subscriptions::{SubscriptionChange, record};
 use super::{Store, Timestamp, Tx, on_tx};
+use crate::guard::Counts;
 use crate::ses::feedback::{self, FeedbackEvent, Parsed};
 use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::envelope::MessageType;
@@ -164,7 +167,7 @@ impl Store {
                         m.message_id(),
                         m.topic_arn(),
                         m.received_at(),
-                        self.soft_bounce,
+                        self.policy.soft_bounce,
                     )
                     .await?;
                     applied.events.push((event.event_type.clone(), outcome));
@@ -200,6 +203,16 @@ impl Store {
                 };
                 record(tx, &change).await?;
                 applied.unsubscribed = true;
+                let draft = AlertDraft {
+                    kind: "unsubscribed",
+                    subject: "bouncer: the SES feedback feed stopped".into(),
+                    text: format!(
+                        ":rotating_light: The SNS subscription of bouncer to {} was deleted (UnsubscribeConfirmation). No more bounces or complaints arrive from it: the sender is flying blind until the endpoint is subscribed again.",
+                        m.topic_arn()
+                    ),
+                    details: serde_json::json!({ "topic_arn": m.topic_arn(), "message_id": m.message_id() }),
+                };
+                enqueue(tx, &draft, &self.policy.alert_channels, now).await?;
             }
             Content::SesSetupNotice => {}
         }
@@ -215,8 +228,25 @@ impl Store {
     ) -> Result<Vec<Applied>, sqlx::Error> {
         let mut tx = self.begin().await?;
         let mut applied = Vec::with_capacity(batch.len());
+        let mut counts = Counts::default();
         for accepted in batch {
-            applied.push(self.apply_one(&mut tx, accepted, now).await?);
+            let one = self.apply_one(&mut tx, accepted, now).await?;
+            one.events.iter().for_each(|(_, e)| counts.add(e.counts));
+            applied.push(one);
+        }
+        // One counter update per batch; the rates can only rise when hard
+        // bounces or complaints were added, so only then is the guard asked.
+        if !counts.is_zero() {
+            add_counts(&mut tx, now, counts).await?;
+        }
+        if counts.hard_bounces > 0 || counts.complaints > 0 {
+            check(
+                &mut tx,
+                &self.policy.guard,
+                &self.policy.alert_channels,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(applied)

@@ -3,7 +3,9 @@
 //! pool through [`on_db!`]/[`on_tx!`]; where the dialects differ, the code
 //! says so. See docs/decisions.md for why this and not `sqlx::Any`.
 
+pub mod alerts;
 pub mod feedback;
+pub mod guard;
 mod messages;
 pub mod subscriptions;
 pub mod suppressions;
@@ -11,6 +13,7 @@ mod time;
 pub mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +25,7 @@ use self::feedback::SoftBouncePolicy;
 pub use self::messages::{Accepted, Applied, Content, StoreOutcome};
 pub use self::time::Timestamp;
 use crate::config::Settings;
+use crate::guard::{GuardPolicy, Ppm};
 
 /// Runs `$body` with `$pool` bound to the backend's pool (same SQL on both).
 macro_rules! on_db {
@@ -73,11 +77,79 @@ impl Tx {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: Db,
-    pub(crate) soft_bounce: SoftBouncePolicy,
+    pub(crate) policy: Arc<StorePolicy>,
+}
+
+/// The settings the store applies while it writes.
+#[derive(Debug)]
+pub struct StorePolicy {
+    pub soft_bounce: SoftBouncePolicy,
+    pub guard: GuardPolicy,
+    /// Where alerts go: `webhook` and/or `email`, as configured.
+    pub alert_channels: Vec<&'static str>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl StorePolicy {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<StorePolicy> {
+        let ppm = |name: &str, text: &str| {
+            Ppm::parse_percent(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        };
+        let warn = |name: &str, text: &str| -> anyhow::Result<Option<Ppm>> {
+            if settings.guard_warn {
+                ppm(name, text).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let mut alert_channels = Vec::new();
+        if settings
+            .alert_webhook_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+        {
+            alert_channels.push("webhook");
+        }
+        if settings
+            .smtp_host
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty())
+            && settings.alert_emails.iter().any(|e| !e.trim().is_empty())
+        {
+            alert_channels.push("email");
+        }
+        Ok(StorePolicy {
+            soft_bounce: SoftBouncePolicy {
+                limit: i64::from(settings.soft_bounce_limit.max(1)),
+                window: ::time::Duration::days(i64::from(settings.soft_bounce_window_days)),
+            },
+            guard: GuardPolicy {
+                window_sends: settings.guard_window_sends.max(1),
+                max_age: ::time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
+                min_volume: settings.guard_min_volume,
+                bounce_pause: ppm(
+                    "GUARD_BOUNCE_PAUSE_PERCENT",
+                    &settings.guard_bounce_pause_percent,
+                )?,
+                complaint_pause: ppm(
+                    "GUARD_COMPLAINT_PAUSE_PERCENT",
+                    &settings.guard_complaint_pause_percent,
+                )?,
+                bounce_warn: warn(
+                    "GUARD_BOUNCE_WARN_PERCENT",
+                    &settings.guard_bounce_warn_percent,
+                )?,
+                complaint_warn: warn(
+                    "GUARD_COMPLAINT_WARN_PERCENT",
+                    &settings.guard_complaint_warn_percent,
+                )?,
+            },
+            alert_channels,
+        })
+    }
+}
 
 impl Store {
     /// Opens the pool. A SQLite file is created on first start; WAL with
@@ -111,11 +183,10 @@ impl Store {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
         };
-        let soft_bounce = SoftBouncePolicy {
-            limit: i64::from(settings.soft_bounce_limit.max(1)),
-            window: ::time::Duration::days(i64::from(settings.soft_bounce_window_days)),
-        };
-        Ok(Store { db, soft_bounce })
+        Ok(Store {
+            db,
+            policy: Arc::new(StorePolicy::from_settings(settings)?),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -138,6 +209,19 @@ impl Store {
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
+    }
+
+    /// A read-only transaction (a consistent snapshot; on SQLite it takes
+    /// no write lock).
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    pub fn policy(&self) -> &StorePolicy {
+        &self.policy
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -1,0 +1,140 @@
+//! Delivering admin alerts from the outbox (`store::alerts`): a worker per
+//! process claims due deliveries, sends them through their channel (webhook
+//! or email), and marks them delivered or due again with backoff.
+
+mod email;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::outbound::OutboundOverrides;
+use crate::store::Store;
+use crate::store::alerts::Alert;
+
+pub use self::email::EmailChannel;
+pub use self::webhook::WebhookChannel;
+
+/// The channels configured in the settings.
+pub struct Channels {
+    webhook: Option<WebhookChannel>,
+    email: Option<EmailChannel>,
+}
+
+impl Channels {
+    pub fn from_settings(
+        settings: &Settings,
+        outbound: &OutboundOverrides,
+    ) -> anyhow::Result<Channels> {
+        Ok(Channels {
+            webhook: WebhookChannel::from_settings(settings, outbound)?,
+            email: EmailChannel::from_settings(settings)?,
+        })
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.webhook.is_some() {
+            names.push("webhook");
+        }
+        if self.email.is_some() {
+            names.push("email");
+        }
+        names
+    }
+
+    pub async fn send(&self, channel: &str, alert: &Alert) -> Result<(), String> {
+        match channel {
+            "webhook" => match &self.webhook {
+                Some(w) => w.send(alert).await,
+                None => Err("no ALERT_WEBHOOK_URL is configured".into()),
+            },
+            "email" => match &self.email {
+                Some(e) => e.send(alert).await,
+                None => Err("SMTP_HOST and ALERT_EMAILS are not configured".into()),
+            },
+            other => Err(format!("unknown alert channel `{other}`")),
+        }
+    }
+}
+
+/// Doubles from `min` per attempt, up to an hour.
+fn backoff(min: Duration, attempts: i64) -> Duration {
+    let factor =
+        2u32.saturating_pow(u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20));
+    min.saturating_mul(factor).min(Duration::from_secs(3600))
+}
+
+const LEASE: time::Duration = time::Duration::seconds(60);
+const POLL: Duration = Duration::from_millis(500);
+
+/// Delivers due alerts until `stop` is cancelled.
+pub fn spawn_worker(
+    store: Store,
+    channels: Arc<Channels>,
+    clock: Clock,
+    retry_min: Duration,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            if let Err(e) = deliver_due(&store, &channels, &clock, retry_min).await {
+                tracing::warn!(error = %e, "alert worker cannot reach the database; retrying");
+            }
+        }
+    })
+}
+
+async fn deliver_due(
+    store: &Store,
+    channels: &Channels,
+    clock: &Clock,
+    retry_min: Duration,
+) -> Result<(), sqlx::Error> {
+    while store.deliveries_due(clock.now()).await? {
+        let Some(claim) = store.claim_delivery(clock.now(), LEASE).await? else {
+            break;
+        };
+        let Some(alert) = store.alert(claim.alert_id).await? else {
+            continue;
+        };
+        match channels.send(&claim.channel, &alert).await {
+            Ok(()) => {
+                tracing::info!(alert = alert.id, channel = %claim.channel, attempts = claim.attempts, "alert delivered");
+                store.delivery_done(claim.id, clock.now()).await?;
+            }
+            Err(why) => {
+                let delay = backoff(retry_min, claim.attempts);
+                tracing::warn!(alert = alert.id, channel = %claim.channel, attempts = claim.attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "alert delivery failed");
+                let retry_at = clock.now().saturating_add(
+                    time::Duration::try_from(delay).unwrap_or(time::Duration::HOUR),
+                );
+                store.delivery_failed(claim.id, &why, retry_at).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let min = Duration::from_secs(5);
+        assert_eq!(backoff(min, 1), Duration::from_secs(5));
+        assert_eq!(backoff(min, 2), Duration::from_secs(10));
+        assert_eq!(backoff(min, 4), Duration::from_secs(40));
+        assert_eq!(backoff(min, 40), Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,64 @@
+//! The webhook channel: POSTs the alert as JSON whose `text` is what Slack
+//! (and compatible chat tools) show; the rest is for machines.
+
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::outbound::{OutboundOverrides, http_client};
+use crate::store::alerts::Alert;
+
+pub struct WebhookChannel {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl WebhookChannel {
+    pub fn from_settings(
+        settings: &Settings,
+        outbound: &OutboundOverrides,
+    ) -> anyhow::Result<Option<WebhookChannel>> {
+        let Some(url) = settings
+            .alert_webhook_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("ALERT_WEBHOOK_URL is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            anyhow::bail!("ALERT_WEBHOOK_URL must be http(s)");
+        }
+        Ok(Some(WebhookChannel {
+            url: url.to_owned(),
+            client: http_client(outbound, Duration::from_secs(10), false)?,
+        }))
+    }
+
+    pub async fn send(&self, alert: &Alert) -> Result<(), String> {
+        let details: serde_json::Value =
+            serde_json::from_str(&alert.details_json).unwrap_or(serde_json::Value::Null);
+        let body = serde_json::json!({
+            "text": alert.text,
+            "alert_id": alert.id,
+            "kind": alert.kind,
+            "subject": alert.subject,
+            "created_at": alert.created_at,
+            "details": details,
+        });
+        let response = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("webhook unreachable: {e}"))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("webhook answered {}", response.status()))
+        }
+    }
+}

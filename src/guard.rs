@@ -1,0 +1,225 @@
+//! The reputation guard: bounce and complaint rates over a window counted in
+//! sends (like SES's "representative volume"), bounded by a maximum age, and
+//! the decision to warn or pause. Decisions are exact integer comparisons:
+//! "above 0.1%" means `complaints * 1,000,000 > 1,000 * sends`.
+//!
+//! The counts live in hourly buckets (`store::guard`); this module holds
+//! what is decided from them.
+
+use serde::Serialize;
+
+use crate::store::Timestamp;
+
+/// A rate threshold in parts per million (5% = 50,000; 0.1% = 1,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ppm(pub i64);
+
+impl Ppm {
+    /// Parses a percentage with up to four decimals: `5`, `0.1`, `0.05`.
+    pub fn parse_percent(text: &str) -> Result<Ppm, String> {
+        let text = text.trim().trim_end_matches('%');
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let bad = || format!("`{text}` is not a percentage such as 5 or 0.1");
+        if whole.is_empty() && frac.is_empty()
+            || frac.len() > 4
+            || !whole
+                .chars()
+                .chain(frac.chars())
+                .all(|c| c.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let frac: i64 = format!("{frac:0<4}").parse().map_err(|_| bad())?;
+        let ppm = whole * 10_000 + frac;
+        if ppm > 1_000_000 {
+            return Err(format!("`{text}` is more than 100%"));
+        }
+        Ok(Ppm(ppm))
+    }
+
+    pub fn percent(self) -> f64 {
+        self.0 as f64 / 10_000.0
+    }
+
+    /// `count / sends` is strictly above this threshold.
+    pub fn exceeded_by(self, count: i64, sends: i64) -> bool {
+        sends > 0 && i128::from(count) * 1_000_000 > i128::from(self.0) * i128::from(sends)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    pub window_sends: i64,
+    pub max_age: time::Duration,
+    pub min_volume: i64,
+    pub bounce_pause: Ppm,
+    pub complaint_pause: Ppm,
+    /// `None`: early warnings are off.
+    pub bounce_warn: Option<Ppm>,
+    pub complaint_warn: Option<Ppm>,
+}
+
+/// The counts in one hourly bucket (or a sum of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sends: i64,
+    pub hard_bounces: i64,
+    pub complaints: i64,
+    /// Sends known from Send events or deliveries.
+    pub delivery_sends: i64,
+}
+
+impl Counts {
+    pub fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.sends += other.sends;
+        self.hard_bounces += other.hard_bounces;
+        self.complaints += other.complaints;
+        self.delivery_sends += other.delivery_sends;
+    }
+
+    fn minus(self, other: Counts) -> Counts {
+        Counts {
+            sends: (self.sends - other.sends).max(0),
+            hard_bounces: (self.hard_bounces - other.hard_bounces).max(0),
+            complaints: (self.complaints - other.complaints).max(0),
+            delivery_sends: (self.delivery_sends - other.delivery_sends).max(0),
+        }
+    }
+}
+
+/// The current rates and the counts behind them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rates {
+    pub sends: i64,
+    pub hard_bounces: i64,
+    pub complaints: i64,
+    pub bounce_rate: f64,
+    pub complaint_rate: f64,
+    /// The oldest hour the window reaches back to (none: no sends yet).
+    pub window_start: Option<Timestamp>,
+    /// Events before this do not count (the last resume).
+    pub counting_since: Timestamp,
+    /// Enough volume for the thresholds to apply.
+    pub enough_volume: bool,
+    /// Delivery or Send events were seen in the window; without them the
+    /// volume is only what bounced, and the guard does not act.
+    pub volume_known: bool,
+}
+
+/// The start of the hour `at` falls in.
+pub fn hour_of(at: Timestamp) -> Timestamp {
+    let millis = at.unix_millis();
+    Timestamp::from_unix_millis(millis - millis.rem_euclid(3_600_000)).unwrap_or(at)
+}
+
+/// Sums the newest buckets until they hold `window_sends` sends. `buckets`
+/// come newest first and already start at or after the cut-off; the bucket
+/// of `counting_since` has `baseline` (its counts at the resume) taken off.
+pub fn window(
+    buckets: &[(Timestamp, Counts)],
+    policy: &GuardPolicy,
+    counting_since: Timestamp,
+    baseline: Counts,
+) -> Rates {
+    let baseline_hour = hour_of(counting_since);
+    let mut total = Counts::default();
+    let mut window_start = None;
+    for (start, counts) in buckets {
+        let counts = if *start == baseline_hour {
+            counts.minus(baseline)
+        } else {
+            *counts
+        };
+        if counts.is_zero() {
+            continue;
+        }
+        total.add(counts);
+        window_start = Some(*start);
+        if total.sends >= policy.window_sends {
+            break;
+        }
+    }
+    let rate = |n: i64| {
+        if total.sends > 0 {
+            n as f64 / total.sends as f64
+        } else {
+            0.0
+        }
+    };
+    Rates {
+        sends: total.sends,
+        hard_bounces: total.hard_bounces,
+        complaints: total.complaints,
+        bounce_rate: rate(total.hard_bounces),
+        complaint_rate: rate(total.complaints),
+        window_start,
+        counting_since,
+        enough_volume: total.sends >= policy.min_volume,
+        volume_known: total.delivery_sends > 0,
+    }
+}
+
+/// What the rates call for, given the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub pause: bool,
+    pub warn: bool,
+    /// Both rates fell back to or below the warning levels: warn again next
+    /// time they rise.
+    pub rearm_warning: bool,
+}
+
+pub fn decide(rates: &Rates, policy: &GuardPolicy, paused: bool, warned: bool) -> Decision {
+    let acts = rates.enough_volume && rates.volume_known;
+    let above = |ppm: Ppm, n: i64| ppm.exceeded_by(n, rates.sends);
+    let pause = acts
+        && !paused
+        && (above(policy.bounce_pause, rates.hard_bounces)
+            || above(policy.complaint_pause, rates.complaints));
+    let over_warning = policy
+        .bounce_warn
+        .is_some_and(|p| above(p, rates.hard_bounces))
+        || policy
+            .complaint_warn
+            .is_some_and(|p| above(p, rates.complaints));
+    Decision {
+        pause,
+        warn: acts && !paused && !warned && !pause && over_warning,
+        rearm_warning: warned && !over_warning,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_parse_exactly() {
+        assert_eq!(Ppm::parse_percent("5"), Ok(Ppm(50_000)));
+        assert_eq!(Ppm::parse_percent("0.1"), Ok(Ppm(1_000)));
+        assert_eq!(Ppm::parse_percent("0.05%"), Ok(Ppm(500)));
+        assert_eq!(Ppm::parse_percent(".5"), Ok(Ppm(5_000)));
+        assert!(Ppm::parse_percent("abc").is_err());
+        assert!(Ppm::parse_percent("0.00001").is_err());
+        assert!(Ppm::parse_percent("101").is_err());
+    }
+
+    #[test]
+    fn above_is_strict() {
+        let p = Ppm::parse_percent("0.1").unwrap();
+        assert!(!p.exceeded_by(1, 1000));
+        assert!(p.exceeded_by(2, 1000));
+        let b = Ppm::parse_percent("5").unwrap();
+        assert!(!b.exceeded_by(50, 1000));
+        assert!(b.exceeded_by(51, 1001));
+    }
+}
