@@ -2,6 +2,8 @@
 //! and the transitions (pause, warning, resume) written in the transaction
 //! of the events that caused them, with their alerts.
 
+use futures_util::TryStreamExt;
+
 use super::alerts::{AlertDraft, enqueue};
 use super::{Store, Timestamp, Tx, on_tx};
 use crate::guard::{Counts, GuardPolicy, Rates, decide, hour_of, window};
@@ -63,22 +65,21 @@ async fn current(
     let (state, warned_at, since, b_sends, b_bounces, b_complaints, b_delivery): StateRow =
         on_tx!(tx, conn => sqlx::query_as(STATE).fetch_one(conn).await)?;
     let cutoff = hour_of(now.saturating_sub(policy.max_age)).max(hour_of(since));
-    let rows: Vec<BucketRow> =
-        on_tx!(tx, conn => sqlx::query_as(BUCKETS).bind(cutoff).fetch_all(conn).await)?;
-    let buckets: Vec<(Timestamp, Counts)> = rows
-        .into_iter()
-        .map(|(start, sends, hard_bounces, complaints, delivery_sends)| {
-            (
-                start,
-                Counts {
-                    sends,
-                    hard_bounces,
-                    complaints,
-                    delivery_sends,
-                },
-            )
-        })
-        .collect();
+    // Newest first, and only until the window is full: a busy sender reads
+    // one or two rows, a quiet one at most one per hour of the maximum age.
+    let mut buckets: Vec<(Timestamp, Counts)> = Vec::new();
+    let mut sends = 0i64;
+    on_tx!(tx, conn => {
+        let mut rows = sqlx::query_as::<_, BucketRow>(BUCKETS).bind(cutoff).fetch(conn);
+        while let Some((start, s, hard_bounces, complaints, delivery_sends)) = rows.try_next().await? {
+            buckets.push((start, Counts { sends: s, hard_bounces, complaints, delivery_sends }));
+            sends += s;
+            if sends >= policy.window_sends + b_sends {
+                break;
+            }
+        }
+        Ok::<(), sqlx::Error>(())
+    })?;
     let baseline = Counts {
         sends: b_sends,
         hard_bounces: b_bounces,

@@ -44,6 +44,7 @@ fn help_lists_every_setting_with_its_variable_and_default() {
     let output = bouncer(dir.path()).arg("--help").output().expect("runs");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
+    let readme = std::fs::read_to_string(fixture("README.md")).expect("README");
     for (var, default) in [
         ("DATABASE_URL", Some("sqlite:bouncer.db")),
         ("DATABASE_MAX_CONNECTIONS", Some("8")),
@@ -67,10 +68,37 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("SHUTDOWN_TIMEOUT_SECS", Some("30")),
         ("LOG_LEVEL", Some("info")),
         ("LOG_FORMAT", Some("text")),
+        ("SOFT_BOUNCE_LIMIT", Some("3")),
+        ("SOFT_BOUNCE_WINDOW_DAYS", Some("14")),
+        ("API_TOKENS", None),
+        ("SNS_CONFIRM_MODE", Some("auto")),
+        ("SNS_API_ENDPOINT", None),
+        ("GUARD_WINDOW_SENDS", Some("10000")),
+        ("GUARD_MAX_AGE_DAYS", Some("30")),
+        ("GUARD_MIN_VOLUME", Some("1000")),
+        ("GUARD_BOUNCE_PAUSE_PERCENT", Some("5")),
+        ("GUARD_COMPLAINT_PAUSE_PERCENT", Some("0.1")),
+        ("GUARD_BOUNCE_WARN_PERCENT", Some("2.5")),
+        ("GUARD_COMPLAINT_WARN_PERCENT", Some("0.05")),
+        ("GUARD_WARN", Some("true")),
+        ("ALERT_WEBHOOK_URL", None),
+        ("ALERT_EMAILS", None),
+        ("SMTP_HOST", None),
+        ("SMTP_PORT", Some("587")),
+        ("SMTP_USER", None),
+        ("SMTP_PASSWORD", None),
+        ("SMTP_FROM_EMAIL", None),
+        ("SMTP_FROM_NAME", Some("bouncer")),
+        ("SMTP_TLS", Some("auto")),
+        ("ALERT_RETRY_MIN_MS", Some("5000")),
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),
             "{var} missing from --help:\n{help}"
+        );
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "{var} is not documented in the README"
         );
         if let Some(default) = default {
             assert!(

@@ -3,12 +3,14 @@
 mod helpers;
 mod signing;
 
+mod alert_sinks;
 mod aws_real;
 mod cert_fetch;
 mod cli;
 mod durability;
 mod feedback;
 mod fixtures;
+mod guard;
 mod health;
 mod sender_side;
 mod sns_endpoint;

@@ -10,7 +10,7 @@ use crate::helpers::{Backend, TempDir, TestApp, fixture, spawn_app_with};
 use crate::on_both_databases;
 
 /// The code block that follows `marker` in the README.
-fn readme_block(marker: &str) -> String {
+pub fn readme_block(marker: &str) -> String {
     let readme = std::fs::read_to_string(fixture("README.md")).expect("README");
     let after = readme
         .split_once(marker)
@@ -22,13 +22,13 @@ fn readme_block(marker: &str) -> String {
     body[..body.find("```").expect("closing fence")].to_owned()
 }
 
-fn sqlite_path(app: &TestApp) -> String {
+pub fn sqlite_path(app: &TestApp) -> String {
     app.db.url.trim_start_matches("sqlite:").to_owned()
 }
 
 /// Runs the README query (with its example address) in the database's own
 /// command-line client and returns what it printed.
-fn run_readme_query(app: &TestApp, sql: &str) -> String {
+pub fn run_readme_query(app: &TestApp, sql: &str) -> String {
     let output = if app.db.url.starts_with("sqlite:") {
         Command::new("sqlite3")
             .arg(sqlite_path(app))
@@ -57,7 +57,7 @@ async fn the_readme_query_works_as_written(backend: Backend) {
     );
     let before = run_readme_query(&app, &sql);
     assert!(
-        before == "0" || before == "f",
+        before == "active|0" || before == "active|f",
         "not suppressed yet: {before}"
     );
     app.post(&bounce(
@@ -68,7 +68,10 @@ async fn the_readme_query_works_as_written(backend: Backend) {
     ))
     .await;
     let after = run_readme_query(&app, &sql);
-    assert!(after == "1" || after == "t", "suppressed: {after}");
+    assert!(
+        after == "active|1" || after == "active|t",
+        "suppressed: {after}"
+    );
     app.stop().await;
 }
 
@@ -83,7 +86,7 @@ async fn the_readme_python_check_works_on_sqlite() {
     ))
     .await;
     let script = format!(
-        "{}\nimport sys\nprint(is_suppressed_sqlite(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_sqlite(sys.argv[1], 'john@example.com'))\n",
+        "{}\nimport sys\nprint(is_suppressed_sqlite(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_sqlite(sys.argv[1], 'john@example.com'), may_send_sqlite(sys.argv[1], 'john@example.com'), may_send_sqlite(sys.argv[1], 'jane@example.com'))\n",
         readme_block("<!-- sender-python -->")
     );
     let output = Command::new("python3")
@@ -97,7 +100,10 @@ async fn the_readme_python_check_works_on_sqlite() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "True False");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "True False True False"
+    );
     app.stop().await;
 }
 

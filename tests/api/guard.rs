@@ -1,0 +1,562 @@
+//! The reputation guard over HTTP: exact threshold edges, minimum volume,
+//! warning then pause, one alert per crossing under concurrency and across
+//! replicas, resume without flapping, and alerts that reach a webhook and an
+//! SMTP server once, through failures and restarts.
+
+use std::sync::Arc;
+
+use bouncer::config::SmtpTls;
+use serde_json::{Value, json};
+
+use crate::alert_sinks::{SmtpSink, Webhook};
+use crate::feedback::complaint;
+use crate::helpers::{
+    Backend, TempDir, TestApp, assert_status, eventually, spawn_app_with, start, test_settings,
+};
+use crate::on_both_databases;
+use crate::signing::{Msg, TOPIC, unique_id};
+
+const AT: &str = "2026-11-25T08:00:00.000Z";
+
+/// One SES Delivery notification for a mail to `n` recipients: `n` sends.
+pub fn deliveries(n: usize) -> Msg {
+    let tag = unique_id();
+    let recipients: Vec<String> = (0..n).map(|i| format!("r{i}-{tag}@example.com")).collect();
+    let ses = json!({
+        "notificationType": "Delivery",
+        "delivery": {"timestamp": AT, "recipients": recipients, "smtpResponse": "250 ok"},
+        "mail": {"timestamp": AT, "messageId": format!("ses-{tag}"), "source": "a@signals.example", "destination": recipients},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+/// One SES hard-bounce notification for `n` recipients of one mail.
+pub fn hard_bounces(n: usize) -> Msg {
+    let tag = unique_id();
+    let recipients: Vec<Value> = (0..n)
+        .map(|i| json!({"emailAddress": format!("gone{i}-{tag}@example.com"), "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 unknown"}))
+        .collect();
+    let ses = json!({
+        "notificationType": "Bounce",
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": recipients, "timestamp": AT, "feedbackId": format!("fb-{tag}")},
+        "mail": {"timestamp": AT, "messageId": format!("ses-{tag}"), "destination": []},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+pub fn a_complaint() -> Msg {
+    complaint(Some("abuse"), &format!("angry-{}@example.com", unique_id()))
+}
+
+async fn state_is(app: &TestApp) -> String {
+    // `id` is an integer column: compare through SQL that both accept.
+    app.db
+        .text(
+            "SELECT state FROM sending_state WHERE CAST(id AS TEXT) = $1",
+            "1",
+        )
+        .await
+        .unwrap_or_default()
+}
+
+pub async fn alert_kinds(app: &TestApp) -> Vec<String> {
+    let n = app.db.scalar("SELECT COUNT(*) FROM alerts", None).await;
+    let mut kinds = Vec::new();
+    for i in 1..=n {
+        let kind = app
+            .db
+            .text(
+                "SELECT kind FROM alerts WHERE CAST(id AS TEXT) = $1",
+                &i.to_string(),
+            )
+            .await;
+        kinds.push(kind.unwrap_or_default());
+    }
+    kinds
+}
+
+async fn post_ok(app: &TestApp, msg: &Msg) {
+    assert_status(&app.post(msg).await, 200, "stored");
+}
+
+async fn the_complaint_threshold_is_strict_and_a_warning_comes_first(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let url = webhook.url.clone();
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+    })
+    .await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "1 complaint in exactly 1,000 sends is not above 0.1%"
+    );
+    assert_eq!(
+        alert_kinds(&app).await,
+        ["warning"],
+        "but above the 0.05% warning"
+    );
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(state_is(&app).await, "paused", "2 in 1,000 are");
+    assert_eq!(alert_kinds(&app).await, ["warning", "paused"]);
+    let (_, sending) = app.get("/v1/sending").await;
+    assert_eq!(sending["state"], "paused");
+    assert_eq!(sending["at_last_pause"]["sends"], 1000);
+    assert_eq!(sending["at_last_pause"]["complaints"], 2);
+    assert_eq!(sending["at_last_pause"]["complaint_rate"], 0.002);
+    eventually("both alerts reach the webhook", || async {
+        webhook.kinds() == ["warning", "paused"]
+    })
+    .await;
+    let text = webhook.received()[1]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.contains("complaint rate 0.200% (2 complaints)") && text.contains("last 1000 sends"),
+        "{text}"
+    );
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    post_ok(&app, &deliveries(950)).await;
+    post_ok(&app, &hard_bounces(50)).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "50 of 1,000 sends is exactly 5%"
+    );
+    // Soft bounces and OnAccountSuppressionList never count as hard bounces.
+    post_ok(
+        &app,
+        &crate::feedback::bounce("Transient", "MailboxFull", "full@example.com", AT),
+    )
+    .await;
+    post_ok(
+        &app,
+        &crate::feedback::bounce(
+            "Permanent",
+            "OnAccountSuppressionList",
+            "listed@example.com",
+            AT,
+        ),
+    )
+    .await;
+    assert_eq!(state_is(&app).await, "active");
+    post_ok(&app, &hard_bounces(1)).await;
+    assert_eq!(state_is(&app).await, "paused", "51 of 1,002 is above 5%");
+    assert_eq!(alert_kinds(&app).await, ["paused"]);
+    let (_, sending) = app.get("/v1/sending").await;
+    assert_eq!(
+        (
+            sending["at_last_pause"]["sends"].as_i64(),
+            sending["at_last_pause"]["hard_bounces"].as_i64()
+        ),
+        (Some(1002), Some(51))
+    );
+    app.stop().await;
+}
+
+async fn below_the_minimum_volume_nothing_happens(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    post_ok(&app, &deliveries(500)).await;
+    for _ in 0..5 {
+        post_ok(&app, &a_complaint()).await;
+    }
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "1% complaints, but only 500 sends"
+    );
+    assert!(alert_kinds(&app).await.is_empty());
+    post_ok(&app, &deliveries(500)).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "paused",
+        "6 in 1,000 once the volume is there"
+    );
+    app.stop().await;
+}
+
+async fn without_delivery_events_bounces_alone_never_pause(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    post_ok(&app, &hard_bounces(1500)).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "the volume is unknown without Delivery or Send events"
+    );
+    let (_, sending) = app.get("/v1/sending").await;
+    assert_eq!(sending["rates"]["volume_known"], false);
+    assert_eq!(sending["rates"]["sends"], 1500);
+    app.stop().await;
+}
+
+async fn concurrent_messages_across_two_replicas_pause_once(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let url = webhook.url.clone();
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+        s.guard_warn = false;
+    })
+    .await;
+    let dir2 = Arc::new(TempDir::new());
+    let mut settings2 = test_settings(&app.db.url, dir2.path());
+    settings2.alert_webhook_url = Some(webhook.url.clone());
+    settings2.alert_retry_min_ms = 100;
+    settings2.guard_warn = false;
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    post_ok(&app, &deliveries(1000)).await;
+    let complaints: Vec<Msg> = (0..20).map(|_| a_complaint()).collect();
+    let answers = futures_util::future::join_all(complaints.iter().enumerate().map(|(i, m)| {
+        let target: &TestApp = if i % 2 == 0 { &app } else { &replica };
+        target.post(m)
+    }))
+    .await;
+    for answer in &answers {
+        assert_status(answer, 200, "stored");
+    }
+    assert_eq!(state_is(&app).await, "paused");
+    assert_eq!(
+        alert_kinds(&app).await,
+        ["paused"],
+        "one transition, one alert"
+    );
+    eventually("the alert is delivered", || async {
+        webhook.kinds() == ["paused"]
+    })
+    .await;
+    // Both replicas run a worker: still delivered once.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(webhook.kinds(), ["paused"]);
+    replica.stop().await;
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn after_a_resume_the_old_events_do_not_pause_again(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(state_is(&app).await, "paused");
+    let body = json!({"state": "active", "by": "alice", "reason": "list cleaned"});
+    let response = app
+        .client
+        .put(format!("{}/v1/sending", app.address))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("answer");
+    let (status, answer) = crate::helpers::answer(response).await;
+    assert_eq!(
+        (status, &answer["state"], &answer["changed"]),
+        (200, &json!("active"), &json!(true)),
+        "{answer}"
+    );
+    assert_eq!(answer["changed_by"], "alice (api:loopback)");
+    assert_eq!(answer["rates"]["sends"], 0, "counting starts afresh");
+    // More traffic and one complaint: the two old complaints are not counted.
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "1 complaint in 1,000 since the resume"
+    );
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "paused",
+        "a new crossing pauses again"
+    );
+    assert_eq!(alert_kinds(&app).await, ["paused", "resumed", "paused"]);
+    let by = app
+        .db
+        .text(
+            "SELECT changed_by FROM sending_state WHERE CAST(id AS TEXT) = $1",
+            "1",
+        )
+        .await;
+    assert_eq!(by.as_deref(), Some("bouncer"));
+    app.stop().await;
+}
+
+async fn a_dead_webhook_and_a_restart_lose_no_alert(backend: Backend) {
+    // The webhook answers 500 twice, then works: delivered once.
+    let webhook = Webhook::start().await;
+    webhook.fail_next(2);
+    let url = webhook.url.clone();
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+        s.guard_warn = false;
+    })
+    .await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    post_ok(&app, &a_complaint()).await;
+    eventually("delivered after the failures", || async {
+        webhook.kinds() == ["paused"]
+    })
+    .await;
+    assert!(webhook.attempts() >= 3, "{}", webhook.attempts());
+    let attempts = app
+        .db
+        .scalar("SELECT attempts FROM alert_deliveries", None)
+        .await;
+    assert_eq!(attempts, 3);
+    // Now the webhook is gone entirely while an alert is raised, and the
+    // service restarts before it comes back.
+    let port = webhook
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    webhook.stop().await;
+    let resume = app
+        .client
+        .put(format!("{}/v1/sending", app.address))
+        .header("content-type", "application/json")
+        .body(json!({"state": "active", "by": "bob", "reason": "fixed"}).to_string())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resume.status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (db, dir, settings, hooks) = app.stop().await;
+    let pending = db
+        .scalar(
+            "SELECT COUNT(*) FROM alert_deliveries WHERE delivered_at IS NULL",
+            None,
+        )
+        .await;
+    assert_eq!(pending, 1, "the resume alert waits in the outbox");
+    let listener =
+        std::net::TcpListener::bind(format!("127.0.0.1:{port}")).expect("same port again");
+    let webhook = Webhook::start_on(listener).await;
+    let app = start(settings, hooks, db, dir).await;
+    eventually(
+        "the waiting alert is delivered after the restart",
+        || async { webhook.kinds() == ["resumed"] },
+    )
+    .await;
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn alerts_arrive_by_email(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let smtp = SmtpSink::start().await;
+    let (url, port) = (webhook.url.clone(), smtp.port);
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+        s.smtp_host = Some("127.0.0.1".into());
+        s.smtp_port = port;
+        s.smtp_tls = SmtpTls::None;
+        s.smtp_from_email = Some("bouncer@signals.example".into());
+        s.smtp_from_name = "Signals bouncer".into();
+        s.alert_emails = vec!["admin@signals.example".into(), "ops@signals.example".into()];
+        s.guard_warn = false;
+    })
+    .await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    post_ok(&app, &a_complaint()).await;
+    eventually("one email", || async { smtp.mails().len() == 1 }).await;
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail.from, "<bouncer@signals.example>");
+    assert_eq!(
+        mail.to,
+        ["<admin@signals.example>", "<ops@signals.example>"]
+    );
+    assert!(
+        mail.data.contains("Subject: bouncer paused sending"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data
+            .contains("From: \"Signals bouncer\" <bouncer@signals.example>"),
+        "{}",
+        mail.data
+    );
+    assert!(mail.data.contains("complaint rate 0.200%"), "{}", mail.data);
+    eventually("and one webhook call", || async {
+        webhook.kinds() == ["paused"]
+    })
+    .await;
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn an_unsubscribe_raises_an_alert(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let url = webhook.url.clone();
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+    })
+    .await;
+    post_ok(&app, &Msg::unsubscribe_confirmation(TOPIC).sign()).await;
+    eventually("the feed-stopped alert", || async {
+        webhook.kinds() == ["unsubscribed"]
+    })
+    .await;
+    let text = webhook.received()[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.contains(TOPIC) && text.contains("flying blind"),
+        "{text}"
+    );
+    app.stop().await;
+    webhook.stop().await;
+}
+
+on_both_databases!(
+    the_complaint_threshold_is_strict_and_a_warning_comes_first,
+    the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends,
+    below_the_minimum_volume_nothing_happens,
+    without_delivery_events_bounces_alone_never_pause,
+    concurrent_messages_across_two_replicas_pause_once,
+    after_a_resume_the_old_events_do_not_pause_again,
+    a_dead_webhook_and_a_restart_lose_no_alert,
+    alerts_arrive_by_email,
+    an_unsubscribe_raises_an_alert,
+);
+
+/// The acceptance: a replay (with `bouncer replay --url`) of
+/// deliveries and bounces that cross the threshold pauses sending once; the
+/// webhook and the SMTP sink each get exactly one pause alert; and the
+/// sender's query from the README shows the pause.
+async fn a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let smtp = SmtpSink::start().await;
+    let (url, port) = (webhook.url.clone(), smtp.port);
+    let app = spawn_app_with(backend, move |s, _| {
+        s.alert_webhook_url = Some(url);
+        s.alert_retry_min_ms = 100;
+        s.smtp_host = Some("127.0.0.1".into());
+        s.smtp_port = port;
+        s.smtp_tls = SmtpTls::None;
+        s.smtp_from_email = Some("bouncer@signals.example".into());
+        s.alert_emails = vec!["admin@signals.example".into()];
+        s.guard_warn = false;
+    })
+    .await;
+    // N = 2,000 delivered, then M = 120 hard bounces in 12 messages: the
+    // rate crosses 5% at the 106th bounce; the rest must not alert again.
+    let mut lines: Vec<String> = (0..4)
+        .map(|_| serde_json::to_string(&Value::Object(deliveries(500).fields)).unwrap_or_default())
+        .collect();
+    lines.extend((0..12).map(|_| {
+        serde_json::to_string(&Value::Object(hard_bounces(10).fields)).unwrap_or_default()
+    }));
+    let dir = TempDir::new();
+    let file = dir.path().join("campaign.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let output = crate::cli::bouncer(dir.path())
+        .args(["replay", "--url", &format!("{}/sns", app.address)])
+        .arg(&file)
+        .output()
+        .expect("replay runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(alert_kinds(&app).await, ["paused"]);
+    eventually("one pause alert by webhook and by email", || async {
+        webhook.kinds() == ["paused"] && smtp.mails().len() == 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        (webhook.kinds().len(), smtp.mails().len()),
+        (1, 1),
+        "exactly one each"
+    );
+    let sql = crate::sender_side::readme_block("<!-- sender-query -->");
+    let answer = crate::sender_side::run_readme_query(&app, &sql);
+    assert!(answer == "paused|0" || answer == "paused|f", "{answer}");
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn status_pause_resume_and_alert_test_from_the_cli(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let smtp = SmtpSink::start().await;
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    post_ok(&app, &deliveries(1200)).await;
+    post_ok(&app, &a_complaint()).await;
+    let dir = TempDir::new();
+    let run = |args: &[&str]| {
+        let output = crate::cli::bouncer(dir.path())
+            .env("DATABASE_URL", &app.db.url)
+            .env("USER", "ops")
+            .env("ALERT_WEBHOOK_URL", &webhook.url)
+            .env("SMTP_HOST", "127.0.0.1")
+            .env("SMTP_PORT", smtp.port.to_string())
+            .env("SMTP_TLS", "none")
+            .env("SMTP_FROM_EMAIL", "bouncer@signals.example")
+            .env("ALERT_EMAILS", "admin@signals.example")
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, status) = run(&["status"]);
+    assert!(ok, "{status}");
+    assert!(status.contains("sending:        active"), "{status}");
+    assert!(
+        status.contains("complaint rate: 0.083% (1 complaints; pauses above 0.1%)"),
+        "{status}"
+    );
+    assert!(status.contains("window:         1200 sends"), "{status}");
+    let (ok, out) = run(&["pause", "--by", "carol", "--reason", "incident 42"]);
+    assert!(ok && out.contains("sending is now paused"), "{out}");
+    assert_eq!(state_is(&app).await, "paused");
+    let (_, status) = run(&["status"]);
+    assert!(
+        status.contains("sending:        paused")
+            && status.contains("carol (cli:ops): incident 42"),
+        "{status}"
+    );
+    let (ok, out) = run(&["pause", "--by", "carol", "--reason", "again"]);
+    assert!(ok && out.contains("already paused"), "{out}");
+    let (ok, out) = run(&["resume", "--by", "carol", "--reason", "incident closed"]);
+    assert!(ok && out.contains("sending is now active"), "{out}");
+    assert_eq!(alert_kinds(&app).await, ["warning", "paused", "resumed"]);
+    let (ok, out) = run(&["alerts", "test"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("webhook: sent") && out.contains("email: sent"),
+        "{out}"
+    );
+    assert_eq!(webhook.kinds(), ["test"]);
+    assert_eq!(smtp.mails().len(), 1);
+    app.stop().await;
+    webhook.stop().await;
+}
+
+on_both_databases!(
+    a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel,
+    status_pause_resume_and_alert_test_from_the_cli,
+);
