@@ -79,20 +79,22 @@ impl Counts {
         *self == Counts::default()
     }
 
-    pub fn add(&mut self, other: Counts) {
-        self.sends += other.sends;
-        self.hard_bounces += other.hard_bounces;
-        self.complaints += other.complaints;
-        self.delivery_sends += other.delivery_sends;
-    }
-
-    fn minus(self, other: Counts) -> Counts {
+    /// Less `other` (the counts of the resume hour at the resume), never
+    /// below zero.
+    pub fn minus(self, other: Counts) -> Counts {
         Counts {
             sends: (self.sends - other.sends).max(0),
             hard_bounces: (self.hard_bounces - other.hard_bounces).max(0),
             complaints: (self.complaints - other.complaints).max(0),
             delivery_sends: (self.delivery_sends - other.delivery_sends).max(0),
         }
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.sends += other.sends;
+        self.hard_bounces += other.hard_bounces;
+        self.complaints += other.complaints;
+        self.delivery_sends += other.delivery_sends;
     }
 }
 
@@ -121,50 +123,33 @@ pub fn hour_of(at: Timestamp) -> Timestamp {
     Timestamp::from_unix_millis(millis - millis.rem_euclid(3_600_000)).unwrap_or(at)
 }
 
-/// Sums the newest buckets until they hold `window_sends` sends. `buckets`
-/// come newest first and already start at or after the cut-off; the bucket
-/// of `counting_since` has `baseline` (its counts at the resume) taken off.
-pub fn window(
-    buckets: &[(Timestamp, Counts)],
-    policy: &GuardPolicy,
-    counting_since: Timestamp,
-    baseline: Counts,
-) -> Rates {
-    let baseline_hour = hour_of(counting_since);
-    let mut total = Counts::default();
-    let mut window_start = None;
-    for (start, counts) in buckets {
-        let counts = if *start == baseline_hour {
-            counts.minus(baseline)
-        } else {
-            *counts
+impl Rates {
+    /// The rates from the window's summed counts (see `store::guard` for how
+    /// the window is chosen).
+    pub fn from_window(
+        total: Counts,
+        window_start: Option<Timestamp>,
+        counting_since: Timestamp,
+        policy: &GuardPolicy,
+    ) -> Rates {
+        let rate = |n: i64| {
+            if total.sends > 0 {
+                n as f64 / total.sends as f64
+            } else {
+                0.0
+            }
         };
-        if counts.is_zero() {
-            continue;
+        Rates {
+            sends: total.sends,
+            hard_bounces: total.hard_bounces,
+            complaints: total.complaints,
+            bounce_rate: rate(total.hard_bounces),
+            complaint_rate: rate(total.complaints),
+            window_start,
+            counting_since,
+            enough_volume: total.sends >= policy.min_volume,
+            volume_known: total.delivery_sends > 0,
         }
-        total.add(counts);
-        window_start = Some(*start);
-        if total.sends >= policy.window_sends {
-            break;
-        }
-    }
-    let rate = |n: i64| {
-        if total.sends > 0 {
-            n as f64 / total.sends as f64
-        } else {
-            0.0
-        }
-    };
-    Rates {
-        sends: total.sends,
-        hard_bounces: total.hard_bounces,
-        complaints: total.complaints,
-        bounce_rate: rate(total.hard_bounces),
-        complaint_rate: rate(total.complaints),
-        window_start,
-        counting_since,
-        enough_volume: total.sends >= policy.min_volume,
-        volume_known: total.delivery_sends > 0,
     }
 }
 

@@ -6,8 +6,9 @@ use futures_util::TryStreamExt;
 
 use super::alerts::{AlertDraft, enqueue};
 use super::{Store, Timestamp, Tx, on_tx};
-use crate::guard::{Counts, GuardPolicy, Rates, decide, hour_of, window};
+use crate::guard::{Counts, GuardPolicy, Rates, decide, hour_of};
 
+type WindowRow = (i64, i64, i64, i64, Option<Timestamp>);
 type BucketRow = (Timestamp, i64, i64, i64, i64);
 type StateRow = (String, Option<Timestamp>, Timestamp, i64, i64, i64, i64);
 
@@ -18,7 +19,14 @@ const ADD: &str = "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, 
       hard_bounces = rate_buckets.hard_bounces + excluded.hard_bounces, \
       complaints = rate_buckets.complaints + excluded.complaints, \
       delivery_sends = rate_buckets.delivery_sends + excluded.delivery_sends";
-const BUCKETS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+/// Everything since the cut-off, summed: for a sender whose window is not
+/// full, this is the window (one pass over at most one row per hour of the
+/// maximum age, inside the database).
+const TOTALS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
+    CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), MIN(bucket_start) \
+    FROM rate_buckets WHERE bucket_start >= $1";
+/// Newest first, for a busy sender whose window fills within a few hours.
+const NEWEST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
     WHERE bucket_start >= $1 ORDER BY bucket_start DESC";
 const STATE: &str = "SELECT state, warned_at, counting_since, baseline_sends, baseline_hard_bounces, \
     baseline_complaints, baseline_delivery_sends FROM sending_state WHERE id = 1";
@@ -65,31 +73,56 @@ async fn current(
     let (state, warned_at, since, b_sends, b_bounces, b_complaints, b_delivery): StateRow =
         on_tx!(tx, conn => sqlx::query_as(STATE).fetch_one(conn).await)?;
     let cutoff = hour_of(now.saturating_sub(policy.max_age)).max(hour_of(since));
-    // Newest first, and only until the window is full: a busy sender reads
-    // one or two rows, a quiet one at most one per hour of the maximum age.
-    let mut buckets: Vec<(Timestamp, Counts)> = Vec::new();
-    let mut sends = 0i64;
-    on_tx!(tx, conn => {
-        let mut rows = sqlx::query_as::<_, BucketRow>(BUCKETS).bind(cutoff).fetch(conn);
-        while let Some((start, s, hard_bounces, complaints, delivery_sends)) = rows.try_next().await? {
-            buckets.push((start, Counts { sends: s, hard_bounces, complaints, delivery_sends }));
-            sends += s;
-            if sends >= policy.window_sends + b_sends {
-                break;
-            }
-        }
-        Ok::<(), sqlx::Error>(())
-    })?;
+    // The resume hour's counts at the resume do not count.
+    let baseline_hour = hour_of(since);
     let baseline = Counts {
         sends: b_sends,
         hard_bounces: b_bounces,
         complaints: b_complaints,
         delivery_sends: b_delivery,
     };
+    let adjust = |start: Timestamp, c: Counts| {
+        if start == baseline_hour {
+            c.minus(baseline)
+        } else {
+            c
+        }
+    };
+    let (sends, hard_bounces, complaints, delivery_sends, oldest): WindowRow =
+        on_tx!(tx, conn => sqlx::query_as(TOTALS).bind(cutoff).fetch_one(conn).await)?;
+    let mut total = Counts {
+        sends,
+        hard_bounces,
+        complaints,
+        delivery_sends,
+    };
+    if baseline_hour >= cutoff {
+        total = total.minus(baseline);
+    }
+    let mut window_start = oldest;
+    if total.sends > policy.window_sends {
+        // The window is full: the newest buckets until it is, usually a few.
+        total = Counts::default();
+        on_tx!(tx, conn => {
+            let mut rows = sqlx::query_as::<_, BucketRow>(NEWEST).bind(cutoff).fetch(conn);
+            while let Some((start, s, h, c, d)) = rows.try_next().await? {
+                let counts = adjust(start, Counts { sends: s, hard_bounces: h, complaints: c, delivery_sends: d });
+                if counts.is_zero() {
+                    continue;
+                }
+                total.add(counts);
+                window_start = Some(start);
+                if total.sends >= policy.window_sends {
+                    break;
+                }
+            }
+            Ok::<(), sqlx::Error>(())
+        })?;
+    }
     Ok(Current {
         paused: state == "paused",
         warned: warned_at.is_some(),
-        rates: window(&buckets, policy, since, baseline),
+        rates: Rates::from_window(total, window_start, since, policy),
     })
 }
 
