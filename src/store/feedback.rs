@@ -1,12 +1,14 @@
-//! Applies SES feedback events inside the SNS message's transaction: the
-//! event log (`feedback_events`, once per event key), the suppression list,
-//! and the soft-bounce counts.
+//! What an SES event does to the suppression list and the reputation
+//! counts, inside the SNS message's transaction. The event log and the
+//! volume are written for a whole batch at once (`store::batch`); the rarer
+//! suppressions and soft-bounce counts here, one event at a time.
 
+use super::batch::DetailColumns;
 use super::{Timestamp, Tx, on_tx};
 use crate::guard::Counts;
 use crate::ses::address::EmailAddress;
 use crate::ses::feedback::{Detail, FeedbackEvent};
-use crate::ses::policy::{self, Action, Rate, Rule};
+use crate::ses::policy::{Action, Rate, Rule};
 
 /// How many soft bounces, within how long, suppress an address.
 #[derive(Debug, Clone, Copy)]
@@ -24,8 +26,6 @@ pub struct EventOutcome {
     pub applied: bool,
     /// The address is (now) on the suppression list because of this event.
     pub suppressed: bool,
-    /// What it adds to the reputation counters.
-    pub counts: Counts,
 }
 
 /// The mailbox simulator's addresses count toward no rate, as at SES.
@@ -33,18 +33,9 @@ fn is_simulator(email: &EmailAddress) -> bool {
     email.as_str().ends_with("@simulator.amazonses.com")
 }
 
-const COUNT_VOLUME: &str = "INSERT INTO rate_volume (mail_id, recipient, seen_at) VALUES ($1, $2, $3) \
-    ON CONFLICT (mail_id, recipient) DO NOTHING";
-
-/// Counts the sends an event proves, once per mail and recipient whichever
-/// event (Send, Delivery, Bounce) arrives first.
-async fn count_volume(
-    tx: &mut Tx,
-    event: &FeedbackEvent,
-    rule: &Rule,
-    received_at: Timestamp,
-) -> Result<Counts, sqlx::Error> {
-    let mut counts = Counts::default();
+/// The recipients whose send this event proves (each counted once per mail
+/// later), and whether the proof is a Send event or a delivery.
+pub fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, bool) {
     let (recipients, from_delivery): (Vec<&EmailAddress>, bool) = match &event.detail {
         Detail::Delivery => (event.recipient.iter().collect(), true),
         Detail::Other if event.event_type == "Send" => (event.destination.iter().collect(), true),
@@ -55,28 +46,26 @@ async fn count_volume(
         }
         _ => (Vec::new(), false),
     };
-    for r in recipients.into_iter().filter(|r| !is_simulator(r)) {
-        let new = on_tx!(tx, conn => sqlx::query(COUNT_VOLUME)
-            .bind(&event.ses_message_id)
-            .bind(r.as_str())
-            .bind(received_at)
-            .execute(conn)
-            .await?
-            .rows_affected())
-            == 1;
-        if new {
-            counts.sends += 1;
-            counts.delivery_sends += i64::from(from_delivery);
-        }
-    }
+    (
+        recipients
+            .into_iter()
+            .filter(|r| !is_simulator(r))
+            .collect(),
+        from_delivery,
+    )
+}
+
+/// What the event adds to the rates' numerators.
+pub fn numerators(event: &FeedbackEvent, rule: &Rule) -> Counts {
+    let mut counts = Counts::default();
     if event.recipient.as_ref().is_some_and(|r| !is_simulator(r)) {
         match rule.rate {
-            Rate::HardBounce => counts.hard_bounces += 1,
-            Rate::Complaint => counts.complaints += 1,
+            Rate::HardBounce => counts.hard_bounces = 1,
+            Rate::Complaint => counts.complaints = 1,
             Rate::None => {}
         }
     }
-    Ok(counts)
+    counts
 }
 
 /// The columns of a suppression row written from an event or by hand.
@@ -93,13 +82,6 @@ pub struct SuppressionWrite<'a> {
     pub source: &'a str,
     pub note: Option<&'a str>,
 }
-
-const INSERT_EVENT: &str = "INSERT INTO feedback_events \
-    (event_key, sns_message_id, event_type, format, ses_message_id, email, feedback_id, \
-     bounce_type, bounce_subtype, complaint_feedback_type, status, diagnostic_code, action, \
-     occurred_at, received_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-    ON CONFLICT (event_key) DO NOTHING";
 
 /// A newer event replaces the row's details; an older one arriving late only
 /// widens first/last seen and the count.
@@ -130,9 +112,6 @@ const COUNT_SOFT_BOUNCE: &str = "INSERT INTO soft_bounces (email, count, first_a
       last_at = CASE WHEN excluded.last_at > soft_bounces.last_at THEN excluded.last_at ELSE soft_bounces.last_at END \
     RETURNING count";
 
-/// A delivery resets the count, unless the bounces came after it.
-const RESET_SOFT_BOUNCES: &str = "DELETE FROM soft_bounces WHERE email = $1 AND last_at <= $2";
-
 pub async fn upsert_suppression(
     tx: &mut Tx,
     row: &SuppressionWrite<'_>,
@@ -154,68 +133,21 @@ pub async fn upsert_suppression(
         .map(|_| ()))
 }
 
-/// Applies one event of SNS message `sns_message_id` from topic `topic`.
-pub async fn apply_event(
+/// Suppresses, or counts a soft bounce for, the recipient of a new event of
+/// SNS message `sns_message_id` from `topic`, as `rule` says. Returns whether
+/// the address is (now) suppressed because of it.
+pub async fn act_on(
     tx: &mut Tx,
     event: &FeedbackEvent,
+    rule: &Rule,
     sns_message_id: &str,
     topic: &str,
-    received_at: Timestamp,
     soft: SoftBouncePolicy,
-) -> Result<EventOutcome, sqlx::Error> {
-    let rule = policy::decide(&event.detail);
-    let (bounce_type, bounce_subtype, status, diagnostic) = match &event.detail {
-        Detail::Bounce {
-            bounce_type,
-            bounce_subtype,
-            status,
-            diagnostic_code,
-        } => (
-            Some(bounce_type.as_str()),
-            Some(bounce_subtype.as_str()),
-            status.as_deref(),
-            diagnostic_code.as_deref(),
-        ),
-        _ => (None, None, None, None),
+) -> Result<bool, sqlx::Error> {
+    let Some(email) = event.recipient.as_ref() else {
+        return Ok(false);
     };
-    let feedback_type = match &event.detail {
-        Detail::Complaint { feedback_type, .. } => feedback_type.as_deref(),
-        _ => None,
-    };
-    let email = event.recipient.as_ref();
-    let inserted = on_tx!(tx, conn => sqlx::query(INSERT_EVENT)
-        .bind(&event.key)
-        .bind(sns_message_id)
-        .bind(&event.event_type)
-        .bind(event.format.as_str())
-        .bind(&event.ses_message_id)
-        .bind(email.map(EmailAddress::as_str))
-        .bind(event.feedback_id.as_deref())
-        .bind(bounce_type)
-        .bind(bounce_subtype)
-        .bind(feedback_type)
-        .bind(status)
-        .bind(diagnostic)
-        .bind(rule.action.as_str())
-        .bind(event.occurred_at)
-        .bind(received_at)
-        .execute(conn)
-        .await?
-        .rows_affected())
-        == 1;
-    let mut outcome = EventOutcome {
-        rule,
-        applied: inserted,
-        suppressed: false,
-        counts: Counts::default(),
-    };
-    if !inserted {
-        return Ok(outcome);
-    }
-    outcome.counts = count_volume(tx, event, rule, received_at).await?;
-    let Some(email) = email else {
-        return Ok(outcome);
-    };
+    let d = DetailColumns::of(event);
     let source = format!("sns:{topic}");
     let mut row = SuppressionWrite {
         email,
@@ -224,10 +156,10 @@ pub async fn apply_event(
         } else {
             "bounce"
         },
-        bounce_type,
-        bounce_subtype,
-        complaint_feedback_type: feedback_type,
-        diagnostic_code: diagnostic,
+        bounce_type: d.bounce_type,
+        bounce_subtype: d.bounce_subtype,
+        complaint_feedback_type: d.feedback_type,
+        diagnostic_code: d.diagnostic_code,
         seen_at: event.occurred_at,
         ses_message_id: Some(&event.ses_message_id),
         sns_message_id: Some(sns_message_id),
@@ -237,7 +169,7 @@ pub async fn apply_event(
     match rule.action {
         Action::Suppress => {
             upsert_suppression(tx, &row).await?;
-            outcome.suppressed = true;
+            Ok(true)
         }
         Action::CountSoftBounce => {
             let window_start = event.occurred_at.saturating_sub(soft.window);
@@ -247,25 +179,19 @@ pub async fn apply_event(
                 .bind(window_start)
                 .fetch_one(conn)
                 .await)?;
-            if count >= soft.limit {
-                let note = format!(
-                    "{count} soft bounces within {} days",
-                    soft.window.whole_days()
-                );
-                row.note = Some(&note);
-                upsert_suppression(tx, &row).await?;
-                outcome.suppressed = true;
+            if count < soft.limit {
+                return Ok(false);
             }
+            let note = format!(
+                "{count} soft bounces within {} days",
+                soft.window.whole_days()
+            );
+            row.note = Some(&note);
+            upsert_suppression(tx, &row).await?;
+            Ok(true)
         }
-        Action::ResetSoftBounces => {
-            on_tx!(tx, conn => sqlx::query(RESET_SOFT_BOUNCES)
-                .bind(email.as_str())
-                .bind(event.occurred_at)
-                .execute(conn)
-                .await
-                .map(|_| ()))?;
+        Action::ResetSoftBounces | Action::ContentProblem | Action::NotSpam | Action::Record => {
+            Ok(false)
         }
-        Action::ContentProblem | Action::NotSpam | Action::Record => {}
     }
-    Ok(outcome)
 }

@@ -4,13 +4,18 @@
 //! nothing. A new notification's SES events are applied in the same
 //! transaction.
 
+use std::collections::HashSet;
+
 use super::alerts::{AlertDraft, enqueue};
-use super::feedback::{EventOutcome, apply_event};
+use super::batch::{self, EventRow};
+use super::feedback::{EventOutcome, act_on, numerators, volume_of};
 use super::guard::{add_counts, check};
 use super::subscriptions::{SubscriptionChange, record};
-use super::{Store, Timestamp, Tx, on_tx};
+use super::{Store, Timestamp, Tx};
 use crate::guard::Counts;
+use crate::ses::address::EmailAddress;
 use crate::ses::feedback::{self, FeedbackEvent, Parsed};
+use crate::ses::policy::{self, Action};
 use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::envelope::MessageType;
 use crate::sns::verify::VerifiedMessage;
@@ -62,7 +67,7 @@ impl Accepted {
     }
 
     /// The `outcome` column of `sns_messages`.
-    fn outcome_label(&self) -> &'static str {
+    pub(super) fn outcome_label(&self) -> &'static str {
         match self.content {
             Content::SubscriptionConfirmation { .. } | Content::UnsubscribeConfirmation => "stored",
             Content::Feedback(_) => "applied",
@@ -101,78 +106,137 @@ pub struct Applied {
     pub unsubscribed: bool,
 }
 
-const INSERT_MESSAGE: &str = "INSERT INTO sns_messages \
-     (message_id, message_type, topic_arn, subject, sns_timestamp, received_at, stored_at, \
-      signature_version, via_spool, outcome, outcome_detail, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-     ON CONFLICT (message_id) DO NOTHING";
-
-/// Inserts the message; `false` when its MessageId was already there.
-async fn insert_message(
-    tx: &mut Tx,
-    accepted: &Accepted,
-    now: Timestamp,
-) -> Result<bool, sqlx::Error> {
-    let m = &accepted.message;
-    let e = m.envelope();
-    let detail = match &accepted.content {
-        Content::Unrecognized(why) => Some(why.as_str()),
-        _ => None,
-    };
-    let rows = on_tx!(tx, conn => sqlx::query(INSERT_MESSAGE)
-        .bind(m.message_id())
-        .bind(e.message_type.as_str())
-        .bind(m.topic_arn())
-        .bind(e.subject())
-        .bind(e.timestamp)
-        .bind(m.received_at())
-        .bind(now)
-        .bind(m.signature_version().number())
-        .bind(accepted.via_spool)
-        .bind(accepted.outcome_label())
-        .bind(detail)
-        .bind(m.raw_body())
-        .execute(conn)
-        .await?
-        .rows_affected());
-    Ok(rows == 1)
-}
-
 impl Store {
-    /// Applies one message inside an open transaction: its dedupe record
-    /// and everything it causes, or (a duplicate) nothing.
-    async fn apply_one(
+    /// Applies `batch` in one transaction and one commit (group commit).
+    /// Each message is applied whole: its dedupe record, events, suppression
+    /// rows, counts and alerts, or (a duplicate) nothing; if the commit
+    /// fails, none of the batch is applied. The common work is done with one
+    /// multi-row statement per table for the whole batch.
+    pub async fn apply_batch(
+        &self,
+        batch: &[&Accepted],
+        now: Timestamp,
+    ) -> Result<Vec<Applied>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let new_ids = batch::insert_messages(&mut tx, batch, now).await?;
+        // The first copy of a new id in the batch is the stored one.
+        let mut claimed = HashSet::new();
+        let mut applied: Vec<Applied> = batch
+            .iter()
+            .map(|a| {
+                let id = a.message.message_id();
+                let stored = new_ids.contains(id) && claimed.insert(id);
+                Applied {
+                    outcome: if stored {
+                        StoreOutcome::Stored
+                    } else {
+                        StoreOutcome::Duplicate
+                    },
+                    events: Vec::new(),
+                    unrecognized: None,
+                    unsubscribed: false,
+                }
+            })
+            .collect();
+        let stored: Vec<usize> = (0..batch.len())
+            .filter(|i| applied[*i].outcome == StoreOutcome::Stored)
+            .collect();
+
+        let events: Vec<EventRow<'_>> = stored
+            .iter()
+            .filter_map(|i| match &batch[*i].content {
+                Content::Feedback(events) => Some(
+                    events
+                        .iter()
+                        .map(move |e| (*i, e, policy::decide(&e.detail))),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut counts = Counts::default();
+        if !events.is_empty() {
+            let new_keys = batch::insert_events(&mut tx, &events, batch).await?;
+            let mut seen = HashSet::new();
+            let mut volume: Vec<(&str, &str, bool)> = Vec::new();
+            let mut deliveries: Vec<(&EmailAddress, Timestamp)> = Vec::new();
+            for (i, event, rule) in &events {
+                // Not new: the same event came in another SNS message.
+                let fresh = new_keys.contains(&event.key) && seen.insert(event.key.as_str());
+                let mut outcome = EventOutcome {
+                    rule,
+                    applied: fresh,
+                    suppressed: false,
+                };
+                if fresh {
+                    let (recipients, from_delivery) = volume_of(event);
+                    volume.extend(
+                        recipients
+                            .into_iter()
+                            .map(|r| (event.ses_message_id.as_str(), r.as_str(), from_delivery)),
+                    );
+                    counts.add(numerators(event, rule));
+                    match rule.action {
+                        Action::Suppress | Action::CountSoftBounce => {
+                            let m = &batch[*i].message;
+                            outcome.suppressed = act_on(
+                                &mut tx,
+                                event,
+                                rule,
+                                m.message_id(),
+                                m.topic_arn(),
+                                self.policy.soft_bounce,
+                            )
+                            .await?;
+                        }
+                        Action::ResetSoftBounces => deliveries
+                            .extend(event.recipient.iter().map(|r| (r, event.occurred_at))),
+                        Action::ContentProblem | Action::NotSpam | Action::Record => {}
+                    }
+                }
+                applied[*i].events.push((event.event_type.clone(), outcome));
+            }
+            if !volume.is_empty() {
+                counts.add(batch::count_volume(&mut tx, &volume, now).await?);
+            }
+            if !deliveries.is_empty() {
+                batch::reset_soft_bounces(&mut tx, &deliveries).await?;
+            }
+        }
+
+        for i in stored {
+            self.apply_other(&mut tx, batch[i], &mut applied[i], now)
+                .await?;
+        }
+        // One counter update per batch; the rates can only rise when hard
+        // bounces or complaints were added, so only then is the guard asked.
+        if !counts.is_zero() {
+            add_counts(&mut tx, now, counts).await?;
+        }
+        if counts.hard_bounces > 0 || counts.complaints > 0 {
+            check(
+                &mut tx,
+                &self.policy.guard,
+                &self.policy.alert_channels,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// What a stored message does besides SES events: subscription state,
+    /// the feed-stopped alert, the reason its content was not understood.
+    async fn apply_other(
         &self,
         tx: &mut Tx,
         accepted: &Accepted,
+        applied: &mut Applied,
         now: Timestamp,
-    ) -> Result<Applied, sqlx::Error> {
-        let mut applied = Applied {
-            outcome: StoreOutcome::Duplicate,
-            events: Vec::new(),
-            unrecognized: None,
-            unsubscribed: false,
-        };
-        if !insert_message(tx, accepted, now).await? {
-            return Ok(applied);
-        }
-        applied.outcome = StoreOutcome::Stored;
+    ) -> Result<(), sqlx::Error> {
         let m = &accepted.message;
         match &accepted.content {
-            Content::Feedback(events) => {
-                for event in events {
-                    let outcome = apply_event(
-                        tx,
-                        event,
-                        m.message_id(),
-                        m.topic_arn(),
-                        m.received_at(),
-                        self.policy.soft_bounce,
-                    )
-                    .await?;
-                    applied.events.push((event.event_type.clone(), outcome));
-                }
-            }
             Content::Unrecognized(why) => applied.unrecognized = Some(why.clone()),
             Content::SubscriptionConfirmation { confirmed } => {
                 let change = SubscriptionChange {
@@ -214,41 +278,8 @@ impl Store {
                 };
                 enqueue(tx, &draft, &self.policy.alert_channels, now).await?;
             }
-            Content::SesSetupNotice => {}
+            Content::Feedback(_) | Content::SesSetupNotice => {}
         }
-        Ok(applied)
-    }
-
-    /// Applies `batch` in one transaction and one commit (group commit);
-    /// each message is applied whole or, if the commit fails, not at all.
-    pub async fn apply_batch(
-        &self,
-        batch: &[&Accepted],
-        now: Timestamp,
-    ) -> Result<Vec<Applied>, sqlx::Error> {
-        let mut tx = self.begin().await?;
-        let mut applied = Vec::with_capacity(batch.len());
-        let mut counts = Counts::default();
-        for accepted in batch {
-            let one = self.apply_one(&mut tx, accepted, now).await?;
-            one.events.iter().for_each(|(_, e)| counts.add(e.counts));
-            applied.push(one);
-        }
-        // One counter update per batch; the rates can only rise when hard
-        // bounces or complaints were added, so only then is the guard asked.
-        if !counts.is_zero() {
-            add_counts(&mut tx, now, counts).await?;
-        }
-        if counts.hard_bounces > 0 || counts.complaints > 0 {
-            check(
-                &mut tx,
-                &self.policy.guard,
-                &self.policy.alert_channels,
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(applied)
+        Ok(())
     }
 }

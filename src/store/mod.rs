@@ -4,6 +4,7 @@
 //! says so. See docs/decisions.md for why this and not `sqlx::Any`.
 
 pub mod alerts;
+mod batch;
 pub mod feedback;
 pub mod guard;
 mod messages;
