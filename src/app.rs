@@ -62,14 +62,17 @@ impl Pipeline {
     pub async fn build(settings: &Settings, hooks: &Hooks) -> anyhow::Result<Pipeline> {
         crate::outbound::install_default_provider();
         let store = Store::connect(settings).await?;
-        if let Err(e) = store.migrate().await {
-            // PostgreSQL may be down at start-up: the spool takes messages
-            // until it is back. SQLite failing here is a real error.
-            if store.is_sqlite() {
-                return Err(e);
+        let migrated = match store.migrate().await {
+            Ok(()) => true,
+            // SQLite failing here is a real error.
+            Err(e) if store.is_sqlite() => return Err(e),
+            // PostgreSQL may be down at start-up: the spool takes messages,
+            // and the writer migrates before it applies anything.
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot migrate the database now; messages will be spooled");
+                false
             }
-            tracing::error!(error = %format!("{e:#}"), "cannot migrate the database now; messages will be spooled");
-        }
+        };
         let metrics = Metrics::new();
         let spool = Spool::open(&settings.spool_path)
             .with_context(|| format!("cannot open the spool {}", settings.spool_path.display()))?;
@@ -120,6 +123,7 @@ impl Pipeline {
             hooks.clock.clone(),
             settings.write_batch_max,
             metrics.clone(),
+            migrated,
         );
         Ok(Pipeline {
             state: Arc::new(AppState {

@@ -2,7 +2,7 @@
 //! `Authorization: Bearer <token>` matching one of them (compared in
 //! constant time, over SHA-256 digests so that lengths leak nothing). With no
 //! token configured, only direct loopback clients are served: a request that
-//! came through a proxy (`Forwarded`/`X-Forwarded-For`) is refused even from
+//! came through a proxy (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`) is refused even from
 //! 127.0.0.1, because the proxy would otherwise open the API to everyone.
 
 use std::future::{Ready, ready};
@@ -57,6 +57,17 @@ impl ApiTokens {
     }
 }
 
+/// Headers that reverse proxies add: a request carrying one came from
+/// elsewhere, whatever its peer address says.
+const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "via",
+];
+
 /// The authenticated caller of an API request.
 pub struct Caller {
     pub name: String,
@@ -77,8 +88,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::Internal("API tokens not configured in the app".into()))?;
     if tokens.is_empty() {
         let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-        let proxied = req.headers().contains_key("forwarded")
-            || req.headers().contains_key("x-forwarded-for");
+        let proxied = PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h));
         return if loopback && !proxied {
             Ok(Caller {
                 name: "loopback".into(),

@@ -54,11 +54,28 @@ impl Spool {
             .create(true)
             .truncate(false)
             .open(path)?;
+        // One process per spool: two writers appending at their own offsets
+        // (or one emptying what the other still counts on) would lose
+        // acknowledged messages.
+        file.try_lock().map_err(|_| {
+            io::Error::other(format!(
+                "the spool {} is in use by another bouncer process; give each process its own SPOOL_PATH",
+                path.display()
+            ))
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut whole = 0usize;
         while let Some((_, next)) = decode_at(&bytes, whole) {
             whole = next;
+        }
+        if whole < bytes.len() && intact_record_follows(&bytes, whole) {
+            // Not a torn append: acknowledged messages lie beyond the damage.
+            return Err(io::Error::other(format!(
+                "the spool {} is damaged at byte {whole} with intact records after it; \
+                 move it aside and keep it (it holds acknowledged messages), then start again",
+                path.display()
+            )));
         }
         if whole < bytes.len() {
             tracing::warn!(
@@ -119,7 +136,7 @@ impl Spool {
             let mut header = [0u8; HEADER];
             self.file.read_exact(&mut header)?;
             let (size, crc) = split_header(&header);
-            if size > MAX_RECORD {
+            if size == 0 || size > MAX_RECORD {
                 return Err(io::Error::other("spool record length is corrupt"));
             }
             let mut json = vec![0u8; size];
@@ -157,7 +174,15 @@ fn decode_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let header: &[u8; HEADER] = bytes.get(at..at + HEADER)?.try_into().ok()?;
     let (size, crc) = split_header(header);
     let json = bytes.get(at + HEADER..at + HEADER + size)?;
-    (size <= MAX_RECORD && crc32fast::hash(json) == crc).then_some((json, at + HEADER + size))
+    (size > 0 && size <= MAX_RECORD && crc32fast::hash(json) == crc)
+        .then_some((json, at + HEADER + size))
+}
+
+/// Whether a whole, intact record starts anywhere after the damaged one at
+/// `at` (an append torn by a crash is always the last thing in the file).
+fn intact_record_follows(bytes: &[u8], at: usize) -> bool {
+    (at + 1..bytes.len().saturating_sub(HEADER))
+        .any(|i| decode_at(bytes, i).is_some_and(|(json, _)| json.first() == Some(&b'{')))
 }
 
 #[cfg(test)]
@@ -171,6 +196,38 @@ mod tests {
             confirmed_mode: None,
             subscription_arn: None,
         }
+    }
+
+    #[test]
+    fn damage_before_intact_records_refuses_to_open_and_a_second_process_is_refused() {
+        let dir = std::env::temp_dir().join(format!("bouncer-spool-damage-{}", std::process::id()));
+        let path = dir.join("unit.spool");
+        let _ = std::fs::remove_file(&path);
+        let mut spool = Spool::open(&path).unwrap();
+        assert!(
+            Spool::open(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("in use")
+        );
+        spool.append(&[record("a"), record("b")]).unwrap();
+        drop(spool);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER + 2] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(
+            Spool::open(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("damaged")
+        );
+        // An all-zero tail (a torn append after a crash) is cut instead.
+        std::fs::write(&path, [0u8; 20]).unwrap();
+        let spool = Spool::open(&path).unwrap();
+        assert!(!spool.has_pending());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl WebhookChannel {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| format!("webhook unreachable: {e}"))?;
+            .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -134,6 +134,29 @@ struct Delivery {
     recipients: Vec<String>,
 }
 
+/// The events for the recipients that are addresses; a recipient that is
+/// not one is logged and skipped, so it cannot cost the others their event.
+/// Only when none is left is the whole message not understood.
+fn only_valid(
+    events: impl Iterator<Item = Result<FeedbackEvent, String>>,
+) -> Result<Vec<FeedbackEvent>, String> {
+    let mut valid = Vec::new();
+    let mut refused = Vec::new();
+    for event in events {
+        match event {
+            Ok(event) => valid.push(event),
+            Err(why) => refused.push(why),
+        }
+    }
+    if valid.is_empty() {
+        return Err(refused.join("; "));
+    }
+    for why in refused {
+        tracing::warn!(why, "SES event recipient skipped");
+    }
+    Ok(valid)
+}
+
 /// Parses `message` (the notification's `Message`).
 pub fn parse(message: &str) -> Parsed {
     let value: Value = match serde_json::from_str(message) {
@@ -226,30 +249,26 @@ fn parse_event(
             if bounce.bounced_recipients.is_empty() {
                 return Err("no bouncedRecipients".into());
             }
-            bounce
-                .bounced_recipients
-                .into_iter()
-                .map(|r| {
-                    let email = address(&r.email_address)?;
-                    let key = format!("bounce:{id}:{email}");
-                    let detail = Detail::Bounce {
-                        bounce_type: bounce.bounce_type.clone(),
-                        bounce_subtype: bounce
-                            .bounce_sub_type
-                            .clone()
-                            .unwrap_or_else(|| "Undetermined".into()),
-                        status: r.status,
-                        diagnostic_code: r.diagnostic_code,
-                    };
-                    Ok(event(
-                        Some(email),
-                        bounce.feedback_id.clone(),
-                        at,
-                        detail,
-                        key,
-                    ))
-                })
-                .collect()
+            only_valid(bounce.bounced_recipients.into_iter().map(|r| {
+                let email = address(&r.email_address)?;
+                let key = format!("bounce:{id}:{email}");
+                let detail = Detail::Bounce {
+                    bounce_type: bounce.bounce_type.clone(),
+                    bounce_subtype: bounce
+                        .bounce_sub_type
+                        .clone()
+                        .unwrap_or_else(|| "Undetermined".into()),
+                    status: r.status,
+                    diagnostic_code: r.diagnostic_code,
+                };
+                Ok(event(
+                    Some(email),
+                    bounce.feedback_id.clone(),
+                    at,
+                    detail,
+                    key,
+                ))
+            }))
         }
         "Complaint" => {
             let complaint: Complaint = field(value, "complaint")?;
@@ -261,38 +280,30 @@ fn parse_event(
             if complaint.complained_recipients.is_empty() {
                 return Err("no complainedRecipients".into());
             }
-            complaint
-                .complained_recipients
-                .into_iter()
-                .map(|r| {
-                    let email = address(&r.email_address)?;
-                    let key = format!("complaint:{id}:{email}");
-                    let detail = Detail::Complaint {
-                        feedback_type: complaint.complaint_feedback_type.clone(),
-                        complaint_subtype: complaint.complaint_sub_type.clone(),
-                    };
-                    Ok(event(
-                        Some(email),
-                        complaint.feedback_id.clone(),
-                        at,
-                        detail,
-                        key,
-                    ))
-                })
-                .collect()
+            only_valid(complaint.complained_recipients.into_iter().map(|r| {
+                let email = address(&r.email_address)?;
+                let key = format!("complaint:{id}:{email}");
+                let detail = Detail::Complaint {
+                    feedback_type: complaint.complaint_feedback_type.clone(),
+                    complaint_subtype: complaint.complaint_sub_type.clone(),
+                };
+                Ok(event(
+                    Some(email),
+                    complaint.feedback_id.clone(),
+                    at,
+                    detail,
+                    key,
+                ))
+            }))
         }
         "Delivery" => {
             let delivery: Delivery = field(value, "delivery")?;
             let at = time_or(delivery.timestamp.as_deref(), mail_time)?;
-            delivery
-                .recipients
-                .iter()
-                .map(|r| {
-                    let email = address(r)?;
-                    let key = format!("delivery:{ses_message_id}:{email}");
-                    Ok(event(Some(email), None, at, Detail::Delivery, key))
-                })
-                .collect()
+            only_valid(delivery.recipients.iter().map(|r| {
+                let email = address(r)?;
+                let key = format!("delivery:{ses_message_id}:{email}");
+                Ok(event(Some(email), None, at, Detail::Delivery, key))
+            }))
         }
         "Send" | "Reject" | "Open" | "Click" | "Rendering Failure" | "DeliveryDelay"
         | "Subscription" => {
@@ -312,7 +323,16 @@ fn parse_event(
                 event_type.to_lowercase(),
                 own_time.unwrap_or("")
             );
-            Ok(vec![event(None, None, at, Detail::Other, key)])
+            let mut one = event(None, None, at, Detail::Other, key);
+            if event_type == "Send" {
+                // A Send event proves the send to every recipient of the mail.
+                one.destination = mail
+                    .destination
+                    .iter()
+                    .filter_map(|d| EmailAddress::parse(d).ok())
+                    .collect();
+            }
+            Ok(vec![one])
         }
         other => Err(format!("event type `{other}` is not one bouncer knows")),
     }
@@ -335,6 +355,29 @@ mod tests {
         );
         assert_eq!(events[0].key, "bounce:fb-1:jane@example.com");
         assert_eq!(events[0].destination_count, 2);
+    }
+
+    #[test]
+    fn a_bad_recipient_does_not_cost_the_others_their_event() {
+        let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"not an address"},{"emailAddress":"real@example.com"}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-2"},"mail":{"messageId":"m-2","timestamp":"2026-01-01T00:00:00.000Z","destination":[]}}"#;
+        let Parsed::Feedback(events) = parse(message) else {
+            panic!("not feedback")
+        };
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].recipient.as_ref().unwrap().as_str(),
+            "real@example.com"
+        );
+    }
+
+    #[test]
+    fn a_send_event_names_every_recipient_of_the_mail() {
+        let message = r#"{"eventType":"Send","send":{},"mail":{"messageId":"m-3","timestamp":"2026-01-01T00:00:00.000Z","destination":["A <a@example.com>","b@example.com"]}}"#;
+        let Parsed::Feedback(events) = parse(message) else {
+            panic!("not feedback")
+        };
+        let names: Vec<&str> = events[0].destination.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names, ["a@example.com", "b@example.com"]);
     }
 
     #[test]

@@ -237,12 +237,9 @@ impl Confirmer {
             field: "SubscribeURL",
             why,
         })?;
-        let response = self
-            .url_client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| SnsError::ConfirmationUnavailable(format!("SubscribeURL: {e}")))?;
+        let response = self.url_client.get(url).send().await.map_err(|e| {
+            SnsError::ConfirmationUnavailable(format!("SubscribeURL: {}", e.without_url()))
+        })?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() {

@@ -55,12 +55,15 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task; it ends when every `Writer` clone is dropped
     /// and the queue is empty.
+    /// `migrated`: the schema is known to be current (false when start-up
+    /// could not migrate because the database was down).
     pub fn start(
         store: Store,
         spool: Spool,
         clock: Clock,
         batch_max: usize,
         metrics: Metrics,
+        migrated: bool,
     ) -> (Writer, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(batch_max.max(1) * 4);
         let task = WriterTask {
@@ -70,6 +73,7 @@ impl Writer {
             batch_max: batch_max.max(1),
             metrics,
             retry_delay: MIN_RETRY,
+            migrated,
         };
         let handle = tokio::spawn(task.run(receiver));
         (Writer { sender }, handle)
@@ -100,6 +104,7 @@ struct WriterTask {
     batch_max: usize,
     metrics: Metrics,
     retry_delay: Duration,
+    migrated: bool,
 }
 
 impl WriterTask {
@@ -128,6 +133,8 @@ impl WriterTask {
             if pending {
                 self.spool_jobs(batch).await;
                 self.drain_spool().await;
+            } else if !self.schema_ready().await {
+                self.spool_jobs(batch).await;
             } else {
                 self.write_batch(batch).await;
             }
@@ -261,7 +268,58 @@ impl WriterTask {
 
     /// Applies one chunk of spooled messages, in order. On a database
     /// failure it backs off and leaves the rest for the next try.
+    /// Migrates first if start-up could not: applying messages (above all
+    /// spooled ones) to an old schema would fail them for good.
+    async fn schema_ready(&mut self) -> bool {
+        if !self.migrated {
+            match self.store.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database migrated");
+                    self.migrated = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "database not migrated yet; messages wait in the spool")
+                }
+            }
+        }
+        self.migrated
+    }
+
+    /// Keeps a spooled message the database refuses for good (not an
+    /// outage) in `<SPOOL_PATH>.rejected`, one JSON line each, fsynced: it
+    /// was acknowledged, so it is never dropped.
+    async fn quarantine(&self, one: &Accepted, error: &str) -> std::io::Result<std::path::PathBuf> {
+        let path = {
+            let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
+            std::path::PathBuf::from(format!("{}.rejected", spool.path().display()))
+        };
+        let line = serde_json::json!({
+            "error": error,
+            "received_at": one.message.received_at(),
+            "body": one.message.raw_body(),
+        })
+        .to_string();
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&target)?;
+            file.write_all(line.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(path)
+    }
+
     async fn drain_spool(&mut self) {
+        if !self.schema_ready().await {
+            self.back_off();
+            return;
+        }
         let spool = self.spool.clone();
         let max = self.batch_max;
         let chunk = tokio::task::spawn_blocking(move || {
@@ -299,6 +357,8 @@ impl WriterTask {
                     accepted.push(one);
                 }
                 Err(e) => {
+                    // The record passed its checksum, so this is a bug, not
+                    // damage; it stays readable in the spool file's history.
                     tracing::error!(error = %e, "spool record is not an SNS message; skipped")
                 }
             }
@@ -329,12 +389,19 @@ impl WriterTask {
                             self.back_off();
                             return;
                         }
-                        Err(e) => tracing::error!(
-                            message_id = one.message.message_id(),
-                            body = one.message.raw_body(),
-                            error = %e,
-                            "spooled message refused by the database; dropped from the spool"
-                        ),
+                        Err(e) => match self.quarantine(one, &e.to_string()).await {
+                            Ok(path) => tracing::error!(
+                                message_id = one.message.message_id(),
+                                error = %e,
+                                kept_in = %path.display(),
+                                "spooled message refused by the database; moved out of the spool"
+                            ),
+                            Err(io) => {
+                                tracing::error!(error = %io, "cannot write the spool's quarantine file; the spool waits");
+                                self.back_off();
+                                return;
+                            }
+                        },
                     }
                 }
                 self.finish_drained(next).await;

@@ -560,3 +560,71 @@ on_both_databases!(
     a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel,
     status_pause_resume_and_alert_test_from_the_cli,
 );
+
+/// A configuration set that publishes Send events (not deliveries): the
+/// Send event counts every recipient of the mail.
+async fn send_events_count_the_whole_mail_as_volume(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let tag = unique_id();
+    let recipients: Vec<String> = (0..1000)
+        .map(|i| format!("s{i}-{tag}@example.com"))
+        .collect();
+    let ses = json!({
+        "eventType": "Send", "send": {},
+        "mail": {"timestamp": AT, "messageId": format!("ses-{tag}"), "source": "a@signals.example", "destination": recipients},
+    });
+    post_ok(&app, &Msg::notification(TOPIC, &ses.to_string()).sign()).await;
+    let (_, sending) = app.get("/v1/sending").await;
+    assert_eq!(
+        (
+            sending["rates"]["sends"].as_i64(),
+            sending["rates"]["volume_known"].as_bool()
+        ),
+        (Some(1000), Some(true))
+    );
+    // The delivery of one of those recipients does not count it twice.
+    let ses = json!({
+        "eventType": "Delivery",
+        "delivery": {"timestamp": AT, "recipients": [format!("s0-{tag}@example.com")]},
+        "mail": {"timestamp": AT, "messageId": format!("ses-{tag}"), "destination": [format!("s0-{tag}@example.com")]},
+    });
+    post_ok(&app, &Msg::notification(TOPIC, &ses.to_string()).sign()).await;
+    post_ok(&app, &a_complaint()).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(state_is(&app).await, "paused");
+    let (_, sending) = app.get("/v1/sending").await;
+    assert_eq!(sending["at_last_pause"]["sends"], 1000);
+    app.stop().await;
+}
+
+/// PostgreSQL is down when the service starts: it cannot migrate, spools
+/// what it acknowledges, and migrates before applying the spool.
+async fn a_service_started_while_postgres_is_down_migrates_before_draining(backend: Backend) {
+    let Backend::Postgres { .. } = backend else {
+        return;
+    };
+    let outage = crate::helpers::Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
+    outage.cut();
+    let port = outage.port;
+    let app = spawn_app_with(backend, move |s, _| {
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    })
+    .await;
+    let msg = crate::feedback::bounce("Permanent", "General", "early@example.com", AT);
+    assert_status(&app.post(&msg).await, 202, "spooled");
+    outage.restore();
+    // Through the API: the tables do not exist until the service migrates.
+    eventually("the spooled bounce is applied after migrating", || async {
+        app.get("/v1/suppressions/early@example.com").await.0 == 200
+    })
+    .await;
+    assert_eq!(app.db.count_messages(&msg.id()).await, 1);
+    app.stop().await;
+}
+
+on_both_databases!(
+    send_events_count_the_whole_mail_as_volume,
+    a_service_started_while_postgres_is_down_migrates_before_draining,
+);
