@@ -14,6 +14,10 @@ use bouncer::ses::address::EmailAddress;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::Connection;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::ScratchPostgres;
+
 const ROWS: i64 = 1_000_000;
 
 fn addresses() -> Vec<String> {
@@ -120,37 +124,9 @@ fn bench_check(c: &mut Criterion) {
     );
     let _ = std::fs::remove_dir_all(&dir);
 
-    let server = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let server = server
-        .rsplit_once('/')
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or(server);
-    let name = format!("bouncer_bench_check_{}", std::process::id());
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let created = runtime.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .ok()?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .ok()
-    });
-    if created.is_none() {
-        eprintln!("PostgreSQL not reachable: skipping its half");
-        return;
+    if let Some(pg) = ScratchPostgres::create("check") {
+        bench_backend(c, "postgres", &pg.url, FILL_POSTGRES);
     }
-    bench_backend(c, "postgres", &format!("{server}/{name}"), FILL_POSTGRES);
-    runtime.block_on(async {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
-        }
-    });
 }
 
 criterion_group!(benches, bench_check);

@@ -17,6 +17,10 @@ use bouncer::config::Settings;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::Connection;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::ScratchPostgres;
+
 struct History {
     name: &'static str,
     /// Number of hourly buckets ending with the current hour.
@@ -142,39 +146,11 @@ fn bench_rates(c: &mut Criterion) {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let server = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let server = server
-        .rsplit_once('/')
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or(server);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     for h in &HISTORIES {
-        let name = format!("bouncer_bench_rates_{}_{}", std::process::id(), h.name);
-        let created = runtime.block_on(async {
-            let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-                .await
-                .ok()?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut admin)
-                .await
-                .ok()
-        });
-        if created.is_none() {
-            eprintln!("PostgreSQL not reachable: skipping its half");
+        let Some(pg) = ScratchPostgres::create(&format!("rates_{}", h.name)) else {
             return;
-        }
-        bench_one(c, "postgres", &format!("{server}/{name}"), h);
-        runtime.block_on(async {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await
-            {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
-            }
-        });
+        };
+        bench_one(c, "postgres", &pg.url, h);
     }
 }
 

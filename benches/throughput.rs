@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
-use sqlx::Connection;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::ScratchPostgres;
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ses-feedback";
 const CERT_URL: &str =
@@ -285,35 +288,7 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 
-    let server = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let server = server
-        .rsplit_once('/')
-        .map(|(s, _)| s.to_owned())
-        .unwrap_or(server);
-    let name = format!("bouncer_bench_e2e_{}", std::process::id());
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let created = runtime.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .ok()?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .ok()
-    });
-    if created.is_none() {
-        eprintln!("PostgreSQL not reachable: skipping it");
-        return;
+    if let Some(pg) = ScratchPostgres::create("e2e") {
+        run("postgres", &pg.url, messages);
     }
-    run("postgres", &format!("{server}/{name}"), messages);
-    runtime.block_on(async {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
-        }
-    });
 }

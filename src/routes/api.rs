@@ -42,6 +42,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Who made a change: the person named in `by`, with the token that vouched.
+fn actor(caller: &Caller, by: Option<&str>) -> String {
+    match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(person) => format!("{person} (api:{})", caller.name),
+        None => format!("api:{}", caller.name),
+    }
+}
+
+/// Changes that need a reason (removals, pause and resume) get one.
+fn required_reason(reason: Option<&str>) -> Result<&str, ApiError> {
+    reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or(ApiError::ReasonRequired)
+}
+
 fn address(text: &str) -> Result<EmailAddress, ApiError> {
     EmailAddress::parse(text).map_err(|e| ApiError::InvalidAddress(e.to_string()))
 }
@@ -214,17 +230,8 @@ async fn remove(
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let email = address(&path)?;
-    let why = query
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .ok_or(ApiError::ReasonRequired)?;
-    // Who: the person named in `by`, recorded with the token that vouched.
-    let by = match query.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
-        Some(person) => format!("{person} (api:{})", caller.name),
-        None => format!("api:{}", caller.name),
-    };
+    let why = required_reason(query.reason.as_deref())?;
+    let by = actor(&caller, query.by.as_deref());
     let now = state.verifier.clock().now();
     match state.store.remove(&email, &by, why, now).await? {
         Some(row) => {
@@ -298,16 +305,8 @@ async fn set_sending(
             )));
         }
     };
-    let reason = body
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .ok_or(ApiError::ReasonRequired)?;
-    let by = match body.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
-        Some(person) => format!("{person} (api:{})", caller.name),
-        None => format!("api:{}", caller.name),
-    };
+    let reason = required_reason(body.reason.as_deref())?;
+    let by = actor(&caller, body.by.as_deref());
     let changed = state
         .store
         .set_sending(paused, &by, reason, state.verifier.clock().now())

@@ -48,6 +48,20 @@ pub fn a_complaint() -> Msg {
     complaint(Some("abuse"), &format!("angry-{}@example.com", unique_id()))
 }
 
+/// Settings that send alerts to `webhook` (and `smtp`), retrying fast.
+pub fn alerting(s: &mut bouncer::config::Settings, webhook: &str, smtp: Option<u16>) {
+    s.alert_webhook_url = Some(webhook.to_owned());
+    s.alert_retry_min_ms = 100;
+    if let Some(port) = smtp {
+        s.smtp_host = Some("127.0.0.1".into());
+        s.smtp_port = port;
+        s.smtp_tls = SmtpTls::None;
+        s.smtp_from_email = Some("bouncer@signals.example".into());
+        s.smtp_from_name = "Signals bouncer".into();
+        s.alert_emails = vec!["admin@signals.example".into(), "ops@signals.example".into()];
+    }
+}
+
 async fn state_is(app: &TestApp) -> String {
     // `id` is an integer column: compare through SQL that both accept.
     app.db
@@ -83,8 +97,7 @@ async fn the_complaint_threshold_is_strict_and_a_warning_comes_first(backend: Ba
     let webhook = Webhook::start().await;
     let url = webhook.url.clone();
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
+        alerting(s, &url, None);
     })
     .await;
     post_ok(&app, &deliveries(1000)).await;
@@ -203,8 +216,7 @@ async fn concurrent_messages_across_two_replicas_pause_once(backend: Backend) {
     let webhook = Webhook::start().await;
     let url = webhook.url.clone();
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
+        alerting(s, &url, None);
         s.guard_warn = false;
     })
     .await;
@@ -297,8 +309,7 @@ async fn a_dead_webhook_and_a_restart_lose_no_alert(backend: Backend) {
     webhook.fail_next(2);
     let url = webhook.url.clone();
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
+        alerting(s, &url, None);
         s.guard_warn = false;
     })
     .await;
@@ -361,14 +372,7 @@ async fn alerts_arrive_by_email(backend: Backend) {
     let smtp = SmtpSink::start().await;
     let (url, port) = (webhook.url.clone(), smtp.port);
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
-        s.smtp_host = Some("127.0.0.1".into());
-        s.smtp_port = port;
-        s.smtp_tls = SmtpTls::None;
-        s.smtp_from_email = Some("bouncer@signals.example".into());
-        s.smtp_from_name = "Signals bouncer".into();
-        s.alert_emails = vec!["admin@signals.example".into(), "ops@signals.example".into()];
+        alerting(s, &url, Some(port));
         s.guard_warn = false;
     })
     .await;
@@ -406,8 +410,7 @@ async fn an_unsubscribe_raises_an_alert(backend: Backend) {
     let webhook = Webhook::start().await;
     let url = webhook.url.clone();
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
+        alerting(s, &url, None);
     })
     .await;
     post_ok(&app, &Msg::unsubscribe_confirmation(TOPIC).sign()).await;
@@ -448,13 +451,7 @@ async fn a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel
     let smtp = SmtpSink::start().await;
     let (url, port) = (webhook.url.clone(), smtp.port);
     let app = spawn_app_with(backend, move |s, _| {
-        s.alert_webhook_url = Some(url);
-        s.alert_retry_min_ms = 100;
-        s.smtp_host = Some("127.0.0.1".into());
-        s.smtp_port = port;
-        s.smtp_tls = SmtpTls::None;
-        s.smtp_from_email = Some("bouncer@signals.example".into());
-        s.alert_emails = vec!["admin@signals.example".into()];
+        alerting(s, &url, Some(port));
         s.guard_warn = false;
     })
     .await;
