@@ -128,6 +128,10 @@ impl Server {
         }
     }
 
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -147,6 +151,15 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime of a process, in seconds (clock ticks of 1/100 s).
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Duration {
@@ -201,6 +214,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
     let bodies = sign_all(messages, &format!("{label}-{}", std::process::id()));
 
     // Closed loop: 128 requests in flight.
+    let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let started = Instant::now();
     let mut latencies: Vec<Duration> = runtime.block_on(async {
         let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
@@ -225,6 +239,8 @@ fn run(label: &str, database_url: &str, messages: usize) {
         all
     });
     let elapsed = started.elapsed();
+    let server_cpu = server.cpu_seconds() - server_cpu;
+    let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
     latencies.sort();
     println!(
         "{label}: closed loop, 128 in flight: {messages} messages in {:.2} s = {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms",
@@ -232,6 +248,13 @@ fn run(label: &str, database_url: &str, messages: usize) {
         messages as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    println!(
+        "{label}: CPU during that run: server {:.2} s ({:.0} µs per message), load generator {:.2} s, of {:.2} s x 2 cores",
+        server_cpu,
+        server_cpu * 1e6 / messages as f64,
+        own_cpu,
+        elapsed.as_secs_f64()
     );
 
     // Open loop: 1,000 messages per second for 10 seconds.
