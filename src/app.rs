@@ -163,6 +163,7 @@ pub struct Application {
     server: Server,
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
+    pruner: Option<JoinHandle<()>>,
     stop_worker: CancellationToken,
     store: Store,
 }
@@ -208,11 +209,21 @@ impl Application {
             _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
         }
         .run();
+        let pruner = (settings.retention_days > 0).then(|| {
+            spawn_pruner(
+                store.clone(),
+                hooks.clock.clone(),
+                time::Duration::days(i64::from(settings.retention_days)),
+                time::Duration::seconds(settings.sns_max_age_secs as i64),
+                stop_worker.clone(),
+            )
+        });
         Ok(Application {
             port,
             server,
             writer_task,
             alert_worker,
+            pruner,
             stop_worker,
             store,
         })
@@ -234,6 +245,9 @@ impl Application {
         // Undelivered alerts stay in the outbox for the next start.
         self.stop_worker.cancel();
         let _ = self.alert_worker.await;
+        if let Some(pruner) = self.pruner {
+            let _ = pruner.await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -242,6 +256,31 @@ impl Application {
     pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+/// Prunes once an hour (the first time a minute after start-up), until
+/// `stop` is cancelled.
+fn spawn_pruner(
+    store: Store,
+    clock: Clock,
+    retention: time::Duration,
+    freshness: time::Duration,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = Duration::from_secs(3600);
+            match store.prune(clock.now(), retention, freshness).await {
+                Ok(pruned) => tracing::info!(?pruned, "pruned old rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning failed; trying again in an hour"),
+            }
+        }
+    })
 }
 
 fn tls_server_config(

@@ -60,6 +60,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Delete what RETENTION_DAYS no longer keeps (`serve` does it hourly).
+    Prune,
     /// List the SNS subscriptions feeding bouncer and their state.
     Subscriptions,
     /// Send stored SNS messages (JSON files, or JSON lines) to a running
@@ -199,6 +201,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts {
             command: AlertsCommand::Test,
         } => alerts_test(&settings).await,
+        Command::Prune => {
+            if settings.retention_days == 0 {
+                anyhow::bail!("RETENTION_DAYS is 0: nothing is ever pruned");
+            }
+            let store = Store::connect(&settings).await?;
+            store.migrate().await?;
+            let now = crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+            let pruned = store
+                .prune(
+                    now,
+                    time::Duration::days(i64::from(settings.retention_days)),
+                    time::Duration::seconds(settings.sns_max_age_secs as i64),
+                )
+                .await?;
+            println!(
+                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts",
+                pruned.sns_messages,
+                pruned.feedback_events,
+                pruned.rate_volume,
+                pruned.rate_buckets,
+                pruned.alerts
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Subscriptions => {
             let store = Store::connect(&settings).await?;
             store.migrate().await?;

@@ -254,6 +254,12 @@ pub struct Settings {
     )]
     pub alert_retry_min_ms: u64,
 
+    /// Days SNS messages, SES events and alerts are kept (never less than
+    /// GUARD_MAX_AGE_DAYS for what the guard counts). The suppression list
+    /// and its removal audit are kept for ever. 0: never prune.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 180, global = true)]
+    pub retention_days: u32,
+
     /// Local durable spool for verified messages while the database is
     /// unreachable (must be on persistent disk).
     #[arg(

@@ -8,6 +8,7 @@ mod batch;
 pub mod feedback;
 pub mod guard;
 mod messages;
+pub mod retention;
 pub mod subscriptions;
 pub mod suppressions;
 mod time;

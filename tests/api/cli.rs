@@ -91,6 +91,7 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("SMTP_FROM_NAME", Some("bouncer")),
         ("SMTP_TLS", Some("auto")),
         ("ALERT_RETRY_MIN_MS", Some("5000")),
+        ("RETENTION_DAYS", Some("180")),
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),

@@ -338,15 +338,15 @@ async fn tampered_and_forged_messages_are_refused(backend: Backend) {
 }
 
 async fn a_certificate_is_judged_at_the_messages_timestamp(backend: Backend) {
-    // The TEST-ONLY certificate is valid from its creation in 2026; a message
-    // signed "in 2020" (with the clock set there, so it is fresh) must fail
+    // The TEST-ONLY certificate is valid from 2000 to 2100; a message
+    // signed "in 1999" (with the clock set there, so it is fresh) must fail
     // on the certificate's dates, not on freshness.
     let clock = bouncer::clock::Clock::fixed(
-        bouncer::store::Timestamp::parse_rfc3339("2020-01-01T00:00:10Z").expect("time"),
+        bouncer::store::Timestamp::parse_rfc3339("1999-06-01T00:00:10Z").expect("time"),
     );
     let app = spawn_app_with(backend, |_, hooks| hooks.clock = clock).await;
     let msg = Msg::notification(TOPIC, "x")
-        .set("Timestamp", "2020-01-01T00:00:00.000Z")
+        .set("Timestamp", "1999-06-01T00:00:00.000Z")
         .sign();
     let answer = app.post(&msg).await;
     assert_refused(&answer, 403, "certificate_invalid");
