@@ -247,7 +247,11 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             // SQLite: BUSY (5), LOCKED (6), NOMEM (7), READONLY (8), IOERR
             // (10), FULL (13), CANTOPEN (14), and their extended codes.
             let sqlite_primary = code.parse::<i64>().ok().map(|c| c & 0xff);
+            // 42P01/42703: a table or column is missing, i.e. the schema is
+            // not migrated yet (the writer migrates before it tries again).
             code.starts_with("08")
+                || code == "42P01"
+                || code == "42703"
                 || code.starts_with("53")
                 || code.starts_with("57")
                 || code.starts_with("58")
