@@ -35,18 +35,22 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-const COLUMNS: &str = "email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
-    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
-    last_sns_message_id, source, note";
+/// The public columns of `suppressions`, in order: every statement that
+/// reads a row, and the CSV export, take them from here.
+macro_rules! columns {
+    () => {
+        "email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+         diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+         last_sns_message_id, source, note"
+    };
+}
 
 impl Store {
     pub async fn suppression(
         &self,
         email: &EmailAddress,
     ) -> Result<Option<Suppression>, sqlx::Error> {
-        const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
-            diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
-            last_sns_message_id, source, note FROM suppressions WHERE email = $1";
+        const SQL: &str = concat!("SELECT ", columns!(), " FROM suppressions WHERE email = $1");
         on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
             .bind(email.as_str())
             .fetch_optional(pool)
@@ -58,10 +62,12 @@ impl Store {
         let list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
         match &self.db {
             Db::Sqlite(pool) => {
-                const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
-                    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
-                    last_sns_message_id, source, note FROM suppressions \
-                    WHERE email IN (SELECT value FROM json_each($1))";
+                const SQL: &str = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM suppressions \
+                    WHERE email IN (SELECT value FROM json_each($1))"
+                );
                 let json =
                     serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(e.into()))?;
                 sqlx::query_as::<_, Suppression>(SQL)
@@ -70,9 +76,11 @@ impl Store {
                     .await
             }
             Db::Postgres(pool) => {
-                const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
-                    diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
-                    last_sns_message_id, source, note FROM suppressions WHERE email = ANY($1)";
+                const SQL: &str = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM suppressions WHERE email = ANY($1)"
+                );
                 sqlx::query_as::<_, Suppression>(SQL)
                     .bind(list)
                     .fetch_all(pool)
@@ -83,12 +91,14 @@ impl Store {
 
     /// Rows in email order, filtered, one page.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Suppression>, sqlx::Error> {
-        const SQL: &str = "SELECT email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
-            diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
-            last_sns_message_id, source, note FROM suppressions \
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM suppressions \
             WHERE ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR last_seen_at >= $2) \
               AND ($3 IS NULL OR email > $3) \
-            ORDER BY email LIMIT $4";
+            ORDER BY email LIMIT $4"
+        );
         on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
             .bind(filter.reason.as_deref())
             .bind(filter.since)
@@ -135,9 +145,10 @@ impl Store {
         why: &str,
         now: Timestamp,
     ) -> Result<Option<Suppression>, sqlx::Error> {
-        const DELETE: &str = "DELETE FROM suppressions WHERE email = $1 RETURNING email, reason, bounce_type, \
-            bounce_subtype, complaint_feedback_type, diagnostic_code, first_seen_at, last_seen_at, \
-            event_count, last_ses_message_id, last_sns_message_id, source, note";
+        const DELETE: &str = concat!(
+            "DELETE FROM suppressions WHERE email = $1 RETURNING ",
+            columns!()
+        );
         const AUDIT: &str = "INSERT INTO suppression_removals (email, removed_at, removed_by, why, reason, row_json) \
             VALUES ($1, $2, $3, $4, $5, $6)";
         const FORGET_SOFT: &str = "DELETE FROM soft_bounces WHERE email = $1";
@@ -207,5 +218,5 @@ pub struct ImportRow {
 
 /// The column list, for exports that must match the table.
 pub fn columns() -> Vec<&'static str> {
-    COLUMNS.split(',').map(str::trim).collect()
+    columns!().split(',').map(str::trim).collect()
 }

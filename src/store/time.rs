@@ -47,10 +47,6 @@ impl Timestamp {
             .map(Timestamp)
     }
 
-    pub fn datetime(self) -> OffsetDateTime {
-        self.0
-    }
-
     pub fn unix_millis(self) -> i64 {
         (self.0.unix_timestamp_nanos() / 1_000_000) as i64
     }
