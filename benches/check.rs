@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use actix_web::{App, test, web};
+use bouncer::address::EmailAddress;
 use bouncer::app::{Hooks, Pipeline, configure};
 use bouncer::config::Settings;
-use bouncer::ses::address::EmailAddress;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::Connection;
 

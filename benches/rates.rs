@@ -114,7 +114,10 @@ fn bench_one(c: &mut Criterion, backend: &str, url: &str, h: &History) {
         }
     });
     let store = pipeline.state.store.clone();
-    let rates = runtime.block_on(store.current_rates()).expect("rates");
+    let policy = pipeline.state.guard.clone();
+    let rates = runtime
+        .block_on(bouncer::guard::current_rates(&store, &policy))
+        .expect("rates");
     eprintln!(
         "{backend}/{}: {} events in history, window holds {} sends",
         h.name,
@@ -124,7 +127,11 @@ fn bench_one(c: &mut Criterion, backend: &str, url: &str, h: &History) {
     let mut group = c.benchmark_group(format!("current_rates_{backend}"));
     group.measurement_time(Duration::from_secs(5));
     group.bench_function(h.name, |b| {
-        b.iter(|| runtime.block_on(store.current_rates()).expect("rates"))
+        b.iter(|| {
+            runtime
+                .block_on(bouncer::guard::current_rates(&store, &policy))
+                .expect("rates")
+        })
     });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,15 +20,17 @@ use crate::alerts::{Channels, spawn_worker};
 use crate::auth::ApiTokens;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::guard::GuardPolicy;
+use crate::ingest::spool::Spool;
+use crate::ingest::writer::Writer;
+use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
 use crate::routes;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
 use crate::sns::verify::{Verifier, VerifierPolicy};
-use crate::spool::Spool;
 use crate::store::Store;
-use crate::store::writer::Writer;
 
 /// What only tests set, through this API and never through a setting.
 #[derive(Clone, Default)]
@@ -45,6 +47,7 @@ pub struct AppState {
     pub verifier: Verifier,
     pub writer: Writer,
     pub store: Store,
+    pub guard: GuardPolicy,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     pub api_tokens: Arc<ApiTokens>,
@@ -117,8 +120,17 @@ impl Pipeline {
             Arc::new(certs),
             hooks.clock.clone(),
         );
+        let guard = GuardPolicy::from_settings(settings)?;
+        let policy = ApplyPolicy {
+            soft_bounce: SoftBouncePolicy {
+                limit: i64::from(settings.soft_bounce_limit.max(1)),
+                window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
+            },
+            guard: guard.clone(),
+        };
         let (writer, writer_task) = Writer::start(
             store.clone(),
+            policy,
             spool,
             hooks.clock.clone(),
             settings.write_batch_max,
@@ -130,6 +142,7 @@ impl Pipeline {
                 verifier,
                 writer,
                 store,
+                guard,
                 metrics,
                 max_body_bytes: settings.sns_max_body_bytes,
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
@@ -213,8 +226,7 @@ impl Application {
             spawn_pruner(
                 store.clone(),
                 hooks.clock.clone(),
-                time::Duration::days(i64::from(settings.retention_days)),
-                time::Duration::seconds(settings.sns_max_age_secs as i64),
+                Retention::from_settings(&settings),
                 stop_worker.clone(),
             )
         });
@@ -258,13 +270,40 @@ impl Application {
     }
 }
 
+/// How long what is pruned is kept (see `store::retention`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep: time::Duration,
+    pub guard_age: time::Duration,
+    pub freshness: time::Duration,
+}
+
+impl Retention {
+    pub fn from_settings(settings: &Settings) -> Retention {
+        Retention {
+            keep: time::Duration::days(i64::from(settings.retention_days)),
+            guard_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
+            freshness: time::Duration::seconds(settings.sns_max_age_secs as i64),
+        }
+    }
+
+    pub async fn prune(
+        &self,
+        store: &Store,
+        now: crate::time::Timestamp,
+    ) -> crate::store::DbResult<crate::store::retention::Pruned> {
+        store
+            .prune(now, self.keep, self.guard_age, self.freshness)
+            .await
+    }
+}
+
 /// Prunes once an hour (the first time a minute after start-up), until
 /// `stop` is cancelled.
 fn spawn_pruner(
     store: Store,
     clock: Clock,
-    retention: time::Duration,
-    freshness: time::Duration,
+    retention: Retention,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -275,7 +314,7 @@ fn spawn_pruner(
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = Duration::from_secs(3600);
-            match store.prune(clock.now(), retention, freshness).await {
+            match retention.prune(&store, clock.now()).await {
                 Ok(pruned) => tracing::info!(?pruned, "pruned old rows"),
                 Err(e) => tracing::warn!(error = %e, "pruning failed; trying again in an hour"),
             }

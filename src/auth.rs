@@ -85,7 +85,7 @@ impl FromRequest for Caller {
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let tokens = req
         .app_data::<web::Data<ApiTokens>>()
-        .ok_or_else(|| ApiError::Internal("API tokens not configured in the app".into()))?;
+        .ok_or(ApiError::Internal)?;
     if tokens.is_empty() {
         let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
         let proxied = PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h));

@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{Application, Hooks, Pipeline};
 use crate::config::Settings;
+use crate::guard::GuardPolicy;
+use crate::ingest::writer::Written;
 use crate::sns::envelope::Envelope;
 use crate::store::Store;
-use crate::store::writer::Written;
 use crate::telemetry;
 
 #[derive(Parser)]
@@ -187,7 +188,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => {
             let store = Store::connect(&settings).await?;
             store.migrate().await?;
-            let report = crate::routes::api::sending_report(&store).await?;
+            let report =
+                crate::routes::api::sending_report(&store, &GuardPolicy::from_settings(&settings)?)
+                    .await?;
             print_status(&report);
             Ok(ExitCode::SUCCESS)
         }
@@ -207,13 +210,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let store = Store::connect(&settings).await?;
             store.migrate().await?;
-            let now = crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-            let pruned = store
-                .prune(
-                    now,
-                    time::Duration::days(i64::from(settings.retention_days)),
-                    time::Duration::seconds(settings.sns_max_age_secs as i64),
-                )
+            let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+            let pruned = crate::app::Retention::from_settings(&settings)
+                .prune(&store, now)
                 .await?;
             println!(
                 "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts",
@@ -309,8 +308,8 @@ async fn set_sending(
     store.migrate().await?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let by = format!("{} (cli:{user})", by.trim());
-    let now = crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let changed = store.set_sending(paused, &by, reason.trim(), now).await?;
+    let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let changed = crate::guard::set_sending(&store, paused, &by, reason.trim(), now).await?;
     let word = if paused { "paused" } else { "active" };
     if changed {
         println!("sending is now {word}");
@@ -336,7 +335,7 @@ async fn alerts_test(settings: &Settings) -> anyhow::Result<ExitCode> {
         subject: "bouncer test alert".into(),
         text: ":test_tube: bouncer test alert: if you read this, admin alerts reach you.".into(),
         details_json: "{}".into(),
-        created_at: crate::store::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
+        created_at: crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
     };
     let mut failed = false;
     for name in names {
@@ -436,7 +435,7 @@ async fn replay(
                     pipeline
                         .state
                         .writer
-                        .write(crate::store::Accepted::new(verified, false))
+                        .write(crate::ingest::Accepted::new(verified, false))
                         .await
                         .map_err(|e| crate::error::SnsError::StoreUnavailable(e.to_string()))
                 }

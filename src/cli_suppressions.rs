@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::address::EmailAddress;
 use crate::cli::SuppressionsCommand;
 use crate::routes::api::{parse_reason, parse_since};
-use crate::ses::address::EmailAddress;
+use crate::store::Store;
 use crate::store::suppressions::{ImportRow, ListFilter, Suppression, columns};
-use crate::store::{Store, Timestamp};
+use crate::time::Timestamp;
 
 fn now() -> Timestamp {
     Timestamp::from_datetime(time::OffsetDateTime::now_utc())

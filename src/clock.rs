@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::store::Timestamp;
+use crate::time::Timestamp;
 
 #[derive(Clone, Default)]
 pub struct Clock {

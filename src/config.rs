@@ -39,6 +39,17 @@ pub struct Settings {
     )]
     pub database_acquire_timeout_ms: u64,
 
+    /// Longest a batch of writes may take (PostgreSQL: also each statement's
+    /// and lock wait's limit) before the database counts as down and the
+    /// messages go to the spool instead.
+    #[arg(
+        long,
+        env = "DATABASE_WRITE_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub database_write_timeout_ms: u64,
+
     /// How long a SQLite write waits for a lock held by another process
     /// before the message goes to the spool instead.
     #[arg(

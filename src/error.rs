@@ -4,6 +4,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::store::{DbError, DbErrorKind};
+
 /// Why `POST /sns` did not accept a message.
 ///
 /// 4xx: the message can never succeed (SNS does not retry).
@@ -150,10 +152,10 @@ pub enum ApiError {
     NotSuppressed(String),
     #[error("a removal needs `by` (who) and `reason` (why)")]
     ReasonRequired,
-    #[error("the database is unavailable: {0}")]
-    DatabaseUnavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("the database is unavailable now; try again later")]
+    DatabaseUnavailable,
+    #[error("internal error; the server's log has the details")]
+    Internal,
 }
 
 impl ApiError {
@@ -166,19 +168,24 @@ impl ApiError {
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
             ApiError::NotSuppressed(_) => "not_suppressed",
             ApiError::ReasonRequired => "reason_required",
-            ApiError::DatabaseUnavailable(_) => "database_unavailable",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::Internal => "internal_error",
         }
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::store::is_unavailable(&e) {
-            ApiError::DatabaseUnavailable(e.to_string())
-        } else {
-            tracing::error!(error = %e, "API database error");
-            ApiError::Internal(e.to_string())
+impl From<DbError> for ApiError {
+    /// The client learns whether to retry; the driver's words go to the log.
+    fn from(e: DbError) -> Self {
+        match e.kind() {
+            DbErrorKind::Unavailable | DbErrorKind::Transient => {
+                tracing::warn!(error = %e, "API: database unavailable");
+                ApiError::DatabaseUnavailable
+            }
+            DbErrorKind::Content | DbErrorKind::Other => {
+                tracing::error!(error = %e, "API: database error");
+                ApiError::Internal
+            }
         }
     }
 }
@@ -193,8 +200,8 @@ impl ResponseError for ApiError {
             | ApiError::TooManyAddresses { .. }
             | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::NotSuppressed(_) => StatusCode::NOT_FOUND,
-            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -1,9 +1,26 @@
 //! bouncer keeps an Amazon SES sender's reputation safe: it receives SES
-//! feedback from SNS, proves each message genuine, and stores it.
+//! feedback from SNS, proves each message genuine, turns it into rows of a
+//! suppression list, and pauses sending when the rates pass their lines.
 //!
-//! A request walks: `routes::sns` → `sns::envelope` → `sns::verify` →
-//! `store::writer` (group commit, or the `spool` when the database is away).
+//! # Layout
+//!
+//! A message walks left to right; each layer imports only those below it.
+//!
+//! - `routes`: the HTTP endpoints (`POST /sns`, health, `/v1`, metrics);
+//! - `sns`: the envelope, the certificate URL rule, certificates,
+//!   signatures, and the verifier that makes a `VerifiedMessage`;
+//! - `ses`: SES feedback parsed into events, and the suppression policy;
+//! - `ingest`: the accepted message, the writer task that commits batches
+//!   (group commit), and the spool that keeps messages while the database
+//!   is away;
+//! - `guard`: the rates over the send window and the pause, warning and
+//!   resume transitions; `alerts`: delivering the alert outbox;
+//! - `store`: persistence only, small SQL functions over plain data on
+//!   SQLite or PostgreSQL;
+//! - at the root, what every layer shares: `time::Timestamp`,
+//!   `address::EmailAddress`, `clock`, `config`.
 
+pub mod address;
 pub mod alerts;
 pub mod app;
 pub mod auth;
@@ -13,11 +30,12 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod ingest;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod ses;
 pub mod sns;
-pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod time;

@@ -150,7 +150,7 @@ impl Metrics {
     }
 
     /// Counts what a committed message did.
-    pub fn applied(&self, applied: &crate::store::Applied) {
+    pub fn applied(&self, applied: &crate::ingest::Applied) {
         for (event_type, outcome) in applied.events.iter().filter(|(_, o)| o.applied) {
             self.inner
                 .ses_events

@@ -1,6 +1,9 @@
 //! Delivering admin alerts from the outbox (`store::alerts`): a worker per
-//! process claims due deliveries, sends them through their channel (webhook
-//! or email), and marks them delivered or due again with backoff.
+//! process gives recent alerts a delivery on each channel this process has
+//! (webhook, email), claims due deliveries, sends them, and marks them
+//! delivered or due again with backoff. The channels are this process's:
+//! an alert raised by a command run without any (a `bouncer pause` from a
+//! shell) goes out from the `serve` that has them.
 
 mod email;
 mod webhook;
@@ -14,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::outbound::OutboundOverrides;
-use crate::store::Store;
 use crate::store::alerts::Alert;
+use crate::store::{DbResult, Store};
 
 pub use self::email::EmailChannel;
 pub use self::webhook::WebhookChannel;
@@ -72,6 +75,9 @@ fn backoff(min: Duration, attempts: i64) -> Duration {
 
 const LEASE: time::Duration = time::Duration::seconds(60);
 const POLL: Duration = Duration::from_millis(500);
+/// A channel configured later delivers the alerts of the last week: older
+/// ones would be news of a past incident, not an alert.
+const BACKFILL: time::Duration = time::Duration::days(7);
 
 /// Delivers due alerts until `stop` is cancelled.
 pub fn spawn_worker(
@@ -99,9 +105,19 @@ async fn deliver_due(
     channels: &Channels,
     clock: &Clock,
     retry_min: Duration,
-) -> Result<(), sqlx::Error> {
+) -> DbResult<()> {
+    let names = channels.names();
+    if names.is_empty() {
+        return Ok(());
+    }
+    for name in &names {
+        let now = clock.now();
+        store
+            .plan_deliveries(name, now.saturating_sub(BACKFILL), now)
+            .await?;
+    }
     while store.deliveries_due(clock.now()).await? {
-        let Some(claim) = store.claim_delivery(clock.now(), LEASE).await? else {
+        let Some(claim) = store.claim_delivery(&names, clock.now(), LEASE).await? else {
             break;
         };
         let Some(alert) = store.alert(claim.alert_id).await? else {

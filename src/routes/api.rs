@@ -7,12 +7,14 @@ use actix_web::{HttpResponse, web};
 use base64::Engine;
 use serde::Deserialize;
 
+use crate::address::EmailAddress;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::ses::address::EmailAddress;
-use crate::store::Timestamp;
+use crate::guard::GuardPolicy;
 use crate::store::suppressions::ListFilter;
+use crate::store::{DbResult, Store};
+use crate::time::Timestamp;
 
 /// Most addresses one batch check takes.
 pub const MAX_BATCH: usize = 10_000;
@@ -250,10 +252,9 @@ async fn subscriptions(
 }
 
 /// The pause state, the current rates, and the policy they are judged by.
-pub async fn sending_report(store: &crate::store::Store) -> Result<serde_json::Value, sqlx::Error> {
+pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_json::Value> {
     let state = store.sending_state().await?;
-    let rates = store.current_rates().await?;
-    let g = &store.policy().guard;
+    let rates = crate::guard::current_rates(store, g).await?;
     Ok(serde_json::json!({
         "state": state.state,
         "changed_at": state.changed_at,
@@ -281,7 +282,7 @@ pub async fn sending_report(store: &crate::store::Store) -> Result<serde_json::V
 }
 
 async fn sending(_caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(sending_report(&state.store).await?))
+    Ok(HttpResponse::Ok().json(sending_report(&state.store, &state.guard).await?))
 }
 
 #[derive(Deserialize)]
@@ -307,11 +308,15 @@ async fn set_sending(
     };
     let reason = required_reason(body.reason.as_deref())?;
     let by = actor(&caller, body.by.as_deref());
-    let changed = state
-        .store
-        .set_sending(paused, &by, reason, state.verifier.clock().now())
-        .await?;
-    let mut report = sending_report(&state.store).await?;
+    let changed = crate::guard::set_sending(
+        &state.store,
+        paused,
+        &by,
+        reason,
+        state.verifier.clock().now(),
+    )
+    .await?;
+    let mut report = sending_report(&state.store, &state.guard).await?;
     if let Some(obj) = report.as_object_mut() {
         obj.insert("changed".into(), serde_json::Value::Bool(changed));
     }

@@ -11,7 +11,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let trimmed = text.trim_end().trim_end_matches("# EOF").to_owned();
     text = trimmed;
     match (
-        state.store.current_rates().await,
+        crate::guard::current_rates(&state.store, &state.guard).await,
         state.store.sending_state().await,
     ) {
         (Ok(rates), Ok(sending)) => {

@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 
 use crate::app::AppState;
 use crate::error::SnsError;
+use crate::ingest::writer::{WriteError, Written};
+use crate::ingest::{Accepted, Content};
 use crate::sns::envelope::Envelope;
-use crate::store::writer::{WriteError, Written};
-use crate::store::{Accepted, Content};
 
 /// What is known of a message for the log line, as far as parsing got.
 #[derive(Default)]

@@ -2,6 +2,5 @@
 //! store, the two SES formats parsed into events, and the policy that says
 //! what each event does to the suppression list.
 
-pub mod address;
 pub mod feedback;
 pub mod policy;

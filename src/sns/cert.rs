@@ -13,7 +13,7 @@ use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
 use super::cert_url::check_cert_url;
 use crate::error::SnsError;
 use crate::metrics::Metrics;
-use crate::store::Timestamp;
+use crate::time::Timestamp;
 
 /// The subject every SNS signing certificate carries.
 const SNS_SUBJECT_CN: &str = "sns.amazonaws.com";

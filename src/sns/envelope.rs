@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::error::SnsError;
-use crate::store::Timestamp;
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {

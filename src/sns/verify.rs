@@ -14,7 +14,7 @@ use super::envelope::{Envelope, MessageType};
 use super::signature::{self, SignatureVersion};
 use crate::clock::Clock;
 use crate::error::SnsError;
-use crate::store::Timestamp;
+use crate::time::Timestamp;
 
 /// A message proven to come from SNS for one of our topics.
 ///

@@ -1,12 +1,17 @@
-//! The alert outbox: an alert is written in the transaction of its cause,
-//! with one delivery row per configured channel; workers on any replica
-//! claim due deliveries with a lease (`FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL; SQLite serializes writers), deliver, and mark them done or
-//! due again later. A restart or a dead webhook loses nothing.
+//! The alert outbox: an alert is written in the transaction of its cause;
+//! the process that delivers it decides the channels. A delivery worker
+//! adds one `alert_deliveries` row per channel it has for each recent
+//! alert that lacks one, so an alert raised where no channel was configured
+//! (a `bouncer pause` from a bare shell) goes out from `serve`. Workers on
+//! any replica claim due deliveries with a lease (`FOR UPDATE SKIP LOCKED`
+//! on PostgreSQL; SQLite serializes writers), deliver, and mark them done
+//! or due again later. A restart or a dead webhook loses nothing.
 
 use serde::Serialize;
 
-use super::{Db, Store, Timestamp, Tx, on_db, on_tx};
+use super::text::storable;
+use super::{Db, DbResult, Store, Tx, on_db, on_tx};
+use crate::time::Timestamp;
 
 /// An alert about to be written.
 #[derive(Debug, Clone)]
@@ -27,7 +32,7 @@ pub struct Alert {
     pub created_at: Timestamp,
 }
 
-/// A delivery claimed by this worker until `lease_until`.
+/// A delivery claimed by this worker until its lease ends.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: i64,
@@ -36,35 +41,58 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
-pub async fn enqueue(
-    tx: &mut Tx,
-    draft: &AlertDraft,
-    channels: &[&'static str],
-    now: Timestamp,
-) -> Result<i64, sqlx::Error> {
+/// Writes the alert; it is delivered by whichever process has channels.
+pub async fn enqueue(tx: &mut Tx<'_>, draft: &AlertDraft, now: Timestamp) -> DbResult<i64> {
     const ALERT: &str = "INSERT INTO alerts (kind, subject, text, details_json, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id";
-    const DELIVERY: &str =
-        "INSERT INTO alert_deliveries (alert_id, channel, next_attempt_at) VALUES ($1, $2, $3)";
     let details = draft.details.to_string();
     let id: i64 = on_tx!(tx, conn => sqlx::query_scalar(ALERT)
         .bind(draft.kind)
-        .bind(&draft.subject)
-        .bind(&draft.text)
+        .bind(storable(&draft.subject).as_ref())
+        .bind(storable(&draft.text).as_ref())
         .bind(&details)
         .bind(now)
         .fetch_one(conn)
         .await)?;
-    for channel in channels {
-        on_tx!(tx, conn => sqlx::query(DELIVERY).bind(id).bind(*channel).bind(now).execute(conn).await.map(|_| ()))?;
-    }
     tracing::warn!(alert = id, kind = draft.kind, subject = %draft.subject, "admin alert raised");
     Ok(id)
 }
 
 impl Store {
+    /// Gives every alert raised at or after `since` a delivery on `channel`
+    /// if it has none yet; returns how many were added. A cheap read first,
+    /// so that idle workers take no write lock.
+    pub async fn plan_deliveries(
+        &self,
+        channel: &str,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> DbResult<u64> {
+        const MISSING: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM alerts a WHERE a.created_at >= $1 \
+            AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = $2) LIMIT 1) AS missing";
+        const ADD: &str = "INSERT INTO alert_deliveries (alert_id, channel, next_attempt_at) \
+            SELECT a.id, $2, $3 FROM alerts a WHERE a.created_at >= $1 \
+            AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.id AND d.channel = $2) \
+            ON CONFLICT (alert_id, channel) DO NOTHING";
+        let missing: i64 = on_db!(&self.db, pool => sqlx::query_scalar(MISSING)
+            .bind(since)
+            .bind(channel)
+            .fetch_one(pool)
+            .await)?;
+        if missing == 0 {
+            return Ok(0);
+        }
+        Ok(on_db!(&self.db, pool => sqlx::query(ADD)
+            .bind(since)
+            .bind(channel)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?)
+    }
+
     /// Whether any delivery is due (a read, so that idle workers take no
     /// write lock).
-    pub async fn deliveries_due(&self, now: Timestamp) -> Result<bool, sqlx::Error> {
+    pub async fn deliveries_due(&self, now: Timestamp) -> DbResult<bool> {
         const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM alert_deliveries WHERE delivered_at IS NULL \
             AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) LIMIT 1) AS due";
         let n: i64 =
@@ -72,57 +100,63 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Claims the oldest due delivery for `lease`, or `None`.
+    /// Claims the oldest due delivery on one of `channels` for `lease`.
     pub async fn claim_delivery(
         &self,
+        channels: &[&str],
         now: Timestamp,
         lease: time::Duration,
-    ) -> Result<Option<Claimed>, sqlx::Error> {
+    ) -> DbResult<Option<Claimed>> {
+        // The channel list is short and fixed: a JSON array both databases
+        // can take apart.
         const SQLITE: &str = "UPDATE alert_deliveries SET lease_until = $1, attempts = attempts + 1 \
             WHERE id = (SELECT id FROM alert_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                        AND (lease_until IS NULL OR lease_until < $2) ORDER BY id LIMIT 1) \
+                        AND (lease_until IS NULL OR lease_until < $2) \
+                        AND channel IN (SELECT value FROM json_each($3)) ORDER BY id LIMIT 1) \
             RETURNING id, alert_id, channel, attempts";
         const POSTGRES: &str = "UPDATE alert_deliveries SET lease_until = $1, attempts = attempts + 1 \
             WHERE id = (SELECT id FROM alert_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                        AND (lease_until IS NULL OR lease_until < $2) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                        AND (lease_until IS NULL OR lease_until < $2) \
+                        AND channel IN (SELECT jsonb_array_elements_text($3::jsonb)) \
+                        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
             RETURNING id, alert_id, channel, attempts";
         let until = now.saturating_add(lease);
-        match &self.db {
+        let wanted = serde_json::json!(channels).to_string();
+        Ok(match &self.db {
             Db::Sqlite(pool) => {
                 sqlx::query_as(SQLITE)
                     .bind(until)
                     .bind(now)
+                    .bind(wanted)
                     .fetch_optional(pool)
-                    .await
+                    .await?
             }
             Db::Postgres(pool) => {
                 sqlx::query_as(POSTGRES)
                     .bind(until)
                     .bind(now)
+                    .bind(wanted)
                     .fetch_optional(pool)
-                    .await
+                    .await?
             }
-        }
+        })
     }
 
-    pub async fn alert(&self, id: i64) -> Result<Option<Alert>, sqlx::Error> {
+    pub async fn alert(&self, id: i64) -> DbResult<Option<Alert>> {
         const SQL: &str =
             "SELECT id, kind, subject, text, details_json, created_at FROM alerts WHERE id = $1";
-        on_db!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)
+        Ok(on_db!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?)
     }
 
-    pub async fn delivery_done(&self, id: i64, now: Timestamp) -> Result<(), sqlx::Error> {
+    pub async fn delivery_done(&self, id: i64, now: Timestamp) -> DbResult<()> {
         const SQL: &str = "UPDATE alert_deliveries SET delivered_at = $2, lease_until = NULL, last_error = NULL WHERE id = $1";
-        on_db!(&self.db, pool => sqlx::query(SQL).bind(id).bind(now).execute(pool).await.map(|_| ()))
+        on_db!(&self.db, pool => sqlx::query(SQL).bind(id).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 
-    pub async fn delivery_failed(
-        &self,
-        id: i64,
-        error: &str,
-        retry_at: Timestamp,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn delivery_failed(&self, id: i64, error: &str, retry_at: Timestamp) -> DbResult<()> {
         const SQL: &str = "UPDATE alert_deliveries SET lease_until = NULL, last_error = $2, next_attempt_at = $3 WHERE id = $1";
-        on_db!(&self.db, pool => sqlx::query(SQL).bind(id).bind(error).bind(retry_at).execute(pool).await.map(|_| ()))
+        on_db!(&self.db, pool => sqlx::query(SQL).bind(id).bind(storable(error).as_ref()).bind(retry_at).execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 }

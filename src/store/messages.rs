@@ -1,285 +1,123 @@
 //! `sns_messages`: every accepted SNS message, once per MessageId. The
 //! primary key is the dedupe: a second delivery (even at the same moment on
-//! another connection or another replica) inserts nothing and applies
-//! nothing. A new notification's SES events are applied in the same
-//! transaction.
+//! another connection or another replica) inserts nothing.
 
 use std::collections::HashSet;
 
-use super::alerts::{AlertDraft, enqueue};
-use super::batch::{self, EventRow};
-use super::feedback::{EventOutcome, act_on, numerators, volume_of};
-use super::guard::{add_counts, check};
-use super::subscriptions::{SubscriptionChange, record};
-use super::{Store, Timestamp, Tx};
-use crate::guard::Counts;
-use crate::ses::address::EmailAddress;
-use crate::ses::feedback::{self, FeedbackEvent, Parsed};
-use crate::ses::policy::{self, Action};
-use crate::sns::confirm::{ConfirmMode, Confirmed};
-use crate::sns::envelope::MessageType;
-use crate::sns::verify::VerifiedMessage;
+use sqlx::QueryBuilder;
 
-/// What a verified message carries for the store, parsed before it reaches
-/// the writer (so the single writer task does no parsing).
-#[derive(Debug, Clone)]
-pub enum Content {
-    /// `confirmed` is filled in by the route once SNS accepted the
-    /// confirmation (or by the spool, which kept it).
-    SubscriptionConfirmation {
-        confirmed: Option<Confirmed>,
-    },
-    UnsubscribeConfirmation,
-    Feedback(Vec<FeedbackEvent>),
-    /// SES's test message when a topic is attached to an identity.
-    SesSetupNotice,
-    /// A notification whose Message bouncer does not understand.
-    Unrecognized(String),
-}
+use super::text::{storable, storable_opt};
+use super::{DbResult, Store, Tx, on_db, on_tx};
+use crate::time::Timestamp;
 
-/// A verified message on its way into the database.
+/// SQLite allows 32,766 bound parameters per statement; stay well below.
+pub(crate) const MAX_PARAMS: usize = 30_000;
+
+/// One SNS message to record.
 #[derive(Debug, Clone)]
-pub struct Accepted {
-    pub message: VerifiedMessage,
-    pub content: Content,
-    /// It waited in the local spool while the database was unreachable.
+pub struct MessageRow<'a> {
+    pub message_id: &'a str,
+    pub message_type: &'a str,
+    pub topic_arn: &'a str,
+    pub subject: Option<&'a str>,
+    pub sns_timestamp: Timestamp,
+    pub received_at: Timestamp,
+    pub signature_version: i32,
     pub via_spool: bool,
+    /// `stored`, `applied`, `recorded` or `unrecognized`.
+    pub outcome: &'a str,
+    pub outcome_detail: Option<&'a str>,
+    /// The envelope exactly as received.
+    pub body: &'a str,
 }
 
-impl Accepted {
-    pub fn new(message: VerifiedMessage, via_spool: bool) -> Accepted {
-        let content = match message.message_type() {
-            MessageType::SubscriptionConfirmation => {
-                Content::SubscriptionConfirmation { confirmed: None }
-            }
-            MessageType::UnsubscribeConfirmation => Content::UnsubscribeConfirmation,
-            MessageType::Notification => match feedback::parse(&message.envelope().message) {
-                Parsed::Feedback(events) => Content::Feedback(events),
-                Parsed::SubscriptionSucceeded => Content::SesSetupNotice,
-                Parsed::Unrecognized(why) => Content::Unrecognized(why),
-            },
-        };
-        Accepted {
-            message,
-            content,
-            via_spool,
-        }
+/// The positions of `keys` in key order, each key once (its first
+/// occurrence). Every keyed batch is written in key order, so that two
+/// replicas writing overlapping batches lock the same rows in the same
+/// order and cannot deadlock.
+pub(crate) fn key_order<'k>(keys: &[std::borrow::Cow<'k, str>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    // Stable: equal keys keep their arrival order, the first stays.
+    order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+    order.dedup_by(|later, first| keys[*later] == keys[*first]);
+    order
+}
+
+/// Which of `keys` the database just inserted: those it returned, at their
+/// first occurrence only.
+pub(crate) fn new_flags(
+    keys: &[std::borrow::Cow<'_, str>],
+    inserted: &HashSet<String>,
+) -> Vec<bool> {
+    let mut seen = HashSet::new();
+    keys.iter()
+        .map(|k| inserted.contains(k.as_ref()) && seen.insert(k.as_ref()))
+        .collect()
+}
+
+/// Inserts the rows (a duplicate id inserts nothing); for each row, whether
+/// it was new.
+pub async fn insert_messages(
+    tx: &mut Tx<'_>,
+    rows: &[MessageRow<'_>],
+    stored_at: Timestamp,
+) -> DbResult<Vec<bool>> {
+    let keys: Vec<_> = rows.iter().map(|r| storable(r.message_id)).collect();
+    let order = key_order(&keys);
+    let mut inserted = HashSet::new();
+    for chunk in order.chunks(MAX_PARAMS / 12) {
+        let ids: Vec<String> = on_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO sns_messages (message_id, message_type, topic_arn, subject, sns_timestamp, \
+                 received_at, stored_at, signature_version, via_spool, outcome, outcome_detail, body) ",
+            );
+            qb.push_values(chunk, |mut row, i| {
+                let r = &rows[*i];
+                row.push_bind(keys[*i].clone().into_owned())
+                    .push_bind(r.message_type.to_owned())
+                    .push_bind(storable(r.topic_arn).into_owned())
+                    .push_bind(storable_opt(r.subject))
+                    .push_bind(r.sns_timestamp)
+                    .push_bind(r.received_at)
+                    .push_bind(stored_at)
+                    .push_bind(r.signature_version)
+                    .push_bind(r.via_spool)
+                    .push_bind(r.outcome.to_owned())
+                    .push_bind(storable_opt(r.outcome_detail))
+                    .push_bind(storable(r.body).into_owned());
+            });
+            qb.push(" ON CONFLICT (message_id) DO NOTHING RETURNING message_id");
+            qb.build_query_scalar().fetch_all(conn).await
+        })?;
+        inserted.extend(ids);
     }
-
-    /// The `outcome` column of `sns_messages`.
-    pub(super) fn outcome_label(&self) -> &'static str {
-        match self.content {
-            Content::SubscriptionConfirmation { .. } | Content::UnsubscribeConfirmation => "stored",
-            Content::Feedback(_) => "applied",
-            Content::SesSetupNotice => "recorded",
-            Content::Unrecognized(_) => "unrecognized",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// Stored now, for the first time.
-    Stored,
-    /// The MessageId was stored before: nothing changed.
-    Duplicate,
-}
-
-impl StoreOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreOutcome::Stored => "stored",
-            StoreOutcome::Duplicate => "duplicate",
-        }
-    }
-}
-
-/// What happened to one message of a committed batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub outcome: StoreOutcome,
-    /// One per SES event the message carried (empty for a duplicate).
-    pub events: Vec<(String, EventOutcome)>,
-    /// Why the content was not understood, if it was not.
-    pub unrecognized: Option<String>,
-    /// This message ended a subscription: the feed from its topic stopped.
-    pub unsubscribed: bool,
+    Ok(new_flags(&keys, &inserted))
 }
 
 impl Store {
-    /// Applies `batch` in one transaction and one commit (group commit).
-    /// Each message is applied whole: its dedupe record, events, suppression
-    /// rows, counts and alerts, or (a duplicate) nothing; if the commit
-    /// fails, none of the batch is applied. The common work is done with one
-    /// multi-row statement per table for the whole batch.
-    pub async fn apply_batch(
-        &self,
-        batch: &[&Accepted],
-        now: Timestamp,
-    ) -> Result<Vec<Applied>, sqlx::Error> {
-        let mut tx = self.begin().await?;
-        let new_ids = batch::insert_messages(&mut tx, batch, now).await?;
-        // The first copy of a new id in the batch is the stored one.
-        let mut claimed = HashSet::new();
-        let mut applied: Vec<Applied> = batch
-            .iter()
-            .map(|a| {
-                let id = a.message.message_id();
-                let stored = new_ids.contains(id) && claimed.insert(id);
-                Applied {
-                    outcome: if stored {
-                        StoreOutcome::Stored
-                    } else {
-                        StoreOutcome::Duplicate
-                    },
-                    events: Vec::new(),
-                    unrecognized: None,
-                    unsubscribed: false,
-                }
-            })
-            .collect();
-        let stored: Vec<usize> = (0..batch.len())
-            .filter(|i| applied[*i].outcome == StoreOutcome::Stored)
-            .collect();
-
-        let events: Vec<EventRow<'_>> = stored
-            .iter()
-            .filter_map(|i| match &batch[*i].content {
-                Content::Feedback(events) => Some(
-                    events
-                        .iter()
-                        .map(move |e| (*i, e, policy::decide(&e.detail))),
-                ),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let mut counts = Counts::default();
-        if !events.is_empty() {
-            let new_keys = batch::insert_events(&mut tx, &events, batch).await?;
-            let mut seen = HashSet::new();
-            let mut volume: Vec<(&str, &str, bool)> = Vec::new();
-            let mut deliveries: Vec<(&EmailAddress, Timestamp)> = Vec::new();
-            for (i, event, rule) in &events {
-                // Not new: the same event came in another SNS message.
-                let fresh = new_keys.contains(&event.key) && seen.insert(event.key.as_str());
-                let mut outcome = EventOutcome {
-                    rule,
-                    applied: fresh,
-                    suppressed: false,
-                };
-                if fresh {
-                    let (recipients, from_delivery) = volume_of(event);
-                    volume.extend(
-                        recipients
-                            .into_iter()
-                            .map(|r| (event.ses_message_id.as_str(), r.as_str(), from_delivery)),
-                    );
-                    counts.add(numerators(event, rule));
-                    match rule.action {
-                        Action::Suppress | Action::CountSoftBounce => {
-                            let m = &batch[*i].message;
-                            outcome.suppressed = act_on(
-                                &mut tx,
-                                event,
-                                rule,
-                                m.message_id(),
-                                m.topic_arn(),
-                                self.policy.soft_bounce,
-                            )
-                            .await?;
-                        }
-                        Action::ResetSoftBounces => deliveries
-                            .extend(event.recipient.iter().map(|r| (r, event.occurred_at))),
-                        Action::ContentProblem | Action::NotSpam | Action::Record => {}
-                    }
-                }
-                applied[*i].events.push((event.event_type.clone(), outcome));
-            }
-            if !volume.is_empty() {
-                counts.add(batch::count_volume(&mut tx, &volume, now).await?);
-            }
-            if !deliveries.is_empty() {
-                batch::reset_soft_bounces(&mut tx, &deliveries).await?;
-            }
-        }
-
-        for i in stored {
-            self.apply_other(&mut tx, batch[i], &mut applied[i], now)
-                .await?;
-        }
-        // One counter update per batch; the rates can only rise when hard
-        // bounces or complaints were added, so only then is the guard asked.
-        if !counts.is_zero() {
-            add_counts(&mut tx, now, counts).await?;
-        }
-        if counts.hard_bounces > 0 || counts.complaints > 0 {
-            check(
-                &mut tx,
-                &self.policy.guard,
-                &self.policy.alert_channels,
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(applied)
+    /// Whether an SNS message with this id is stored already (a cheap look
+    /// before confirming a subscription a second time).
+    pub async fn message_seen(&self, message_id: &str) -> DbResult<bool> {
+        const SQL: &str = "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1";
+        let id = storable(message_id);
+        let n: i64 = on_db!(&self.db, pool => sqlx::query_scalar(SQL).bind(id.as_ref()).fetch_one(pool).await)?;
+        Ok(n > 0)
     }
+}
 
-    /// What a stored message does besides SES events: subscription state,
-    /// the feed-stopped alert, the reason its content was not understood.
-    async fn apply_other(
-        &self,
-        tx: &mut Tx,
-        accepted: &Accepted,
-        applied: &mut Applied,
-        now: Timestamp,
-    ) -> Result<(), sqlx::Error> {
-        let m = &accepted.message;
-        match &accepted.content {
-            Content::Unrecognized(why) => applied.unrecognized = Some(why.clone()),
-            Content::SubscriptionConfirmation { confirmed } => {
-                let change = SubscriptionChange {
-                    topic_arn: m.topic_arn(),
-                    subscription_arn: confirmed
-                        .as_ref()
-                        .and_then(|c| c.subscription_arn.as_deref()),
-                    state: match confirmed {
-                        Some(c) if c.mode != ConfirmMode::Off => "confirmed",
-                        _ => "pending",
-                    },
-                    confirm_mode: confirmed.as_ref().map(|c| c.mode.as_str()),
-                    message_id: m.message_id(),
-                    message_at: m.envelope().timestamp,
-                    now,
-                };
-                record(tx, &change).await?;
-            }
-            Content::UnsubscribeConfirmation => {
-                let change = SubscriptionChange {
-                    topic_arn: m.topic_arn(),
-                    subscription_arn: None,
-                    state: "unsubscribed",
-                    confirm_mode: None,
-                    message_id: m.message_id(),
-                    message_at: m.envelope().timestamp,
-                    now,
-                };
-                record(tx, &change).await?;
-                applied.unsubscribed = true;
-                let draft = AlertDraft {
-                    kind: "unsubscribed",
-                    subject: "bouncer: the SES feedback feed stopped".into(),
-                    text: format!(
-                        ":rotating_light: The SNS subscription of bouncer to {} was deleted (UnsubscribeConfirmation). No more bounces or complaints arrive from it: the sender is flying blind until the endpoint is subscribed again.",
-                        m.topic_arn()
-                    ),
-                    details: serde_json::json!({ "topic_arn": m.topic_arn(), "message_id": m.message_id() }),
-                };
-                enqueue(tx, &draft, &self.policy.alert_channels, now).await?;
-            }
-            Content::Feedback(_) | Content::SesSetupNotice => {}
-        }
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn keys_go_in_order_once_and_the_first_copy_is_the_new_one() {
+        let keys: Vec<Cow<str>> = ["b", "a", "b", "c"]
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect();
+        assert_eq!(key_order(&keys), [1, 0, 3]);
+        let inserted: HashSet<String> = ["b".to_owned(), "c".to_owned()].into();
+        assert_eq!(new_flags(&keys, &inserted), [true, false, false, true]);
     }
 }

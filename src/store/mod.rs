@@ -1,33 +1,38 @@
 //! The database: SQLite (embedded default) or PostgreSQL, chosen by
-//! `DATABASE_URL`. SQL that both understand is written once and run on either
-//! pool through [`on_db!`]/[`on_tx!`]; where the dialects differ, the code
-//! says so. See docs/decisions.md for why this and not `sqlx::Any`.
+//! `DATABASE_URL`. Persistence only: small named SQL functions over plain
+//! data, with no idea of SNS, the writer or the guard's decisions above it.
+//!
+//! SQL that both databases understand is written once and run on either
+//! backend through [`on_db!`]/[`on_tx!`]; where the dialects differ, the
+//! code says so. See docs/decisions.md for why this and not `sqlx::Any`.
 
 pub mod alerts;
-mod batch;
-pub mod feedback;
+mod conn;
+pub mod error;
+pub mod events;
 pub mod guard;
-mod messages;
+pub mod messages;
 pub mod retention;
+pub mod soft_bounces;
 pub mod subscriptions;
 pub mod suppressions;
-mod time;
-pub mod writer;
+mod text;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use self::feedback::SoftBouncePolicy;
-pub use self::messages::{Accepted, Applied, Content, StoreOutcome};
-pub use self::time::Timestamp;
+pub use self::conn::{Conn, Tx};
+pub use self::error::{DbError, DbErrorKind};
 use crate::config::Settings;
-use crate::guard::{GuardPolicy, Ppm};
+
+/// A store call's result: a failure carries its classification.
+pub type DbResult<T> = Result<T, DbError>;
 
 /// Runs `$body` with `$pool` bound to the backend's pool (same SQL on both).
 macro_rules! on_db {
@@ -42,15 +47,9 @@ macro_rules! on_db {
 /// Runs `$body` with `$conn` bound to the transaction's connection.
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::store::Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            $crate::store::Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
+        match $tx.raw() {
+            $crate::store::conn::Raw::Sqlite($conn) => $body,
+            $crate::store::conn::Raw::Postgres($conn) => $body,
         }
     };
 }
@@ -62,103 +61,32 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-}
-
-impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-    }
+/// How the writer opens its own connection (see [`Store::connect_writer`]).
+#[derive(Clone, Debug)]
+enum WriterOptions {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
 }
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: Db,
-    pub(crate) policy: Arc<StorePolicy>,
-}
-
-/// The settings the store applies while it writes.
-#[derive(Debug)]
-pub struct StorePolicy {
-    pub soft_bounce: SoftBouncePolicy,
-    pub guard: GuardPolicy,
-    /// Where alerts go: `webhook` and/or `email`, as configured.
-    pub alert_channels: Vec<&'static str>,
+    writer: WriterOptions,
+    connect_timeout: Duration,
+    /// Where the database is, for messages (no password).
+    location: String,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-impl StorePolicy {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<StorePolicy> {
-        let ppm = |name: &str, text: &str| {
-            Ppm::parse_percent(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
-        };
-        let warn = |name: &str, text: &str| -> anyhow::Result<Option<Ppm>> {
-            if settings.guard_warn {
-                ppm(name, text).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let mut alert_channels = Vec::new();
-        if settings
-            .alert_webhook_url
-            .as_deref()
-            .is_some_and(|u| !u.trim().is_empty())
-        {
-            alert_channels.push("webhook");
-        }
-        if settings
-            .smtp_host
-            .as_deref()
-            .is_some_and(|h| !h.trim().is_empty())
-            && settings.alert_emails.iter().any(|e| !e.trim().is_empty())
-        {
-            alert_channels.push("email");
-        }
-        Ok(StorePolicy {
-            soft_bounce: SoftBouncePolicy {
-                limit: i64::from(settings.soft_bounce_limit.max(1)),
-                window: ::time::Duration::days(i64::from(settings.soft_bounce_window_days)),
-            },
-            guard: GuardPolicy {
-                window_sends: settings.guard_window_sends.max(1),
-                max_age: ::time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
-                min_volume: settings.guard_min_volume,
-                bounce_pause: ppm(
-                    "GUARD_BOUNCE_PAUSE_PERCENT",
-                    &settings.guard_bounce_pause_percent,
-                )?,
-                complaint_pause: ppm(
-                    "GUARD_COMPLAINT_PAUSE_PERCENT",
-                    &settings.guard_complaint_pause_percent,
-                )?,
-                bounce_warn: warn(
-                    "GUARD_BOUNCE_WARN_PERCENT",
-                    &settings.guard_bounce_warn_percent,
-                )?,
-                complaint_warn: warn(
-                    "GUARD_COMPLAINT_WARN_PERCENT",
-                    &settings.guard_complaint_warn_percent,
-                )?,
-            },
-            alert_channels,
-        })
-    }
-}
 
 impl Store {
     /// Opens the pool. A SQLite file is created on first start; WAL with
     /// `synchronous=FULL` makes every commit durable before its 2xx.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
         let url = settings.database_url.as_str();
-        let db = if url.starts_with("sqlite:") {
+        let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
+        if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("DATABASE_URL `{url}` is not a SQLite URL"))?
                 .create_if_missing(true)
@@ -168,27 +96,48 @@ impl Store {
                 .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.database_max_connections.max(2))
-                .acquire_timeout(Duration::from_millis(settings.database_acquire_timeout_ms))
-                .connect_with(options)
+                .acquire_timeout(connect_timeout)
+                .connect_with(options.clone())
                 .await
                 .with_context(|| format!("cannot open SQLite database `{url}`"))?;
-            Db::Sqlite(pool)
+            Ok(Store {
+                db: Db::Sqlite(pool),
+                location: url.to_owned(),
+                writer: WriterOptions::Sqlite(options),
+                connect_timeout,
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
                 .with_context(|| "DATABASE_URL is not a PostgreSQL URL".to_string())?;
+            let location = format!(
+                "PostgreSQL database `{}` on {}:{}",
+                options.get_database().unwrap_or("postgres"),
+                options.get_host(),
+                options.get_port()
+            );
+            // The writer's statements may not wait on a lock or a hung
+            // server for ever: past this, the database counts as down and
+            // messages go to the spool.
+            let limit = settings.database_write_timeout_ms.max(1).to_string();
+            let writer = options.clone().options([
+                ("statement_timeout", limit.as_str()),
+                ("lock_timeout", limit.as_str()),
+                ("idle_in_transaction_session_timeout", "60000"),
+            ]);
             // Lazy: a replica starts (and spools) while PostgreSQL is down.
             let pool = PgPoolOptions::new()
                 .max_connections(settings.database_max_connections.max(2))
-                .acquire_timeout(Duration::from_millis(settings.database_acquire_timeout_ms))
+                .acquire_timeout(connect_timeout)
                 .connect_lazy_with(options);
-            Db::Postgres(pool)
+            Ok(Store {
+                db: Db::Postgres(pool),
+                location,
+                writer: WriterOptions::Postgres(writer),
+                connect_timeout,
+            })
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
-        };
-        Ok(Store {
-            db,
-            policy: Arc::new(StorePolicy::from_settings(settings)?),
-        })
+        }
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -199,31 +148,44 @@ impl Store {
         .context("applying database migrations")
     }
 
+    /// Where the database is, for messages to the operator.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
     /// One round trip: is the database answering?
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    pub async fn ping(&self) -> DbResult<()> {
+        on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 
-    /// A write transaction. SQLite takes the write lock at once (`BEGIN
-    /// IMMEDIATE`) so that two writers wait for each other instead of failing.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    /// A connection from the pool, closed instead of reused if a
+    /// transaction on it does not commit.
+    pub async fn conn(&self) -> DbResult<Conn> {
         Ok(match &self.db {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Sqlite(pool) => Conn::from(pool.acquire().await?),
+            Db::Postgres(pool) => Conn::from(pool.acquire().await?),
         })
     }
 
-    /// A read-only transaction (a consistent snapshot; on SQLite it takes
-    /// no write lock).
-    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match &self.db {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
-    }
-
-    pub fn policy(&self) -> &StorePolicy {
-        &self.policy
+    /// A connection of the writer's own, outside the pool: a refused
+    /// connection fails at once (the pool would retry until its acquire
+    /// time-out), and on PostgreSQL every statement has a time limit.
+    pub async fn connect_writer(&self) -> DbResult<Conn> {
+        let connect = async {
+            Ok::<Conn, sqlx::Error>(match &self.writer {
+                WriterOptions::Sqlite(o) => Conn::from(o.connect().await?),
+                WriterOptions::Postgres(o) => Conn::from(o.connect().await?),
+            })
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(DbError::unavailable(format!(
+                "no connection to the {} within {} ms",
+                self.location,
+                self.connect_timeout.as_millis()
+            ))),
+        }
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -232,37 +194,5 @@ impl Store {
 
     pub async fn close(&self) {
         on_db!(&self.db, pool => pool.close().await)
-    }
-}
-
-/// Whether a database error means "the database cannot be reached or cannot
-/// take writes now" (the message goes to the spool) rather than "this
-/// message cannot be stored" (a bug, answered 500).
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            // PostgreSQL: connection exceptions (08), insufficient resources
-            // (53), operator intervention (57), system errors (58).
-            // SQLite: BUSY (5), LOCKED (6), NOMEM (7), READONLY (8), IOERR
-            // (10), FULL (13), CANTOPEN (14), and their extended codes.
-            let sqlite_primary = code.parse::<i64>().ok().map(|c| c & 0xff);
-            // 42P01/42703: a table or column is missing, i.e. the schema is
-            // not migrated yet (the writer migrates before it tries again).
-            code.starts_with("08")
-                || code == "42P01"
-                || code == "42703"
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || code.starts_with("58")
-                || matches!(sqlite_primary, Some(5 | 6 | 7 | 8 | 10 | 13 | 14))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
     }
 }

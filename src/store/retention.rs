@@ -13,7 +13,8 @@
 
 use serde::Serialize;
 
-use super::{Store, Timestamp, on_db};
+use super::{DbResult, Store, on_db};
+use crate::time::Timestamp;
 
 const CHUNK: i64 = 5_000;
 
@@ -44,14 +45,10 @@ const ALERTS: &str = "DELETE FROM alerts WHERE id IN \
      AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = alerts.id) LIMIT $2)";
 
 impl Store {
-    async fn delete_before(
-        &self,
-        sql: &'static str,
-        before: Timestamp,
-    ) -> Result<u64, sqlx::Error> {
+    async fn delete_before(&self, sql: &'static str, before: Timestamp) -> DbResult<u64> {
         let mut total = 0;
         loop {
-            let n = on_db!(&self.db, pool => sqlx::query(sql).bind(before).bind(CHUNK).execute(pool).await?.rows_affected());
+            let n = on_db!(&self.db, pool => sqlx::query(sql).bind(before).bind(CHUNK).execute(pool).await.map(|r| r.rows_affected()))?;
             total += n;
             if n < CHUNK as u64 {
                 return Ok(total);
@@ -59,14 +56,16 @@ impl Store {
         }
     }
 
-    /// Deletes what is older than `retention` (see the module's comment).
+    /// Deletes what is older than `retention` (see the module's comment);
+    /// `guard_age` is the guard's maximum age, `freshness` the oldest
+    /// message the endpoint accepts.
     pub async fn prune(
         &self,
         now: Timestamp,
         retention: time::Duration,
+        guard_age: time::Duration,
         freshness: time::Duration,
-    ) -> Result<Pruned, sqlx::Error> {
-        let guard_age = self.policy.guard.max_age;
+    ) -> DbResult<Pruned> {
         // One day more than each minimum, for the hour boundaries.
         let keep = retention.max(guard_age).max(freshness) + time::Duration::DAY;
         let before = now.saturating_sub(keep);

@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
-use super::{Store, Timestamp, Tx, on_db, on_tx};
+use super::text::storable;
+use super::{DbResult, Store, Tx, on_db, on_tx};
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Subscription {
@@ -46,36 +48,29 @@ const UPSERT: &str = "INSERT INTO subscriptions \
       last_message_at = excluded.last_message_at \
     WHERE excluded.last_message_at >= subscriptions.last_message_at";
 
-pub async fn record(tx: &mut Tx, change: &SubscriptionChange<'_>) -> Result<(), sqlx::Error> {
+pub async fn record(tx: &mut Tx<'_>, change: &SubscriptionChange<'_>) -> DbResult<()> {
     let confirmed_at = (change.state == "confirmed").then_some(change.now);
     let unsubscribed_at = (change.state == "unsubscribed").then_some(change.now);
     on_tx!(tx, conn => sqlx::query(UPSERT)
-        .bind(change.topic_arn)
-        .bind(change.subscription_arn)
+        .bind(storable(change.topic_arn).as_ref())
+        .bind(change.subscription_arn.map(|a| storable(a).into_owned()))
         .bind(change.state)
         .bind(change.confirm_mode)
         .bind(change.now)
         .bind(confirmed_at)
         .bind(unsubscribed_at)
-        .bind(change.message_id)
+        .bind(storable(change.message_id).as_ref())
         .bind(change.message_at)
         .execute(conn)
         .await
-        .map(|_| ()))
+        .map(|_| ()))?;
+    Ok(())
 }
 
 impl Store {
-    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, sqlx::Error> {
+    pub async fn subscriptions(&self) -> DbResult<Vec<Subscription>> {
         const SQL: &str = "SELECT topic_arn, subscription_arn, state, confirm_mode, created_at, updated_at, \
             confirmed_at, unsubscribed_at, last_message_id, last_message_at FROM subscriptions ORDER BY topic_arn";
-        on_db!(&self.db, pool => sqlx::query_as::<_, Subscription>(SQL).fetch_all(pool).await)
-    }
-
-    /// Whether an SNS message with this id is stored already (a cheap look
-    /// before confirming a subscription a second time).
-    pub async fn message_seen(&self, message_id: &str) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1";
-        let n: i64 = on_db!(&self.db, pool => sqlx::query_scalar(SQL).bind(message_id).fetch_one(pool).await)?;
-        Ok(n > 0)
+        Ok(on_db!(&self.db, pool => sqlx::query_as::<_, Subscription>(SQL).fetch_all(pool).await)?)
     }
 }

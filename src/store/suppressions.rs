@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use super::feedback::{SuppressionWrite, upsert_suppression};
-use super::{Db, Store, Timestamp, on_db, on_tx};
-use crate::ses::address::EmailAddress;
+use super::text::{storable, storable_opt};
+use super::{Db, DbResult, Store, Tx, on_db, on_tx};
+use crate::address::EmailAddress;
+use crate::time::Timestamp;
 
 /// One row of `suppressions`, as the public contract names its columns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -45,20 +46,73 @@ macro_rules! columns {
     };
 }
 
+/// The columns of a suppression row written from an event or by hand.
+pub struct SuppressionWrite<'a> {
+    pub email: &'a EmailAddress,
+    pub reason: &'a str,
+    pub bounce_type: Option<&'a str>,
+    pub bounce_subtype: Option<&'a str>,
+    pub complaint_feedback_type: Option<&'a str>,
+    pub diagnostic_code: Option<&'a str>,
+    pub seen_at: Timestamp,
+    pub ses_message_id: Option<&'a str>,
+    pub sns_message_id: Option<&'a str>,
+    pub source: &'a str,
+    pub note: Option<&'a str>,
+}
+
+/// A newer event replaces the row's details; an older one arriving late only
+/// widens first/last seen and the count.
+const UPSERT_SUPPRESSION: &str = "INSERT INTO suppressions \
+    (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, diagnostic_code, \
+     first_seen_at, last_seen_at, event_count, last_ses_message_id, last_sns_message_id, source, note) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8, $9, $10, $11) \
+    ON CONFLICT (email) DO UPDATE SET \
+      reason = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.reason ELSE suppressions.reason END, \
+      bounce_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_type ELSE suppressions.bounce_type END, \
+      bounce_subtype = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_subtype ELSE suppressions.bounce_subtype END, \
+      complaint_feedback_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.complaint_feedback_type ELSE suppressions.complaint_feedback_type END, \
+      diagnostic_code = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.diagnostic_code ELSE suppressions.diagnostic_code END, \
+      last_ses_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_ses_message_id ELSE suppressions.last_ses_message_id END, \
+      last_sns_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_sns_message_id ELSE suppressions.last_sns_message_id END, \
+      source = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.source ELSE suppressions.source END, \
+      first_seen_at = CASE WHEN excluded.first_seen_at < suppressions.first_seen_at THEN excluded.first_seen_at ELSE suppressions.first_seen_at END, \
+      last_seen_at = CASE WHEN excluded.last_seen_at > suppressions.last_seen_at THEN excluded.last_seen_at ELSE suppressions.last_seen_at END, \
+      event_count = suppressions.event_count + 1, \
+      note = COALESCE(excluded.note, suppressions.note)";
+
+pub async fn upsert_suppression(tx: &mut Tx<'_>, row: &SuppressionWrite<'_>) -> DbResult<()> {
+    on_tx!(tx, conn => sqlx::query(UPSERT_SUPPRESSION)
+        .bind(row.email.as_str())
+        .bind(row.reason)
+        .bind(storable_opt(row.bounce_type))
+        .bind(storable_opt(row.bounce_subtype))
+        .bind(storable_opt(row.complaint_feedback_type))
+        .bind(storable_opt(row.diagnostic_code))
+        .bind(row.seen_at)
+        .bind(storable_opt(row.ses_message_id))
+        .bind(storable_opt(row.sns_message_id))
+        .bind(storable(row.source).as_ref())
+        .bind(storable_opt(row.note))
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
 impl Store {
-    pub async fn suppression(
-        &self,
-        email: &EmailAddress,
-    ) -> Result<Option<Suppression>, sqlx::Error> {
+    pub async fn suppression(&self, email: &EmailAddress) -> DbResult<Option<Suppression>> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM suppressions WHERE email = $1");
-        on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
             .bind(email.as_str())
             .fetch_optional(pool)
-            .await)
+            .await)?,
+        )
     }
 
     /// The suppressed ones among `emails`, in one query.
-    pub async fn check(&self, emails: &[EmailAddress]) -> Result<Vec<Suppression>, sqlx::Error> {
+    pub async fn check(&self, emails: &[EmailAddress]) -> DbResult<Vec<Suppression>> {
         let list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
         match &self.db {
             Db::Sqlite(pool) => {
@@ -70,10 +124,10 @@ impl Store {
                 );
                 let json =
                     serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(e.into()))?;
-                sqlx::query_as::<_, Suppression>(SQL)
+                Ok(sqlx::query_as::<_, Suppression>(SQL)
                     .bind(json)
                     .fetch_all(pool)
-                    .await
+                    .await?)
             }
             Db::Postgres(pool) => {
                 const SQL: &str = concat!(
@@ -81,16 +135,16 @@ impl Store {
                     columns!(),
                     " FROM suppressions WHERE email = ANY($1)"
                 );
-                sqlx::query_as::<_, Suppression>(SQL)
+                Ok(sqlx::query_as::<_, Suppression>(SQL)
                     .bind(list)
                     .fetch_all(pool)
-                    .await
+                    .await?)
             }
         }
     }
 
     /// Rows in email order, filtered, one page.
-    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Suppression>, sqlx::Error> {
+    pub async fn list(&self, filter: &ListFilter) -> DbResult<Vec<Suppression>> {
         const SQL: &str = concat!(
             "SELECT ",
             columns!(),
@@ -99,13 +153,15 @@ impl Store {
               AND ($3 IS NULL OR email > $3) \
             ORDER BY email LIMIT $4"
         );
-        on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
             .bind(filter.reason.as_deref())
             .bind(filter.since)
             .bind(filter.after.as_deref())
             .bind(filter.limit)
             .fetch_all(pool)
-            .await)
+            .await)?,
+        )
     }
 
     /// Adds `email` by hand; an address already on the list keeps its row.
@@ -116,15 +172,15 @@ impl Store {
         note: Option<&str>,
         source: &str,
         now: Timestamp,
-    ) -> Result<(Suppression, bool), sqlx::Error> {
+    ) -> DbResult<(Suppression, bool)> {
         const SQL: &str = "INSERT INTO suppressions \
             (email, reason, first_seen_at, last_seen_at, event_count, source, note) \
             VALUES ($1, 'manual', $2, $2, 1, $3, $4) ON CONFLICT (email) DO NOTHING";
         let created = on_db!(&self.db, pool => sqlx::query(SQL)
             .bind(email.as_str())
             .bind(now)
-            .bind(source)
-            .bind(note)
+            .bind(storable(source).as_ref())
+            .bind(storable_opt(note))
             .execute(pool)
             .await?
             .rows_affected())
@@ -144,7 +200,7 @@ impl Store {
         by: &str,
         why: &str,
         now: Timestamp,
-    ) -> Result<Option<Suppression>, sqlx::Error> {
+    ) -> DbResult<Option<Suppression>> {
         const DELETE: &str = concat!(
             "DELETE FROM suppressions WHERE email = $1 RETURNING ",
             columns!()
@@ -152,18 +208,22 @@ impl Store {
         const AUDIT: &str = "INSERT INTO suppression_removals (email, removed_at, removed_by, why, reason, row_json) \
             VALUES ($1, $2, $3, $4, $5, $6)";
         const FORGET_SOFT: &str = "DELETE FROM soft_bounces WHERE email = $1";
-        let mut tx = self.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         let removed = on_tx!(&mut tx, conn => sqlx::query_as::<_, Suppression>(DELETE)
             .bind(email.as_str())
             .fetch_optional(conn)
             .await)?;
-        let Some(row) = removed else { return Ok(None) };
+        let Some(row) = removed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
         let snapshot = serde_json::to_string(&row).map_err(|e| sqlx::Error::Encode(e.into()))?;
         on_tx!(&mut tx, conn => sqlx::query(AUDIT)
             .bind(email.as_str())
             .bind(now)
-            .bind(by)
-            .bind(why)
+            .bind(storable(by).as_ref())
+            .bind(storable(why).as_ref())
             .bind(&row.reason)
             .bind(snapshot)
             .execute(conn)
@@ -185,8 +245,9 @@ impl Store {
         rows: &[ImportRow],
         source: &str,
         now: Timestamp,
-    ) -> Result<usize, sqlx::Error> {
-        let mut tx = self.begin().await?;
+    ) -> DbResult<usize> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
         for row in rows {
             let write = SuppressionWrite {
                 email: &row.email,

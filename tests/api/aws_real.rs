@@ -3,7 +3,7 @@
 //! were sent; the tampered one is refused.
 
 use bouncer::clock::Clock;
-use bouncer::store::Timestamp;
+use bouncer::time::Timestamp;
 
 use crate::helpers::{Backend, assert_refused, fixture, spawn_app_with};
 use crate::on_both_databases;

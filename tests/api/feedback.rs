@@ -2,7 +2,7 @@
 //! table predicts, on both databases.
 
 use bouncer::clock::Clock;
-use bouncer::store::Timestamp;
+use bouncer::time::Timestamp;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Pool, TestApp, assert_status, fixture, spawn_app_with};

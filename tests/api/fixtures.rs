@@ -2,7 +2,7 @@
 //! with the TEST-ONLY key, and every one is accepted by the service.
 
 use bouncer::clock::Clock;
-use bouncer::store::Timestamp;
+use bouncer::time::Timestamp;
 
 use crate::helpers::{Backend, fixture, spawn_app_with};
 use crate::on_both_databases;

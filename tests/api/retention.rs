@@ -2,7 +2,7 @@
 //! list stays.
 
 use bouncer::clock::Clock;
-use bouncer::store::Timestamp;
+use bouncer::time::Timestamp;
 
 use crate::feedback::{bounce, delivery, is_suppressed};
 use crate::helpers::{Backend, TempDir, assert_status, spawn_app_with};

@@ -342,7 +342,7 @@ async fn a_certificate_is_judged_at_the_messages_timestamp(backend: Backend) {
     // signed "in 1999" (with the clock set there, so it is fresh) must fail
     // on the certificate's dates, not on freshness.
     let clock = bouncer::clock::Clock::fixed(
-        bouncer::store::Timestamp::parse_rfc3339("1999-06-01T00:00:10Z").expect("time"),
+        bouncer::time::Timestamp::parse_rfc3339("1999-06-01T00:00:10Z").expect("time"),
     );
     let app = spawn_app_with(backend, |_, hooks| hooks.clock = clock).await;
     let msg = Msg::notification(TOPIC, "x")

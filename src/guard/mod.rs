@@ -4,11 +4,20 @@
 //! "above 0.1%" means `complaints * 1,000,000 > 1,000 * sends`.
 //!
 //! The counts live in hourly buckets (`store::guard`); this module holds
-//! what is decided from them.
+//! what is decided from them: `window` reads the current rates, and
+//! `transitions` pauses, warns and resumes, with their alerts, inside the
+//! transaction of their cause.
+
+mod transitions;
+mod window;
 
 use serde::Serialize;
 
-use crate::store::Timestamp;
+pub use self::transitions::{check, set_sending};
+pub use self::window::{current, current_rates};
+use crate::config::Settings;
+pub use crate::store::guard::Counts;
+use crate::time::Timestamp;
 
 /// A rate threshold in parts per million (5% = 50,000; 0.1% = 1,000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,37 +73,40 @@ pub struct GuardPolicy {
     pub complaint_warn: Option<Ppm>,
 }
 
-/// The counts in one hourly bucket (or a sum of them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub sends: i64,
-    pub hard_bounces: i64,
-    pub complaints: i64,
-    /// Sends known from Send events or deliveries.
-    pub delivery_sends: i64,
-}
-
-impl Counts {
-    pub fn is_zero(&self) -> bool {
-        *self == Counts::default()
-    }
-
-    /// Less `other` (the counts of the resume hour at the resume), never
-    /// below zero.
-    pub fn minus(self, other: Counts) -> Counts {
-        Counts {
-            sends: (self.sends - other.sends).max(0),
-            hard_bounces: (self.hard_bounces - other.hard_bounces).max(0),
-            complaints: (self.complaints - other.complaints).max(0),
-            delivery_sends: (self.delivery_sends - other.delivery_sends).max(0),
-        }
-    }
-
-    pub fn add(&mut self, other: Counts) {
-        self.sends += other.sends;
-        self.hard_bounces += other.hard_bounces;
-        self.complaints += other.complaints;
-        self.delivery_sends += other.delivery_sends;
+impl GuardPolicy {
+    /// The guard's settings, percentages parsed exactly.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<GuardPolicy> {
+        let ppm = |name: &str, text: &str| {
+            Ppm::parse_percent(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        };
+        let warn = |name: &str, text: &str| -> anyhow::Result<Option<Ppm>> {
+            if settings.guard_warn {
+                ppm(name, text).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(GuardPolicy {
+            window_sends: settings.guard_window_sends.max(1),
+            max_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
+            min_volume: settings.guard_min_volume,
+            bounce_pause: ppm(
+                "GUARD_BOUNCE_PAUSE_PERCENT",
+                &settings.guard_bounce_pause_percent,
+            )?,
+            complaint_pause: ppm(
+                "GUARD_COMPLAINT_PAUSE_PERCENT",
+                &settings.guard_complaint_pause_percent,
+            )?,
+            bounce_warn: warn(
+                "GUARD_BOUNCE_WARN_PERCENT",
+                &settings.guard_bounce_warn_percent,
+            )?,
+            complaint_warn: warn(
+                "GUARD_COMPLAINT_WARN_PERCENT",
+                &settings.guard_complaint_warn_percent,
+            )?,
+        })
     }
 }
 

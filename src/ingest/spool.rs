@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Timestamp;
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpoolRecord {

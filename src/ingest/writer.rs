@@ -13,13 +13,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::messages::{Accepted, Content};
-use super::{Applied, Store, is_unavailable};
+use super::accepted::{Accepted, Applied, Content};
+use super::apply::{ApplyPolicy, apply_batch};
+use super::spool::{Spool, SpoolRecord};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::verify::VerifiedMessage;
-use crate::spool::{Spool, SpoolRecord};
+use crate::store::{DbError, DbErrorKind, DbResult, Store};
+
+fn is_unavailable(e: &DbError) -> bool {
+    matches!(e.kind(), DbErrorKind::Unavailable | DbErrorKind::Transient)
+}
 
 /// What became of a message handed to the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,7 @@ impl Writer {
     /// could not migrate because the database was down).
     pub fn start(
         store: Store,
+        policy: ApplyPolicy,
         spool: Spool,
         clock: Clock,
         batch_max: usize,
@@ -68,6 +74,7 @@ impl Writer {
         let (sender, receiver) = mpsc::channel(batch_max.max(1) * 4);
         let task = WriterTask {
             store,
+            policy,
             spool: Arc::new(Mutex::new(spool)),
             clock,
             batch_max: batch_max.max(1),
@@ -99,6 +106,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 
 struct WriterTask {
     store: Store,
+    policy: ApplyPolicy,
     spool: Arc<Mutex<Spool>>,
     clock: Clock,
     batch_max: usize,
@@ -157,6 +165,18 @@ impl WriterTask {
         }
     }
 
+    async fn apply(&self, batch: &[&Accepted]) -> DbResult<Vec<Applied>> {
+        let mut conn = self.store.conn().await?;
+        let mut tx = conn.begin().await?;
+        let applied = apply_batch(&mut tx, batch, &self.policy, self.clock.now()).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn apply_one(&self, one: &Accepted) -> DbResult<Vec<Applied>> {
+        self.apply(&[one]).await
+    }
+
     fn spool_has_pending(&self) -> bool {
         self.spool
             .lock()
@@ -167,7 +187,7 @@ impl WriterTask {
     async fn write_batch(&mut self, batch: Vec<Job>) {
         self.metrics.observe_batch(batch.len());
         let refs: Vec<&Accepted> = batch.iter().map(|j| &j.accepted).collect();
-        match self.store.apply_batch(&refs, self.clock.now()).await {
+        match self.apply(&refs).await {
             Ok(applied) => {
                 for (job, applied) in batch.into_iter().zip(applied) {
                     self.after_commit(&job.accepted, &applied);
@@ -190,11 +210,7 @@ impl WriterTask {
     async fn write_one_by_one(&mut self, batch: Vec<Job>) {
         let mut jobs = batch.into_iter();
         while let Some(job) = jobs.next() {
-            match self
-                .store
-                .apply_batch(&[&job.accepted], self.clock.now())
-                .await
-            {
+            match self.apply_one(&job.accepted).await {
                 Ok(mut applied) => {
                     let result = applied
                         .pop()
@@ -364,7 +380,7 @@ impl WriterTask {
             }
         }
         let refs: Vec<&Accepted> = accepted.iter().collect();
-        match self.store.apply_batch(&refs, self.clock.now()).await {
+        match self.apply(&refs).await {
             Ok(applied) => {
                 for (one, a) in refs.iter().zip(&applied) {
                     self.after_commit(one, a);
@@ -383,7 +399,7 @@ impl WriterTask {
                 // ones behind it: apply one by one, log the refused whole.
                 tracing::warn!(error = %e, "spooled batch failed; applying one by one");
                 for one in &accepted {
-                    match self.store.apply_batch(&[one], self.clock.now()).await {
+                    match self.apply(&[one]).await {
                         Ok(_) => {}
                         Err(e) if is_unavailable(&e) => {
                             self.back_off();

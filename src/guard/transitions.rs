@@ -1,0 +1,132 @@
+//! The guard's transitions and their alerts, each written in the
+//! transaction of its cause: an automatic pause or warning in the batch that
+//! pushed a rate over its line, a pause or resume by hand in its own.
+
+use super::{GuardPolicy, Rates, decide, hour_of};
+use crate::store::alerts::{AlertDraft, enqueue};
+use crate::store::guard::{
+    PauseRecord, mark_warned, pause_automatically, pause_by_hand, rearm_warning, resume,
+};
+use crate::store::{DbResult, Store, Tx};
+use crate::time::Timestamp;
+
+fn percent(rate: f64) -> String {
+    format!("{:.3}%", rate * 100.0)
+}
+
+fn details(rates: &Rates, policy: &GuardPolicy) -> serde_json::Value {
+    serde_json::json!({
+        "bounce_rate": rates.bounce_rate,
+        "complaint_rate": rates.complaint_rate,
+        "sends": rates.sends,
+        "hard_bounces": rates.hard_bounces,
+        "complaints": rates.complaints,
+        "window_start": rates.window_start,
+        "bounce_pause_percent": policy.bounce_pause.percent(),
+        "complaint_pause_percent": policy.complaint_pause.percent(),
+    })
+}
+
+fn summary(rates: &Rates) -> String {
+    format!(
+        "bounce rate {} ({} hard bounces), complaint rate {} ({} complaints), over the last {} sends",
+        percent(rates.bounce_rate),
+        rates.hard_bounces,
+        percent(rates.complaint_rate),
+        rates.complaints,
+        rates.sends
+    )
+}
+
+/// Re-reads the rates inside `tx`, with the state row locked so that
+/// concurrent batches on any replica check one at a time and each sees what
+/// the others committed, and makes the transitions they call for: at most
+/// one pause, one warning per crossing.
+pub async fn check(tx: &mut Tx<'_>, policy: &GuardPolicy, now: Timestamp) -> DbResult<()> {
+    let (state, rates) = super::current(tx, policy, now, true).await?;
+    let decision = decide(&rates, policy, state.paused, state.warned);
+    if decision.pause {
+        let reason = format!("rates above the pause thresholds: {}", summary(&rates));
+        let record = PauseRecord {
+            reason: &reason,
+            bounce_rate: rates.bounce_rate,
+            complaint_rate: rates.complaint_rate,
+            sends: rates.sends,
+            hard_bounces: rates.hard_bounces,
+            complaints: rates.complaints,
+        };
+        if pause_automatically(tx, &record, now).await? {
+            let draft = AlertDraft {
+                kind: "paused",
+                subject: "bouncer paused sending".into(),
+                text: format!(
+                    ":rotating_light: bouncer paused sending: {}. Thresholds: bounce {}%, complaint {}%. Resume with `bouncer resume --by NAME --reason WHY` once the cause is fixed.",
+                    summary(&rates),
+                    policy.bounce_pause.percent(),
+                    policy.complaint_pause.percent()
+                ),
+                details: details(&rates, policy),
+            };
+            enqueue(tx, &draft, now).await?;
+        }
+    } else if decision.warn {
+        if mark_warned(tx, now).await? {
+            let draft = AlertDraft {
+                kind: "warning",
+                subject: "bouncer warning: sending reputation at risk".into(),
+                text: format!(
+                    ":warning: bouncer warning: {}. Sending pauses above bounce {}% or complaint {}%.",
+                    summary(&rates),
+                    policy.bounce_pause.percent(),
+                    policy.complaint_pause.percent()
+                ),
+                details: details(&rates, policy),
+            };
+            enqueue(tx, &draft, now).await?;
+        }
+    } else if decision.rearm_warning {
+        rearm_warning(tx).await?;
+    }
+    Ok(())
+}
+
+/// Pauses or resumes by hand, recorded with who and why, with an alert. A
+/// resume starts counting afresh: the events behind the last pause do not
+/// pause again. Returns false when the state was already that.
+pub async fn set_sending(
+    store: &Store,
+    paused: bool,
+    by: &str,
+    reason: &str,
+    now: Timestamp,
+) -> DbResult<bool> {
+    let mut conn = store.conn().await?;
+    let mut tx = conn.begin().await?;
+    let changed = if paused {
+        pause_by_hand(&mut tx, by, reason, now).await?
+    } else {
+        resume(&mut tx, by, reason, now, hour_of(now)).await?
+    };
+    if changed {
+        let draft = if paused {
+            AlertDraft {
+                kind: "paused",
+                subject: "bouncer: sending paused by hand".into(),
+                text: format!(":octagonal_sign: Sending paused by {by}: {reason}"),
+                details: serde_json::json!({ "by": by, "reason": reason }),
+            }
+        } else {
+            AlertDraft {
+                kind: "resumed",
+                subject: "bouncer: sending resumed".into(),
+                text: format!(
+                    ":white_check_mark: Sending resumed by {by}: {reason}. Rates count afresh from now."
+                ),
+                details: serde_json::json!({ "by": by, "reason": reason }),
+            }
+        };
+        enqueue(&mut tx, &draft, now).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
+}

@@ -1,0 +1,195 @@
+//! Database errors, classified once. Every caller asks [`DbError::kind`]
+//! what a failure means instead of guessing from a code number: SQLite's
+//! numeric result codes and PostgreSQL's SQLSTATEs are different namespaces
+//! (PostgreSQL's `22021`, a NUL in text, once read as SQLite's "busy"), so
+//! each is read only for the backend that produced it.
+
+use std::fmt;
+
+use sqlx::postgres::PgDatabaseError;
+use sqlx::sqlite::SqliteError;
+
+/// What a database failure means for the message that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// The database cannot be reached or cannot take writes now: connection
+    /// lost or refused, time-outs, locks held elsewhere, a full disk, a
+    /// read-only fail-over standby, an administrator's shutdown, a schema
+    /// not migrated yet. Keep the message (spool) and try again later.
+    Unavailable,
+    /// A conflict with a concurrent transaction (serialization failure,
+    /// deadlock): the same work succeeds when tried again now.
+    Transient,
+    /// The statement's data was refused (a data exception, a constraint, a
+    /// size limit): caused by one message's content, not by the database.
+    Content,
+    /// Anything else: a defect to fix, not a state of the database.
+    Other,
+}
+
+/// A database failure with its meaning; the driver's error stays the source
+/// for the log.
+#[derive(Debug)]
+pub struct DbError {
+    kind: DbErrorKind,
+    source: sqlx::Error,
+}
+
+impl DbError {
+    pub fn kind(&self) -> DbErrorKind {
+        self.kind
+    }
+
+    /// A failure that is not the driver's: a time-out of our own, say.
+    pub fn unavailable(why: impl Into<String>) -> DbError {
+        DbError {
+            kind: DbErrorKind::Unavailable,
+            source: sqlx::Error::Protocol(why.into()),
+        }
+    }
+
+    pub fn source_error(&self) -> &sqlx::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            DbErrorKind::Unavailable => "database unavailable",
+            DbErrorKind::Transient => "transient database conflict",
+            DbErrorKind::Content => "the database refused the data",
+            DbErrorKind::Other => "database error",
+        };
+        write!(f, "{kind}: {}", self.source)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(source: sqlx::Error) -> Self {
+        DbError {
+            kind: classify(&source),
+            source,
+        }
+    }
+}
+
+/// The one place a driver error gets its meaning.
+pub fn classify(error: &sqlx::Error) -> DbErrorKind {
+    use DbErrorKind::*;
+    match error {
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                postgres(pg.code())
+            } else if let Some(lite) = db.try_downcast_ref::<SqliteError>() {
+                sqlx::error::DatabaseError::code(lite)
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .map_or(Other, sqlite)
+            } else {
+                Other
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        // A connection left inside a failed transaction: it is discarded
+        // and a new one taken.
+        | sqlx::Error::BeginFailed
+        | sqlx::Error::Migrate(_) => Unavailable,
+        _ => Other,
+    }
+}
+
+/// PostgreSQL SQLSTATE (appendix A of its manual).
+fn postgres(code: &str) -> DbErrorKind {
+    use DbErrorKind::*;
+    let class = code.get(..2).unwrap_or_default();
+    match (class, code) {
+        // Serialization failure, deadlock.
+        (_, "40001" | "40P01") => Transient,
+        // A read-only transaction: a standby after a fail-over.
+        (_, "25006") => Unavailable,
+        // Lock not available (lock_timeout): a lock held elsewhere.
+        (_, "55P03") => Unavailable,
+        // Object in use.
+        (_, "55006") => Transient,
+        // The schema is not migrated yet (the writer migrates first).
+        (_, "42P01" | "42703") => Unavailable,
+        // Permission denied: the operator must grant it; nothing in the
+        // message can cure it.
+        (_, "42501") => Unavailable,
+        // Connection exceptions; insufficient resources (disk full, out of
+        // memory, too many connections); operator intervention (query
+        // cancelled by statement_timeout, admin shutdown, crash shutdown,
+        // cannot connect now); system errors; internal errors.
+        ("08" | "53" | "57" | "58" | "XX", _) => Unavailable,
+        // Data exceptions (a NUL in text, a value out of range),
+        // cardinality, integrity constraints, program limits (an index row
+        // too large, a statement too complex): the batch's data.
+        ("21" | "22" | "23" | "54", _) => Content,
+        _ => Other,
+    }
+}
+
+/// SQLite extended result code; the primary code is its low byte.
+fn sqlite(code: i64) -> DbErrorKind {
+    use DbErrorKind::*;
+    match code & 0xff {
+        // BUSY (a lock held by another process past the busy time-out),
+        // PERM, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL,
+        // NOLFS, AUTH, NOTADB.
+        3 | 5 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 22 | 23 | 26 => Unavailable,
+        // ABORT, LOCKED (within this process), INTERRUPT, SCHEMA changed.
+        4 | 6 | 9 | 17 => Transient,
+        // TOOBIG, CONSTRAINT, MISMATCH.
+        18..=20 => Content,
+        _ => Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_codes_are_not_read_as_sqlite_codes() {
+        // 22021 & 0xff == 5 (SQLite BUSY): the misreading that let a NUL
+        // stop the pipeline.
+        assert_eq!(postgres("22021"), DbErrorKind::Content);
+        for code in [
+            "21000", "22022", "22023", "22024", "22026", "22030", "54023",
+        ] {
+            assert_eq!(postgres(code), DbErrorKind::Content, "{code}");
+        }
+        for code in [
+            "25006", "57P01", "57014", "08006", "53100", "55P03", "42501",
+        ] {
+            assert_eq!(postgres(code), DbErrorKind::Unavailable, "{code}");
+        }
+        for code in ["40001", "40P01"] {
+            assert_eq!(postgres(code), DbErrorKind::Transient, "{code}");
+        }
+        assert_eq!(postgres("42601"), DbErrorKind::Other);
+    }
+
+    #[test]
+    fn sqlite_extended_codes_use_their_primary_code() {
+        // SQLITE_IOERR_WRITE (778), SQLITE_BUSY_SNAPSHOT (517), SQLITE_FULL.
+        assert_eq!(sqlite(778), DbErrorKind::Unavailable);
+        assert_eq!(sqlite(517), DbErrorKind::Unavailable);
+        assert_eq!(sqlite(13), DbErrorKind::Unavailable);
+        // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_TOOBIG.
+        assert_eq!(sqlite(2067), DbErrorKind::Content);
+        assert_eq!(sqlite(18), DbErrorKind::Content);
+        assert_eq!(sqlite(1), DbErrorKind::Other);
+    }
+}
