@@ -21,8 +21,11 @@ use crate::auth::ApiTokens;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::guard::GuardPolicy;
+use crate::intake::{BodyBudget, connection_cap};
+use crate::ingest::applier::Applier;
+use crate::ingest::set_aside::SetAside;
 use crate::ingest::spool::Spool;
-use crate::ingest::writer::Writer;
+use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
@@ -50,6 +53,8 @@ pub struct AppState {
     pub guard: GuardPolicy,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub body_budget: Arc<BodyBudget>,
     pub api_tokens: Arc<ApiTokens>,
     pub confirmer: Confirmer,
 }
@@ -128,12 +133,23 @@ impl Pipeline {
             },
             guard: guard.clone(),
         };
-        let (writer, writer_task) = Writer::start(
+        let applier = Applier::new(
             store.clone(),
             policy,
-            spool,
             hooks.clock.clone(),
-            settings.write_batch_max,
+            metrics.clone(),
+            Duration::from_millis(settings.database_write_timeout_ms.max(1)),
+            migrated,
+            Some(SetAside::in_dir(spool.path())),
+        );
+        let (writer, writer_task) = Writer::start(
+            applier,
+            Some(spool),
+            WriterConfig {
+                batch_max: settings.write_batch_max,
+                retry_min: Duration::from_millis(200),
+                retry_max: Duration::from_secs(5),
+            },
             metrics.clone(),
             migrated,
         );
@@ -145,6 +161,12 @@ impl Pipeline {
                 guard,
                 metrics,
                 max_body_bytes: settings.sns_max_body_bytes,
+                body_timeout: Duration::from_millis(settings.http_body_timeout_ms.max(1)),
+                // Room for 64 bodies of the largest size at once, and never
+                // less than 32 MiB.
+                body_budget: BodyBudget::new(
+                    settings.sns_max_body_bytes.saturating_mul(64).max(32 << 20),
+                ),
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
                 confirmer: Confirmer::new(
                     settings.sns_confirm_mode,
@@ -203,12 +225,17 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::from(state);
-        let mut server =
+        let workers = if settings.http_workers > 0 {
+            settings.http_workers
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        };
+        let per_worker = connection_cap(settings.http_max_connections).div_ceil(workers);
+        let server =
             HttpServer::new(move || App::new().configure(|cfg| configure(cfg, data.clone())))
-                .shutdown_timeout(settings.shutdown_timeout_secs);
-        if settings.http_workers > 0 {
-            server = server.workers(settings.http_workers);
-        }
+                .shutdown_timeout(settings.shutdown_timeout_secs)
+                .workers(workers)
+                .max_connections(per_worker);
         let server = match (&settings.tls_cert_file, &settings.tls_key_file) {
             (Some(cert), Some(key)) => {
                 let config = tls_server_config(cert, key)?;

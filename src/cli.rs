@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{Application, Hooks, Pipeline};
 use crate::config::Settings;
 use crate::guard::GuardPolicy;
-use crate::ingest::writer::Written;
+use crate::ingest::applier::Written;
 use crate::sns::envelope::Envelope;
 use crate::store::Store;
 use crate::telemetry;
@@ -437,12 +437,13 @@ async fn replay(
                         .writer
                         .write(crate::ingest::Accepted::new(verified, false))
                         .await
-                        .map_err(|e| crate::error::SnsError::StoreUnavailable(e.to_string()))
+                        .map_err(|_| crate::error::SnsError::StoreUnavailable)
                 }
                 .await;
                 match outcome {
                     Ok(Written::Applied(applied)) => println!("{}", applied.outcome.as_str()),
                     Ok(Written::Spooled) => println!("spooled"),
+                    Ok(Written::SetAside) => println!("set aside"),
                     Err(e) => {
                         failures += 1;
                         println!("refused {}: {e}", e.code());

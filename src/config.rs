@@ -285,6 +285,27 @@ pub struct Settings {
     #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512, global = true)]
     pub write_batch_max: usize,
 
+    /// Longest time a client may take to send a request body after its
+    /// headers (a stalled body is answered 408 and its connection closed).
+    #[arg(
+        long,
+        env = "HTTP_BODY_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub http_body_timeout_ms: u64,
+
+    /// Most connections served at once; more wait in the listen backlog.
+    /// Kept below the process's file descriptor limit, which `serve` raises
+    /// to its hard limit.
+    #[arg(
+        long,
+        env = "HTTP_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub http_max_connections: usize,
+
     /// HTTP worker threads (0: one per CPU).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0, global = true)]
     pub http_workers: usize,

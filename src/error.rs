@@ -14,6 +14,10 @@ use crate::store::{DbError, DbErrorKind};
 pub enum SnsError {
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive within HTTP_BODY_TIMEOUT_MS ({ms} ms)")]
+    BodyTimeout { ms: u64 },
+    #[error("too many request bodies are being received at once; send it again later")]
+    Busy,
     #[error(
         "raw message delivery is on for this subscription: the body carries no signature and cannot be verified; turn raw message delivery off"
     )]
@@ -56,8 +60,8 @@ pub enum SnsError {
     ConfirmationUnavailable(String),
     #[error("subscription confirmation refused: {0}")]
     ConfirmationRefused(String),
-    #[error("message could not be stored: {0}")]
-    StoreUnavailable(String),
+    #[error("the message could not be stored now; send it again later")]
+    StoreUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -67,6 +71,8 @@ impl SnsError {
     pub fn code(&self) -> &'static str {
         match self {
             SnsError::BodyTooLarge { .. } => "body_too_large",
+            SnsError::BodyTimeout { .. } => "body_timeout",
+            SnsError::Busy => "server_busy",
             SnsError::RawDelivery => "raw_delivery_not_supported",
             SnsError::MalformedJson(_) => "malformed_json",
             SnsError::MissingField(_) => "missing_field",
@@ -90,7 +96,7 @@ impl SnsError {
             SnsError::BadSignature(_) => "bad_signature",
             SnsError::ConfirmationUnavailable(_) => "confirmation_unavailable",
             SnsError::ConfirmationRefused(_) => "confirmation_refused",
-            SnsError::StoreUnavailable(_) => "store_unavailable",
+            SnsError::StoreUnavailable => "store_unavailable",
             SnsError::Internal(_) => "internal_error",
         }
     }
@@ -100,6 +106,7 @@ impl ResponseError for SnsError {
     fn status_code(&self) -> StatusCode {
         match self {
             SnsError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SnsError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             SnsError::RawDelivery
             | SnsError::MalformedJson(_)
             | SnsError::MissingField(_)
@@ -118,7 +125,7 @@ impl ResponseError for SnsError {
             | SnsError::CertificateInvalid(_)
             | SnsError::BadSignature(_) => StatusCode::FORBIDDEN,
             SnsError::CertificateUnavailable(_) => StatusCode::BAD_GATEWAY,
-            SnsError::StoreUnavailable(_) | SnsError::ConfirmationUnavailable(_) => {
+            SnsError::StoreUnavailable | SnsError::ConfirmationUnavailable(_) | SnsError::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             SnsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,7 +133,13 @@ impl ResponseError for SnsError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_body(self.status_code(), self.code(), &self.to_string())
+        let mut response = error_body(self.status_code(), self.code(), &self.to_string());
+        if matches!(self, SnsError::BodyTimeout { .. } | SnsError::BodyTooLarge { .. }) {
+            // The rest of the body is not read: the connection cannot carry
+            // another request.
+            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        response
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -40,6 +41,9 @@ struct Inner {
     refusals: Family<ReasonLabels, Counter>,
     cert_cache: Family<EventLabels, Counter>,
     spool: Family<EventLabels, Counter>,
+    spool_pending: Gauge,
+    database_up: Gauge,
+    set_aside: Counter,
     batch_size: Histogram,
     latency: Histogram,
 }
@@ -107,6 +111,24 @@ impl Metrics {
             "Messages written to and applied from the local spool",
             spool.clone(),
         );
+        let spool_pending = Gauge::default();
+        registry.register(
+            "spool_pending_bytes",
+            "Bytes of messages waiting in the local spool for the database",
+            spool_pending.clone(),
+        );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the writer writes to the database, 0 while it spools",
+            database_up.clone(),
+        );
+        let set_aside = Counter::default();
+        registry.register(
+            "set_aside_messages",
+            "Verified messages the database refused, kept in the set-aside file for replay",
+            set_aside.clone(),
+        );
         let batch_size =
             Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
         registry.register(
@@ -133,6 +155,9 @@ impl Metrics {
                 refusals,
                 cert_cache,
                 spool,
+                spool_pending,
+                database_up,
+                set_aside,
                 batch_size,
                 latency,
             }),
@@ -190,6 +215,20 @@ impl Metrics {
 
     pub fn unspooled(&self, n: usize) {
         self.event(&self.inner.spool, "applied", n);
+    }
+
+    pub fn spool_pending(&self, bytes: u64) {
+        self.inner
+            .spool_pending
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn database_up(&self, up: bool) {
+        self.inner.database_up.set(i64::from(up));
+    }
+
+    pub fn set_aside(&self) {
+        self.inner.set_aside.inc();
     }
 
     pub fn observe_batch(&self, n: usize) {

@@ -4,10 +4,18 @@
 //! - `accepted`: the message with its parsed content, and what became of it;
 //! - `apply`: one batch of messages applied in one transaction;
 //! - `writer`: the one task per process that owns those writes (group
-//!   commit), and falls back to the `spool` when the database is away.
+//!   commit), Up or Down; while Down it spools without touching the
+//!   database, and `drain` probes the database on a backoff and applies
+//!   the `spool` in order;
+//! - `applier`: the writer's connection, time limit and retries, and the
+//!   isolation of a message the database refuses, which goes to the
+//!   `set_aside` file instead of stopping the pipeline.
 
 pub mod accepted;
+pub mod applier;
 pub mod apply;
+mod drain;
+pub mod set_aside;
 pub mod spool;
 pub mod writer;
 

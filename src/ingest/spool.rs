@@ -1,15 +1,24 @@
 //! The local durable spool: where verified messages wait, fsynced before
 //! their 2xx, while the database cannot take them.
 //!
-//! An append-only file of records `[len: u32 LE][crc32: u32 LE][json]`. A
-//! torn record at the end (a crash mid-append, never acknowledged) is cut
-//! off when the spool is opened. Records are applied in file order; the file
-//! is emptied once every record is in the database. A crash mid-drain makes
-//! the next start apply some records again, which the MessageId dedupe turns
-//! into no-ops: exactly once in effect.
+//! `SPOOL_PATH` is a directory of append-only segment files
+//! (`000000000001.seg`, ...), each a run of records
+//! `[len: u32 LE][crc32: u32 LE][json]`. Messages are appended to the newest
+//! segment; a new segment begins when it passes [`SEGMENT_BYTES`]. The drain
+//! reads from the oldest, a bounded chunk at a time, and deletes each
+//! segment once all of it is in the database, so the spool shrinks while
+//! messages keep arriving and memory stays bounded however large it grew.
+//!
+//! A torn record at the end of the newest segment (a crash mid-append,
+//! never acknowledged) is cut off at open. Damage anywhere else is skipped
+//! to the next intact record, its bytes kept in a `damaged-*.bin` file and
+//! reported: the acknowledged records after it are still applied. A crash
+//! mid-drain applies part of a segment again at the next start, which the
+//! MessageId dedupe turns into no-ops: exactly once in effect.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -29,78 +38,153 @@ pub struct SpoolRecord {
 }
 
 const HEADER: usize = 8;
-/// A record larger than this is corruption, not a message (bodies are capped
-/// far below it).
+/// A record larger than this is damage, not a message (bodies are capped far
+/// below it).
 const MAX_RECORD: usize = 16 * 1024 * 1024;
+/// A segment is closed and a new one begun past this size.
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// The most a drain chunk reads into memory (at least one record).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where the drain has got to: a segment and an offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    seq: u64,
+    offset: u64,
+}
+
+/// Records read for the drain, and the position after each of them.
+pub struct Chunk {
+    pub records: Vec<SpoolRecord>,
+    pub ends: Vec<Position>,
+}
+
+struct Segment {
+    seq: u64,
+    /// Bytes that hold whole appended records.
+    len: u64,
+}
 
 pub struct Spool {
-    path: PathBuf,
-    file: File,
-    /// Bytes of the file that hold whole records.
-    len: u64,
-    /// Where the next drain reads from.
-    drained: u64,
+    dir: PathBuf,
+    _lock: File,
+    /// Oldest first; the last one takes appends.
+    segments: VecDeque<Segment>,
+    appender: Option<File>,
+    head: Position,
+    /// The drain's open segment, kept between chunks.
+    reader: Option<Reader>,
+}
+
+struct Reader {
+    seq: u64,
+    /// The offset the next read starts at.
+    at: u64,
+    inner: BufReader<File>,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:012}.seg")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Spool {
-    /// Opens (or creates) the spool, cutting off a torn tail.
+    /// Opens (or creates) the spool directory, taking its lock and cutting a
+    /// torn tail off the newest segment. A spool written by an earlier
+    /// version (one file at `path`) becomes the first segment.
     pub fn open(path: &Path) -> io::Result<Spool> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        adopt_single_file(path)?;
+        std::fs::create_dir_all(path)?;
+        let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
-            .open(path)?;
-        // One process per spool: two writers appending at their own offsets
-        // (or one emptying what the other still counts on) would lose
-        // acknowledged messages.
-        file.try_lock().map_err(|_| {
+            .write(true)
+            .open(path.join("LOCK"))?;
+        // One process per spool: two writers appending, or one deleting what
+        // the other still counts on, would lose acknowledged messages.
+        lock.try_lock().map_err(|_| {
             io::Error::other(format!(
                 "the spool {} is in use by another bouncer process; give each process its own SPOOL_PATH",
                 path.display()
             ))
         })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut whole = 0usize;
-        while let Some((_, next)) = decode_at(&bytes, whole) {
-            whole = next;
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(seq) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+                seqs.push(seq);
+            }
         }
-        if whole < bytes.len() && intact_record_follows(&bytes, whole) {
-            // Not a torn append: acknowledged messages lie beyond the damage.
-            return Err(io::Error::other(format!(
-                "the spool {} is damaged at byte {whole} with intact records after it; \
-                 move it aside and keep it (it holds acknowledged messages), then start again",
-                path.display()
-            )));
+        seqs.sort_unstable();
+        let mut segments = VecDeque::new();
+        for seq in seqs {
+            let len = std::fs::metadata(path.join(segment_name(seq)))?.len();
+            segments.push_back(Segment { seq, len });
         }
-        if whole < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                torn_bytes = bytes.len() - whole,
-                "spool ends in a torn record (never acknowledged); cutting it off"
-            );
-            file.set_len(whole as u64)?;
-            file.sync_all()?;
-        }
-        Ok(Spool {
-            path: path.to_owned(),
-            file,
-            len: whole as u64,
-            drained: 0,
-        })
+        let mut spool = Spool {
+            dir: path.to_owned(),
+            _lock: lock,
+            head: Position {
+                seq: segments.front().map_or(1, |s| s.seq),
+                offset: 0,
+            },
+            segments,
+            appender: None,
+            reader: None,
+        };
+        spool.cut_torn_tail()?;
+        Ok(spool)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.dir
     }
 
     /// Whether records wait to be applied.
     pub fn has_pending(&self) -> bool {
-        self.drained < self.len
+        self.pending_bytes() > 0
+    }
+
+    /// Bytes of records not applied yet.
+    pub fn pending_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| {
+                if s.seq == self.head.seq {
+                    s.len.saturating_sub(self.head.offset)
+                } else if s.seq > self.head.seq {
+                    s.len
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// The newest segment's torn tail (a crash mid-append) is cut off; damage
+    /// followed by intact records is left for the reader to skip.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        let Some(last) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        let path = self.dir.join(segment_name(last.seq));
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let whole = scan_whole(&mut file, last.len)?;
+        if whole < last.len && !intact_record_follows(&mut file, whole, last.len)? {
+            tracing::warn!(
+                path = %path.display(),
+                torn_bytes = last.len - whole,
+                "spool ends in a torn record (never acknowledged); cutting it off"
+            );
+            file.set_len(whole)?;
+            file.sync_all()?;
+            last.len = whole;
+        }
+        Ok(())
     }
 
     /// Appends the records and fsyncs once for all of them.
@@ -112,55 +196,196 @@ impl Spool {
             buf.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
             buf.extend_from_slice(&json);
         }
-        self.file.seek(SeekFrom::Start(self.len))?;
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data());
+        let needs_new = self
+            .segments
+            .back()
+            .is_none_or(|s| s.len >= SEGMENT_BYTES);
+        if needs_new {
+            let seq = self.segments.back().map_or(self.head.seq, |s| s.seq + 1);
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(self.dir.join(segment_name(seq)))?;
+            sync_dir(&self.dir)?;
+            self.segments.push_back(Segment { seq, len: 0 });
+            self.appender = Some(file);
+        }
+        let last = self
+            .segments
+            .back_mut()
+            .ok_or_else(|| io::Error::other("no spool segment"))?;
+        if self.appender.is_none() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(self.dir.join(segment_name(last.seq)))?;
+            self.appender = Some(file);
+        }
+        let file = self
+            .appender
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no spool segment"))?;
+        let written = file
+            .seek(SeekFrom::Start(last.len))
+            .and_then(|_| file.write_all(&buf))
+            .and_then(|_| file.sync_data());
         if let Err(e) = written {
             // Leave no half-written record behind an acknowledged one.
-            let _ = self.file.set_len(self.len);
+            let _ = file.set_len(last.len);
             return Err(e);
         }
-        self.len += buf.len() as u64;
+        last.len += buf.len() as u64;
         Ok(())
     }
 
-    /// Up to `max` records from the drain position, and the position after
-    /// them (pass it to [`Spool::mark_drained`] once they are stored).
-    pub fn read_pending(&mut self, max: usize) -> io::Result<(Vec<SpoolRecord>, u64)> {
+    /// Up to `max` records (and about [`CHUNK_BYTES`]) from the drain
+    /// position; pass a record's end to [`Spool::advance`] once it and those
+    /// before it are stored.
+    pub fn read_chunk(&mut self, max: usize) -> io::Result<Chunk> {
         let mut records = Vec::new();
-        let mut pos = self.drained;
-        self.file.seek(SeekFrom::Start(pos))?;
-        while records.len() < max && pos < self.len {
-            let mut header = [0u8; HEADER];
-            self.file.read_exact(&mut header)?;
-            let (size, crc) = split_header(&header);
-            if size == 0 || size > MAX_RECORD {
-                return Err(io::Error::other("spool record length is corrupt"));
+        let mut ends = Vec::new();
+        let mut bytes = 0usize;
+        let mut pos = self.head;
+        while records.len() < max.max(1) && bytes < CHUNK_BYTES {
+            let Some(segment) = self.segments.iter().find(|s| s.seq >= pos.seq) else {
+                break;
+            };
+            if segment.seq > pos.seq {
+                pos = Position {
+                    seq: segment.seq,
+                    offset: 0,
+                };
             }
-            let mut json = vec![0u8; size];
-            self.file.read_exact(&mut json)?;
-            if crc32fast::hash(&json) != crc {
-                return Err(io::Error::other("spool record checksum mismatch"));
+            let len = segment.len;
+            if pos.offset >= len {
+                match self.segments.iter().find(|s| s.seq > pos.seq) {
+                    Some(next) => {
+                        pos = Position {
+                            seq: next.seq,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
             }
-            records.push(serde_json::from_slice(&json).map_err(io::Error::other)?);
-            pos += (HEADER + size) as u64;
+            match self.read_record(pos, len)? {
+                Read1::Record(record, size) => {
+                    bytes += size;
+                    pos.offset += size as u64;
+                    records.push(record);
+                    ends.push(pos);
+                }
+                Read1::Damaged { resume_at } => {
+                    self.keep_damaged(pos, resume_at)?;
+                    pos.offset = resume_at;
+                }
+            }
         }
-        Ok((records, pos))
+        Ok(Chunk { records, ends })
     }
 
-    /// Records up to `pos` are in the database; when all are, empty the file.
-    pub fn mark_drained(&mut self, pos: u64) -> io::Result<()> {
-        self.drained = pos.min(self.len);
-        if self.drained == self.len {
-            self.file.set_len(0)?;
-            self.file.sync_all()?;
-            self.len = 0;
-            self.drained = 0;
+    fn read_record(&mut self, pos: Position, len: u64) -> io::Result<Read1> {
+        let mut reader = match self.reader.take() {
+            Some(r) if r.seq == pos.seq && r.at == pos.offset => r,
+            _ => {
+                let mut file = File::open(self.dir.join(segment_name(pos.seq)))?;
+                file.seek(SeekFrom::Start(pos.offset))?;
+                Reader {
+                    seq: pos.seq,
+                    at: pos.offset,
+                    inner: BufReader::new(file),
+                }
+            }
+        };
+        match read_at(&mut reader.inner, pos.offset, len) {
+            Some((record, size)) => {
+                reader.at = pos.offset + size as u64;
+                self.reader = Some(reader);
+                Ok(Read1::Record(record, size))
+            }
+            None => {
+                let mut file = File::open(self.dir.join(segment_name(pos.seq)))?;
+                let resume_at = next_intact(&mut file, pos.offset + 1, len)?.unwrap_or(len);
+                Ok(Read1::Damaged { resume_at })
+            }
+        }
+    }
+
+    /// Keeps the damaged bytes beside the spool for an operator, and says so.
+    fn keep_damaged(&self, pos: Position, resume_at: u64) -> io::Result<()> {
+        let kept = self
+            .dir
+            .join(format!("damaged-{:012}-{}.bin", pos.seq, pos.offset));
+        let mut file = File::open(self.dir.join(segment_name(pos.seq)))?;
+        file.seek(SeekFrom::Start(pos.offset))?;
+        let mut bytes = Vec::new();
+        file.take(resume_at - pos.offset).read_to_end(&mut bytes)?;
+        std::fs::write(&kept, &bytes)?;
+        tracing::error!(
+            segment = pos.seq,
+            offset = pos.offset,
+            damaged_bytes = bytes.len(),
+            kept_in = %kept.display(),
+            "spool damage skipped: the records after it are applied; the damaged bytes are kept"
+        );
+        Ok(())
+    }
+
+    /// Records up to `end` are in the database: segments wholly before it
+    /// are deleted, and a spool drained to its end is emptied.
+    pub fn advance(&mut self, end: Position) -> io::Result<()> {
+        self.head = end;
+        while self.segments.len() > 1 && self.segments[0].seq < end.seq {
+            if let Some(done) = self.segments.pop_front() {
+                self.remove_segment(done.seq)?;
+            }
+        }
+        let drained_all = self.segments.len() == 1
+            && self.segments[0].seq == end.seq
+            && end.offset >= self.segments[0].len;
+        if drained_all {
+            if let Some(done) = self.segments.pop_front() {
+                self.appender = None;
+                self.remove_segment(done.seq)?;
+                self.head = Position {
+                    seq: done.seq + 1,
+                    offset: 0,
+                };
+            }
         }
         Ok(())
     }
+
+    fn remove_segment(&mut self, seq: u64) -> io::Result<()> {
+        if self.reader.as_ref().is_some_and(|r| r.seq == seq) {
+            self.reader = None;
+        }
+        std::fs::remove_file(self.dir.join(segment_name(seq)))
+    }
+}
+
+enum Read1 {
+    Record(SpoolRecord, usize),
+    Damaged { resume_at: u64 },
+}
+
+/// The record at the reader's position (`offset`, in a segment of `len`
+/// bytes) if it is whole and intact, with its size on disk.
+fn read_at(reader: &mut impl Read, offset: u64, len: u64) -> Option<(SpoolRecord, usize)> {
+    let mut header = [0u8; HEADER];
+    reader.read_exact(&mut header).ok()?;
+    let (size, crc) = split_header(&header);
+    if size == 0 || size > MAX_RECORD || offset + (HEADER + size) as u64 > len {
+        return None;
+    }
+    let mut json = vec![0u8; size];
+    reader.read_exact(&mut json).ok()?;
+    if crc32fast::hash(&json) != crc {
+        return None;
+    }
+    let record = serde_json::from_slice(&json).ok()?;
+    Some((record, HEADER + size))
 }
 
 fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
@@ -169,87 +394,62 @@ fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
     (size, crc)
 }
 
-/// The record at `at` if it is whole and intact, and where the next begins.
-fn decode_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let header: &[u8; HEADER] = bytes.get(at..at + HEADER)?.try_into().ok()?;
-    let (size, crc) = split_header(header);
-    let json = bytes.get(at + HEADER..at + HEADER + size)?;
-    (size > 0 && size <= MAX_RECORD && crc32fast::hash(json) == crc)
-        .then_some((json, at + HEADER + size))
+/// The end of the run of whole records from the start of `file`.
+fn scan_whole(file: &mut File, len: u64) -> io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::new(&mut *file);
+    let mut at = 0u64;
+    while at < len {
+        match read_at(&mut reader, at, len) {
+            Some((_, size)) => at += size as u64,
+            None => break,
+        }
+    }
+    Ok(at)
 }
 
-/// Whether a whole, intact record starts anywhere after the damaged one at
-/// `at` (an append torn by a crash is always the last thing in the file).
-fn intact_record_follows(bytes: &[u8], at: usize) -> bool {
-    (at + 1..bytes.len().saturating_sub(HEADER))
-        .any(|i| decode_at(bytes, i).is_some_and(|(json, _)| json.first() == Some(&b'{')))
+/// Where the next intact record starts at or after `from`, if any. Reads
+/// the rest of the segment (bounded by the segment size) once.
+fn next_intact(file: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> {
+    if from >= len {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(from))?;
+    let mut rest = Vec::new();
+    file.take(len - from).read_to_end(&mut rest)?;
+    for i in 0..rest.len().saturating_sub(HEADER) {
+        let tail = &rest[i..];
+        let mut cursor = tail;
+        if let Some((_, _)) = read_at(&mut cursor, 0, tail.len() as u64)
+            && tail.get(HEADER) == Some(&b'{')
+        {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether an intact record starts after the damage at `at` (a torn append
+/// is always the last thing in the file).
+fn intact_record_follows(file: &mut File, at: u64, len: u64) -> io::Result<bool> {
+    Ok(next_intact(file, at + 1, len)?.is_some())
+}
+
+/// An earlier version kept the spool in one file at `path`: it becomes the
+/// first segment of the directory (the record format is the same).
+fn adopt_single_file(path: &Path) -> io::Result<()> {
+    let parked = PathBuf::from(format!("{}.single-file", path.display()));
+    if path.is_file() {
+        std::fs::rename(path, &parked)?;
+    }
+    if parked.is_file() {
+        std::fs::create_dir_all(path)?;
+        std::fs::rename(&parked, path.join(segment_name(0)))?;
+        sync_dir(path)?;
+        tracing::warn!(path = %path.display(), "the single-file spool of an earlier version became the first segment of the spool directory");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(body: &str) -> SpoolRecord {
-        SpoolRecord {
-            received_at: Timestamp::from_unix_millis(0).unwrap(),
-            body: body.into(),
-            confirmed_mode: None,
-            subscription_arn: None,
-        }
-    }
-
-    #[test]
-    fn damage_before_intact_records_refuses_to_open_and_a_second_process_is_refused() {
-        let dir = std::env::temp_dir().join(format!("bouncer-spool-damage-{}", std::process::id()));
-        let path = dir.join("unit.spool");
-        let _ = std::fs::remove_file(&path);
-        let mut spool = Spool::open(&path).unwrap();
-        assert!(
-            Spool::open(&path)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-                .contains("in use")
-        );
-        spool.append(&[record("a"), record("b")]).unwrap();
-        drop(spool);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER + 2] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(
-            Spool::open(&path)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-                .contains("damaged")
-        );
-        // An all-zero tail (a torn append after a crash) is cut instead.
-        std::fs::write(&path, [0u8; 20]).unwrap();
-        let spool = Spool::open(&path).unwrap();
-        assert!(!spool.has_pending());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn records_survive_reopen_and_a_torn_tail_is_cut() {
-        let dir = std::env::temp_dir().join(format!("bouncer-spool-{}", std::process::id()));
-        let path = dir.join("unit.spool");
-        let _ = std::fs::remove_file(&path);
-        let mut spool = Spool::open(&path).unwrap();
-        spool.append(&[record("a"), record("b")]).unwrap();
-        drop(spool);
-        // A crash in the middle of a third append.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
-        drop(f);
-        let mut spool = Spool::open(&path).unwrap();
-        assert!(spool.has_pending());
-        let (records, pos) = spool.read_pending(10).unwrap();
-        let bodies: Vec<_> = records.iter().map(|r| r.body.as_str()).collect();
-        assert_eq!(bodies, ["a", "b"]);
-        spool.mark_drained(pos).unwrap();
-        assert!(!spool.has_pending());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

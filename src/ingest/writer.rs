@@ -3,134 +3,167 @@
 //! Requests hand it verified messages and wait. It takes whatever has queued
 //! up (up to `WRITE_BATCH_MAX`) and commits it in one transaction, so that
 //! concurrent messages share one fsync while each stays atomic (group
-//! commit). When the database cannot be reached it appends the batch to the
-//! spool instead (one fsync), and while the spool holds anything, new
-//! messages go behind it, so that the spool is applied in order.
+//! commit).
+//!
+//! It has an explicit state. **Up**: batches go to the database. **Down**:
+//! the database failed in a way a retry may cure; batches go straight to
+//! the spool (one fsync each) without touching the database, so intake
+//! keeps its speed, and one task (`drain`) probes the database on a backoff
+//! and applies the spool in order. Only the drain, finding the spool empty,
+//! sets the state back to Up; both changes happen under the spool's lock,
+//! so a message never lands in the spool behind the drain's back.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::accepted::{Accepted, Applied, Content};
-use super::apply::{ApplyPolicy, apply_batch};
+use super::accepted::{Accepted, Content};
+use super::applier::{Applier, Item, WriteError, Written};
 use super::spool::{Spool, SpoolRecord};
-use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::sns::confirm::{ConfirmMode, Confirmed};
-use crate::sns::verify::VerifiedMessage;
-use crate::store::{DbError, DbErrorKind, DbResult, Store};
 
-fn is_unavailable(e: &DbError) -> bool {
-    matches!(e.kind(), DbErrorKind::Unavailable | DbErrorKind::Transient)
+/// What the writer and the drain share.
+pub(super) struct Shared {
+    /// `None`: no spool (a replay straight into the database); while the
+    /// database is down, messages are then refused with 503.
+    spool: Mutex<Option<Spool>>,
+    up: AtomicBool,
+    pub(super) wake_drain: Notify,
+    pub(super) metrics: Metrics,
 }
 
-/// What became of a message handed to the writer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
-    /// Committed to the database.
-    Applied(Applied),
-    /// Durably in the local spool; it reaches the database later.
-    Spooled,
+impl Shared {
+    pub(super) fn spool(&self) -> MutexGuard<'_, Option<Spool>> {
+        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Called with the spool locked, so that the state and the spool change
+    /// together.
+    pub(super) fn set_up(&self, up: bool, spool: &Option<Spool>) {
+        let was = self.up.swap(up, Ordering::AcqRel);
+        if was != up {
+            if up {
+                tracing::info!("database reachable again; writing directly");
+            } else {
+                tracing::warn!("database unavailable; messages go to the spool until it is back");
+            }
+        }
+        self.metrics.database_up(up);
+        self.metrics
+            .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// Neither the database nor the spool could take it: SNS should retry.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The database refused this message for a reason a retry will not cure.
-    #[error("{0}")]
-    Failed(String),
-}
+type Job = Item;
 
-type Reply = oneshot::Sender<Result<Written, WriteError>>;
-
-struct Job {
-    accepted: Accepted,
-    reply: Reply,
-}
-
+/// Hands messages to the writer task.
 #[derive(Clone)]
 pub struct Writer {
     sender: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// How the writer runs.
+pub struct WriterConfig {
+    pub batch_max: usize,
+    /// The drain's first and longest wait between tries.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when every `Writer` clone is dropped
-    /// and the queue is empty.
-    /// `migrated`: the schema is known to be current (false when start-up
-    /// could not migrate because the database was down).
+    /// Starts the writer task and the drain; the writer ends when every
+    /// `Writer` clone is dropped and its queue is empty, and stops the drain
+    /// (what is spooled stays for the next start).
+    /// `up`: the database took the migrations at start-up.
     pub fn start(
-        store: Store,
-        policy: ApplyPolicy,
-        spool: Spool,
-        clock: Clock,
-        batch_max: usize,
+        applier: Applier,
+        spool: Option<Spool>,
+        config: WriterConfig,
         metrics: Metrics,
-        migrated: bool,
+        up: bool,
     ) -> (Writer, JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(batch_max.max(1) * 4);
-        let task = WriterTask {
-            store,
-            policy,
-            spool: Arc::new(Mutex::new(spool)),
-            clock,
-            batch_max: batch_max.max(1),
+        let batch_max = config.batch_max.max(1);
+        let (sender, receiver) = mpsc::channel(batch_max * 4);
+        // A spool holding messages from before goes first.
+        let up = up && !spool.as_ref().is_some_and(Spool::has_pending);
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            up: AtomicBool::new(up),
+            wake_drain: Notify::new(),
             metrics,
-            retry_delay: MIN_RETRY,
-            migrated,
+        });
+        shared.set_up(up, &shared.spool());
+        let applier = Arc::new(tokio::sync::Mutex::new(applier));
+        let stop = CancellationToken::new();
+        let drain = tokio::spawn(super::drain::run(
+            shared.clone(),
+            applier.clone(),
+            batch_max,
+            (config.retry_min, config.retry_max),
+            stop.clone(),
+        ));
+        if !up {
+            shared.wake_drain.notify_one();
+        }
+        let task = IntakeTask {
+            shared: shared.clone(),
+            applier,
+            batch_max,
         };
-        let handle = tokio::spawn(task.run(receiver));
-        (Writer { sender }, handle)
+        let handle = tokio::spawn(async move {
+            task.run(receiver).await;
+            stop.cancel();
+            let _ = drain.await;
+        });
+        (Writer { sender, shared }, handle)
     }
 
     /// Hands over a message whose content was parsed by the caller (on the
     /// request's worker, not on the single writer task).
     pub async fn write(&self, accepted: Accepted) -> Result<Written, WriteError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { accepted, reply };
+        let job = Item {
+            accepted,
+            reply: Some(reply),
+        };
         self.sender
             .send(job)
             .await
-            .map_err(|_| WriteError::Unavailable("the writer has stopped".into()))?;
+            .map_err(|_| WriteError("the writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| WriteError::Unavailable("the writer stopped before answering".into()))?
+            .map_err(|_| WriteError("the writer stopped before answering".into()))?
+    }
+
+    /// Whether messages currently go straight to the database.
+    pub fn database_up(&self) -> bool {
+        self.shared.is_up()
+    }
+
+    /// Bytes waiting in the spool.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.shared.spool().as_ref().map_or(0, Spool::pending_bytes)
     }
 }
 
-const MIN_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(5);
-
-struct WriterTask {
-    store: Store,
-    policy: ApplyPolicy,
-    spool: Arc<Mutex<Spool>>,
-    clock: Clock,
+struct IntakeTask {
+    shared: Arc<Shared>,
+    applier: Arc<tokio::sync::Mutex<Applier>>,
     batch_max: usize,
-    metrics: Metrics,
-    retry_delay: Duration,
-    migrated: bool,
 }
 
-impl WriterTask {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
-        loop {
-            let pending = self.spool_has_pending();
-            let first = if pending {
-                tokio::select! {
-                    job = receiver.recv() => job,
-                    _ = tokio::time::sleep(self.retry_delay) => {
-                        self.drain_spool().await;
-                        continue;
-                    }
-                }
-            } else {
-                receiver.recv().await
-            };
-            let Some(first) = first else { break };
+impl IntakeTask {
+    async fn run(self, mut receiver: mpsc::Receiver<Job>) {
+        while let Some(first) = receiver.recv().await {
             let mut batch = vec![first];
             while batch.len() < self.batch_max {
                 match receiver.try_recv() {
@@ -138,310 +171,110 @@ impl WriterTask {
                     Err(_) => break,
                 }
             }
-            if pending {
-                self.spool_jobs(batch).await;
-                self.drain_spool().await;
-            } else if !self.schema_ready().await {
-                self.spool_jobs(batch).await;
-            } else {
-                self.write_batch(batch).await;
-            }
-        }
-        // Shutting down: one last chance to empty the spool.
-        if self.spool_has_pending() {
-            self.drain_spool().await;
-        }
-    }
-
-    /// Counts what a committed message did, and says loudly when a feed
-    /// stopped.
-    fn after_commit(&self, accepted: &Accepted, applied: &Applied) {
-        self.metrics.applied(applied);
-        if applied.unsubscribed {
-            tracing::error!(
-                topic = accepted.message.topic_arn(),
-                "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
-            );
-        }
-    }
-
-    async fn apply(&self, batch: &[&Accepted]) -> DbResult<Vec<Applied>> {
-        let mut conn = self.store.conn().await?;
-        let mut tx = conn.begin().await?;
-        let applied = apply_batch(&mut tx, batch, &self.policy, self.clock.now()).await?;
-        tx.commit().await?;
-        Ok(applied)
-    }
-
-    async fn apply_one(&self, one: &Accepted) -> DbResult<Vec<Applied>> {
-        self.apply(&[one]).await
-    }
-
-    fn spool_has_pending(&self) -> bool {
-        self.spool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .has_pending()
-    }
-
-    async fn write_batch(&mut self, batch: Vec<Job>) {
-        self.metrics.observe_batch(batch.len());
-        let refs: Vec<&Accepted> = batch.iter().map(|j| &j.accepted).collect();
-        match self.apply(&refs).await {
-            Ok(applied) => {
-                for (job, applied) in batch.into_iter().zip(applied) {
-                    self.after_commit(&job.accepted, &applied);
-                    let _ = job.reply.send(Ok(Written::Applied(applied)));
-                }
-            }
-            Err(e) if is_unavailable(&e) => {
-                tracing::warn!(error = %e, messages = batch.len(), "database unavailable; spooling");
-                self.spool_jobs(batch).await;
-            }
-            Err(e) => {
-                // One message may be poison: apply them one by one so that
-                // only that one fails.
-                tracing::warn!(error = %e, "batch failed; retrying its messages one by one");
-                self.write_one_by_one(batch).await;
+            self.shared.metrics.observe_batch(batch.len());
+            let batch = match self.spool_if_down(batch).await {
+                Some(batch) => batch,
+                None => continue,
+            };
+            let left = self.applier.lock().await.apply(batch).await;
+            if !left.is_empty() {
+                self.go_down_and_spool(left).await;
             }
         }
     }
 
-    async fn write_one_by_one(&mut self, batch: Vec<Job>) {
-        let mut jobs = batch.into_iter();
-        while let Some(job) = jobs.next() {
-            match self.apply_one(&job.accepted).await {
-                Ok(mut applied) => {
-                    let result = applied
-                        .pop()
-                        .inspect(|a| self.after_commit(&job.accepted, a))
-                        .map(Written::Applied)
-                        .ok_or_else(|| WriteError::Failed("no result".into()));
-                    let _ = job.reply.send(result);
-                }
-                Err(e) if is_unavailable(&e) => {
-                    let mut rest = vec![job];
-                    rest.extend(jobs);
-                    self.spool_jobs(rest).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        message_id = job.accepted.message.message_id(),
-                        error = %e,
-                        "message cannot be stored"
-                    );
-                    let _ = job.reply.send(Err(WriteError::Failed(e.to_string())));
-                }
-            }
+    /// While the database is down, the batch goes to the spool (decided
+    /// under the spool's lock, see the module comment); otherwise it is
+    /// handed back to be written.
+    async fn spool_if_down(&self, batch: Vec<Job>) -> Option<Vec<Job>> {
+        // Only this task sets Down: if it reads Up, it is Up.
+        if self.shared.is_up() {
+            return Some(batch);
         }
-    }
-
-    /// Appends the jobs' messages to the spool (one fsync) and answers them.
-    async fn spool_jobs(&mut self, batch: Vec<Job>) {
-        let records: Vec<SpoolRecord> = batch
-            .iter()
-            .map(|j| {
-                let confirmed = match &j.accepted.content {
-                    Content::SubscriptionConfirmation { confirmed: Some(c) } => Some(c),
-                    _ => None,
-                };
-                SpoolRecord {
-                    received_at: j.accepted.message.received_at(),
-                    body: j.accepted.message.raw_body().to_owned(),
-                    confirmed_mode: confirmed.map(|c| c.mode.as_str().to_owned()),
-                    subscription_arn: confirmed.and_then(|c| c.subscription_arn.clone()),
-                }
-            })
-            .collect();
-        let spool = self.spool.clone();
-        let appended = tokio::task::spawn_blocking(move || {
-            spool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(&records)
+        let shared = self.shared.clone();
+        let records = records_of(&batch);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut spool = shared.spool();
+            if shared.is_up() {
+                return None;
+            }
+            let result = append(&mut spool, &records);
+            shared
+                .metrics
+                .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
+            Some(result)
         })
         .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match appended {
+        .unwrap_or_else(|e| Some(Err(format!("spool task failed: {e}"))));
+        match outcome {
+            None => Some(batch),
+            Some(result) => {
+                self.answer_spooled(batch, result);
+                None
+            }
+        }
+    }
+
+    /// The database failed: the state goes Down and the rest of the batch
+    /// into the spool, and the drain starts probing.
+    async fn go_down_and_spool(&self, left: Vec<Job>) {
+        let shared = self.shared.clone();
+        let records = records_of(&left);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut spool = shared.spool();
+            let result = append(&mut spool, &records);
+            shared.set_up(false, &spool);
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("spool task failed: {e}")));
+        self.shared.wake_drain.notify_one();
+        self.answer_spooled(left, result);
+    }
+
+    fn answer_spooled(&self, batch: Vec<Job>, result: Result<(), String>) {
+        match result {
             Ok(()) => {
-                self.metrics.spooled(batch.len());
+                self.shared.metrics.spooled(batch.len());
                 for job in batch {
-                    let _ = job.reply.send(Ok(Written::Spooled));
+                    job.answer(Ok(Written::Spooled));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "spool write failed; answering 503 so SNS retries");
+                tracing::error!(error = %e, "neither the database nor the spool can take messages; answering 503 so SNS retries");
                 for job in batch {
-                    let _ = job.reply.send(Err(WriteError::Unavailable(format!(
-                        "database and spool unavailable: {e}"
+                    job.answer(Err(WriteError(format!(
+                        "the database is unavailable and the spool cannot take the message: {e}"
                     ))));
                 }
             }
         }
     }
+}
 
-    /// Applies one chunk of spooled messages, in order. On a database
-    /// failure it backs off and leaves the rest for the next try.
-    /// Migrates first if start-up could not: applying messages (above all
-    /// spooled ones) to an old schema would fail them for good.
-    async fn schema_ready(&mut self) -> bool {
-        if !self.migrated {
-            match self.store.migrate().await {
-                Ok(()) => {
-                    tracing::info!("database migrated");
-                    self.migrated = true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "database not migrated yet; messages wait in the spool")
-                }
-            }
-        }
-        self.migrated
+fn append(spool: &mut Option<Spool>, records: &[SpoolRecord]) -> Result<(), String> {
+    match spool {
+        Some(spool) => spool.append(records).map_err(|e| e.to_string()),
+        None => Err("no spool is configured".into()),
     }
+}
 
-    /// Keeps a spooled message the database refuses for good (not an
-    /// outage) in `<SPOOL_PATH>.rejected`, one JSON line each, fsynced: it
-    /// was acknowledged, so it is never dropped.
-    async fn quarantine(&self, one: &Accepted, error: &str) -> std::io::Result<std::path::PathBuf> {
-        let path = {
-            let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-            std::path::PathBuf::from(format!("{}.rejected", spool.path().display()))
-        };
-        let line = serde_json::json!({
-            "error": error,
-            "received_at": one.message.received_at(),
-            "body": one.message.raw_body(),
+/// The spool's form of each message: the envelope as received, and a
+/// confirmation's result (so it is not confirmed twice).
+fn records_of(batch: &[Job]) -> Vec<SpoolRecord> {
+    batch
+        .iter()
+        .map(|j| {
+            let confirmed = match &j.accepted.content {
+                Content::SubscriptionConfirmation { confirmed: Some(c) } => Some(c),
+                _ => None,
+            };
+            SpoolRecord {
+                received_at: j.accepted.message.received_at(),
+                body: j.accepted.message.raw_body().to_owned(),
+                confirmed_mode: confirmed.map(|c| c.mode.as_str().to_owned()),
+                subscription_arn: confirmed.and_then(|c| c.subscription_arn.clone()),
+            }
         })
-        .to_string();
-        let target = path.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&target)?;
-            file.write_all(line.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_data()
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(path)
-    }
-
-    async fn drain_spool(&mut self) {
-        if !self.schema_ready().await {
-            self.back_off();
-            return;
-        }
-        let spool = self.spool.clone();
-        let max = self.batch_max;
-        let chunk = tokio::task::spawn_blocking(move || {
-            spool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .read_pending(max)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        let (records, next) = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the spool");
-                self.back_off();
-                return;
-            }
-        };
-        let mut accepted = Vec::with_capacity(records.len());
-        for record in records {
-            match VerifiedMessage::from_spool(record.body, record.received_at) {
-                Ok(message) => {
-                    let mut one = Accepted::new(message, true);
-                    if let (Content::SubscriptionConfirmation { confirmed }, Some(mode)) =
-                        (&mut one.content, record.confirmed_mode.as_deref())
-                    {
-                        *confirmed = <ConfirmMode as clap::ValueEnum>::from_str(mode, true)
-                            .ok()
-                            .map(|mode| Confirmed {
-                                mode,
-                                subscription_arn: record.subscription_arn.clone(),
-                            });
-                    }
-                    accepted.push(one);
-                }
-                Err(e) => {
-                    // The record passed its checksum, so this is a bug, not
-                    // damage; it stays readable in the spool file's history.
-                    tracing::error!(error = %e, "spool record is not an SNS message; skipped")
-                }
-            }
-        }
-        let refs: Vec<&Accepted> = accepted.iter().collect();
-        match self.apply(&refs).await {
-            Ok(applied) => {
-                for (one, a) in refs.iter().zip(&applied) {
-                    self.after_commit(one, a);
-                }
-                self.retry_delay = MIN_RETRY;
-                self.metrics.unspooled(refs.len());
-                tracing::info!(messages = refs.len(), "applied spooled messages");
-                self.finish_drained(next).await;
-            }
-            Err(e) if is_unavailable(&e) => {
-                tracing::warn!(error = %e, "spooled messages wait: database still unavailable");
-                self.back_off();
-            }
-            Err(e) => {
-                // A record the database refuses for good must not block the
-                // ones behind it: apply one by one, log the refused whole.
-                tracing::warn!(error = %e, "spooled batch failed; applying one by one");
-                for one in &accepted {
-                    match self.apply(&[one]).await {
-                        Ok(_) => {}
-                        Err(e) if is_unavailable(&e) => {
-                            self.back_off();
-                            return;
-                        }
-                        Err(e) => match self.quarantine(one, &e.to_string()).await {
-                            Ok(path) => tracing::error!(
-                                message_id = one.message.message_id(),
-                                error = %e,
-                                kept_in = %path.display(),
-                                "spooled message refused by the database; moved out of the spool"
-                            ),
-                            Err(io) => {
-                                tracing::error!(error = %io, "cannot write the spool's quarantine file; the spool waits");
-                                self.back_off();
-                                return;
-                            }
-                        },
-                    }
-                }
-                self.finish_drained(next).await;
-            }
-        }
-    }
-
-    async fn finish_drained(&mut self, next: u64) {
-        let spool = self.spool.clone();
-        let marked = tokio::task::spawn_blocking(move || {
-            spool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .mark_drained(next)
-        })
-        .await;
-        match marked {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot truncate the drained spool"),
-            Err(e) => tracing::error!(error = %e, "cannot truncate the drained spool"),
-        }
-    }
-
-    fn back_off(&mut self) {
-        self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY);
-    }
+        .collect()
 }

@@ -1,4 +1,7 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers).
+//! `/healthz` (the process answers) and `/readyz` (the database answers and
+//! takes the writer's writes). While the writer spools, `/readyz` says so
+//! with 503, but `POST /sns` keeps accepting messages into the spool: a load
+//! balancer in front of SNS should check `/healthz`, not `/readyz`.
 
 use std::time::Duration;
 
@@ -13,13 +16,26 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Ok(Err(e)) => error_body(
+    if !state.writer.database_up() {
+        return error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            &format!("the database does not answer: {e}"),
-        ),
+            &format!(
+                "the database does not take writes; messages are kept in the spool ({} bytes waiting) and applied when it is back",
+                state.writer.spooled_bytes()
+            ),
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readyz: the database does not answer");
+            error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database does not answer; the server's log has the details",
+            )
+        }
         Err(_) => error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",

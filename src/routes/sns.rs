@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use crate::app::AppState;
 use crate::error::SnsError;
-use crate::ingest::writer::{WriteError, Written};
+use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
 use crate::sns::envelope::Envelope;
 
@@ -45,6 +45,11 @@ pub async fn receive(
                     StatusCode::ACCEPTED,
                     "spooled",
                     serde_json::json!({ "status": "spooled" }),
+                ),
+                Written::SetAside => (
+                    StatusCode::ACCEPTED,
+                    "set_aside",
+                    serde_json::json!({ "status": "set_aside" }),
                 ),
             };
             (HttpResponse::build(status).json(body), outcome)
@@ -81,7 +86,7 @@ async fn handle(
     state: &AppState,
     seen: &mut Seen,
 ) -> Result<Written, SnsError> {
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let body = read_body(req, payload, state).await?;
     if header(req, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(SnsError::RawDelivery);
     }
@@ -94,18 +99,21 @@ async fn handle(
     if let Content::SubscriptionConfirmation { confirmed } = &mut accepted.content {
         // A confirmation stored before was confirmed before: do not call SNS
         // again for a redelivery. If the database cannot tell, confirm.
-        if !state
-            .store
-            .message_seen(accepted.message.message_id())
-            .await
-            .unwrap_or(false)
-        {
+        // While the database is down, do not wait on it: confirming twice
+        // is harmless, waiting out a time-out is not.
+        let seen = state.writer.database_up()
+            && state
+                .store
+                .message_seen(accepted.message.message_id())
+                .await
+                .unwrap_or(false);
+        if !seen {
             *confirmed = Some(state.confirmer.confirm(&accepted.message).await?);
         }
     }
-    state.writer.write(accepted).await.map_err(|e| match e {
-        WriteError::Unavailable(why) => SnsError::StoreUnavailable(why),
-        WriteError::Failed(why) => SnsError::Internal(why),
+    state.writer.write(accepted).await.map_err(|e| {
+        tracing::error!(error = %e, "message not kept");
+        SnsError::StoreUnavailable
     })
 }
 
@@ -113,13 +121,15 @@ fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads the body, refusing at once what announces itself too large and
-/// stopping as soon as a streamed body passes the cap.
+/// Reads the body within its time limit and the process's body budget,
+/// refusing at once what announces itself too large and stopping as soon as
+/// a streamed body passes the cap.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    state: &AppState,
 ) -> Result<BytesMut, SnsError> {
+    let limit = state.max_body_bytes;
     let too_large = SnsError::BodyTooLarge { limit };
     if header(req, "content-length")
         .and_then(|v| v.parse::<u64>().ok())
@@ -127,15 +137,27 @@ async fn read_body(
     {
         return Err(too_large);
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| SnsError::MalformedJson(format!("body could not be read: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large);
+    let mut share = state.body_budget.share();
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| SnsError::MalformedJson(format!("body could not be read: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large);
+            }
+            if !share.grow(chunk.len()) {
+                return Err(SnsError::Busy);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(state.body_timeout, read)
+        .await
+        .map_err(|_| SnsError::BodyTimeout {
+            ms: state.body_timeout.as_millis() as u64,
+        })??;
     if body.is_empty() {
         return Err(SnsError::MalformedJson("the body is empty".into()));
     }

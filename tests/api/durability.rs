@@ -8,7 +8,7 @@ use sqlx::Executor;
 
 use crate::helpers::{
     Backend, Outage, Pool, TempDir, TestApp, assert_status, eventually, spawn_app, spawn_app_with,
-    start, test_settings,
+    spooled_bytes, start, test_settings,
 };
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
@@ -76,12 +76,7 @@ async fn sqlite_outage() {
     }
     // SNS retries one of them while it waits in the spool.
     assert_status(&app.post(&during[0]).await, 202, "spooled");
-    assert!(
-        std::fs::metadata(&app.settings.spool_path)
-            .map(|m| m.len())
-            .unwrap_or(0)
-            > 0
-    );
+    assert!(spooled_bytes(&app.settings.spool_path) > 0);
 
     // Stop while the database is still locked: the messages stay spooled.
     let (db, dir, settings, hooks) = app.stop().await;
@@ -102,10 +97,7 @@ async fn sqlite_outage() {
         "each message exactly once"
     );
     eventually("the spool is emptied", || async {
-        std::fs::metadata(&app.settings.spool_path)
-            .map(|m| m.len())
-            .unwrap_or(1)
-            == 0
+        spooled_bytes(&app.settings.spool_path) == 0
     })
     .await;
     assert_status(&app.post(&during[1]).await, 200, "duplicate");

@@ -393,6 +393,20 @@ pub fn assert_refused(answer: &(u16, Value), status: u16, code: &str) {
     );
 }
 
+/// Bytes in the spool's segment files (`SPOOL_PATH` is a directory).
+pub fn spooled_bytes(spool: &Path) -> u64 {
+    std::fs::read_dir(spool)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `check` until it holds or 10 seconds pass.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -1,0 +1,365 @@
+//! The writer's side of the database: a connection of its own, a time limit
+//! on every batch, transient conflicts retried as a batch, and the one
+//! message the database refuses found and set aside so that the rest of
+//! its batch commits (no poison pill).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::accepted::{Accepted, Applied};
+use super::apply::{ApplyPolicy, apply_batch};
+use super::set_aside::{SetAside, SetAsideRecord};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::alerts::{AlertDraft, enqueue};
+use crate::store::{Conn, DbError, DbErrorKind, DbResult, Store};
+
+/// What became of a message handed to the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Committed to the database.
+    Applied(Applied),
+    /// Durably in the local spool; it reaches the database later.
+    Spooled,
+    /// The database refused it for a reason of its own: kept in the
+    /// set-aside file for an operator to replay, and alerted.
+    SetAside,
+}
+
+/// Why a message could not be kept at all: SNS should send it again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WriteError(pub String);
+
+pub type Reply = oneshot::Sender<Result<Written, WriteError>>;
+
+/// A message on its way to the database and, for one that came over HTTP,
+/// the request waiting for its answer.
+pub struct Item {
+    pub accepted: Accepted,
+    pub reply: Option<Reply>,
+}
+
+impl Item {
+    pub fn answer(self, result: Result<Written, WriteError>) {
+        if let Some(reply) = self.reply {
+            // The request may have gone (client closed): nothing to tell.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// How many times a batch that met a serialization failure or a deadlock
+/// is tried again at once before the database counts as unavailable.
+const TRANSIENT_RETRIES: u32 = 3;
+
+pub struct Applier {
+    store: Store,
+    policy: ApplyPolicy,
+    clock: Clock,
+    metrics: Metrics,
+    write_timeout: Duration,
+    conn: Option<Conn>,
+    migrated: bool,
+    set_aside: Option<SetAside>,
+}
+
+impl Applier {
+    pub fn new(
+        store: Store,
+        policy: ApplyPolicy,
+        clock: Clock,
+        metrics: Metrics,
+        write_timeout: Duration,
+        migrated: bool,
+        set_aside: Option<SetAside>,
+    ) -> Applier {
+        Applier {
+            store,
+            policy,
+            clock,
+            metrics,
+            write_timeout,
+            conn: None,
+            migrated,
+            set_aside,
+        }
+    }
+
+    /// Migrates first if start-up could not (the database was down):
+    /// applying messages to an old schema would fail them for good.
+    pub async fn schema_ready(&mut self) -> bool {
+        if !self.migrated {
+            match self.store.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database migrated");
+                    self.migrated = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "database not migrated yet; messages wait in the spool")
+                }
+            }
+        }
+        self.migrated
+    }
+
+    /// One round trip on the writer's connection: can it write again?
+    pub async fn probe(&mut self) -> DbResult<()> {
+        let limit = self.write_timeout;
+        let result = tokio::time::timeout(limit, async {
+            let conn = self.connection().await?;
+            let tx = conn.begin().await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap_or_else(|_| Err(self.timed_out()));
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn connection(&mut self) -> DbResult<&mut Conn> {
+        if self.conn.as_ref().is_some_and(Conn::is_broken) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.store.connect_writer().await?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| DbError::unavailable("no writer connection"))
+    }
+
+    fn timed_out(&self) -> DbError {
+        DbError::unavailable(format!(
+            "the database did not finish a write within {} ms (DATABASE_WRITE_TIMEOUT_MS)",
+            self.write_timeout.as_millis()
+        ))
+    }
+
+    /// Applies the items in order, in as few transactions as the database
+    /// allows, answering each. Returns the items not handled because the
+    /// database is unavailable: always a suffix, in order, still waiting
+    /// for their answer.
+    pub async fn apply(&mut self, items: Vec<Item>) -> Vec<Item> {
+        let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
+        let mut left: Vec<Item> = Vec::new();
+        while let Some(group) = work.pop_front() {
+            if !left.is_empty() {
+                left.extend(group);
+                continue;
+            }
+            match self.commit_group(&group).await {
+                Ok(applied) => {
+                    for (item, applied) in group.into_iter().zip(applied) {
+                        self.after_commit(&item.accepted, &applied);
+                        item.answer(Ok(Written::Applied(applied)));
+                    }
+                }
+                Err(e) => match e.kind() {
+                    DbErrorKind::Unavailable | DbErrorKind::Transient => {
+                        tracing::warn!(error = %e, messages = group.len(), "database unavailable");
+                        left.extend(group);
+                    }
+                    DbErrorKind::Content | DbErrorKind::Other if group.len() > 1 => {
+                        // One message (or a few) may be what the database
+                        // refuses: halve until each is alone.
+                        tracing::warn!(error = %e, messages = group.len(), "batch refused; isolating the message it refused");
+                        let mut first = group;
+                        let second = first.split_off(first.len() / 2);
+                        work.push_front(second);
+                        work.push_front(first);
+                    }
+                    DbErrorKind::Content | DbErrorKind::Other => {
+                        for item in group {
+                            if let Err(unkept) = self.set_aside(item, &e).await {
+                                left.push(unkept);
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        left
+    }
+
+    /// One transaction for the group, tried again at once on a transient
+    /// conflict, within the write time limit.
+    async fn commit_group(&mut self, group: &[Item]) -> DbResult<Vec<Applied>> {
+        let refs: Vec<&Accepted> = group.iter().map(|i| &i.accepted).collect();
+        let mut attempt = 0;
+        loop {
+            let limit = self.write_timeout;
+            let result = match tokio::time::timeout(limit, self.commit_once(&refs)).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timed_out()),
+            };
+            match result {
+                Ok(applied) => return Ok(applied),
+                Err(e) => {
+                    // A connection that saw a failure is not trusted again.
+                    self.conn = None;
+                    if e.kind() == DbErrorKind::Transient && attempt < TRANSIENT_RETRIES {
+                        attempt += 1;
+                        tracing::info!(error = %e, attempt, "transient conflict; trying the batch again");
+                        tokio::time::sleep(jitter(attempt)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn commit_once(&mut self, batch: &[&Accepted]) -> DbResult<Vec<Applied>> {
+        let now = self.clock.now();
+        let policy = self.policy.clone();
+        let conn = self.connection().await?;
+        let mut tx = conn.begin().await?;
+        let applied = apply_batch(&mut tx, batch, &policy, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Counts what a committed message did, and says loudly when a feed
+    /// stopped.
+    fn after_commit(&self, accepted: &Accepted, applied: &Applied) {
+        self.metrics.applied(applied);
+        if applied.unsubscribed {
+            tracing::error!(
+                topic = %crate::logtext::escape(accepted.message.topic_arn()),
+                "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
+            );
+        }
+    }
+
+    /// Keeps a message the database refused on its own in the set-aside
+    /// file and alerts; the item back if even that failed.
+    async fn set_aside(&mut self, item: Item, error: &DbError) -> Result<(), Item> {
+        let Some(file) = self.set_aside.clone() else {
+            item.answer(Err(WriteError(
+                "the database refused this message and no spool is configured to keep it".into(),
+            )));
+            return Ok(());
+        };
+        let m = &item.accepted.message;
+        let now = self.clock.now();
+        let why = error.to_string();
+        let (id, received_at, body) = (
+            m.message_id().to_owned(),
+            m.received_at(),
+            m.raw_body().to_owned(),
+        );
+        let kept = {
+            let why = why.clone();
+            let id = id.clone();
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                file.keep(&SetAsideRecord {
+                    message_id: &id,
+                    received_at,
+                    body: &body,
+                    error: &why,
+                    at: now,
+                })
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+        };
+        if let Err(io) = kept {
+            tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file; the message waits");
+            return Err(item);
+        }
+        tracing::error!(
+            message_id = %crate::logtext::escape(&id),
+            error = %why,
+            kept_in = %file.path().display(),
+            "the database refused this message; set aside"
+        );
+        self.metrics.set_aside();
+        item.answer(Ok(Written::SetAside));
+        self.alert_set_aside(&id, &why, file.path()).await;
+        Ok(())
+    }
+
+    /// A spool record that is not an SNS message (a defect, since records
+    /// are checksummed): kept in the set-aside file with why.
+    /// Returns false when it could not be kept (it must stay in the spool).
+    pub async fn set_aside_unreadable(
+        &mut self,
+        record: &super::spool::SpoolRecord,
+        why: &str,
+    ) -> bool {
+        let Some(file) = self.set_aside.clone() else {
+            tracing::error!(error = %why, "unreadable spool record and no set-aside file");
+            return false;
+        };
+        let now = self.clock.now();
+        let (body, received_at, why_owned) = (record.body.clone(), record.received_at, why.to_owned());
+        let keep_in = file.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            keep_in.keep(&SetAsideRecord {
+                message_id: "",
+                received_at,
+                body: &body,
+                error: &why_owned,
+                at: now,
+            })
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match kept {
+            Ok(()) => {
+                self.metrics.set_aside();
+                tracing::error!(error = %why, kept_in = %file.path().display(), "spool record set aside");
+                self.alert_set_aside("(unreadable spool record)", why, file.path())
+                    .await;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep an unreadable spool record");
+                false
+            }
+        }
+    }
+
+    async fn alert_set_aside(&mut self, id: &str, why: &str, path: &std::path::Path) {
+        let draft = AlertDraft {
+            kind: "set_aside",
+            subject: "bouncer set a message aside".into(),
+            text: format!(
+                ":warning: The database refused SNS message {id} ({why}). It is kept in {}; the messages after it were stored. Once the cause is fixed, apply it with `bouncer replay --ignore-age {}`.",
+                path.display(),
+                path.display()
+            ),
+            details: serde_json::json!({ "message_id": id, "error": why, "file": path }),
+        };
+        let now = self.clock.now();
+        let raised = async {
+            let conn = self.connection().await?;
+            let mut tx = conn.begin().await?;
+            enqueue(&mut tx, &draft, now).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = raised {
+            self.conn = None;
+            tracing::warn!(error = %e, "cannot raise the set-aside alert; the log line above stands");
+        }
+    }
+}
+
+/// 10 to 40 ms times the attempt, varied so that two replicas that
+/// deadlocked do not meet again at once.
+fn jitter(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_millis(u64::from(10 + nanos % 30) * u64::from(attempt))
+}

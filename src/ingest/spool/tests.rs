@@ -1,0 +1,147 @@
+use super::*;
+
+fn record(body: &str) -> SpoolRecord {
+    SpoolRecord {
+        received_at: Timestamp::from_unix_millis(0).unwrap(),
+        body: body.into(),
+        confirmed_mode: None,
+        subscription_arn: None,
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bouncer-spool-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn bodies(chunk: &Chunk) -> Vec<&str> {
+    chunk.records.iter().map(|r| r.body.as_str()).collect()
+}
+
+fn segment_files(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn records_survive_reopen_and_a_torn_tail_is_cut() {
+    let dir = scratch("torn");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    spool.append(&[record("a"), record("b")]).unwrap();
+    drop(spool);
+    // A crash in the middle of a third append.
+    let seg = path.join(segment_files(&path)[0].clone());
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+    drop(f);
+    let mut spool = Spool::open(&path).unwrap();
+    assert!(spool.has_pending());
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a", "b"]);
+    spool.advance(*chunk.ends.last().unwrap()).unwrap();
+    assert!(!spool.has_pending());
+    assert!(segment_files(&path).is_empty(), "a drained spool is empty");
+    // Appends go on after it was emptied.
+    spool.append(&[record("c")]).unwrap();
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["c"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_process_is_refused() {
+    let dir = scratch("lock");
+    let path = dir.join("spool");
+    let _spool = Spool::open(&path).unwrap();
+    let refused = Spool::open(&path).err().map(|e| e.to_string());
+    assert!(refused.unwrap_or_default().contains("in use"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damage_is_skipped_and_kept_and_the_records_after_it_are_read() {
+    let dir = scratch("damage");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    spool
+        .append(&[record("a"), record("b"), record("c")])
+        .unwrap();
+    drop(spool);
+    let seg = path.join(segment_files(&path)[0].clone());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let first = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
+    // Flip a byte inside the second record.
+    bytes[HEADER + first + HEADER + 3] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut spool = Spool::open(&path).unwrap();
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a", "c"]);
+    let kept: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged bytes are kept: {kept:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn drained_segments_are_deleted_while_appends_go_on() {
+    let dir = scratch("segments");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    let big = "x".repeat(1024 * 1024);
+    for _ in 0..20 {
+        spool.append(&[record(&big)]).unwrap();
+    }
+    let before = segment_files(&path).len();
+    assert!(before >= 2, "segments rotate: {before}");
+    let mut read = 0;
+    loop {
+        let chunk = spool.read_chunk(3).unwrap();
+        if chunk.records.is_empty() {
+            break;
+        }
+        assert!(chunk.records.len() <= 3);
+        read += chunk.records.len();
+        spool.advance(*chunk.ends.last().unwrap()).unwrap();
+        // Steady traffic while draining.
+        if read < 20 {
+            spool.append(&[record("small")]).unwrap();
+        }
+        assert!(segment_files(&path).len() <= before + 1);
+    }
+    assert!(read >= 20);
+    assert!(!spool.has_pending());
+    assert!(segment_files(&path).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_single_file_spool_of_an_earlier_version_is_adopted() {
+    let dir = scratch("legacy");
+    let path = dir.join("bouncer.spool");
+    let json = serde_json::to_vec(&record("old")).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut spool = Spool::open(&path).unwrap();
+    assert!(path.is_dir());
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["old"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
