@@ -44,6 +44,7 @@ struct Inner {
     spool_pending: Gauge,
     database_up: Gauge,
     set_aside: Counter,
+    write_retries: Counter,
     batch_size: Histogram,
     latency: Histogram,
 }
@@ -129,6 +130,12 @@ impl Metrics {
             "Verified messages the database refused, kept in the set-aside file for replay",
             set_aside.clone(),
         );
+        let write_retries = Counter::default();
+        registry.register(
+            "write_retries",
+            "Batches tried again at once after a serialization failure or a deadlock",
+            write_retries.clone(),
+        );
         let batch_size =
             Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
         registry.register(
@@ -158,6 +165,7 @@ impl Metrics {
                 spool_pending,
                 database_up,
                 set_aside,
+                write_retries,
                 batch_size,
                 latency,
             }),
@@ -225,6 +233,10 @@ impl Metrics {
 
     pub fn database_up(&self, up: bool) {
         self.inner.database_up.set(i64::from(up));
+    }
+
+    pub fn write_retry(&self) {
+        self.inner.write_retries.inc();
     }
 
     pub fn set_aside(&self) {

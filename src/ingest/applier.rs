@@ -204,6 +204,7 @@ impl Applier {
                     self.conn = None;
                     if e.kind() == DbErrorKind::Transient && attempt < TRANSIENT_RETRIES {
                         attempt += 1;
+                        self.metrics.write_retry();
                         tracing::info!(error = %e, attempt, "transient conflict; trying the batch again");
                         tokio::time::sleep(jitter(attempt)).await;
                         continue;

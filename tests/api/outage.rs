@@ -1,0 +1,165 @@
+//! While the database is down, intake keeps its speed: requests are answered
+//! from the spool without waiting for database time-outs, and the spool is
+//! applied, once each and in order, when the database is back.
+
+use std::time::{Duration, Instant};
+
+use sqlx::Executor;
+
+use crate::helpers::{
+    Backend, Outage, Pool, TestApp, assert_status, eventually, spawn_app_with, spooled_bytes,
+};
+use crate::on_both_databases;
+use crate::signing::{Msg, TOPIC};
+
+/// Posts `n` messages at once; their answers and how long the slowest took.
+async fn post_all(app: &TestApp, msgs: &[Msg]) -> (Vec<(u16, serde_json::Value)>, Duration) {
+    let started = Instant::now();
+    let answers = futures_util::future::join_all(msgs.iter().map(|m| app.post(m))).await;
+    (answers, started.elapsed())
+}
+
+fn signed(n: usize, tag: &str) -> Vec<Msg> {
+    (0..n)
+        .map(|i| Msg::notification(TOPIC, &format!("{tag} {i}")).sign())
+        .collect()
+}
+
+async fn intake_while_the_database_is_down_does_not_wait_for_its_time_outs(backend: Backend) {
+    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
+    let port = outage.port;
+    let is_sqlite = matches!(backend, Backend::Sqlite);
+    let app = spawn_app_with(backend, move |s, _| {
+        // The time-outs a request must never wait for once the outage is
+        // known.
+        s.database_acquire_timeout_ms = 3000;
+        s.sqlite_busy_timeout_ms = 3000;
+        s.database_write_timeout_ms = 5000;
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    })
+    .await;
+    assert_status(
+        &app.post(&Msg::notification(TOPIC, "before").sign()).await,
+        200,
+        "stored",
+    );
+    // SQLite: another process holds the write lock; PostgreSQL: the server
+    // is cut off.
+    let mut lock = match &app.db.pool {
+        Pool::Sqlite(pool) if is_sqlite => {
+            let mut conn = pool.acquire().await.expect("connection");
+            conn.execute("BEGIN EXCLUSIVE").await.expect("write lock");
+            Some(conn)
+        }
+        _ => {
+            outage.cut();
+            None
+        }
+    };
+    // The first message finds the outage (on SQLite after the busy
+    // time-out) and is kept in the spool.
+    let first = signed(1, "finds the outage");
+    let (answers, _) = post_all(&app, &first).await;
+    assert_status(&answers[0], 202, "spooled");
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["error"], "database_unavailable", "{ready}");
+
+    let during = signed(64, "during");
+    let (answers, took) = post_all(&app, &during).await;
+    for answer in &answers {
+        assert_status(answer, 202, "spooled");
+    }
+    assert!(
+        took < Duration::from_secs(1),
+        "64 concurrent messages took {took:?} while the database was down"
+    );
+    assert!(spooled_bytes(&app.settings.spool_path) > 0);
+
+    match lock.as_mut() {
+        Some(conn) => {
+            conn.execute("ROLLBACK").await.expect("release");
+        }
+        None => outage.restore(),
+    }
+    drop(lock);
+    for msg in first.iter().chain(&during) {
+        let id = msg.id();
+        eventually("spooled messages reach the database", || async {
+            app.db.count_messages(&id).await == 1
+        })
+        .await;
+    }
+    assert_eq!(app.db.total_messages().await, 66, "each message once");
+    eventually("the spool empties", || async {
+        spooled_bytes(&app.settings.spool_path) == 0
+    })
+    .await;
+    let after = Msg::notification(TOPIC, "after").sign();
+    eventually("direct writes resume", || async {
+        app.post(&after).await.0 == 200
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+    app.stop().await;
+}
+
+/// Messages keep arriving while the spool drains: it empties all the same,
+/// and every message is stored once.
+async fn the_spool_empties_while_messages_keep_arriving(backend: Backend) {
+    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
+    let port = outage.port;
+    let is_sqlite = matches!(backend, Backend::Sqlite);
+    let app = spawn_app_with(backend, move |s, _| {
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    })
+    .await;
+    let mut lock = match &app.db.pool {
+        Pool::Sqlite(pool) if is_sqlite => {
+            let mut conn = pool.acquire().await.expect("connection");
+            conn.execute("BEGIN EXCLUSIVE").await.expect("write lock");
+            Some(conn)
+        }
+        _ => {
+            outage.cut();
+            None
+        }
+    };
+    let spooled = signed(200, "spooled");
+    for chunk in spooled.chunks(50) {
+        for answer in post_all(&app, chunk).await.0 {
+            assert_status(&answer, 202, "spooled");
+        }
+    }
+    match lock.as_mut() {
+        Some(conn) => {
+            conn.execute("ROLLBACK").await.expect("release");
+        }
+        None => outage.restore(),
+    }
+    drop(lock);
+    // Steady traffic while the drain works.
+    let steady = signed(200, "steady");
+    for chunk in steady.chunks(20) {
+        for answer in post_all(&app, chunk).await.0 {
+            assert!(matches!(answer.0, 200 | 202), "{answer:?}");
+        }
+    }
+    eventually("the spool empties", || async {
+        spooled_bytes(&app.settings.spool_path) == 0
+    })
+    .await;
+    for msg in spooled.iter().chain(&steady) {
+        assert_eq!(app.db.count_messages(&msg.id()).await, 1);
+    }
+    assert_eq!(app.db.total_messages().await, 400);
+    app.stop().await;
+}
+
+on_both_databases!(
+    intake_while_the_database_is_down_does_not_wait_for_its_time_outs,
+    the_spool_empties_while_messages_keep_arriving,
+);
