@@ -2,7 +2,7 @@
 //! certificate store, verifier, and the actix server on a listener. Tests
 //! bind port 0 and get a real server.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
 use crate::routes;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
+use crate::sns::region::TopicArn;
 use crate::sns::verify::{Verifier, VerifierPolicy};
 use crate::spool::Spool;
 use crate::store::Store;
@@ -91,12 +92,7 @@ impl Pipeline {
             client,
             metrics.clone(),
         )?;
-        let allowed_topics: HashSet<String> = settings
-            .sns_topic_arns
-            .iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let allowed_topics = allowed_topics(&settings.sns_topic_arns)?;
         if settings.api_tokens.iter().all(|t| t.trim().is_empty()) {
             tracing::warn!("API_TOKENS is empty: the /v1 API answers direct loopback clients only");
         }
@@ -105,7 +101,7 @@ impl Pipeline {
                 "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
             );
         } else {
-            tracing::info!(topics = ?allowed_topics, "accepting SNS messages from these topics");
+            tracing::info!(topics = ?allowed_topics.keys(), "accepting SNS messages from these topics");
         }
         let verifier = Verifier::new(
             VerifierPolicy {
@@ -143,6 +139,21 @@ impl Pipeline {
             writer_task,
         })
     }
+}
+
+/// `SNS_TOPIC_ARNS`, each parsed once: a topic that is not an SNS topic ARN
+/// would only ever refuse its messages, so it stops start-up instead.
+fn allowed_topics(entries: &[String]) -> anyhow::Result<HashMap<String, TopicArn>> {
+    entries
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            TopicArn::parse(t)
+                .map(|arn| (t.to_owned(), arn))
+                .map_err(|why| anyhow::anyhow!("SNS_TOPIC_ARNS: {why}"))
+        })
+        .collect()
 }
 
 /// Mounts every endpoint with the shared state (the server and the

@@ -40,6 +40,13 @@ pub enum SnsError {
     SignatureVersionRefused,
     #[error("{field} is refused: {why}")]
     BadUrl { field: &'static str, why: String },
+    #[error(
+        "SigningCertURL names region {url_region}, but the topic is in {topic_region}: SNS signs with its topic's region's certificate"
+    )]
+    CertificateRegionMismatch {
+        topic_region: String,
+        url_region: String,
+    },
     #[error("message Timestamp {0} is older than SNS_MAX_AGE_SECS allows")]
     TooOld(String),
     #[error("message Timestamp {0} is further in the future than SNS_MAX_FUTURE_SECS allows")]
@@ -81,6 +88,7 @@ impl SnsError {
                 ..
             } => "bad_subscribe_url",
             SnsError::BadUrl { .. } => "bad_certificate_url",
+            SnsError::CertificateRegionMismatch { .. } => "certificate_region_mismatch",
             SnsError::TooOld(_) => "message_too_old",
             SnsError::FromFuture(_) => "message_from_future",
             SnsError::CertificateInvalid(_) => "certificate_invalid",
@@ -111,6 +119,7 @@ impl ResponseError for SnsError {
             | SnsError::NoTopicConfigured
             | SnsError::SignatureVersionRefused
             | SnsError::BadUrl { .. }
+            | SnsError::CertificateRegionMismatch { .. }
             | SnsError::TooOld(_)
             | SnsError::FromFuture(_)
             | SnsError::CertificateInvalid(_)

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::cert_url::check_subscribe_url;
 use super::envelope::TypeFields;
+use super::region::TopicArn;
 use super::verify::VerifiedMessage;
 use crate::error::SnsError;
 use crate::outbound::{OutboundOverrides, http_client};
@@ -58,17 +59,6 @@ pub struct Confirmer {
 /// (or, for an unsubscribe, undo) a subscription.
 pub fn redact_token(token: &str) -> String {
     format!("{}…", token.chars().take(8).collect::<String>())
-}
-
-/// `arn:aws:sns:us-east-1:123456789012:topic` → `us-east-1`.
-pub fn region_of(topic_arn: &str) -> Option<&str> {
-    let mut parts = topic_arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_partition), Some("sns"), Some(region)) if !region.is_empty() => {
-            Some(region)
-        }
-        _ => None,
-    }
 }
 
 impl Confirmer {
@@ -191,12 +181,12 @@ impl Confirmer {
     }
 
     async fn confirm_with_sdk(&self, topic: &str, token: &str) -> Result<String, SnsError> {
-        let region = region_of(topic).ok_or_else(|| SnsError::MalformedField {
+        let topic_arn = TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
             field: "TopicArn",
-            why: "not an SNS topic ARN with a region".into(),
+            why,
         })?;
         let output = self
-            .client(region)
+            .client(topic_arn.region().as_str())
             .await
             .confirm_subscription()
             .topic_arn(topic)
@@ -267,16 +257,6 @@ fn xml_value(xml: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn region_comes_from_the_topic_arn() {
-        assert_eq!(region_of("arn:aws:sns:eu-west-1:123:t"), Some("eu-west-1"));
-        assert_eq!(
-            region_of("arn:aws-cn:sns:cn-north-1:123:t"),
-            Some("cn-north-1")
-        );
-        assert_eq!(region_of("not-an-arn"), None);
-    }
 
     #[test]
     fn tokens_are_redacted() {

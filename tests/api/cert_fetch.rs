@@ -137,6 +137,13 @@ async fn serve(
             .finish(),
         "error.pem" => HttpResponse::InternalServerError().finish(),
         "notacert.pem" => HttpResponse::Ok().body("hello"),
+        // The TEST-ONLY certificates of other regions, served at this host.
+        region if region.starts_with("TEST-ONLY-") => {
+            match std::fs::read(fixture(&format!("fixtures/test-only/regions/{region}"))) {
+                Ok(pem) => HttpResponse::Ok().body(pem),
+                Err(_) => HttpResponse::NotFound().finish(),
+            }
+        }
         // The SubscribeURL of `url` confirmation.
         "" => HttpResponse::Ok().content_type("text/xml").body(
             "<ConfirmSubscriptionResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\">\

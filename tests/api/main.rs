@@ -12,6 +12,7 @@ mod feedback;
 mod fixtures;
 mod guard;
 mod health;
+mod regions;
 mod retention;
 mod sender_side;
 mod sns_endpoint;
