@@ -196,28 +196,13 @@ impl Confirmer {
             .await
             .map_err(|e| {
                 use aws_sdk_sns::error::ProvideErrorMetadata;
-                let service_error = e.as_service_error().is_some();
-                let code = e.code().unwrap_or_default().to_owned();
                 let why = format!(
                     "ConfirmSubscription failed: {}",
                     aws_sdk_sns::error::DisplayErrorContext(&e)
                 );
-                // Throttling and server-side trouble may pass; a refusal by
-                // SNS (expired token, no permission) will not.
-                if service_error
-                    && !matches!(
-                        code.as_str(),
-                        "Throttling"
-                            | "ThrottlingException"
-                            | "InternalError"
-                            | "InternalFailure"
-                            | "ServiceUnavailable"
-                    )
-                {
-                    SnsError::ConfirmationRefused(why)
-                } else {
-                    SnsError::ConfirmationUnavailable(why)
-                }
+                // No HTTP answer at all (time-out, connection) may pass.
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                confirmation_failure(status, e.code(), why)
             })?;
         Ok(output.subscription_arn().unwrap_or_default().to_owned())
     }
@@ -233,16 +218,47 @@ impl Confirmer {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() {
-            Ok(xml_value(&body, "SubscriptionArn"))
-        } else if status.is_client_error() {
-            Err(SnsError::ConfirmationRefused(format!(
-                "SubscribeURL answered {status}"
-            )))
-        } else {
-            Err(SnsError::ConfirmationUnavailable(format!(
-                "SubscribeURL answered {status}"
-            )))
+            return Ok(xml_value(&body, "SubscriptionArn"));
         }
+        let code = xml_value(&body, "Code");
+        let why = match &code {
+            Some(code) => format!("SubscribeURL answered {status} ({code})"),
+            None => format!("SubscribeURL answered {status}"),
+        };
+        Err(confirmation_failure(
+            Some(status.as_u16()),
+            code.as_deref(),
+            why,
+        ))
+    }
+}
+
+/// SNS error codes that may pass on a retry, whatever the HTTP status (SNS
+/// answers throttling with 400 `Throttling`).
+const TRANSIENT_CODES: [&str; 9] = [
+    "Throttling",
+    "ThrottlingException",
+    "Throttled",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
+
+/// Sorts a failed confirmation, by HTTP status first and SNS error code
+/// second: a 5xx or 429 may pass, whoever answered it (SNS, or a proxy or VPC
+/// endpoint in between, with no SNS error body); another 4xx is SNS refusing
+/// (an expired token, no permission) unless its code is transient; no answer
+/// at all may pass. What may pass is 503 `confirmation_unavailable`, so that
+/// SNS sends the confirmation again.
+fn confirmation_failure(status: Option<u16>, code: Option<&str>, why: String) -> SnsError {
+    let transient_code = code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
+    match status {
+        Some(500..=599 | 429) => SnsError::ConfirmationUnavailable(why),
+        Some(400..=499) if !transient_code => SnsError::ConfirmationRefused(why),
+        _ => SnsError::ConfirmationUnavailable(why),
     }
 }
 
@@ -257,6 +273,38 @@ fn xml_value(xml: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_status_first_and_code_second() {
+        let sorted = |status, code| confirmation_failure(status, code, String::new()).code();
+        for (status, code) in [
+            (Some(502), None),
+            (Some(503), None),
+            (Some(504), None),
+            (Some(500), Some("InvalidParameter")),
+            (Some(429), None),
+            (Some(400), Some("Throttling")),
+            (None, None),
+        ] {
+            assert_eq!(
+                sorted(status, code),
+                "confirmation_unavailable",
+                "{status:?} {code:?}"
+            );
+        }
+        for (status, code) in [
+            (Some(400), Some("InvalidParameter")),
+            (Some(403), Some("AuthorizationError")),
+            (Some(404), Some("NotFound")),
+            (Some(400), None),
+        ] {
+            assert_eq!(
+                sorted(status, code),
+                "confirmation_refused",
+                "{status:?} {code:?}"
+            );
+        }
+    }
 
     #[test]
     fn tokens_are_redacted() {

@@ -7,6 +7,7 @@ mod alert_sinks;
 mod aws_real;
 mod cert_fetch;
 mod cli;
+mod confirm_failures;
 mod durability;
 mod feedback;
 mod fixtures;
