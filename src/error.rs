@@ -147,8 +147,6 @@ pub fn error_body(status: StatusCode, code: &str, detail: &str) -> HttpResponse 
 pub enum ApiError {
     #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
-    #[error("no API_TOKENS are configured: the API answers only direct loopback clients")]
-    LoopbackOnly,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -169,7 +167,6 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::LoopbackOnly => "loopback_only",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidAddress(_) => "invalid_address",
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
@@ -196,7 +193,6 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::LoopbackOnly => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_)
             | ApiError::InvalidAddress(_)
             | ApiError::TooManyAddresses { .. }

@@ -48,7 +48,7 @@ async fn sdk_answers_that_may_pass_are_503_and_the_retry_confirms(backend: Backe
     api.recover();
     let msg = last.expect("a confirmation");
     assert_status(&app.post(&msg).await, 200, "stored");
-    let (_, subscriptions) = app.get("/v1/subscriptions").await;
+    let (_, subscriptions) = app.admin_get("/v1/subscriptions").await;
     assert_eq!(subscriptions["items"][0]["state"], "confirmed");
     app.stop().await;
     api.stop().await;
@@ -68,7 +68,7 @@ async fn sdk_refusals_by_sns_are_400_and_nothing_is_stored(backend: Backend) {
         assert_confirmation(&app, &msg, &case, 400, "confirmation_refused").await;
     }
     assert_eq!(app.db.total_messages().await, 0);
-    let (_, subscriptions) = app.get("/v1/subscriptions").await;
+    let (_, subscriptions) = app.admin_get("/v1/subscriptions").await;
     assert_eq!(subscriptions["items"], Value::Array(vec![]));
     app.stop().await;
     api.stop().await;

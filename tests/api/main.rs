@@ -3,6 +3,7 @@
 mod helpers;
 mod signing;
 
+mod admin_listener;
 mod alert_sinks;
 mod aws_real;
 mod cert_fetch;

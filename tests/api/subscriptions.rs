@@ -156,7 +156,7 @@ pub async fn app_with_sdk(backend: Backend, api: &SnsApi) -> TestApp {
 }
 
 async fn subscription_row(app: &TestApp) -> Value {
-    let (status, body) = app.get("/v1/subscriptions").await;
+    let (status, body) = app.admin_get("/v1/subscriptions").await;
     assert_eq!(status, 200, "{body}");
     body["items"]
         .as_array()
@@ -325,7 +325,7 @@ async fn an_unsubscribe_confirmation_marks_the_feed_stopped(backend: Backend) {
             .is_some_and(|a| a.starts_with(TOPIC)),
         "kept: {row}"
     );
-    let (_, metrics) = app.get("/metrics").await;
+    let (_, metrics) = app.admin_get("/metrics").await;
     assert!(
         metrics
             .as_str()
