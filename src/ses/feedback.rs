@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::address::EmailAddress;
 use crate::store::Timestamp;
+use crate::telemetry::escaped;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -152,7 +153,7 @@ fn only_valid(
         return Err(refused.join("; "));
     }
     for why in refused {
-        tracing::warn!(why, "SES event recipient skipped");
+        tracing::warn!(why = %escaped(&why), "SES event recipient skipped");
     }
     Ok(valid)
 }

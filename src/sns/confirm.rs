@@ -17,6 +17,7 @@ use super::region::TopicArn;
 use super::verify::VerifiedMessage;
 use crate::error::SnsError;
 use crate::outbound::{OutboundOverrides, http_client};
+use crate::telemetry::escaped;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConfirmMode {
@@ -168,10 +169,10 @@ impl Confirmer {
         };
         match &result {
             Ok(arn) => {
-                tracing::info!(topic, mode = mode.as_str(), token = %redact_token(token), subscription_arn = ?arn, "subscription confirmed")
+                tracing::info!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), subscription_arn = %escaped(arn.as_deref().unwrap_or_default()), "subscription confirmed")
             }
             Err(e) => {
-                tracing::warn!(topic, mode = mode.as_str(), token = %redact_token(token), error = %e, "subscription confirmation failed")
+                tracing::warn!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), error = %escaped(&e.to_string()), "subscription confirmation failed")
             }
         }
         result.map(|subscription_arn| Confirmed {

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::verify::VerifiedMessage;
 use crate::spool::{Spool, SpoolRecord};
+use crate::telemetry::escaped;
 
 /// What became of a message handed to the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +152,7 @@ impl WriterTask {
         self.metrics.applied(applied);
         if applied.unsubscribed {
             tracing::error!(
-                topic = accepted.message.topic_arn(),
+                topic = %escaped(accepted.message.topic_arn()),
                 "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
             );
         }
@@ -211,7 +212,7 @@ impl WriterTask {
                 }
                 Err(e) => {
                     tracing::error!(
-                        message_id = job.accepted.message.message_id(),
+                        message_id = %escaped(job.accepted.message.message_id()),
                         error = %e,
                         "message cannot be stored"
                     );
@@ -391,7 +392,7 @@ impl WriterTask {
                         }
                         Err(e) => match self.quarantine(one, &e.to_string()).await {
                             Ok(path) => tracing::error!(
-                                message_id = one.message.message_id(),
+                                message_id = %escaped(one.message.message_id()),
                                 error = %e,
                                 kept_in = %path.display(),
                                 "spooled message refused by the database; moved out of the spool"

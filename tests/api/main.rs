@@ -14,6 +14,7 @@ mod feedback;
 mod fixtures;
 mod guard;
 mod health;
+mod logs;
 mod regions;
 mod retention;
 mod sender_side;
