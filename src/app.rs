@@ -319,11 +319,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let admin = self.admin_server.handle();
         let admin_task = tokio::spawn(self.admin_server);
-        self.server.await?;
+        let served = self.server.await;
         admin.stop(true).await;
         if let Ok(Err(e)) = admin_task.await {
             tracing::error!(error = %e, "admin server ended abnormally");
         }
+        served?;
         // The server's app state (and with it every Writer handle) is gone:
         // the writer finishes what is queued and ends.
         if let Err(e) = self.writer_task.await {
