@@ -18,7 +18,13 @@ RUN apt-get update \
 COPY --from=build /src/target/release/bouncer /usr/local/bin/bouncer
 USER bouncer
 WORKDIR /data
+# The public listener (POST /sns, /healthz, /readyz) on every interface; the
+# admin listener (/v1, /metrics) on the container's own loopback, where only
+# `docker exec` reaches it. To expose it, run with
+# ADMIN_LISTEN_ADDR=0.0.0.0:8081 and API_TOKENS=name:token (start-up refuses
+# the one without the other) and publish 8081 on a private network only.
 ENV LISTEN_ADDR=0.0.0.0:8080 \
+    ADMIN_LISTEN_ADDR=127.0.0.1:8081 \
     DATABASE_URL=sqlite:/data/bouncer.db \
     SPOOL_PATH=/data/bouncer.spool \
     LOG_FORMAT=json

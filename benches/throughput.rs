@@ -108,6 +108,7 @@ impl Server {
             .current_dir(dir)
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
             .env("SPOOL_PATH", dir.join("bench.spool"))
             .env("SNS_TOPIC_ARNS", TOPIC)
             .env(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, test, web};
 use base64::Engine;
-use bouncer::app::{Hooks, Pipeline, configure};
+use bouncer::app::{Hooks, Pipeline, configure_public};
 use bouncer::config::Settings;
 use bouncer::sns::envelope::Envelope;
 use bouncer::sns::signature::{self, SignatureVersion};
@@ -144,7 +144,7 @@ fn bench_handler(c: &mut Criterion) {
         .expect("pipeline");
     let data = web::Data::from(pipeline.state.clone());
     let service = runtime.block_on(test::init_service(
-        App::new().configure(|cfg| configure(cfg, data.clone())),
+        App::new().configure(|cfg| configure_public(cfg, data.clone())),
     ));
     let mut signer = Signer::new();
     let mut group = c.benchmark_group("handler");

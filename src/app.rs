@@ -1,13 +1,16 @@
 //! Builds the running service from [`Settings`]: database, spool, writer,
-//! certificate store, verifier, and the actix server on a listener. Tests
-//! bind port 0 and get a real server.
+//! certificate store, verifier, and two actix servers: the public listener
+//! (`POST /sns` and health, what SNS must reach) and the admin listener
+//! (`/v1`, `/metrics`, behind one authentication layer). Tests bind port 0
+//! and get real servers.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
@@ -17,21 +20,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{Channels, spawn_worker};
-use crate::auth::ApiTokens;
+use crate::auth::{ApiTokens, require_token};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::guard::GuardPolicy;
-use crate::intake::{BodyBudget, connection_cap};
 use crate::ingest::applier::Applier;
 use crate::ingest::set_aside::SetAside;
 use crate::ingest::spool::Spool;
 use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
+use crate::intake::{BodyBudget, connection_cap};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
 use crate::routes;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
+use crate::sns::region::TopicArn;
 use crate::sns::verify::{Verifier, VerifierPolicy};
 use crate::store::Store;
 
@@ -99,21 +103,13 @@ impl Pipeline {
             client,
             metrics.clone(),
         )?;
-        let allowed_topics: HashSet<String> = settings
-            .sns_topic_arns
-            .iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if settings.api_tokens.iter().all(|t| t.trim().is_empty()) {
-            tracing::warn!("API_TOKENS is empty: the /v1 API answers direct loopback clients only");
-        }
+        let allowed_topics = allowed_topics(&settings.sns_topic_arns)?;
         if allowed_topics.is_empty() {
             tracing::warn!(
                 "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
             );
         } else {
-            tracing::info!(topics = ?allowed_topics, "accepting SNS messages from these topics");
+            tracing::info!(topics = ?allowed_topics.keys(), "accepting SNS messages from these topics");
         }
         let verifier = Verifier::new(
             VerifierPolicy {
@@ -180,22 +176,92 @@ impl Pipeline {
     }
 }
 
-/// Mounts every endpoint with the shared state (the server and the
-/// benchmarks use the same routes).
-pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
-    let tokens = web::Data::from(state.api_tokens.clone());
+/// `SNS_TOPIC_ARNS`, each parsed once: a topic that is not an SNS topic ARN
+/// would only ever refuse its messages, so it stops start-up instead.
+fn allowed_topics(entries: &[String]) -> anyhow::Result<HashMap<String, TopicArn>> {
+    entries
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            TopicArn::parse(t)
+                .map(|arn| (t.to_owned(), arn))
+                .map_err(|why| anyhow::anyhow!("SNS_TOPIC_ARNS: {why}"))
+        })
+        .collect()
+}
+
+/// Mounts the public listener's endpoints: what SNS and a load balancer
+/// need, nothing else (the server and the benchmarks use the same routes).
+pub fn configure_public(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     cfg.app_data(state)
-        .app_data(tokens)
-        .configure(routes::api::configure)
         .route("/sns", web::post().to(routes::sns::receive))
         .route("/healthz", web::get().to(routes::health::healthz))
-        .route("/readyz", web::get().to(routes::health::readyz))
-        .route("/metrics", web::get().to(routes::metrics::metrics));
+        .route("/readyz", web::get().to(routes::health::readyz));
+}
+
+/// Mounts the admin listener's endpoints, all of them (and the 404 for any
+/// other path) behind one authentication layer.
+pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    let tokens = web::Data::from(state.api_tokens.clone());
+    cfg.app_data(state).app_data(tokens).service(
+        web::scope("")
+            .wrap(from_fn(require_token))
+            .configure(routes::api::configure)
+            .route("/metrics", web::get().to(routes::metrics::metrics)),
+    );
+}
+
+/// The admin listener, bound. Off loopback it needs API_TOKENS: without
+/// them anyone who reaches the address could resume a paused sender or
+/// remove suppressions.
+fn bind_admin(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(&settings.admin_listen_addr).with_context(|| {
+        format!(
+            "cannot listen on ADMIN_LISTEN_ADDR {}",
+            settings.admin_listen_addr
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    if ApiTokens::parse(&settings.api_tokens).is_empty() {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "ADMIN_LISTEN_ADDR {} is not a loopback address and API_TOKENS is empty: \
+                 /v1 and /metrics would be open to anyone who reaches it; set API_TOKENS, \
+                 or bind ADMIN_LISTEN_ADDR to 127.0.0.1 or [::1]",
+                settings.admin_listen_addr
+            );
+        }
+        tracing::warn!(%addr, "API_TOKENS is empty: the admin listener (/v1, /metrics) serves whoever can connect to it on loopback");
+    }
+    Ok(listener)
+}
+
+/// Starts an `HttpServer` on a bound listener, over TLS when a rustls
+/// configuration is given. (A macro: the two servers' app types differ, and
+/// actix does not export the traits a generic function would name.)
+macro_rules! listen {
+    ($server:expr, $listener:expr, $tls:expr, $name:literal) => {{
+        let addr = $listener.local_addr()?;
+        match $tls {
+            Some(config) => {
+                tracing::info!(listener = $name, %addr, "serving HTTPS");
+                $server.listen_rustls_0_23($listener, config)?
+            }
+            None => {
+                tracing::info!(listener = $name, %addr, "serving plain HTTP (SNS needs HTTPS: put a TLS proxy in front of the public listener)");
+                $server.listen($listener)?
+            }
+        }
+        .run()
+    }};
 }
 
 pub struct Application {
     port: u16,
+    admin_port: u16,
     server: Server,
+    admin_server: Server,
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
@@ -205,6 +271,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.listen_addr)
+            .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
+        let admin_listener = bind_admin(&settings)?;
+        // Both listeners serve HTTPS when a certificate is given: admin
+        // requests carry bearer tokens.
+        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
+        };
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
         let store = state.store.clone();
         let channels = Arc::new(Channels::from_settings(&settings, &hooks.outbound)?);
@@ -221,9 +297,8 @@ impl Application {
             Duration::from_millis(settings.alert_retry_min_ms),
             stop_worker.clone(),
         );
-        let listener = TcpListener::bind(&settings.listen_addr)
-            .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
         let data = web::Data::from(state);
         let workers = if settings.http_workers > 0 {
             settings.http_workers
@@ -231,24 +306,22 @@ impl Application {
             std::thread::available_parallelism().map_or(1, usize::from)
         };
         let per_worker = connection_cap(settings.http_max_connections).div_ceil(workers);
-        let server =
-            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, data.clone())))
-                .shutdown_timeout(settings.shutdown_timeout_secs)
-                .workers(workers)
-                .max_connections(per_worker);
-        let server = match (&settings.tls_cert_file, &settings.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                let config = tls_server_config(cert, key)?;
-                tracing::info!(addr = %settings.listen_addr, port, "serving HTTPS");
-                server.listen_rustls_0_23(listener, config)?
-            }
-            (None, None) => {
-                tracing::info!(addr = %settings.listen_addr, port, "serving plain HTTP (put a TLS proxy in front: SNS needs HTTPS)");
-                server.listen(listener)?
-            }
-            _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
-        }
-        .run();
+        let public_data = data.clone();
+        let server = HttpServer::new(move || {
+            App::new().configure(|cfg| configure_public(cfg, public_data.clone()))
+        })
+        .shutdown_timeout(settings.shutdown_timeout_secs)
+        .workers(workers)
+        .max_connections(per_worker);
+        let server = listen!(server, listener, tls.clone(), "public");
+        // Stopped by `run_until_stopped` once the public server has stopped,
+        // so that SIGTERM ends both in order; one worker is plenty for it.
+        let admin_server =
+            HttpServer::new(move || App::new().configure(|cfg| configure_admin(cfg, data.clone())))
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(settings.shutdown_timeout_secs);
+        let admin_server = listen!(admin_server, admin_listener, tls, "admin");
         let pruner = (settings.retention_days > 0).then(|| {
             spawn_pruner(
                 store.clone(),
@@ -259,7 +332,9 @@ impl Application {
         });
         Ok(Application {
             port,
+            admin_port,
             server,
+            admin_server,
             writer_task,
             alert_worker,
             pruner,
@@ -268,14 +343,27 @@ impl Application {
         })
     }
 
+    /// The public listener's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// Serves until SIGTERM/SIGINT (or the server handle stops it), then
     /// lets in-flight messages finish and the writer empty its queue.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        let admin = self.admin_server.handle();
+        let admin_task = tokio::spawn(self.admin_server);
+        let served = self.server.await;
+        admin.stop(true).await;
+        if let Ok(Err(e)) = admin_task.await {
+            tracing::error!(error = %e, "admin server ended abnormally");
+        }
+        served?;
         // The server's app state (and with it every Writer handle) is gone:
         // the writer finishes what is queued and ends.
         if let Err(e) = self.writer_task.await {

@@ -1,14 +1,17 @@
-//! Who may call the `/v1` API. With `API_TOKENS` set, a request must carry
-//! `Authorization: Bearer <token>` matching one of them (compared in
-//! constant time, over SHA-256 digests so that lengths leak nothing). With no
-//! token configured, only direct loopback clients are served: a request that
-//! came through a proxy (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`) is refused even from
-//! 127.0.0.1, because the proxy would otherwise open the API to everyone.
+//! Who may use the admin listener (`/v1`, `/metrics`): one middleware wraps
+//! all of it, so no handler can forget it. With `API_TOKENS` set, every
+//! request needs `Authorization: Bearer <token>` matching one of them
+//! (the scheme in any case, RFC 7235; tokens compared in constant time, over
+//! SHA-256 digests so that lengths leak nothing), from loopback or not. With
+//! no token configured, the admin listener is on loopback (start-up refuses
+//! otherwise) and serves whoever can connect to it. No request header
+//! decides who is local: the listener's address does.
 
-use std::future::{Ready, ready};
-
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{AUTHORIZATION, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -55,62 +58,98 @@ impl ApiTokens {
         }
         found
     }
+
+    /// Who sends a request with this `Authorization` header.
+    fn caller(&self, authorization: Option<&HeaderValue>) -> Result<Caller, ApiError> {
+        if self.is_empty() {
+            return Ok(Caller {
+                name: "loopback".into(),
+            });
+        }
+        authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .and_then(|token| self.holder(token))
+            .map(|name| Caller {
+                name: name.to_owned(),
+            })
+            .ok_or(ApiError::Unauthorized)
+    }
 }
 
-/// Headers that reverse proxies add: a request carrying one came from
-/// elsewhere, whatever its peer address says.
-const PROXY_HEADERS: [&str; 6] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-real-ip",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "via",
-];
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 7235).
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
 
-/// The authenticated caller of an API request.
+/// The authenticated caller of an admin request, in the request's
+/// extensions for the handlers that record who made a change
+/// (`web::ReqData<Caller>`).
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
 }
 
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+/// The authentication layer of the admin listener (`middleware::from_fn`).
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let caller = match req.app_data::<web::Data<ApiTokens>>() {
+        Some(tokens) => tokens.caller(req.headers().get(AUTHORIZATION)),
+        None => {
+            tracing::error!("API tokens are not configured in the admin app");
+            Err(ApiError::Internal)
+        }
+    };
+    match caller {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
-    let tokens = req
-        .app_data::<web::Data<ApiTokens>>()
-        .ok_or(ApiError::Internal)?;
-    if tokens.is_empty() {
-        let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-        let proxied = PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h));
-        return if loopback && !proxied {
-            Ok(Caller {
-                name: "loopback".into(),
-            })
-        } else {
-            Err(ApiError::LoopbackOnly)
-        };
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "bEaReR t0k",
+            "Bearer   t0k ",
+            "Bearer\tt0k",
+        ] {
+            assert_eq!(bearer_token(header), Some("t0k"), "{header:?}");
+        }
+        for header in ["Basic t0k", "Bearert0k", "Bearer", "Bearer   ", "t0k", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
-    tokens
-        .holder(token)
-        .map(|name| Caller {
-            name: name.to_owned(),
-        })
-        .ok_or(ApiError::Unauthorized)
+
+    #[test]
+    fn every_token_names_its_holder() {
+        let tokens = ApiTokens::parse(&["backend:one".into(), "two".into(), " ".into()]);
+        let caller = |h: &'static str| {
+            tokens
+                .caller(Some(&HeaderValue::from_static(h)))
+                .map(|c| c.name)
+        };
+        assert_eq!(caller("Bearer one").ok().as_deref(), Some("backend"));
+        assert_eq!(caller("bearer two").ok().as_deref(), Some("api"));
+        assert!(caller("Bearer three").is_err());
+        assert!(tokens.caller(None).is_err());
+        let open = ApiTokens::parse(&[]);
+        assert_eq!(
+            open.caller(None).map(|c| c.name).ok().as_deref(),
+            Some("loopback")
+        );
+    }
 }

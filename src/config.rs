@@ -60,7 +60,8 @@ pub struct Settings {
     )]
     pub sqlite_busy_timeout_ms: u64,
 
-    /// Address and port the HTTP(S) server listens on.
+    /// Address and port of the public listener: `POST /sns` (SNS must reach
+    /// it), `/healthz` and `/readyz`, nothing else.
     #[arg(
         long,
         env = "LISTEN_ADDR",
@@ -68,6 +69,17 @@ pub struct Settings {
         global = true
     )]
     pub listen_addr: String,
+
+    /// Address and port of the admin listener: `/v1` and `/metrics`. On any
+    /// address other than loopback it requires API_TOKENS (start-up refuses
+    /// without them).
+    #[arg(
+        long,
+        env = "ADMIN_LISTEN_ADDR",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
+    pub admin_listen_addr: String,
 
     /// PEM certificate chain: with TLS_KEY_FILE, serve HTTPS directly.
     #[arg(long, env = "TLS_CERT_FILE", global = true)]
@@ -152,8 +164,10 @@ pub struct Settings {
     )]
     pub soft_bounce_window_days: u32,
 
-    /// API bearer tokens, comma-separated `name:token` pairs (the name is
-    /// recorded as who made a change). Empty: the API answers loopback only.
+    /// Admin bearer tokens, comma-separated `name:token` pairs (the name is
+    /// recorded as who made a change); with tokens, every request to the
+    /// admin listener needs one. Empty: ADMIN_LISTEN_ADDR must be loopback,
+    /// and serves whoever can connect to it.
     #[arg(
         long,
         env = "API_TOKENS",

@@ -46,6 +46,13 @@ pub enum SnsError {
     SignatureVersionRefused,
     #[error("{field} is refused: {why}")]
     BadUrl { field: &'static str, why: String },
+    #[error(
+        "SigningCertURL names region {url_region}, but the topic is in {topic_region}: SNS signs with its topic's region's certificate"
+    )]
+    CertificateRegionMismatch {
+        topic_region: String,
+        url_region: String,
+    },
     #[error("message Timestamp {0} is older than SNS_MAX_AGE_SECS allows")]
     TooOld(String),
     #[error("message Timestamp {0} is further in the future than SNS_MAX_FUTURE_SECS allows")]
@@ -89,6 +96,7 @@ impl SnsError {
                 ..
             } => "bad_subscribe_url",
             SnsError::BadUrl { .. } => "bad_certificate_url",
+            SnsError::CertificateRegionMismatch { .. } => "certificate_region_mismatch",
             SnsError::TooOld(_) => "message_too_old",
             SnsError::FromFuture(_) => "message_from_future",
             SnsError::CertificateInvalid(_) => "certificate_invalid",
@@ -120,6 +128,7 @@ impl ResponseError for SnsError {
             | SnsError::NoTopicConfigured
             | SnsError::SignatureVersionRefused
             | SnsError::BadUrl { .. }
+            | SnsError::CertificateRegionMismatch { .. }
             | SnsError::TooOld(_)
             | SnsError::FromFuture(_)
             | SnsError::CertificateInvalid(_)
@@ -134,10 +143,15 @@ impl ResponseError for SnsError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = error_body(self.status_code(), self.code(), &self.to_string());
-        if matches!(self, SnsError::BodyTimeout { .. } | SnsError::BodyTooLarge { .. }) {
+        if matches!(
+            self,
+            SnsError::BodyTimeout { .. } | SnsError::BodyTooLarge { .. }
+        ) {
             // The rest of the body is not read: the connection cannot carry
             // another request.
-            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
         }
         response
     }
@@ -153,8 +167,6 @@ pub fn error_body(status: StatusCode, code: &str, detail: &str) -> HttpResponse 
 pub enum ApiError {
     #[error("a valid `Authorization: Bearer <token>` header is required")]
     Unauthorized,
-    #[error("no API_TOKENS are configured: the API answers only direct loopback clients")]
-    LoopbackOnly,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -175,7 +187,6 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::LoopbackOnly => "loopback_only",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidAddress(_) => "invalid_address",
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
@@ -207,7 +218,6 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::LoopbackOnly => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_)
             | ApiError::InvalidAddress(_)
             | ApiError::TooManyAddresses { .. }

@@ -32,7 +32,6 @@ pub mod error;
 pub mod guard;
 pub mod ingest;
 pub mod intake;
-pub mod logtext;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;

@@ -231,7 +231,7 @@ impl Applier {
         self.metrics.applied(applied);
         if applied.unsubscribed {
             tracing::error!(
-                topic = %crate::logtext::escape(accepted.message.topic_arn()),
+                topic = %crate::telemetry::escaped(accepted.message.topic_arn()),
                 "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
             );
         }
@@ -276,7 +276,7 @@ impl Applier {
             return Err(item);
         }
         tracing::error!(
-            message_id = %crate::logtext::escape(&id),
+            message_id = %crate::telemetry::escaped(&id),
             error = %why,
             kept_in = %file.path().display(),
             "the database refused this message; set aside"
@@ -300,7 +300,8 @@ impl Applier {
             return false;
         };
         let now = self.clock.now();
-        let (body, received_at, why_owned) = (record.body.clone(), record.received_at, why.to_owned());
+        let (body, received_at, why_owned) =
+            (record.body.clone(), record.received_at, why.to_owned());
         let keep_in = file.clone();
         let kept = tokio::task::spawn_blocking(move || {
             keep_in.keep(&SetAsideRecord {

@@ -115,7 +115,10 @@ impl Spool {
         for entry in std::fs::read_dir(path)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(seq) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(".seg")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 seqs.push(seq);
             }
         }
@@ -196,10 +199,7 @@ impl Spool {
             buf.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
             buf.extend_from_slice(&json);
         }
-        let needs_new = self
-            .segments
-            .back()
-            .is_none_or(|s| s.len >= SEGMENT_BYTES);
+        let needs_new = self.segments.back().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if needs_new {
             let seq = self.segments.back().map_or(self.head.seq, |s| s.seq + 1);
             let file = OpenOptions::new()

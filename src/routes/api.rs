@@ -1,5 +1,7 @@
-//! `/v1`: the sending application's API over the suppression list. Every
-//! handler authenticates the caller first (see `auth`).
+//! `/v1`: the sending application's API over the suppression list, on the
+//! admin listener. The listener's authentication layer (`auth`) has let the
+//! caller in before any handler runs; handlers that record who made a change
+//! read the caller it found from the request (`web::ReqData<Caller>`).
 
 use std::collections::HashMap;
 
@@ -65,7 +67,6 @@ fn address(text: &str) -> Result<EmailAddress, ApiError> {
 }
 
 async fn get_one(
-    _caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -85,7 +86,6 @@ struct CheckRequest {
 }
 
 async fn check(
-    _caller: Caller,
     state: web::Data<AppState>,
     body: web::Json<CheckRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -164,7 +164,6 @@ pub fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
 }
 
 async fn list(
-    _caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -200,7 +199,7 @@ struct AddRequest {
 }
 
 async fn add(
-    caller: Caller,
+    caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
     body: web::Json<AddRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -226,7 +225,7 @@ struct RemoveQuery {
 }
 
 async fn remove(
-    caller: Caller,
+    caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<RemoveQuery>,
@@ -243,10 +242,7 @@ async fn remove(
     }
 }
 
-async fn subscriptions(
-    _caller: Caller,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+async fn subscriptions(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let items = state.store.subscriptions().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
@@ -281,7 +277,7 @@ pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_js
     }))
 }
 
-async fn sending(_caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn sending(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(sending_report(&state.store, &state.guard).await?))
 }
 
@@ -293,7 +289,7 @@ struct SetSending {
 }
 
 async fn set_sending(
-    caller: Caller,
+    caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
     body: web::Json<SetSending>,
 ) -> Result<HttpResponse, ApiError> {

@@ -13,8 +13,10 @@ use crate::error::SnsError;
 use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
 use crate::sns::envelope::Envelope;
+use crate::telemetry::escaped;
 
-/// What is known of a message for the log line, as far as parsing got.
+/// What is known of a message for the log line, as far as parsing got: as
+/// the sender wrote it, escaped when logged.
 #[derive(Default)]
 struct Seen {
     message_id: String,
@@ -69,9 +71,9 @@ pub async fn receive(
         .metrics
         .observe_latency(started.elapsed().as_secs_f64());
     tracing::info!(
-        message_id = %seen.message_id,
-        message_type = %seen.message_type,
-        topic = %seen.topic_arn,
+        message_id = %escaped(&seen.message_id),
+        message_type = %escaped(&seen.message_type),
+        topic = %escaped(&seen.topic_arn),
         outcome,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::address::EmailAddress;
+use crate::telemetry::escaped;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +153,7 @@ fn only_valid(
         return Err(refused.join("; "));
     }
     for why in refused {
-        tracing::warn!(why, "SES event recipient skipped");
+        tracing::warn!(why = %escaped(&why), "SES event recipient skipped");
     }
     Ok(valid)
 }

@@ -1,22 +1,23 @@
 //! Signing certificates: parsed once, judged at the message's signed time,
 //! and obtained from a pin (a local PEM file), a bounded in-memory cache, or
 //! one fetch per URL at a time over rustls.
+//!
+//! A certificate is judged for the URL it is pinned at or fetched from: its
+//! subject CN must be the signing name of that URL's region. Pins and cache
+//! are keyed by that URL, so a certificate never serves another URL.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
-use url::Url;
 use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
 
-use super::cert_url::check_cert_url;
+use super::cert_url::{CertUrl, check_cert_url};
+use super::region::SnsHost;
 use crate::error::SnsError;
 use crate::metrics::Metrics;
 use crate::time::Timestamp;
-
-/// The subject every SNS signing certificate carries.
-const SNS_SUBJECT_CN: &str = "sns.amazonaws.com";
 
 /// What bouncer keeps of a signing certificate: its RSA key and validity.
 #[derive(Debug)]
@@ -28,7 +29,9 @@ pub struct SigningCert {
 }
 
 impl SigningCert {
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    /// Parses the certificate served at (or pinned for) a URL on `host`: it
+    /// must carry the signing name of `host`'s region and an RSA key.
+    pub fn from_pem(pem: &[u8], host: &SnsHost) -> Result<Self, String> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
             .map_err(|e| format!("not a PEM certificate ({e})"))?;
         let cert = pem
@@ -41,9 +44,13 @@ impl SigningCert {
             .iter_common_name()
             .next()
             .map(|cn| cn.as_slice());
-        if cn != Some(SNS_SUBJECT_CN.as_bytes()) {
+        let expected = host.region().signing_name();
+        if cn != Some(expected.as_bytes()) {
             let shown = cn.map(String::from_utf8_lossy);
-            return Err(format!("subject CN is {shown:?}, not {SNS_SUBJECT_CN}"));
+            return Err(format!(
+                "subject CN is {shown:?}, but {} signs as {expected}",
+                host.region()
+            ));
         }
         let spki = cert.public_key();
         if spki.algorithm.algorithm != OID_PKCS1_RSAENCRYPTION {
@@ -128,7 +135,7 @@ impl CertStore {
                 .ok_or_else(|| anyhow::anyhow!("SNS_CERT_PINS entry `{pin}` is not URL=FILE"))?;
             let url = check_cert_url(url.trim())
                 .map_err(|why| anyhow::anyhow!("pinned URL `{url}` is refused: {why}"))?;
-            let cert = load_pem_file(Path::new(file.trim()))?;
+            let cert = load_pem_file(Path::new(file.trim()), &url)?;
             pinned.insert(url.as_str().to_owned(), Arc::new(cert));
         }
         Ok(CertStore {
@@ -144,8 +151,8 @@ impl CertStore {
         })
     }
 
-    /// The certificate for `url` (already checked by the URL rule).
-    pub async fn get(&self, url: &Url) -> Result<Arc<SigningCert>, SnsError> {
+    /// The certificate for `url`, judged for that URL's region.
+    pub async fn get(&self, url: &CertUrl) -> Result<Arc<SigningCert>, SnsError> {
         if let Some(cert) = self.pins.get(url.as_str()) {
             return Ok(cert.clone());
         }
@@ -168,10 +175,10 @@ impl CertStore {
         .cloned()
     }
 
-    async fn fetch(&self, url: &Url) -> Result<SigningCert, SnsError> {
+    async fn fetch(&self, url: &CertUrl) -> Result<SigningCert, SnsError> {
         let response = self
             .client
-            .get(url.clone())
+            .get(url.url().clone())
             .send()
             .await
             .map_err(|e| SnsError::CertificateUnavailable(describe_reqwest(&e)))?;
@@ -209,7 +216,7 @@ impl CertStore {
             }
             body.extend_from_slice(&chunk);
         }
-        SigningCert::from_pem(&body).map_err(SnsError::CertificateInvalid)
+        SigningCert::from_pem(&body, url.host()).map_err(SnsError::CertificateInvalid)
     }
 
     fn too_large(&self) -> SnsError {
@@ -220,11 +227,16 @@ impl CertStore {
     }
 }
 
-fn load_pem_file(path: &Path) -> anyhow::Result<SigningCert> {
+fn load_pem_file(path: &Path, url: &CertUrl) -> anyhow::Result<SigningCert> {
     let pem = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("cannot read pinned certificate {}: {e}", path.display()))?;
-    SigningCert::from_pem(&pem)
-        .map_err(|why| anyhow::anyhow!("pinned certificate {} is refused: {why}", path.display()))
+    SigningCert::from_pem(&pem, url.host()).map_err(|why| {
+        anyhow::anyhow!(
+            "pinned certificate {} is refused for {}: {why}",
+            path.display(),
+            url.as_str()
+        )
+    })
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -234,5 +246,81 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         format!("cannot connect ({e})")
     } else {
         e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One TEST-ONLY certificate per naming shape, with a host of the region
+    /// it was made for.
+    const SHAPES: [(&str, &str); 7] = [
+        (
+            "TEST-ONLY-sns-signing-cert.pem",
+            "sns.us-east-1.amazonaws.com",
+        ),
+        (
+            "regions/TEST-ONLY-sns-signing.eu-south-1.amazonaws.com.pem",
+            "sns.eu-south-1.amazonaws.com",
+        ),
+        (
+            "regions/TEST-ONLY-sns-us-gov-west-1.amazonaws.com.pem",
+            "sns.us-gov-east-1.amazonaws.com",
+        ),
+        (
+            "regions/TEST-ONLY-sns-cn-northwest-1.amazonaws.com.cn.pem",
+            "sns.cn-northwest-1.amazonaws.com.cn",
+        ),
+        (
+            "regions/TEST-ONLY-sns-us-iso-east-1.c2s.ic.gov.pem",
+            "sns.us-iso-east-1.c2s.ic.gov",
+        ),
+        (
+            "regions/TEST-ONLY-sns-signing.eusc-de-east-1.amazonaws.eu.pem",
+            "sns.eusc-de-east-1.amazonaws.eu",
+        ),
+        (
+            "regions/TEST-ONLY-sns.amazonaws.com.cn.pem",
+            "sns.cn-future-1.amazonaws.com.cn",
+        ),
+    ];
+
+    fn pem(path: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn host(name: &str) -> SnsHost {
+        SnsHost::parse(name).expect("an SNS host")
+    }
+
+    #[test]
+    fn each_regions_certificate_serves_its_own_region_only() {
+        for (i, (file, _)) in SHAPES.iter().enumerate() {
+            let pem = pem(&format!("fixtures/test-only/{file}"));
+            for (j, (_, at)) in SHAPES.iter().enumerate() {
+                let judged = SigningCert::from_pem(&pem, &host(at));
+                assert_eq!(judged.is_ok(), i == j, "{file} at {at}: {judged:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn real_aws_certificates_serve_default_regions() {
+        for file in [
+            "SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem",
+            "SimpleNotificationService-d6d679a1d18e95c2f9ffcf11f4f9e198.pem",
+        ] {
+            let pem = pem(&format!("fixtures/aws-real/certs/{file}"));
+            assert!(SigningCert::from_pem(&pem, &host("sns.us-east-2.amazonaws.com")).is_ok());
+            let refused = SigningCert::from_pem(&pem, &host("sns.eu-south-1.amazonaws.com"));
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|why| why.contains("sns-signing.eu-south-1.amazonaws.com")),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -5,64 +5,66 @@
 
 use url::{Host, Url};
 
-/// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn`, where
-/// the region is at least three letters, digits or dashes. This is the
-/// pattern of the official AWS validators, checked label by label; it
-/// excludes every other `*.amazonaws.com` host (such as S3 buckets).
-pub fn is_sns_host(host: &str) -> bool {
-    let rest = match host.strip_prefix("sns.") {
-        Some(rest) => rest,
-        None => return false,
-    };
-    let region = rest
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
-    match region {
-        Some(region) => {
-            region.len() >= 3
-                && region
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        }
-        None => false,
+use super::region::SnsHost;
+
+/// A signing certificate URL that passed the rule, with the SNS host (and so
+/// the region) it names.
+#[derive(Debug, Clone)]
+pub struct CertUrl {
+    url: Url,
+    host: SnsHost,
+}
+
+impl CertUrl {
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.url.as_str()
+    }
+
+    pub fn host(&self) -> &SnsHost {
+        &self.host
     }
 }
 
-/// Checks everything but the path: https, an SNS host by name, port 443, no
-/// user info, no fragment.
-fn check_origin(url: &Url) -> Result<(), String> {
+/// Checks everything but the path: https, an SNS host by name
+/// (`sns.<region>.<that region's partition domain>`), port 443, no user
+/// info, no fragment.
+fn check_origin(url: &Url) -> Result<SnsHost, String> {
     if url.scheme() != "https" {
         return Err(format!("scheme `{}` is not https", url.scheme()));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("user info is not allowed".into());
     }
-    match url.host() {
-        Some(Host::Domain(host)) if is_sns_host(host) => {}
+    let host = match url.host() {
+        Some(Host::Domain(host)) => SnsHost::parse(host)?,
         Some(host) => return Err(format!("host `{host}` is not an Amazon SNS host")),
         None => return Err("no host".into()),
-    }
+    };
     if url.port_or_known_default() != Some(443) {
         return Err("port must be 443".into());
     }
     if url.fragment().is_some() {
         return Err("a fragment is not allowed".into());
     }
-    Ok(())
+    Ok(host)
 }
 
 /// The signing certificate URL rule: origin as above, a path ending in
 /// `.pem`, and no query.
-pub fn check_cert_url(text: &str) -> Result<Url, String> {
+pub fn check_cert_url(text: &str) -> Result<CertUrl, String> {
     let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-    check_origin(&url)?;
+    let host = check_origin(&url)?;
     if url.query().is_some() {
         return Err("a query is not allowed".into());
     }
     if !url.path().ends_with(".pem") || url.path().len() <= "/.pem".len() {
         return Err("path must name a .pem file".into());
     }
-    Ok(url)
+    Ok(CertUrl { url, host })
 }
 
 /// The SubscribeURL rule: origin as above, path `/`, and a query whose
@@ -94,6 +96,9 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
             "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
             "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.eu-south-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.us-iso-east-1.c2s.ic.gov/SimpleNotificationService-abc.pem",
+            "https://sns.eusc-de-east-1.amazonaws.eu/SimpleNotificationService-abc.pem",
             "https://SNS.US-EAST-1.AMAZONAWS.COM/x.pem",
             "https://sns.us-east-1.amazonaws.com:443/x.pem",
         ] {
@@ -117,6 +122,12 @@ mod tests {
             "https://sns.x.amazonaws.com/x.pem",
             "https://sns.us_east.amazonaws.com/x.pem",
             "https://sns.a.b.amazonaws.com/x.pem",
+            // S3 endpoints serving a bucket named `sns`.
+            "https://sns.s3-external-1.amazonaws.com/x.pem",
+            "https://sns.s3-us-west-2.amazonaws.com/x.pem",
+            // A region under another partition's domain.
+            "https://sns.cn-north-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com.cn/x.pem",
             "https://54.239.1.1/x.pem",
             "https://xsns.us-east-1.amazonaws.com/x.pem",
             "file:///etc/passwd.pem",

@@ -13,9 +13,11 @@ use tokio::sync::OnceCell;
 
 use super::cert_url::check_subscribe_url;
 use super::envelope::TypeFields;
+use super::region::TopicArn;
 use super::verify::VerifiedMessage;
 use crate::error::SnsError;
 use crate::outbound::{OutboundOverrides, http_client};
+use crate::telemetry::escaped;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConfirmMode {
@@ -58,17 +60,6 @@ pub struct Confirmer {
 /// (or, for an unsubscribe, undo) a subscription.
 pub fn redact_token(token: &str) -> String {
     format!("{}…", token.chars().take(8).collect::<String>())
-}
-
-/// `arn:aws:sns:us-east-1:123456789012:topic` → `us-east-1`.
-pub fn region_of(topic_arn: &str) -> Option<&str> {
-    let mut parts = topic_arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_partition), Some("sns"), Some(region)) if !region.is_empty() => {
-            Some(region)
-        }
-        _ => None,
-    }
 }
 
 impl Confirmer {
@@ -178,10 +169,10 @@ impl Confirmer {
         };
         match &result {
             Ok(arn) => {
-                tracing::info!(topic, mode = mode.as_str(), token = %redact_token(token), subscription_arn = ?arn, "subscription confirmed")
+                tracing::info!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), subscription_arn = %escaped(arn.as_deref().unwrap_or_default()), "subscription confirmed")
             }
             Err(e) => {
-                tracing::warn!(topic, mode = mode.as_str(), token = %redact_token(token), error = %e, "subscription confirmation failed")
+                tracing::warn!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), error = %escaped(&e.to_string()), "subscription confirmation failed")
             }
         }
         result.map(|subscription_arn| Confirmed {
@@ -191,12 +182,12 @@ impl Confirmer {
     }
 
     async fn confirm_with_sdk(&self, topic: &str, token: &str) -> Result<String, SnsError> {
-        let region = region_of(topic).ok_or_else(|| SnsError::MalformedField {
+        let topic_arn = TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
             field: "TopicArn",
-            why: "not an SNS topic ARN with a region".into(),
+            why,
         })?;
         let output = self
-            .client(region)
+            .client(topic_arn.region().as_str())
             .await
             .confirm_subscription()
             .topic_arn(topic)
@@ -206,28 +197,13 @@ impl Confirmer {
             .await
             .map_err(|e| {
                 use aws_sdk_sns::error::ProvideErrorMetadata;
-                let service_error = e.as_service_error().is_some();
-                let code = e.code().unwrap_or_default().to_owned();
                 let why = format!(
                     "ConfirmSubscription failed: {}",
                     aws_sdk_sns::error::DisplayErrorContext(&e)
                 );
-                // Throttling and server-side trouble may pass; a refusal by
-                // SNS (expired token, no permission) will not.
-                if service_error
-                    && !matches!(
-                        code.as_str(),
-                        "Throttling"
-                            | "ThrottlingException"
-                            | "InternalError"
-                            | "InternalFailure"
-                            | "ServiceUnavailable"
-                    )
-                {
-                    SnsError::ConfirmationRefused(why)
-                } else {
-                    SnsError::ConfirmationUnavailable(why)
-                }
+                // No HTTP answer at all (time-out, connection) may pass.
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                confirmation_failure(status, e.code(), why)
             })?;
         Ok(output.subscription_arn().unwrap_or_default().to_owned())
     }
@@ -243,16 +219,47 @@ impl Confirmer {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() {
-            Ok(xml_value(&body, "SubscriptionArn"))
-        } else if status.is_client_error() {
-            Err(SnsError::ConfirmationRefused(format!(
-                "SubscribeURL answered {status}"
-            )))
-        } else {
-            Err(SnsError::ConfirmationUnavailable(format!(
-                "SubscribeURL answered {status}"
-            )))
+            return Ok(xml_value(&body, "SubscriptionArn"));
         }
+        let code = xml_value(&body, "Code");
+        let why = match &code {
+            Some(code) => format!("SubscribeURL answered {status} ({code})"),
+            None => format!("SubscribeURL answered {status}"),
+        };
+        Err(confirmation_failure(
+            Some(status.as_u16()),
+            code.as_deref(),
+            why,
+        ))
+    }
+}
+
+/// SNS error codes that may pass on a retry, whatever the HTTP status (SNS
+/// answers throttling with 400 `Throttling`).
+const TRANSIENT_CODES: [&str; 9] = [
+    "Throttling",
+    "ThrottlingException",
+    "Throttled",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
+
+/// Sorts a failed confirmation, by HTTP status first and SNS error code
+/// second: a 5xx or 429 may pass, whoever answered it (SNS, or a proxy or VPC
+/// endpoint in between, with no SNS error body); another 4xx is SNS refusing
+/// (an expired token, no permission) unless its code is transient; no answer
+/// at all may pass. What may pass is 503 `confirmation_unavailable`, so that
+/// SNS sends the confirmation again.
+fn confirmation_failure(status: Option<u16>, code: Option<&str>, why: String) -> SnsError {
+    let transient_code = code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
+    match status {
+        Some(500..=599 | 429) => SnsError::ConfirmationUnavailable(why),
+        Some(400..=499) if !transient_code => SnsError::ConfirmationRefused(why),
+        _ => SnsError::ConfirmationUnavailable(why),
     }
 }
 
@@ -269,13 +276,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn region_comes_from_the_topic_arn() {
-        assert_eq!(region_of("arn:aws:sns:eu-west-1:123:t"), Some("eu-west-1"));
-        assert_eq!(
-            region_of("arn:aws-cn:sns:cn-north-1:123:t"),
-            Some("cn-north-1")
-        );
-        assert_eq!(region_of("not-an-arn"), None);
+    fn failures_are_sorted_by_status_first_and_code_second() {
+        let sorted = |status, code| confirmation_failure(status, code, String::new()).code();
+        for (status, code) in [
+            (Some(502), None),
+            (Some(503), None),
+            (Some(504), None),
+            (Some(500), Some("InvalidParameter")),
+            (Some(429), None),
+            (Some(400), Some("Throttling")),
+            (None, None),
+        ] {
+            assert_eq!(
+                sorted(status, code),
+                "confirmation_unavailable",
+                "{status:?} {code:?}"
+            );
+        }
+        for (status, code) in [
+            (Some(400), Some("InvalidParameter")),
+            (Some(403), Some("AuthorizationError")),
+            (Some(404), Some("NotFound")),
+            (Some(400), None),
+        ] {
+            assert_eq!(
+                sorted(status, code),
+                "confirmation_refused",
+                "{status:?} {code:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod cert;
 pub mod cert_url;
 pub mod confirm;
 pub mod envelope;
+pub mod region;
 pub mod signature;
 pub mod verify;

@@ -3,7 +3,7 @@
 //! Nothing leaves the machine before the topic, version, URL and freshness
 //! checks have passed.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use time::Duration;
@@ -11,6 +11,7 @@ use time::Duration;
 use super::cert::CertStore;
 use super::cert_url::check_cert_url;
 use super::envelope::{Envelope, MessageType};
+use super::region::TopicArn;
 use super::signature::{self, SignatureVersion};
 use crate::clock::Clock;
 use crate::error::SnsError;
@@ -73,7 +74,8 @@ impl VerifiedMessage {
 }
 
 pub struct VerifierPolicy {
-    pub allowed_topics: HashSet<String>,
+    /// The allowed topics, by their ARN as written, parsed at start-up.
+    pub allowed_topics: HashMap<String, TopicArn>,
     pub require_v2: bool,
     pub max_age: Duration,
     pub max_future: Duration,
@@ -119,9 +121,9 @@ impl Verifier {
         if self.policy.allowed_topics.is_empty() {
             return Err(SnsError::NoTopicConfigured);
         }
-        if !self.policy.allowed_topics.contains(&envelope.topic_arn) {
+        let Some(topic) = self.policy.allowed_topics.get(&envelope.topic_arn) else {
             return Err(SnsError::TopicNotAllowed(envelope.topic_arn.clone()));
-        }
+        };
         let version = SignatureVersion::parse(&envelope.signature_version)?;
         if version == SignatureVersion::V1 && self.policy.require_v2 {
             return Err(SnsError::SignatureVersionRefused);
@@ -131,6 +133,14 @@ impl Verifier {
                 field: "SigningCertURL",
                 why,
             })?;
+        // SNS signs with the certificate of the topic's own region.
+        let url_region = cert_url.host().region();
+        if url_region != topic.region() {
+            return Err(SnsError::CertificateRegionMismatch {
+                topic_region: topic.region().to_string(),
+                url_region: url_region.to_string(),
+            });
+        }
         let now = self.clock.now();
         if check_age {
             self.check_freshness(&envelope, now)?;

@@ -137,7 +137,16 @@ async fn serve(
             .finish(),
         "error.pem" => HttpResponse::InternalServerError().finish(),
         "notacert.pem" => HttpResponse::Ok().body("hello"),
-        // The SubscribeURL of `url` confirmation.
+        // The TEST-ONLY certificates of other regions, served at this host.
+        region if region.starts_with("TEST-ONLY-") => {
+            match std::fs::read(fixture(&format!("fixtures/test-only/regions/{region}"))) {
+                Ok(pem) => HttpResponse::Ok().body(pem),
+                Err(_) => HttpResponse::NotFound().finish(),
+            }
+        }
+        // The SubscribeURL of `url` confirmation; a Token of the form
+        // `answer-<status>[-<SNS error code>]` asks for that failure.
+        "" if req.query_string().contains("Token=answer-") => scripted_failure(&req),
         "" => HttpResponse::Ok().content_type("text/xml").body(
             "<ConfirmSubscriptionResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\">\
              <ConfirmSubscriptionResult><SubscriptionArn>arn:aws:sns:us-east-1:123456789012:ses-feedback:via-url</SubscriptionArn>\
@@ -145,6 +154,27 @@ async fn serve(
              </ConfirmSubscriptionResponse>",
         ),
         _ => HttpResponse::NotFound().finish(),
+    }
+}
+
+fn scripted_failure(req: &HttpRequest) -> HttpResponse {
+    let asked = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Token=answer-"))
+        .unwrap_or_default();
+    let (status, code) = asked.split_once('-').unwrap_or((asked, ""));
+    let status = status
+        .parse()
+        .ok()
+        .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+        .unwrap_or(actix_web::http::StatusCode::IM_A_TEAPOT);
+    if code.is_empty() {
+        HttpResponse::build(status).finish()
+    } else {
+        HttpResponse::build(status)
+            .content_type("text/xml")
+            .body(crate::subscriptions::sns_error(code))
     }
 }
 

@@ -13,6 +13,8 @@ pub fn bouncer(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bouncer"));
     cmd.env_clear()
         .current_dir(dir)
+        // Tests run in parallel: any free port, not the default 8081.
+        .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_LEVEL", "warn")
         .env("AWS_EC2_METADATA_DISABLED", "true");
     cmd
@@ -51,6 +53,7 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("DATABASE_ACQUIRE_TIMEOUT_MS", Some("3000")),
         ("SQLITE_BUSY_TIMEOUT_MS", Some("5000")),
         ("LISTEN_ADDR", Some("127.0.0.1:8080")),
+        ("ADMIN_LISTEN_ADDR", Some("127.0.0.1:8081")),
         ("TLS_CERT_FILE", None),
         ("TLS_KEY_FILE", None),
         ("SNS_TOPIC_ARNS", None),

@@ -187,7 +187,7 @@ async fn replaying_the_fixtures_gives_the_rows_the_policy_predicts(backend: Back
         )
         .await;
     assert_eq!(unrecognized, 1);
-    let (_, metrics) = app.get("/metrics").await;
+    let (_, metrics) = app.admin_get("/metrics").await;
     let text = metrics.as_str().unwrap_or_default();
     assert!(
         text.contains("bouncer_unrecognized_messages_total 1"),

@@ -115,7 +115,7 @@ async fn the_complaint_threshold_is_strict_and_a_warning_comes_first(backend: Ba
     post_ok(&app, &a_complaint()).await;
     assert_eq!(state_is(&app).await, "paused", "2 in 1,000 are");
     assert_eq!(alert_kinds(&app).await, ["warning", "paused"]);
-    let (_, sending) = app.get("/v1/sending").await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(sending["state"], "paused");
     assert_eq!(sending["at_last_pause"]["sends"], 1000);
     assert_eq!(sending["at_last_pause"]["complaints"], 2);
@@ -165,7 +165,7 @@ async fn the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends(backend
     post_ok(&app, &hard_bounces(1)).await;
     assert_eq!(state_is(&app).await, "paused", "51 of 1,002 is above 5%");
     assert_eq!(alert_kinds(&app).await, ["paused"]);
-    let (_, sending) = app.get("/v1/sending").await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(
         (
             sending["at_last_pause"]["sends"].as_i64(),
@@ -206,7 +206,7 @@ async fn without_delivery_events_bounces_alone_never_pause(backend: Backend) {
         "active",
         "the volume is unknown without Delivery or Send events"
     );
-    let (_, sending) = app.get("/v1/sending").await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(sending["rates"]["volume_known"], false);
     assert_eq!(sending["rates"]["sends"], 1500);
     app.stop().await;
@@ -263,7 +263,7 @@ async fn after_a_resume_the_old_events_do_not_pause_again(backend: Backend) {
     let body = json!({"state": "active", "by": "alice", "reason": "list cleaned"});
     let response = app
         .client
-        .put(format!("{}/v1/sending", app.address))
+        .put(format!("{}/v1/sending", app.admin_address))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -338,7 +338,7 @@ async fn a_dead_webhook_and_a_restart_lose_no_alert(backend: Backend) {
     webhook.stop().await;
     let resume = app
         .client
-        .put(format!("{}/v1/sending", app.address))
+        .put(format!("{}/v1/sending", app.admin_address))
         .header("content-type", "application/json")
         .body(json!({"state": "active", "by": "bob", "reason": "fixed"}).to_string())
         .send()
@@ -571,7 +571,7 @@ async fn send_events_count_the_whole_mail_as_volume(backend: Backend) {
         "mail": {"timestamp": AT, "messageId": format!("ses-{tag}"), "source": "a@signals.example", "destination": recipients},
     });
     post_ok(&app, &Msg::notification(TOPIC, &ses.to_string()).sign()).await;
-    let (_, sending) = app.get("/v1/sending").await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(
         (
             sending["rates"]["sends"].as_i64(),
@@ -589,7 +589,7 @@ async fn send_events_count_the_whole_mail_as_volume(backend: Backend) {
     post_ok(&app, &a_complaint()).await;
     post_ok(&app, &a_complaint()).await;
     assert_eq!(state_is(&app).await, "paused");
-    let (_, sending) = app.get("/v1/sending").await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(sending["at_last_pause"]["sends"], 1000);
     app.stop().await;
 }
@@ -614,7 +614,7 @@ async fn a_service_started_while_postgres_is_down_migrates_before_draining(backe
     outage.restore();
     // Through the API: the tables do not exist until the service migrates.
     eventually("the spooled bounce is applied after migrating", || async {
-        app.get("/v1/suppressions/early@example.com").await.0 == 200
+        app.admin_get("/v1/suppressions/early@example.com").await.0 == 200
     })
     .await;
     assert_eq!(app.db.count_messages(&msg.id()).await, 1);

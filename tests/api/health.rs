@@ -15,7 +15,7 @@ async fn healthz_and_readyz_answer_when_the_database_is_up(backend: Backend) {
     assert_eq!(app.post(&msg).await.0, 200);
     let foreign = crate::signing::Msg::notification("arn:aws:sns:us-east-1:1:other", "x").sign();
     assert_eq!(app.post(&foreign).await.0, 403);
-    let (status, metrics) = app.get("/metrics").await;
+    let (status, metrics) = app.admin_get("/metrics").await;
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap_or_default();
     assert!(

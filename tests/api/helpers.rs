@@ -1,6 +1,8 @@
 //! Starts the real service on port 0 against a fresh database (a SQLite
 //! file in a temporary folder, or a new PostgreSQL database), with the
-//! TEST-ONLY signing certificate pinned, and talks to it over HTTP.
+//! TEST-ONLY signing certificate pinned, and talks to it over HTTP: `POST
+//! /sns` and health on the public listener, `/v1` and `/metrics` on the
+//! admin listener (also on port 0).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -246,7 +248,10 @@ impl Drop for TestDb {
 }
 
 pub struct TestApp {
+    /// The public listener: `POST /sns`, `/healthz`, `/readyz`.
     pub address: String,
+    /// The admin listener: `/v1`, `/metrics`.
+    pub admin_address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub hooks: Hooks,
@@ -262,6 +267,7 @@ pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
     let mut s = Settings::defaults();
     s.database_url = db_url.to_owned();
     s.listen_addr = "127.0.0.1:0".into();
+    s.admin_listen_addr = "127.0.0.1:0".into();
     s.spool_path = dir.join("bouncer.spool");
     s.sns_topic_arns = vec![TOPIC.to_owned()];
     s.sns_cert_pins = vec![format!(
@@ -307,12 +313,14 @@ pub async fn start(
         .await
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     let handle = app.server_handle();
     let task = tokio::spawn(async move {
         let _ = app.run_until_stopped().await;
     });
     TestApp {
         address,
+        admin_address,
         client: reqwest::Client::new(),
         settings,
         hooks,
@@ -346,10 +354,20 @@ impl TestApp {
         self.post_raw(msg.body(), Some(msg.get("Type"))).await
     }
 
+    /// GETs a path of the public listener.
     pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_from(&self.address, path).await
+    }
+
+    /// GETs a path of the admin listener (`/v1`, `/metrics`), without a token.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.get_from(&self.admin_address, path).await
+    }
+
+    async fn get_from(&self, base: &str, path: &str) -> (u16, Value) {
         let response = self
             .client
-            .get(format!("{}{path}", self.address))
+            .get(format!("{base}{path}"))
             .send()
             .await
             .expect("request reaches the service");

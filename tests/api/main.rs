@@ -3,16 +3,20 @@
 mod helpers;
 mod signing;
 
+mod admin_listener;
 mod alert_sinks;
 mod aws_real;
 mod cert_fetch;
 mod cli;
+mod confirm_failures;
 mod durability;
 mod feedback;
 mod fixtures;
 mod guard;
 mod health;
+mod logs;
 mod outage;
+mod regions;
 mod retention;
 mod sender_side;
 mod sns_endpoint;

@@ -30,18 +30,28 @@ impl ApiCall {
     }
 }
 
+/// What the stand-in answers instead of success: status, content type, body.
+pub type Failure = (u16, &'static str, String);
+
+/// An SNS query API error body, as SNS sends it.
+pub fn sns_error(code: &str) -> String {
+    format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{code}</Message></Error><RequestId>r-0</RequestId></ErrorResponse>"
+    )
+}
+
 /// A local stand-in for the SNS query API: answers ConfirmSubscription like
-/// SNS, or fails with 500 while `failing` is set.
+/// SNS, or with the failure set by [`SnsApi::fail_with`].
 pub struct SnsApi {
     pub url: String,
     pub calls: Arc<Mutex<Vec<ApiCall>>>,
-    pub failing: Arc<Mutex<bool>>,
+    failure: Arc<Mutex<Option<Failure>>>,
     handle: actix_web::dev::ServerHandle,
 }
 
 struct ApiState {
     calls: Arc<Mutex<Vec<ApiCall>>>,
-    failing: Arc<Mutex<bool>>,
+    failure: Arc<Mutex<Option<Failure>>>,
 }
 
 async fn sns_api(req: HttpRequest, body: web::Bytes, state: web::Data<ApiState>) -> HttpResponse {
@@ -60,10 +70,12 @@ async fn sns_api(req: HttpRequest, body: web::Bytes, state: web::Data<ApiState>)
     if let Ok(mut calls) = state.calls.lock() {
         calls.push(call);
     }
-    if state.failing.lock().map(|f| *f).unwrap_or(false) {
-        return HttpResponse::InternalServerError().content_type("text/xml").body(
-            "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalError</Code><Message>try again</Message></Error><RequestId>r-0</RequestId></ErrorResponse>",
-        );
+    let failure = state.failure.lock().ok().and_then(|f| f.clone());
+    if let Some((status, content_type, body)) = failure {
+        let status = actix_web::http::StatusCode::from_u16(status).expect("status");
+        return HttpResponse::build(status)
+            .content_type(content_type)
+            .body(body);
     }
     HttpResponse::Ok().content_type("text/xml").body(format!(
         "<ConfirmSubscriptionResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\">\
@@ -75,10 +87,10 @@ async fn sns_api(req: HttpRequest, body: web::Bytes, state: web::Data<ApiState>)
 impl SnsApi {
     pub async fn start() -> SnsApi {
         let calls: Arc<Mutex<Vec<ApiCall>>> = Arc::default();
-        let failing: Arc<Mutex<bool>> = Arc::default();
+        let failure: Arc<Mutex<Option<Failure>>> = Arc::default();
         let state = web::Data::new(ApiState {
             calls: calls.clone(),
-            failing: failing.clone(),
+            failure: failure.clone(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!(
@@ -100,8 +112,21 @@ impl SnsApi {
         SnsApi {
             url,
             calls,
-            failing,
+            failure,
             handle,
+        }
+    }
+
+    /// Answers every call with this until [`SnsApi::recover`].
+    pub fn fail_with(&self, status: u16, content_type: &'static str, body: impl Into<String>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some((status, content_type, body.into()));
+        }
+    }
+
+    pub fn recover(&self) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = None;
         }
     }
 
@@ -131,7 +156,7 @@ pub async fn app_with_sdk(backend: Backend, api: &SnsApi) -> TestApp {
 }
 
 async fn subscription_row(app: &TestApp) -> Value {
-    let (status, body) = app.get("/v1/subscriptions").await;
+    let (status, body) = app.admin_get("/v1/subscriptions").await;
     assert_eq!(status, 200, "{body}");
     body["items"]
         .as_array()
@@ -179,9 +204,7 @@ async fn a_confirmation_calls_confirm_subscription_once_through_the_sdk(backend:
 
 async fn a_transient_failure_answers_503_and_the_retry_confirms(backend: Backend) {
     let api = SnsApi::start().await;
-    if let Ok(mut f) = api.failing.lock() {
-        *f = true;
-    }
+    api.fail_with(500, "text/xml", sns_error("InternalError"));
     let app = app_with_sdk(backend, &api).await;
     let msg = Msg::subscription_confirmation(TOPIC).sign();
     assert_refused(&app.post(&msg).await, 503, "confirmation_unavailable");
@@ -191,9 +214,7 @@ async fn a_transient_failure_answers_503_and_the_retry_confirms(backend: Backend
         0,
         "not stored, so SNS's retry is not a duplicate"
     );
-    if let Ok(mut f) = api.failing.lock() {
-        *f = false;
-    }
+    api.recover();
     assert_status(&app.post(&msg).await, 200, "stored");
     assert_eq!(subscription_row(&app).await["state"], "confirmed");
     app.stop().await;
@@ -304,7 +325,7 @@ async fn an_unsubscribe_confirmation_marks_the_feed_stopped(backend: Backend) {
             .is_some_and(|a| a.starts_with(TOPIC)),
         "kept: {row}"
     );
-    let (_, metrics) = app.get("/metrics").await;
+    let (_, metrics) = app.admin_get("/metrics").await;
     assert!(
         metrics
             .as_str()

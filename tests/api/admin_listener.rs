@@ -1,0 +1,199 @@
+//! The admin surface on its own listener (SPEC §5): the public listener
+//! serves `POST /sns` and health only; `/v1` and `/metrics` are on the admin
+//! listener, behind one authentication layer. With `API_TOKENS` every admin
+//! request needs a token (scheme in any case), loopback or not; without, the
+//! admin listener must be on loopback and serves whoever reaches it; no
+//! request header decides who is local.
+
+use reqwest::Method;
+
+use crate::helpers::{
+    Backend, TempDir, TestApp, answer, assert_refused, spawn_app_with, test_settings,
+};
+use crate::on_both_databases;
+use crate::suppression_api::{TOKEN, app_with_token};
+
+/// Sends `method path` to `base` with an optional `Authorization` header.
+async fn request(
+    app: &TestApp,
+    method: Method,
+    base: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = app.client.request(method, format!("{base}{path}"));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    answer(request.send().await.expect("answer")).await
+}
+
+async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
+    let app = app_with_token(backend).await;
+    let bearer = format!("Bearer {TOKEN}");
+    for (method, path) in [
+        (Method::GET, "/v1/suppressions/a@example.com"),
+        (Method::POST, "/v1/suppressions"),
+        (
+            Method::DELETE,
+            "/v1/suppressions/a@example.com?by=x&reason=y",
+        ),
+        (Method::GET, "/v1/sending"),
+        (Method::PUT, "/v1/sending"),
+        (Method::GET, "/v1/subscriptions"),
+        (Method::GET, "/metrics"),
+    ] {
+        let (status, _) = request(&app, method.clone(), &app.address, path, Some(&bearer)).await;
+        assert_eq!(status, 404, "{method} {path} on the public listener");
+    }
+    assert_eq!(app.get("/healthz").await.0, 200);
+    assert_eq!(app.get("/readyz").await.0, 200);
+    // The admin listener serves its own paths only.
+    for (method, path) in [(Method::POST, "/sns"), (Method::GET, "/healthz")] {
+        let (status, _) = request(&app, method, &app.admin_address, path, Some(&bearer)).await;
+        assert_eq!(status, 404, "{path} on the admin listener");
+    }
+    let (status, sending) = request(
+        &app,
+        Method::GET,
+        &app.admin_address,
+        "/v1/sending",
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!((status, &sending["state"]), (200, &"active".into()));
+    app.stop().await;
+}
+
+async fn with_tokens_every_admin_request_needs_one_even_from_loopback(backend: Backend) {
+    let app = app_with_token(backend).await;
+    let admin = app.admin_address.clone();
+    for path in [
+        "/metrics",
+        "/v1/sending",
+        "/v1/subscriptions",
+        "/no-such-page",
+    ] {
+        let refused = request(&app, Method::GET, &admin, path, None).await;
+        assert_refused(&refused, 401, "unauthorized");
+    }
+    // A proxy header from loopback changes nothing.
+    let proxied = app
+        .client
+        .get(format!("{admin}/metrics"))
+        .header("x-forwarded-for", "127.0.0.1")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        proxied
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    assert_refused(&answer(proxied).await, 401, "unauthorized");
+    let wrong = request(&app, Method::GET, &admin, "/metrics", Some("Bearer nope")).await;
+    assert_refused(&wrong, 401, "unauthorized");
+    let (status, metrics) = request(
+        &app,
+        Method::GET,
+        &admin,
+        "/metrics",
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|m| m.contains("bouncer_sending_paused 0")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let app = app_with_token(backend).await;
+    let admin = app.admin_address.clone();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} {TOKEN}");
+        let (status, body) = request(&app, Method::GET, &admin, "/v1/sending", Some(&header)).await;
+        assert_eq!(status, 200, "{header}: {body}");
+    }
+    for header in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_owned(),
+    ] {
+        let refused = request(&app, Method::GET, &admin, "/v1/sending", Some(&header)).await;
+        assert_refused(&refused, 401, "unauthorized");
+    }
+    // The token's holder is recorded as who changed the state.
+    let response = app
+        .client
+        .put(format!("{admin}/v1/sending"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(r#"{"state": "paused", "by": "alice", "reason": "test"}"#)
+        .send()
+        .await
+        .expect("answer");
+    let (status, body) = answer(response).await;
+    assert_eq!(
+        (status, &body["changed_by"]),
+        (200, &"alice (api:backend)".into()),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+async fn without_tokens_the_loopback_admin_listener_serves_whoever_reaches_it(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let url = format!("{}/v1/suppressions/a@example.com", app.admin_address);
+    for header in ["x-forwarded-for", "x-real-ip", "forwarded", "via"] {
+        let request = app.client.get(&url).header(header, "203.0.113.9");
+        let served = answer(request.send().await.expect("answer")).await;
+        assert_refused(&served, 404, "not_suppressed");
+    }
+    assert_eq!(app.admin_get("/metrics").await.0, 200);
+    app.stop().await;
+}
+
+on_both_databases!(
+    the_public_listener_serves_only_sns_and_health,
+    with_tokens_every_admin_request_needs_one_even_from_loopback,
+    the_bearer_scheme_is_case_insensitive,
+    without_tokens_the_loopback_admin_listener_serves_whoever_reaches_it,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_off_loopback_needs_tokens() {
+    let dir = TempDir::new();
+    let mut settings = test_settings(
+        &format!("sqlite:{}", dir.path().join("b.db").display()),
+        dir.path(),
+    );
+    settings.admin_listen_addr = "0.0.0.0:0".into();
+    let error = bouncer::app::Application::build(settings.clone(), Default::default())
+        .await
+        .err()
+        .expect("refused without API_TOKENS");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("ADMIN_LISTEN_ADDR 0.0.0.0:0") && error.contains("API_TOKENS"),
+        "{error}"
+    );
+    // With tokens it starts, and asks every caller for one.
+    settings.api_tokens = vec![format!("backend:{TOKEN}")];
+    let app = bouncer::app::Application::build(settings, Default::default())
+        .await
+        .expect("starts with API_TOKENS");
+    let url = format!("http://127.0.0.1:{}/metrics", app.admin_port());
+    let handle = app.server_handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    let refused = answer(reqwest::get(&url).await.expect("answer")).await;
+    assert_refused(&refused, 401, "unauthorized");
+    handle.stop(true).await;
+    let _ = task.await;
+}

@@ -1,0 +1,91 @@
+//! Log lines (SPEC §7: one line per SNS message) stay one line of plain text
+//! whatever a sender writes: the `bouncer serve` binary, with text logs to a
+//! pipe, gets a `MessageId` and a `TopicArn` holding line breaks and terminal
+//! escape codes, and its output shows them escaped.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::cli::{bouncer, test_env};
+use crate::helpers::TempDir;
+use crate::signing::{Msg, TOPIC};
+
+/// A forged log line and terminal control sequences (clear the screen, set
+/// the window title).
+const INJECTED: &str =
+    "\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\u{1b}[2J\u{1b}]0;owned\u{7}\r";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut cmd = bouncer(dir.path());
+    test_env(
+        &mut cmd,
+        &format!("sqlite:{}", dir.path().join("b.db").display()),
+        dir.path(),
+    );
+    let child = cmd
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "info")
+        .env("LOG_FORMAT", "text")
+        .env("SNS_CONFIRM_MODE", "off")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let base = format!("http://127.0.0.1:{port}");
+    bouncer::outbound::install_default_provider();
+    let client = reqwest::Client::new();
+    let stored = Msg::notification(TOPIC, "x")
+        .set("MessageId", &format!("id{INJECTED}"))
+        .sign();
+    let refused = Msg::notification(&format!("{TOPIC}{INJECTED}"), "x").sign();
+    let mut answers = Vec::new();
+    for msg in [&stored, &refused] {
+        for _ in 0..100 {
+            let sent = client
+                .post(format!("{base}/sns"))
+                .header("x-amz-sns-message-type", "Notification")
+                .body(msg.body())
+                .send()
+                .await;
+            if let Ok(response) = sent {
+                answers.push(response.status().as_u16());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let output = child.wait_with_output().expect("stops");
+    assert_eq!(answers, [200, 403]);
+    let logs = String::from_utf8_lossy(&output.stdout);
+    let escaped = "\\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r";
+    assert!(logs.contains(&format!("message_id=id{escaped}")), "{logs}");
+    assert!(logs.contains(&format!("topic={TOPIC}{escaped}")), "{logs}");
+    assert!(
+        !logs.contains(['\u{1b}', '\u{7}', '\r']),
+        "a control character reached the log: {logs:?}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("2026-11-25T08:00:00.000000Z")),
+        "a forged line reached the log: {logs}"
+    );
+    // Each message is one line.
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("sns message")).count(),
+        2,
+        "{logs}"
+    );
+}
