@@ -344,15 +344,13 @@ impl Spool {
         let drained_all = self.segments.len() == 1
             && self.segments[0].seq == end.seq
             && end.offset >= self.segments[0].len;
-        if drained_all {
-            if let Some(done) = self.segments.pop_front() {
-                self.appender = None;
-                self.remove_segment(done.seq)?;
-                self.head = Position {
-                    seq: done.seq + 1,
-                    offset: 0,
-                };
-            }
+        if drained_all && let Some(done) = self.segments.pop_front() {
+            self.appender = None;
+            self.remove_segment(done.seq)?;
+            self.head = Position {
+                seq: done.seq + 1,
+                offset: 0,
+            };
         }
         Ok(())
     }

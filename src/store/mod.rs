@@ -107,8 +107,11 @@ impl Store {
                 connect_timeout,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // Named, so that an operator tells bouncer's sessions apart in
+            // pg_stat_activity (the writer's from the rest).
             let options = PgConnectOptions::from_str(url)
-                .with_context(|| "DATABASE_URL is not a PostgreSQL URL".to_string())?;
+                .with_context(|| "DATABASE_URL is not a PostgreSQL URL".to_string())?
+                .application_name("bouncer");
             let location = format!(
                 "PostgreSQL database `{}` on {}:{}",
                 options.get_database().unwrap_or("postgres"),
@@ -119,7 +122,7 @@ impl Store {
             // server for ever: past this, the database counts as down and
             // messages go to the spool.
             let limit = settings.database_write_timeout_ms.max(1).to_string();
-            let writer = options.clone().options([
+            let writer = options.clone().application_name("bouncer-writer").options([
                 ("statement_timeout", limit.as_str()),
                 ("lock_timeout", limit.as_str()),
                 ("idle_in_transaction_session_timeout", "60000"),

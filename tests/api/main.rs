@@ -16,6 +16,8 @@ mod guard;
 mod health;
 mod logs;
 mod outage;
+mod pg_faults;
+mod poison;
 mod regions;
 mod retention;
 mod sender_side;

@@ -1,0 +1,303 @@
+//! PostgreSQL's transient failures, caused for real: a read-only standby
+//! after a fail-over, an administrator's shutdown of the connection, a
+//! deadlock, a serialization failure, and a table lock held past the write
+//! time limit. None answers 500 and none loses a message: each is retried
+//! or spooled and applied once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::feedback::delivery;
+use crate::helpers::{Backend, TestApp, assert_status, eventually, spawn_app_with, spooled_bytes};
+use crate::signing::{Msg, TOPIC, now_text, unique_id};
+
+async fn postgres() -> Option<Backend> {
+    Backend::postgres().await
+}
+
+/// Another client's own connection to bouncer's database (not from the
+/// test's pool, whose close would wait for it).
+async fn other_client(app: &TestApp) -> PgConnection {
+    PgConnection::connect(&app.db.url)
+        .await
+        .expect("another client")
+}
+
+fn database_name(app: &TestApp) -> String {
+    app.db
+        .url
+        .rsplit_once('/')
+        .map(|(_, name)| name.to_owned())
+        .unwrap_or_default()
+}
+
+/// A connection to the server's `postgres` database, for what a DBA does.
+async fn dba(app: &TestApp) -> PgConnection {
+    let server = app
+        .db
+        .url
+        .rsplit_once('/')
+        .map(|(s, _)| s)
+        .unwrap_or_default();
+    PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("DBA connection")
+}
+
+/// Ends every session bouncer holds on its database (what a fail-over or
+/// `pg_terminate_backend` does to it).
+async fn terminate_bouncer_sessions(app: &TestApp) {
+    let mut dba = dba(app).await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name LIKE 'bouncer%'",
+    )
+    .bind(database_name(app))
+    .execute(&mut dba)
+    .await
+    .expect("terminate");
+}
+
+async fn alter_database(app: &TestApp, setting: &str) {
+    let mut dba = dba(app).await;
+    dba.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} {setting}",
+        database_name(app)
+    )))
+    .await
+    .expect("ALTER DATABASE");
+}
+
+async fn retries_metric(app: &TestApp) -> f64 {
+    let (_, metrics) = app.admin_get("/metrics").await;
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("bouncer_write_retries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn messages(n: usize, tag: &str) -> Vec<Msg> {
+    (0..n)
+        .map(|i| Msg::notification(TOPIC, &format!("{tag} {i}")).sign())
+        .collect()
+}
+
+async fn all_stored_once(app: &TestApp, msgs: &[Msg]) {
+    for msg in msgs {
+        let id = msg.id();
+        eventually("the message reaches the database", || async {
+            app.db.count_messages(&id).await == 1
+        })
+        .await;
+    }
+    eventually("the spool empties", || async {
+        spooled_bytes(&app.settings.spool_path) == 0
+    })
+    .await;
+    assert!(!app.settings.spool_path.join("set-aside.jsonl").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_standby_after_a_fail_over_spools_until_writes_are_taken_again() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.database_write_timeout_ms = 2000).await;
+    // The primary fails over to a standby that refuses writes (25006).
+    alter_database(&app, "SET default_transaction_read_only = on").await;
+    terminate_bouncer_sessions(&app).await;
+    let during = messages(3, "read-only");
+    for msg in &during {
+        assert_status(&app.post(msg).await, 202, "spooled");
+    }
+    assert_eq!(app.db.total_messages().await, 0);
+    assert_eq!(app.get("/readyz").await.0, 503);
+    // A writable primary again.
+    alter_database(&app, "RESET default_transaction_read_only").await;
+    all_stored_once(&app, &during).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrators_shutdown_of_the_connection_loses_nothing() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let before = messages(1, "before");
+    assert_status(&app.post(&before[0]).await, 200, "stored");
+    // 57P01 on the writer's connection.
+    terminate_bouncer_sessions(&app).await;
+    let after = messages(5, "after");
+    let answers = futures_util::future::join_all(after.iter().map(|m| app.post(m))).await;
+    for answer in &answers {
+        assert!(matches!(answer.0, 200 | 202), "{answer:?}");
+    }
+    all_stored_once(&app, &after).await;
+    app.stop().await;
+}
+
+/// A bounce for two recipients: its two events are written in one
+/// statement, in key order.
+fn bounce_for_two(feedback_id: &str) -> Msg {
+    let at = now_text();
+    let ses = json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": "a@example.com"}, {"emailAddress": "b@example.com"}],
+            "timestamp": at, "feedbackId": feedback_id,
+        },
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "destination": ["a@example.com", "b@example.com"]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+async fn insert_event(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO feedback_events (event_key, sns_message_id, event_type, format, ses_message_id, \
+         action, occurred_at, received_at) VALUES ($1, 'other', 'Bounce', 'classic', 'other', 'suppress', now(), now())",
+    )
+    .bind(key)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_is_retried_as_a_batch() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let feedback_id = format!("fb-{}", unique_id());
+    let msg = bounce_for_two(&feedback_id);
+    // Another transaction holds the second event's key...
+    let mut other = other_client(&app).await;
+    other.execute("BEGIN").await.expect("begin");
+    // ...and is not the one PostgreSQL picks to break the deadlock.
+    other
+        .execute("SET LOCAL deadlock_timeout = '10s'")
+        .await
+        .expect("deadlock_timeout");
+    insert_event(&mut other, &format!("bounce:{feedback_id}:b@example.com"))
+        .await
+        .expect("hold b");
+    let post = {
+        let (address, body) = (app.address.clone(), msg.body());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(format!("{address}/sns"))
+                .header("x-amz-sns-message-type", "Notification")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            crate::helpers::answer(response).await
+        })
+    };
+    // The writer has taken a@ and waits for b@; taking a@ now closes the
+    // cycle. The writer's session detects it first and loses (40P01).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    insert_event(&mut other, &format!("bounce:{feedback_id}:a@example.com"))
+        .await
+        .expect("the other transaction gets a@ once the writer's is rolled back");
+    other.execute("ROLLBACK").await.expect("rollback");
+    let answer = post.await.expect("answer");
+    assert_status(&answer, 200, "stored");
+    assert!(retries_metric(&app).await >= 1.0);
+    assert!(crate::feedback::is_suppressed(&app, "a@example.com").await);
+    assert!(crate::feedback::is_suppressed(&app, "b@example.com").await);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serialization_failure_is_retried() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    // Some operators run every transaction SERIALIZABLE.
+    alter_database(&app, "SET default_transaction_isolation = 'serializable'").await;
+    terminate_bouncer_sessions(&app).await;
+    let first = delivery("one@example.com", &now_text());
+    let answer = app.post(&first).await;
+    assert!(matches!(answer.0, 200 | 202), "{answer:?}");
+    eventually("the first delivery is stored", || async {
+        app.db.count_messages(&first.id()).await == 1
+    })
+    .await;
+    let mut other = other_client(&app).await;
+    other
+        .execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .await
+        .expect("begin");
+    other
+        .execute("UPDATE rate_buckets SET sends = sends + 1")
+        .await
+        .expect("update the hour's counts");
+    let second = delivery("two@example.com", &now_text());
+    let post = {
+        let (address, body) = (app.address.clone(), second.body());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(format!("{address}/sns"))
+                .header("x-amz-sns-message-type", "Notification")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            crate::helpers::answer(response).await
+        })
+    };
+    // The writer waits on the hour's row; the other commits first, so the
+    // writer's transaction cannot be serialized (40001).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.execute("COMMIT").await.expect("commit");
+    assert_status(&post.await.expect("answer"), 200, "stored");
+    assert!(retries_metric(&app).await >= 1.0);
+    let sends = app
+        .db
+        .scalar("SELECT CAST(SUM(sends) AS BIGINT) FROM rate_buckets", None)
+        .await;
+    assert_eq!(sends, 3, "two deliveries and the other transaction's one");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_write_time_limit_spools_instead_of_hanging() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.database_write_timeout_ms = 1000).await;
+    let mut other = other_client(&app).await;
+    other.execute("BEGIN").await.expect("begin");
+    other
+        .execute("LOCK TABLE sns_messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let first = messages(1, "meets the lock");
+    let started = Instant::now();
+    assert_status(&app.post(&first[0]).await, 202, "spooled");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the first message waited {took:?}; SNS gives up after about 15 s"
+    );
+    let more = messages(10, "while locked");
+    let started = Instant::now();
+    for answer in futures_util::future::join_all(more.iter().map(|m| app.post(m))).await {
+        assert_status(&answer, 202, "spooled");
+    }
+    assert!(started.elapsed() < Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    other.execute("ROLLBACK").await.expect("release");
+    drop(other);
+    all_stored_once(&app, &[first, more].concat()).await;
+    app.stop().await;
+}
