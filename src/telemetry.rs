@@ -1,17 +1,108 @@
 //! Logging: `tracing` to stdout, as text or JSON, set up once per process.
+//! `LOG_LEVEL` is checked when the settings are read; colours only go to a
+//! terminal; the AWS SDK and sqlx are kept at `warn` unless `LOG_LEVEL`
+//! names them (their `info` lines are a credential-chain dump and a notice
+//! per migration check, not news for an operator).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Libraries whose `info` is noise for an operator.
+const QUIET: [&str; 5] = [
+    "aws_config",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_sdk_sns",
+    "sqlx",
+];
+
+/// `LOG_LEVEL` as clap reads it: a level, or EnvFilter directives whose bare
+/// words are levels (a bare `inof` would silently be a target named `inof`).
+pub fn parse_log_level(text: &str) -> Result<String, String> {
+    let hint = "a level (trace, debug, info, warn, error, off), optionally with target=level pairs, e.g. `info,bouncer=debug`";
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "LOG_LEVEL `{text}`: `{directive}` is not a level; expected {hint}"
+            ));
+        }
+    }
+    EnvFilter::try_new(text).map_err(|e| format!("LOG_LEVEL `{text}` is not {hint}: {e}"))?;
+    Ok(text.to_owned())
+}
+
+/// The filter: `LOG_LEVEL`, with the quiet libraries at `warn` (or at the
+/// global level when that is quieter) unless it names them.
+pub fn filter_directives(level: &str) -> String {
+    let directives: Vec<&str> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let global = directives
+        .iter()
+        .rev()
+        .find(|d| !d.contains('='))
+        .map(|d| d.to_ascii_lowercase());
+    let quiet = match global.as_deref() {
+        Some(l @ ("error" | "off")) => l.to_owned(),
+        _ => "warn".to_owned(),
+    };
+    let mut out: Vec<String> = directives.iter().map(|d| (*d).to_owned()).collect();
+    for target in QUIET {
+        let named = directives.iter().any(|d| {
+            d.split(['=', '['])
+                .next()
+                .is_some_and(|t| t == target || t.starts_with(&format!("{target}::")))
+        });
+        if !named {
+            out.push(format!("{target}={quiet}"));
+        }
+    }
+    out.join(",")
+}
+
+/// Sets up logging. A second call (tests start many apps in one process)
+/// keeps the first. An invalid `level` (refused earlier by the settings)
+/// falls back to `info`.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter_directives(level))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_target(false);
-    // A second call (tests start many apps in one process) keeps the first.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_level_is_refused_and_a_target_with_a_level_is_not() {
+        assert!(parse_log_level("inof").is_err());
+        assert!(parse_log_level("info,bouncer=debug").is_ok());
+        assert!(parse_log_level("WARN").is_ok());
+        assert!(parse_log_level("bouncer=[").is_err());
+    }
+
+    #[test]
+    fn libraries_stay_at_warn_unless_named() {
+        assert_eq!(
+            filter_directives("debug,sqlx=info"),
+            "debug,sqlx=info,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sdk_sns=warn"
+        );
+        assert!(filter_directives("error").ends_with("sqlx=error"));
+        assert!(filter_directives("bouncer=debug").starts_with("bouncer=debug,aws_config=warn"));
+    }
 }

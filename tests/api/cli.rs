@@ -18,6 +18,44 @@ pub fn bouncer(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// What a run of the binary showed: exit code, stdout, stderr.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to the end.
+pub fn run(cmd: &mut Command) -> Ran {
+    let output = cmd.output().expect("the binary runs");
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The binary in `dir` against `db_url`, with `args`.
+pub fn run_with(dir: &std::path::Path, db_url: &str, args: &[&str]) -> Ran {
+    run(bouncer(dir).env("DATABASE_URL", db_url).args(args))
+}
+
+/// `bouncer migrate` on `db_url`, which must succeed.
+pub fn migrate(dir: &std::path::Path, db_url: &str) {
+    let ran = run_with(dir, db_url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
+}
+
 /// Settings for the test key and topic, as environment variables.
 pub fn test_env(cmd: &mut Command, db_url: &str, dir: &std::path::Path) {
     cmd.env("DATABASE_URL", db_url)
@@ -130,6 +168,7 @@ async fn migrate_creates_the_schema(backend: Backend) {
 async fn replay_applies_stored_messages_through_the_pipeline(backend: Backend) {
     let dir = TempDir::new();
     let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
     let mut cmd = bouncer(dir.path());
     test_env(&mut cmd, &db.url, dir.path());
     let output = cmd
@@ -175,17 +214,27 @@ async fn replay_posts_to_a_running_endpoint(backend: Backend) {
     let dump = dir.path().join("dlq.jsonl");
     std::fs::write(&dump, lines.join("\n")).expect("write");
     let url = format!("{}/sns", app.address);
-    let output = bouncer(dir.path())
+    let ran = run(bouncer(dir.path())
         .args(["replay", "--url", &url])
-        .arg(&dump)
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert_eq!(
-        stdout.matches("200 {\"status\":\"stored\"").count(),
-        lines.len(),
-        "{stdout}"
+        .arg(&dump));
+    assert_eq!(ran.code, 0, "{ran}");
+    // One line per message: where it came from, its id, the answer.
+    let answers: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(answers.len(), lines.len(), "{ran}");
+    for (i, (answer, line)) in answers.iter().zip(&lines).enumerate() {
+        let id = serde_json::from_str::<serde_json::Value>(line).expect("json")["MessageId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let expected = format!("{}:{}\t{id}\t200 stored", dump.display(), i + 1);
+        assert!(answer.starts_with(&expected), "{expected}: {ran}");
+    }
+    assert!(
+        ran.stderr.contains(&format!(
+            "replayed {n} messages: {n} stored, 0 duplicate, 0 spooled, 0 refused",
+            n = lines.len()
+        )),
+        "{ran}"
     );
     assert_eq!(app.db.total_messages().await, lines.len() as i64);
     app.stop().await;

@@ -7,6 +7,8 @@ mod alert_sinks;
 mod aws_real;
 mod cert_fetch;
 mod cli;
+mod cli_database;
+mod cli_replay;
 mod durability;
 mod feedback;
 mod fixtures;
