@@ -122,7 +122,7 @@ fn parse_row(
     default_source: &str,
 ) -> Result<ImportRow, String> {
     let email = field("email").ok_or("no email")?;
-    let email = EmailAddress::parse(&email).map_err(|e| format!("`{email}`: {e}"))?;
+    let email = EmailAddress::parse(email.trim()).map_err(|e| e.to_string())?;
     let reason = match field("reason") {
         Some(r) => parse_reason(r.trim()).map_err(|e| e.to_string())?,
         None => "manual".to_owned(),

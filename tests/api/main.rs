@@ -9,6 +9,7 @@ mod cert_fetch;
 mod cli;
 mod cli_database;
 mod cli_replay;
+mod cli_suppressions;
 mod durability;
 mod feedback;
 mod fixtures;
