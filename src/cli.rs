@@ -249,7 +249,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    telemetry::init(&cli.settings.log_level, cli.settings.log_format);
+    let log_to = match cli.command {
+        Command::Serve => telemetry::LogTo::Stdout,
+        _ => telemetry::LogTo::Stderr,
+    };
+    telemetry::init_to(&cli.settings.log_level, cli.settings.log_format, log_to);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,4 +1,6 @@
-//! Logging: `tracing` to stdout, as text or JSON, set up once per process.
+//! Logging: `tracing` as text or JSON, set up once per process: to stdout
+//! for `serve`, to stderr for the other commands (their stdout is their
+//! answer: a CSV export, a status a script reads).
 //! `LOG_LEVEL` is checked when the settings are read; colours only go to a
 //! terminal; the AWS SDK and sqlx are kept at `warn` unless `LOG_LEVEL`
 //! names them (their `info` lines are a credential-chain dump and a notice
@@ -68,19 +70,37 @@ pub fn filter_directives(level: &str) -> String {
     out.join(",")
 }
 
-/// Sets up logging. A second call (tests start many apps in one process)
-/// keeps the first. An invalid `level` (refused earlier by the settings)
-/// falls back to `info`.
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    Stdout,
+    Stderr,
+}
+
+/// Sets up logging to stdout (the service). A second call (tests start
+/// many apps in one process) keeps the first.
 pub fn init(level: &str, format: LogFormat) {
+    init_to(level, format, LogTo::Stdout)
+}
+
+/// Sets up logging to `to`, with colours only when that is a terminal. An
+/// invalid `level` (refused earlier by the settings) falls back to `info`.
+pub fn init_to(level: &str, format: LogFormat, to: LogTo) {
     let filter = EnvFilter::try_new(filter_directives(level))
         .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
         .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let _ = match (format, to) {
+        (LogFormat::Json, LogTo::Stdout) => builder.json().try_init(),
+        (LogFormat::Json, LogTo::Stderr) => builder.json().with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, LogTo::Stdout) => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        (LogFormat::Text, LogTo::Stderr) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
 }
 

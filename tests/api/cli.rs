@@ -247,18 +247,21 @@ on_both_databases!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
+async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigterm() {
     let dir = TempDir::new();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().expect("addr").port()
     };
+    // Logs written to a file, at the default level.
+    let log = dir.path().join("serve.log");
     let mut child = bouncer(dir.path())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SNS_TOPIC_ARNS", TOPIC)
         .env("SNS_CONFIRM_MODE", "off")
+        .env("LOG_LEVEL", "info")
         .arg("serve")
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
@@ -301,4 +304,10 @@ async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
         panic!("bouncer did not stop on SIGTERM")
     });
     assert!(status.success(), "{status}");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(logged.contains("serving plain HTTP"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a log file: {logged}"
+    );
 }
