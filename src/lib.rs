@@ -18,7 +18,10 @@
 //! - `store`: persistence only, small SQL functions over plain data on
 //!   SQLite or PostgreSQL;
 //! - at the root, what every layer shares: `time::Timestamp`,
-//!   `address::EmailAddress`, `clock`, `config`.
+//!   `address::EmailAddress`, `clock`, `config`;
+//! - on top, what starts it all: `app` (the service, `tls` its HTTPS),
+//!   and `cli` with `cli_*` (the commands: suppressions and their CSV,
+//!   the guard, replay).
 
 pub mod address;
 pub mod alerts;
