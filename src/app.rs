@@ -62,6 +62,11 @@ pub struct Pipeline {
 impl Pipeline {
     pub async fn build(settings: &Settings, hooks: &Hooks) -> anyhow::Result<Pipeline> {
         crate::outbound::install_default_provider();
+        // Settings first (pins, percentages): a bad one creates nothing.
+        let metrics = Metrics::new();
+        let verifier = build_verifier(settings, hooks, &metrics, true)?;
+        let policy = apply_policy(settings)?;
+        let guard = policy.guard.clone();
         let store = Store::connect(settings).await?;
         let migrated = match store.migrate().await {
             Ok(()) => true,
@@ -74,7 +79,6 @@ impl Pipeline {
                 false
             }
         };
-        let metrics = Metrics::new();
         let spool = Spool::open(&settings.spool_path)
             .with_context(|| format!("cannot open the spool {}", settings.spool_path.display()))?;
         if spool.has_pending() {
@@ -83,9 +87,6 @@ impl Pipeline {
         if settings.api_tokens.iter().all(|t| t.trim().is_empty()) {
             tracing::warn!("API_TOKENS is empty: the /v1 API answers direct loopback clients only");
         }
-        let verifier = build_verifier(settings, hooks, &metrics, true)?;
-        let policy = apply_policy(settings)?;
-        let guard = policy.guard.clone();
         let (writer, writer_task) = Writer::start(
             store.clone(),
             policy,

@@ -128,3 +128,42 @@ fn each_subcommand_help_is_short_and_points_to_the_settings() {
         assert!(ran.stdout.lines().count() < 40, "{args:?}: {ran}");
     }
 }
+
+#[test]
+fn a_pin_that_is_not_an_sns_certificate_is_refused_in_words() {
+    let dir = TempDir::new();
+    let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem";
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQoLDA0ODw==\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    for (file, says) in [
+        (
+            fixture("fixtures/test-only/TEST-ONLY-tls-cert.pem"),
+            "subject CN is `sns.us-east-1.amazonaws.com`, not sns.amazonaws.com",
+        ),
+        (
+            fixture("fixtures/test-only/TEST-ONLY-tls-key.pem"),
+            "it holds a PEM `PRIVATE KEY`, not a CERTIFICATE",
+        ),
+        (
+            garbage.clone(),
+            "its CERTIFICATE block is not a valid X.509 certificate",
+        ),
+    ] {
+        let ran = run(bouncer(dir.path())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("SNS_CERT_PINS", format!("{url}={}", file.display()))
+            .arg("serve"));
+        refuses(
+            &ran,
+            &format!(
+                "SNS_CERT_PINS: pinned certificate {} is refused: {says}",
+                file.display()
+            ),
+        );
+    }
+    assert!(!dir.path().join("bouncer.db").exists());
+}
