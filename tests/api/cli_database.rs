@@ -292,7 +292,7 @@ async fn postgres_problems_are_told_once_with_the_server_the_database_and_the_ca
 }
 
 /// sqlx's notice that the migrations table exists is not news: a second
-/// `migrate`, with LOG_LEVEL=info, prints its one line and nothing else.
+/// `migrate`, with LOG_LEVEL=info, prints its one line and logs nothing.
 async fn migrating_twice_prints_one_line(backend: Backend) {
     let dir = TempDir::new();
     let db = TestDb::create(&backend, dir.path()).await;
@@ -307,6 +307,7 @@ async fn migrating_twice_prints_one_line(backend: Backend) {
         ran.stdout.starts_with("migrations applied to the "),
         "{ran}"
     );
+    assert!(ran.stderr.is_empty(), "{ran}");
 }
 
 on_both_databases!(migrating_twice_prints_one_line);
