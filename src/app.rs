@@ -13,8 +13,6 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
@@ -31,7 +29,7 @@ use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
 use crate::intake::{BodyBudget, connection_cap};
 use crate::metrics::Metrics;
-use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
+use crate::outbound::{OutboundOverrides, http_client};
 use crate::routes;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
@@ -73,6 +71,11 @@ pub struct Pipeline {
 impl Pipeline {
     pub async fn build(settings: &Settings, hooks: &Hooks) -> anyhow::Result<Pipeline> {
         crate::outbound::install_default_provider();
+        // Settings first (pins, percentages): a bad one creates nothing.
+        let metrics = Metrics::new();
+        let verifier = build_verifier(settings, hooks, &metrics, true)?;
+        let policy = apply_policy(settings)?;
+        let guard = policy.guard.clone();
         let store = Store::connect(settings).await?;
         let migrated = match store.migrate().await {
             Ok(()) => true,
@@ -81,54 +84,15 @@ impl Pipeline {
             // PostgreSQL may be down at start-up: the spool takes messages,
             // and the writer migrates before it applies anything.
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot migrate the database now; messages will be spooled");
+                tracing::error!(error = %e, "the database cannot be migrated now; verified messages go to the spool until it can");
                 false
             }
         };
-        let metrics = Metrics::new();
         let spool = Spool::open(&settings.spool_path)
             .with_context(|| format!("cannot open the spool {}", settings.spool_path.display()))?;
         if spool.has_pending() {
             tracing::warn!(path = %settings.spool_path.display(), "spool holds messages from before; applying them");
         }
-        let client = http_client(
-            &hooks.outbound,
-            Duration::from_millis(settings.sns_cert_fetch_timeout_ms),
-            true,
-        )?;
-        let certs = CertStore::new(
-            &settings.sns_cert_pins,
-            settings.sns_cert_cache_size,
-            settings.sns_cert_max_bytes,
-            client,
-            metrics.clone(),
-        )?;
-        let allowed_topics = allowed_topics(&settings.sns_topic_arns)?;
-        if allowed_topics.is_empty() {
-            tracing::warn!(
-                "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
-            );
-        } else {
-            tracing::info!(topics = ?allowed_topics.keys(), "accepting SNS messages from these topics");
-        }
-        let verifier = Verifier::new(
-            VerifierPolicy {
-                allowed_topics,
-                require_v2: settings.sns_require_signature_v2,
-                max_age: time::Duration::seconds(settings.sns_max_age_secs as i64),
-                max_future: time::Duration::seconds(settings.sns_max_future_secs as i64),
-            },
-            Arc::new(certs),
-            hooks.clock.clone(),
-        );
-        let guard = GuardPolicy::from_settings(settings)?;
-        let policy = ApplyPolicy {
-            soft_bounce: SoftBouncePolicy {
-                limit: i64::from(settings.soft_bounce_limit.max(1)),
-                window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
-            },
-            guard: guard.clone(),
-        };
         let applier = Applier::new(
             store.clone(),
             policy,
@@ -174,6 +138,59 @@ impl Pipeline {
             writer_task,
         })
     }
+}
+
+/// The verifier of `settings`: allowed topics, signature policy,
+/// freshness, and the certificate store with its pins. `announce` logs the
+/// topics (or their absence) as a service does at start-up.
+pub fn build_verifier(
+    settings: &Settings,
+    hooks: &Hooks,
+    metrics: &Metrics,
+    announce: bool,
+) -> anyhow::Result<Verifier> {
+    let client = http_client(
+        &hooks.outbound,
+        Duration::from_millis(settings.sns_cert_fetch_timeout_ms),
+        true,
+    )?;
+    let certs = CertStore::new(
+        &settings.sns_cert_pins,
+        settings.sns_cert_cache_size,
+        settings.sns_cert_max_bytes,
+        client,
+        metrics.clone(),
+    )?;
+    let allowed_topics = allowed_topics(&settings.sns_topic_arns)?;
+    if allowed_topics.is_empty() {
+        tracing::warn!(
+            "SNS_TOPIC_ARNS is empty: every SNS message will be refused (403 no_topic_configured)"
+        );
+    } else if announce {
+        tracing::info!(topics = ?allowed_topics.keys(), "accepting SNS messages from these topics");
+    }
+    Ok(Verifier::new(
+        VerifierPolicy {
+            allowed_topics,
+            require_v2: settings.sns_require_signature_v2,
+            max_age: time::Duration::seconds(settings.sns_max_age_secs as i64),
+            max_future: time::Duration::seconds(settings.sns_max_future_secs as i64),
+        },
+        Arc::new(certs),
+        hooks.clock.clone(),
+    ))
+}
+
+/// What applying a message follows besides SQL: the soft-bounce rule and
+/// the guard's thresholds.
+pub fn apply_policy(settings: &Settings) -> anyhow::Result<ApplyPolicy> {
+    Ok(ApplyPolicy {
+        soft_bounce: SoftBouncePolicy {
+            limit: i64::from(settings.soft_bounce_limit.max(1)),
+            window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
+        },
+        guard: GuardPolicy::from_settings(settings)?,
+    })
 }
 
 /// `SNS_TOPIC_ARNS`, each parsed once: a topic that is not an SNS topic ARN
@@ -271,16 +288,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(&settings.listen_addr)
-            .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
-        let admin_listener = bind_admin(&settings)?;
+        // Settings that would only fail later, and less clearly, first.
+        let listen_on = listen_addr(&settings.listen_addr)?;
         // Both listeners serve HTTPS when a certificate is given: admin
         // requests carry bearer tokens.
-        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
-            (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
-            (None, None) => None,
-            _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
-        };
+        let tls = crate::tls::server_config(&settings)?;
+        let listener = TcpListener::bind(&listen_on[..])
+            .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
+        let admin_listener = bind_admin(&settings)?;
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
         let store = state.store.clone();
         let channels = Arc::new(Channels::from_settings(&settings, &hooks.outbound)?);
@@ -437,20 +452,20 @@ fn spawn_pruner(
     })
 }
 
-fn tls_server_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<rustls::ServerConfig> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read TLS_CERT_FILE {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("TLS_CERT_FILE {} is not PEM", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read TLS_KEY_FILE {}", key.display()))?;
-    Ok(
-        rustls::ServerConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?,
-    )
+/// `LISTEN_ADDR` as the addresses it names (a host name may name several).
+fn listen_addr(text: &str) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| {
+        anyhow::anyhow!(
+            "LISTEN_ADDR `{text}` is not an address and port to listen on, such as 127.0.0.1:8080 or 0.0.0.0:443 ({why})"
+        )
+    };
+    let addrs: Vec<_> = text
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad("it names no address".into()));
+    }
+    Ok(addrs)
 }

@@ -1,26 +1,51 @@
-//! The command line: `serve`, `migrate`, `replay`, with every setting as a
-//! global flag backed by its environment variable.
+//! The command line: `serve`, `migrate`, `replay`, the suppression list,
+//! the sending state. Every setting is a flag before the subcommand, backed
+//! by its environment variable; `bouncer --help` lists them, and each
+//! subcommand's own help only its arguments.
+//!
+//! Only `serve` and `migrate` create or migrate the database; every other
+//! command opens the one that exists (see `store::Access`). Exit status: 0
+//! done, 1 a negative answer (`suppressions check`: some suppressed), 2 an
+//! error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::app::{Application, Hooks, Pipeline};
+use crate::app::{Application, Hooks};
 use crate::config::Settings;
 use crate::guard::GuardPolicy;
-use crate::ingest::applier::Written;
-use crate::sns::envelope::Envelope;
-use crate::store::Store;
+use crate::store::{Access, DbError, Store};
 use crate::telemetry;
+
+/// Prints a line of a command's answer. A closed pipe (`bouncer ... |
+/// head`) ends the command quietly, as it ends other Unix tools, instead of
+/// a panic.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::say_line(format_args!($($arg)*)) };
+}
+pub(crate) use say;
+
+pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // What a process killed by SIGPIPE reports.
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
+}
 
 #[derive(Parser)]
 #[command(
     name = "bouncer",
     version,
     about = "Keeps an Amazon SES sender's reputation safe: verifies SNS feedback and stores it.",
-    after_help = "Every setting can also be given as the environment variable shown, or in a .env file in the working directory."
+    after_help = "Every setting can also be given as the environment variable shown, or in a .env file in the working directory. Flags go before the subcommand: bouncer --database-url URL status."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -65,18 +90,26 @@ pub enum Command {
     Prune,
     /// List the SNS subscriptions feeding bouncer and their state.
     Subscriptions,
-    /// Send stored SNS messages (JSON files, or JSON lines) to a running
-    /// endpoint, or through the pipeline directly into the database.
+    /// Verify stored SNS messages and apply them to the database, or POST
+    /// them to a running endpoint (--url).
+    ///
+    /// Directly, replay works beside a running service (it does not use
+    /// the spool) and records subscription confirmations without
+    /// confirming them. Prints one line per message: file, MessageId, what
+    /// became of it.
     Replay {
-        /// Files holding one SNS envelope each, or one per line.
+        /// Files holding one SNS envelope each, or one per line (a
+        /// dead-letter queue dump, or the lines bouncer set aside:
+        /// `{"body": "<envelope>", ...}`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// POST each message to this URL (e.g. http://127.0.0.1:8080/sns)
-        /// instead of applying it directly.
+        /// instead of applying it directly; the endpoint then checks ages
+        /// and confirms subscriptions as usual.
         #[arg(long)]
         url: Option<String>,
-        /// Through the pipeline only: accept messages older than
-        /// SNS_MAX_AGE_SECS (an incident replay); signatures are still checked.
+        /// Accept messages older than SNS_MAX_AGE_SECS (an incident replay;
+        /// signatures are still checked). Not with --url.
         #[arg(long)]
         ignore_age: bool,
     },
@@ -99,12 +132,14 @@ pub enum SuppressionsCommand {
         /// Only rows last seen at or after this date or time (ISO 8601).
         #[arg(long)]
         since: Option<String>,
-        /// Most rows to print (0: all).
+        /// Most rows to print (0: all); stderr says when more rows match.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Tell, for each address, whether it is suppressed and why. Exits 1 if
-    /// any is.
+    /// Tell, for each address, whether it is suppressed and why.
+    ///
+    /// Exits 0 if none is, 1 if any is, 2 on an error (an invalid address
+    /// is reported on stderr and the others are still checked).
     Check {
         #[arg(required = true)]
         addresses: Vec<String>,
@@ -125,15 +160,80 @@ pub enum SuppressionsCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Write the whole list as CSV (header: the table's columns).
+    /// Write the whole list as CSV, every column of the table.
     Export {
         /// File to write (default: standard output).
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Add addresses from a CSV file with a header naming at least `email`
-    /// (optional `reason`: bounce, complaint or manual (default); `note`).
+    /// Merge a CSV file into the list (an export, or any CSV with `email`).
+    ///
+    /// The header names `email` and any of the table's other columns; other
+    /// columns are ignored. New addresses
+    /// get the whole row; an address already listed keeps what it knows
+    /// (empty columns are filled, first/last seen widened, the larger
+    /// event count kept; reason and source never change). A bad line
+    /// imports nothing.
     Import { file: PathBuf },
+}
+
+impl SuppressionsCommand {
+    /// What the command needs of the database.
+    fn access(&self) -> Access {
+        match self {
+            SuppressionsCommand::List { .. }
+            | SuppressionsCommand::Check { .. }
+            | SuppressionsCommand::Export { .. } => Access::Read,
+            SuppressionsCommand::Add { .. }
+            | SuppressionsCommand::Remove { .. }
+            | SuppressionsCommand::Import { .. } => Access::Write,
+        }
+    }
+}
+
+/// Under each subcommand's help instead of every setting.
+const SETTINGS_NOTE: &str = "Settings (DATABASE_URL and the others) come from the environment, a .env file in the working directory, or flags before the subcommand; `bouncer --help` lists them all.";
+
+/// The command line, with the settings note under every subcommand.
+fn command() -> clap::Command {
+    fn noted(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        names
+            .into_iter()
+            .fold(cmd.after_help(SETTINGS_NOTE), |cmd, name| {
+                cmd.mut_subcommand(name, noted)
+            })
+    }
+    let top = Cli::command();
+    let names: Vec<String> = top
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    names
+        .into_iter()
+        .fold(top, |cmd, name| cmd.mut_subcommand(name, noted))
+}
+
+/// An error in one line: each cause once (sqlx and anyhow repeat the
+/// wrapped error's text), and a database error without the driver's chain.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        if cause.downcast_ref::<DbError>().is_some() {
+            break;
+        }
+    }
+    out
 }
 
 pub fn main() -> ExitCode {
@@ -145,8 +245,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = Cli::parse();
-    telemetry::init(&cli.settings.log_level, cli.settings.log_format);
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let log_to = match cli.command {
+        Command::Serve => telemetry::LogTo::Stdout,
+        _ => telemetry::LogTo::Stderr,
+    };
+    telemetry::init_to(&cli.settings.log_level, cli.settings.log_format, log_to);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,14 +261,14 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(2)
         }
     }
 }
@@ -175,23 +282,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let store = Store::connect(&settings).await?;
+            let store = Store::open(&settings, Access::Create).await?;
             store.migrate().await?;
-            println!("migrations applied to {}", redact(&settings.database_url));
+            say!("migrations applied to the {}", store.location());
             Ok(ExitCode::SUCCESS)
         }
         Command::Suppressions { command } => {
-            let store = Store::connect(&settings).await?;
-            store.migrate().await?;
+            let store = Store::open(&settings, command.access()).await?;
             crate::cli_suppressions::run(&store, command).await
         }
         Command::Status => {
-            let store = Store::connect(&settings).await?;
-            store.migrate().await?;
+            let store = Store::open(&settings, Access::Read).await?;
             let report =
                 crate::routes::api::sending_report(&store, &GuardPolicy::from_settings(&settings)?)
                     .await?;
-            print_status(&report);
+            crate::cli_guard::print_status(&report);
             Ok(ExitCode::SUCCESS)
         }
         Command::Pause { by, reason } | Command::Resume { by, reason }
@@ -199,22 +304,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         {
             anyhow::bail!("--by and --reason must not be empty")
         }
-        Command::Pause { by, reason } => set_sending(&settings, true, &by, &reason).await,
-        Command::Resume { by, reason } => set_sending(&settings, false, &by, &reason).await,
+        Command::Pause { by, reason } => {
+            crate::cli_guard::set_sending(&settings, true, &by, &reason).await
+        }
+        Command::Resume { by, reason } => {
+            crate::cli_guard::set_sending(&settings, false, &by, &reason).await
+        }
         Command::Alerts {
             command: AlertsCommand::Test,
-        } => alerts_test(&settings).await,
+        } => crate::cli_guard::alerts_test(&settings).await,
         Command::Prune => {
             if settings.retention_days == 0 {
                 anyhow::bail!("RETENTION_DAYS is 0: nothing is ever pruned");
             }
-            let store = Store::connect(&settings).await?;
-            store.migrate().await?;
+            let store = Store::open(&settings, Access::Write).await?;
             let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
             let pruned = crate::app::Retention::from_settings(&settings)
                 .prune(&store, now)
                 .await?;
-            println!(
+            say!(
                 "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts",
                 pruned.sns_messages,
                 pruned.feedback_events,
@@ -225,14 +333,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Subscriptions => {
-            let store = Store::connect(&settings).await?;
-            store.migrate().await?;
+            let store = Store::open(&settings, Access::Read).await?;
             let rows = store.subscriptions().await?;
             if rows.is_empty() {
-                println!("no subscription has been seen yet");
+                say!("no subscription has been seen yet");
             }
             for s in rows {
-                println!(
+                say!(
                     "{}\t{}\t{}\t{}\tupdated {}",
                     s.topic_arn,
                     s.state,
@@ -247,217 +354,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             url,
             ignore_age,
-        } => replay(&settings, &files, url.as_deref(), ignore_age).await,
+        } => crate::cli_replay::run(&settings, &files, url.as_deref(), ignore_age).await,
     }
-}
-
-fn print_status(report: &serde_json::Value) {
-    let r = &report["rates"];
-    let p = &report["policy"];
-    let pct = |v: &serde_json::Value| format!("{:.3}%", v.as_f64().unwrap_or(0.0) * 100.0);
-    println!(
-        "sending:        {}",
-        report["state"].as_str().unwrap_or("?")
-    );
-    println!(
-        "since:          {} by {}: {}",
-        report["changed_at"].as_str().unwrap_or("?"),
-        report["changed_by"].as_str().unwrap_or("?"),
-        report["reason"].as_str().unwrap_or("")
-    );
-    println!(
-        "bounce rate:    {} ({} hard bounces; pauses above {}%)",
-        pct(&r["bounce_rate"]),
-        r["hard_bounces"],
-        p["bounce_pause_percent"]
-    );
-    println!(
-        "complaint rate: {} ({} complaints; pauses above {}%)",
-        pct(&r["complaint_rate"]),
-        r["complaints"],
-        p["complaint_pause_percent"]
-    );
-    println!(
-        "window:         {} sends (last {} sends, at most {} days; from {}; counting since {})",
-        r["sends"],
-        p["window_sends"],
-        p["max_age_days"],
-        r["window_start"].as_str().unwrap_or("-"),
-        r["counting_since"].as_str().unwrap_or("-")
-    );
-    if r["enough_volume"] != serde_json::Value::Bool(true) {
-        println!(
-            "note:           fewer than {} sends in the window: the guard does not act yet",
-            p["min_volume"]
-        );
-    }
-    if r["volume_known"] != serde_json::Value::Bool(true) && r["sends"].as_i64().unwrap_or(0) > 0 {
-        println!(
-            "note:           no Delivery or Send events in the window: publish them to SNS, or the guard cannot know the volume"
-        );
-    }
-}
-
-async fn set_sending(
-    settings: &Settings,
-    paused: bool,
-    by: &str,
-    reason: &str,
-) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(settings).await?;
-    store.migrate().await?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let by = format!("{} (cli:{user})", by.trim());
-    let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let changed = crate::guard::set_sending(&store, paused, &by, reason.trim(), now).await?;
-    let word = if paused { "paused" } else { "active" };
-    if changed {
-        println!("sending is now {word}");
-    } else {
-        println!("sending was already {word}: nothing changed");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn alerts_test(settings: &Settings) -> anyhow::Result<ExitCode> {
-    crate::outbound::install_default_provider();
-    let channels = crate::alerts::Channels::from_settings(settings, &Default::default())?;
-    let names = channels.names();
-    if names.is_empty() {
-        eprintln!(
-            "no alert channel is configured: set ALERT_WEBHOOK_URL, or SMTP_HOST, SMTP_FROM_EMAIL and ALERT_EMAILS"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    let alert = crate::store::alerts::Alert {
-        id: 0,
-        kind: "test".into(),
-        subject: "bouncer test alert".into(),
-        text: ":test_tube: bouncer test alert: if you read this, admin alerts reach you.".into(),
-        details_json: "{}".into(),
-        created_at: crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
-    };
-    let mut failed = false;
-    for name in names {
-        match channels.send(name, &alert).await {
-            Ok(()) => println!("{name}: sent"),
-            Err(e) => {
-                failed = true;
-                println!("{name}: FAILED: {e}");
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Every SNS envelope in the files: a file is one JSON object, or JSON lines.
-fn read_envelopes(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let whole = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-        let bodies: Vec<String> = if whole {
-            vec![text]
-        } else {
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        for (i, body) in bodies.into_iter().enumerate() {
-            let value: serde_json::Value = serde_json::from_str(&body)
-                .with_context(|| format!("{} (message {}) is not JSON", file.display(), i + 1))?;
-            let message_type = value
-                .get("Type")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            out.push((message_type, body));
-        }
-    }
-    Ok(out)
-}
-
-async fn replay(
-    settings: &Settings,
-    files: &[PathBuf],
-    url: Option<&str>,
-    ignore_age: bool,
-) -> anyhow::Result<ExitCode> {
-    let envelopes = read_envelopes(files)?;
-    let mut failures = 0usize;
-    match url {
-        Some(url) => {
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(crate::outbound::tls_client_config(&Default::default())?)
-                .build()?;
-            for (message_type, body) in envelopes {
-                let response = client
-                    .post(url)
-                    .header("content-type", "text/plain; charset=UTF-8")
-                    .header("x-amz-sns-message-type", &message_type)
-                    .body(body)
-                    .send()
-                    .await
-                    .with_context(|| format!("cannot reach {url}"))?;
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                println!("{} {}", status.as_u16(), text.trim());
-                failures += usize::from(!status.is_success());
-            }
-        }
-        None => {
-            let pipeline = Pipeline::build(settings, &Hooks::default()).await?;
-            for (message_type, body) in envelopes {
-                let outcome = async {
-                    let envelope = Envelope::parse(body.as_bytes(), Some(&message_type))?;
-                    let verified = pipeline
-                        .state
-                        .verifier
-                        .verify_with(envelope, body.as_bytes(), !ignore_age)
-                        .await?;
-                    pipeline
-                        .state
-                        .writer
-                        .write(crate::ingest::Accepted::new(verified, false))
-                        .await
-                        .map_err(|_| crate::error::SnsError::StoreUnavailable)
-                }
-                .await;
-                match outcome {
-                    Ok(Written::Applied(applied)) => println!("{}", applied.outcome.as_str()),
-                    Ok(Written::Spooled) => println!("spooled"),
-                    Ok(Written::SetAside) => println!("set aside"),
-                    Err(e) => {
-                        failures += 1;
-                        println!("refused {}: {e}", e.code());
-                    }
-                }
-            }
-            let Pipeline { state, writer_task } = pipeline;
-            drop(state);
-            let _ = writer_task.await;
-        }
-    }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -8,9 +8,10 @@ use anyhow::{Context, bail};
 
 use crate::address::EmailAddress;
 use crate::cli::SuppressionsCommand;
+use crate::cli::say;
 use crate::routes::api::{parse_reason, parse_since};
 use crate::store::Store;
-use crate::store::suppressions::{ImportRow, ListFilter, Suppression, columns};
+use crate::store::suppressions::{ListFilter, Suppression};
 use crate::time::Timestamp;
 
 fn now() -> Timestamp {
@@ -48,56 +49,8 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
             reason,
             since,
             limit,
-        } => {
-            let mut filter = ListFilter {
-                reason: reason
-                    .as_deref()
-                    .map(parse_reason)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-                since: since
-                    .as_deref()
-                    .map(parse_since)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-                after: None,
-                limit: 0,
-            };
-            let mut left = if limit <= 0 { i64::MAX } else { limit };
-            while left > 0 {
-                filter.limit = left.min(1000);
-                let page = store.list(&filter).await?;
-                for row in &page {
-                    println!("{}", line(row));
-                }
-                left -= page.len() as i64;
-                match page.last() {
-                    Some(last) if page.len() as i64 == filter.limit => {
-                        filter.after = Some(last.email.clone())
-                    }
-                    _ => break,
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        SuppressionsCommand::Check { addresses } => {
-            let mut any = false;
-            for text in addresses {
-                let email = address(&text)?;
-                match store.suppression(&email).await? {
-                    Some(row) => {
-                        any = true;
-                        println!("{email}\tsuppressed\t{}", line(&row));
-                    }
-                    None => println!("{email}\tnot suppressed"),
-                }
-            }
-            Ok(if any {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => list(store, reason, since, limit).await,
+        SuppressionsCommand::Check { addresses } => check(store, &addresses).await,
         SuppressionsCommand::Add {
             address: text,
             note,
@@ -107,7 +60,7 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
             let (row, created) = store
                 .add_manual(&email, note.as_deref(), &source, now())
                 .await?;
-            println!(
+            say!(
                 "{}\t{}",
                 if created {
                     "added"
@@ -130,7 +83,7 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
             let by = format!("{} (cli:{})", by.trim(), operator());
             match store.remove(&email, &by, reason.trim(), now()).await? {
                 Some(row) => {
-                    println!("removed\t{}", line(&row));
+                    say!("removed\t{}", line(&row));
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -147,84 +100,99 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let mut csv = csv::Writer::from_writer(sink);
-            csv.write_record(columns())?;
-            let mut filter = ListFilter {
-                limit: 1000,
-                ..ListFilter::default()
-            };
-            let mut count = 0usize;
-            loop {
-                let page = store.list(&filter).await?;
-                for r in &page {
-                    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                    csv.write_record([
-                        r.email.clone(),
-                        r.reason.clone(),
-                        opt(&r.bounce_type),
-                        opt(&r.bounce_subtype),
-                        opt(&r.complaint_feedback_type),
-                        opt(&r.diagnostic_code),
-                        r.first_seen_at.to_text(),
-                        r.last_seen_at.to_text(),
-                        r.event_count.to_string(),
-                        opt(&r.last_ses_message_id),
-                        opt(&r.last_sns_message_id),
-                        r.source.clone(),
-                        opt(&r.note),
-                    ])?;
-                }
-                count += page.len();
-                match page.last() {
-                    Some(last) if page.len() == 1000 => filter.after = Some(last.email.clone()),
-                    _ => break,
-                }
-            }
-            csv.flush()?;
+            let count = crate::cli_csv::export(store, sink).await?;
             if output.is_some() {
                 eprintln!("exported {count} rows");
             }
             Ok(ExitCode::SUCCESS)
         }
         SuppressionsCommand::Import { file } => {
-            let mut reader = csv::Reader::from_path(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let headers = reader.headers()?.clone();
-            let col = |name: &str| {
-                headers
-                    .iter()
-                    .position(|h| h.trim().eq_ignore_ascii_case(name))
-            };
-            let email_col = col("email").context("the CSV header has no `email` column")?;
-            let (reason_col, note_col) = (col("reason"), col("note"));
-            let mut rows = Vec::new();
-            for (i, record) in reader.records().enumerate() {
-                let record = record?;
-                let line_no = i + 2;
-                let field = |c: Option<usize>| {
-                    c.and_then(|c| record.get(c))
-                        .map(str::trim)
-                        .filter(|v| !v.is_empty())
-                };
-                let text =
-                    field(Some(email_col)).with_context(|| format!("line {line_no}: no email"))?;
-                let email = address(text).with_context(|| format!("line {line_no}"))?;
-                let reason = match field(reason_col) {
-                    Some(r) => {
-                        parse_reason(r).map_err(|e| anyhow::anyhow!("line {line_no}: {e}"))?
-                    }
-                    None => "manual".to_owned(),
-                };
-                rows.push(ImportRow {
-                    email,
-                    reason,
-                    note: field(note_col).map(str::to_owned),
-                });
-            }
-            let source = format!("import:{}", file.display());
-            let n = store.import(&rows, &source, now()).await?;
-            println!("imported {n} rows");
+            let rows = crate::cli_csv::read_import(&file)?;
+            let new = store
+                .import(&rows, now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; nothing imported"))?;
+            say!(
+                "imported {} rows: {new} new, {} merged into rows already listed",
+                rows.len(),
+                rows.len() - new
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn list(
+    store: &Store,
+    reason: Option<String>,
+    since: Option<String>,
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
+    let mut filter = ListFilter {
+        reason: reason
+            .as_deref()
+            .map(parse_reason)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--reason: {e}"))?,
+        since: since
+            .as_deref()
+            .map(parse_since)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?,
+        after: None,
+        limit: 0,
+    };
+    let mut left = if limit <= 0 { i64::MAX } else { limit };
+    loop {
+        // One more than is left tells whether rows remain past the limit.
+        filter.limit = left.min(1000).saturating_add(1);
+        let mut page = store.list(&filter).await?;
+        let more = page.len() as i64 >= filter.limit;
+        page.truncate((filter.limit - 1) as usize);
+        for row in &page {
+            say!("{}", line(row));
+        }
+        left -= page.len() as i64;
+        match page.last() {
+            Some(last) if more && left > 0 => filter.after = Some(last.email.clone()),
+            _ if more => {
+                eprintln!("stopped at --limit {limit}: more rows match (--limit 0 lists them all)");
+                break;
+            }
+            _ => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0: none suppressed; 1: some suppressed; 2: an address was invalid
+/// (reported on stderr; the others are still checked).
+async fn check(store: &Store, inputs: &[String]) -> anyhow::Result<ExitCode> {
+    let mut valid = Vec::new();
+    let mut invalid = false;
+    for text in inputs {
+        match EmailAddress::parse(text) {
+            Ok(email) => valid.push(email),
+            Err(e) => {
+                invalid = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    let rows = store.check(&valid).await?;
+    let mut any = false;
+    for email in &valid {
+        match rows.iter().find(|r| r.email == email.as_str()) {
+            Some(row) => {
+                any = true;
+                say!("{email}\tsuppressed\t{}", line(row));
+            }
+            None => say!("{email}\tnot suppressed"),
+        }
+    }
+    Ok(ExitCode::from(match (invalid, any) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    }))
 }

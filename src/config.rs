@@ -12,156 +12,106 @@ use clap::builder::BoolishValueParser;
 pub struct Settings {
     /// Database: `sqlite:PATH` (embedded, created on first start) or
     /// `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite:bouncer.db",
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:bouncer.db")]
     pub database_url: String,
 
     /// Largest number of database connections this process opens.
-    #[arg(
-        long,
-        env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 8,
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 
     /// How long a request waits for a free database connection before the
     /// database counts as unavailable (and the message is spooled).
-    #[arg(
-        long,
-        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 3000,
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub database_acquire_timeout_ms: u64,
 
     /// Longest a batch of writes may take (PostgreSQL: also each statement's
     /// and lock wait's limit) before the database counts as down and the
     /// messages go to the spool instead.
-    #[arg(
-        long,
-        env = "DATABASE_WRITE_TIMEOUT_MS",
-        default_value_t = 5000,
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_WRITE_TIMEOUT_MS", default_value_t = 5000)]
     pub database_write_timeout_ms: u64,
 
     /// How long a SQLite write waits for a lock held by another process
     /// before the message goes to the spool instead.
-    #[arg(
-        long,
-        env = "SQLITE_BUSY_TIMEOUT_MS",
-        default_value_t = 5000,
-        global = true
-    )]
+    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
     pub sqlite_busy_timeout_ms: u64,
 
     /// Address and port of the public listener: `POST /sns` (SNS must reach
     /// it), `/healthz` and `/readyz`, nothing else.
-    #[arg(
-        long,
-        env = "LISTEN_ADDR",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: String,
 
     /// Address and port of the admin listener: `/v1` and `/metrics`. On any
     /// address other than loopback it requires API_TOKENS (start-up refuses
     /// without them).
-    #[arg(
-        long,
-        env = "ADMIN_LISTEN_ADDR",
-        default_value = "127.0.0.1:8081",
-        global = true
-    )]
+    #[arg(long, env = "ADMIN_LISTEN_ADDR", default_value = "127.0.0.1:8081")]
     pub admin_listen_addr: String,
 
     /// PEM certificate chain: with TLS_KEY_FILE, serve HTTPS directly.
-    #[arg(long, env = "TLS_CERT_FILE", global = true)]
+    #[arg(long, env = "TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
 
     /// PEM private key for TLS_CERT_FILE.
-    #[arg(long, env = "TLS_KEY_FILE", global = true)]
+    #[arg(long, env = "TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
     /// Comma-separated SNS topic ARNs whose messages are accepted. Empty:
     /// every SNS message is refused.
-    #[arg(long, env = "SNS_TOPIC_ARNS", value_delimiter = ',', global = true)]
+    #[arg(long, env = "SNS_TOPIC_ARNS", value_delimiter = ',')]
     pub sns_topic_arns: Vec<String>,
 
     /// Refuse SignatureVersion 1 (SHA1withRSA); accept only version 2.
     #[arg(long, env = "SNS_REQUIRE_SIGNATURE_V2", default_value = "false",
-          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub sns_require_signature_v2: bool,
 
     /// Largest accepted request body on POST /sns, in bytes (413 above).
-    #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024, global = true)]
+    #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024)]
     pub sns_max_body_bytes: usize,
 
     /// Oldest accepted message, by its signed Timestamp, in seconds.
-    #[arg(long, env = "SNS_MAX_AGE_SECS", default_value_t = 7200, global = true)]
+    #[arg(long, env = "SNS_MAX_AGE_SECS", default_value_t = 7200)]
     pub sns_max_age_secs: u64,
 
     /// How far in the future a message's Timestamp may be, in seconds.
-    #[arg(
-        long,
-        env = "SNS_MAX_FUTURE_SECS",
-        default_value_t = 300,
-        global = true
-    )]
+    #[arg(long, env = "SNS_MAX_FUTURE_SECS", default_value_t = 300)]
     pub sns_max_future_secs: u64,
 
     /// Pinned signing certificates, comma-separated `URL=PEM_FILE` pairs; a
     /// pinned URL is never fetched, and must still pass the URL rule.
-    #[arg(long, env = "SNS_CERT_PINS", value_delimiter = ',', global = true)]
+    #[arg(long, env = "SNS_CERT_PINS", value_delimiter = ',')]
     pub sns_cert_pins: Vec<String>,
 
     /// How a SubscriptionConfirmation is confirmed: `sdk` (the SNS
     /// ConfirmSubscription API, credentials from the standard AWS chain),
     /// `url` (GET the checked SubscribeURL), `off` (only record it), or
     /// `auto` (`sdk` when AWS credentials are found, else `url`).
-    #[arg(long, env = "SNS_CONFIRM_MODE", default_value = "auto", global = true)]
+    #[arg(long, env = "SNS_CONFIRM_MODE", default_value = "auto")]
     pub sns_confirm_mode: crate::sns::confirm::ConfirmMode,
 
     /// Endpoint for the SNS API instead of the region's (a VPC endpoint).
-    #[arg(long, env = "SNS_API_ENDPOINT", global = true)]
+    #[arg(long, env = "SNS_API_ENDPOINT")]
     pub sns_api_endpoint: Option<String>,
 
     /// Time limit for fetching a signing certificate, in milliseconds.
-    #[arg(
-        long,
-        env = "SNS_CERT_FETCH_TIMEOUT_MS",
-        default_value_t = 3000,
-        global = true
-    )]
+    #[arg(long, env = "SNS_CERT_FETCH_TIMEOUT_MS", default_value_t = 3000)]
     pub sns_cert_fetch_timeout_ms: u64,
 
     /// Largest signing certificate accepted from the network, in bytes.
-    #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024, global = true)]
+    #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024)]
     pub sns_cert_max_bytes: usize,
 
     /// How many fetched signing certificates are kept in memory.
-    #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32, global = true)]
+    #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32)]
     pub sns_cert_cache_size: usize,
 
     /// Soft bounces (transient or undetermined, not blaming the content)
     /// that suppress an address when they fall within SOFT_BOUNCE_WINDOW_DAYS.
-    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3, global = true)]
+    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3)]
     pub soft_bounce_limit: u32,
 
     /// The window, in days from the first soft bounce of a streak; a delivery
     /// resets the count.
-    #[arg(
-        long,
-        env = "SOFT_BOUNCE_WINDOW_DAYS",
-        default_value_t = 14,
-        global = true
-    )]
+    #[arg(long, env = "SOFT_BOUNCE_WINDOW_DAYS", default_value_t = 14)]
     pub soft_bounce_window_days: u32,
 
     /// Admin bearer tokens, comma-separated `name:token` pairs (the name is
@@ -172,173 +122,125 @@ pub struct Settings {
         long,
         env = "API_TOKENS",
         value_delimiter = ',',
-        global = true,
         hide_env_values = true
     )]
     pub api_tokens: Vec<String>,
 
     /// The rate window: the most recent sends counted (like SES's
     /// representative volume).
-    #[arg(
-        long,
-        env = "GUARD_WINDOW_SENDS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "GUARD_WINDOW_SENDS", default_value_t = 10_000)]
     pub guard_window_sends: i64,
 
     /// ...bounded by this age, in days: older events never count.
-    #[arg(long, env = "GUARD_MAX_AGE_DAYS", default_value_t = 30, global = true)]
+    #[arg(long, env = "GUARD_MAX_AGE_DAYS", default_value_t = 30)]
     pub guard_max_age_days: u32,
 
     /// Fewer sends than this in the window: the guard neither warns nor
     /// pauses.
-    #[arg(long, env = "GUARD_MIN_VOLUME", default_value_t = 1000, global = true)]
+    #[arg(long, env = "GUARD_MIN_VOLUME", default_value_t = 1000)]
     pub guard_min_volume: i64,
 
     /// Pause sending when the bounce rate is above this percentage.
-    #[arg(
-        long,
-        env = "GUARD_BOUNCE_PAUSE_PERCENT",
-        default_value = "5",
-        global = true
-    )]
+    #[arg(long, env = "GUARD_BOUNCE_PAUSE_PERCENT", default_value = "5")]
     pub guard_bounce_pause_percent: String,
 
     /// Pause sending when the complaint rate is above this percentage.
-    #[arg(
-        long,
-        env = "GUARD_COMPLAINT_PAUSE_PERCENT",
-        default_value = "0.1",
-        global = true
-    )]
+    #[arg(long, env = "GUARD_COMPLAINT_PAUSE_PERCENT", default_value = "0.1")]
     pub guard_complaint_pause_percent: String,
 
     /// Warn (once per crossing) when the bounce rate is above this percentage.
-    #[arg(
-        long,
-        env = "GUARD_BOUNCE_WARN_PERCENT",
-        default_value = "2.5",
-        global = true
-    )]
+    #[arg(long, env = "GUARD_BOUNCE_WARN_PERCENT", default_value = "2.5")]
     pub guard_bounce_warn_percent: String,
 
     /// Warn when the complaint rate is above this percentage.
-    #[arg(
-        long,
-        env = "GUARD_COMPLAINT_WARN_PERCENT",
-        default_value = "0.05",
-        global = true
-    )]
+    #[arg(long, env = "GUARD_COMPLAINT_WARN_PERCENT", default_value = "0.05")]
     pub guard_complaint_warn_percent: String,
 
     /// Early warnings on or off.
     #[arg(long, env = "GUARD_WARN", default_value = "true",
-          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub guard_warn: bool,
 
     /// Admin alerts as JSON (with a Slack-compatible `text`) to this URL.
-    #[arg(long, env = "ALERT_WEBHOOK_URL", global = true, hide_env_values = true)]
+    #[arg(long, env = "ALERT_WEBHOOK_URL", hide_env_values = true)]
     pub alert_webhook_url: Option<String>,
 
     /// Admin alerts by email to these comma-separated addresses (needs SMTP_HOST).
-    #[arg(long, env = "ALERT_EMAILS", value_delimiter = ',', global = true)]
+    #[arg(long, env = "ALERT_EMAILS", value_delimiter = ',')]
     pub alert_emails: Vec<String>,
 
     /// SMTP server for alert emails (the sender's own SMTP settings).
-    #[arg(long, env = "SMTP_HOST", global = true)]
+    #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
 
-    #[arg(long, env = "SMTP_PORT", default_value_t = 587, global = true)]
+    #[arg(long, env = "SMTP_PORT", default_value_t = 587)]
     pub smtp_port: u16,
 
-    #[arg(long, env = "SMTP_USER", global = true)]
+    #[arg(long, env = "SMTP_USER")]
     pub smtp_user: Option<String>,
 
-    #[arg(long, env = "SMTP_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
 
-    #[arg(long, env = "SMTP_FROM_EMAIL", global = true)]
+    #[arg(long, env = "SMTP_FROM_EMAIL")]
     pub smtp_from_email: Option<String>,
 
-    #[arg(long, env = "SMTP_FROM_NAME", default_value = "bouncer", global = true)]
+    #[arg(long, env = "SMTP_FROM_NAME", default_value = "bouncer")]
     pub smtp_from_name: String,
 
     /// `auto` (implicit TLS on port 465, else STARTTLS required), `starttls`,
     /// `tls`, or `none` (plain text: a local relay only).
-    #[arg(long, env = "SMTP_TLS", default_value = "auto", global = true)]
+    #[arg(long, env = "SMTP_TLS", default_value = "auto")]
     pub smtp_tls: SmtpTls,
 
     /// First retry delay for a failed alert delivery, in milliseconds; it
     /// doubles per attempt up to an hour.
-    #[arg(
-        long,
-        env = "ALERT_RETRY_MIN_MS",
-        default_value_t = 5000,
-        global = true
-    )]
+    #[arg(long, env = "ALERT_RETRY_MIN_MS", default_value_t = 5000)]
     pub alert_retry_min_ms: u64,
 
     /// Days SNS messages, SES events and alerts are kept (never less than
     /// GUARD_MAX_AGE_DAYS for what the guard counts). The suppression list
     /// and its removal audit are kept for ever. 0: never prune.
-    #[arg(long, env = "RETENTION_DAYS", default_value_t = 180, global = true)]
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 180)]
     pub retention_days: u32,
 
     /// Local durable spool for verified messages while the database is
     /// unreachable (must be on persistent disk).
-    #[arg(
-        long,
-        env = "SPOOL_PATH",
-        default_value = "bouncer.spool",
-        global = true
-    )]
+    #[arg(long, env = "SPOOL_PATH", default_value = "bouncer.spool")]
     pub spool_path: PathBuf,
 
     /// Most SNS messages committed together in one transaction.
-    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512, global = true)]
+    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512)]
     pub write_batch_max: usize,
 
     /// Longest time a client may take to send a request body after its
     /// headers (a stalled body is answered 408 and its connection closed).
-    #[arg(
-        long,
-        env = "HTTP_BODY_TIMEOUT_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_body_timeout_ms: u64,
 
     /// Most connections served at once; more wait in the listen backlog.
     /// Kept below the process's file descriptor limit, which `serve` raises
     /// to its hard limit.
-    #[arg(
-        long,
-        env = "HTTP_MAX_CONNECTIONS",
-        default_value_t = 4096,
-        global = true
-    )]
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
 
     /// HTTP worker threads (0: one per CPU).
-    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0, global = true)]
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
 
     /// Seconds in-flight requests get to finish after SIGTERM.
-    #[arg(
-        long,
-        env = "SHUTDOWN_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
 
-    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,bouncer=debug`).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    /// Log filter: a level (`trace`, `debug`, `info`, `warn`, `error`,
+    /// `off`), optionally with `target=level` pairs (e.g.
+    /// `info,bouncer=debug`). The AWS SDK and sqlx log at `warn` unless named.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info",
+          value_parser = crate::telemetry::parse_log_level)]
     pub log_level: String,
 
     /// Log format: `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 }
 

@@ -18,13 +18,19 @@
 //! - `store`: persistence only, small SQL functions over plain data on
 //!   SQLite or PostgreSQL;
 //! - at the root, what every layer shares: `time::Timestamp`,
-//!   `address::EmailAddress`, `clock`, `config`.
+//!   `address::EmailAddress`, `clock`, `config`;
+//! - on top, what starts it all: `app` (the service, `tls` its HTTPS),
+//!   and `cli` with `cli_*` (the commands: suppressions and their CSV,
+//!   the guard, replay).
 
 pub mod address;
 pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cli_csv;
+pub mod cli_guard;
+pub mod cli_replay;
 pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
@@ -40,3 +46,4 @@ pub mod sns;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;

@@ -1,6 +1,13 @@
-//! Logging: `tracing` to stdout, as text or JSON, set up once per process;
-//! and [`escaped`], which every log field holding text a sender controls
-//! goes through, so that a log line stays one line of plain text.
+//! Logging: `tracing` as text or JSON, set up once per process: to stdout
+//! for `serve`, to stderr for the other commands (their stdout is their
+//! answer: a CSV export, a status a script reads).
+//! `LOG_LEVEL` is checked when the settings are read; colours only go to a
+//! terminal; the AWS SDK and sqlx are kept at `warn` unless `LOG_LEVEL`
+//! names them (their `info` lines are a credential-chain dump and a notice
+//! per migration check, not news for an operator).
+//!
+//! [`escaped`]: every log field holding text a sender controls goes
+//! through it, so that a log line stays one line of plain text.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -9,17 +16,95 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Libraries whose `info` is noise for an operator.
+const QUIET: [&str; 5] = [
+    "aws_config",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_sdk_sns",
+    "sqlx",
+];
+
+/// `LOG_LEVEL` as clap reads it: a level, or EnvFilter directives whose bare
+/// words are levels (a bare `inof` would silently be a target named `inof`).
+pub fn parse_log_level(text: &str) -> Result<String, String> {
+    let hint = "a level (trace, debug, info, warn, error, off), optionally with target=level pairs, e.g. `info,bouncer=debug`";
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "LOG_LEVEL `{text}`: `{directive}` is not a level; expected {hint}"
+            ));
+        }
+    }
+    EnvFilter::try_new(text).map_err(|e| format!("LOG_LEVEL `{text}` is not {hint}: {e}"))?;
+    Ok(text.to_owned())
+}
+
+/// The filter: `LOG_LEVEL`, with the quiet libraries at `warn` (or at the
+/// global level when that is quieter) unless it names them.
+pub fn filter_directives(level: &str) -> String {
+    let directives: Vec<&str> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let global = directives
+        .iter()
+        .rev()
+        .find(|d| !d.contains('='))
+        .map(|d| d.to_ascii_lowercase());
+    let quiet = match global.as_deref() {
+        Some(l @ ("error" | "off")) => l.to_owned(),
+        _ => "warn".to_owned(),
+    };
+    let mut out: Vec<String> = directives.iter().map(|d| (*d).to_owned()).collect();
+    for target in QUIET {
+        let named = directives.iter().any(|d| {
+            d.split(['=', '['])
+                .next()
+                .is_some_and(|t| t == target || t.starts_with(&format!("{target}::")))
+        });
+        if !named {
+            out.push(format!("{target}={quiet}"));
+        }
+    }
+    out.join(",")
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    Stdout,
+    Stderr,
+}
+
+/// Sets up logging to stdout (the service). A second call (tests start
+/// many apps in one process) keeps the first.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or journal gets plain text.
+    init_to(level, format, LogTo::Stdout)
+}
+
+/// Sets up logging to `to`, with colours only when that is a terminal. An
+/// invalid `level` (refused earlier by the settings) falls back to `info`.
+pub fn init_to(level: &str, format: LogFormat, to: LogTo) {
+    let filter = EnvFilter::try_new(filter_directives(level))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal());
-    // A second call (tests start many apps in one process) keeps the first.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        .with_target(false);
+    let _ = match (format, to) {
+        (LogFormat::Json, LogTo::Stdout) => builder.json().try_init(),
+        (LogFormat::Json, LogTo::Stderr) => builder.json().with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, LogTo::Stdout) => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        (LogFormat::Text, LogTo::Stderr) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
 }
 
@@ -74,7 +159,25 @@ impl fmt::Debug for Escaped<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::escaped;
+    use super::*;
+
+    #[test]
+    fn a_misspelt_level_is_refused_and_a_target_with_a_level_is_not() {
+        assert!(parse_log_level("inof").is_err());
+        assert!(parse_log_level("info,bouncer=debug").is_ok());
+        assert!(parse_log_level("WARN").is_ok());
+        assert!(parse_log_level("bouncer=[").is_err());
+    }
+
+    #[test]
+    fn libraries_stay_at_warn_unless_named() {
+        assert_eq!(
+            filter_directives("debug,sqlx=info"),
+            "debug,sqlx=info,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sdk_sns=warn"
+        );
+        assert!(filter_directives("error").ends_with("sqlx=error"));
+        assert!(filter_directives("bouncer=debug").starts_with("bouncer=debug,aws_config=warn"));
+    }
 
     #[test]
     fn what_a_sender_controls_stays_on_one_plain_line() {

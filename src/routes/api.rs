@@ -27,7 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
             .app_data(
+                // A JSON body is read as JSON whatever its Content-Type
+                // (plain `curl -d` sends a form type); one that does not
+                // parse is still a 400.
                 web::JsonConfig::default()
+                    .content_type(|_| true)
+                    .content_type_required(false)
                     .limit(4 * 1024 * 1024)
                     .error_handler(|e, _| ApiError::InvalidRequest(format!("body: {e}")).into()),
             )
@@ -126,12 +131,18 @@ async fn check(
     })))
 }
 
+/// Every field as text: an empty value (`?reason=&limit=`) means absent.
 #[derive(Deserialize)]
 struct ListQuery {
     reason: Option<String>,
     since: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// A query value, with an empty one read as absent.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 fn encode_cursor(email: &str) -> String {
@@ -168,16 +179,22 @@ async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::InvalidRequest(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = match given(&query.limit) {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "limit `{text}` is not a number from 1 to {MAX_PAGE}"
+                ))
+            })?,
+    };
     let filter = ListFilter {
-        reason: query.reason.as_deref().map(parse_reason).transpose()?,
-        since: query.since.as_deref().map(parse_since).transpose()?,
-        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        reason: given(&query.reason).map(parse_reason).transpose()?,
+        since: given(&query.since).map(parse_since).transpose()?,
+        after: given(&query.cursor).map(decode_cursor).transpose()?,
         // One more than asked tells whether another page exists.
         limit: limit + 1,
     };
@@ -247,17 +264,35 @@ async fn subscriptions(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
+/// A fraction (0.05) as a percentage (5), without float noise.
+fn percent(fraction: f64) -> f64 {
+    (fraction * 100.0 * 1e6).round() / 1e6
+}
+
 /// The pause state, the current rates, and the policy they are judged by.
+/// Every `*_rate` is a fraction of sends (0.05 is 5%); every `*_percent` a
+/// percentage.
 pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_json::Value> {
     let state = store.sending_state().await?;
     let rates = crate::guard::current_rates(store, g).await?;
+    let mut rates_json = serde_json::to_value(&rates).unwrap_or_default();
+    if let Some(obj) = rates_json.as_object_mut() {
+        obj.insert(
+            "bounce_rate_percent".into(),
+            percent(rates.bounce_rate).into(),
+        );
+        obj.insert(
+            "complaint_rate_percent".into(),
+            percent(rates.complaint_rate).into(),
+        );
+    }
     Ok(serde_json::json!({
         "state": state.state,
         "changed_at": state.changed_at,
         "changed_by": state.changed_by,
         "reason": state.reason,
         "warned_at": state.warned_at,
-        "rates": rates,
+        "rates": rates_json,
         "policy": {
             "window_sends": g.window_sends,
             "max_age_days": g.max_age.whole_days(),
@@ -270,6 +305,8 @@ pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_js
         "at_last_pause": {
             "bounce_rate": state.bounce_rate,
             "complaint_rate": state.complaint_rate,
+            "bounce_rate_percent": state.bounce_rate.map(percent),
+            "complaint_rate_percent": state.complaint_rate.map(percent),
             "sends": state.window_sends,
             "hard_bounces": state.window_hard_bounces,
             "complaints": state.window_complaints,

@@ -34,9 +34,12 @@ impl SigningCert {
     pub fn from_pem(pem: &[u8], host: &SnsHost) -> Result<Self, String> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
             .map_err(|e| format!("not a PEM certificate ({e})"))?;
+        if pem.label != "CERTIFICATE" {
+            return Err(format!("it holds a PEM `{}`, not a CERTIFICATE", pem.label));
+        }
         let cert = pem
             .parse_x509()
-            .map_err(|e| format!("not an X.509 certificate ({e})"))?;
+            .map_err(|_| "its CERTIFICATE block is not a valid X.509 certificate".to_owned())?;
         // Compared as bytes: older AWS certificates encode the CN as a
         // T61String, which x509-parser does not turn into `str`.
         let cn = cert
@@ -46,11 +49,17 @@ impl SigningCert {
             .map(|cn| cn.as_slice());
         let expected = host.region().signing_name();
         if cn != Some(expected.as_bytes()) {
-            let shown = cn.map(String::from_utf8_lossy);
-            return Err(format!(
-                "subject CN is {shown:?}, but {} signs as {expected}",
-                host.region()
-            ));
+            return Err(match cn {
+                Some(cn) => format!(
+                    "subject CN is `{}`, but {} signs as {expected}",
+                    String::from_utf8_lossy(cn),
+                    host.region()
+                ),
+                None => format!(
+                    "it has no subject CN; {} signs as {expected}",
+                    host.region()
+                ),
+            });
         }
         let spki = cert.public_key();
         if spki.algorithm.algorithm != OID_PKCS1_RSAENCRYPTION {
@@ -133,8 +142,9 @@ impl CertStore {
             let (url, file) = pin
                 .split_once('=')
                 .ok_or_else(|| anyhow::anyhow!("SNS_CERT_PINS entry `{pin}` is not URL=FILE"))?;
-            let url = check_cert_url(url.trim())
-                .map_err(|why| anyhow::anyhow!("pinned URL `{url}` is refused: {why}"))?;
+            let url = check_cert_url(url.trim()).map_err(|why| {
+                anyhow::anyhow!("SNS_CERT_PINS: pinned URL `{url}` is refused: {why}")
+            })?;
             let cert = load_pem_file(Path::new(file.trim()), &url)?;
             pinned.insert(url.as_str().to_owned(), Arc::new(cert));
         }
@@ -228,11 +238,15 @@ impl CertStore {
 }
 
 fn load_pem_file(path: &Path, url: &CertUrl) -> anyhow::Result<SigningCert> {
-    let pem = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("cannot read pinned certificate {}: {e}", path.display()))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "SNS_CERT_PINS: cannot read pinned certificate {}: {e}",
+            path.display()
+        )
+    })?;
     SigningCert::from_pem(&pem, url.host()).map_err(|why| {
         anyhow::anyhow!(
-            "pinned certificate {} is refused for {}: {why}",
+            "SNS_CERT_PINS: pinned certificate {} is refused for {}: {why}",
             path.display(),
             url.as_str()
         )

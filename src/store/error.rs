@@ -61,7 +61,7 @@ impl fmt::Display for DbError {
             DbErrorKind::Content => "the database refused the data",
             DbErrorKind::Other => "database error",
         };
-        write!(f, "{kind}: {}", self.source)
+        write!(f, "{kind}: {}", describe(&self.source))
     }
 }
 
@@ -106,6 +106,43 @@ pub fn classify(error: &sqlx::Error) -> DbErrorKind {
         | sqlx::Error::BeginFailed
         | sqlx::Error::Migrate(_) => Unavailable,
         _ => Other,
+    }
+}
+
+/// A driver error in a few words an operator can act on: the cause, once,
+/// without the driver's wrapping ("error returned from database: ...") or
+/// the server's source position.
+pub fn describe(e: &sqlx::Error) -> String {
+    use std::io::ErrorKind;
+    match e {
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => {
+                "connection refused: is the server running and listening there?".into()
+            }
+            ErrorKind::TimedOut => "the connection timed out".into(),
+            _ => io.to_string(),
+        },
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            match db.code().as_deref() {
+                Some("3D000") => format!(
+                    "{message}: create it first (`createdb NAME`, or CREATE DATABASE in psql); `bouncer migrate` then sets it up"
+                ),
+                Some("28P01" | "28000") => {
+                    format!("{message}: check the user and password in DATABASE_URL")
+                }
+                Some("42501") => format!(
+                    "{message}: the role in DATABASE_URL lacks this privilege (a read-only role suits only the reading commands)"
+                ),
+                Some("25006") => format!(
+                    "{message}: the role or server only reads (a read-only role suits only the reading commands)"
+                ),
+                _ => message.to_owned(),
+            }
+        }
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        sqlx::Error::PoolTimedOut => "no connection became free in time".into(),
+        other => other.to_string(),
     }
 }
 
@@ -179,6 +216,12 @@ mod tests {
             assert_eq!(postgres(code), DbErrorKind::Transient, "{code}");
         }
         assert_eq!(postgres("42601"), DbErrorKind::Other);
+    }
+
+    #[test]
+    fn a_refused_connection_is_said_plainly() {
+        let e = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(describe(&e).starts_with("connection refused"));
     }
 
     #[test]

@@ -12,23 +12,23 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod messages;
+mod open;
 pub mod retention;
 pub mod soft_bounces;
 pub mod subscriptions;
 pub mod suppressions;
 mod text;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{PgPool, SqlitePool};
 
 pub use self::conn::{Conn, Tx};
 pub use self::error::{DbError, DbErrorKind};
+pub use self::open::Access;
 use crate::config::Settings;
 
 /// A store call's result: a failure carries its classification.
@@ -81,74 +81,33 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Store {
-    /// Opens the pool. A SQLite file is created on first start; WAL with
-    /// `synchronous=FULL` makes every commit durable before its 2xx.
+    /// Opens the pool for `serve` and `migrate`: a SQLite file is created on
+    /// first start (the caller migrates). Other commands use [`Store::open`].
     pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-        let url = settings.database_url.as_str();
-        let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
-        if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("DATABASE_URL `{url}` is not a SQLite URL"))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(settings.database_max_connections.max(2))
-                .acquire_timeout(connect_timeout)
-                .connect_with(options.clone())
-                .await
-                .with_context(|| format!("cannot open SQLite database `{url}`"))?;
-            Ok(Store {
-                db: Db::Sqlite(pool),
-                location: url.to_owned(),
-                writer: WriterOptions::Sqlite(options),
-                connect_timeout,
-            })
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            // Named, so that an operator tells bouncer's sessions apart in
-            // pg_stat_activity (the writer's from the rest).
-            let options = PgConnectOptions::from_str(url)
-                .with_context(|| "DATABASE_URL is not a PostgreSQL URL".to_string())?
-                .application_name("bouncer");
-            let location = format!(
-                "PostgreSQL database `{}` on {}:{}",
-                options.get_database().unwrap_or("postgres"),
-                options.get_host(),
-                options.get_port()
-            );
-            // The writer's statements may not wait on a lock or a hung
-            // server for ever: past this, the database counts as down and
-            // messages go to the spool.
-            let limit = settings.database_write_timeout_ms.max(1).to_string();
-            let writer = options.clone().application_name("bouncer-writer").options([
-                ("statement_timeout", limit.as_str()),
-                ("lock_timeout", limit.as_str()),
-                ("idle_in_transaction_session_timeout", "60000"),
-            ]);
-            // Lazy: a replica starts (and spools) while PostgreSQL is down.
-            let pool = PgPoolOptions::new()
-                .max_connections(settings.database_max_connections.max(2))
-                .acquire_timeout(connect_timeout)
-                .connect_lazy_with(options);
-            Ok(Store {
-                db: Db::Postgres(pool),
-                location,
-                writer: WriterOptions::Postgres(writer),
-                connect_timeout,
-            })
-        } else {
-            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
-        }
+        Store::open(settings, Access::Create).await
     }
 
+    /// Applies the migrations. On PostgreSQL one direct connection first,
+    /// so that an unreachable server or a missing database is told in one
+    /// line with its cause, not as a pool time-out.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match &self.db {
+        if !self.is_sqlite() {
+            self.probe().await?;
+        }
+        let result = match &self.db {
             Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-        }
-        .context("applying database migrations")
+        };
+        result.map_err(|e| {
+            let why = match &e {
+                sqlx::migrate::MigrateError::Execute(e) => error::describe(e),
+                sqlx::migrate::MigrateError::ExecuteMigration(e, version) => {
+                    format!("migration {version} failed: {}", error::describe(e))
+                }
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("cannot migrate the {}: {why}", self.location)
+        })
     }
 
     /// Where the database is, for messages to the operator.

@@ -238,42 +238,93 @@ impl Store {
         Ok(Some(row))
     }
 
-    /// Adds many rows in one transaction (CSV import). Existing rows are
-    /// refreshed like a new event with the imported reason.
-    pub async fn import(
-        &self,
-        rows: &[ImportRow],
-        source: &str,
-        now: Timestamp,
-    ) -> DbResult<usize> {
+    /// Merges rows into the list in one transaction (CSV import): all of
+    /// them or, on any failure, none. Returns how many were new.
+    pub async fn import(&self, rows: &[ImportRow], now: Timestamp) -> DbResult<usize> {
+        const EXISTS: &str = "SELECT COUNT(*) FROM suppressions WHERE email = $1";
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
+        let mut new = 0;
         for row in rows {
-            let write = SuppressionWrite {
-                email: &row.email,
-                reason: &row.reason,
-                bounce_type: None,
-                bounce_subtype: None,
-                complaint_feedback_type: None,
-                diagnostic_code: None,
-                seen_at: now,
-                ses_message_id: None,
-                sns_message_id: None,
-                source,
-                note: row.note.as_deref(),
-            };
-            upsert_suppression(&mut tx, &write).await?;
+            let known: i64 = on_tx!(&mut tx, conn => sqlx::query_scalar(EXISTS)
+                .bind(row.email.as_str())
+                .fetch_one(conn)
+                .await)?;
+            new += usize::from(known == 0);
+            merge_imported(&mut tx, row, now).await?;
         }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(new)
     }
 }
 
-/// One line of a CSV import.
+/// An import merges like `add`: a new address gets the whole row; an
+/// address already listed keeps everything it knows. Only its empty
+/// columns are filled, first and last seen are widened by the times the
+/// file gives, and the larger event count is kept; `reason` and `source`
+/// never change.
+const MERGE_IMPORTED: &str = "INSERT INTO suppressions \
+    (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, diagnostic_code, \
+     first_seen_at, last_seen_at, event_count, last_ses_message_id, last_sns_message_id, source, note) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+    ON CONFLICT (email) DO UPDATE SET \
+      bounce_type = COALESCE(suppressions.bounce_type, excluded.bounce_type), \
+      bounce_subtype = COALESCE(suppressions.bounce_subtype, excluded.bounce_subtype), \
+      complaint_feedback_type = COALESCE(suppressions.complaint_feedback_type, excluded.complaint_feedback_type), \
+      diagnostic_code = COALESCE(suppressions.diagnostic_code, excluded.diagnostic_code), \
+      last_ses_message_id = COALESCE(suppressions.last_ses_message_id, excluded.last_ses_message_id), \
+      last_sns_message_id = COALESCE(suppressions.last_sns_message_id, excluded.last_sns_message_id), \
+      note = COALESCE(suppressions.note, excluded.note), \
+      first_seen_at = CASE WHEN $14 AND excluded.first_seen_at < suppressions.first_seen_at \
+        THEN excluded.first_seen_at ELSE suppressions.first_seen_at END, \
+      last_seen_at = CASE WHEN $15 AND excluded.last_seen_at > suppressions.last_seen_at \
+        THEN excluded.last_seen_at ELSE suppressions.last_seen_at END, \
+      event_count = CASE WHEN excluded.event_count > suppressions.event_count \
+        THEN excluded.event_count ELSE suppressions.event_count END";
+
+async fn merge_imported(tx: &mut Tx<'_>, row: &ImportRow, now: Timestamp) -> DbResult<()> {
+    // A new row without times was seen now; an old one keeps its own.
+    let first = row.first_seen_at.or(row.last_seen_at).unwrap_or(now);
+    let last = row.last_seen_at.unwrap_or(first).max(first);
+    on_tx!(tx, conn => sqlx::query(MERGE_IMPORTED)
+        .bind(row.email.as_str())
+        .bind(&row.reason)
+        .bind(storable_opt(row.bounce_type.as_deref()))
+        .bind(storable_opt(row.bounce_subtype.as_deref()))
+        .bind(storable_opt(row.complaint_feedback_type.as_deref()))
+        .bind(storable_opt(row.diagnostic_code.as_deref()))
+        .bind(first)
+        .bind(last)
+        .bind(row.event_count.unwrap_or(1).max(1))
+        .bind(storable_opt(row.last_ses_message_id.as_deref()))
+        .bind(storable_opt(row.last_sns_message_id.as_deref()))
+        .bind(storable(&row.source).as_ref())
+        .bind(storable_opt(row.note.as_deref()))
+        .bind(row.first_seen_at.is_some())
+        .bind(row.last_seen_at.is_some())
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// One line of a CSV import: the table's columns, those the file lacks
+/// left empty.
 #[derive(Debug, Clone)]
 pub struct ImportRow {
     pub email: EmailAddress,
     pub reason: String,
+    pub bounce_type: Option<String>,
+    pub bounce_subtype: Option<String>,
+    pub complaint_feedback_type: Option<String>,
+    pub diagnostic_code: Option<String>,
+    pub first_seen_at: Option<Timestamp>,
+    pub last_seen_at: Option<Timestamp>,
+    pub event_count: Option<i64>,
+    pub last_ses_message_id: Option<String>,
+    pub last_sns_message_id: Option<String>,
+    /// The file's `source`, or `import:<file>`.
+    pub source: String,
     pub note: Option<String>,
 }
 

@@ -20,6 +20,44 @@ pub fn bouncer(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// What a run of the binary showed: exit code, stdout, stderr.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to the end.
+pub fn run(cmd: &mut Command) -> Ran {
+    let output = cmd.output().expect("the binary runs");
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The binary in `dir` against `db_url`, with `args`.
+pub fn run_with(dir: &std::path::Path, db_url: &str, args: &[&str]) -> Ran {
+    run(bouncer(dir).env("DATABASE_URL", db_url).args(args))
+}
+
+/// `bouncer migrate` on `db_url`, which must succeed.
+pub fn migrate(dir: &std::path::Path, db_url: &str) {
+    let ran = run_with(dir, db_url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
+}
+
 /// Settings for the test key and topic, as environment variables.
 pub fn test_env(cmd: &mut Command, db_url: &str, dir: &std::path::Path) {
     cmd.env("DATABASE_URL", db_url)
@@ -133,6 +171,7 @@ async fn migrate_creates_the_schema(backend: Backend) {
 async fn replay_applies_stored_messages_through_the_pipeline(backend: Backend) {
     let dir = TempDir::new();
     let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
     let mut cmd = bouncer(dir.path());
     test_env(&mut cmd, &db.url, dir.path());
     let output = cmd
@@ -178,17 +217,27 @@ async fn replay_posts_to_a_running_endpoint(backend: Backend) {
     let dump = dir.path().join("dlq.jsonl");
     std::fs::write(&dump, lines.join("\n")).expect("write");
     let url = format!("{}/sns", app.address);
-    let output = bouncer(dir.path())
+    let ran = run(bouncer(dir.path())
         .args(["replay", "--url", &url])
-        .arg(&dump)
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert_eq!(
-        stdout.matches("200 {\"status\":\"stored\"").count(),
-        lines.len(),
-        "{stdout}"
+        .arg(&dump));
+    assert_eq!(ran.code, 0, "{ran}");
+    // One line per message: where it came from, its id, the answer.
+    let answers: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(answers.len(), lines.len(), "{ran}");
+    for (i, (answer, line)) in answers.iter().zip(&lines).enumerate() {
+        let id = serde_json::from_str::<serde_json::Value>(line).expect("json")["MessageId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let expected = format!("{}:{}\t{id}\t200 stored", dump.display(), i + 1);
+        assert!(answer.starts_with(&expected), "{expected}: {ran}");
+    }
+    assert!(
+        ran.stderr.contains(&format!(
+            "replayed {n} messages: {n} stored, 0 duplicate, 0 spooled, 0 refused",
+            n = lines.len()
+        )),
+        "{ran}"
     );
     assert_eq!(app.db.total_messages().await, lines.len() as i64);
     app.stop().await;
@@ -201,18 +250,21 @@ on_both_databases!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
+async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigterm() {
     let dir = TempDir::new();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().expect("addr").port()
     };
+    // Logs written to a file, at the default level.
+    let log = dir.path().join("serve.log");
     let mut child = bouncer(dir.path())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SNS_TOPIC_ARNS", TOPIC)
         .env("SNS_CONFIRM_MODE", "off")
+        .env("LOG_LEVEL", "info")
         .arg("serve")
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
@@ -255,4 +307,10 @@ async fn serve_runs_on_sqlite_by_default_and_stops_on_sigterm() {
         panic!("bouncer did not stop on SIGTERM")
     });
     assert!(status.success(), "{status}");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(logged.contains("serving plain HTTP"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a log file: {logged}"
+    );
 }

@@ -200,6 +200,20 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement (a test's own setup).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.execute(sql).await.map(|_| ()),
+            Pool::Postgres(pool) => pool.execute(sql).await.map(|_| ()),
+        }
+        .expect("statement runs");
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
+    }
+
     pub async fn count_messages(&self, id: &str) -> i64 {
         self.scalar(
             "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1",

@@ -1,0 +1,237 @@
+//! Opening the database the way each command may. `serve` and `migrate`
+//! create and migrate it; every other command opens the database that
+//! exists (read-only where it only reads) and refuses, in one line naming
+//! `DATABASE_URL`, one that is missing or not migrated: a look-up must never
+//! answer "not suppressed" from an empty file it has just made.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+
+use super::error::describe;
+use super::{Db, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Store, WriterOptions, on_db};
+use crate::config::Settings;
+
+/// What a command may do to the database it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `serve` and `migrate`: a SQLite file is created if missing, and the
+    /// caller migrates.
+    Create,
+    /// Commands that change rows: the database must exist and be migrated.
+    Write,
+    /// Commands that only read: the database must exist and be migrated,
+    /// and is opened read-only (a SQLite file opened read-only, PostgreSQL
+    /// sessions in read-only transactions), so a read-only role will do.
+    Read,
+}
+
+/// What to do about a database that is missing or behind.
+const SET_UP: &str = "run `bouncer migrate` (or start `bouncer serve` once) with this DATABASE_URL, or point DATABASE_URL at the service's database";
+
+impl Store {
+    /// Opens the database at `DATABASE_URL` for `access` (see [`Access`]).
+    pub async fn open(settings: &Settings, access: Access) -> anyhow::Result<Store> {
+        let url = settings.database_url.as_str();
+        let store = if url.starts_with("sqlite:") {
+            open_sqlite(settings, access).await?
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            open_postgres(settings, access).await?
+        } else {
+            bail!(
+                "DATABASE_URL must start with sqlite: (a file) or postgres:// (a server); it starts with `{}`",
+                url.split(':').next().unwrap_or_default()
+            );
+        };
+        if access != Access::Create {
+            store.check_schema().await?;
+        }
+        Ok(store)
+    }
+
+    /// One direct connection, closed at once: `Ok` if the database answers,
+    /// else one line with where it is and why not.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        let connect = async {
+            match &self.writer {
+                WriterOptions::Sqlite(o) => o.connect().await?.close().await,
+                WriterOptions::Postgres(o) => o.connect().await?.close().await,
+            }
+        };
+        let why = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => describe(&e),
+            Err(_) => format!(
+                "no answer within {} ms (DATABASE_ACQUIRE_TIMEOUT_MS)",
+                self.connect_timeout.as_millis()
+            ),
+        };
+        Err(anyhow!(
+            "cannot connect to the {} (DATABASE_URL): {why}",
+            self.location
+        ))
+    }
+
+    /// Checks, without writing, that every migration this bouncer knows is
+    /// applied and none it does not know.
+    pub async fn check_schema(&self) -> anyhow::Result<()> {
+        const SQL: &str = "SELECT version, success FROM _sqlx_migrations ORDER BY version";
+        let rows: Result<Vec<(i64, bool)>, sqlx::Error> =
+            on_db!(&self.db, pool => sqlx::query_as(SQL).fetch_all(pool).await);
+        let applied = match rows {
+            Ok(rows) => rows,
+            Err(e) if is_missing_table(&e) => bail!(
+                "the {} has no bouncer tables: it is not set up; {SET_UP}",
+                self.location
+            ),
+            Err(e) => bail!(
+                "cannot read the schema version of the {} (table _sqlx_migrations, DATABASE_URL): {}",
+                self.location,
+                describe(&e)
+            ),
+        };
+        let migrator = match &self.db {
+            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+        };
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        if let Some((version, _)) = applied.iter().find(|(_, success)| !success) {
+            bail!(
+                "migration {version} of the {} failed halfway; fix the cause and run `bouncer migrate`",
+                self.location
+            );
+        }
+        if let Some((version, _)) = applied.iter().find(|(v, _)| !known.contains(v)) {
+            bail!(
+                "the {} was migrated by a newer bouncer (migration {version} is unknown to this one): use that bouncer",
+                self.location
+            );
+        }
+        let missing: Vec<String> = known
+            .iter()
+            .filter(|v| !applied.iter().any(|(a, _)| a == *v))
+            .map(i64::to_string)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the {} is not migrated to this bouncer's schema (missing migrations {}); {SET_UP}",
+                self.location,
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Store> {
+    let url = settings.database_url.as_str();
+    let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow!("DATABASE_URL `{url}` is not a SQLite URL: {e}"))?
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
+    let path = absolute(options.get_filename());
+    let location = format!("SQLite database {}", path.display());
+    // WAL with `synchronous=FULL` makes every commit durable before its
+    // 2xx. A read-only connection leaves the journal mode as it is.
+    let options = match access {
+        Access::Create => options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal),
+        Access::Write => options
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal),
+        Access::Read => options.create_if_missing(false).read_only(true),
+    };
+    if access != Access::Create && !path.exists() {
+        bail!(
+            "there is no database at {} (DATABASE_URL={url}, from the working directory {}); {SET_UP}",
+            path.display(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "?".into())
+        );
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(settings.database_max_connections.max(2))
+        .acquire_timeout(connect_timeout)
+        .connect_with(options.clone())
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot open the {location} (DATABASE_URL): {}",
+                describe(&e)
+            )
+        })?;
+    Ok(Store {
+        db: Db::Sqlite(pool),
+        location,
+        writer: WriterOptions::Sqlite(options),
+        connect_timeout,
+    })
+}
+
+async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<Store> {
+    // Named, so that an operator tells bouncer's sessions apart in
+    // pg_stat_activity (the writer's from the rest).
+    let options = PgConnectOptions::from_str(&settings.database_url)
+        .map_err(|e| anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?
+        .application_name("bouncer");
+    let location = format!(
+        "PostgreSQL database `{}` on {}:{}",
+        options.get_database().unwrap_or("postgres"),
+        options.get_host(),
+        options.get_port()
+    );
+    // The writer's statements may not wait on a lock or a hung server for
+    // ever: past this, the database counts as down and messages go to the
+    // spool.
+    let limit = settings.database_write_timeout_ms.max(1).to_string();
+    let writer = options.clone().application_name("bouncer-writer").options([
+        ("statement_timeout", limit.as_str()),
+        ("lock_timeout", limit.as_str()),
+        ("idle_in_transaction_session_timeout", "60000"),
+    ]);
+    let pool_options = match access {
+        Access::Read => options.options([("default_transaction_read_only", "on")]),
+        Access::Create | Access::Write => options,
+    };
+    let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
+    // Lazy: a replica starts (and spools) while PostgreSQL is down.
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database_max_connections.max(2))
+        .acquire_timeout(connect_timeout)
+        .connect_lazy_with(pool_options);
+    let store = Store {
+        db: Db::Postgres(pool),
+        location,
+        writer: WriterOptions::Postgres(writer),
+        connect_timeout,
+    };
+    if access != Access::Create {
+        store.probe().await?;
+    }
+    Ok(store)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|dir| dir.join(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+fn is_missing_table(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some("42P01") || db.message().starts_with("no such table")
+    })
+}

@@ -1,0 +1,313 @@
+//! Which database a command opens (SPEC §5): only `serve` and `migrate`
+//! create or migrate one; every other command reads the database that
+//! exists, says clearly when there is none or it is not migrated, and works
+//! with a read-only PostgreSQL role. PostgreSQL problems are told in one
+//! line with the server, the database and the cause.
+
+use sqlx::{Connection, Executor};
+
+use crate::cli::{bouncer, migrate, run, run_with};
+use crate::helpers::{Backend, TempDir, TestDb, unique_name};
+use crate::on_both_databases;
+
+/// Every command that reads or changes the list or the state.
+const COMMANDS: &[&[&str]] = &[
+    &["suppressions", "check", "jane@example.com"],
+    &["suppressions", "list"],
+    &["suppressions", "export"],
+    &["suppressions", "add", "jane@example.com"],
+    &[
+        "suppressions",
+        "remove",
+        "jane@example.com",
+        "--by",
+        "ops",
+        "--reason",
+        "test",
+    ],
+    &["status"],
+    &["subscriptions"],
+    &["pause", "--by", "ops", "--reason", "test"],
+    &["prune"],
+];
+
+#[test]
+fn a_command_run_from_another_directory_makes_no_database_and_says_so() {
+    let elsewhere = TempDir::new();
+    let cwd = elsewhere.path().canonicalize().expect("path");
+    let file = cwd.join("bouncer.db");
+    for args in COMMANDS {
+        let ran = run(bouncer(elsewhere.path()).args(*args));
+        assert_eq!(ran.code, 2, "{args:?}: {ran}");
+        assert!(ran.stdout.is_empty(), "{args:?} answered: {ran}");
+        for words in [
+            "there is no database at",
+            &file.display().to_string(),
+            "DATABASE_URL=sqlite:bouncer.db",
+            "bouncer migrate",
+        ] {
+            assert!(ran.stderr.contains(words), "{args:?}: `{words}`: {ran}");
+        }
+        assert!(!file.exists(), "{args:?} created {}", file.display());
+    }
+    let ran = run(bouncer(elsewhere.path()).arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(file.exists(), "migrate creates the file");
+    let ran = run(bouncer(elsewhere.path()).args(["suppressions", "check", "jane@example.com"]));
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "jane@example.com\tnot suppressed\n"),
+        "{ran}"
+    );
+}
+
+/// Tables in the database, whatever the backend.
+async fn tables(db: &TestDb) -> i64 {
+    let sql = if db.is_sqlite() {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+    } else {
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    };
+    db.scalar(sql, None).await
+}
+
+async fn commands_refuse_a_database_that_is_not_migrated(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    if db.is_sqlite() {
+        std::fs::File::create(dir.path().join("bouncer.db")).expect("an empty file");
+    }
+    for args in COMMANDS {
+        let ran = run_with(dir.path(), &db.url, args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran}");
+        assert!(
+            ran.stderr.contains("has no bouncer tables") && ran.stderr.contains("bouncer migrate"),
+            "{args:?}: {ran}"
+        );
+    }
+    assert_eq!(tables(&db).await, 0, "a command created tables");
+
+    // A database one migration ahead of this bouncer, and one behind.
+    migrate(dir.path(), &db.url);
+    let future = if db.is_sqlite() {
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101, 'future', TRUE, x'00', 0)"
+    } else {
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101, 'future', TRUE, '\\x00'::bytea, 0)"
+    };
+    db.execute(future).await;
+    let ran = run_with(dir.path(), &db.url, &["suppressions", "list"]);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(
+        ran.stderr
+            .contains("was migrated by a newer bouncer (migration 99990101"),
+        "{ran}"
+    );
+    db.execute("DELETE FROM _sqlx_migrations WHERE version >= 4")
+        .await;
+    let ran = run_with(dir.path(), &db.url, &["status"]);
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(
+        ran.stderr
+            .contains("is not migrated to this bouncer's schema (missing migrations 4)"),
+        "{ran}"
+    );
+}
+
+on_both_databases!(commands_refuse_a_database_that_is_not_migrated);
+
+/// A PostgreSQL login role with SELECT on every table, dropped with it.
+struct ReadOnlyRole {
+    server: String,
+    name: String,
+}
+
+impl ReadOnlyRole {
+    async fn create(server: &str) -> ReadOnlyRole {
+        let name = format!("bouncer_reader_{}", unique_name());
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("connect");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE ROLE {name} LOGIN")))
+            .await
+            .expect("create role");
+        ReadOnlyRole {
+            server: server.to_owned(),
+            name,
+        }
+    }
+
+    async fn may_read(&self, db: &TestDb) {
+        for grant in [
+            format!("GRANT USAGE ON SCHEMA public TO {}", self.name),
+            format!(
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+                self.name
+            ),
+        ] {
+            db.execute(&grant).await;
+        }
+    }
+}
+
+impl Drop for ReadOnlyRole {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+                {
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_commands_work_with_a_read_only_postgres_role() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let Backend::Postgres { server } = &backend else {
+        return;
+    };
+    // Declared first, dropped last: after the database that holds its grants.
+    let role = ReadOnlyRole::create(server).await;
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
+    let added = run_with(
+        dir.path(),
+        &db.url,
+        &["suppressions", "add", "jane@example.com"],
+    );
+    assert_eq!(added.code, 0, "{added}");
+    role.may_read(&db).await;
+    let mut url = url::Url::parse(&db.url).expect("url");
+    url.set_username(&role.name).expect("user");
+    let reader = url.to_string();
+
+    let status = run_with(dir.path(), &reader, &["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(status.stdout.contains("sending:        active"), "{status}");
+    let check = run_with(
+        dir.path(),
+        &reader,
+        &["suppressions", "check", "jane@example.com"],
+    );
+    assert_eq!(check.code, 1, "{check}");
+    assert!(
+        check.stdout.contains("jane@example.com\tsuppressed"),
+        "{check}"
+    );
+    for args in [
+        &["suppressions", "list"][..],
+        &["suppressions", "export"],
+        &["subscriptions"],
+    ] {
+        let ran = run_with(dir.path(), &reader, args);
+        assert_eq!(ran.code, 0, "{args:?}: {ran}");
+    }
+    let export = run_with(dir.path(), &reader, &["suppressions", "export"]);
+    assert!(
+        export.stdout.contains("\njane@example.com,manual,"),
+        "{export}"
+    );
+
+    // Writing commands say what is wrong, in one line.
+    for args in [
+        &["suppressions", "add", "joe@example.com"][..],
+        &["pause", "--by", "ops", "--reason", "test"],
+    ] {
+        let ran = run_with(dir.path(), &reader, args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran}");
+        assert!(
+            ran.stderr.contains("permission denied")
+                && ran
+                    .stderr
+                    .contains("a read-only role suits only the reading commands")
+                && ran.stderr.lines().count() == 1,
+            "{args:?}: {ran}"
+        );
+    }
+    drop(db);
+    drop(role);
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_problems_are_told_once_with_the_server_the_database_and_the_cause() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let nobody = format!("postgres://postgres@127.0.0.1:{port}/feedback");
+    for args in [&["status"][..], &["migrate"], &["suppressions", "list"]] {
+        let ran = run_with(dir.path(), &nobody, args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran}");
+        assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {ran}");
+        for words in [
+            &format!("PostgreSQL database `feedback` on 127.0.0.1:{port}"),
+            "(DATABASE_URL)",
+            "connection refused: is the server running",
+        ] {
+            assert!(ran.stderr.contains(words), "{args:?}: `{words}`: {ran}");
+        }
+        assert!(!ran.stderr.contains("pool timed out"), "{ran}");
+    }
+    let Some(Backend::Postgres { server }) = Backend::postgres().await else {
+        return;
+    };
+    let name = format!("bouncer_missing_{}", unique_name());
+    let missing = format!("{server}/{name}");
+    for args in [
+        &["status"][..],
+        &["migrate"],
+        &["suppressions", "check", "a@b.example"],
+    ] {
+        let ran = run_with(dir.path(), &missing, args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran}");
+        assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {ran}");
+        assert_eq!(ran.stderr.matches("does not exist").count(), 1, "{ran}");
+        assert!(
+            ran.stderr.contains(&format!("`{name}` on 127.0.0.1:5432"))
+                && ran.stderr.contains("create it first"),
+            "{ran}"
+        );
+        assert!(!ran.stderr.contains("at line"), "{ran}");
+    }
+}
+
+/// sqlx's notice that the migrations table exists is not news: a second
+/// `migrate`, with LOG_LEVEL=info, prints its one line and logs nothing.
+async fn migrating_twice_prints_one_line(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
+    let ran = run(bouncer(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "info")
+        .arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.stdout.lines().count(), 1, "{ran}");
+    assert!(
+        ran.stdout.starts_with("migrations applied to the "),
+        "{ran}"
+    );
+    assert!(ran.stderr.is_empty(), "{ran}");
+}
+
+on_both_databases!(migrating_twice_prints_one_line);

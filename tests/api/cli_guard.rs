@@ -1,0 +1,66 @@
+//! `bouncer pause`, `resume` and `status` as separate processes: an alert
+//! raised by a command without any alert channel reaches the running
+//! service's webhook, and `status` says from when the rates count.
+
+use crate::alert_sinks::Webhook;
+use crate::cli::{bouncer, migrate, run, run_with};
+use crate::guard::alerting;
+use crate::helpers::{Backend, TempDir, TestDb, eventually, spawn_app_with};
+use crate::on_both_databases;
+
+async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let url = webhook.url.clone();
+    let app = spawn_app_with(backend, move |s, _| alerting(s, &url, None)).await;
+    let dir = TempDir::new();
+    // The command's environment names no alert channel at all.
+    let ran = run(bouncer(dir.path())
+        .env("DATABASE_URL", &app.db.url)
+        .env("USER", "ops")
+        .args(["pause", "--by", "carol", "--reason", "incident 7"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert_eq!(ran.stdout, "sending is now paused\n", "{ran}");
+    eventually(
+        "the running service delivers the CLI's pause alert",
+        || async { webhook.kinds() == ["paused"] },
+    )
+    .await;
+    let alert = &webhook.received()[0];
+    assert_eq!(
+        alert["text"], ":octagonal_sign: Sending paused by carol (cli:ops): incident 7",
+        "{alert}"
+    );
+    app.stop().await;
+    webhook.stop().await;
+}
+
+async fn status_counts_since_the_start_then_since_the_resume(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
+    let status = run_with(dir.path(), &db.url, &["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status.stdout.contains("; counting since the start)"),
+        "{status}"
+    );
+    assert!(!status.stdout.contains("1970"), "{status}");
+    for change in ["pause", "resume"] {
+        let ran = run_with(
+            dir.path(),
+            &db.url,
+            &[change, "--by", "carol", "--reason", "a drill"],
+        );
+        assert_eq!(ran.code, 0, "{ran}");
+    }
+    let status = run_with(dir.path(), &db.url, &["status"]);
+    assert!(
+        status.stdout.contains("; counting since the resume at 20"),
+        "{status}"
+    );
+}
+
+on_both_databases!(
+    a_pause_from_the_cli_is_alerted_by_the_running_service,
+    status_counts_since_the_start_then_since_the_resume,
+);
