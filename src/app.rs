@@ -27,6 +27,7 @@ use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, crypto_provider, http_client};
 use crate::routes;
+use crate::ses_account::SesSettings;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
 use crate::sns::verify::{Verifier, VerifierPolicy};
@@ -176,6 +177,7 @@ pub struct Application {
     server: Server,
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
+    ses_worker: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
     stop_worker: CancellationToken,
     store: Store,
@@ -183,6 +185,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
+        // A mode that is on without what it needs stops start-up here.
+        let ses = SesSettings::from_settings(&settings)?;
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
         let store = state.store.clone();
         let channels = Arc::new(Channels::from_settings(&settings, &hooks.outbound)?);
@@ -192,6 +196,14 @@ impl Application {
             );
         }
         let stop_worker = CancellationToken::new();
+        let ses_worker = crate::ses_account::spawn(
+            store.clone(),
+            ses,
+            hooks.aws_credentials.clone(),
+            hooks.clock.clone(),
+            state.metrics.clone(),
+            stop_worker.clone(),
+        );
         let alert_worker = spawn_worker(
             store.clone(),
             channels,
@@ -235,6 +247,7 @@ impl Application {
             server,
             writer_task,
             alert_worker,
+            ses_worker,
             pruner,
             stop_worker,
             store,
@@ -257,6 +270,7 @@ impl Application {
         // Undelivered alerts stay in the outbox for the next start.
         self.stop_worker.cancel();
         let _ = self.alert_worker.await;
+        let _ = self.ses_worker.await;
         if let Some(pruner) = self.pruner {
             let _ = pruner.await;
         }

@@ -65,6 +65,12 @@ pub enum Command {
     Prune,
     /// List the SNS subscriptions feeding bouncer and their state.
     Subscriptions,
+    /// The SES account itself: its suppression list and what the
+    /// credentials allow (needs SES_REGION).
+    Ses {
+        #[command(subcommand)]
+        command: crate::cli_ses::SesCommand,
+    },
     /// Send stored SNS messages (JSON files, or JSON lines) to a running
     /// endpoint, or through the pipeline directly into the database.
     Replay {
@@ -192,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::routes::api::sending_report(&store, &GuardPolicy::from_settings(&settings)?)
                     .await?;
             print_status(&report);
+            crate::cli_ses::print_status(&report["ses"]);
             Ok(ExitCode::SUCCESS)
         }
         Command::Pause { by, reason } | Command::Resume { by, reason }
@@ -215,12 +222,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .prune(&store, now)
                 .await?;
             println!(
-                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts",
+                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts, {} ses_pushes",
                 pruned.sns_messages,
                 pruned.feedback_events,
                 pruned.rate_volume,
                 pruned.rate_buckets,
-                pruned.alerts
+                pruned.alerts,
+                pruned.ses_pushes
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -243,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ses { command } => crate::cli_ses::run(&settings, command).await,
         Command::Replay {
             files,
             url,
@@ -309,7 +318,9 @@ async fn set_sending(
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let by = format!("{} (cli:{user})", by.trim());
     let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let changed = crate::guard::set_sending(&store, paused, &by, reason.trim(), now).await?;
+    let policy = GuardPolicy::from_settings(settings)?;
+    let changed =
+        crate::guard::set_sending(&store, &policy, paused, &by, reason.trim(), now).await?;
     let word = if paused { "paused" } else { "active" };
     if changed {
         println!("sending is now {word}");

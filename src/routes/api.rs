@@ -251,10 +251,12 @@ async fn subscriptions(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
-/// The pause state, the current rates, and the policy they are judged by.
+/// The pause state, the current rates, the policy they are judged by, and
+/// the SES side (`ses`).
 pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_json::Value> {
     let state = store.sending_state().await?;
     let rates = crate::guard::current_rates(store, g).await?;
+    let ses = crate::ses_account::status::report(store).await?;
     Ok(serde_json::json!({
         "state": state.state,
         "changed_at": state.changed_at,
@@ -278,6 +280,7 @@ pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_js
             "hard_bounces": state.window_hard_bounces,
             "complaints": state.window_complaints,
         },
+        "ses": ses,
     }))
 }
 
@@ -310,6 +313,7 @@ async fn set_sending(
     let by = actor(&caller, body.by.as_deref());
     let changed = crate::guard::set_sending(
         &state.store,
+        &state.guard,
         paused,
         &by,
         reason,

@@ -13,6 +13,8 @@ pub mod events;
 pub mod guard;
 pub mod messages;
 pub mod retention;
+pub mod ses;
+pub mod ses_push;
 pub mod soft_bounces;
 pub mod subscriptions;
 pub mod suppressions;

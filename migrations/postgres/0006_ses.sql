@@ -1,0 +1,91 @@
+-- Acting at SES itself (SPEC §10): the pause carried out at SES, and the
+-- suppression list pushed to the SES account-level suppression list.
+
+-- One row: whether suppressions are pushed (set by `serve` at start-up and
+-- read by the triggers below, so that every process that changes the list,
+-- a CLI command included, queues the push), and the last permission check.
+CREATE TABLE ses_settings (
+    id                SMALLINT NOT NULL PRIMARY KEY CHECK (id = 1),
+    push_suppressions BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at        TIMESTAMPTZ,
+    checked_at        TIMESTAMPTZ,
+    check_json        TEXT
+);
+INSERT INTO ses_settings (id, push_suppressions) VALUES (1, FALSE);
+
+-- What bouncer wants sending at SES to be, per target (`account`, or
+-- `configuration-set:<name>`), written with the pause or resume that asks
+-- for it, and what SES last confirmed. `seq` counts intents: the latest wins.
+CREATE TABLE ses_sending (
+    target            TEXT    NOT NULL PRIMARY KEY,
+    desired_enabled   BOOLEAN NOT NULL,
+    seq               BIGINT  NOT NULL DEFAULT 1,
+    state             TEXT    NOT NULL CHECK (state IN ('pending', 'confirmed')),
+    requested_at      TIMESTAMPTZ NOT NULL,
+    attempts          BIGINT  NOT NULL DEFAULT 0,
+    next_attempt_at   TIMESTAMPTZ,                -- NULL: due now
+    lease_until       TIMESTAMPTZ,
+    confirmed_enabled BOOLEAN,
+    confirmed_at      TIMESTAMPTZ,
+    last_error        TEXT,
+    last_error_at     TIMESTAMPTZ,
+    alerted_seq       BIGINT  NOT NULL DEFAULT 0  -- the intent whose failure was alerted
+);
+
+-- The push outbox: one row per address whose state at SES must follow
+-- bouncer's list. A change while a call is in flight bumps `seq` and the
+-- row is done again, so SES ends as the list is (ordered per address).
+CREATE TABLE ses_suppression_sync (
+    email           TEXT    NOT NULL PRIMARY KEY,
+    action          TEXT    NOT NULL CHECK (action IN ('put', 'delete')),
+    seq             BIGINT  NOT NULL DEFAULT 1,
+    state           TEXT    NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'refused')),
+    changed_at      TIMESTAMPTZ NOT NULL,
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ,                  -- NULL: due now
+    lease_until     TIMESTAMPTZ,
+    sent_reason     TEXT,                         -- BOUNCE | COMPLAINT, or why it was skipped
+    done_at         TIMESTAMPTZ,
+    last_error      TEXT,
+    last_error_at   TIMESTAMPTZ
+);
+CREATE INDEX ses_suppression_sync_due ON ses_suppression_sync (state, changed_at);
+CREATE INDEX ses_suppression_sync_done ON ses_suppression_sync (done_at);
+
+-- When SES confirmed the removal (DeleteSuppressedDestination).
+ALTER TABLE suppression_removals ADD COLUMN ses_removed_at TIMESTAMPTZ;
+
+-- Every change of the list queues its push in the same transaction.
+-- Rows imported from SES (`ses-account`) are there already.
+CREATE FUNCTION ses_queue_suppression_push() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    address TEXT;
+    wanted  TEXT;
+BEGIN
+    IF NOT COALESCE((SELECT push_suppressions FROM ses_settings WHERE id = 1), FALSE) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        address := OLD.email;
+        wanted := 'delete';
+    ELSE
+        IF TG_OP = 'INSERT' AND NEW.source = 'ses-account' THEN
+            RETURN NULL;
+        END IF;
+        address := NEW.email;
+        wanted := 'put';
+    END IF;
+    INSERT INTO ses_suppression_sync (email, action, state, changed_at)
+    VALUES (address, wanted, 'pending', now())
+    ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1,
+        state = 'pending', changed_at = excluded.changed_at, attempts = 0, next_attempt_at = NULL;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER suppressions_ses_insert AFTER INSERT ON suppressions
+    FOR EACH ROW EXECUTE FUNCTION ses_queue_suppression_push();
+CREATE TRIGGER suppressions_ses_update AFTER UPDATE OF reason ON suppressions
+    FOR EACH ROW WHEN (OLD.reason IS DISTINCT FROM NEW.reason) EXECUTE FUNCTION ses_queue_suppression_push();
+CREATE TRIGGER suppressions_ses_delete AFTER DELETE ON suppressions
+    FOR EACH ROW EXECUTE FUNCTION ses_queue_suppression_push();
