@@ -138,7 +138,12 @@ pub fn print_status(ses: &Value) {
     }
     for t in &targets {
         let wanted = text(&t["wanted"]);
-        if t["state"] == "confirmed" {
+        if t["state"] == "idle" {
+            println!(
+                "SES pause:      {}: no pause or resume since it was set up; SES's switch untouched",
+                text(&t["target"])
+            );
+        } else if t["state"] == "confirmed" {
             println!(
                 "SES pause:      {}: sending {} at SES, confirmed {}",
                 text(&t["target"]),

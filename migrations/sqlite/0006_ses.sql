@@ -16,11 +16,12 @@ INSERT INTO ses_settings (id, push_suppressions) VALUES (1, 0);
 -- What bouncer wants sending at SES to be, per target (`account`, or
 -- `configuration-set:<name>`), written with the pause or resume that asks
 -- for it, and what SES last confirmed. `seq` counts intents: the latest wins.
+-- `idle`: no pause or resume since the target was set up (SES untouched).
 CREATE TABLE ses_sending (
     target            TEXT    NOT NULL PRIMARY KEY,
     desired_enabled   INTEGER NOT NULL CHECK (desired_enabled IN (0, 1)),
     seq               INTEGER NOT NULL DEFAULT 1,
-    state             TEXT    NOT NULL CHECK (state IN ('pending', 'confirmed')),
+    state             TEXT    NOT NULL CHECK (state IN ('idle', 'pending', 'confirmed')),
     requested_at      TEXT    NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
     next_attempt_at   TEXT,                       -- NULL: due now

@@ -93,34 +93,61 @@ pub async fn run(
             }
         };
         let needed_for = format!("SES_PAUSE_MODE ({})", target.key());
-        let current = match (target, &account) {
-            (SendingTarget::Account, Some(a)) => Ok(a.sending_enabled),
-            (SendingTarget::Account, None) => Err(format!("ses:{read_op} is needed first")),
-            (SendingTarget::ConfigurationSet(_), _) => {
-                let read = client.sending_enabled(target).await;
-                checks.push(verdict(
-                    read_op,
+        let key = target.key();
+        // Read and write back under the target's lease: no worker writes
+        // in between, so the write-back changes nothing.
+        let lease = match store.lease_target_for_check(&key, clock.now(), LEASE).await {
+            Ok(CheckLease::Busy) => {
+                checks.push(not_tried(
+                    operation,
                     &needed_for,
-                    &read.as_ref().map(|_| ()).map_err(Clone::clone),
-                    "read",
+                    "a worker is changing it right now".into(),
                 ));
-                read.map_err(|f| format!("reading it first failed: {}", f.detail))
+                continue;
+            }
+            Ok(lease) => lease,
+            Err(e) => {
+                checks.push(not_tried(
+                    operation,
+                    &needed_for,
+                    format!("the database is not available ({e})"),
+                ));
+                continue;
             }
         };
-        let check = match current {
-            Err(why) => not_tried(operation, &needed_for, why),
-            Ok(enabled) => write_back(store, client, clock, target, enabled)
-                .await
-                .map(|result| {
-                    let ok = format!(
-                        "sending {} there, written back unchanged",
-                        if enabled { "enabled" } else { "disabled" }
-                    );
-                    verdict(operation, &needed_for, &result, &ok)
-                })
-                .unwrap_or_else(|why| not_tried(operation, &needed_for, why)),
-        };
-        checks.push(check);
+        let read = client.sending_enabled(target).await;
+        if matches!(target, SendingTarget::ConfigurationSet(_)) {
+            checks.push(verdict(
+                read_op,
+                &needed_for,
+                &read.as_ref().map(|_| ()).map_err(Clone::clone),
+                "read",
+            ));
+        }
+        checks.push(match read {
+            Err(f) => not_tried(
+                operation,
+                &needed_for,
+                format!("reading the current value first failed ({})", f.detail),
+            ),
+            Ok(enabled) => {
+                let ok = format!(
+                    "sending {} there, written back unchanged",
+                    if enabled { "enabled" } else { "disabled" }
+                );
+                verdict(
+                    operation,
+                    &needed_for,
+                    &client.set_sending(target, enabled).await,
+                    &ok,
+                )
+            }
+        });
+        if lease == CheckLease::Held
+            && let Err(e) = store.release_target(&key).await
+        {
+            tracing::warn!(target = %key, error = %e, "cannot release the check's lease; it ends by itself within a minute");
+        }
     }
     if ses.push.is_some() {
         let put = client.put_suppressed(CHECK_ADDRESS, "BOUNCE").await;
@@ -164,32 +191,6 @@ pub async fn run(
         permissions: checks,
         missing,
     }
-}
-
-/// Writes `enabled` (what SES just said) back to `target` while holding its
-/// lease; `Err` when it could not be tried.
-async fn write_back(
-    store: &Store,
-    client: &SesClient,
-    clock: &Clock,
-    target: &SendingTarget,
-    enabled: bool,
-) -> Result<Result<(), SesFailure>, String> {
-    let key = target.key();
-    let lease = store
-        .lease_target_for_check(&key, clock.now(), LEASE)
-        .await
-        .map_err(|e| format!("the database is not available ({e})"))?;
-    if lease == CheckLease::Busy {
-        return Err("a worker is changing it right now".into());
-    }
-    let result = client.set_sending(target, enabled).await;
-    if lease == CheckLease::Held
-        && let Err(e) = store.release_target(&key).await
-    {
-        tracing::warn!(target = %key, error = %e, "cannot release the check's lease; it ends by itself within a minute");
-    }
-    Ok(result)
 }
 
 /// Human lines for a report.

@@ -149,8 +149,10 @@ pub enum CheckLease {
 
 impl Store {
     /// Makes the rows match the configuration at start-up: each configured
-    /// target gets a row wanting what `sending_state` says; with `retire`,
-    /// rows of targets no longer configured go (bouncer stops acting there).
+    /// target gets a row wanting what `sending_state` says (a new target is
+    /// left alone while sending is active, and paused at once while it is
+    /// paused); with `retire`, rows of targets no longer configured go
+    /// (bouncer stops acting there).
     pub async fn reconcile_sending_targets(
         &self,
         targets: &[SendingTarget],
@@ -160,7 +162,7 @@ impl Store {
         const STATE: &str = "SELECT state FROM sending_state WHERE id = 1";
         const LOCKED: &str = "SELECT state FROM sending_state WHERE id = 1 FOR UPDATE";
         const ADD: &str = "INSERT INTO ses_sending (target, desired_enabled, state, requested_at) \
-            VALUES ($1, $2, 'pending', $3) ON CONFLICT (target) DO UPDATE SET \
+            VALUES ($1, $2, CASE WHEN $2 THEN 'idle' ELSE 'pending' END, $3) ON CONFLICT (target) DO UPDATE SET \
             desired_enabled = excluded.desired_enabled, seq = ses_sending.seq + 1, state = 'pending', \
             requested_at = excluded.requested_at, attempts = 0, next_attempt_at = NULL \
             WHERE ses_sending.desired_enabled <> excluded.desired_enabled";
