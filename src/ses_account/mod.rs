@@ -20,6 +20,7 @@ pub mod import;
 pub mod status;
 mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -161,15 +162,19 @@ pub fn spawn(
                 return;
             }
         };
-        check::at_start_up(&store, &client, &ses, &clock).await;
-        worker::Worker {
-            store,
-            client,
-            ses,
-            clock,
-        }
-        .run(stop)
-        .await;
+        let client = Arc::new(client);
+        let worker = worker::Worker {
+            store: store.clone(),
+            client: client.clone(),
+            ses: ses.clone(),
+            clock: clock.clone(),
+        };
+        // The check's calls may take a while when SES is slow; a pause
+        // does not wait for them (leases keep the two apart).
+        tokio::join!(
+            check::at_start_up(&store, &client, &ses, &clock),
+            worker.run(stop)
+        );
     })
 }
 

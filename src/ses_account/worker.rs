@@ -5,6 +5,7 @@
 //! resume, and a refused push, raise an alert through the alert outbox in
 //! the transaction that records them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -94,7 +95,7 @@ fn hint(failure: &SesFailure) -> String {
 
 pub(super) struct Worker {
     pub store: Store,
-    pub client: SesClient,
+    pub client: Arc<SesClient>,
     pub ses: SesSettings,
     pub clock: Clock,
 }

@@ -402,7 +402,8 @@ on_both_databases!(
 async fn start_up_refuses_a_mode_without_what_it_needs() {
     let dir = TempDir::new();
     let url = format!("sqlite:{}", dir.path().join("b.db").display());
-    let cases: [(fn(&mut Settings), &str); 3] = [
+    type Change = fn(&mut Settings);
+    let cases: [(Change, &str); 3] = [
         (
             |s| s.ses_pause_mode = SesPauseMode::Account,
             "SES_PAUSE_MODE=account needs SES_REGION",
