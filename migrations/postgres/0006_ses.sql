@@ -57,36 +57,43 @@ CREATE INDEX ses_suppression_sync_done ON ses_suppression_sync (done_at);
 ALTER TABLE suppression_removals ADD COLUMN ses_removed_at TIMESTAMPTZ;
 
 -- Every change of the list queues its push in the same transaction.
--- Rows imported from SES (`ses-account`) are there already.
+-- Rows imported from SES (`ses-account`) are there already. Statement-level
+-- triggers over transition tables: one call per statement (the writer
+-- changes a whole batch in one), so a list that is not pushed pays almost
+-- nothing.
 CREATE FUNCTION ses_queue_suppression_push() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    address TEXT;
-    wanted  TEXT;
 BEGIN
     IF NOT COALESCE((SELECT push_suppressions FROM ses_settings WHERE id = 1), FALSE) THEN
         RETURN NULL;
     END IF;
-    IF TG_OP = 'DELETE' THEN
-        address := OLD.email;
-        wanted := 'delete';
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO ses_suppression_sync (email, action, state, changed_at)
+        SELECT email, 'put', 'pending', now() FROM new_rows
+        WHERE source <> 'ses-account' ORDER BY email
+        ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1,
+            state = 'pending', changed_at = excluded.changed_at, attempts = 0, next_attempt_at = NULL;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO ses_suppression_sync (email, action, state, changed_at)
+        SELECT n.email, 'put', 'pending', now() FROM new_rows n JOIN old_rows o ON o.email = n.email
+        WHERE o.reason IS DISTINCT FROM n.reason ORDER BY n.email
+        ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1,
+            state = 'pending', changed_at = excluded.changed_at, attempts = 0, next_attempt_at = NULL;
     ELSE
-        IF TG_OP = 'INSERT' AND NEW.source = 'ses-account' THEN
-            RETURN NULL;
-        END IF;
-        address := NEW.email;
-        wanted := 'put';
+        INSERT INTO ses_suppression_sync (email, action, state, changed_at)
+        SELECT email, 'delete', 'pending', now() FROM old_rows ORDER BY email
+        ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1,
+            state = 'pending', changed_at = excluded.changed_at, attempts = 0, next_attempt_at = NULL;
     END IF;
-    INSERT INTO ses_suppression_sync (email, action, state, changed_at)
-    VALUES (address, wanted, 'pending', now())
-    ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1,
-        state = 'pending', changed_at = excluded.changed_at, attempts = 0, next_attempt_at = NULL;
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER suppressions_ses_insert AFTER INSERT ON suppressions
-    FOR EACH ROW EXECUTE FUNCTION ses_queue_suppression_push();
-CREATE TRIGGER suppressions_ses_update AFTER UPDATE OF reason ON suppressions
-    FOR EACH ROW WHEN (OLD.reason IS DISTINCT FROM NEW.reason) EXECUTE FUNCTION ses_queue_suppression_push();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ses_queue_suppression_push();
+CREATE TRIGGER suppressions_ses_update AFTER UPDATE ON suppressions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ses_queue_suppression_push();
 CREATE TRIGGER suppressions_ses_delete AFTER DELETE ON suppressions
-    FOR EACH ROW EXECUTE FUNCTION ses_queue_suppression_push();
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ses_queue_suppression_push();

@@ -13,7 +13,7 @@ use super::client::{AccountView, FailureKind, ListFilter, SesClient, SesFailure}
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::store::alerts::{AlertDraft, enqueue};
-use crate::store::ses::{CheckLease, SendingTarget};
+use crate::store::ses::{CheckLease, SendingTarget, record_ses_check};
 
 /// Put on and deleted from the SES list to prove both permissions.
 pub const CHECK_ADDRESS: &str = "bouncer-permission-check@example.com";
@@ -243,12 +243,10 @@ pub async fn record(
         .and_then(|v| serde_json::from_value(v["missing"].clone()).ok())
         .unwrap_or_default();
     let now = clock.now();
-    store
-        .record_ses_check(&serde_json::to_string(report)?, now)
-        .await?;
+    let mut conn = store.conn().await?;
+    let mut tx = conn.begin().await?;
+    record_ses_check(&mut tx, &serde_json::to_string(report)?, now).await?;
     if alert && !report.missing.is_empty() && report.missing != before {
-        let mut conn = store.conn().await?;
-        let mut tx = conn.begin().await?;
         let draft = AlertDraft {
             kind: "ses_permissions",
             subject: "bouncer cannot act at SES: permissions missing".into(),
@@ -260,8 +258,8 @@ pub async fn record(
             details: serde_json::json!({ "missing": report.missing, "region": report.region }),
         };
         enqueue(&mut tx, &draft, now).await?;
-        tx.commit().await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 

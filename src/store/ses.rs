@@ -136,6 +136,13 @@ pub async fn alerted_since(tx: &mut Tx<'_>, kind: &str, since: Timestamp) -> DbR
     Ok(n > 0)
 }
 
+/// Keeps the last permission check (JSON) for `status`.
+pub async fn record_ses_check(tx: &mut Tx<'_>, json: &str, now: Timestamp) -> DbResult<()> {
+    const SQL: &str = "UPDATE ses_settings SET check_json = $1, checked_at = $2 WHERE id = 1";
+    on_tx!(tx, conn => sqlx::query(SQL).bind(json).bind(now).execute(conn).await.map(|_| ()))?;
+    Ok(())
+}
+
 /// How a lease for a check came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckLease {
@@ -313,13 +320,6 @@ impl Store {
     pub async fn ses_push_on(&self) -> DbResult<bool> {
         const SQL: &str = "SELECT push_suppressions FROM ses_settings WHERE id = 1";
         Ok(on_db!(&self.db, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?)
-    }
-
-    /// Keeps the last permission check (JSON) for `status`.
-    pub async fn record_ses_check(&self, json: &str, now: Timestamp) -> DbResult<()> {
-        const SQL: &str = "UPDATE ses_settings SET check_json = $1, checked_at = $2 WHERE id = 1";
-        on_db!(&self.db, pool => sqlx::query(SQL).bind(json).bind(now).execute(pool).await.map(|_| ()))?;
-        Ok(())
     }
 
     pub async fn last_ses_check(&self) -> DbResult<Option<(Timestamp, String)>> {

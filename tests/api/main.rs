@@ -15,6 +15,7 @@ mod health;
 mod retention;
 mod sender_side;
 mod ses_account;
+mod ses_cli;
 mod ses_stand_in;
 mod ses_suppressions;
 mod sns_endpoint;

@@ -362,17 +362,18 @@ async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
 async fn two_replicas_carry_out_one_intent_once(backend: Backend) {
     let api = SesApi::start().await;
     let app = pausing_account(backend, &api).await;
+    checked(&app).await;
+    let first_check = ses_state(&app).await["check"]["checked_at"].clone();
     let dir2 = Arc::new(TempDir::new());
     let mut settings2 = test_settings(&app.db.url, dir2.path());
     let mut hooks2 = Hooks::default();
     at_ses(&mut settings2, &mut hooks2, &api);
     settings2.ses_pause_mode = SesPauseMode::Account;
     let replica = start(settings2, hooks2, app.db.clone(), dir2).await;
-    eventually("both replicas checked", || async {
-        api.calls_of("PutAccountSendingAttributes").len() >= 2
+    eventually("the replica's start-up check is recorded too", || async {
+        ses_state(&replica).await["check"]["checked_at"] != first_check
     })
     .await;
-    checked(&app).await;
     set_sending(&app, "paused").await;
     confirmed(&replica, "account", "disabled").await;
     // Many poll rounds of both workers later: still one call.
@@ -397,71 +398,3 @@ on_both_databases!(
     a_restart_before_ses_confirms_loses_no_intent,
     two_replicas_carry_out_one_intent_once,
 );
-
-#[tokio::test]
-async fn start_up_refuses_a_mode_without_what_it_needs() {
-    let dir = TempDir::new();
-    let url = format!("sqlite:{}", dir.path().join("b.db").display());
-    type Change = fn(&mut Settings);
-    let cases: [(Change, &str); 3] = [
-        (
-            |s| s.ses_pause_mode = SesPauseMode::Account,
-            "SES_PAUSE_MODE=account needs SES_REGION",
-        ),
-        (
-            |s| {
-                s.ses_pause_mode = SesPauseMode::ConfigurationSets;
-                s.ses_region = Some(REGION.into());
-            },
-            "needs SES_CONFIGURATION_SETS",
-        ),
-        (
-            |s| s.ses_push_suppressions = true,
-            "SES_PUSH_SUPPRESSIONS=true needs SES_REGION",
-        ),
-    ];
-    for (change, expected) in cases {
-        let mut settings = test_settings(&url, dir.path());
-        change(&mut settings);
-        let refused = bouncer::app::Application::build(settings, Hooks::default()).await;
-        let error = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(error.contains(expected), "{error}");
-    }
-}
-
-#[test]
-fn every_ses_setting_is_in_help_and_in_the_readme() {
-    let dir = TempDir::new();
-    let output = crate::cli::bouncer(dir.path())
-        .arg("--help")
-        .output()
-        .expect("runs");
-    let help = String::from_utf8_lossy(&output.stdout);
-    let readme = std::fs::read_to_string(crate::helpers::fixture("README.md")).expect("README");
-    for (var, default) in [
-        ("SES_PAUSE_MODE", Some("off")),
-        ("SES_CONFIGURATION_SETS", None),
-        ("SES_REGION", None),
-        ("SES_API_ENDPOINT", None),
-        ("SES_PUSH_SUPPRESSIONS", Some("false")),
-        ("SES_PUSH_MANUAL_AS", Some("bounce")),
-        ("SES_PUSH_RATE_PER_SEC", Some("1")),
-        ("SES_RETRY_MIN_MS", Some("1000")),
-        ("SES_POLL_MS", Some("1000")),
-    ] {
-        assert!(
-            help.contains(&format!("[env: {var}")),
-            "{var} missing from --help"
-        );
-        assert!(
-            readme.contains(&format!("| `{var}`")),
-            "{var} is not in the README's table"
-        );
-        if let Some(default) = default {
-            assert!(
-                help.contains(&format!("[env: {var}=] [default: {default}]")),
-                "default of {var}:\n{help}"
-            );
-        }
-    }
-}

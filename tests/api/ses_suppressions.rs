@@ -1,24 +1,20 @@
 //! One suppression list with SES (SPEC §10): every change of bouncer's list
 //! is put on or deleted from the SES account-level list through the real
 //! SDK and the local SESv2 stand-in, refusals are recorded, counted and
-//! alerted; `bouncer ses import|diff|check` read the SES side back.
+//! alerted (`ses_cli` has the commands that read the SES side back).
 
-use std::process::Output;
-
-use bouncer::config::{ManualAs, SesPauseMode};
+use bouncer::config::ManualAs;
 use serde_json::json;
 
 use crate::feedback::{bounce, complaint, is_suppressed};
 use crate::guard::alert_kinds;
-use crate::helpers::{
-    Backend, TempDir, TestApp, answer, assert_status, eventually, spawn_app_with,
-};
+use crate::helpers::{Backend, TestApp, answer, assert_status, eventually, spawn_app_with};
 use crate::on_both_databases;
 use crate::ses_account::{ACCESS_KEY, REGION, at_ses, checked, cli_status, metrics, ses_state};
 use crate::ses_stand_in::SesApi;
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
-const CHECK_ADDRESS: &str = "bouncer-permission-check@example.com";
+pub const CHECK_ADDRESS: &str = "bouncer-permission-check@example.com";
 
 async fn pushing(backend: Backend, api: &SesApi, manual_as: ManualAs) -> TestApp {
     spawn_app_with(backend, |s, h| {
@@ -29,7 +25,7 @@ async fn pushing(backend: Backend, api: &SesApi, manual_as: ManualAs) -> TestApp
     .await
 }
 
-async fn add(app: &TestApp, email: &str) {
+pub async fn add(app: &TestApp, email: &str) {
     let response = app
         .client
         .post(format!("{}/v1/suppressions", app.address))
@@ -262,195 +258,4 @@ on_both_databases!(
     each_change_of_the_list_is_put_or_deleted_at_ses_with_its_reason,
     a_refused_push_is_recorded_counted_and_alerted_once,
     ses_ends_as_the_latest_change_of_an_address,
-);
-
-/// `bouncer ARGS...` against `db_url` and the stand-in, with credentials
-/// in the environment (the standard chain's first link).
-fn ses_cli(db_url: &str, api: &SesApi, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let dir = TempDir::new();
-    let mut cmd = crate::cli::bouncer(dir.path());
-    cmd.env("DATABASE_URL", db_url)
-        .env("SES_REGION", REGION)
-        .env("SES_API_ENDPOINT", &api.url)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", "test-only-secret")
-        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("no-credentials"),
-        );
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(args).output().expect("runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-async fn import_pages_through_the_ses_list_and_never_erases_a_row(backend: Backend) {
-    let api = SesApi::start().await;
-    api.cap_pages(2);
-    let day = 1_795_000_000; // 2026-11-18
-    for (email, reason) in [
-        ("a@example.org", "BOUNCE"),
-        ("b@example.org", "BOUNCE"),
-        ("c@example.org", "COMPLAINT"),
-        ("known@example.org", "BOUNCE"),
-        ("e@example.org", "BOUNCE"),
-    ] {
-        api.preload(email, reason, day);
-    }
-    api.preload("old@example.org", "BOUNCE", day - 400 * 86_400);
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    add(&app, "known@example.org").await;
-    let output = ses_cli(
-        &app.db.url,
-        &api,
-        &[],
-        &[
-            "ses",
-            "import",
-            "--reason",
-            "bounce",
-            "--since",
-            "2026-01-01",
-        ],
-    );
-    let out = stdout(&output);
-    assert!(
-        output.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        out.contains("4 listed in 2 pages; 3 added (source ses-account); 1 already in bouncer"),
-        "{out}"
-    );
-    let lists = api.calls_of("ListSuppressedDestinations");
-    assert_eq!(lists.len(), 2);
-    assert_eq!(lists[0].query_values("Reason"), ["BOUNCE"]);
-    assert_eq!(lists[0].query_values("StartDate"), ["2026-01-01T00:00:00Z"]);
-    assert!(lists[0].query_values("NextToken").is_empty());
-    assert_eq!(lists[1].query_values("NextToken"), ["page-2"]);
-    assert_eq!(lists[0].scope().map(|s| s.2), Some("ses".into()));
-    let source = |email: &'static str| {
-        app.db
-            .text("SELECT source FROM suppressions WHERE email = $1", email)
-    };
-    assert_eq!(
-        source("a@example.org").await.as_deref(),
-        Some("ses-account")
-    );
-    assert_eq!(
-        source("c@example.org").await,
-        None,
-        "only bounces were asked for"
-    );
-    assert_eq!(source("old@example.org").await, None, "only since 2026");
-    let known = app.get("/v1/suppressions/known@example.org").await.1;
-    assert_eq!(known["suppression"]["reason"], "manual", "kept: {known}");
-    assert_eq!(known["suppression"]["note"], "asked us to stop");
-    // Everything, the second time: the complaint comes in as a complaint.
-    let output = ses_cli(&app.db.url, &api, &[], &["ses", "import"]);
-    assert!(
-        stdout(&output).contains("6 listed in 3 pages; 2 added"),
-        "{}",
-        stdout(&output)
-    );
-    let c = app.get("/v1/suppressions/c@example.org").await.1;
-    assert_eq!(c["suppression"]["reason"], "complaint");
-    app.stop().await;
-    api.stop().await;
-}
-
-async fn diff_prints_what_only_one_list_holds(backend: Backend) {
-    let api = SesApi::start().await;
-    api.preload("both@example.org", "BOUNCE", 1_795_000_000);
-    api.preload("ses-only@example.org", "COMPLAINT", 1_795_000_000);
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    add(&app, "both@example.org").await;
-    add(&app, "ours-only@example.org").await;
-    let output = ses_cli(&app.db.url, &api, &[], &["ses", "diff"]);
-    let out = stdout(&output);
-    assert!(output.status.success(), "{out}");
-    assert!(
-        out.contains("only-in-bouncer\tours-only@example.org\tmanual\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("only-at-ses\tses-only@example.org\tCOMPLAINT\n"),
-        "{out}"
-    );
-    assert!(!out.contains("\tboth@example.org"), "{out}");
-    assert!(
-        out.contains("in both: 1; only in bouncer: 1; only at SES (eu-west-1): 1"),
-        "{out}"
-    );
-    app.stop().await;
-    api.stop().await;
-}
-
-async fn check_names_the_missing_permission(backend: Backend) {
-    let api = SesApi::start().await;
-    api.fail_always("PutSuppressedDestination", 403, "AccessDeniedException");
-    // `serve` says it at start-up: recorded, shown, alerted.
-    let app = spawn_app_with(backend, |s, h| {
-        at_ses(s, h, &api);
-        s.ses_push_suppressions = true;
-        s.ses_pause_mode = SesPauseMode::Account;
-    })
-    .await;
-    checked(&app).await;
-    let check = ses_state(&app).await["check"].clone();
-    assert_eq!(
-        check["missing"],
-        json!(["ses:PutSuppressedDestination"]),
-        "{check}"
-    );
-    assert!(
-        alert_kinds(&app)
-            .await
-            .contains(&"ses_permissions".to_owned())
-    );
-    assert!(cli_status(&app).contains("missing ses:PutSuppressedDestination"));
-    // And `bouncer ses check` on demand, with each API's verdict.
-    let env = [
-        ("SES_PUSH_SUPPRESSIONS", "true"),
-        ("SES_PAUSE_MODE", "account"),
-    ];
-    let output = ses_cli(&app.db.url, &api, &env, &["ses", "check"]);
-    let out = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{out}");
-    assert!(
-        out.contains("missing permissions: ses:PutSuppressedDestination\n"),
-        "{out}"
-    );
-    for allowed in [
-        "ses:GetAccount",
-        "ses:PutAccountSendingAttributes",
-        "ses:DeleteSuppressedDestination",
-        "ses:ListSuppressedDestinations",
-    ] {
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with("allowed") && l.contains(allowed)),
-            "{allowed}: {out}"
-        );
-    }
-    assert!(
-        out.contains("SES account in eu-west-1: sending enabled, enforcement HEALTHY"),
-        "{out}"
-    );
-    assert!(api.account_enabled(), "the dry call changed nothing");
-    assert!(!api.listed().contains_key(CHECK_ADDRESS));
-    app.stop().await;
-    api.stop().await;
-}
-
-on_both_databases!(
-    import_pages_through_the_ses_list_and_never_erases_a_row,
-    diff_prints_what_only_one_list_holds,
-    check_names_the_missing_permission,
 );
