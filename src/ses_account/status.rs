@@ -106,6 +106,14 @@ pub async fn metrics_text(store: &Store) -> DbResult<String> {
                 i32::from(r.state == "pending")
             ));
         }
+        out.push_str("# HELP bouncer_ses_sending_last_error_seconds When SES last failed to take a pause or resume at the target (Unix seconds; 0: never).\n# TYPE bouncer_ses_sending_last_error_seconds gauge\n");
+        for r in &rows {
+            out.push_str(&format!(
+                "bouncer_ses_sending_last_error_seconds{{target=\"{}\"}} {}\n",
+                escape(&r.target),
+                r.last_error_at.map_or(0, |at| at.unix_millis() / 1000)
+            ));
+        }
     }
     out.push_str("# HELP bouncer_ses_pushes Suppression list changes for SES in the outbox, by state.\n# TYPE bouncer_ses_pushes gauge\n");
     for (state, n) in [

@@ -381,6 +381,62 @@ impl Worker {
 mod tests {
     use super::*;
 
+    fn row(reason: &str, source: &str, subtype: Option<&str>) -> Suppression {
+        let at = Timestamp::from_unix_millis(0).expect("epoch");
+        Suppression {
+            email: "a@example.com".into(),
+            reason: reason.into(),
+            bounce_type: None,
+            bounce_subtype: subtype.map(str::to_owned),
+            complaint_feedback_type: None,
+            diagnostic_code: None,
+            first_seen_at: at,
+            last_seen_at: at,
+            event_count: 1,
+            last_ses_message_id: None,
+            last_sns_message_id: None,
+            source: source.into(),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_push_rule() {
+        let sns = "sns:arn:aws:sns:us-east-1:1:t";
+        assert_eq!(plan(None, ManualAs::Bounce), PushPlan::Delete);
+        assert_eq!(
+            plan(Some(&row("bounce", sns, None)), ManualAs::None),
+            PushPlan::Put("BOUNCE")
+        );
+        assert_eq!(
+            plan(Some(&row("complaint", sns, None)), ManualAs::Bounce),
+            PushPlan::Put("COMPLAINT")
+        );
+        assert_eq!(
+            plan(Some(&row("manual", "cli:ops", None)), ManualAs::Bounce),
+            PushPlan::Put("BOUNCE")
+        );
+        assert_eq!(
+            plan(Some(&row("manual", "cli:ops", None)), ManualAs::Complaint),
+            PushPlan::Put("COMPLAINT")
+        );
+        assert!(matches!(
+            plan(Some(&row("manual", "cli:ops", None)), ManualAs::None),
+            PushPlan::Skip(_)
+        ));
+        assert!(matches!(
+            plan(Some(&row("bounce", "ses-account", None)), ManualAs::Bounce),
+            PushPlan::Skip(_)
+        ));
+        assert!(matches!(
+            plan(
+                Some(&row("bounce", sns, Some("OnAccountSuppressionList"))),
+                ManualAs::Bounce
+            ),
+            PushPlan::Skip(_)
+        ));
+    }
+
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
         let min = Duration::from_secs(1);

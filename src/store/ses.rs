@@ -371,3 +371,20 @@ pub struct ListedAtSes {
     pub ses_reason: String,
     pub last_update: Timestamp,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keys_round_trip() {
+        for target in [
+            SendingTarget::Account,
+            SendingTarget::ConfigurationSet("marketing".into()),
+        ] {
+            assert_eq!(SendingTarget::from_key(&target.key()), Some(target));
+        }
+        assert_eq!(SendingTarget::from_key("configuration-set:"), None);
+        assert_eq!(SendingTarget::from_key("elsewhere"), None);
+    }
+}

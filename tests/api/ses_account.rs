@@ -288,7 +288,12 @@ async fn a_refused_pause_and_a_refused_resume_are_alerted_shown_and_retried(back
         alert.contains("ses:PutAccountSendingAttributes"),
         "names the permission: {alert}"
     );
-    assert!(metrics(&app).await.contains("outcome=\"denied\""));
+    let text = metrics(&app).await;
+    assert!(text.contains("outcome=\"denied\""), "{text}");
+    assert!(
+        !text.contains("bouncer_ses_sending_last_error_seconds{target=\"account\"} 0\n"),
+        "the last error's time: {text}"
+    );
     // Retried until the permission is granted; alerted once.
     eventually("retried", || async { api.switches_to(false).len() >= 3 }).await;
     api.heal("PutAccountSendingAttributes");
