@@ -36,7 +36,8 @@ pub enum SesCommand {
     /// only-in-bouncer or only-at-ses, address, reason).
     Diff,
     /// Make a dry call of each SESv2 API in use and name the missing
-    /// permissions; exits 1 if any is missing.
+    /// permissions; exits 1 if any is missing, 2 if some could not be
+    /// checked (SES unreachable, say).
     Check,
 }
 
@@ -117,10 +118,14 @@ pub async fn run(settings: &Settings, command: SesCommand) -> anyhow::Result<Exi
                 println!("{line}");
             }
             check::record(&store, &report, &clock, false).await?;
-            Ok(if report.missing.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            let unknown = report.permissions.iter().any(|p| p.verdict != "allowed");
+            Ok(if !report.missing.is_empty() {
                 ExitCode::from(1)
+            } else if unknown {
+                eprintln!("some permissions could not be checked: see the lines above");
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
             })
         }
     }

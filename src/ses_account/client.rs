@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_sesv2::config::Region;
 use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::config::timeout::TimeoutConfig;
-use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::SuppressionListReason;
 
@@ -281,6 +281,22 @@ impl SesClient {
     }
 }
 
+/// An error and its sources, `: `-joined (without the Debug dump that
+/// `DisplayErrorContext` appends).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 fn classify<E>(
     operation: &'static str,
     error: &SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>,
@@ -311,7 +327,7 @@ where
     let detail = match (&code, error.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.clone(),
-        _ => DisplayErrorContext(error).to_string(),
+        _ => chain(error),
     };
     SesFailure {
         operation,
