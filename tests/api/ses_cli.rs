@@ -126,6 +126,11 @@ async fn diff_prints_what_only_one_list_holds(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
     add(&app, "both@example.org").await;
     add(&app, "ours-only@example.org").await;
+    assert_eq!(
+        ses_state(&app).await["push"]["pending"],
+        0,
+        "pushing is off: nothing is queued"
+    );
     let output = ses_cli(&app.db.url, &api, &[], &["ses", "diff"]);
     let out = stdout(&output);
     assert!(output.status.success(), "{out}");
@@ -138,6 +143,7 @@ async fn diff_prints_what_only_one_list_holds(backend: Backend) {
         "{out}"
     );
     assert!(!out.contains("\tboth@example.org"), "{out}");
+    assert!(api.calls_of("PutSuppressedDestination").is_empty());
     assert!(
         out.contains("in both: 1; only in bouncer: 1; only at SES (eu-west-1): 1"),
         "{out}"

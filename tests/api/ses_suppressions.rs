@@ -127,6 +127,23 @@ async fn each_change_of_the_list_is_put_or_deleted_at_ses_with_its_reason(backen
         ("PUT", "/v2/email/suppression/addresses")
     );
 
+    // A CSV import from the command line is pushed like the rest.
+    let dir = crate::helpers::TempDir::new();
+    let csv = dir.path().join("list.csv");
+    std::fs::write(&csv, "email,reason\nimported@example.net,complaint\n").expect("write");
+    let output = crate::cli::bouncer(dir.path())
+        .env("DATABASE_URL", &app.db.url)
+        .args(["suppressions", "import"])
+        .arg(&csv)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    nothing_pending(&app).await;
+    assert_eq!(
+        calls_about(&api, "imported@example.net"),
+        [("PutSuppressedDestination", Some("COMPLAINT".into()))]
+    );
+
     remove(&app, manual).await;
     nothing_pending(&app).await;
     let delete = api
@@ -157,18 +174,18 @@ async fn each_change_of_the_list_is_put_or_deleted_at_ses_with_its_reason(backen
             push["done"].as_i64(),
             push["refused"].as_i64()
         ),
-        (Some(true), Some(4), Some(0)),
+        (Some(true), Some(5), Some(0)),
         "{push}"
     );
     let status = cli_status(&app);
     assert!(
-        status.contains("SES push:       on: 0 pending, 4 done, 0 skipped, 0 refused"),
+        status.contains("SES push:       on: 0 pending, 5 done, 0 skipped, 0 refused"),
         "{status}"
     );
     assert!(
         metrics(&app)
             .await
-            .contains("bouncer_ses_pushes{state=\"done\"} 4")
+            .contains("bouncer_ses_pushes{state=\"done\"} 5")
     );
     app.stop().await;
     api.stop().await;
