@@ -31,6 +31,7 @@ use crate::intake::{BodyBudget, connection_cap};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::routes;
+use crate::ses_account::SesSettings;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
 use crate::sns::region::TopicArn;
@@ -281,6 +282,7 @@ pub struct Application {
     admin_server: Server,
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
+    ses_worker: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
     stop_worker: CancellationToken,
     store: Store,
@@ -296,6 +298,8 @@ impl Application {
         let listener = TcpListener::bind(&listen_on[..])
             .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
         let admin_listener = bind_admin(&settings)?;
+        // A mode that is on without what it needs stops start-up here.
+        let ses = SesSettings::from_settings(&settings)?;
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;
         let store = state.store.clone();
         let channels = Arc::new(Channels::from_settings(&settings, &hooks.outbound)?);
@@ -305,6 +309,14 @@ impl Application {
             );
         }
         let stop_worker = CancellationToken::new();
+        let ses_worker = crate::ses_account::spawn(
+            store.clone(),
+            ses,
+            hooks.aws_credentials.clone(),
+            hooks.clock.clone(),
+            state.metrics.clone(),
+            stop_worker.clone(),
+        );
         let alert_worker = spawn_worker(
             store.clone(),
             channels,
@@ -352,6 +364,7 @@ impl Application {
             admin_server,
             writer_task,
             alert_worker,
+            ses_worker,
             pruner,
             stop_worker,
             store,
@@ -387,6 +400,7 @@ impl Application {
         // Undelivered alerts stay in the outbox for the next start.
         self.stop_worker.cancel();
         let _ = self.alert_worker.await;
+        let _ = self.ses_worker.await;
         if let Some(pruner) = self.pruner {
             let _ = pruner.await;
         }

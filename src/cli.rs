@@ -90,6 +90,12 @@ pub enum Command {
     Prune,
     /// List the SNS subscriptions feeding bouncer and their state.
     Subscriptions,
+    /// The SES account itself: its suppression list and what the
+    /// credentials allow (needs SES_REGION).
+    Ses {
+        #[command(subcommand)]
+        command: crate::cli_ses::SesCommand,
+    },
     /// Verify stored SNS messages and apply them to the database, or POST
     /// them to a running endpoint (--url).
     ///
@@ -297,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::routes::api::sending_report(&store, &GuardPolicy::from_settings(&settings)?)
                     .await?;
             crate::cli_guard::print_status(&report);
+            crate::cli_ses::print_status(&report["ses"]);
             Ok(ExitCode::SUCCESS)
         }
         Command::Pause { by, reason } | Command::Resume { by, reason }
@@ -323,12 +330,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .prune(&store, now)
                 .await?;
             say!(
-                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts",
+                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts, {} ses_pushes",
                 pruned.sns_messages,
                 pruned.feedback_events,
                 pruned.rate_volume,
                 pruned.rate_buckets,
-                pruned.alerts
+                pruned.alerts,
+                pruned.ses_pushes
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -350,6 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ses { command } => crate::cli_ses::run(&settings, command).await,
         Command::Replay {
             files,
             url,

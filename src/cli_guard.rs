@@ -70,7 +70,9 @@ pub async fn set_sending(
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let by = format!("{} (cli:{user})", by.trim());
     let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let changed = crate::guard::set_sending(&store, paused, &by, reason.trim(), now).await?;
+    let policy = crate::guard::GuardPolicy::from_settings(settings)?;
+    let changed =
+        crate::guard::set_sending(&store, &policy, paused, &by, reason.trim(), now).await?;
     let word = if paused { "paused" } else { "active" };
     if changed {
         say!("sending is now {word}");

@@ -198,6 +198,51 @@ pub struct Settings {
     #[arg(long, env = "ALERT_RETRY_MIN_MS", default_value_t = 5000)]
     pub alert_retry_min_ms: u64,
 
+    /// Act at SES on every pause and resume (automatic or by hand): `off`,
+    /// `account` (PutAccountSendingAttributes: the whole account in
+    /// SES_REGION), or `configuration-sets` (PutConfigurationSetSendingOptions
+    /// on each of SES_CONFIGURATION_SETS).
+    #[arg(long, env = "SES_PAUSE_MODE", default_value = "off")]
+    pub ses_pause_mode: SesPauseMode,
+
+    /// Comma-separated configuration set names that SES_PAUSE_MODE=configuration-sets
+    /// pauses and resumes.
+    #[arg(long, env = "SES_CONFIGURATION_SETS", value_delimiter = ',')]
+    pub ses_configuration_sets: Vec<String>,
+
+    /// The AWS region of the SES account bouncer acts on (e.g. eu-west-1);
+    /// required by SES_PAUSE_MODE, SES_PUSH_SUPPRESSIONS and `bouncer ses`.
+    #[arg(long, env = "SES_REGION")]
+    pub ses_region: Option<String>,
+
+    /// Endpoint for the SESv2 API instead of the region's (a VPC endpoint).
+    #[arg(long, env = "SES_API_ENDPOINT")]
+    pub ses_api_endpoint: Option<String>,
+
+    /// Put every suppression bouncer adds on the SES account-level
+    /// suppression list, and delete what bouncer removes.
+    #[arg(long, env = "SES_PUSH_SUPPRESSIONS", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub ses_push_suppressions: bool,
+
+    /// The SES reason a manual suppression is pushed with: `bounce`,
+    /// `complaint`, or `none` (manual rows stay in bouncer only).
+    #[arg(long, env = "SES_PUSH_MANUAL_AS", default_value = "bounce")]
+    pub ses_push_manual_as: ManualAs,
+
+    /// Most suppression-list calls per second this process makes to SES.
+    #[arg(long, env = "SES_PUSH_RATE_PER_SEC", default_value_t = 1.0)]
+    pub ses_push_rate_per_sec: f64,
+
+    /// First retry delay of a failed call to SES, in milliseconds; it
+    /// doubles per attempt up to 5 minutes.
+    #[arg(long, env = "SES_RETRY_MIN_MS", default_value_t = 1000)]
+    pub ses_retry_min_ms: u64,
+
+    /// How often the SES worker looks for work, in milliseconds.
+    #[arg(long, env = "SES_POLL_MS", default_value_t = 1000)]
+    pub ses_poll_ms: u64,
+
     /// Days SNS messages, SES events and alerts are kept (never less than
     /// GUARD_MAX_AGE_DAYS for what the guard counts). The suppression list
     /// and its removal audit are kept for ever. 0: never prune.
@@ -249,6 +294,32 @@ pub enum SmtpTls {
     Auto,
     Starttls,
     Tls,
+    None,
+}
+
+/// Where a pause is enforced at SES (see `ses_account`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SesPauseMode {
+    Off,
+    Account,
+    ConfigurationSets,
+}
+
+impl SesPauseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SesPauseMode::Off => "off",
+            SesPauseMode::Account => "account",
+            SesPauseMode::ConfigurationSets => "configuration-sets",
+        }
+    }
+}
+
+/// The SES reason a manual suppression is pushed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManualAs {
+    Bounce,
+    Complaint,
     None,
 }
 

@@ -15,22 +15,28 @@
 //!   is away;
 //! - `guard`: the rates over the send window and the pause, warning and
 //!   resume transitions; `alerts`: delivering the alert outbox;
+//! - `ses_account`: acting at SES itself (SPEC §10): the pause carried out
+//!   at SES, suppressions pushed to the SES account-level list, and the
+//!   list read back (`bouncer ses import|diff|check`);
 //! - `store`: persistence only, small SQL functions over plain data on
 //!   SQLite or PostgreSQL;
 //! - at the root, what every layer shares: `time::Timestamp`,
-//!   `address::EmailAddress`, `clock`, `config`;
+//!   `address::EmailAddress`, `clock`, `config`, and `aws` (the SDK
+//!   configuration every AWS client shares);
 //! - on top, what starts it all: `app` (the service, `tls` its HTTPS),
 //!   and `cli` with `cli_*` (the commands: suppressions and their CSV,
-//!   the guard, replay).
+//!   the guard, replay, SES).
 
 pub mod address;
 pub mod alerts;
 pub mod app;
 pub mod auth;
+pub mod aws;
 pub mod cli;
 pub mod cli_csv;
 pub mod cli_guard;
 pub mod cli_replay;
+pub mod cli_ses;
 pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
@@ -42,6 +48,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod ses;
+pub mod ses_account;
 pub mod sns;
 pub mod store;
 pub mod telemetry;

@@ -31,8 +31,15 @@ struct SesLabels {
     action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SesCallLabels {
+    operation: String,
+    outcome: String,
+}
+
 struct Inner {
     registry: Registry,
+    ses_calls: Family<SesCallLabels, Counter>,
     ses_events: Family<SesLabels, Counter>,
     unrecognized: Counter,
     unsubscribed: Counter,
@@ -136,6 +143,12 @@ impl Metrics {
             "Batches tried again at once after a serialization failure or a deadlock",
             write_retries.clone(),
         );
+        let ses_calls = Family::<SesCallLabels, Counter>::default();
+        registry.register(
+            "ses_calls",
+            "Calls to the SESv2 API, by operation and outcome (ok, throttled, unavailable, denied, refused, not_found)",
+            ses_calls.clone(),
+        );
         let batch_size =
             Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
         registry.register(
@@ -154,6 +167,7 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 registry,
+                ses_calls,
                 ses_events,
                 unrecognized,
                 unsubscribed,
@@ -202,6 +216,16 @@ impl Metrics {
         if applied.unsubscribed {
             self.inner.unsubscribed.inc();
         }
+    }
+
+    pub fn ses_call(&self, operation: &str, outcome: &str) {
+        self.inner
+            .ses_calls
+            .get_or_create(&SesCallLabels {
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn refusal(&self, reason: &str) {

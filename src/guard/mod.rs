@@ -15,8 +15,9 @@ use serde::Serialize;
 
 pub use self::transitions::{check, set_sending};
 pub use self::window::{current, current_rates};
-use crate::config::Settings;
+use crate::config::{SesPauseMode, Settings};
 pub use crate::store::guard::Counts;
+pub use crate::store::ses::SendingTarget;
 use crate::time::Timestamp;
 
 /// A rate threshold in parts per million (5% = 50,000; 0.1% = 1,000).
@@ -71,6 +72,33 @@ pub struct GuardPolicy {
     /// `None`: early warnings are off.
     pub bounce_warn: Option<Ppm>,
     pub complaint_warn: Option<Ppm>,
+    /// Where each pause and resume is also carried out at SES (empty:
+    /// `SES_PAUSE_MODE=off`); the intent is written with the transition.
+    pub ses_pause: Vec<SendingTarget>,
+}
+
+/// The SES targets `SES_PAUSE_MODE` names; a mode without what it needs is
+/// refused, naming the setting.
+pub fn pause_targets(settings: &Settings) -> anyhow::Result<Vec<SendingTarget>> {
+    Ok(match settings.ses_pause_mode {
+        SesPauseMode::Off => Vec::new(),
+        SesPauseMode::Account => vec![SendingTarget::Account],
+        SesPauseMode::ConfigurationSets => {
+            let names: Vec<SendingTarget> = settings
+                .ses_configuration_sets
+                .iter()
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
+                .map(|n| SendingTarget::ConfigurationSet(n.to_owned()))
+                .collect();
+            if names.is_empty() {
+                anyhow::bail!(
+                    "SES_PAUSE_MODE=configuration-sets needs SES_CONFIGURATION_SETS (the configuration set names to pause)"
+                );
+            }
+            names
+        }
+    })
 }
 
 impl GuardPolicy {
@@ -106,6 +134,7 @@ impl GuardPolicy {
                 "GUARD_COMPLAINT_WARN_PERCENT",
                 &settings.guard_complaint_warn_percent,
             )?,
+            ses_pause: pause_targets(settings)?,
         })
     }
 }

@@ -1,12 +1,14 @@
 //! The guard's transitions and their alerts, each written in the
 //! transaction of its cause: an automatic pause or warning in the batch that
-//! pushed a rate over its line, a pause or resume by hand in its own.
+//! pushed a rate over its line, a pause or resume by hand in its own. With
+//! SES pausing on, the intent for SES is written with each pause and resume.
 
 use super::{GuardPolicy, Rates, decide, hour_of};
 use crate::store::alerts::{AlertDraft, enqueue};
 use crate::store::guard::{
     PauseRecord, mark_warned, pause_automatically, pause_by_hand, rearm_warning, resume,
 };
+use crate::store::ses::record_sending_intent;
 use crate::store::{DbResult, Store, Tx};
 use crate::time::Timestamp;
 
@@ -56,6 +58,7 @@ pub async fn check(tx: &mut Tx<'_>, policy: &GuardPolicy, now: Timestamp) -> DbR
             complaints: rates.complaints,
         };
         if pause_automatically(tx, &record, now).await? {
+            record_sending_intent(tx, &policy.ses_pause, false, now).await?;
             let draft = AlertDraft {
                 kind: "paused",
                 subject: "bouncer paused sending".into(),
@@ -95,6 +98,7 @@ pub async fn check(tx: &mut Tx<'_>, policy: &GuardPolicy, now: Timestamp) -> DbR
 /// pause again. Returns false when the state was already that.
 pub async fn set_sending(
     store: &Store,
+    policy: &GuardPolicy,
     paused: bool,
     by: &str,
     reason: &str,
@@ -108,6 +112,7 @@ pub async fn set_sending(
         resume(&mut tx, by, reason, now, hour_of(now)).await?
     };
     if changed {
+        record_sending_intent(&mut tx, &policy.ses_pause, !paused, now).await?;
         let draft = if paused {
             AlertDraft {
                 kind: "paused",

@@ -271,7 +271,7 @@ fn percent(fraction: f64) -> f64 {
 
 /// The pause state, the current rates, and the policy they are judged by.
 /// Every `*_rate` is a fraction of sends (0.05 is 5%); every `*_percent` a
-/// percentage.
+/// percentage. `ses` is the SES side.
 pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_json::Value> {
     let state = store.sending_state().await?;
     let rates = crate::guard::current_rates(store, g).await?;
@@ -286,6 +286,7 @@ pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_js
             percent(rates.complaint_rate).into(),
         );
     }
+    let ses = crate::ses_account::status::report(store).await?;
     Ok(serde_json::json!({
         "state": state.state,
         "changed_at": state.changed_at,
@@ -311,6 +312,7 @@ pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_js
             "hard_bounces": state.window_hard_bounces,
             "complaints": state.window_complaints,
         },
+        "ses": ses,
     }))
 }
 
@@ -343,6 +345,7 @@ async fn set_sending(
     let by = actor(&caller, body.by.as_deref());
     let changed = crate::guard::set_sending(
         &state.store,
+        &state.guard,
         paused,
         &by,
         reason,

@@ -26,6 +26,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the rates"),
     }
+    match crate::ses_account::status::metrics_text(&state.store).await {
+        Ok(ses) => text.push_str(&ses),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the SES state"),
+    }
     text.push_str("# EOF\n");
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

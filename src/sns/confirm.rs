@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_sns::config::Region;
 use tokio::sync::OnceCell;
 
@@ -82,20 +81,9 @@ impl Confirmer {
 
     async fn sdk_config(&self) -> &aws_config::SdkConfig {
         self.sdk_config
-            .get_or_init(|| async {
-                let https = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .http_client(https)
-                    // The region of each call comes from the topic ARN.
-                    .region(Region::new("us-east-1"));
-                if let Some(credentials) = self.credentials.clone() {
-                    loader = loader.credentials_provider(credentials);
-                }
-                loader.load().await
+            .get_or_init(|| {
+                // The region of each call comes from the topic ARN.
+                crate::aws::load_sdk_config("us-east-1", self.credentials.clone())
             })
             .await
     }

@@ -14,6 +14,8 @@ pub mod guard;
 pub mod messages;
 mod open;
 pub mod retention;
+pub mod ses;
+pub mod ses_push;
 pub mod soft_bounces;
 pub mod subscriptions;
 pub mod suppressions;

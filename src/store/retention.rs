@@ -6,7 +6,9 @@
 //!   (never sooner than the guard's maximum age, which counts sends, nor
 //!   than the freshness window, which the MessageId dedupe covers);
 //! - hourly rate buckets older than the guard's maximum age (never read);
-//! - delivered alerts older than `RETENTION_DAYS`.
+//! - delivered alerts older than `RETENTION_DAYS`;
+//! - pushes to the SES suppression list a week after SES confirmed them
+//!   (refused and pending ones stay: they still need an operator or a call).
 //!
 //! Rows go in chunks, each in its own short transaction, so that pruning
 //! never holds the writer up for long.
@@ -26,7 +28,11 @@ pub struct Pruned {
     pub rate_volume: u64,
     pub rate_buckets: u64,
     pub alerts: u64,
+    pub ses_pushes: u64,
 }
+
+/// How long a finished push to SES stays visible in the outbox.
+const PUSHES_KEPT: time::Duration = time::Duration::days(7);
 
 /// `DELETE` in chunks (both databases lack a portable `DELETE ... LIMIT`).
 const MESSAGES: &str = "DELETE FROM sns_messages WHERE message_id IN \
@@ -43,6 +49,9 @@ const DELIVERIES: &str = "DELETE FROM alert_deliveries WHERE alert_id IN \
 const ALERTS: &str = "DELETE FROM alerts WHERE id IN \
     (SELECT id FROM alerts WHERE created_at < $1 \
      AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = alerts.id) LIMIT $2)";
+
+const PUSHES: &str = "DELETE FROM ses_suppression_sync WHERE email IN \
+    (SELECT email FROM ses_suppression_sync WHERE state IN ('done', 'skipped') AND done_at < $1 LIMIT $2)";
 
 impl Store {
     async fn delete_before(&self, sql: &'static str, before: Timestamp) -> DbResult<u64> {
@@ -80,6 +89,9 @@ impl Store {
                 self.delete_before(DELIVERIES, alerts_before).await?;
                 self.delete_before(ALERTS, alerts_before).await?
             },
+            ses_pushes: self
+                .delete_before(PUSHES, now.saturating_sub(PUSHES_KEPT))
+                .await?,
         })
     }
 }

@@ -1,0 +1,282 @@
+//! What the credentials allow: a dry call of each SESv2 API in use, at
+//! `serve` start-up and by `bouncer ses check`, naming each missing
+//! `ses:` permission. SES has no dry-run flag, so each call is one that
+//! changes nothing: reads as they are; a sending switch written back with
+//! the value SES just reported (under the target's lease, so that no worker
+//! writes in between); a reserved address (RFC 2606 `example.com`) put on
+//! the suppression list and deleted again.
+
+use serde::Serialize;
+
+use super::SesSettings;
+use super::client::{AccountView, FailureKind, ListFilter, SesClient, SesFailure};
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::store::alerts::{AlertDraft, enqueue};
+use crate::store::ses::{CheckLease, SendingTarget, record_ses_check};
+
+/// Put on and deleted from the SES list to prove both permissions.
+pub const CHECK_ADDRESS: &str = "bouncer-permission-check@example.com";
+const LEASE: time::Duration = time::Duration::seconds(60);
+
+/// The verdict on one permission.
+#[derive(Debug, Clone, Serialize)]
+pub struct PermissionCheck {
+    /// The `ses:` action.
+    pub permission: String,
+    /// What needs it.
+    pub needed_for: String,
+    /// `allowed`, `missing`, or `unknown` (the call failed otherwise).
+    pub verdict: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub region: String,
+    pub account: Option<AccountView>,
+    pub permissions: Vec<PermissionCheck>,
+    pub missing: Vec<String>,
+}
+
+fn verdict(
+    operation: &str,
+    needed_for: &str,
+    result: &Result<(), SesFailure>,
+    ok: &str,
+) -> PermissionCheck {
+    let (verdict, detail) = match result {
+        Ok(()) => ("allowed", ok.to_owned()),
+        Err(f) if f.kind == FailureKind::Denied => ("missing", f.detail.clone()),
+        Err(f) => ("unknown", f.detail.clone()),
+    };
+    PermissionCheck {
+        permission: format!("ses:{operation}"),
+        needed_for: needed_for.to_owned(),
+        verdict,
+        detail,
+    }
+}
+
+fn not_tried(operation: &str, needed_for: &str, why: String) -> PermissionCheck {
+    PermissionCheck {
+        permission: format!("ses:{operation}"),
+        needed_for: needed_for.to_owned(),
+        verdict: "unknown",
+        detail: format!("not tried: {why}"),
+    }
+}
+
+/// Checks the APIs `ses` uses (and `ListSuppressedDestinations`, which
+/// `bouncer ses import|diff` use, when `with_list`).
+pub async fn run(
+    store: &Store,
+    client: &SesClient,
+    ses: &SesSettings,
+    clock: &Clock,
+    with_list: bool,
+) -> CheckReport {
+    let mut checks = Vec::new();
+    let account = client.account().await;
+    checks.push(verdict(
+        "GetAccount",
+        "bouncer ses check (SES's own view of the account)",
+        &account.as_ref().map(|_| ()).map_err(Clone::clone),
+        "read",
+    ));
+    let account = account.ok();
+    for target in &ses.pause {
+        let (operation, read_op) = match target {
+            SendingTarget::Account => ("PutAccountSendingAttributes", "GetAccount"),
+            SendingTarget::ConfigurationSet(_) => {
+                ("PutConfigurationSetSendingOptions", "GetConfigurationSet")
+            }
+        };
+        let needed_for = format!("SES_PAUSE_MODE ({})", target.key());
+        let key = target.key();
+        // Read and write back under the target's lease: no worker writes
+        // in between, so the write-back changes nothing.
+        let lease = match store.lease_target_for_check(&key, clock.now(), LEASE).await {
+            Ok(CheckLease::Busy) => {
+                checks.push(not_tried(
+                    operation,
+                    &needed_for,
+                    "a worker is changing it right now".into(),
+                ));
+                continue;
+            }
+            Ok(lease) => lease,
+            Err(e) => {
+                checks.push(not_tried(
+                    operation,
+                    &needed_for,
+                    format!("the database is not available ({e})"),
+                ));
+                continue;
+            }
+        };
+        let read = client.sending_enabled(target).await;
+        if matches!(target, SendingTarget::ConfigurationSet(_)) {
+            checks.push(verdict(
+                read_op,
+                &needed_for,
+                &read.as_ref().map(|_| ()).map_err(Clone::clone),
+                "read",
+            ));
+        }
+        checks.push(match read {
+            Err(f) => not_tried(
+                operation,
+                &needed_for,
+                format!("reading the current value first failed ({})", f.detail),
+            ),
+            Ok(enabled) => {
+                let ok = format!(
+                    "sending {} there, written back unchanged",
+                    if enabled { "enabled" } else { "disabled" }
+                );
+                verdict(
+                    operation,
+                    &needed_for,
+                    &client.set_sending(target, enabled).await,
+                    &ok,
+                )
+            }
+        });
+        if lease == CheckLease::Held
+            && let Err(e) = store.release_target(&key).await
+        {
+            tracing::warn!(target = %key, error = %e, "cannot release the check's lease; it ends by itself within a minute");
+        }
+    }
+    if ses.push.is_some() {
+        let put = client.put_suppressed(CHECK_ADDRESS, "BOUNCE").await;
+        checks.push(verdict(
+            "PutSuppressedDestination",
+            "SES_PUSH_SUPPRESSIONS",
+            &put,
+            &format!("{CHECK_ADDRESS} put on the list"),
+        ));
+        let delete = match client.delete_suppressed(CHECK_ADDRESS).await {
+            Err(f) if f.kind == FailureKind::NotFound => Ok(()),
+            other => other,
+        };
+        checks.push(verdict(
+            "DeleteSuppressedDestination",
+            "SES_PUSH_SUPPRESSIONS",
+            &delete,
+            &format!("{CHECK_ADDRESS} deleted again"),
+        ));
+    }
+    if with_list {
+        let list = client
+            .list_suppressed(&ListFilter::default(), 1, None)
+            .await
+            .map(|_| ());
+        checks.push(verdict(
+            "ListSuppressedDestinations",
+            "bouncer ses import, bouncer ses diff",
+            &list,
+            "read",
+        ));
+    }
+    let missing = checks
+        .iter()
+        .filter(|c| c.verdict == "missing")
+        .map(|c| c.permission.clone())
+        .collect();
+    CheckReport {
+        region: client.region().to_owned(),
+        account,
+        permissions: checks,
+        missing,
+    }
+}
+
+/// Human lines for a report.
+pub fn lines(report: &CheckReport) -> Vec<String> {
+    let mut out = Vec::new();
+    match &report.account {
+        Some(a) => out.push(format!(
+            "SES account in {}: sending {}, enforcement {}, production access {}; SES itself adds to its list: {}",
+            report.region,
+            if a.sending_enabled { "enabled" } else { "DISABLED" },
+            a.enforcement_status.as_deref().unwrap_or("unknown"),
+            if a.production_access_enabled { "yes" } else { "no (sandbox)" },
+            if a.suppressed_reasons.is_empty() {
+                "nothing".to_owned()
+            } else {
+                a.suppressed_reasons.join(", ")
+            }
+        )),
+        None => out.push(format!("SES account in {}: not readable", report.region)),
+    }
+    for c in &report.permissions {
+        out.push(format!(
+            "{:<8} {:<36} for {}: {}",
+            c.verdict, c.permission, c.needed_for, c.detail
+        ));
+    }
+    if report.missing.is_empty() {
+        out.push("missing permissions: none".into());
+    } else {
+        out.push(format!(
+            "missing permissions: {}",
+            report.missing.join(", ")
+        ));
+    }
+    out
+}
+
+/// Keeps the report for `status`; with `alert`, alerts when a permission is
+/// missing that the last check did not already report.
+pub async fn record(
+    store: &Store,
+    report: &CheckReport,
+    clock: &Clock,
+    alert: bool,
+) -> anyhow::Result<()> {
+    let before: Vec<String> = store
+        .last_ses_check()
+        .await?
+        .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|v| serde_json::from_value(v["missing"].clone()).ok())
+        .unwrap_or_default();
+    let now = clock.now();
+    let mut conn = store.conn().await?;
+    let mut tx = conn.begin().await?;
+    record_ses_check(&mut tx, &serde_json::to_string(report)?, now).await?;
+    if alert && !report.missing.is_empty() && report.missing != before {
+        let draft = AlertDraft {
+            kind: "ses_permissions",
+            subject: "bouncer cannot act at SES: permissions missing".into(),
+            text: format!(
+                ":warning: The AWS credentials bouncer uses lack {} in {}: bouncer cannot do at SES what its settings ask. `bouncer ses check` shows the details; the README has the IAM policy for each mode.",
+                report.missing.join(", "),
+                report.region
+            ),
+            details: serde_json::json!({ "missing": report.missing, "region": report.region }),
+        };
+        enqueue(&mut tx, &draft, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The start-up check of `serve`: logged, kept, alerted when newly missing.
+pub async fn at_start_up(store: &Store, client: &SesClient, ses: &SesSettings, clock: &Clock) {
+    let report = run(store, client, ses, clock, false).await;
+    for c in &report.permissions {
+        if c.verdict == "allowed" {
+            tracing::info!(permission = %c.permission, needed_for = %c.needed_for, "SES check: allowed");
+        } else {
+            tracing::warn!(permission = %c.permission, needed_for = %c.needed_for, verdict = c.verdict, detail = %c.detail, "SES check: not allowed");
+        }
+    }
+    if !report.missing.is_empty() {
+        tracing::warn!(missing = %report.missing.join(", "), region = %report.region, "SES check: the credentials lack permissions bouncer needs");
+    }
+    if let Err(e) = record(store, &report, clock, true).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot record the SES permission check");
+    }
+}
