@@ -90,6 +90,7 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("DATABASE_MAX_CONNECTIONS", Some("8")),
         ("DATABASE_ACQUIRE_TIMEOUT_MS", Some("3000")),
         ("SQLITE_BUSY_TIMEOUT_MS", Some("5000")),
+        ("DATABASE_WRITE_TIMEOUT_MS", Some("5000")),
         ("LISTEN_ADDR", Some("127.0.0.1:8080")),
         ("ADMIN_LISTEN_ADDR", Some("127.0.0.1:8081")),
         ("TLS_CERT_FILE", None),
@@ -105,6 +106,8 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("SNS_CERT_CACHE_SIZE", Some("32")),
         ("SPOOL_PATH", Some("bouncer.spool")),
         ("WRITE_BATCH_MAX", Some("512")),
+        ("HTTP_BODY_TIMEOUT_MS", Some("10000")),
+        ("HTTP_MAX_CONNECTIONS", Some("4096")),
         ("HTTP_WORKERS", Some("0")),
         ("SHUTDOWN_TIMEOUT_SECS", Some("30")),
         ("LOG_LEVEL", Some("info")),
@@ -148,6 +151,17 @@ fn help_lists_every_setting_with_its_variable_and_default() {
                 "default of {var}:\n{help}"
             );
         }
+    }
+    // And every setting `--help` shows is in the README's table.
+    for var in help.split("[env: ").skip(1).filter_map(|rest| {
+        rest.split(|c: char| c == '=' || c == ']')
+            .next()
+            .map(str::trim)
+    }) {
+        assert!(
+            readme.contains(&format!("| `{var}`")) || readme.contains(&format!(", `{var}`")),
+            "{var} from --help is not in the README's settings table"
+        );
     }
 }
 
