@@ -51,14 +51,16 @@ fn run(label: &str, database_url: &str, messages: usize) {
     for workload in [Workload::BounceStorm, Workload::FeedMix] {
         for connections in [Connections::PerMessage, Connections::KeepAlive] {
             let tag = format!("{tag}-{workload:?}-{connections:?}");
-            eprintln!("{label}: signing {messages} messages ({})...", workload.name());
+            eprintln!(
+                "{label}: signing {messages} messages ({})...",
+                workload.name()
+            );
             let requests: Vec<Vec<u8>> = envelopes(workload, messages, &tag)
                 .iter()
                 .map(|body| sns_request(server.addr, body, connections))
                 .collect();
             let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
-            let outcome =
-                runtime.block_on(closed_loop(server.addr, requests, 64, connections));
+            let outcome = runtime.block_on(closed_loop(server.addr, requests, 64, connections));
             let server_cpu = server.cpu_seconds() - server_cpu;
             let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
             assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
@@ -106,8 +108,7 @@ fn main() {
         .unwrap_or(20_000);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     if backends.contains("sqlite") {
-        let dir =
-            std::env::temp_dir().join(format!("bouncer-bench-e2e-db-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bouncer-bench-e2e-db-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         run(
             "sqlite",

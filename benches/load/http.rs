@@ -101,7 +101,12 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>, until_eof: bool)
         }
     }
     let line = buf.split(|b| *b == b'\r').next()?;
-    std::str::from_utf8(line).ok()?.split(' ').nth(1)?.parse().ok()
+    std::str::from_utf8(line)
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Sends every request with `in_flight` workers (a closed loop).
@@ -123,7 +128,9 @@ pub async fn closed_loop(
                 let mut kept: Option<TcpStream> = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(i) else { break };
+                    let Some(request) = requests.get(i) else {
+                        break;
+                    };
                     let sent = Instant::now();
                     let status = match connections {
                         Connections::PerMessage => {
@@ -186,7 +193,10 @@ pub async fn open_loop(addr: SocketAddr, requests: Vec<Vec<u8>>, per_second: u64
         .enumerate()
         .map(|(i, request)| {
             tokio::spawn(async move {
-                tokio::time::sleep_until(start + Duration::from_micros(i as u64 * 1_000_000 / per_second)).await;
+                tokio::time::sleep_until(
+                    start + Duration::from_micros(i as u64 * 1_000_000 / per_second),
+                )
+                .await;
                 let sent = Instant::now();
                 let mut buf = Vec::new();
                 let status = match TcpStream::connect(addr).await {

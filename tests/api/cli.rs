@@ -153,11 +153,11 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         }
     }
     // And every setting `--help` shows is in the README's table.
-    for var in help.split("[env: ").skip(1).filter_map(|rest| {
-        rest.split(|c: char| c == '=' || c == ']')
-            .next()
-            .map(str::trim)
-    }) {
+    for var in help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next().map(str::trim))
+    {
         assert!(
             readme.contains(&format!("| `{var}`")) || readme.contains(&format!(", `{var}`")),
             "{var} from --help is not in the README's settings table"
