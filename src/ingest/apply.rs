@@ -1,23 +1,20 @@
 //! Applying a batch of accepted messages inside one transaction: each
 //! message whole (its dedupe record, events, suppression rows, counts,
-//! alerts) or, a duplicate, not at all. The common work is done with one
-//! multi-row statement per table for the whole batch.
+//! alerts) or, a duplicate, not at all. Each table is written with one
+//! multi-row statement for the whole batch (`effects`), whatever its kinds.
 
-use crate::address::EmailAddress;
 use crate::guard::{self, Counts, GuardPolicy, hour_of};
-use crate::ses::feedback::{Detail, FeedbackEvent};
-use crate::ses::policy::{self, Action, Rate, Rule};
+use crate::ses::policy::{self, Rule};
 use crate::sns::confirm::ConfirmMode;
 use crate::store::alerts::{AlertDraft, enqueue};
-use crate::store::events::{EventRow, insert_events};
-use crate::store::guard::{add_counts, count_volume};
+use crate::store::guard::add_counts;
 use crate::store::messages::{MessageRow, insert_messages};
 use crate::store::subscriptions::{SubscriptionChange, record};
-use crate::store::suppressions::{SuppressionWrite, upsert_suppression};
-use crate::store::{DbResult, Tx, soft_bounces};
+use crate::store::{DbResult, Tx};
 use crate::time::Timestamp;
 
 use super::accepted::{Accepted, Applied, Content, StoreOutcome};
+use super::effects::{Planned, apply_events};
 
 /// How many soft bounces, within how long, suppress an address.
 #[derive(Debug, Clone, Copy)]
@@ -45,86 +42,6 @@ pub struct EventOutcome {
     pub suppressed: bool,
 }
 
-/// The mailbox simulator's addresses count toward no rate, as at SES.
-fn is_simulator(email: &EmailAddress) -> bool {
-    email.as_str().ends_with("@simulator.amazonses.com")
-}
-
-/// The recipients whose send this event proves (each counted once per mail
-/// later), and whether the proof is a Send event or a delivery.
-fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, bool) {
-    let (recipients, from_delivery): (Vec<&EmailAddress>, bool) = match &event.detail {
-        Detail::Delivery => (event.recipient.iter().collect(), true),
-        Detail::Other if event.event_type == "Send" => (event.destination.iter().collect(), true),
-        // Mail to the account's suppression list is not sent and does not
-        // count (SES excludes it too).
-        Detail::Bounce { bounce_subtype, .. } if bounce_subtype != "OnAccountSuppressionList" => {
-            (event.recipient.iter().collect(), false)
-        }
-        _ => (Vec::new(), false),
-    };
-    (
-        recipients
-            .into_iter()
-            .filter(|r| !is_simulator(r))
-            .collect(),
-        from_delivery,
-    )
-}
-
-/// What the event adds to the rates' numerators.
-fn numerators(event: &FeedbackEvent, rule: &Rule) -> Counts {
-    let mut counts = Counts::default();
-    if event.recipient.as_ref().is_some_and(|r| !is_simulator(r)) {
-        match rule.rate {
-            Rate::HardBounce => counts.hard_bounces = 1,
-            Rate::Complaint => counts.complaints = 1,
-            Rate::None => {}
-        }
-    }
-    counts
-}
-
-/// The bounce and complaint columns of an event's detail.
-struct DetailColumns<'a> {
-    bounce_type: Option<&'a str>,
-    bounce_subtype: Option<&'a str>,
-    status: Option<&'a str>,
-    diagnostic_code: Option<&'a str>,
-    feedback_type: Option<&'a str>,
-}
-
-impl<'a> DetailColumns<'a> {
-    fn of(event: &'a FeedbackEvent) -> DetailColumns<'a> {
-        let none = DetailColumns {
-            bounce_type: None,
-            bounce_subtype: None,
-            status: None,
-            diagnostic_code: None,
-            feedback_type: None,
-        };
-        match &event.detail {
-            Detail::Bounce {
-                bounce_type,
-                bounce_subtype,
-                status,
-                diagnostic_code,
-            } => DetailColumns {
-                bounce_type: Some(bounce_type),
-                bounce_subtype: Some(bounce_subtype),
-                status: status.as_deref(),
-                diagnostic_code: diagnostic_code.as_deref(),
-                feedback_type: None,
-            },
-            Detail::Complaint { feedback_type, .. } => DetailColumns {
-                feedback_type: feedback_type.as_deref(),
-                ..none
-            },
-            Detail::Delivery | Detail::Other => none,
-        }
-    }
-}
-
 fn message_row(accepted: &Accepted) -> MessageRow<'_> {
     let m = &accepted.message;
     let e = m.envelope();
@@ -143,31 +60,6 @@ fn message_row(accepted: &Accepted) -> MessageRow<'_> {
             _ => None,
         },
         body: m.raw_body(),
-    }
-}
-
-/// One event of the batch: its message's index, the event, and its rule.
-type Planned<'a> = (usize, &'a FeedbackEvent, &'static Rule);
-
-fn event_row<'a>(batch: &[&'a Accepted], (i, e, rule): &Planned<'a>) -> EventRow<'a> {
-    let m = &batch[*i].message;
-    let d = DetailColumns::of(e);
-    EventRow {
-        event_key: &e.key,
-        sns_message_id: m.message_id(),
-        event_type: &e.event_type,
-        format: e.format.as_str(),
-        ses_message_id: &e.ses_message_id,
-        email: e.recipient.as_ref().map(EmailAddress::as_str),
-        feedback_id: e.feedback_id.as_deref(),
-        bounce_type: d.bounce_type,
-        bounce_subtype: d.bounce_subtype,
-        complaint_feedback_type: d.feedback_type,
-        status: d.status,
-        diagnostic_code: d.diagnostic_code,
-        action: rule.action.as_str(),
-        occurred_at: e.occurred_at,
-        received_at: m.received_at(),
     }
 }
 
@@ -210,58 +102,7 @@ pub async fn apply_batch(
         .collect();
     let mut counts = Counts::default();
     if !events.is_empty() {
-        let event_rows: Vec<EventRow<'_>> = events.iter().map(|p| event_row(batch, p)).collect();
-        let fresh = insert_events(tx, &event_rows).await?;
-        let mut volume: Vec<(&str, &str, bool)> = Vec::new();
-        let mut deliveries: Vec<(&EmailAddress, Timestamp)> = Vec::new();
-        for ((i, event, rule), fresh) in events.iter().zip(fresh) {
-            let mut outcome = EventOutcome {
-                rule,
-                applied: fresh,
-                suppressed: false,
-            };
-            if fresh {
-                let (recipients, from_delivery) = volume_of(event);
-                volume.extend(
-                    recipients
-                        .into_iter()
-                        .map(|r| (event.ses_message_id.as_str(), r.as_str(), from_delivery)),
-                );
-                counts.add(numerators(event, rule));
-                match rule.action {
-                    Action::Suppress | Action::CountSoftBounce => {
-                        let m = &batch[*i].message;
-                        outcome.suppressed = act_on(
-                            tx,
-                            event,
-                            rule,
-                            m.message_id(),
-                            m.topic_arn(),
-                            policy.soft_bounce,
-                        )
-                        .await?;
-                    }
-                    Action::ResetSoftBounces => {
-                        deliveries.extend(event.recipient.iter().map(|r| (r, event.occurred_at)))
-                    }
-                    Action::ContentProblem | Action::NotSpam | Action::Record => {}
-                }
-            }
-            applied[*i].events.push((event.event_type.clone(), outcome));
-        }
-        if !volume.is_empty() {
-            let pairs: Vec<(&str, &str)> = volume.iter().map(|(m, r, _)| (*m, *r)).collect();
-            let new_sends = count_volume(tx, &pairs, now).await?;
-            for ((_, _, from_delivery), new) in volume.iter().zip(new_sends) {
-                if new {
-                    counts.sends += 1;
-                    counts.delivery_sends += i64::from(*from_delivery);
-                }
-            }
-        }
-        if !deliveries.is_empty() {
-            soft_bounces::reset(tx, &deliveries).await?;
-        }
+        counts = apply_events(tx, batch, &events, policy.soft_bounce, &mut applied, now).await?;
     }
 
     for i in stored {
@@ -276,64 +117,6 @@ pub async fn apply_batch(
         guard::check(tx, &policy.guard, now).await?;
     }
     Ok(applied)
-}
-
-/// Suppresses, or counts a soft bounce for, the recipient of a new event of
-/// SNS message `sns_message_id` from `topic`, as `rule` says. Returns whether
-/// the address is (now) suppressed because of it.
-async fn act_on(
-    tx: &mut Tx<'_>,
-    event: &FeedbackEvent,
-    rule: &Rule,
-    sns_message_id: &str,
-    topic: &str,
-    soft: SoftBouncePolicy,
-) -> DbResult<bool> {
-    let Some(email) = event.recipient.as_ref() else {
-        return Ok(false);
-    };
-    let d = DetailColumns::of(event);
-    let source = format!("sns:{topic}");
-    let mut row = SuppressionWrite {
-        email,
-        reason: if matches!(event.detail, Detail::Complaint { .. }) {
-            "complaint"
-        } else {
-            "bounce"
-        },
-        bounce_type: d.bounce_type,
-        bounce_subtype: d.bounce_subtype,
-        complaint_feedback_type: d.feedback_type,
-        diagnostic_code: d.diagnostic_code,
-        seen_at: event.occurred_at,
-        ses_message_id: Some(&event.ses_message_id),
-        sns_message_id: Some(sns_message_id),
-        source: &source,
-        note: None,
-    };
-    match rule.action {
-        Action::Suppress => {
-            upsert_suppression(tx, &row).await?;
-            Ok(true)
-        }
-        Action::CountSoftBounce => {
-            let window_start = event.occurred_at.saturating_sub(soft.window);
-            let count = soft_bounces::count(tx, email, event.occurred_at, window_start).await?;
-            if count < soft.limit {
-                return Ok(false);
-            }
-            let note = format!(
-                "{count} soft bounces within {} days",
-                soft.window.whole_days()
-            );
-            row.note = Some(&note);
-            upsert_suppression(tx, &row).await?;
-            Ok(true)
-        }
-        Action::ResetSoftBounces | Action::ContentProblem | Action::NotSpam | Action::Record => {
-            Ok(false)
-        }
-    }
 }
 
 /// What a stored message does besides SES events: subscription state,

@@ -15,6 +15,8 @@ pub mod accepted;
 pub mod applier;
 pub mod apply;
 mod drain;
+mod effects;
+mod fold;
 pub mod set_aside;
 pub mod spool;
 pub mod writer;

@@ -18,6 +18,7 @@ pub mod ses;
 pub mod ses_push;
 pub mod soft_bounces;
 pub mod subscriptions;
+pub mod suppression_writes;
 pub mod suppressions;
 mod text;
 

@@ -46,60 +46,6 @@ macro_rules! columns {
     };
 }
 
-/// The columns of a suppression row written from an event or by hand.
-pub struct SuppressionWrite<'a> {
-    pub email: &'a EmailAddress,
-    pub reason: &'a str,
-    pub bounce_type: Option<&'a str>,
-    pub bounce_subtype: Option<&'a str>,
-    pub complaint_feedback_type: Option<&'a str>,
-    pub diagnostic_code: Option<&'a str>,
-    pub seen_at: Timestamp,
-    pub ses_message_id: Option<&'a str>,
-    pub sns_message_id: Option<&'a str>,
-    pub source: &'a str,
-    pub note: Option<&'a str>,
-}
-
-/// A newer event replaces the row's details; an older one arriving late only
-/// widens first/last seen and the count.
-const UPSERT_SUPPRESSION: &str = "INSERT INTO suppressions \
-    (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, diagnostic_code, \
-     first_seen_at, last_seen_at, event_count, last_ses_message_id, last_sns_message_id, source, note) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8, $9, $10, $11) \
-    ON CONFLICT (email) DO UPDATE SET \
-      reason = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.reason ELSE suppressions.reason END, \
-      bounce_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_type ELSE suppressions.bounce_type END, \
-      bounce_subtype = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_subtype ELSE suppressions.bounce_subtype END, \
-      complaint_feedback_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.complaint_feedback_type ELSE suppressions.complaint_feedback_type END, \
-      diagnostic_code = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.diagnostic_code ELSE suppressions.diagnostic_code END, \
-      last_ses_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_ses_message_id ELSE suppressions.last_ses_message_id END, \
-      last_sns_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_sns_message_id ELSE suppressions.last_sns_message_id END, \
-      source = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.source ELSE suppressions.source END, \
-      first_seen_at = CASE WHEN excluded.first_seen_at < suppressions.first_seen_at THEN excluded.first_seen_at ELSE suppressions.first_seen_at END, \
-      last_seen_at = CASE WHEN excluded.last_seen_at > suppressions.last_seen_at THEN excluded.last_seen_at ELSE suppressions.last_seen_at END, \
-      event_count = suppressions.event_count + 1, \
-      note = COALESCE(excluded.note, suppressions.note)";
-
-pub async fn upsert_suppression(tx: &mut Tx<'_>, row: &SuppressionWrite<'_>) -> DbResult<()> {
-    on_tx!(tx, conn => sqlx::query(UPSERT_SUPPRESSION)
-        .bind(row.email.as_str())
-        .bind(row.reason)
-        .bind(storable_opt(row.bounce_type))
-        .bind(storable_opt(row.bounce_subtype))
-        .bind(storable_opt(row.complaint_feedback_type))
-        .bind(storable_opt(row.diagnostic_code))
-        .bind(row.seen_at)
-        .bind(storable_opt(row.ses_message_id))
-        .bind(storable_opt(row.sns_message_id))
-        .bind(storable(row.source).as_ref())
-        .bind(storable_opt(row.note))
-        .execute(conn)
-        .await
-        .map(|_| ()))?;
-    Ok(())
-}
-
 impl Store {
     pub async fn suppression(&self, email: &EmailAddress) -> DbResult<Option<Suppression>> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM suppressions WHERE email = $1");

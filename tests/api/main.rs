@@ -23,6 +23,7 @@ mod fixtures;
 mod guard;
 mod health;
 mod logs;
+mod ordering;
 mod outage;
 mod pg_faults;
 mod poison;

@@ -1,0 +1,82 @@
+//! Suppression rows written by SES events: a whole batch's rows in one
+//! multi-row upsert. A newer event replaces the row's details; an older one
+//! arriving late only widens first/last seen; the count adds up. The caller
+//! folds a batch's events to one row per address (the statement may touch a
+//! row once), and the rows go in address order (the lock order every
+//! replica shares).
+
+use sqlx::QueryBuilder;
+
+use super::messages::MAX_PARAMS;
+use super::text::{storable, storable_opt};
+use super::{DbResult, Tx, on_tx};
+use crate::address::EmailAddress;
+use crate::time::Timestamp;
+
+/// One address's suppression, as a batch's events leave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionWrite<'a> {
+    pub email: &'a EmailAddress,
+    pub reason: &'a str,
+    pub bounce_type: Option<&'a str>,
+    pub bounce_subtype: Option<&'a str>,
+    pub complaint_feedback_type: Option<&'a str>,
+    pub diagnostic_code: Option<&'a str>,
+    pub first_seen: Timestamp,
+    /// The details above are those of the event seen at this time.
+    pub last_seen: Timestamp,
+    /// How many events this row stands for.
+    pub events: i64,
+    pub ses_message_id: Option<&'a str>,
+    pub sns_message_id: Option<&'a str>,
+    pub source: &'a str,
+    pub note: Option<String>,
+}
+
+const ON_CONFLICT: &str = " ON CONFLICT (email) DO UPDATE SET \
+      reason = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.reason ELSE suppressions.reason END, \
+      bounce_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_type ELSE suppressions.bounce_type END, \
+      bounce_subtype = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_subtype ELSE suppressions.bounce_subtype END, \
+      complaint_feedback_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.complaint_feedback_type ELSE suppressions.complaint_feedback_type END, \
+      diagnostic_code = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.diagnostic_code ELSE suppressions.diagnostic_code END, \
+      last_ses_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_ses_message_id ELSE suppressions.last_ses_message_id END, \
+      last_sns_message_id = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.last_sns_message_id ELSE suppressions.last_sns_message_id END, \
+      source = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.source ELSE suppressions.source END, \
+      first_seen_at = CASE WHEN excluded.first_seen_at < suppressions.first_seen_at THEN excluded.first_seen_at ELSE suppressions.first_seen_at END, \
+      last_seen_at = CASE WHEN excluded.last_seen_at > suppressions.last_seen_at THEN excluded.last_seen_at ELSE suppressions.last_seen_at END, \
+      event_count = suppressions.event_count + excluded.event_count, \
+      note = COALESCE(excluded.note, suppressions.note)";
+
+/// Writes the rows (one per address) in as few statements as the bound
+/// parameter limit allows.
+pub async fn upsert_suppressions(tx: &mut Tx<'_>, rows: &[SuppressionWrite<'_>]) -> DbResult<()> {
+    let mut order: Vec<&SuppressionWrite<'_>> = rows.iter().collect();
+    order.sort_by(|a, b| a.email.cmp(b.email));
+    for chunk in order.chunks(MAX_PARAMS / 13) {
+        on_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO suppressions (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
+                 diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
+                 last_sns_message_id, source, note) ",
+            );
+            qb.push_values(chunk, |mut row, w| {
+                row.push_bind(w.email.as_str().to_owned())
+                    .push_bind(w.reason.to_owned())
+                    .push_bind(storable_opt(w.bounce_type))
+                    .push_bind(storable_opt(w.bounce_subtype))
+                    .push_bind(storable_opt(w.complaint_feedback_type))
+                    .push_bind(storable_opt(w.diagnostic_code))
+                    .push_bind(w.first_seen)
+                    .push_bind(w.last_seen)
+                    .push_bind(w.events)
+                    .push_bind(storable_opt(w.ses_message_id))
+                    .push_bind(storable_opt(w.sns_message_id))
+                    .push_bind(storable(w.source).into_owned())
+                    .push_bind(storable_opt(w.note.as_deref()));
+            });
+            qb.push(ON_CONFLICT);
+            qb.build().execute(conn).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! A batch's events are applied in arrival order, and the guard's check
+//! serializes with every concurrent writer, also when two replicas' batches
+//! land in different hourly buckets.
+
+use std::sync::Arc;
+
+use bouncer::clock::Clock;
+use bouncer::time::Timestamp;
+use serde_json::json;
+use sqlx::{Connection, Executor};
+
+use crate::feedback::{delivery, is_suppressed};
+use crate::guard::{deliveries, hard_bounces};
+use crate::helpers::{
+    Backend, Outage, Pool, TempDir, assert_status, eventually, spawn_app_with, spooled_bytes,
+    start, test_settings,
+};
+use crate::on_both_databases;
+use crate::signing::{Msg, TOPIC, unique_id};
+
+fn soft_bounce(recipient: &str, at: &str) -> Msg {
+    let ses = json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Transient", "bounceSubType": "MailboxFull",
+            "bouncedRecipients": [{"emailAddress": recipient, "status": "4.2.2"}],
+            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
+        },
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "destination": [recipient]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+fn iso(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("time")
+}
+
+/// A delivery that arrived before a soft bounce, in the same batch, resets
+/// the streak before the bounce counts (so the address is not suppressed).
+async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Backend) {
+    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
+    let port = outage.port;
+    let is_sqlite = matches!(backend, Backend::Sqlite);
+    let app = spawn_app_with(backend, move |s, _| {
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    })
+    .await;
+    let who = "streak@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    for minutes in [40, 30] {
+        let at = iso(now - time::Duration::minutes(minutes));
+        assert_status(&app.post(&soft_bounce(who, &at)).await, 200, "stored");
+    }
+    // The next two wait in the spool, so the drain applies them in one
+    // batch, in the order they arrived.
+    let mut lock = match &app.db.pool {
+        Pool::Sqlite(pool) if is_sqlite => {
+            let mut conn = pool.acquire().await.expect("connection");
+            conn.execute("BEGIN EXCLUSIVE").await.expect("lock");
+            Some(conn)
+        }
+        _ => {
+            outage.cut();
+            None
+        }
+    };
+    let delivered = delivery(who, &iso(now - time::Duration::minutes(20)));
+    let bounced = soft_bounce(who, &iso(now - time::Duration::minutes(10)));
+    assert_status(&app.post(&delivered).await, 202, "spooled");
+    assert_status(&app.post(&bounced).await, 202, "spooled");
+    match lock.as_mut() {
+        Some(conn) => {
+            conn.execute("ROLLBACK").await.expect("release");
+        }
+        None => outage.restore(),
+    }
+    drop(lock);
+    eventually("the spool is applied", || async {
+        spooled_bytes(&app.settings.spool_path) == 0 && app.db.total_messages().await == 4
+    })
+    .await;
+    assert!(
+        !is_suppressed(&app, who).await,
+        "the delivery reset the streak before the third bounce"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT count FROM soft_bounces WHERE email = $1", Some(who))
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+on_both_databases!(a_delivery_before_a_soft_bounce_in_one_batch_resets_first);
+
+/// Two replicas whose batches fall in different hours (one just before the
+/// turn, one just after) each add hard bounces that alone stay under the
+/// pause line and together pass it. Their rate checks wait for each other,
+/// so the second sees the first's counts and pauses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_crossing_the_turn_of_the_hour_pause_together() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let turn = now
+        .replace_minute(0)
+        .expect("minute")
+        .replace_second(0)
+        .expect("second")
+        .replace_nanosecond(0)
+        .expect("nanos")
+        + time::Duration::HOUR;
+    let before = Clock::fixed(Timestamp::from_datetime(turn - time::Duration::seconds(1)));
+    let after = Clock::fixed(Timestamp::from_datetime(turn + time::Duration::seconds(1)));
+    let guard = |s: &mut bouncer::config::Settings| {
+        s.guard_min_volume = 10;
+        s.guard_warn = false;
+    };
+    let app = spawn_app_with(backend, {
+        let before = before.clone();
+        move |s, hooks| {
+            guard(s);
+            hooks.clock = before;
+        }
+    })
+    .await;
+    let dir2 = Arc::new(TempDir::new());
+    let mut settings2 = test_settings(&app.db.url, dir2.path());
+    guard(&mut settings2);
+    let hooks2 = bouncer::app::Hooks {
+        clock: after,
+        ..Default::default()
+    };
+    let replica = start(settings2, hooks2, app.db.clone(), dir2).await;
+    // 100 sends; 3 hard bounces on each replica: 3 of 103 is under 5% on
+    // its own, 6 of 106 is over.
+    assert_status(&app.post(&deliveries(100)).await, 200, "stored");
+    let Pool::Postgres(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    // Hold the state's table until both batches have added their counts
+    // and wait to read it: then both check at once, as two replicas do.
+    let mut dba = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE sending_state IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let (first, second) = (hard_bounces(3), hard_bounces(3));
+    let posts = futures_util::future::join(app.post(&first), replica.post(&second));
+    let release = async {
+        eventually("both batches wait to check the rates", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'bouncer-writer' AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            waiting == 2
+        })
+        .await;
+        dba.execute("COMMIT").await.expect("release");
+    };
+    let ((a, b), ()) = futures_util::future::join(posts, release).await;
+    assert_status(&a, 200, "stored");
+    assert_status(&b, 200, "stored");
+    let buckets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_buckets")
+        .fetch_one(pool)
+        .await
+        .expect("buckets");
+    assert_eq!(buckets, 2, "the two batches counted in two hours");
+    let state: String = sqlx::query_scalar("SELECT state FROM sending_state")
+        .fetch_one(pool)
+        .await
+        .expect("state");
+    assert_eq!(state, "paused");
+    let pauses: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE kind = 'paused'")
+        .fetch_one(pool)
+        .await
+        .expect("alerts");
+    assert_eq!(pauses, 1);
+    replica.stop().await;
+    app.stop().await;
+}
