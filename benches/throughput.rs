@@ -23,10 +23,42 @@ use load::http::{Connections, Outcome, closed_loop, open_loop, sns_request};
 use load::server::{Server, cpu_seconds};
 use load::ses::{Workload, envelopes};
 
-fn report(label: &str, what: &str, outcome: &Outcome, server_cpu: f64, own_cpu: f64) {
+/// What the server's own metrics say of the commits since `before`.
+struct Commits {
+    sizes: (f64, f64),
+    seconds: (f64, f64),
+}
+
+impl Commits {
+    fn read(server: &Server) -> Commits {
+        Commits {
+            sizes: server.histogram("bouncer_write_batch_size"),
+            seconds: server.histogram("bouncer_write_batch_seconds"),
+        }
+    }
+
+    fn since(&self, before: &Commits) -> String {
+        let n = self.seconds.1 - before.seconds.1;
+        format!(
+            "{:.0} commits, {:.1} msg each, {:.2} ms each",
+            n,
+            (self.sizes.0 - before.sizes.0) / (self.sizes.1 - before.sizes.1).max(1.0),
+            (self.seconds.0 - before.seconds.0) * 1e3 / n.max(1.0)
+        )
+    }
+}
+
+fn report(
+    label: &str,
+    what: &str,
+    outcome: &Outcome,
+    server_cpu: f64,
+    own_cpu: f64,
+    commits: &str,
+) {
     let n = outcome.latencies.len() as f64;
     println!(
-        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.2} cores | answers {:?}",
+        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.2} cores | {commits} | answers {:?}",
         outcome.per_second(),
         outcome.percentile_ms(0.50),
         outcome.percentile_ms(0.99),
@@ -60,7 +92,9 @@ fn run(label: &str, database_url: &str, messages: usize) {
                 .map(|body| sns_request(server.addr, body, connections))
                 .collect();
             let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
+            let commits = Commits::read(&server);
             let outcome = runtime.block_on(closed_loop(server.addr, requests, 64, connections));
+            let commits = Commits::read(&server).since(&commits);
             let server_cpu = server.cpu_seconds() - server_cpu;
             let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
             assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
@@ -70,6 +104,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
                 &outcome,
                 server_cpu,
                 own_cpu,
+                &commits,
             );
         }
     }
@@ -80,7 +115,9 @@ fn run(label: &str, database_url: &str, messages: usize) {
         .map(|body| sns_request(server.addr, body, Connections::PerMessage))
         .collect();
     let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
+    let commits = Commits::read(&server);
     let outcome = runtime.block_on(open_loop(server.addr, requests, 1000));
+    let commits = Commits::read(&server).since(&commits);
     let server_cpu = server.cpu_seconds() - server_cpu;
     let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
     assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
@@ -90,6 +127,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
         &outcome,
         server_cpu,
         own_cpu,
+        &commits,
     );
     println!(
         "{label} | server peak resident memory | {:.1} MiB",

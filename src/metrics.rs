@@ -53,6 +53,7 @@ struct Inner {
     set_aside: Counter,
     write_retries: Counter,
     batch_size: Histogram,
+    batch_seconds: Histogram,
     latency: Histogram,
 }
 
@@ -156,6 +157,14 @@ impl Metrics {
             "SNS messages per database commit",
             batch_size.clone(),
         );
+        let batch_seconds = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ]);
+        registry.register(
+            "write_batch_seconds",
+            "Time to apply and commit one batch (one transaction)",
+            batch_seconds.clone(),
+        );
         let latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
@@ -181,6 +190,7 @@ impl Metrics {
                 set_aside,
                 write_retries,
                 batch_size,
+                batch_seconds,
                 latency,
             }),
         }
@@ -265,6 +275,10 @@ impl Metrics {
 
     pub fn set_aside(&self) {
         self.inner.set_aside.inc();
+    }
+
+    pub fn observe_commit(&self, seconds: f64) {
+        self.inner.batch_seconds.observe(seconds);
     }
 
     pub fn observe_batch(&self, n: usize) {

@@ -11,6 +11,7 @@ use super::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 fn free_port() -> u16 {
@@ -25,13 +26,14 @@ impl Server {
     /// `extra` settings, and waits until it answers `/healthz`.
     pub fn start(database_url: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let admin = free_port();
         let root = env!("CARGO_MANIFEST_DIR");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bouncer"));
         cmd.env_clear()
             .current_dir(dir)
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
             .env("SPOOL_PATH", dir.join("bench.spool"))
             .env("SNS_TOPIC_ARNS", TOPIC)
             .env(
@@ -53,6 +55,7 @@ impl Server {
         let server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         };
         for _ in 0..300 {
             if std::net::TcpStream::connect(server.addr).is_ok() {
@@ -78,6 +81,29 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+impl Server {
+    /// The `_sum` and `_count` of a histogram in the server's `/metrics`.
+    pub fn histogram(&self, name: &str) -> (f64, f64) {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
+            let _ = write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.admin
+            );
+            let _ = stream.read_to_string(&mut text);
+        }
+        let value = |suffix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        (value("sum"), value("count"))
     }
 }
 

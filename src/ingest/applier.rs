@@ -193,10 +193,12 @@ impl Applier {
         let mut attempt = 0;
         loop {
             let limit = self.write_timeout;
+            let started = std::time::Instant::now();
             let result = match tokio::time::timeout(limit, self.commit_once(&refs)).await {
                 Ok(result) => result,
                 Err(_) => Err(self.timed_out()),
             };
+            self.metrics.observe_commit(started.elapsed().as_secs_f64());
             match result {
                 Ok(applied) => return Ok(applied),
                 Err(e) => {
