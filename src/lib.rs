@@ -40,6 +40,7 @@ pub mod cli_ses;
 pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
+pub mod cross_site;
 pub mod error;
 pub mod guard;
 pub mod ingest;
