@@ -1,7 +1,8 @@
 //! Builds the running service from [`Settings`]: database, spool, writer,
 //! certificate store, verifier, and two actix servers: the public listener
 //! (`POST /sns` and health, what SNS must reach) and the admin listener
-//! (`/v1`, `/metrics`, behind one authentication layer). Tests bind port 0 and get real servers.
+//! (the page for people, `/v1`, `/metrics`, behind one authentication
+//! layer). Tests bind port 0 and get real servers.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -218,14 +219,16 @@ pub fn configure_public(cfg: &mut web::ServiceConfig, state: web::Data<AppState>
         .route("/readyz", web::get().to(routes::health::readyz));
 }
 
-/// Mounts the admin listener's endpoints, all of them (and the 404 for any
-/// other path) behind one layer against cross-site requests (`cross_site`)
-/// and one authentication layer.
+/// Mounts the admin listener's endpoints, all of them behind one layer
+/// against cross-site requests (`cross_site`); everything but the page's
+/// own files (which hold no data) and the 404 for any other path behind one
+/// authentication layer.
 pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     let tokens = web::Data::from(state.api_tokens.clone());
     cfg.app_data(state).app_data(tokens).service(
         web::scope("")
             .wrap(from_fn(refuse_cross_site))
+            .configure(routes::page::configure)
             .service(
                 web::scope("")
                     .wrap(from_fn(require_token))

@@ -4,5 +4,6 @@ pub mod alerts;
 pub mod api;
 pub mod health;
 pub mod metrics;
+pub mod page;
 pub mod rates;
 pub mod sns;
