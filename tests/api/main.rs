@@ -1,5 +1,6 @@
 //! The whole service driven over HTTP, on SQLite and on PostgreSQL.
 
+mod browser;
 mod helpers;
 mod signing;
 
@@ -18,10 +19,13 @@ mod confirm_failures;
 mod durability;
 mod feedback;
 mod fixtures;
+mod grafana;
 mod guard;
 mod health;
 mod logs;
 mod outage;
+mod page;
+mod page_api;
 mod pg_faults;
 mod poison;
 mod readme;
