@@ -174,12 +174,20 @@ impl Store {
             if let Some(until) = filter.until {
                 qb.push(" AND last_seen_at < ").push_bind(until);
             }
-            if let Some(prefix) = &filter.prefix {
-                qb.push(format_args!(" AND {key} >= ")).push_bind(prefix.clone());
-                qb.push(format_args!(" AND {key} < ")).push_bind(format!("{prefix}\u{10FFFF}"));
-            }
-            if let Some(after) = &filter.after {
-                qb.push(format_args!(" AND {key} > ")).push_bind(after.clone());
+            // One lower bound, the tighter: SQLite seeks the index by one
+            // and would test the other on every row between them.
+            match (&filter.prefix, &filter.after) {
+                (Some(prefix), after) => {
+                    match after.as_ref().filter(|after| *after >= prefix) {
+                        Some(after) => qb.push(format_args!(" AND {key} > ")).push_bind(after.clone()),
+                        None => qb.push(format_args!(" AND {key} >= ")).push_bind(prefix.clone()),
+                    };
+                    qb.push(format_args!(" AND {key} < ")).push_bind(format!("{prefix}\u{10FFFF}"));
+                }
+                (None, Some(after)) => {
+                    qb.push(format_args!(" AND {key} > ")).push_bind(after.clone());
+                }
+                (None, None) => {}
             }
             qb.push(format_args!(" ORDER BY {key} LIMIT ")).push_bind(filter.limit);
             qb.build_query_as::<Suppression>().fetch_all(pool).await
