@@ -22,6 +22,7 @@ mod fixtures;
 mod grafana;
 mod guard;
 mod health;
+mod list_scale;
 mod logs;
 mod outage;
 mod page;
