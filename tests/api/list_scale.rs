@@ -45,7 +45,8 @@ async fn median(app: &TestApp, path: &str) -> (Duration, usize) {
         let started = Instant::now();
         let response = app.client.get(&url).send().await.expect("answer");
         assert_eq!(response.status(), 200, "{path}");
-        let body: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+        let body: Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
         let took = started.elapsed();
         rows = body["items"]
             .as_array()
@@ -72,26 +73,74 @@ async fn measure(backend: Backend, label: &str) {
     for ago in 0..720 {
         seed_hour(&app, &crate::page::hour_ago(ago), 300, 3, 0).await;
     }
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM suppressions", None).await, ROWS);
-    println!("{label}: filled {ROWS} rows in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM suppressions", None)
+            .await,
+        ROWS
+    );
+    println!(
+        "{label}: filled {ROWS} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let deep = cursor("user899999@example.com");
     let calls = [
-        ("first page, 100 rows", "/v1/suppressions?limit=100".to_owned()),
-        ("page after row ~890,000 (cursor)", format!("/v1/suppressions?limit=100&cursor={deep}")),
-        ("search `user12345` (11 rows)", "/v1/suppressions?q=user12345&limit=50".to_owned()),
-        ("search `user9` (111,111 rows), first page", "/v1/suppressions?q=user9&limit=50".to_owned()),
-        ("search `user9`, page after ~100,000 of them", format!("/v1/suppressions?q=user9&limit=50&cursor={}", cursor("user989999@example.com"))),
-        ("search `nobody` (no row)", "/v1/suppressions?q=nobody&limit=50".to_owned()),
-        ("reason=manual (1%), first page", "/v1/suppressions?reason=manual&limit=50".to_owned()),
-        ("reason=manual, page after row ~890,000", format!("/v1/suppressions?reason=manual&limit=50&cursor={deep}")),
-        ("last seen on one day (0.1%)", "/v1/suppressions?since=2026-06-01&until=2026-06-01&limit=50".to_owned()),
-        ("last seen in 500 days (50%)", "/v1/suppressions?since=2025-07-01&limit=50".to_owned()),
-        ("search + reason + one day", "/v1/suppressions?q=user1&reason=bounce&since=2026-06-01&until=2026-06-01&limit=50".to_owned()),
+        (
+            "first page, 100 rows",
+            "/v1/suppressions?limit=100".to_owned(),
+        ),
+        (
+            "page after row ~890,000 (cursor)",
+            format!("/v1/suppressions?limit=100&cursor={deep}"),
+        ),
+        (
+            "search `user12345` (11 rows)",
+            "/v1/suppressions?q=user12345&limit=50".to_owned(),
+        ),
+        (
+            "search `user9` (111,111 rows), first page",
+            "/v1/suppressions?q=user9&limit=50".to_owned(),
+        ),
+        (
+            "search `user9`, page after ~100,000 of them",
+            format!(
+                "/v1/suppressions?q=user9&limit=50&cursor={}",
+                cursor("user989999@example.com")
+            ),
+        ),
+        (
+            "search `nobody` (no row)",
+            "/v1/suppressions?q=nobody&limit=50".to_owned(),
+        ),
+        (
+            "reason=manual (1%), first page",
+            "/v1/suppressions?reason=manual&limit=50".to_owned(),
+        ),
+        (
+            "reason=manual, page after row ~890,000",
+            format!("/v1/suppressions?reason=manual&limit=50&cursor={deep}"),
+        ),
+        (
+            "last seen on one day (0.1%)",
+            "/v1/suppressions?since=2026-06-01&until=2026-06-01&limit=50".to_owned(),
+        ),
+        (
+            "last seen in 500 days (50%)",
+            "/v1/suppressions?since=2025-07-01&limit=50".to_owned(),
+        ),
+        (
+            "search + reason + one day",
+            "/v1/suppressions?q=user1&reason=bounce&since=2026-06-01&until=2026-06-01&limit=50"
+                .to_owned(),
+        ),
         ("rate history, 721 hours", "/v1/rates/history".to_owned()),
     ];
     for (what, path) in calls {
         let (took, rows) = median(&app, &path).await;
-        println!("{label} | {what} | {rows} rows | {:.2} ms", took.as_secs_f64() * 1000.0);
+        println!(
+            "{label} | {what} | {rows} rows | {:.2} ms",
+            took.as_secs_f64() * 1000.0
+        );
     }
     app.stop().await;
 }
