@@ -64,6 +64,13 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // Everything that may fail comes before the spawn: from the spawn on,
+        // the `Browser` owns the processes and its drop ends them.
+        let profile = TempDir::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
         let mut command = Command::new(CHROMEDRIVER);
         command
             .arg(format!("--port={port}"))
@@ -74,11 +81,6 @@ impl Browser {
         // every Chromium process it started, even after a panic.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let driver = command.spawn().expect("chromedriver starts");
-        let profile = TempDir::new();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
             http,
