@@ -188,39 +188,65 @@ pub fn hourly(
         }
     }
     let resume_hour = hour_of(state.counting_since);
-    // The first hour a window after the resume may reach back to.
+    // Before the resume hour, windows reach back to the first hour shown;
+    // from it on, to the resume hour, which counts only what came after the
+    // resume.
     let resume_index = starts.partition_point(|h| *h < resume_hour);
-    (0..starts.len())
-        .map(|i| {
-            let after_resume = starts[i] >= resume_hour;
-            let oldest = if after_resume { resume_index } else { 0 };
-            let mut total = Counts::default();
-            let mut window_start = None;
-            for j in (oldest..=i).rev() {
-                let c = if after_resume && starts[j] == resume_hour {
-                    counts[j].minus(state.baseline)
-                } else {
-                    counts[j]
-                };
-                if !c.is_zero() {
-                    total.add(c);
-                    window_start = Some(starts[j]);
-                }
-                if total.sends >= policy.window_sends {
-                    break;
-                }
-            }
-            let c = counts[i];
-            Hour {
-                hour: starts[i],
-                sends: c.sends,
-                hard_bounces: c.hard_bounces,
-                complaints: c.complaints,
-                delivery_sends: c.delivery_sends,
-                window: Window::of(total, window_start, policy),
-            }
+    let mut after_resume = counts[resume_index..].to_vec();
+    if let Some(first) = after_resume.first_mut()
+        && starts[resume_index] == resume_hour
+    {
+        *first = first.minus(state.baseline);
+    }
+    let windows = windows_over(&counts[..resume_index], policy.window_sends)
+        .into_iter()
+        .chain(
+            windows_over(&after_resume, policy.window_sends)
+                .into_iter()
+                .map(|(total, oldest)| (total, oldest.map(|k| k + resume_index))),
+        );
+    starts
+        .iter()
+        .zip(&counts)
+        .zip(windows)
+        .map(|((hour, c), (total, oldest))| Hour {
+            hour: *hour,
+            sends: c.sends,
+            hard_bounces: c.hard_bounces,
+            complaints: c.complaints,
+            delivery_sends: c.delivery_sends,
+            window: Window::of(total, oldest.map(|k| starts[k]), policy),
         })
         .collect()
+}
+
+/// For each hour of `counts`, what walking back from it gives: the sum of
+/// the newest hours up to it that hold `window_sends` sends (all of them if
+/// fewer), and the index of the oldest hour that counted something. One
+/// pass: as hours are added, the window's oldest hour only moves forward.
+fn windows_over(counts: &[Counts], window_sends: i64) -> Vec<(Counts, Option<usize>)> {
+    // The first hour at or after each that counted something.
+    let mut next_counted = vec![None; counts.len() + 1];
+    for k in (0..counts.len()).rev() {
+        next_counted[k] = if counts[k].is_zero() {
+            next_counted[k + 1]
+        } else {
+            Some(k)
+        };
+    }
+    let mut total = Counts::default();
+    let mut oldest = 0;
+    let mut windows = Vec::with_capacity(counts.len());
+    for (i, c) in counts.iter().enumerate() {
+        total.add(*c);
+        // The oldest hour goes while the newer ones hold a window without it.
+        while oldest < i && total.sends - counts[oldest].sends >= window_sends {
+            total = total.minus(counts[oldest]);
+            oldest += 1;
+        }
+        windows.push((total, next_counted[oldest].filter(|k| *k <= i)));
+    }
+    windows
 }
 
 #[cfg(test)]
@@ -299,5 +325,52 @@ mod tests {
             "the resume hour counts only what came after the resume"
         );
         assert_eq!(hours[2].window.start, Some(at(1)));
+    }
+
+    /// The window at the end of hour `i` by walking back from it, as
+    /// `window::current` does.
+    fn walked(counts: &[Counts], i: usize, window_sends: i64) -> (Counts, Option<usize>) {
+        let mut total = Counts::default();
+        let mut oldest = None;
+        for j in (0..=i).rev() {
+            if !counts[j].is_zero() {
+                total.add(counts[j]);
+                oldest = Some(j);
+            }
+            if total.sends >= window_sends {
+                break;
+            }
+        }
+        (total, oldest)
+    }
+
+    #[test]
+    fn one_pass_gives_what_walking_back_from_every_hour_gives() {
+        let mut seed = 7_u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) % n) as i64
+        };
+        for window_sends in [1, 50, 300, 5_000] {
+            let counts: Vec<Counts> = (0..500)
+                .map(|_| {
+                    let sends = if next(4) == 0 { 0 } else { next(120) };
+                    Counts {
+                        sends,
+                        hard_bounces: next(4),
+                        complaints: i64::from(next(9) == 0),
+                        delivery_sends: sends / 2,
+                    }
+                })
+                .collect();
+            let windows = windows_over(&counts, window_sends);
+            for (i, window) in windows.iter().enumerate() {
+                assert_eq!(
+                    *window,
+                    walked(&counts, i, window_sends),
+                    "hour {i}, window {window_sends}"
+                );
+            }
+        }
     }
 }
