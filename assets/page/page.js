@@ -143,8 +143,10 @@ function renderSending(s) {
   fact(facts, "By", s.changed_by);
   fact(facts, "Why", s.reason);
   if (s.warned_at) fact(facts, "Warned", when(s.warned_at));
+  // The rates recorded with an automatic pause (a pause by hand keeps the
+  // figures of an earlier one: not shown).
   const last = s.at_last_pause || {};
-  if (paused && last.sends !== null && last.sends !== undefined) {
+  if (paused && s.changed_by === "bouncer" && last.sends !== null && last.sends !== undefined) {
     fact(
       facts,
       "At the pause",
