@@ -27,6 +27,7 @@ mod logs;
 mod outage;
 mod page;
 mod page_api;
+mod page_screenshots;
 mod pg_faults;
 mod poison;
 mod readme;
