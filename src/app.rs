@@ -1,8 +1,8 @@
 //! Builds the running service from [`Settings`]: database, spool, writer,
 //! certificate store, verifier, and two actix servers: the public listener
 //! (`POST /sns` and health, what SNS must reach) and the admin listener
-//! (`/v1`, `/metrics`, behind one authentication layer). Tests bind port 0
-//! and get real servers.
+//! (the page for people, `/v1`, `/metrics`, behind one authentication
+//! layer). Tests bind port 0 and get real servers.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -21,6 +21,7 @@ use crate::alerts::{Channels, spawn_worker};
 use crate::auth::{ApiTokens, require_token};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::cross_site::refuse_cross_site;
 use crate::guard::GuardPolicy;
 use crate::ingest::applier::Applier;
 use crate::ingest::set_aside::SetAside;
@@ -218,15 +219,22 @@ pub fn configure_public(cfg: &mut web::ServiceConfig, state: web::Data<AppState>
         .route("/readyz", web::get().to(routes::health::readyz));
 }
 
-/// Mounts the admin listener's endpoints, all of them (and the 404 for any
-/// other path) behind one authentication layer.
+/// Mounts the admin listener's endpoints, all of them behind one layer
+/// against cross-site requests (`cross_site`); everything but the page's
+/// own files (which hold no data) and the 404 for any other path behind one
+/// authentication layer.
 pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     let tokens = web::Data::from(state.api_tokens.clone());
     cfg.app_data(state).app_data(tokens).service(
         web::scope("")
-            .wrap(from_fn(require_token))
-            .configure(routes::api::configure)
-            .route("/metrics", web::get().to(routes::metrics::metrics)),
+            .wrap(from_fn(refuse_cross_site))
+            .configure(routes::page::configure)
+            .service(
+                web::scope("")
+                    .wrap(from_fn(require_token))
+                    .configure(routes::api::configure)
+                    .route("/metrics", web::get().to(routes::metrics::metrics)),
+            ),
     );
 }
 

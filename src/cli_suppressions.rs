@@ -141,6 +141,7 @@ async fn list(
             .map_err(|e| anyhow::anyhow!("--since: {e}"))?,
         after: None,
         limit: 0,
+        ..ListFilter::default()
     };
     let mut left = if limit <= 0 { i64::MAX } else { limit };
     loop {

@@ -177,6 +177,12 @@ pub enum ApiError {
     NotSuppressed(String),
     #[error("a removal needs `by` (who) and `reason` (why)")]
     ReasonRequired,
+    #[error("refused as a cross-site request: {0}")]
+    CrossSite(String),
+    #[error(
+        "Host `{0}` is not a loopback name: with no API_TOKENS the admin listener answers only requests sent to localhost, 127.0.0.1 or [::1]"
+    )]
+    HostNotLoopback(String),
     #[error("the database is unavailable now; try again later")]
     DatabaseUnavailable,
     #[error("internal error; the server's log has the details")]
@@ -192,6 +198,8 @@ impl ApiError {
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
             ApiError::NotSuppressed(_) => "not_suppressed",
             ApiError::ReasonRequired => "reason_required",
+            ApiError::CrossSite(_) => "cross_site_request",
+            ApiError::HostNotLoopback(_) => "host_not_loopback",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::Internal => "internal_error",
         }
@@ -223,6 +231,7 @@ impl ResponseError for ApiError {
             | ApiError::TooManyAddresses { .. }
             | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::NotSuppressed(_) => StatusCode::NOT_FOUND,
+            ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
             ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

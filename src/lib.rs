@@ -6,15 +6,19 @@
 //!
 //! A message walks left to right; each layer imports only those below it.
 //!
-//! - `routes`: the HTTP endpoints (`POST /sns`, health, `/v1`, metrics);
+//! - `routes`: the HTTP endpoints (`POST /sns`, health, `/v1`, metrics, and
+//!   the page for people, whose files are `assets/page/`); `auth` and
+//!   `cross_site`: the admin listener's two layers (who may call, and no
+//!   change sent by another site's page);
 //! - `sns`: the envelope, the certificate URL rule, certificates,
 //!   signatures, and the verifier that makes a `VerifiedMessage`;
 //! - `ses`: SES feedback parsed into events, and the suppression policy;
 //! - `ingest`: the accepted message, the writer task that commits batches
 //!   (group commit), and the spool that keeps messages while the database
 //!   is away;
-//! - `guard`: the rates over the send window and the pause, warning and
-//!   resume transitions; `alerts`: delivering the alert outbox;
+//! - `guard`: the rates over the send window, the pause, warning and
+//!   resume transitions, and the rates hour by hour for people; `alerts`:
+//!   delivering the alert outbox;
 //! - `ses_account`: acting at SES itself (SPEC §10): the pause carried out
 //!   at SES, suppressions pushed to the SES account-level list, and the
 //!   list read back (`bouncer ses import|diff|check`);
@@ -40,6 +44,7 @@ pub mod cli_ses;
 pub mod cli_suppressions;
 pub mod clock;
 pub mod config;
+pub mod cross_site;
 pub mod error;
 pub mod guard;
 pub mod ingest;

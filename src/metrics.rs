@@ -173,6 +173,18 @@ impl Metrics {
             "Time to answer POST /sns",
             latency.clone(),
         );
+        // Families whose labels are known in advance start at 0, so that a
+        // dashboard shows 0 rather than "no data" until the first event.
+        for event in ["hit", "fetch"] {
+            let _ = cert_cache.get_or_create(&EventLabels {
+                event: event.to_owned(),
+            });
+        }
+        for event in ["spooled", "applied"] {
+            let _ = spool.get_or_create(&EventLabels {
+                event: event.to_owned(),
+            });
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry,

@@ -8,6 +8,7 @@
 //! `transitions` pauses, warns and resumes, with their alerts, inside the
 //! transaction of their cause.
 
+pub mod history;
 mod transitions;
 mod window;
 

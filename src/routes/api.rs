@@ -47,7 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/suppressions/{email}", web::delete().to(remove))
             .route("/subscriptions", web::get().to(subscriptions))
             .route("/sending", web::get().to(sending))
-            .route("/sending", web::put().to(set_sending)),
+            .route("/sending", web::put().to(set_sending))
+            .route("/rates/history", web::get().to(super::rates::history))
+            .route("/alerts", web::get().to(super::alerts::recent)),
     );
 }
 
@@ -134,8 +136,11 @@ async fn check(
 /// Every field as text: an empty value (`?reason=&limit=`) means absent.
 #[derive(Deserialize)]
 struct ListQuery {
+    /// An address prefix.
+    q: Option<String>,
     reason: Option<String>,
     since: Option<String>,
+    until: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -166,6 +171,30 @@ pub fn parse_reason(reason: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The end of a date range, exclusive: a time as given, or a date through
+/// its whole day (`until=2026-11-30` keeps rows of the 30th).
+pub fn parse_until(until: &str) -> Result<Timestamp, ApiError> {
+    if let Some(time) = Timestamp::parse_rfc3339(until) {
+        return Ok(time);
+    }
+    Timestamp::parse_rfc3339(&format!("{until}T00:00:00Z"))
+        .map(|day| day.saturating_add(time::Duration::days(1)))
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!("until `{until}` is not an ISO 8601 date or time"))
+        })
+}
+
+/// An address prefix as addresses are stored: trimmed and lower-cased.
+fn parse_prefix(q: &str) -> Result<String, ApiError> {
+    const LONGEST: usize = 320;
+    if q.len() > LONGEST {
+        return Err(ApiError::InvalidRequest(format!(
+            "q is longer than an address can be ({LONGEST} bytes)"
+        )));
+    }
+    Ok(q.trim().to_lowercase())
+}
+
 pub fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
     Timestamp::parse_rfc3339(since)
         .or_else(|| Timestamp::parse_rfc3339(&format!("{since}T00:00:00Z")))
@@ -194,6 +223,8 @@ async fn list(
     let filter = ListFilter {
         reason: given(&query.reason).map(parse_reason).transpose()?,
         since: given(&query.since).map(parse_since).transpose()?,
+        until: given(&query.until).map(parse_until).transpose()?,
+        prefix: given(&query.q).map(parse_prefix).transpose()?,
         after: given(&query.cursor).map(decode_cursor).transpose()?,
         // One more than asked tells whether another page exists.
         limit: limit + 1,

@@ -160,3 +160,64 @@ impl Store {
         Ok(())
     }
 }
+
+/// An alert as people read it: its deliveries, one per channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertWithDeliveries {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub text: String,
+    pub details: serde_json::Value,
+    pub created_at: Timestamp,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Where one alert stands on one channel.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Delivery {
+    #[serde(skip)]
+    pub alert_id: i64,
+    pub channel: String,
+    pub attempts: i64,
+    pub delivered_at: Option<Timestamp>,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// The newest `limit` alerts, newest first, each with its deliveries:
+    /// two queries, both by primary key or unique index.
+    pub async fn recent_alerts(&self, limit: i64) -> DbResult<Vec<AlertWithDeliveries>> {
+        const ALERTS: &str = "SELECT id, kind, subject, text, details_json, created_at FROM alerts \
+            ORDER BY id DESC LIMIT $1";
+        const DELIVERIES: &str = "SELECT alert_id, channel, attempts, delivered_at, next_attempt_at, last_error \
+            FROM alert_deliveries WHERE alert_id >= $1 AND alert_id <= $2 ORDER BY alert_id, channel";
+        let alerts: Vec<Alert> =
+            on_db!(&self.db, pool => sqlx::query_as(ALERTS).bind(limit).fetch_all(pool).await)?;
+        let (Some(newest), Some(oldest)) = (alerts.first(), alerts.last()) else {
+            return Ok(Vec::new());
+        };
+        let deliveries: Vec<Delivery> = on_db!(&self.db, pool => sqlx::query_as(DELIVERIES)
+            .bind(oldest.id)
+            .bind(newest.id)
+            .fetch_all(pool)
+            .await)?;
+        Ok(alerts
+            .into_iter()
+            .map(|a| AlertWithDeliveries {
+                deliveries: deliveries
+                    .iter()
+                    .filter(|d| d.alert_id == a.id)
+                    .cloned()
+                    .collect(),
+                details: serde_json::from_str(&a.details_json).unwrap_or(serde_json::Value::Null),
+                id: a.id,
+                kind: a.kind,
+                subject: a.subject,
+                text: a.text,
+                created_at: a.created_at,
+            })
+            .collect())
+    }
+}

@@ -11,6 +11,7 @@ mod conn;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod history;
 pub mod messages;
 mod open;
 pub mod retention;

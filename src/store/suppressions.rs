@@ -2,6 +2,7 @@
 //! and the `bouncer suppressions` commands share.
 
 use serde::Serialize;
+use sqlx::QueryBuilder;
 
 use super::text::{storable, storable_opt};
 use super::{Db, DbResult, Store, Tx, on_db, on_tx};
@@ -31,6 +32,10 @@ pub struct ListFilter {
     pub reason: Option<String>,
     /// Rows last seen at or after this time.
     pub since: Option<Timestamp>,
+    /// Rows last seen before this time.
+    pub until: Option<Timestamp>,
+    /// Rows whose email starts with this (normalized, as emails are).
+    pub prefix: Option<String>,
     /// Keyset paging: rows whose email sorts after this one.
     pub after: Option<String>,
     pub limit: i64,
@@ -89,25 +94,50 @@ impl Store {
         }
     }
 
-    /// Rows in email order, filtered, one page.
+    /// Rows in email order, filtered, one page. The statement names only
+    /// the filters given, so that each combination walks an index from the
+    /// cursor on: a page costs about the same at row 10 as at row 900,000.
+    ///
+    /// A prefix is a range of the key (`prefix <= email < prefix || U+10FFFF`).
+    /// On PostgreSQL it is taken in byte order (`COLLATE "C"`, with its own
+    /// index, migration 0013): in a linguistic collation such as
+    /// `en_US.UTF-8` the addresses starting with a prefix are not one range.
+    /// SQLite compares bytes already. A search is paged in that same order.
     pub async fn list(&self, filter: &ListFilter) -> DbResult<Vec<Suppression>> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM suppressions \
-            WHERE ($1 IS NULL OR reason = $1) AND ($2 IS NULL OR last_seen_at >= $2) \
-              AND ($3 IS NULL OR email > $3) \
-            ORDER BY email LIMIT $4"
-        );
-        Ok(
-            on_db!(&self.db, pool => sqlx::query_as::<_, Suppression>(SQL)
-            .bind(filter.reason.as_deref())
-            .bind(filter.since)
-            .bind(filter.after.as_deref())
-            .bind(filter.limit)
-            .fetch_all(pool)
-            .await)?,
-        )
+        let key = if filter.prefix.is_some() && !self.is_sqlite() {
+            "email COLLATE \"C\""
+        } else {
+            "email"
+        };
+        Ok(on_db!(&self.db, pool => {
+            let mut qb = QueryBuilder::new(concat!("SELECT ", columns!(), " FROM suppressions WHERE 1 = 1"));
+            if let Some(reason) = &filter.reason {
+                qb.push(" AND reason = ").push_bind(reason.clone());
+            }
+            if let Some(since) = filter.since {
+                qb.push(" AND last_seen_at >= ").push_bind(since);
+            }
+            if let Some(until) = filter.until {
+                qb.push(" AND last_seen_at < ").push_bind(until);
+            }
+            // One lower bound, the tighter: SQLite seeks the index by one
+            // and would test the other on every row between them.
+            match (&filter.prefix, &filter.after) {
+                (Some(prefix), after) => {
+                    match after.as_ref().filter(|after| *after >= prefix) {
+                        Some(after) => qb.push(format_args!(" AND {key} > ")).push_bind(after.clone()),
+                        None => qb.push(format_args!(" AND {key} >= ")).push_bind(prefix.clone()),
+                    };
+                    qb.push(format_args!(" AND {key} < ")).push_bind(format!("{prefix}\u{10FFFF}"));
+                }
+                (None, Some(after)) => {
+                    qb.push(format_args!(" AND {key} > ")).push_bind(after.clone());
+                }
+                (None, None) => {}
+            }
+            qb.push(format_args!(" ORDER BY {key} LIMIT ")).push_bind(filter.limit);
+            qb.build_query_as::<Suppression>().fetch_all(pool).await
+        })?)
     }
 
     /// Adds `email` by hand; an address already on the list keeps its row.

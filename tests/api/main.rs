@@ -1,5 +1,6 @@
 //! The whole service driven over HTTP, on SQLite and on PostgreSQL.
 
+mod browser;
 mod helpers;
 mod signing;
 
@@ -20,11 +21,16 @@ mod disk_full;
 mod durability;
 mod feedback;
 mod fixtures;
+mod grafana;
 mod guard;
 mod health;
+mod list_scale;
 mod logs;
 mod ordering;
 mod outage;
+mod page;
+mod page_api;
+mod page_screenshots;
 mod pg_faults;
 mod poison;
 mod readme;
