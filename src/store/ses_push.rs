@@ -1,7 +1,7 @@
 //! The push outbox (`ses_suppression_sync`): one row per address whose
 //! place on the SES account-level suppression list must follow bouncer's
 //! list. Triggers on `suppressions` fill it in the transaction of each
-//! change (see migrations `0006_ses.sql`); a worker claims due rows with a
+//! change (see migrations `0005_ses.sql`); a worker claims due rows with a
 //! lease, and finishes one only if no newer change came meanwhile.
 
 use serde::Serialize;

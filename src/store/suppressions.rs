@@ -100,7 +100,7 @@ impl Store {
     ///
     /// A prefix is a range of the key (`prefix <= email < prefix || U+10FFFF`).
     /// On PostgreSQL it is taken in byte order (`COLLATE "C"`, with its own
-    /// index, migration 0013): in a linguistic collation such as
+    /// index, migration 0006): in a linguistic collation such as
     /// `en_US.UTF-8` the addresses starting with a prefix are not one range.
     /// SQLite compares bytes already. A search is paged in that same order.
     pub async fn list(&self, filter: &ListFilter) -> DbResult<Vec<Suppression>> {
