@@ -46,6 +46,13 @@ impl Server {
         for (key, value) in extra {
             cmd.env(key, value);
         }
+        // BENCH_SERVER_ENV="HTTP_WORKERS=1,WRITE_BATCH_MAX=256": settings to
+        // compare side by side.
+        for pair in std::env::var("BENCH_SERVER_ENV").unwrap_or_default().split(',') {
+            if let Some((key, value)) = pair.split_once('=') {
+                cmd.env(key.trim(), value.trim());
+            }
+        }
         let child = cmd
             .arg("serve")
             .stdout(Stdio::null())

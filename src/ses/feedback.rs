@@ -6,7 +6,7 @@
 //! recipient the event is about (or one for the mail when it names none).
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::address::EmailAddress;
 use crate::telemetry::escaped;
@@ -158,33 +158,96 @@ fn only_valid(
     Ok(valid)
 }
 
+/// The top level of an SES message: each object kept as its raw JSON, so
+/// that only the one the event needs is parsed (and the `mail` headers,
+/// most of the bytes, are skipped, never built into values).
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(rename = "eventType", borrow)]
+    event_type: Option<&'a RawValue>,
+    #[serde(rename = "notificationType", borrow)]
+    notification_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    mail: Option<&'a RawValue>,
+    #[serde(borrow)]
+    bounce: Option<&'a RawValue>,
+    #[serde(borrow)]
+    complaint: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delivery: Option<&'a RawValue>,
+    #[serde(borrow)]
+    send: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reject: Option<&'a RawValue>,
+    #[serde(borrow)]
+    open: Option<&'a RawValue>,
+    #[serde(borrow)]
+    click: Option<&'a RawValue>,
+    #[serde(borrow)]
+    failure: Option<&'a RawValue>,
+    #[serde(rename = "deliveryDelay", borrow)]
+    delivery_delay: Option<&'a RawValue>,
+    #[serde(borrow)]
+    subscription: Option<&'a RawValue>,
+}
+
+impl<'a> Top<'a> {
+    /// The object event publishing nests its details under (by event type).
+    fn object(&self, event_type: &str) -> Option<&'a RawValue> {
+        match event_type {
+            "Bounce" => self.bounce,
+            "Complaint" => self.complaint,
+            "Delivery" => self.delivery,
+            "Send" => self.send,
+            "Reject" => self.reject,
+            "Open" => self.open,
+            "Click" => self.click,
+            "Rendering Failure" => self.failure,
+            "DeliveryDelay" => self.delivery_delay,
+            "Subscription" => self.subscription,
+            _ => None,
+        }
+    }
+}
+
+/// A string at the top level, if it is one.
+fn text(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+}
+
 /// Parses `message` (the notification's `Message`).
 pub fn parse(message: &str) -> Parsed {
-    let value: Value = match serde_json::from_str(message) {
-        Ok(value) => value,
-        Err(_) => return Parsed::Unrecognized("the Message is not JSON".into()),
+    let top: Top<'_> = match serde_json::from_str(message) {
+        Ok(top) => top,
+        Err(_) => return Parsed::Unrecognized("the Message is not a JSON object".into()),
     };
-    let (format, event_type) = if let Some(t) = value.get("eventType").and_then(Value::as_str) {
-        (Format::EventPublishing, t.to_owned())
-    } else if let Some(t) = value.get("notificationType").and_then(Value::as_str) {
-        (Format::Classic, t.to_owned())
+    let (format, event_type) = if let Some(t) = text(top.event_type) {
+        (Format::EventPublishing, t)
+    } else if let Some(t) = text(top.notification_type) {
+        (Format::Classic, t)
     } else {
         return Parsed::Unrecognized("neither notificationType nor eventType".into());
     };
     if event_type == "AmazonSnsSubscriptionSucceeded" {
         return Parsed::SubscriptionSucceeded;
     }
-    match parse_event(&value, format, &event_type) {
+    match parse_event(&top, format, &event_type) {
         Ok(events) => Parsed::Feedback(events),
         Err(why) => Parsed::Unrecognized(format!("{event_type}: {why}")),
     }
 }
 
-fn field<T: serde::de::DeserializeOwned>(value: &Value, name: &str) -> Result<T, String> {
-    let inner = value
-        .get(name)
-        .ok_or_else(|| format!("no `{name}` object"))?;
-    T::deserialize(inner).map_err(|e| format!("`{name}` is malformed: {e}"))
+fn field<'de, T: Deserialize<'de>>(raw: Option<&'de RawValue>, name: &str) -> Result<T, String> {
+    let inner = raw.ok_or_else(|| format!("no `{name}` object"))?;
+    serde_json::from_str(inner.get()).map_err(|e| format!("`{name}` is malformed: {e}"))
+}
+
+/// The event's own time and link, for the event types with no list of
+/// recipients.
+#[derive(Deserialize, Default)]
+struct OtherEvent {
+    timestamp: Option<String>,
+    link: Option<String>,
 }
 
 fn time_or(text: Option<&str>, fallback: Option<Timestamp>) -> Result<Timestamp, String> {
@@ -193,29 +256,8 @@ fn time_or(text: Option<&str>, fallback: Option<Timestamp>) -> Result<Timestamp,
         .ok_or_else(|| "no usable timestamp".into())
 }
 
-/// The object event publishing nests its details under (by event type).
-fn event_object_name(event_type: &str) -> &str {
-    match event_type {
-        "Bounce" => "bounce",
-        "Complaint" => "complaint",
-        "Delivery" => "delivery",
-        "Send" => "send",
-        "Reject" => "reject",
-        "Open" => "open",
-        "Click" => "click",
-        "Rendering Failure" => "failure",
-        "DeliveryDelay" => "deliveryDelay",
-        "Subscription" => "subscription",
-        other => other,
-    }
-}
-
-fn parse_event(
-    value: &Value,
-    format: Format,
-    event_type: &str,
-) -> Result<Vec<FeedbackEvent>, String> {
-    let mail: Mail = field(value, "mail")?;
+fn parse_event(top: &Top<'_>, format: Format, event_type: &str) -> Result<Vec<FeedbackEvent>, String> {
+    let mail: Mail = field(top.mail, "mail")?;
     let ses_message_id = mail
         .message_id
         .filter(|m| !m.is_empty())
@@ -241,7 +283,7 @@ fn parse_event(
     let address = |text: &str| EmailAddress::parse(text).map_err(|e| e.to_string());
     match event_type {
         "Bounce" => {
-            let bounce: Bounce = field(value, "bounce")?;
+            let bounce: Bounce = field(top.bounce, "bounce")?;
             let at = time_or(bounce.timestamp.as_deref(), mail_time)?;
             let id = bounce
                 .feedback_id
@@ -272,7 +314,7 @@ fn parse_event(
             }))
         }
         "Complaint" => {
-            let complaint: Complaint = field(value, "complaint")?;
+            let complaint: Complaint = field(top.complaint, "complaint")?;
             let at = time_or(complaint.timestamp.as_deref(), mail_time)?;
             let id = complaint
                 .feedback_id
@@ -298,7 +340,7 @@ fn parse_event(
             }))
         }
         "Delivery" => {
-            let delivery: Delivery = field(value, "delivery")?;
+            let delivery: Delivery = field(top.delivery, "delivery")?;
             let at = time_or(delivery.timestamp.as_deref(), mail_time)?;
             only_valid(delivery.recipients.iter().map(|r| {
                 let email = address(r)?;
@@ -310,15 +352,13 @@ fn parse_event(
         | "Subscription" => {
             // Keyed by mail, type and the event's own time, so that repeats
             // (a second open) count while a copy of the same event does not.
-            let object = value.get(event_object_name(event_type));
-            let own_time = object
-                .and_then(|o| o.get("timestamp"))
-                .and_then(Value::as_str);
+            let object: OtherEvent = top
+                .object(event_type)
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or_default();
+            let own_time = object.timestamp.as_deref();
             let at = time_or(own_time, mail_time)?;
-            let link = object
-                .and_then(|o| o.get("link"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let link = object.link.as_deref().unwrap_or("");
             let key = format!(
                 "{}:{ses_message_id}:{}:{link}",
                 event_type.to_lowercase(),
