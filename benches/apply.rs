@@ -1,0 +1,126 @@
+//! The writer's side alone: one batch of verified messages applied and
+//! committed in one transaction on the writer's own connection, with no
+//! HTTP in front and nothing else on the cores. The time per batch, and per
+//! message, for both workloads and a few batch sizes, on SQLite and
+//! PostgreSQL: what caps the throughput when requests wait on the writer.
+//!
+//! cargo bench --bench apply          (BENCH_BATCHES=200 batches per case)
+
+#[path = "common/mod.rs"]
+mod common;
+mod load;
+
+use std::time::{Duration, Instant};
+
+use bouncer::app::{Hooks, apply_policy, build_verifier};
+use bouncer::config::Settings;
+use bouncer::ingest::Accepted;
+use bouncer::ingest::apply::apply_batch;
+use bouncer::metrics::Metrics;
+use bouncer::sns::envelope::Envelope;
+use bouncer::store::Store;
+use common::ScratchPostgres;
+use load::ses::{Workload, envelopes};
+use load::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
+
+fn settings(database_url: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.database_url = database_url.to_owned();
+    s.sns_topic_arns = vec![TOPIC.to_owned()];
+    s.sns_cert_pins = vec![format!(
+        "{TEST_CERT_URL}={}/{TEST_CERT_FILE}",
+        env!("CARGO_MANIFEST_DIR")
+    )];
+    s
+}
+
+fn run(label: &str, database_url: &str, batches: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let settings = settings(database_url);
+    let verifier =
+        build_verifier(&settings, &Hooks::default(), &Metrics::new(), false).expect("verifier");
+    let policy = apply_policy(&settings).expect("policy");
+    let store = runtime.block_on(async {
+        let store = Store::connect(&settings).await.expect("store");
+        store.migrate().await.expect("migrate");
+        store
+    });
+    for workload in [Workload::BounceStorm, Workload::FeedMix] {
+        for size in [1usize, 32, 128] {
+            let n = size * batches;
+            let tag = format!("apply-{label}-{workload:?}-{size}-{}", std::process::id());
+            let accepted: Vec<Accepted> = envelopes(workload, n, &tag)
+                .into_iter()
+                .map(|body| {
+                    let envelope =
+                        Envelope::parse(body.as_bytes(), Some("Notification")).expect("envelope");
+                    let verified = runtime
+                        .block_on(verifier.verify(envelope, body.as_bytes()))
+                        .expect("verifies");
+                    Accepted::new(verified, false)
+                })
+                .collect();
+            let cpu = load::server::cpu_seconds("/proc/self/stat");
+            let wall = Instant::now();
+            let mut times: Vec<Duration> = runtime.block_on(async {
+                let mut conn = store.connect_writer().await.expect("writer connection");
+                let mut times = Vec::with_capacity(batches);
+                for batch in accepted.chunks(size) {
+                    let refs: Vec<&Accepted> = batch.iter().collect();
+                    let started = Instant::now();
+                    let now = bouncer::time::Timestamp::from_datetime(
+                        time::OffsetDateTime::now_utc(),
+                    );
+                    let mut tx = conn.begin().await.expect("begin");
+                    apply_batch(&mut tx, &refs, &policy, now).await.expect("apply");
+                    tx.commit().await.expect("commit");
+                    times.push(started.elapsed());
+                }
+                times
+            });
+            let cpu = load::server::cpu_seconds("/proc/self/stat") - cpu;
+            let wall = wall.elapsed();
+            times.sort();
+            let median = times[times.len() / 2];
+            println!(
+                "{label} | {}, {size} per batch | median {:.2} ms per batch, {:.0} µs per message | p90 {:.2} ms | at most {:.0} msg/s | CPU {:.0}% of the time, {:.0} µs per message",
+                workload.name(),
+                median.as_secs_f64() * 1e3,
+                median.as_secs_f64() * 1e6 / size as f64,
+                times[times.len() * 9 / 10].as_secs_f64() * 1e3,
+                size as f64 / median.as_secs_f64(),
+                cpu * 100.0 / wall.as_secs_f64(),
+                cpu * 1e6 / n as f64,
+            );
+        }
+    }
+    runtime.block_on(store.close());
+}
+
+fn main() {
+    bouncer::outbound::install_default_provider();
+    let batches: usize = std::env::var("BENCH_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    if backends.contains("sqlite") {
+        let dir = std::env::temp_dir().join(format!("bouncer-bench-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        run(
+            "sqlite",
+            &format!("sqlite:{}", dir.join("apply.db").display()),
+            batches,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if backends.contains("postgres")
+        && let Some(pg) = ScratchPostgres::create("apply")
+    {
+        run("postgres", &pg.url, batches);
+    }
+}
