@@ -72,11 +72,12 @@ fn run(label: &str, database_url: &str, batches: usize) {
                 for batch in accepted.chunks(size) {
                     let refs: Vec<&Accepted> = batch.iter().collect();
                     let started = Instant::now();
-                    let now = bouncer::time::Timestamp::from_datetime(
-                        time::OffsetDateTime::now_utc(),
-                    );
+                    let now =
+                        bouncer::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
                     let mut tx = conn.begin().await.expect("begin");
-                    apply_batch(&mut tx, &refs, &policy, now).await.expect("apply");
+                    apply_batch(&mut tx, &refs, &policy, now)
+                        .await
+                        .expect("apply");
                     tx.commit().await.expect("commit");
                     times.push(started.elapsed());
                 }

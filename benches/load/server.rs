@@ -48,7 +48,10 @@ impl Server {
         }
         // BENCH_SERVER_ENV="HTTP_WORKERS=1,WRITE_BATCH_MAX=256": settings to
         // compare side by side.
-        for pair in std::env::var("BENCH_SERVER_ENV").unwrap_or_default().split(',') {
+        for pair in std::env::var("BENCH_SERVER_ENV")
+            .unwrap_or_default()
+            .split(',')
+        {
             if let Some((key, value)) = pair.split_once('=') {
                 cmd.env(key.trim(), value.trim());
             }

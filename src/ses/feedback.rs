@@ -256,7 +256,11 @@ fn time_or(text: Option<&str>, fallback: Option<Timestamp>) -> Result<Timestamp,
         .ok_or_else(|| "no usable timestamp".into())
 }
 
-fn parse_event(top: &Top<'_>, format: Format, event_type: &str) -> Result<Vec<FeedbackEvent>, String> {
+fn parse_event(
+    top: &Top<'_>,
+    format: Format,
+    event_type: &str,
+) -> Result<Vec<FeedbackEvent>, String> {
     let mail: Mail = field(top.mail, "mail")?;
     let ses_message_id = mail
         .message_id

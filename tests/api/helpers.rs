@@ -497,3 +497,59 @@ impl Outage {
         let _ = self.up.send(true);
     }
 }
+
+/// The database of a running app, taken away and given back: on SQLite
+/// another connection holds the write lock (a backup, a long migration); on
+/// PostgreSQL the app's connections go through an [`Outage`] forwarder that
+/// is cut.
+pub struct Away {
+    outage: Arc<Outage>,
+    lock: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+}
+
+/// Starts an app whose PostgreSQL connections (if any) go through a
+/// forwarder, so that [`take_database_away`] can cut them.
+pub async fn spawn_app_behind_forwarder(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings, &mut Hooks),
+) -> (TestApp, Arc<Outage>) {
+    let outage = Arc::new(Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await);
+    let port = outage.port;
+    let app = spawn_app_with(backend, move |s, hooks| {
+        s.database_url = s
+            .database_url
+            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+        configure(s, hooks);
+    })
+    .await;
+    (app, outage)
+}
+
+pub async fn take_database_away(app: &TestApp, outage: &Arc<Outage>) -> Away {
+    let lock = match &app.db.pool {
+        Pool::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.expect("connection");
+            conn.execute("BEGIN EXCLUSIVE").await.expect("write lock");
+            Some(conn)
+        }
+        Pool::Postgres(_) => {
+            outage.cut();
+            None
+        }
+    };
+    Away {
+        outage: outage.clone(),
+        lock,
+    }
+}
+
+impl Away {
+    pub async fn give_back(mut self) {
+        match self.lock.as_mut() {
+            Some(conn) => {
+                conn.execute("ROLLBACK").await.expect("release");
+            }
+            None => self.outage.restore(),
+        }
+    }
+}

@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Executor;
-
 use crate::helpers::{
-    Backend, Outage, Pool, TestApp, assert_status, eventually, spawn_app_with, spooled_bytes,
+    Backend, TestApp, assert_status, eventually, spawn_app_behind_forwarder, spooled_bytes,
+    take_database_away,
 };
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
@@ -26,18 +25,12 @@ fn signed(n: usize, tag: &str) -> Vec<Msg> {
 }
 
 async fn intake_while_the_database_is_down_does_not_wait_for_its_time_outs(backend: Backend) {
-    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
-    let port = outage.port;
-    let is_sqlite = matches!(backend, Backend::Sqlite);
-    let app = spawn_app_with(backend, move |s, _| {
+    let (app, outage) = spawn_app_behind_forwarder(backend, |s, _| {
         // The time-outs a request must never wait for once the outage is
         // known.
         s.database_acquire_timeout_ms = 3000;
         s.sqlite_busy_timeout_ms = 3000;
         s.database_write_timeout_ms = 5000;
-        s.database_url = s
-            .database_url
-            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
     })
     .await;
     assert_status(
@@ -45,19 +38,7 @@ async fn intake_while_the_database_is_down_does_not_wait_for_its_time_outs(backe
         200,
         "stored",
     );
-    // SQLite: another process holds the write lock; PostgreSQL: the server
-    // is cut off.
-    let mut lock = match &app.db.pool {
-        Pool::Sqlite(pool) if is_sqlite => {
-            let mut conn = pool.acquire().await.expect("connection");
-            conn.execute("BEGIN EXCLUSIVE").await.expect("write lock");
-            Some(conn)
-        }
-        _ => {
-            outage.cut();
-            None
-        }
-    };
+    let away = take_database_away(&app, &outage).await;
     // The first message finds the outage (on SQLite after the busy
     // time-out) and is kept in the spool.
     let first = signed(1, "finds the outage");
@@ -77,13 +58,7 @@ async fn intake_while_the_database_is_down_does_not_wait_for_its_time_outs(backe
     );
     assert!(spooled_bytes(&app.settings.spool_path) > 0);
 
-    match lock.as_mut() {
-        Some(conn) => {
-            conn.execute("ROLLBACK").await.expect("release");
-        }
-        None => outage.restore(),
-    }
-    drop(lock);
+    away.give_back().await;
     for msg in first.iter().chain(&during) {
         let id = msg.id();
         eventually("spooled messages reach the database", || async {
@@ -108,39 +83,15 @@ async fn intake_while_the_database_is_down_does_not_wait_for_its_time_outs(backe
 /// Messages keep arriving while the spool drains: it empties all the same,
 /// and every message is stored once.
 async fn the_spool_empties_while_messages_keep_arriving(backend: Backend) {
-    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
-    let port = outage.port;
-    let is_sqlite = matches!(backend, Backend::Sqlite);
-    let app = spawn_app_with(backend, move |s, _| {
-        s.database_url = s
-            .database_url
-            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
-    })
-    .await;
-    let mut lock = match &app.db.pool {
-        Pool::Sqlite(pool) if is_sqlite => {
-            let mut conn = pool.acquire().await.expect("connection");
-            conn.execute("BEGIN EXCLUSIVE").await.expect("write lock");
-            Some(conn)
-        }
-        _ => {
-            outage.cut();
-            None
-        }
-    };
+    let (app, outage) = spawn_app_behind_forwarder(backend, |_, _| {}).await;
+    let away = take_database_away(&app, &outage).await;
     let spooled = signed(200, "spooled");
     for chunk in spooled.chunks(50) {
         for answer in post_all(&app, chunk).await.0 {
             assert_status(&answer, 202, "spooled");
         }
     }
-    match lock.as_mut() {
-        Some(conn) => {
-            conn.execute("ROLLBACK").await.expect("release");
-        }
-        None => outage.restore(),
-    }
-    drop(lock);
+    away.give_back().await;
     // Steady traffic while the drain works.
     let steady = signed(200, "steady");
     for chunk in steady.chunks(20) {
