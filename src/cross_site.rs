@@ -12,7 +12,7 @@
 //!   nothing else. Requests without these headers (curl, SDKs, the CLI)
 //!   are not from a browser page and pass.
 //! - With no `API_TOKENS` (loopback mode), every request must name a
-//!   loopback host (`localhost`, `127.0.0.1`, `[::1]`) in `Host`: a page
+//!   loopback host (`localhost`, `*.localhost`, a loopback IP) in `Host`: a page
 //!   whose DNS name was rebound to 127.0.0.1 would otherwise be the
 //!   listener's own origin in the browser's eyes, able to read and change.
 

@@ -180,7 +180,7 @@ pub enum ApiError {
     #[error("refused as a cross-site request: {0}")]
     CrossSite(String),
     #[error(
-        "Host `{0}` is not a loopback name: with no API_TOKENS the admin listener answers only requests sent to localhost, 127.0.0.1 or [::1]"
+        "Host `{0}` is not a loopback name: with no API_TOKENS the admin listener answers only requests sent to localhost (or a name under .localhost) or a loopback IP address"
     )]
     HostNotLoopback(String),
     #[error("the database is unavailable now; try again later")]
