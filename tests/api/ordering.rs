@@ -12,8 +12,8 @@ use sqlx::{Connection, Executor};
 use crate::feedback::{delivery, is_suppressed};
 use crate::guard::{deliveries, hard_bounces};
 use crate::helpers::{
-    Backend, Outage, Pool, TempDir, assert_status, eventually, spawn_app_with, spooled_bytes,
-    start, test_settings,
+    Backend, Pool, TempDir, assert_status, eventually, spawn_app_behind_forwarder, spawn_app_with,
+    spooled_bytes, start, take_database_away, test_settings,
 };
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC, unique_id};
@@ -39,15 +39,7 @@ fn iso(t: time::OffsetDateTime) -> String {
 /// A delivery that arrived before a soft bounce, in the same batch, resets
 /// the streak before the bounce counts (so the address is not suppressed).
 async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Backend) {
-    let outage = Outage::forward_to("127.0.0.1:5432".parse().expect("addr")).await;
-    let port = outage.port;
-    let is_sqlite = matches!(backend, Backend::Sqlite);
-    let app = spawn_app_with(backend, move |s, _| {
-        s.database_url = s
-            .database_url
-            .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
-    })
-    .await;
+    let (app, outage) = spawn_app_behind_forwarder(backend, |_, _| {}).await;
     let who = "streak@example.com";
     let now = time::OffsetDateTime::now_utc();
     for minutes in [40, 30] {
@@ -56,28 +48,12 @@ async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Back
     }
     // The next two wait in the spool, so the drain applies them in one
     // batch, in the order they arrived.
-    let mut lock = match &app.db.pool {
-        Pool::Sqlite(pool) if is_sqlite => {
-            let mut conn = pool.acquire().await.expect("connection");
-            conn.execute("BEGIN EXCLUSIVE").await.expect("lock");
-            Some(conn)
-        }
-        _ => {
-            outage.cut();
-            None
-        }
-    };
+    let away = take_database_away(&app, &outage).await;
     let delivered = delivery(who, &iso(now - time::Duration::minutes(20)));
     let bounced = soft_bounce(who, &iso(now - time::Duration::minutes(10)));
     assert_status(&app.post(&delivered).await, 202, "spooled");
     assert_status(&app.post(&bounced).await, 202, "spooled");
-    match lock.as_mut() {
-        Some(conn) => {
-            conn.execute("ROLLBACK").await.expect("release");
-        }
-        None => outage.restore(),
-    }
-    drop(lock);
+    away.give_back().await;
     eventually("the spool is applied", || async {
         spooled_bytes(&app.settings.spool_path) == 0 && app.db.total_messages().await == 4
     })
@@ -186,6 +162,77 @@ async fn two_replicas_crossing_the_turn_of_the_hour_pause_together() {
         .await
         .expect("alerts");
     assert_eq!(pauses, 1);
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// Two replicas given the same messages at once, one in the order sent and
+/// the other in reverse, their batches released together: every message is
+/// stored once, and both lock in key order, so PostgreSQL never has a
+/// deadlock to break (no batch retried on either replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let dir2 = Arc::new(TempDir::new());
+    let settings2 = test_settings(&app.db.url, dir2.path());
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    let Pool::Postgres(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    let mut stored = 0;
+    for _round in 0..4 {
+        let msgs: Vec<Msg> = (0..64).map(|_| hard_bounces(1)).collect();
+        // Hold inserts into sns_messages until both writers wait with
+        // their batches, then let them go at once.
+        let mut dba = sqlx::PgConnection::connect(&app.db.url)
+            .await
+            .expect("connect");
+        dba.execute("BEGIN").await.expect("begin");
+        dba.execute("LOCK TABLE sns_messages IN SHARE MODE")
+            .await
+            .expect("lock");
+        let in_order = futures_util::future::join_all(msgs.iter().map(|m| app.post(m)));
+        let reversed = futures_util::future::join_all(msgs.iter().rev().map(|m| replica.post(m)));
+        let posts = futures_util::future::join(in_order, reversed);
+        let release = async {
+            eventually("both writers wait with a batch", || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND application_name = 'bouncer-writer' AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(pool)
+                .await
+                .expect("activity");
+                waiting == 2
+            })
+            .await;
+            // The rest of each round queues up behind the first batch.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            dba.execute("COMMIT").await.expect("release");
+        };
+        let ((first, second), ()) = futures_util::future::join(posts, release).await;
+        for (status, body) in first.iter().chain(&second) {
+            assert_eq!(*status, 200, "{body}");
+            match body["status"].as_str() {
+                Some("stored") => stored += 1,
+                Some("duplicate") => {}
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+    }
+    assert_eq!(stored, 256, "each message stored by exactly one replica");
+    assert_eq!(app.db.total_messages().await, 256);
+    assert_eq!(
+        (
+            crate::pg_faults::retries_metric(&app).await,
+            crate::pg_faults::retries_metric(&replica).await
+        ),
+        (0.0, 0.0),
+        "no batch lost a deadlock"
+    );
     replica.stop().await;
     app.stop().await;
 }

@@ -70,7 +70,7 @@ async fn alter_database(app: &TestApp, setting: &str) {
     .expect("ALTER DATABASE");
 }
 
-async fn retries_metric(app: &TestApp) -> f64 {
+pub async fn retries_metric(app: &TestApp) -> f64 {
     let (_, metrics) = app.admin_get("/metrics").await;
     metrics
         .as_str()
