@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
+COPY assets assets
 COPY benches benches
 COPY examples examples
 COPY tests tests

@@ -90,7 +90,8 @@ pub async fn alerts_test(settings: &Settings) -> anyhow::Result<ExitCode> {
         eprintln!(
             "no alert channel is configured: set ALERT_WEBHOOK_URL, or SMTP_HOST, SMTP_FROM_EMAIL and ALERT_EMAILS"
         );
-        return Ok(ExitCode::FAILURE);
+        // A missing setting is an error (2), not a channel that failed (1).
+        return Ok(ExitCode::from(2));
     }
     let alert = crate::store::alerts::Alert {
         id: 0,

@@ -16,23 +16,27 @@ pub struct Settings {
     pub database_url: String,
 
     /// Largest number of database connections this process opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub database_max_connections: u32,
 
     /// How long a request waits for a free database connection before the
     /// database counts as unavailable (and the message is spooled).
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub database_acquire_timeout_ms: u64,
 
     /// Longest a batch of writes may take (PostgreSQL: also each statement's
     /// and lock wait's limit) before the database counts as down and the
     /// messages go to the spool instead.
-    #[arg(long, env = "DATABASE_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "DATABASE_WRITE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub database_write_timeout_ms: u64,
 
     /// How long a SQLite write waits for a lock held by another process
     /// before the message goes to the spool instead.
-    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub sqlite_busy_timeout_ms: u64,
 
     /// Address and port of the public listener: `POST /sns` (SNS must reach
@@ -40,7 +44,7 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: String,
 
-    /// Address and port of the admin listener: `/v1` and `/metrics`. On any
+    /// Address and port of the admin listener: the page for people, `/v1` and `/metrics`. On any
     /// address other than loopback it requires API_TOKENS (start-up refuses
     /// without them).
     #[arg(long, env = "ADMIN_LISTEN_ADDR", default_value = "127.0.0.1:8081")]
@@ -65,15 +69,18 @@ pub struct Settings {
     pub sns_require_signature_v2: bool,
 
     /// Largest accepted request body on POST /sns, in bytes (413 above).
-    #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024)]
+    #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=16 * 1024 * 1024))]
     pub sns_max_body_bytes: usize,
 
     /// Oldest accepted message, by its signed Timestamp, in seconds.
-    #[arg(long, env = "SNS_MAX_AGE_SECS", default_value_t = 7200)]
+    #[arg(long, env = "SNS_MAX_AGE_SECS", default_value_t = 7200,
+          value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
     pub sns_max_age_secs: u64,
 
     /// How far in the future a message's Timestamp may be, in seconds.
-    #[arg(long, env = "SNS_MAX_FUTURE_SECS", default_value_t = 300)]
+    #[arg(long, env = "SNS_MAX_FUTURE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub sns_max_future_secs: u64,
 
     /// Pinned signing certificates, comma-separated `URL=PEM_FILE` pairs; a
@@ -93,25 +100,30 @@ pub struct Settings {
     pub sns_api_endpoint: Option<String>,
 
     /// Time limit for fetching a signing certificate, in milliseconds.
-    #[arg(long, env = "SNS_CERT_FETCH_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(long, env = "SNS_CERT_FETCH_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub sns_cert_fetch_timeout_ms: u64,
 
     /// Largest signing certificate accepted from the network, in bytes.
-    #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1024 * 1024))]
     pub sns_cert_max_bytes: usize,
 
     /// How many fetched signing certificates are kept in memory.
-    #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32)]
+    #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub sns_cert_cache_size: usize,
 
     /// Soft bounces (transient or undetermined, not blaming the content)
     /// that suppress an address when they fall within SOFT_BOUNCE_WINDOW_DAYS.
-    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3)]
+    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub soft_bounce_limit: u32,
 
     /// The window, in days from the first soft bounce of a streak; a delivery
     /// resets the count.
-    #[arg(long, env = "SOFT_BOUNCE_WINDOW_DAYS", default_value_t = 14)]
+    #[arg(long, env = "SOFT_BOUNCE_WINDOW_DAYS", default_value_t = 14,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub soft_bounce_window_days: u32,
 
     /// Admin bearer tokens, comma-separated `name:token` pairs (the name is
@@ -128,16 +140,19 @@ pub struct Settings {
 
     /// The rate window: the most recent sends counted (like SES's
     /// representative volume).
-    #[arg(long, env = "GUARD_WINDOW_SENDS", default_value_t = 10_000)]
+    #[arg(long, env = "GUARD_WINDOW_SENDS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub guard_window_sends: i64,
 
     /// ...bounded by this age, in days: older events never count.
-    #[arg(long, env = "GUARD_MAX_AGE_DAYS", default_value_t = 30)]
+    #[arg(long, env = "GUARD_MAX_AGE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub guard_max_age_days: u32,
 
     /// Fewer sends than this in the window: the guard neither warns nor
     /// pauses.
-    #[arg(long, env = "GUARD_MIN_VOLUME", default_value_t = 1000)]
+    #[arg(long, env = "GUARD_MIN_VOLUME", default_value_t = 1000,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub guard_min_volume: i64,
 
     /// Pause sending when the bounce rate is above this percentage.
@@ -195,7 +210,8 @@ pub struct Settings {
 
     /// First retry delay for a failed alert delivery, in milliseconds; it
     /// doubles per attempt up to an hour.
-    #[arg(long, env = "ALERT_RETRY_MIN_MS", default_value_t = 5000)]
+    #[arg(long, env = "ALERT_RETRY_MIN_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub alert_retry_min_ms: u64,
 
     /// Act at SES on every pause and resume (automatic or by hand): `off`,
@@ -236,11 +252,13 @@ pub struct Settings {
 
     /// First retry delay of a failed call to SES, in milliseconds; it
     /// doubles per attempt up to 5 minutes.
-    #[arg(long, env = "SES_RETRY_MIN_MS", default_value_t = 1000)]
+    #[arg(long, env = "SES_RETRY_MIN_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub ses_retry_min_ms: u64,
 
     /// How often the SES worker looks for work, in milliseconds.
-    #[arg(long, env = "SES_POLL_MS", default_value_t = 1000)]
+    #[arg(long, env = "SES_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub ses_poll_ms: u64,
 
     /// Days SNS messages, SES events and alerts are kept (never less than
@@ -255,26 +273,31 @@ pub struct Settings {
     pub spool_path: PathBuf,
 
     /// Most SNS messages committed together in one transaction.
-    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512)]
+    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub write_batch_max: usize,
 
     /// Longest time a client may take to send a request body after its
     /// headers (a stalled body is answered 408 and its connection closed).
-    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub http_body_timeout_ms: u64,
 
     /// Most connections served at once; more wait in the listen backlog.
     /// Kept below the process's file descriptor limit, which `serve` raises
     /// to its hard limit.
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub http_max_connections: usize,
 
     /// HTTP worker threads (0: one per CPU).
-    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=512))]
     pub http_workers: usize,
 
     /// Seconds in-flight requests get to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
 
     /// Log filter: a level (`trace`, `debug`, `info`, `warn`, `error`,

@@ -175,7 +175,7 @@ pub enum ApiError {
     TooManyAddresses { limit: usize, got: usize },
     #[error("{0} is not on the suppression list")]
     NotSuppressed(String),
-    #[error("a removal needs `by` (who) and `reason` (why)")]
+    #[error("a removal, a pause and a resume need `reason` (why); `by` (who) is recorded with it")]
     ReasonRequired,
     #[error("refused as a cross-site request: {0}")]
     CrossSite(String),

@@ -48,6 +48,17 @@ impl DbError {
         }
     }
 
+    /// A failure to get a connection at all: whatever the server said
+    /// ("not currently accepting connections", "does not exist", a role it
+    /// refuses), no message's content was involved, so the database counts
+    /// as unavailable and messages wait in the spool.
+    pub fn connecting(source: sqlx::Error) -> DbError {
+        DbError {
+            kind: DbErrorKind::Unavailable,
+            source,
+        }
+    }
+
     pub fn source_error(&self) -> &sqlx::Error {
         &self.source
     }
@@ -142,6 +153,8 @@ pub fn describe(e: &sqlx::Error) -> String {
         }
         sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
         sqlx::Error::PoolTimedOut => "no connection became free in time".into(),
+        // Our own time-outs travel as protocol errors: their text is ours.
+        sqlx::Error::Protocol(text) => text.clone(),
         other => other.to_string(),
     }
 }
@@ -159,6 +172,11 @@ fn postgres(code: &str) -> DbErrorKind {
         (_, "55P03") => Unavailable,
         // Object in use.
         (_, "55006") => Transient,
+        // Object not in prerequisite state (a database not accepting
+        // connections), a database that does not exist (renamed, dropped),
+        // a missing schema, a role refused: the operator must act, and the
+        // messages wait for it.
+        ("55" | "3D" | "3F" | "28", _) => Unavailable,
         // The schema is not migrated yet (the writer migrates first).
         (_, "42P01" | "42703") => Unavailable,
         // Permission denied: the operator must grant it; nothing in the
@@ -208,7 +226,8 @@ mod tests {
             assert_eq!(postgres(code), DbErrorKind::Content, "{code}");
         }
         for code in [
-            "25006", "57P01", "57014", "08006", "53100", "55P03", "42501",
+            "25006", "57P01", "57014", "08006", "53100", "55P03", "42501", "55000", "3D000",
+            "28P01",
         ] {
             assert_eq!(postgres(code), DbErrorKind::Unavailable, "{code}");
         }

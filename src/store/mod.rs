@@ -129,8 +129,8 @@ impl Store {
     /// transaction on it does not commit.
     pub async fn conn(&self) -> DbResult<Conn> {
         Ok(match &self.db {
-            Db::Sqlite(pool) => Conn::from(pool.acquire().await?),
-            Db::Postgres(pool) => Conn::from(pool.acquire().await?),
+            Db::Sqlite(pool) => Conn::from(pool.acquire().await.map_err(DbError::connecting)?),
+            Db::Postgres(pool) => Conn::from(pool.acquire().await.map_err(DbError::connecting)?),
         })
     }
 
@@ -145,7 +145,7 @@ impl Store {
             })
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => result.map_err(DbError::connecting),
             Err(_) => Err(DbError::unavailable(format!(
                 "no connection to the {} within {} ms",
                 self.location,

@@ -64,3 +64,13 @@ on_both_databases!(
     a_pause_from_the_cli_is_alerted_by_the_running_service,
     status_counts_since_the_start_then_since_the_resume,
 );
+
+/// `alerts test` with no channel configured is a setting missing (exit 2),
+/// not a channel that failed (exit 1), and says which settings to set.
+#[test]
+fn alerts_test_without_a_channel_is_an_error_naming_the_settings() {
+    let dir = TempDir::new();
+    let ran = run(bouncer(dir.path()).args(["alerts", "test"]));
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(ran.stderr.contains("ALERT_WEBHOOK_URL"), "{ran}");
+}

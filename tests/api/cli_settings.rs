@@ -108,6 +108,29 @@ fn an_invalid_log_level_is_refused_naming_it() {
     }
 }
 
+/// Numbers that cannot work are refused by name, never by a library's panic
+/// (actix refuses more than 512 workers; SQLite's busy time-out is a C int)
+/// nor silently bent (a body limit of 0 refuses every message).
+#[test]
+fn numbers_that_cannot_work_are_refused_by_name() {
+    let dir = TempDir::new();
+    for (var, value) in [
+        ("HTTP_WORKERS", "513"),
+        ("SQLITE_BUSY_TIMEOUT_MS", "99999999999"),
+        ("SNS_MAX_BODY_BYTES", "0"),
+        ("GUARD_WINDOW_SENDS", "0"),
+        ("SOFT_BOUNCE_LIMIT", "0"),
+        ("WRITE_BATCH_MAX", "0"),
+        ("DATABASE_MAX_CONNECTIONS", "0"),
+    ] {
+        let ran = run(bouncer(dir.path()).env(var, value).arg("serve"));
+        refuses(&ran, var);
+        assert!(ran.stderr.contains(value), "{var}: {ran}");
+        assert!(!ran.stderr.contains("panicked"), "{var}: {ran}");
+    }
+    assert!(!dir.path().join("bouncer.db").exists());
+}
+
 #[test]
 fn each_subcommand_help_is_short_and_points_to_the_settings() {
     let dir = TempDir::new();

@@ -123,6 +123,35 @@ async fn a_read_only_standby_after_a_fail_over_spools_until_writes_are_taken_aga
     app.stop().await;
 }
 
+/// A database that refuses new connections (`ALLOW_CONNECTIONS false`, as
+/// before maintenance) is an outage, not the messages' fault: they wait in
+/// the spool, none is set aside, and the API says 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refusing_connections_spools_and_sets_nothing_aside() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    alter_database(&app, "ALLOW_CONNECTIONS false").await;
+    terminate_bouncer_sessions(&app).await;
+    let during = messages(8, "refusing");
+    for msg in &during {
+        assert_status(&app.post(msg).await, 202, "spooled");
+    }
+    // The drain has tried them against the refusing database by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.get("/readyz").await.0, 503);
+    let (status, body) = app.admin_get("/v1/sending").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("database_unavailable"))
+    );
+    assert!(!app.settings.spool_path.join("set-aside.jsonl").exists());
+    alter_database(&app, "ALLOW_CONNECTIONS true").await;
+    all_stored_once(&app, &during).await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrators_shutdown_of_the_connection_loses_nothing() {
     let Some(backend) = postgres().await else {

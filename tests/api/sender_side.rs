@@ -107,6 +107,73 @@ async fn the_readme_python_check_works_on_sqlite() {
     app.stop().await;
 }
 
+/// The README's PostgreSQL functions, through psycopg as a sender would run
+/// them (`.ci/run` installs it; outside CI a missing psycopg skips).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_check_works_on_postgres() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let has_psycopg = Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_psycopg {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "psycopg is missing under CI: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: python3 has no psycopg (pip install \"psycopg[binary]\")");
+        return;
+    }
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "jane@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
+    let script = format!(
+        "{}\nimport sys\nprint(is_suppressed_postgres(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_postgres(sys.argv[1], 'john@example.com'), may_send_postgres(sys.argv[1], 'john@example.com'), may_send_postgres(sys.argv[1], 'jane@example.com'))\n",
+        readme_block("<!-- sender-python -->")
+    );
+    let run = || {
+        Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .arg(&app.db.url)
+            .output()
+            .expect("python3 runs")
+    };
+    let output = run();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "True False True False"
+    );
+    // Paused: nobody may be sent to.
+    let response = app
+        .client
+        .put(format!("{}/v1/sending", app.admin_address))
+        .header("content-type", "application/json")
+        .body(r#"{"state":"paused","by":"ops","reason":"test"}"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    let output = run();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "True False False False"
+    );
+    app.stop().await;
+}
+
 fn cli(app: &TestApp, dir: &TempDir, args: &[&str]) -> (bool, String) {
     let output = bouncer(dir.path())
         .env("DATABASE_URL", &app.db.url)
