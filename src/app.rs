@@ -467,7 +467,15 @@ fn spawn_pruner(
             }
             wait = Duration::from_secs(3600);
             match retention.prune(&store, clock.now()).await {
-                Ok(pruned) => tracing::info!(?pruned, "pruned old rows"),
+                Ok(p) => tracing::info!(
+                    sns_messages = p.sns_messages,
+                    feedback_events = p.feedback_events,
+                    rate_volume = p.rate_volume,
+                    rate_buckets = p.rate_buckets,
+                    alerts = p.alerts,
+                    ses_pushes = p.ses_pushes,
+                    "pruned old rows"
+                ),
                 Err(e) => tracing::warn!(error = %e, "pruning failed; trying again in an hour"),
             }
         }

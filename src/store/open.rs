@@ -139,7 +139,8 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         .map_err(|e| anyhow!("DATABASE_URL `{url}` is not a SQLite URL: {e}"))?
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
+        .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms))
+        .log_slow_statements(log::LevelFilter::Off, Duration::ZERO);
     let path = absolute(options.get_filename());
     let location = format!("SQLite database {}", path.display());
     // WAL with `synchronous=FULL` makes every commit durable before its
@@ -186,7 +187,10 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
     // pg_stat_activity (the writer's from the rest).
     let options = PgConnectOptions::from_str(&settings.database_url)
         .map_err(|e| anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?
-        .application_name("bouncer");
+        .application_name("bouncer")
+        // sqlx's slow-statement warning spans lines (it quotes the SQL);
+        // slow writes show in bouncer_write_batch_seconds instead.
+        .log_slow_statements(log::LevelFilter::Off, Duration::ZERO);
     let location = format!(
         "PostgreSQL database `{}` on {}:{}",
         options.get_database().unwrap_or("postgres"),
