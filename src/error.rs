@@ -183,6 +183,8 @@ pub enum ApiError {
         "Host `{0}` is not a loopback name: with no API_TOKENS the admin listener answers only requests sent to localhost (or a name under .localhost) or a loopback IP address"
     )]
     HostNotLoopback(String),
+    #[error("no such path on this listener: {0}")]
+    NoSuchPath(String),
     #[error("the database is unavailable now; try again later")]
     DatabaseUnavailable,
     #[error("internal error; the server's log has the details")]
@@ -200,6 +202,7 @@ impl ApiError {
             ApiError::ReasonRequired => "reason_required",
             ApiError::CrossSite(_) => "cross_site_request",
             ApiError::HostNotLoopback(_) => "host_not_loopback",
+            ApiError::NoSuchPath(_) => "not_found",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::Internal => "internal_error",
         }
@@ -230,7 +233,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidAddress(_)
             | ApiError::TooManyAddresses { .. }
             | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
-            ApiError::NotSuppressed(_) => StatusCode::NOT_FOUND,
+            ApiError::NotSuppressed(_) | ApiError::NoSuchPath(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
             ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,

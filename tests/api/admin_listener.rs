@@ -50,9 +50,24 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
     assert_eq!(app.get("/readyz").await.0, 200);
     // The admin listener serves its own paths only.
     for (method, path) in [(Method::POST, "/sns"), (Method::GET, "/healthz")] {
-        let (status, _) = request(&app, method, &app.admin_address, path, Some(&bearer)).await;
+        let (status, body) = request(&app, method, &app.admin_address, path, Some(&bearer)).await;
         assert_eq!(status, 404, "{path} on the admin listener");
+        assert_eq!(body["error"], "not_found", "{body}");
     }
+    // A 404 is JSON like every other refusal, naming what was asked.
+    let (status, body) = request(&app, Method::GET, &app.address, "/sns", None).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &"not_found".into()),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("GET /sns"),
+        "{body}"
+    );
     let (status, sending) = request(
         &app,
         Method::GET,
