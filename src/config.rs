@@ -23,14 +23,14 @@ pub struct Settings {
     /// How long a request waits for a free database connection before the
     /// database counts as unavailable (and the message is spooled).
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub database_acquire_timeout_ms: u64,
 
     /// Longest a batch of writes may take (PostgreSQL: also each statement's
     /// and lock wait's limit) before the database counts as down and the
     /// messages go to the spool instead.
     #[arg(long, env = "DATABASE_WRITE_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub database_write_timeout_ms: u64,
 
     /// How long a SQLite write waits for a lock held by another process
@@ -70,7 +70,7 @@ pub struct Settings {
 
     /// Largest accepted request body on POST /sns, in bytes (413 above).
     #[arg(long, env = "SNS_MAX_BODY_BYTES", default_value_t = 512 * 1024,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=16 * 1024 * 1024))]
+          value_parser = sized(1024..=16 * 1024 * 1024))]
     pub sns_max_body_bytes: usize,
 
     /// Oldest accepted message, by its signed Timestamp, in seconds.
@@ -101,17 +101,17 @@ pub struct Settings {
 
     /// Time limit for fetching a signing certificate, in milliseconds.
     #[arg(long, env = "SNS_CERT_FETCH_TIMEOUT_MS", default_value_t = 3000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub sns_cert_fetch_timeout_ms: u64,
 
     /// Largest signing certificate accepted from the network, in bytes.
     #[arg(long, env = "SNS_CERT_MAX_BYTES", default_value_t = 16 * 1024,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=1024 * 1024))]
+          value_parser = sized(1024..=1024 * 1024))]
     pub sns_cert_max_bytes: usize,
 
     /// How many fetched signing certificates are kept in memory.
     #[arg(long, env = "SNS_CERT_CACHE_SIZE", default_value_t = 32,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+          value_parser = sized(1..=100_000))]
     pub sns_cert_cache_size: usize,
 
     /// Soft bounces (transient or undetermined, not blaming the content)
@@ -211,7 +211,7 @@ pub struct Settings {
     /// First retry delay for a failed alert delivery, in milliseconds; it
     /// doubles per attempt up to an hour.
     #[arg(long, env = "ALERT_RETRY_MIN_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub alert_retry_min_ms: u64,
 
     /// Act at SES on every pause and resume (automatic or by hand): `off`,
@@ -253,12 +253,12 @@ pub struct Settings {
     /// First retry delay of a failed call to SES, in milliseconds; it
     /// doubles per attempt up to 5 minutes.
     #[arg(long, env = "SES_RETRY_MIN_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub ses_retry_min_ms: u64,
 
     /// How often the SES worker looks for work, in milliseconds.
     #[arg(long, env = "SES_POLL_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub ses_poll_ms: u64,
 
     /// Days SNS messages, SES events and alerts are kept (never less than
@@ -274,25 +274,25 @@ pub struct Settings {
 
     /// Most SNS messages committed together in one transaction.
     #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 512,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+          value_parser = sized(1..=10_000))]
     pub write_batch_max: usize,
 
     /// Longest time a client may take to send a request body after its
     /// headers (a stalled body is answered 408 and its connection closed).
     #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+          value_parser = millis())]
     pub http_body_timeout_ms: u64,
 
     /// Most connections served at once; more wait in the listen backlog.
     /// Kept below the process's file descriptor limit, which `serve` raises
     /// to its hard limit.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = sized(1..=1_000_000))]
     pub http_max_connections: usize,
 
     /// HTTP worker threads (0: one per CPU).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=512))]
+          value_parser = sized(0..=512))]
     pub http_workers: usize,
 
     /// Seconds in-flight requests get to finish after SIGTERM.
@@ -310,6 +310,17 @@ pub struct Settings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A time-out or interval in milliseconds: at least 1, at most a day
+/// (libraries take some of them as C ints, and none is useful longer).
+fn millis() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..=86_400_000)
+}
+
+/// A count or size within `range`, read as a `usize`.
+fn sized(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(range)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

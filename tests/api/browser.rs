@@ -304,23 +304,12 @@ impl Drop for Browser {
         // end the whole process group whatever happened.
         if !self.session.is_empty() {
             let session = self.session.clone();
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let client = reqwest::Client::new();
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        client.delete(&session).send(),
-                    )
-                    .await;
-                });
-            })
-            .join();
+            crate::helpers::cleanup_in_drop(async move {
+                let client = reqwest::Client::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), client.delete(&session).send())
+                        .await;
+            });
         }
         let group = self.driver.id() as libc::pid_t;
         // SAFETY: signals the process group this browser created; no memory

@@ -153,24 +153,14 @@ impl ReadOnlyRole {
 impl Drop for ReadOnlyRole {
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut admin) =
-                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
-                {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
-                        .await;
-                }
-            });
-        })
-        .join();
+        crate::helpers::cleanup_in_drop(async move {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+            {
+                let _ = admin
+                    .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
+                    .await;
+            }
+        });
     }
 }
 

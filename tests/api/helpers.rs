@@ -227,37 +227,42 @@ impl TestDb {
     }
 }
 
+/// Runs async clean-up from a `Drop` (which cannot await, and may run
+/// inside a runtime): on its own thread with a short-lived runtime, waiting
+/// for it to finish.
+pub fn cleanup_in_drop(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((server, name)) = self.drop_with.take() else {
             return;
         };
         let pool = self.pool.clone();
-        // Drop runs outside async; a short-lived runtime on its own thread
-        // removes the database so that tests leave nothing behind.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Pool::Postgres(p) = pool {
-                    p.close().await;
-                }
-                if let Ok(mut admin) =
-                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
-                {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
+        // Drop runs outside async: the database is removed on a runtime of
+        // its own, so that tests leave nothing behind.
+        cleanup_in_drop(async move {
+            if let Pool::Postgres(p) = pool {
+                p.close().await;
+            }
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+            {
+                let _ = admin
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .await;
+            }
+        });
     }
 }
 

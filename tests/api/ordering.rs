@@ -73,6 +73,22 @@ async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Back
 
 on_both_databases!(a_delivery_before_a_soft_bounce_in_one_batch_resets_first);
 
+/// Until two replicas' writers (`bouncer-writer` in pg_stat_activity) wait
+/// on a lock the test holds: then they go on together when it is released.
+async fn both_writers_wait_on_a_lock(pool: &sqlx::PgPool, what: &str) {
+    eventually(what, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'bouncer-writer' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("activity");
+        waiting == 2
+    })
+    .await;
+}
+
 /// Two replicas whose batches fall in different hours (one just before the
 /// turn, one just after) each add hard bounces that alone stay under the
 /// pause line and together pass it. Their rate checks wait for each other,
@@ -131,17 +147,7 @@ async fn two_replicas_crossing_the_turn_of_the_hour_pause_together() {
     let (first, second) = (hard_bounces(3), hard_bounces(3));
     let posts = futures_util::future::join(app.post(&first), replica.post(&second));
     let release = async {
-        eventually("both batches wait to check the rates", || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND application_name = 'bouncer-writer' AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .expect("activity");
-            waiting == 2
-        })
-        .await;
+        both_writers_wait_on_a_lock(pool, "both batches wait to check the rates").await;
         dba.execute("COMMIT").await.expect("release");
     };
     let ((a, b), ()) = futures_util::future::join(posts, release).await;
@@ -198,17 +204,7 @@ async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock()
         let reversed = futures_util::future::join_all(msgs.iter().rev().map(|m| replica.post(m)));
         let posts = futures_util::future::join(in_order, reversed);
         let release = async {
-            eventually("both writers wait with a batch", || async {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-                     AND application_name = 'bouncer-writer' AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(pool)
-                .await
-                .expect("activity");
-                waiting == 2
-            })
-            .await;
+            both_writers_wait_on_a_lock(pool, "both writers wait with a batch").await;
             // The rest of each round queues up behind the first batch.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             dba.execute("COMMIT").await.expect("release");

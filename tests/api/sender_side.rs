@@ -75,24 +75,18 @@ async fn the_readme_query_works_as_written(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_python_check_works_on_sqlite() {
-    let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
-    app.post(&bounce(
-        "Permanent",
-        "General",
-        "jane@example.com",
-        "2026-11-01T00:00:00Z",
-    ))
-    .await;
+/// Runs the README's Python block, then its `is_suppressed_<db>` and
+/// `may_send_<db>` for a bounced address written as a sender would
+/// (display name, capitals) and for one never seen; prints the four answers.
+fn readme_python(db: &str, target: &str) -> String {
     let script = format!(
-        "{}\nimport sys\nprint(is_suppressed_sqlite(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_sqlite(sys.argv[1], 'john@example.com'), may_send_sqlite(sys.argv[1], 'john@example.com'), may_send_sqlite(sys.argv[1], 'jane@example.com'))\n",
+        "{}\nimport sys\nt = sys.argv[1]\nprint(is_suppressed_{db}(t, ' \"Jane\" <JANE@example.com> '), is_suppressed_{db}(t, 'john@example.com'), may_send_{db}(t, 'john@example.com'), may_send_{db}(t, 'jane@example.com'))\n",
         readme_block("<!-- sender-python -->")
     );
     let output = Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(sqlite_path(&app))
+        .arg(target)
         .output()
         .expect("python3 runs");
     assert!(
@@ -100,8 +94,26 @@ async fn the_readme_python_check_works_on_sqlite() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+async fn jane_bounced(backend: Backend) -> TestApp {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "jane@example.com",
+        "2026-11-01T00:00:00Z",
+    ))
+    .await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_check_works_on_sqlite() {
+    let app = jane_bounced(Backend::Sqlite).await;
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        readme_python("sqlite", &sqlite_path(&app)),
         "True False True False"
     );
     app.stop().await;
@@ -126,49 +138,15 @@ async fn the_readme_python_check_works_on_postgres() {
         eprintln!("SKIPPED: python3 has no psycopg (pip install \"psycopg[binary]\")");
         return;
     }
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    app.post(&bounce(
-        "Permanent",
-        "General",
-        "jane@example.com",
-        "2026-11-01T00:00:00Z",
-    ))
-    .await;
-    let script = format!(
-        "{}\nimport sys\nprint(is_suppressed_postgres(sys.argv[1], ' \"Jane\" <JANE@example.com> '), is_suppressed_postgres(sys.argv[1], 'john@example.com'), may_send_postgres(sys.argv[1], 'john@example.com'), may_send_postgres(sys.argv[1], 'jane@example.com'))\n",
-        readme_block("<!-- sender-python -->")
-    );
-    let run = || {
-        Command::new("python3")
-            .arg("-c")
-            .arg(&script)
-            .arg(&app.db.url)
-            .output()
-            .expect("python3 runs")
-    };
-    let output = run();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let app = jane_bounced(backend).await;
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        readme_python("postgres", &app.db.url),
         "True False True False"
     );
     // Paused: nobody may be sent to.
-    let response = app
-        .client
-        .put(format!("{}/v1/sending", app.admin_address))
-        .header("content-type", "application/json")
-        .body(r#"{"state":"paused","by":"ops","reason":"test"}"#)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(response.status(), 200);
-    let output = run();
+    crate::ses_account::set_sending(&app, "paused").await;
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        readme_python("postgres", &app.db.url),
         "True False False False"
     );
     app.stop().await;
