@@ -11,6 +11,11 @@
 //! cargo bench --bench throughput
 //!   BENCH_MESSAGES=20000   messages per run
 //!   BENCH_BACKENDS=sqlite,postgres
+//!   BENCH_QUICK=1          only one connection per message (no keep-alive,
+//!                          no steady rate): for side-by-side comparisons
+//!   BENCH_FLOOR=health     the same connections to `/healthz` (HTTP alone)
+//!   BENCH_FLOOR=badsig     the same messages with a broken signature
+//!                          (HTTP, parsing and verification; nothing stored)
 
 #[path = "common/mod.rs"]
 mod common;
@@ -69,7 +74,62 @@ fn report(
     );
 }
 
+/// What the closed-loop cases send (`BENCH_FLOOR`): the messages, or what
+/// bounds their throughput from below on the same connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Messages,
+    /// `GET /healthz`: accepting, reading and answering a connection.
+    Health,
+    /// The messages with their signature broken: everything before the
+    /// writer (parsing, verification), answered 403.
+    BadSignature,
+}
+
+impl Sent {
+    fn from_env() -> Sent {
+        match std::env::var("BENCH_FLOOR").as_deref() {
+            Ok("health") => Sent::Health,
+            Ok("badsig") => Sent::BadSignature,
+            Ok(other) if !other.is_empty() => {
+                panic!("BENCH_FLOOR is health or badsig, not {other}")
+            }
+            _ => Sent::Messages,
+        }
+    }
+
+    fn request(self, addr: std::net::SocketAddr, body: &str, connections: Connections) -> Vec<u8> {
+        match self {
+            Sent::Messages => sns_request(addr, body, connections),
+            Sent::Health => format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: {}\r\n\r\n",
+                connections.header()
+            )
+            .into_bytes(),
+            Sent::BadSignature => {
+                let key = body.find("\"Signature\"").expect("a signature");
+                let value = key
+                    + body[key..].find(": \"").map_or_else(
+                        || body[key..].find(":\"").expect("a signature value") + 2,
+                        |at| at + 3,
+                    );
+                let broken = format!("{}AAAA{}", &body[..value], &body[value + 4..]);
+                sns_request(addr, &broken, connections)
+            }
+        }
+    }
+
+    fn status(self) -> u16 {
+        match self {
+            Sent::Messages | Sent::Health => 200,
+            Sent::BadSignature => 403,
+        }
+    }
+}
+
 fn run(label: &str, database_url: &str, messages: usize) {
+    let sent = Sent::from_env();
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let dir =
         std::env::temp_dir().join(format!("bouncer-bench-e2e-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -82,6 +142,9 @@ fn run(label: &str, database_url: &str, messages: usize) {
     let tag = format!("{label}{}", std::process::id());
     for workload in [Workload::BounceStorm, Workload::FeedMix] {
         for connections in [Connections::PerMessage, Connections::KeepAlive] {
+            if quick && connections == Connections::KeepAlive {
+                continue;
+            }
             let tag = format!("{tag}-{workload:?}-{connections:?}");
             eprintln!(
                 "{label}: signing {messages} messages ({})...",
@@ -89,7 +152,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
             );
             let requests: Vec<Vec<u8>> = envelopes(workload, messages, &tag)
                 .iter()
-                .map(|body| sns_request(server.addr, body, connections))
+                .map(|body| sent.request(server.addr, body, connections))
                 .collect();
             let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
             let commits = Commits::read(&server);
@@ -97,7 +160,11 @@ fn run(label: &str, database_url: &str, messages: usize) {
             let commits = Commits::read(&server).since(&commits);
             let server_cpu = server.cpu_seconds() - server_cpu;
             let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
-            assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
+            assert!(
+                outcome.all_status(&[sent.status()]),
+                "{:?}",
+                outcome.statuses
+            );
             report(
                 label,
                 &format!("{}, {}, 64 in flight", workload.name(), connections.name()),
@@ -109,15 +176,28 @@ fn run(label: &str, database_url: &str, messages: usize) {
         }
     }
 
-    // A steady 1,000 messages per second for 10 s, one connection each.
+    if !quick && sent == Sent::Messages {
+        steady_rate(label, &tag, &server, &runtime);
+    }
+    println!(
+        "{label} | server peak resident memory | {:.1} MiB",
+        server.memory_mib("VmHWM:")
+    );
+    drop(server);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A steady 1,000 messages per second for 10 s, one connection each.
+fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime::Runtime) {
     let requests: Vec<Vec<u8>> = envelopes(Workload::FeedMix, 10_000, &format!("{tag}-rate"))
         .iter()
         .map(|body| sns_request(server.addr, body, Connections::PerMessage))
         .collect();
     let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
-    let commits = Commits::read(&server);
+    let commits = Commits::read(server);
     let outcome = runtime.block_on(open_loop(server.addr, requests, 1000));
-    let commits = Commits::read(&server).since(&commits);
+    let commits = Commits::read(server).since(&commits);
     let server_cpu = server.cpu_seconds() - server_cpu;
     let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
     assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
@@ -129,13 +209,6 @@ fn run(label: &str, database_url: &str, messages: usize) {
         own_cpu,
         &commits,
     );
-    println!(
-        "{label} | server peak resident memory | {:.1} MiB",
-        server.memory_mib("VmHWM:")
-    );
-    drop(server);
-    std::thread::sleep(Duration::from_millis(200));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {

@@ -27,14 +27,19 @@ impl Connections {
             Connections::KeepAlive => "keep-alive",
         }
     }
+
+    /// The `Connection` header that asks for it.
+    pub fn header(self) -> &'static str {
+        match self {
+            Connections::PerMessage => "close",
+            Connections::KeepAlive => "keep-alive",
+        }
+    }
 }
 
 /// A POST to `/sns` as SNS sends it.
 pub fn sns_request(addr: SocketAddr, body: &str, connections: Connections) -> Vec<u8> {
-    let connection = match connections {
-        Connections::PerMessage => "close",
-        Connections::KeepAlive => "keep-alive",
-    };
+    let connection = connections.header();
     let mut out = format!(
         "POST /sns HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain; charset=UTF-8\r\n\
          x-amz-sns-message-type: Notification\r\nUser-Agent: Amazon Simple Notification Service Agent\r\n\
