@@ -10,7 +10,11 @@ the CPU goes").
     python3 benches/sqlite_floor.py /tmp/floor.db 32 6400   # batch size, messages
 """
 import json
-import sqlite3, time, sys, statistics
+import sqlite3
+import statistics
+import sys
+import time
+
 ses = {"notificationType": "Bounce", "bounce": {"feedbackId": "0100017c-" + "a" * 30, "bounceType": "Permanent", "bounceSubType": "General",
        "bouncedRecipients": [{"emailAddress": "user1@example.com", "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
        "timestamp": "2026-11-25T10:00:00.000Z", "reportingMTA": "dsn; a1-2.smtp-out.amazonses.com"},
@@ -26,17 +30,20 @@ body = json.dumps({"Type": "Notification", "MessageId": "xxx", "TopicArn": "arn:
                    "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
                    "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=arn:aws:sns:us-east-1:123456789012:ses-feedback:" + "c" * 36})
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute('pragma journal_mode=wal'); c.execute('pragma synchronous=full'); c.execute('pragma foreign_keys=on')
-B=int(sys.argv[2]); N=int(sys.argv[3])
-now='2026-12-03T10:00:00.000Z'
-times=[]; cpu0=time.process_time(); t0=time.perf_counter()
-k=0
+for pragma in ('journal_mode=wal', 'synchronous=full', 'foreign_keys=on'):
+    c.execute('pragma ' + pragma)
+B, N = int(sys.argv[2]), int(sys.argv[3])
+now = '2026-12-03T10:00:00.000Z'
+times = []
+cpu0, t0 = time.process_time(), time.perf_counter()
+k = 0
 for b in range(N//B):
     s=time.perf_counter()
     c.execute('BEGIN')
-    msgs=[]; evs=[]; sup=[]; vol=[]
+    msgs, evs, sup, vol = [], [], [], []
     for i in range(B):
-        k+=1; mid=f'm{k:09d}-{b}'; em=f'storm{k}@example.com'
+        k += 1
+        mid, em = f'm{k:09d}-{b}', f'storm{k}@example.com'
         msgs.append((mid,'Notification','arn:aws:sns:us-east-1:123456789012:ses-feedback',None,now,now,now,1,0,'applied',body.replace('xxx',mid),None))
         evs.append((f'bounce:{mid}:{em}',mid,'Bounce','notification',f'ses-{mid}',em,f'fb-{mid}','Permanent','General',None,'5.1.1','smtp; 550 5.1.1 user unknown','suppress',now,now))
         sup.append((em,'bounce','Permanent','General',None,'smtp; 550 5.1.1 user unknown',now,now,1,f'ses-{mid}',mid,'sns:arn','x'))
@@ -49,5 +56,5 @@ for b in range(N//B):
     c.execute('SELECT SUM(sends), SUM(hard_bounces) FROM rate_buckets').fetchall()
     c.execute('COMMIT')
     times.append(time.perf_counter()-s)
-el=time.perf_counter()-t0; cpu=time.process_time()-cpu0
+el, cpu = time.perf_counter() - t0, time.process_time() - cpu0
 print(f'batch {B}: median {statistics.median(times)*1e3:.2f} ms per batch, {statistics.median(times)/B*1e6:.0f} us/msg wall, CPU {cpu/(N//B*B)*1e6:.0f} us/msg, {N//B*B/el:.0f} msg/s')

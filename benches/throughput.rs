@@ -107,14 +107,11 @@ impl Sent {
             )
             .into_bytes(),
             Sent::BadSignature => {
-                let key = body.find("\"Signature\"").expect("a signature");
-                let value = key
-                    + body[key..].find(": \"").map_or_else(
-                        || body[key..].find(":\"").expect("a signature value") + 2,
-                        |at| at + 3,
-                    );
-                let broken = format!("{}AAAA{}", &body[..value], &body[value + 4..]);
-                sns_request(addr, &broken, connections)
+                let mut envelope: serde_json::Value =
+                    serde_json::from_str(body).expect("a signed envelope");
+                let signature = envelope["Signature"].as_str().expect("a signature");
+                envelope["Signature"] = format!("AAAA{}", &signature[4..]).into();
+                sns_request(addr, &envelope.to_string(), connections)
             }
         }
     }
