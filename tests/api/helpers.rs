@@ -296,15 +296,13 @@ pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
     s.http_workers = 2;
     s.log_level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
     s.sqlite_busy_timeout_ms = 200;
-    // Short, so that PostgreSQL outages fail fast; SQLite keeps the
-    // service's default, because creating a test's database file (WAL,
+    // Short on PostgreSQL, so that outages fail fast. SQLite keeps the
+    // service's default: creating a test's database file (WAL,
     // synchronous=FULL, a few fsyncs) once took over 500 ms while Chromium
     // and a dozen other tests shared the two cores and the disk.
-    s.database_acquire_timeout_ms = if db_url.starts_with("sqlite:") {
-        3000
-    } else {
-        500
-    };
+    if !db_url.starts_with("sqlite:") {
+        s.database_acquire_timeout_ms = 500;
+    }
     s.shutdown_timeout_secs = 5;
     // No test reaches AWS: confirmation tests choose their mode and stand-in.
     s.sns_confirm_mode = bouncer::sns::confirm::ConfirmMode::Off;
