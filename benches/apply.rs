@@ -1,5 +1,6 @@
 //! The writer's side alone: one batch of verified messages applied and
-//! committed in one transaction on the writer's own connection, with no
+//! committed in one transaction on the writer's own connection (on SQLite
+//! with the WAL's fsync that the service does beside the next batch), with no
 //! HTTP in front and nothing else on the cores. The time per batch, and per
 //! message, for both workloads and a few batch sizes, on SQLite and
 //! PostgreSQL: what caps the throughput when requests wait on the writer.
@@ -79,6 +80,14 @@ fn run(label: &str, database_url: &str, batches: usize) {
                         .await
                         .expect("apply");
                     tx.commit().await.expect("commit");
+                    // Durable, as the service answers only then: on SQLite
+                    // the writer's commit leaves the WAL's fsync to a thread
+                    // beside the next batch; here it is done in line.
+                    if let Some(wal) = store.writer_wal() {
+                        std::fs::File::open(wal)
+                            .and_then(|f| f.sync_data())
+                            .expect("sync the WAL");
+                    }
                     times.push(started.elapsed());
                 }
                 times

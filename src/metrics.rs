@@ -54,6 +54,7 @@ struct Inner {
     write_retries: Counter,
     batch_size: Histogram,
     batch_seconds: Histogram,
+    wal_sync_seconds: Histogram,
     latency: Histogram,
 }
 
@@ -68,6 +69,11 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Buckets for a write that waits for the disk (a commit, an fsync).
+const DISK_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -157,13 +163,17 @@ impl Metrics {
             "SNS messages per database commit",
             batch_size.clone(),
         );
-        let batch_seconds = Histogram::new([
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-        ]);
+        let batch_seconds = Histogram::new(DISK_SECONDS);
         registry.register(
             "write_batch_seconds",
             "Time to apply and commit one batch (one transaction)",
             batch_seconds.clone(),
+        );
+        let wal_sync_seconds = Histogram::new(DISK_SECONDS);
+        registry.register(
+            "wal_sync_seconds",
+            "SQLite: time to make the write-ahead log durable (one fdatasync covering every batch committed since the last; their answers wait for it)",
+            wal_sync_seconds.clone(),
         );
         let latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -203,6 +213,7 @@ impl Metrics {
                 write_retries,
                 batch_size,
                 batch_seconds,
+                wal_sync_seconds,
                 latency,
             }),
         }
@@ -291,6 +302,10 @@ impl Metrics {
 
     pub fn observe_commit(&self, seconds: f64) {
         self.inner.batch_seconds.observe(seconds);
+    }
+
+    pub fn observe_wal_sync(&self, seconds: f64) {
+        self.inner.wal_sync_seconds.observe(seconds);
     }
 
     pub fn observe_batch(&self, n: usize) {

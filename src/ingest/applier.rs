@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::accepted::{Accepted, Applied};
 use super::apply::{ApplyPolicy, apply_batch};
+use super::durable::Durability;
 use super::set_aside::{SetAside, SetAsideRecord};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -64,6 +65,7 @@ pub struct Applier {
     conn: Option<Conn>,
     migrated: bool,
     set_aside: Option<SetAside>,
+    durability: Durability,
 }
 
 impl Applier {
@@ -76,7 +78,9 @@ impl Applier {
         migrated: bool,
         set_aside: Option<SetAside>,
     ) -> Applier {
+        let durability = Durability::new(store.writer_wal(), &metrics);
         Applier {
+            durability,
             store,
             policy,
             clock,
@@ -107,6 +111,10 @@ impl Applier {
 
     /// One round trip on the writer's connection: can it write again?
     pub async fn probe(&mut self) -> DbResult<()> {
+        // After a failed sync of SQLite's log, not until a restart.
+        if let Some(why) = self.durability.failed() {
+            return Err(DbError::unavailable(why));
+        }
         let limit = self.write_timeout;
         let result = tokio::time::timeout(limit, async {
             let conn = self.connection().await?;
@@ -126,7 +134,10 @@ impl Applier {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(self.store.connect_writer().await?);
+            let conn = self.store.connect_writer().await?;
+            // Its log is opened with it, or it is not used.
+            self.durability.connected().map_err(DbError::unavailable)?;
+            self.conn = Some(conn);
         }
         self.conn
             .as_mut()
@@ -145,6 +156,10 @@ impl Applier {
     /// database is unavailable: always a suffix, in order, still waiting
     /// for their answer.
     pub async fn apply(&mut self, items: Vec<Item>) -> Vec<Item> {
+        if let Some(why) = self.durability.failed() {
+            tracing::warn!(error = %why, messages = items.len(), "not writing to the database after a failed sync of its log; restart bouncer");
+            return items;
+        }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
         let mut left: Vec<Item> = Vec::new();
         while let Some(group) = work.pop_front() {
@@ -154,10 +169,13 @@ impl Applier {
             }
             match self.commit_group(&group).await {
                 Ok(applied) => {
-                    for (item, applied) in group.into_iter().zip(applied) {
-                        self.after_commit(&item.accepted, &applied);
-                        item.answer(Ok(Written::Applied(applied)));
+                    for (item, applied) in group.iter().zip(&applied) {
+                        self.after_commit(&item.accepted, applied);
                     }
+                    // Answered once durable; the next group (or batch)
+                    // runs meanwhile.
+                    self.durability
+                        .answer(group.into_iter().zip(applied).collect());
                 }
                 Err(e) => match e.kind() {
                     DbErrorKind::Unavailable | DbErrorKind::Transient => {
@@ -184,6 +202,12 @@ impl Applier {
             }
         }
         left
+    }
+
+    /// Waits until everything this applier committed is durable (see
+    /// `durable`): the drain's spool keeps its records until then.
+    pub async fn settled(&self) -> Result<(), String> {
+        self.durability.settled().await
     }
 
     /// One transaction for the group, tried again at once on a transient
@@ -350,7 +374,12 @@ impl Applier {
             enqueue(&mut tx, &draft, now).await?;
             tx.commit().await
         }
-        .await;
+        .await
+        .map_err(|e| e.to_string());
+        let raised = match raised {
+            Ok(()) => self.durability.settled().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = raised {
             self.conn = None;
             tracing::warn!(error = %e, "cannot raise the set-aside alert; the log line above stands");

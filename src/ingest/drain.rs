@@ -117,6 +117,11 @@ async fn step(
     }
     let handled_items = items.len();
     let left = applier.apply(items).await;
+    // The spool lets go of nothing the disk does not have yet.
+    if let Err(e) = applier.settled().await {
+        tracing::error!(error = %e, "applied spooled messages are not durable; they stay in the spool");
+        return Step::Wait;
+    }
     // Everything before the first item left waiting is in (or set aside).
     let handled = match left.len() {
         0 => count,

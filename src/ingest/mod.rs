@@ -7,6 +7,8 @@
 //!   commit), Up or Down; while Down it spools without touching the
 //!   database, and `drain` probes the database on a backoff and applies
 //!   the `spool` in order;
+//! - `durable`: no answer before the disk has the message (SQLite's
+//!   writer syncs its WAL beside the next batch);
 //! - `applier`: the writer's connection, time limit and retries, and the
 //!   isolation of a message the database refuses, which goes to the
 //!   `set_aside` file instead of stopping the pipeline.
@@ -15,6 +17,7 @@ pub mod accepted;
 pub mod applier;
 pub mod apply;
 mod drain;
+mod durable;
 mod effects;
 mod fold;
 pub mod set_aside;

@@ -76,6 +76,10 @@ enum WriterOptions {
 pub struct Store {
     pub(crate) db: Db,
     writer: WriterOptions,
+    /// SQLite: the write-ahead log that the writer's commits leave to be
+    /// made durable (its connection runs at `synchronous=NORMAL`); `None`
+    /// where a commit is durable when it returns.
+    writer_wal: Option<std::path::PathBuf>,
     connect_timeout: Duration,
     /// Where the database is, for messages (no password).
     location: String,
@@ -152,6 +156,13 @@ impl Store {
                 self.connect_timeout.as_millis()
             ))),
         }
+    }
+
+    /// The file to fdatasync after a commit on [`Store::connect_writer`]'s
+    /// connection and before answering for it; `None`: the commit was
+    /// durable when it returned (PostgreSQL, `synchronous_commit` on).
+    pub fn writer_wal(&self) -> Option<&std::path::Path> {
+        self.writer_wal.as_deref()
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -143,8 +143,8 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         .log_slow_statements(log::LevelFilter::Off, Duration::ZERO);
     let path = absolute(options.get_filename());
     let location = format!("SQLite database {}", path.display());
-    // WAL with `synchronous=FULL` makes every commit durable before its
-    // 2xx. A read-only connection leaves the journal mode as it is.
+    // WAL with `synchronous=FULL` makes every commit durable before it
+    // returns (the writer's connection differs, below). A read-only connection leaves the journal mode as it is.
     let options = match access {
         Access::Create => options
             .create_if_missing(true)
@@ -174,10 +174,28 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
                 describe(&e)
             )
         })?;
+    // The writer's own connection commits at `synchronous=NORMAL`: its
+    // COMMIT writes the WAL without waiting for the disk, and the writer
+    // makes the WAL durable itself (one fdatasync for every batch committed
+    // since the last) before any of those messages is answered
+    // (`ingest::durable`), so that the next batch runs during the fsync.
+    // SQLite names the log after the resolved path of the database file.
+    let (writer, writer_wal) = match std::fs::canonicalize(&path) {
+        Ok(resolved) if access != Access::Read => {
+            let mut wal = resolved.into_os_string();
+            wal.push("-wal");
+            (
+                options.clone().synchronous(SqliteSynchronous::Normal),
+                Some(PathBuf::from(wal)),
+            )
+        }
+        _ => (options, None),
+    };
     Ok(Store {
         db: Db::Sqlite(pool),
         location,
-        writer: WriterOptions::Sqlite(options),
+        writer: WriterOptions::Sqlite(writer),
+        writer_wal,
         connect_timeout,
     })
 }
@@ -220,6 +238,7 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         db: Db::Postgres(pool),
         location,
         writer: WriterOptions::Postgres(writer),
+        writer_wal: None,
         connect_timeout,
     };
     if access != Access::Create {

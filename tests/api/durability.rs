@@ -221,7 +221,52 @@ async fn a_large_body_is_stored_byte_exact_and_compressed_with_lz4_on_postgres()
     app.stop().await;
 }
 
+/// SQLite's writer commits without waiting for the disk and syncs the log
+/// beside the next batch, which the operator sees counted (that no answer
+/// leaves before the sync covering it returns, and that a failed sync is
+/// final, is tested in `ingest::durable`). PostgreSQL's commit is the sync.
+async fn every_answer_waits_for_a_sync_of_its_batch(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let messages: Vec<Msg> = (0..40)
+        .map(|i| Msg::notification(TOPIC, &format!("sync {i}")).sign())
+        .collect();
+    let answers = futures_util::future::join_all(messages.iter().map(|m| app.post(m))).await;
+    for answer in &answers {
+        assert_status(answer, 200, "stored");
+    }
+    assert_eq!(app.db.total_messages().await, 40);
+    let (_, metrics) = app.admin_get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default();
+    let count_line = text
+        .lines()
+        .find(|l| l.starts_with("bouncer_wal_sync_seconds_count"))
+        .unwrap_or_default();
+    let syncs: f64 = count_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1.0);
+    let commits: f64 = text
+        .lines()
+        .find(|l| l.starts_with("bouncer_write_batch_seconds_count"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(-1.0);
+    if app.db.is_sqlite() {
+        // At least one sync, and never more than one per commit.
+        assert!(
+            syncs >= 1.0 && syncs <= commits,
+            "{syncs} syncs, {commits} commits\n{text}"
+        );
+    } else {
+        assert_eq!(syncs, 0.0, "{text}");
+        assert!(commits >= 1.0, "{text}");
+    }
+    app.stop().await;
+}
+
 on_both_databases!(
+    every_answer_waits_for_a_sync_of_its_batch,
     fifty_concurrent_deliveries_of_one_message_are_applied_once,
     a_database_outage_is_absorbed_by_the_spool,
 );
