@@ -374,11 +374,10 @@ impl Applier {
             enqueue(&mut tx, &draft, now).await?;
             tx.commit().await
         }
-        .await
-        .map_err(|e| e.to_string());
+        .await;
         let raised = match raised {
             Ok(()) => self.durability.settled().await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = raised {
             self.conn = None;

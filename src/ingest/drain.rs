@@ -118,7 +118,9 @@ async fn step(
     let handled_items = items.len();
     let left = applier.apply(items).await;
     // The spool lets go of nothing the disk does not have yet.
-    if let Err(e) = applier.settled().await {
+    if left.len() < handled_items
+        && let Err(e) = applier.settled().await
+    {
         tracing::error!(error = %e, "applied spooled messages are not durable; they stay in the spool");
         return Step::Wait;
     }

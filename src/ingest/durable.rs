@@ -89,11 +89,7 @@ impl Durability {
             return;
         }
         match self {
-            Durability::AtCommit => {
-                for (item, applied) in committed {
-                    item.answer(Ok(Written::Applied(applied)));
-                }
-            }
+            Durability::AtCommit => answer_all(committed, &Ok(())),
             Durability::WalSync(syncer) => match &syncer.log {
                 Some(log) => syncer.hand_over(Handover::Answers(log.clone(), committed)),
                 // Committed on no connection: cannot happen; nobody is
@@ -234,14 +230,15 @@ fn run(
     while let Ok(first) = receiver.recv() {
         let mut pending = vec![first];
         pending.extend(receiver.try_iter());
-        if failed.get().is_none() {
-            // Usually one log; two when the writer reconnected in between.
-            let mut logs: Vec<&Arc<File>> = Vec::new();
-            for log in pending.iter().filter_map(Handover::log) {
-                if !logs.iter().any(|l| Arc::ptr_eq(l, log)) {
-                    logs.push(log);
-                }
+        // Usually one log; two when the writer reconnected in between;
+        // none for a barrier before any connection was made.
+        let mut logs: Vec<&Arc<File>> = Vec::new();
+        for log in pending.iter().filter_map(Handover::log) {
+            if !logs.iter().any(|l| Arc::ptr_eq(l, log)) {
+                logs.push(log);
             }
+        }
+        if failed.get().is_none() && !logs.is_empty() {
             let started = Instant::now();
             let synced = logs.iter().try_for_each(|log| sync(log));
             metrics.observe_wal_sync(started.elapsed().as_secs_f64());
@@ -344,6 +341,31 @@ mod tests {
         (sync, on_entry, release)
     }
 
+    /// A connected durability whose syncs the test drives (see
+    /// `scripted`), its metrics, and the directory to remove.
+    struct Driven {
+        dir: PathBuf,
+        metrics: Metrics,
+        durability: Durability,
+        entered: mpsc::Receiver<()>,
+        release: mpsc::Sender<io::Result<()>>,
+    }
+
+    fn driven(name: &str) -> Driven {
+        let (dir, wal) = log_file(name);
+        let metrics = Metrics::new();
+        let (sync, entered, release) = scripted();
+        let mut durability = Durability::with_sync(Some(&wal), &metrics, sync);
+        durability.connected().unwrap();
+        Driven {
+            dir,
+            metrics,
+            durability,
+            entered,
+            release,
+        }
+    }
+
     fn still_waiting(answer: &mut Answer) -> bool {
         std::thread::sleep(Duration::from_millis(20));
         matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty))
@@ -351,11 +373,13 @@ mod tests {
 
     #[tokio::test]
     async fn no_answer_before_the_sync_that_covers_it_returns() {
-        let (dir, wal) = log_file("order");
-        let metrics = Metrics::new();
-        let (sync, entered, release) = scripted();
-        let mut durability = Durability::with_sync(Some(&wal), &metrics, sync);
-        durability.connected().unwrap();
+        let Driven {
+            dir,
+            metrics,
+            durability,
+            entered,
+            release,
+        } = driven("order");
 
         let (first, mut first_answer) = waiting_item();
         durability.answer(vec![(first, stored())]);
@@ -386,11 +410,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_sync_is_final_even_if_the_next_one_would_succeed() {
-        let (dir, wal) = log_file("final");
-        let metrics = Metrics::new();
-        let (sync, entered, release) = scripted();
-        let mut durability = Durability::with_sync(Some(&wal), &metrics, sync);
-        durability.connected().unwrap();
+        let Driven {
+            dir,
+            metrics,
+            durability,
+            entered,
+            release,
+        } = driven("final");
         assert_eq!(durability.failed(), None);
 
         let (first, first_answer) = waiting_item();

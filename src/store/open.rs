@@ -144,7 +144,8 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     let path = absolute(options.get_filename());
     let location = format!("SQLite database {}", path.display());
     // WAL with `synchronous=FULL` makes every commit durable before it
-    // returns (the writer's connection differs, below). A read-only connection leaves the journal mode as it is.
+    // returns (the writer's connection differs, below). A read-only
+    // connection leaves the journal mode as it is.
     let options = match access {
         Access::Create => options
             .create_if_missing(true)
