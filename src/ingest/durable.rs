@@ -290,13 +290,7 @@ mod tests {
 
     /// A log file to open, in a directory of the test's own.
     fn log_file(name: &str) -> (PathBuf, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "bouncer-durable-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::ingest::scratch_dir(&format!("durable-{name}"));
         let wal = dir.join("bouncer.db-wal");
         std::fs::write(&wal, b"frames").unwrap();
         (dir, wal)
@@ -366,6 +360,18 @@ mod tests {
         }
     }
 
+    impl Driven {
+        /// Ends the test: the sync thread stops (after syncing what it was
+        /// handed), `syncs` syncs were counted, the directory goes.
+        fn finish(self, syncs: u64) {
+            drop(self.durability);
+            let text = self.metrics.render();
+            let line = format!("bouncer_wal_sync_seconds_count {syncs}");
+            assert!(text.contains(&line), "{text}");
+            std::fs::remove_dir_all(&self.dir).unwrap();
+        }
+    }
+
     fn still_waiting(answer: &mut Answer) -> bool {
         std::thread::sleep(Duration::from_millis(20));
         matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Empty))
@@ -373,56 +379,43 @@ mod tests {
 
     #[tokio::test]
     async fn no_answer_before_the_sync_that_covers_it_returns() {
-        let Driven {
-            dir,
-            metrics,
-            durability,
-            entered,
-            release,
-        } = driven("order");
+        let t = driven("order");
 
         let (first, mut first_answer) = waiting_item();
-        durability.answer(vec![(first, stored())]);
-        entered.recv().unwrap();
+        t.durability.answer(vec![(first, stored())]);
+        t.entered.recv().unwrap();
         // Committed while the first sync runs: it waits for the next one.
         let (second, mut second_answer) = waiting_item();
-        durability.answer(vec![(second, stored())]);
+        t.durability.answer(vec![(second, stored())]);
         assert!(still_waiting(&mut first_answer));
         assert!(still_waiting(&mut second_answer));
 
-        release.send(Ok(())).unwrap();
+        t.release.send(Ok(())).unwrap();
         assert_eq!(
             first_answer.await.unwrap().unwrap(),
             Written::Applied(stored())
         );
-        entered.recv().unwrap();
+        t.entered.recv().unwrap();
         assert!(still_waiting(&mut second_answer));
-        release.send(Ok(())).unwrap();
+        t.release.send(Ok(())).unwrap();
         assert_eq!(
             second_answer.await.unwrap().unwrap(),
             Written::Applied(stored())
         );
-        drop(durability);
-        let text = metrics.render();
-        assert!(text.contains("bouncer_wal_sync_seconds_count 2"), "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        t.finish(2);
     }
 
     #[tokio::test]
     async fn a_failed_sync_is_final_even_if_the_next_one_would_succeed() {
-        let Driven {
-            dir,
-            metrics,
-            durability,
-            entered,
-            release,
-        } = driven("final");
-        assert_eq!(durability.failed(), None);
+        let t = driven("final");
+        assert_eq!(t.durability.failed(), None);
 
         let (first, first_answer) = waiting_item();
-        durability.answer(vec![(first, stored())]);
-        entered.recv().unwrap();
-        release.send(Err(io::Error::from_raw_os_error(5))).unwrap();
+        t.durability.answer(vec![(first, stored())]);
+        t.entered.recv().unwrap();
+        t.release
+            .send(Err(io::Error::from_raw_os_error(5)))
+            .unwrap();
         let refused = first_answer.await.unwrap().unwrap_err().0;
         assert!(
             refused.contains("could not be made durable") && refused.contains("bouncer.db-wal"),
@@ -430,23 +423,20 @@ mod tests {
         );
 
         // The next sync would succeed; it is not even tried.
-        release.send(Ok(())).unwrap();
+        t.release.send(Ok(())).unwrap();
         let (second, second_answer) = waiting_item();
-        durability.answer(vec![(second, stored())]);
+        t.durability.answer(vec![(second, stored())]);
         assert!(second_answer.await.unwrap().is_err());
-        assert!(durability.settled().await.is_err());
+        assert!(t.durability.settled().await.is_err());
         assert!(
-            durability
+            t.durability
                 .failed()
                 .is_some_and(|why| why.contains("Input/output error")),
             "{:?}",
-            durability.failed()
+            t.durability.failed()
         );
-        assert!(entered.try_recv().is_err(), "a second sync was tried");
-        drop(durability);
-        let text = metrics.render();
-        assert!(text.contains("bouncer_wal_sync_seconds_count 1"), "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(t.entered.try_recv().is_err(), "a second sync was tried");
+        t.finish(1);
     }
 
     #[tokio::test]

@@ -26,3 +26,17 @@ pub mod writer;
 
 pub use self::accepted::{Accepted, Applied, Content, StoreOutcome};
 pub use self::apply::{ApplyPolicy, SoftBouncePolicy};
+
+/// A fresh, empty directory of a unit test's own (`bouncer-{name}-` the
+/// process and thread), for the files the spool and the log sync write.
+#[cfg(test)]
+pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bouncer-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -10,14 +10,7 @@ fn record(body: &str) -> SpoolRecord {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "bouncer-spool-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::ingest::scratch_dir(&format!("spool-{name}"))
 }
 
 fn bodies(chunk: &Chunk) -> Vec<&str> {
