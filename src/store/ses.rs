@@ -158,8 +158,9 @@ impl Store {
     /// Makes the rows match the configuration at start-up: each configured
     /// target gets a row wanting what `sending_state` says (a new target is
     /// left alone while sending is active, and paused at once while it is
-    /// paused); with `retire`, rows of targets no longer configured go
-    /// (bouncer stops acting there).
+    /// paused), and a pending intent is due at once whatever its backoff;
+    /// with `retire`, rows of targets no longer configured go (bouncer stops
+    /// acting there).
     pub async fn reconcile_sending_targets(
         &self,
         targets: &[SendingTarget],
@@ -173,6 +174,11 @@ impl Store {
             desired_enabled = excluded.desired_enabled, seq = ses_sending.seq + 1, state = 'pending', \
             requested_at = excluded.requested_at, attempts = 0, next_attempt_at = NULL \
             WHERE ses_sending.desired_enabled <> excluded.desired_enabled";
+        // A start is when an operator has fixed what made SES fail (a
+        // permission, a region): a pending intent is tried at once instead
+        // of waiting out up to five minutes of stored backoff.
+        const NOW: &str = "UPDATE ses_sending SET next_attempt_at = NULL \
+            WHERE target = $1 AND state = 'pending'";
         const TARGETS: &str = "SELECT target FROM ses_sending";
         const RETIRE: &str = "DELETE FROM ses_sending WHERE target = $1";
         let mut conn = self.conn().await?;
@@ -182,6 +188,7 @@ impl Store {
         let enabled = state != "paused";
         for target in targets {
             on_tx!(&mut tx, conn => sqlx::query(ADD).bind(target.key()).bind(enabled).bind(now).execute(conn).await.map(|_| ()))?;
+            on_tx!(&mut tx, conn => sqlx::query(NOW).bind(target.key()).execute(conn).await.map(|_| ()))?;
         }
         if retire {
             let keys: Vec<String> = targets.iter().map(SendingTarget::key).collect();
@@ -263,7 +270,9 @@ impl Store {
         now: Timestamp,
     ) -> DbResult<bool> {
         const SQL: &str = "UPDATE ses_sending SET lease_until = NULL, confirmed_enabled = $3, confirmed_at = $4, \
-            state = CASE WHEN seq = $2 THEN 'confirmed' ELSE state END WHERE target = $1 RETURNING state";
+            state = CASE WHEN seq = $2 THEN 'confirmed' ELSE state END, \
+            next_attempt_at = CASE WHEN seq = $2 THEN NULL ELSE next_attempt_at END \
+            WHERE target = $1 RETURNING state";
         let state: Option<String> = on_db!(&self.db, pool => sqlx::query_scalar(SQL)
             .bind(target)
             .bind(seq)

@@ -227,6 +227,11 @@ async fn throttling_is_retried_until_ses_confirms(backend: Backend) {
     );
     let t = target(&app, "account").await;
     assert_eq!(t["attempts"], 3);
+    assert_eq!(
+        t["next_attempt_at"],
+        Value::Null,
+        "nothing left to retry: {t}"
+    );
     assert!(
         t["last_error"]
             .as_str()
@@ -343,7 +348,15 @@ async fn the_latest_intent_wins(backend: Backend) {
 
 async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
     let api = SesApi::start().await;
-    let app = pausing_account(backend, &api).await;
+    // A backoff far beyond the test: the first failure's retry is due five
+    // minutes later (the cap), so only the restart can bring it forward.
+    let app = spawn_app_with(backend, |s, h| {
+        at_ses(s, h, &api);
+        s.ses_pause_mode = SesPauseMode::Account;
+        s.ses_retry_min_ms = 600_000;
+        s.guard_warn = false;
+    })
+    .await;
     checked(&app).await;
     api.fail_always("PutAccountSendingAttributes", 503, "ServiceUnavailable");
     set_sending(&app, "paused").await;
@@ -351,15 +364,28 @@ async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
         !api.switches_to(false).is_empty()
     })
     .await;
+    let pending = target(&app, "account").await;
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert!(pending["next_attempt_at"].is_string(), "{pending}");
     let (db, dir, settings, hooks) = app.stop().await;
+    assert_eq!(
+        api.switches_to(false).len(),
+        1,
+        "one try before the restart: the backoff holds"
+    );
     assert!(
         api.account_enabled(),
         "not paused at SES before the restart"
     );
     api.heal("PutAccountSendingAttributes");
+    // Retried at start-up, not five minutes later.
     let app = start(settings, hooks, db, dir).await;
     confirmed(&app, "account", "disabled").await;
     assert!(!api.account_enabled());
+    assert_eq!(
+        target(&app, "account").await["next_attempt_at"],
+        Value::Null
+    );
     app.stop().await;
     api.stop().await;
 }
