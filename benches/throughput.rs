@@ -13,6 +13,10 @@
 //!   BENCH_BACKENDS=sqlite,postgres
 //!   BENCH_QUICK=1          only one connection per message (no keep-alive,
 //!                          no steady rate): for side-by-side comparisons
+//!   BENCH_STEADY=1         only the steady 1,000 msg/s (p50, p99): for
+//!                          side-by-side comparisons of the tail
+//!   BENCH_DUMP=path        writes the steady rate's latencies to `path`,
+//!                          one line per message in send order: `index ms`
 //!   BENCH_FLOOR=health     the same connections to `/healthz` (HTTP alone)
 //!   BENCH_FLOOR=badsig     the same messages with a broken signature
 //!                          (HTTP, parsing and verification; nothing stored)
@@ -63,10 +67,12 @@ fn report(
 ) {
     let n = outcome.latencies.len() as f64;
     println!(
-        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.2} cores | {commits} | answers {:?}",
+        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | p99.9 {:.1} ms | max {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.2} cores | {commits} | answers {:?}",
         outcome.per_second(),
         outcome.percentile_ms(0.50),
         outcome.percentile_ms(0.99),
+        outcome.percentile_ms(0.999),
+        outcome.percentile_ms(1.0),
         server_cpu * 1e6 / n,
         server_cpu / outcome.elapsed.as_secs_f64(),
         own_cpu / outcome.elapsed.as_secs_f64(),
@@ -127,6 +133,7 @@ impl Sent {
 fn run(label: &str, database_url: &str, messages: usize) {
     let sent = Sent::from_env();
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let steady_only = std::env::var("BENCH_STEADY").is_ok_and(|v| v == "1");
     let dir =
         std::env::temp_dir().join(format!("bouncer-bench-e2e-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -137,7 +144,12 @@ fn run(label: &str, database_url: &str, messages: usize) {
         .build()
         .expect("runtime");
     let tag = format!("{label}{}", std::process::id());
-    for workload in [Workload::BounceStorm, Workload::FeedMix] {
+    let workloads = if steady_only {
+        &[][..]
+    } else {
+        &[Workload::BounceStorm, Workload::FeedMix][..]
+    };
+    for &workload in workloads {
         for connections in [Connections::PerMessage, Connections::KeepAlive] {
             if quick && connections == Connections::KeepAlive {
                 continue;
@@ -173,7 +185,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
         }
     }
 
-    if !quick && sent == Sent::Messages {
+    if (steady_only || !quick) && sent == Sent::Messages {
         steady_rate(label, &tag, &server, &runtime);
     }
     println!(
@@ -194,6 +206,15 @@ fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime
     let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let commits = Commits::read(server);
     let outcome = runtime.block_on(open_loop(server.addr, requests, 1000));
+    if let Ok(path) = std::env::var("BENCH_DUMP") {
+        let text: String = outcome
+            .latencies
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("{i} {:.3}\n", d.as_secs_f64() * 1e3))
+            .collect();
+        std::fs::write(path, text).expect("dump");
+    }
     let commits = Commits::read(server).since(&commits);
     let server_cpu = server.cpu_seconds() - server_cpu;
     let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
