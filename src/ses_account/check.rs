@@ -8,8 +8,10 @@
 
 use serde::Serialize;
 
+use std::time::{Duration, Instant};
+
 use super::SesSettings;
-use super::client::{AccountView, FailureKind, ListFilter, SesClient, SesFailure};
+use super::client::{AccountView, CALL_TIMEOUT, FailureKind, ListFilter, SesClient, SesFailure};
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::store::alerts::{AlertDraft, enqueue};
@@ -18,6 +20,11 @@ use crate::store::ses::{CheckLease, SendingTarget, record_ses_check};
 /// Put on and deleted from the SES list to prove both permissions.
 pub const CHECK_ADDRESS: &str = "bouncer-permission-check@example.com";
 const LEASE: time::Duration = time::Duration::seconds(60);
+/// How long the check waits while a worker calls SES for the same target:
+/// longer than one call may take, so that a check at start-up, beside a
+/// worker carrying out a pending pause, still tries the permission.
+const BUSY_WAIT: Duration = CALL_TIMEOUT.saturating_add(Duration::from_secs(5));
+const BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The verdict on one permission.
 #[derive(Debug, Clone, Serialize)]
@@ -96,12 +103,15 @@ pub async fn run(
         let key = target.key();
         // Read and write back under the target's lease: no worker writes
         // in between, so the write-back changes nothing.
-        let lease = match store.lease_target_for_check(&key, clock.now(), LEASE).await {
+        let lease = match lease_when_free(store, &key, clock).await {
             Ok(CheckLease::Busy) => {
                 checks.push(not_tried(
                     operation,
                     &needed_for,
-                    "a worker is changing it right now".into(),
+                    format!(
+                        "a worker was changing it for all of {} s",
+                        BUSY_WAIT.as_secs()
+                    ),
                 ));
                 continue;
             }
@@ -190,6 +200,25 @@ pub async fn run(
         account,
         permissions: checks,
         missing,
+    }
+}
+
+/// The target's lease for the check, waiting up to [`BUSY_WAIT`] while a
+/// worker holds it (its call ends within that).
+async fn lease_when_free(
+    store: &Store,
+    key: &str,
+    clock: &Clock,
+) -> crate::store::DbResult<CheckLease> {
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        let lease = store
+            .lease_target_for_check(key, clock.now(), LEASE)
+            .await?;
+        if lease != CheckLease::Busy || Instant::now() >= deadline {
+            return Ok(lease);
+        }
+        tokio::time::sleep(BUSY_POLL).await;
     }
 }
 

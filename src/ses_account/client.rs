@@ -89,7 +89,7 @@ pub struct SesClient {
 
 /// Calls taking longer than this count as unavailable (well inside the
 /// workers' 60-second leases).
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl SesClient {
     /// `sdk_retries`: let the SDK retry throttling itself (the CLI); the

@@ -176,9 +176,9 @@ impl Store {
             WHERE ses_sending.desired_enabled <> excluded.desired_enabled";
         // A start is when an operator has fixed what made SES fail (a
         // permission, a region): a pending intent is tried at once instead
-        // of waiting out up to five minutes of stored backoff.
-        const NOW: &str = "UPDATE ses_sending SET next_attempt_at = NULL \
-            WHERE target = $1 AND state = 'pending'";
+        // of waiting out up to five minutes of stored backoff. (Rows that
+        // are not pending have no next attempt; older versions left one.)
+        const NOW: &str = "UPDATE ses_sending SET next_attempt_at = NULL WHERE target = $1";
         const TARGETS: &str = "SELECT target FROM ses_sending";
         const RETIRE: &str = "DELETE FROM ses_sending WHERE target = $1";
         let mut conn = self.conn().await?;

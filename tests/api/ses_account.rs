@@ -6,6 +6,7 @@
 //! SigV4 scope, `/v1/sending`, `bouncer status`, alerts and `/metrics`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bouncer::app::Hooks;
 use bouncer::config::{SesPauseMode, Settings};
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::guard::{a_complaint, alert_kinds, deliveries};
 use crate::helpers::{
-    Backend, TempDir, TestApp, answer, assert_status, eventually, spawn_app_with, start,
+    Backend, TempDir, TestApp, TestDb, answer, assert_status, eventually, spawn_app_with, start,
     test_settings,
 };
 use crate::on_both_databases;
@@ -346,28 +347,33 @@ async fn the_latest_intent_wins(backend: Backend) {
     api.stop().await;
 }
 
-async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
-    let api = SesApi::start().await;
-    // A backoff far beyond the test: the first failure's retry is due five
-    // minutes later (the cap), so only the restart can bring it forward.
+/// A pause that SES failed, pending with a backoff far beyond the test
+/// (the first failure's retry is due five minutes later, the cap, so only a
+/// restart can bring it forward); the app stopped and SES healed. Returns
+/// what restarts the app and the check recorded before the stop.
+async fn pending_pause_across_a_stop(
+    backend: Backend,
+    api: &SesApi,
+) -> ((Arc<TestDb>, Arc<TempDir>, Settings, Hooks), Value) {
     let app = spawn_app_with(backend, |s, h| {
-        at_ses(s, h, &api);
+        at_ses(s, h, api);
         s.ses_pause_mode = SesPauseMode::Account;
         s.ses_retry_min_ms = 600_000;
         s.guard_warn = false;
     })
     .await;
     checked(&app).await;
+    let first_check = ses_state(&app).await["check"]["checked_at"].clone();
     api.fail_always("PutAccountSendingAttributes", 503, "ServiceUnavailable");
     set_sending(&app, "paused").await;
-    eventually("a pause is tried", || async {
-        !api.switches_to(false).is_empty()
+    eventually("the failed pause is recorded", || async {
+        target(&app, "account").await["last_error"].is_string()
     })
     .await;
     let pending = target(&app, "account").await;
     assert_eq!(pending["state"], "pending", "{pending}");
     assert!(pending["next_attempt_at"].is_string(), "{pending}");
-    let (db, dir, settings, hooks) = app.stop().await;
+    let stopped = app.stop().await;
     assert_eq!(
         api.switches_to(false).len(),
         1,
@@ -378,6 +384,12 @@ async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
         "not paused at SES before the restart"
     );
     api.heal("PutAccountSendingAttributes");
+    (stopped, first_check)
+}
+
+async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
+    let api = SesApi::start().await;
+    let ((db, dir, settings, hooks), _) = pending_pause_across_a_stop(backend, &api).await;
     // Retried at start-up, not five minutes later.
     let app = start(settings, hooks, db, dir).await;
     confirmed(&app, "account", "disabled").await;
@@ -386,6 +398,35 @@ async fn a_restart_before_ses_confirms_loses_no_intent(backend: Backend) {
         target(&app, "account").await["next_attempt_at"],
         Value::Null
     );
+    app.stop().await;
+    api.stop().await;
+}
+
+async fn the_start_up_check_waits_for_a_pause_in_flight(backend: Backend) {
+    let api = SesApi::start().await;
+    let ((db, dir, settings, hooks), first_check) =
+        pending_pause_across_a_stop(backend, &api).await;
+    // The worker's pause is on the wire, holding the target, when the
+    // check comes to the sending switch.
+    api.slow_down("GetAccount", Duration::from_millis(300));
+    api.slow_down("PutAccountSendingAttributes", Duration::from_millis(800));
+    let app = start(settings, hooks, db, dir).await;
+    confirmed(&app, "account", "disabled").await;
+    eventually("the restart's check is recorded", || async {
+        ses_state(&app).await["check"]["checked_at"] != first_check
+    })
+    .await;
+    let check = ses_state(&app).await["check"].clone();
+    let switch = check["permissions"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|c| c["permission"] == "ses:PutAccountSendingAttributes")
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(switch["verdict"], "allowed", "{check}");
+    assert!(!api.account_enabled(), "the check wrote back what SES had");
     app.stop().await;
     api.stop().await;
 }
@@ -427,5 +468,6 @@ on_both_databases!(
     a_refused_pause_and_a_refused_resume_are_alerted_shown_and_retried,
     the_latest_intent_wins,
     a_restart_before_ses_confirms_loses_no_intent,
+    the_start_up_check_waits_for_a_pause_in_flight,
     two_replicas_carry_out_one_intent_once,
 );

@@ -72,6 +72,8 @@ struct State {
     account_enabled: bool,
     sets: HashMap<String, bool>,
     page_cap: usize,
+    /// How long an operation takes to answer, per operation.
+    slow: HashMap<&'static str, std::time::Duration>,
 }
 
 pub struct SesApi {
@@ -148,6 +150,10 @@ async fn handle(
             .unwrap_or_default()
             .to_owned(),
     };
+    let slow = state.lock().ok().and_then(|s| s.slow.get(op).copied());
+    if let Some(delay) = slow {
+        actix_web::rt::time::sleep(delay).await;
+    }
     let Ok(mut s) = state.lock() else {
         return error(500, "InternalFailure");
     };
@@ -261,6 +267,7 @@ impl SesApi {
             account_enabled: true,
             sets: HashMap::new(),
             page_cap: 1000,
+            slow: HashMap::new(),
         }));
         let data = web::Data::from(state.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -327,6 +334,12 @@ impl SesApi {
     /// Every call of `operation` answers `status` with `code` until healed.
     pub fn fail_always(&self, operation: &'static str, status: u16, code: &str) {
         self.with(|s| s.always.insert(operation, (status, code.to_owned())));
+    }
+
+    /// Every call of `operation` takes `delay` before it is answered (and
+    /// recorded).
+    pub fn slow_down(&self, operation: &'static str, delay: std::time::Duration) {
+        self.with(|s| s.slow.insert(operation, delay));
     }
 
     pub fn heal(&self, operation: &'static str) {
