@@ -7,6 +7,7 @@
 //! the suppression list and deleted again.
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use std::time::{Duration, Instant};
 
@@ -75,13 +76,15 @@ fn not_tried(operation: &str, needed_for: &str, why: String) -> PermissionCheck 
 }
 
 /// Checks the APIs `ses` uses (and `ListSuppressedDestinations`, which
-/// `bouncer ses import|diff` use, when `with_list`).
+/// `bouncer ses import|diff` use, when `with_list`). `stop` ends a wait for
+/// a target that a worker holds (`serve` is stopping).
 pub async fn run(
     store: &Store,
     client: &SesClient,
     ses: &SesSettings,
     clock: &Clock,
     with_list: bool,
+    stop: &CancellationToken,
 ) -> CheckReport {
     let mut checks = Vec::new();
     let account = client.account().await;
@@ -103,16 +106,17 @@ pub async fn run(
         let key = target.key();
         // Read and write back under the target's lease: no worker writes
         // in between, so the write-back changes nothing.
-        let lease = match lease_when_free(store, &key, clock).await {
+        let lease = match lease_when_free(store, &key, clock, stop).await {
             Ok(CheckLease::Busy) => {
-                checks.push(not_tried(
-                    operation,
-                    &needed_for,
+                let why = if stop.is_cancelled() {
+                    "bouncer stopped while a worker was changing it".to_owned()
+                } else {
                     format!(
                         "a worker was changing it for all of {} s",
                         BUSY_WAIT.as_secs()
-                    ),
-                ));
+                    )
+                };
+                checks.push(not_tried(operation, &needed_for, why));
                 continue;
             }
             Ok(lease) => lease,
@@ -204,21 +208,26 @@ pub async fn run(
 }
 
 /// The target's lease for the check, waiting up to [`BUSY_WAIT`] while a
-/// worker holds it (its call ends within that).
+/// worker holds it (its call ends within that), or until `stop`: a stop
+/// must not wait for a lease that another process may hold for a minute.
 async fn lease_when_free(
     store: &Store,
     key: &str,
     clock: &Clock,
+    stop: &CancellationToken,
 ) -> crate::store::DbResult<CheckLease> {
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
         let lease = store
             .lease_target_for_check(key, clock.now(), LEASE)
             .await?;
-        if lease != CheckLease::Busy || Instant::now() >= deadline {
+        if lease != CheckLease::Busy || Instant::now() >= deadline || stop.is_cancelled() {
             return Ok(lease);
         }
-        tokio::time::sleep(BUSY_POLL).await;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(BUSY_POLL) => {}
+        }
     }
 }
 
@@ -293,8 +302,14 @@ pub async fn record(
 }
 
 /// The start-up check of `serve`: logged, kept, alerted when newly missing.
-pub async fn at_start_up(store: &Store, client: &SesClient, ses: &SesSettings, clock: &Clock) {
-    let report = run(store, client, ses, clock, false).await;
+pub async fn at_start_up(
+    store: &Store,
+    client: &SesClient,
+    ses: &SesSettings,
+    clock: &Clock,
+    stop: &CancellationToken,
+) {
+    let report = run(store, client, ses, clock, false, stop).await;
     for c in &report.permissions {
         if c.verdict == "allowed" {
             tracing::info!(permission = %c.permission, needed_for = %c.needed_for, "SES check: allowed");

@@ -172,8 +172,8 @@ pub fn spawn(
         // The check's calls may take a while when SES is slow; a pause
         // does not wait for them (leases keep the two apart).
         tokio::join!(
-            check::at_start_up(&store, &client, &ses, &clock),
-            worker.run(stop)
+            check::at_start_up(&store, &client, &ses, &clock, &stop),
+            worker.run(stop.clone())
         );
     })
 }

@@ -431,6 +431,43 @@ async fn the_start_up_check_waits_for_a_pause_in_flight(backend: Backend) {
     api.stop().await;
 }
 
+async fn a_stop_does_not_wait_for_a_target_another_process_holds(backend: Backend) {
+    let api = SesApi::start().await;
+    let ((db, dir, settings, hooks), _) = pending_pause_across_a_stop(backend, &api).await;
+    // Another process holds the target: a replica mid-call, or one killed
+    // during its call (its lease lasts a minute; an hour here).
+    db.execute(if db.is_sqlite() {
+        "UPDATE ses_sending SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 hour')"
+    } else {
+        "UPDATE ses_sending SET lease_until = now() + interval '1 hour'"
+    })
+    .await;
+    let reads = api.calls_of("GetAccount").len();
+    let app = start(settings, hooks, db, dir).await;
+    eventually("the check has read the account and waits", || async {
+        api.calls_of("GetAccount").len() > reads
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    let (db, ..) = app.stop().await;
+    let took = stopping.elapsed();
+    // The check's wait is bounded at 25 s; a stop ends it.
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    let check = db
+        .text(
+            "SELECT check_json FROM ses_settings WHERE id = 1 AND check_json <> $1",
+            "",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(
+        check.contains("not tried: bouncer stopped while a worker was changing it"),
+        "{check}"
+    );
+    assert!(api.account_enabled(), "nobody paused: the target was held");
+    api.stop().await;
+}
+
 async fn two_replicas_carry_out_one_intent_once(backend: Backend) {
     let api = SesApi::start().await;
     let app = pausing_account(backend, &api).await;
@@ -469,5 +506,6 @@ on_both_databases!(
     the_latest_intent_wins,
     a_restart_before_ses_confirms_loses_no_intent,
     the_start_up_check_waits_for_a_pause_in_flight,
+    a_stop_does_not_wait_for_a_target_another_process_holds,
     two_replicas_carry_out_one_intent_once,
 );
