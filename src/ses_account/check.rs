@@ -45,6 +45,10 @@ pub struct CheckReport {
     pub account: Option<AccountView>,
     pub permissions: Vec<PermissionCheck>,
     pub missing: Vec<String>,
+    /// `serve` began stopping during the check: calls after that were not
+    /// made, so the report is not kept in place of the last whole one.
+    #[serde(skip)]
+    pub cut_short: bool,
 }
 
 fn verdict(
@@ -87,7 +91,7 @@ pub async fn run(
     stop: &CancellationToken,
 ) -> CheckReport {
     let mut checks = Vec::new();
-    let account = client.account().await;
+    let account = unless_stopped(stop, "GetAccount", client.account()).await;
     checks.push(verdict(
         "GetAccount",
         "bouncer ses check (SES's own view of the account)",
@@ -129,7 +133,7 @@ pub async fn run(
                 continue;
             }
         };
-        let read = client.sending_enabled(target).await;
+        let read = unless_stopped(stop, read_op, client.sending_enabled(target)).await;
         if matches!(target, SendingTarget::ConfigurationSet(_)) {
             checks.push(verdict(
                 read_op,
@@ -152,7 +156,7 @@ pub async fn run(
                 verdict(
                     operation,
                     &needed_for,
-                    &client.set_sending(target, enabled).await,
+                    &unless_stopped(stop, operation, client.set_sending(target, enabled)).await,
                     &ok,
                 )
             }
@@ -164,14 +168,24 @@ pub async fn run(
         }
     }
     if ses.push.is_some() {
-        let put = client.put_suppressed(CHECK_ADDRESS, "BOUNCE").await;
+        let put = unless_stopped(
+            stop,
+            "PutSuppressedDestination",
+            client.put_suppressed(CHECK_ADDRESS, "BOUNCE"),
+        )
+        .await;
         checks.push(verdict(
             "PutSuppressedDestination",
             "SES_PUSH_SUPPRESSIONS",
             &put,
             &format!("{CHECK_ADDRESS} put on the list"),
         ));
-        let delete = match client.delete_suppressed(CHECK_ADDRESS).await {
+        let delete = unless_stopped(
+            stop,
+            "DeleteSuppressedDestination",
+            client.delete_suppressed(CHECK_ADDRESS),
+        );
+        let delete = match delete.await {
             Err(f) if f.kind == FailureKind::NotFound => Ok(()),
             other => other,
         };
@@ -183,10 +197,13 @@ pub async fn run(
         ));
     }
     if with_list {
-        let list = client
-            .list_suppressed(&ListFilter::default(), 1, None)
-            .await
-            .map(|_| ());
+        let list = unless_stopped(
+            stop,
+            "ListSuppressedDestinations",
+            client.list_suppressed(&ListFilter::default(), 1, None),
+        )
+        .await
+        .map(|_| ());
         checks.push(verdict(
             "ListSuppressedDestinations",
             "bouncer ses import, bouncer ses diff",
@@ -204,6 +221,25 @@ pub async fn run(
         account,
         permissions: checks,
         missing,
+        cut_short: stop.is_cancelled(),
+    }
+}
+
+/// `call`, unless `serve` stops first: a stop does not wait for SES (a
+/// call cut off changes nothing: the check only reads and writes back).
+async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SesFailure>>,
+) -> Result<T, SesFailure> {
+    tokio::select! {
+        result = call => result,
+        _ = stop.cancelled() => Err(SesFailure {
+            operation,
+            kind: FailureKind::Unavailable,
+            code: None,
+            detail: "not tried: bouncer stopped".into(),
+        }),
     }
 }
 
@@ -310,6 +346,10 @@ pub async fn at_start_up(
     stop: &CancellationToken,
 ) {
     let report = run(store, client, ses, clock, false, stop).await;
+    if report.cut_short {
+        tracing::info!("SES check cut short by the stop; the last whole one stays on record");
+        return;
+    }
     for c in &report.permissions {
         if c.verdict == "allowed" {
             tracing::info!(permission = %c.permission, needed_for = %c.needed_for, "SES check: allowed");

@@ -431,9 +431,32 @@ async fn the_start_up_check_waits_for_a_pause_in_flight(backend: Backend) {
     api.stop().await;
 }
 
+/// The check `serve` keeps (`ses_settings.check_json`).
+async fn kept_check(db: &TestDb) -> String {
+    db.text(
+        "SELECT check_json FROM ses_settings WHERE id = 1 AND check_json <> $1",
+        "",
+    )
+    .await
+    .unwrap_or_default()
+}
+
+/// Stops `app`, asserting the stop does not wait out the check (its wait
+/// for a lease is bounded at 25 s, a call at 20 s) and that a check cut
+/// short is not kept in place of the last whole one.
+async fn stops_at_once_keeping_the_last_check(app: TestApp, kept: &str) {
+    let stopping = std::time::Instant::now();
+    let (db, ..) = app.stop().await;
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    assert_eq!(kept_check(&db).await, kept, "the last whole check stays");
+}
+
 async fn a_stop_does_not_wait_for_a_target_another_process_holds(backend: Backend) {
     let api = SesApi::start().await;
     let ((db, dir, settings, hooks), _) = pending_pause_across_a_stop(backend, &api).await;
+    let kept = kept_check(&db).await;
+    assert!(kept.contains("ses:PutAccountSendingAttributes"), "{kept}");
     // Another process holds the target: a replica mid-call, or one killed
     // during its call (its lease lasts a minute; an hour here).
     db.execute(if db.is_sqlite() {
@@ -448,23 +471,23 @@ async fn a_stop_does_not_wait_for_a_target_another_process_holds(backend: Backen
         api.calls_of("GetAccount").len() > reads
     })
     .await;
-    let stopping = std::time::Instant::now();
-    let (db, ..) = app.stop().await;
-    let took = stopping.elapsed();
-    // The check's wait is bounded at 25 s; a stop ends it.
-    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
-    let check = db
-        .text(
-            "SELECT check_json FROM ses_settings WHERE id = 1 AND check_json <> $1",
-            "",
-        )
-        .await
-        .unwrap_or_default();
-    assert!(
-        check.contains("not tried: bouncer stopped while a worker was changing it"),
-        "{check}"
-    );
+    stops_at_once_keeping_the_last_check(app, &kept).await;
     assert!(api.account_enabled(), "nobody paused: the target was held");
+    api.stop().await;
+}
+
+async fn a_stop_does_not_wait_for_a_slow_ses(backend: Backend) {
+    let api = SesApi::start().await;
+    let app = pausing_account(backend, &api).await;
+    checked(&app).await;
+    let kept = kept_check(&app.db).await;
+    let (db, dir, settings, hooks) = app.stop().await;
+    // Longer than a call may take: the SDK gives up after 20 s.
+    api.slow_down("GetAccount", Duration::from_secs(60));
+    let app = start(settings, hooks, db, dir).await;
+    // The start-up check's first call is on the wire.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stops_at_once_keeping_the_last_check(app, &kept).await;
     api.stop().await;
 }
 
@@ -507,5 +530,6 @@ on_both_databases!(
     a_restart_before_ses_confirms_loses_no_intent,
     the_start_up_check_waits_for_a_pause_in_flight,
     a_stop_does_not_wait_for_a_target_another_process_holds,
+    a_stop_does_not_wait_for_a_slow_ses,
     two_replicas_carry_out_one_intent_once,
 );
