@@ -6,10 +6,10 @@
 //! writes in between); a reserved address (RFC 2606 `example.com`) put on
 //! the suppression list and deleted again.
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-
-use std::time::{Duration, Instant};
 
 use super::SesSettings;
 use super::client::{AccountView, CALL_TIMEOUT, FailureKind, ListFilter, SesClient, SesFailure};
@@ -111,15 +111,12 @@ pub async fn run(
         // Read and write back under the target's lease: no worker writes
         // in between, so the write-back changes nothing.
         let lease = match lease_when_free(store, &key, clock, stop).await {
+            // (After a stop the report is not kept, so no reason of its own.)
             Ok(CheckLease::Busy) => {
-                let why = if stop.is_cancelled() {
-                    "bouncer stopped while a worker was changing it".to_owned()
-                } else {
-                    format!(
-                        "a worker was changing it for all of {} s",
-                        BUSY_WAIT.as_secs()
-                    )
-                };
+                let why = format!(
+                    "a worker was changing it for all of {} s",
+                    BUSY_WAIT.as_secs()
+                );
                 checks.push(not_tried(operation, &needed_for, why));
                 continue;
             }

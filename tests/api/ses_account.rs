@@ -410,12 +410,20 @@ async fn the_start_up_check_waits_for_a_pause_in_flight(backend: Backend) {
     // check comes to the sending switch.
     api.slow_down("GetAccount", Duration::from_millis(300));
     api.slow_down("PutAccountSendingAttributes", Duration::from_millis(800));
+    let before = api.calls_of("PutAccountSendingAttributes").len();
     let app = start(settings, hooks, db, dir).await;
     confirmed(&app, "account", "disabled").await;
     eventually("the restart's check is recorded", || async {
         ses_state(&app).await["check"]["checked_at"] != first_check
     })
     .await;
+    // The worker's pause first, then the check's write-back of what SES
+    // then had: the check waited for the worker instead of skipping.
+    let switches: Vec<Value> = api.calls_of("PutAccountSendingAttributes")[before..]
+        .iter()
+        .map(|c| c.body["SendingEnabled"].clone())
+        .collect();
+    assert_eq!(switches, [json!(false), json!(false)]);
     let check = ses_state(&app).await["check"].clone();
     let switch = check["permissions"]
         .as_array()
