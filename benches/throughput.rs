@@ -16,7 +16,9 @@
 //!   BENCH_STEADY=1         only the steady 1,000 msg/s (p50, p99): for
 //!                          side-by-side comparisons of the tail
 //!   BENCH_DUMP=path        writes the steady rate's latencies to `path`,
-//!                          one line per message in send order: `index ms`
+//!                          one line per message in send order:
+//!                          `index ms sent_at`, `sent_at` the scheduled send
+//!                          in ms of CLOCK_MONOTONIC (as `perf trace -T`)
 //!   BENCH_FLOOR=health     the same connections to `/healthz` (HTTP alone)
 //!   BENCH_FLOOR=badsig     the same messages with a broken signature
 //!                          (HTTP, parsing and verification; nothing stored)
@@ -197,6 +199,9 @@ fn run(label: &str, database_url: &str, messages: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The steady rate's messages a second.
+const STEADY_PER_SECOND: u64 = 1000;
+
 /// A steady 1,000 messages per second for 10 s, one connection each.
 fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime::Runtime) {
     let requests: Vec<Vec<u8>> = envelopes(Workload::FeedMix, 10_000, &format!("{tag}-rate"))
@@ -205,13 +210,17 @@ fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime
         .collect();
     let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let commits = Commits::read(server);
-    let outcome = runtime.block_on(open_loop(server.addr, requests, 1000));
+    let started_at = monotonic_ms();
+    let outcome = runtime.block_on(open_loop(server.addr, requests, STEADY_PER_SECOND));
     if let Ok(path) = std::env::var("BENCH_DUMP") {
         let text: String = outcome
             .latencies
             .iter()
             .enumerate()
-            .map(|(i, d)| format!("{i} {:.3}\n", d.as_secs_f64() * 1e3))
+            .map(|(i, d)| {
+                let sent_at = started_at + i as f64 * 1e3 / STEADY_PER_SECOND as f64;
+                format!("{i} {:.3} {sent_at:.3}\n", d.as_secs_f64() * 1e3)
+            })
             .collect();
         std::fs::write(path, text).expect("dump");
     }
@@ -227,6 +236,18 @@ fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime
         own_cpu,
         &commits,
     );
+}
+
+/// CLOCK_MONOTONIC in ms, the clock `perf trace -T` prints, so that a dump
+/// lines up with a trace of the same run (std's `Instant` hides its value).
+fn monotonic_ms() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as f64 * 1e3 + now.tv_nsec as f64 / 1e6
 }
 
 fn main() {

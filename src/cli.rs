@@ -260,10 +260,18 @@ pub fn main() -> ExitCode {
         _ => telemetry::LogTo::Stderr,
     };
     telemetry::init_to(&cli.settings.log_level, cli.settings.log_format, log_to);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The writer, the drain and the background tasks run on this runtime
+    // (HTTP has threads of its own, HTTP_WORKERS). One worker thread: each
+    // statement's answer then wakes the thread the writer waits on, not a
+    // second one that has to be woken and steal it; measured side by side,
+    // more messages a second in 16 of 20 pairs and 3-14% less CPU a
+    // message at a steady 1,000 msg/s (BENCHMARKS.md, "One runtime
+    // thread"). Tokio's own TOKIO_WORKER_THREADS still sets another number.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
