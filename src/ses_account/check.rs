@@ -100,6 +100,10 @@ pub async fn run(
     ));
     let account = account.ok();
     for target in &ses.pause {
+        // After a stop the report is not kept: no more leases to take.
+        if stop.is_cancelled() {
+            break;
+        }
         let (operation, read_op) = match target {
             SendingTarget::Account => ("PutAccountSendingAttributes", "GetAccount"),
             SendingTarget::ConfigurationSet(_) => {
@@ -229,15 +233,14 @@ async fn unless_stopped<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, SesFailure>>,
 ) -> Result<T, SesFailure> {
-    tokio::select! {
-        result = call => result,
-        _ = stop.cancelled() => Err(SesFailure {
+    stop.run_until_cancelled(call).await.unwrap_or_else(|| {
+        Err(SesFailure {
             operation,
             kind: FailureKind::Unavailable,
             code: None,
             detail: "not tried: bouncer stopped".into(),
-        }),
-    }
+        })
+    })
 }
 
 /// The target's lease for the check, waiting up to [`BUSY_WAIT`] while a
@@ -257,10 +260,8 @@ async fn lease_when_free(
         if lease != CheckLease::Busy || Instant::now() >= deadline || stop.is_cancelled() {
             return Ok(lease);
         }
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(BUSY_POLL) => {}
-        }
+        stop.run_until_cancelled(tokio::time::sleep(BUSY_POLL))
+            .await;
     }
 }
 
