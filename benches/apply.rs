@@ -6,6 +6,11 @@
 //! PostgreSQL: what caps the throughput when requests wait on the writer.
 //!
 //! cargo bench --bench apply          (BENCH_BATCHES=200 batches per case)
+//!
+//! BENCH_SOFT_BOUNCES=100000 starts from a lived-in database: that many
+//! streaks of addresses that soft-bounced long ago and were never delivered
+//! to again (nothing removes them but a delivery or an operator), so that
+//! a statement that scans `soft_bounces` shows in the figures.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -13,6 +18,7 @@ mod load;
 
 use std::time::{Duration, Instant};
 
+use bouncer::address::EmailAddress;
 use bouncer::app::{Hooks, apply_policy, build_verifier};
 use bouncer::config::Settings;
 use bouncer::ingest::Accepted;
@@ -20,6 +26,7 @@ use bouncer::ingest::apply::apply_batch;
 use bouncer::metrics::Metrics;
 use bouncer::sns::envelope::Envelope;
 use bouncer::store::Store;
+use bouncer::store::soft_bounces::{self, Streak};
 use common::ScratchPostgres;
 use load::ses::{Workload, envelopes};
 use load::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
@@ -50,6 +57,13 @@ fn run(label: &str, database_url: &str, batches: usize) {
         store.migrate().await.expect("migrate");
         store
     });
+    let stale: usize = std::env::var("BENCH_SOFT_BOUNCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if stale > 0 {
+        runtime.block_on(stale_streaks(&store, stale));
+    }
     for workload in [Workload::BounceStorm, Workload::FeedMix] {
         for size in [1usize, 32, 128] {
             let n = size * batches;
@@ -109,6 +123,27 @@ fn run(label: &str, database_url: &str, batches: usize) {
         }
     }
     runtime.block_on(store.close());
+}
+
+/// `n` soft-bounce streaks of other addresses, a year old.
+async fn stale_streaks(store: &Store, n: usize) {
+    let long_ago = bouncer::time::Timestamp::from_datetime(
+        time::OffsetDateTime::now_utc() - time::Duration::days(365),
+    );
+    let streak = Streak {
+        count: 1,
+        first_at: long_ago,
+        last_at: long_ago,
+    };
+    let emails: Vec<EmailAddress> = (0..n)
+        .map(|i| EmailAddress::parse(&format!("stale{i}@example.net")).expect("address"))
+        .collect();
+    let rows: Vec<(&EmailAddress, Option<Streak>)> =
+        emails.iter().map(|e| (e, Some(streak))).collect();
+    let mut conn = store.connect_writer().await.expect("writer connection");
+    let mut tx = conn.begin().await.expect("begin");
+    soft_bounces::write(&mut tx, &rows).await.expect("streaks");
+    tx.commit().await.expect("commit");
 }
 
 fn main() {

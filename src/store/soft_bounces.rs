@@ -118,12 +118,20 @@ pub async fn write(tx: &mut Tx<'_>, rows: &[(&EmailAddress, Option<Streak>)]) ->
 pub async fn reset(tx: &mut Tx<'_>, deliveries: &[(&EmailAddress, Timestamp)]) -> DbResult<()> {
     for chunk in deliveries.chunks(MAX_PARAMS / 2) {
         on_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("DELETE FROM soft_bounces WHERE EXISTS (SELECT 1 FROM (");
+            let mut qb = QueryBuilder::new("WITH delivered (email, at) AS (");
             qb.push_values(chunk, |mut row, (email, at)| {
                 row.push_bind(email.as_str().to_owned()).push_bind(*at);
             });
-            // VALUES columns are column1, column2 in both databases.
-            qb.push(") AS delivered WHERE delivered.column1 = soft_bounces.email AND soft_bounces.last_at <= delivered.column2)");
+            // The `IN` is what finds the rows, through the primary key; a
+            // correlated `EXISTS` alone made both databases scan the whole
+            // table for every batch with a delivery (120 ms a batch on
+            // SQLite at 100,000 streaks), and streaks of addresses never
+            // delivered to again stay in it.
+            qb.push(
+                ") DELETE FROM soft_bounces WHERE email IN (SELECT email FROM delivered) \
+                 AND EXISTS (SELECT 1 FROM delivered WHERE delivered.email = soft_bounces.email \
+                 AND soft_bounces.last_at <= delivered.at)",
+            );
             qb.build().execute(conn).await.map(|_| ())
         })?;
     }
