@@ -440,6 +440,7 @@ pub struct Retention {
     pub keep: time::Duration,
     pub guard_age: time::Duration,
     pub freshness: time::Duration,
+    pub soft_window: time::Duration,
 }
 
 impl Retention {
@@ -448,6 +449,7 @@ impl Retention {
             keep: time::Duration::days(i64::from(settings.retention_days)),
             guard_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
             freshness: time::Duration::seconds(settings.sns_max_age_secs as i64),
+            soft_window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
         }
     }
 
@@ -457,7 +459,13 @@ impl Retention {
         now: crate::time::Timestamp,
     ) -> crate::store::DbResult<crate::store::retention::Pruned> {
         store
-            .prune(now, self.keep, self.guard_age, self.freshness)
+            .prune(
+                now,
+                self.keep,
+                self.guard_age,
+                self.freshness,
+                self.soft_window,
+            )
             .await
     }
 }
@@ -486,6 +494,7 @@ fn spawn_pruner(
                     rate_buckets = p.rate_buckets,
                     alerts = p.alerts,
                     ses_pushes = p.ses_pushes,
+                    soft_bounces = p.soft_bounces,
                     "pruned old rows"
                 ),
                 Err(e) => tracing::warn!(error = %e, "pruning failed; trying again in an hour"),

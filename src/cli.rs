@@ -338,13 +338,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .prune(&store, now)
                 .await?;
             say!(
-                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts, {} ses_pushes",
+                "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts, {} ses_pushes, {} soft_bounces",
                 pruned.sns_messages,
                 pruned.feedback_events,
                 pruned.rate_volume,
                 pruned.rate_buckets,
                 pruned.alerts,
-                pruned.ses_pushes
+                pruned.ses_pushes,
+                pruned.soft_bounces
             );
             Ok(ExitCode::SUCCESS)
         }

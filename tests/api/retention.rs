@@ -1,5 +1,5 @@
-//! `bouncer prune`: old messages, events and counts go; the suppression
-//! list stays.
+//! `bouncer prune`: old messages, events, counts and soft-bounce streaks
+//! go; the suppression list and a streak that can still grow stay.
 
 use bouncer::clock::Clock;
 use bouncer::time::Timestamp;
@@ -8,6 +8,23 @@ use crate::feedback::{bounce, delivery, is_suppressed};
 use crate::helpers::{Backend, TempDir, assert_status, spawn_app_with};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
+
+/// `bouncer prune` on the database; what it printed, once it succeeded.
+pub fn prune(database_url: &str) -> String {
+    let dir = TempDir::new();
+    let output = crate::cli::bouncer(dir.path())
+        .env("DATABASE_URL", database_url)
+        .arg("prune")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
 
 fn text(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
@@ -27,57 +44,126 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
     let old_delivery = delivery("kept@example.com", &text(then))
         .set("Timestamp", &text(then))
         .sign();
+    // A soft bounce then, never followed by a delivery: its streak can no
+    // longer grow (the window is 14 days), so it goes.
+    let old_soft = bounce("Transient", "MailboxFull", "gone@example.com", &text(then))
+        .set("Timestamp", &text(then))
+        .sign();
     assert_status(&app.post(&old_bounce).await, 200, "stored");
     assert_status(&app.post(&old_delivery).await, 200, "stored");
-    // Today: one more message.
+    assert_status(&app.post(&old_soft).await, 200, "stored");
+    // Today: one more message, and a soft bounce whose streak stays.
     clock.set(Timestamp::from_datetime(now));
     let fresh = Msg::notification(TOPIC, "today").sign();
     assert_status(&app.post(&fresh).await, 200, "stored");
-    assert_eq!(app.db.total_messages().await, 3);
-
-    let dir = TempDir::new();
-    let output = crate::cli::bouncer(dir.path())
-        .env("DATABASE_URL", &app.db.url)
-        .arg("prune")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let recent_soft = bounce("Transient", "MailboxFull", "recent@example.com", &text(now))
+        .set("Timestamp", &text(now))
+        .sign();
+    assert_status(&app.post(&recent_soft).await, 200, "stored");
+    assert_eq!(app.db.total_messages().await, 5);
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM soft_bounces", None)
+            .await,
+        2
     );
+
+    let stdout = prune(&app.db.url);
     assert!(
-        stdout.contains("pruned: 2 sns_messages, 2 feedback_events, 2 rate_volume, 1 rate_buckets"),
+        stdout.contains("pruned: 3 sns_messages, 3 feedback_events, 3 rate_volume, 1 rate_buckets"),
         "{stdout}"
+    );
+    assert!(stdout.contains(", 1 soft_bounces"), "{stdout}");
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM soft_bounces WHERE email = $1",
+                Some("recent@example.com")
+            )
+            .await,
+        1,
+        "a streak that can still grow stays"
     );
     assert_eq!(
         app.db.count_messages(&fresh.id()).await,
         1,
         "today's message stays"
     );
-    assert_eq!(app.db.total_messages().await, 1);
+    assert_eq!(app.db.total_messages().await, 2);
     assert_eq!(
         app.db
             .scalar("SELECT COUNT(*) FROM feedback_events", None)
             .await,
-        0
+        1,
+        "only today's soft bounce is left"
     );
     assert!(
         is_suppressed(&app, "old@example.com").await,
         "the suppression list is never pruned"
     );
     // Nothing more to prune the second time.
-    let again = crate::cli::bouncer(dir.path())
-        .env("DATABASE_URL", &app.db.url)
-        .arg("prune")
-        .output()
-        .expect("runs");
     assert!(
-        String::from_utf8_lossy(&again.stdout)
-            .contains("pruned: 0 sns_messages, 0 feedback_events, 0 rate_volume, 0 rate_buckets")
+        prune(&app.db.url)
+            .contains("pruned: 0 sns_messages, 0 feedback_events, 0 rate_volume, 0 rate_buckets, 0 alerts, 0 ses_pushes, 0 soft_bounces")
     );
     app.stop().await;
 }
 
 on_both_databases!(prune_deletes_what_retention_no_longer_keeps);
+
+/// More old rows than one chunk (5,000), a run of them sharing one time at
+/// a chunk's boundary: all of them go, in chunks, and nothing newer.
+async fn a_backlog_larger_than_a_chunk_is_pruned_whole(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    // 12,001 counted sends from early 2025: one a second for 10,000
+    // seconds, then 2,001 at the same second.
+    let old = if app.db.is_sqlite() {
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
+         INSERT INTO rate_volume (mail_id, recipient, seen_at) \
+         SELECT 'old-' || i, 'r@example.com', \
+         strftime('%Y-%m-%dT%H:%M:%fZ', '2025-01-01', '+' || MIN(i, 10000) || ' seconds') FROM n"
+    } else {
+        "INSERT INTO rate_volume (mail_id, recipient, seen_at) \
+         SELECT 'old-' || i, 'r@example.com', \
+         TIMESTAMPTZ '2025-01-01 00:00:00+00' + LEAST(i, 10000) * INTERVAL '1 second' \
+         FROM generate_series(0, 12000) AS i"
+    };
+    app.db.execute(old).await;
+    let recent = if app.db.is_sqlite() {
+        "INSERT INTO rate_volume (mail_id, recipient, seen_at) VALUES \
+         ('new-1', 'r@example.com', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+         ('new-2', 'r@example.com', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    } else {
+        "INSERT INTO rate_volume (mail_id, recipient, seen_at) VALUES \
+         ('new-1', 'r@example.com', now()), ('new-2', 'r@example.com', now())"
+    };
+    app.db.execute(recent).await;
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM rate_volume", None)
+            .await,
+        12_003
+    );
+
+    let stdout = prune(&app.db.url);
+    assert!(stdout.contains(", 12001 rate_volume,"), "{stdout}");
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM rate_volume WHERE mail_id LIKE 'new-%'",
+                None
+            )
+            .await,
+        2,
+        "today's counted sends stay"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM rate_volume", None)
+            .await,
+        2
+    );
+    app.stop().await;
+}
+
+on_both_databases!(a_backlog_larger_than_a_chunk_is_pruned_whole);
