@@ -1,9 +1,10 @@
 //! `soft_bounces`: soft bounces counted per address in a streak anchored at
 //! its first bounce, reset by a delivery. A batch's counts are computed in
 //! memory, in arrival order, from the rows as they are: [`lock`] makes sure
-//! each address has a row and locks it (so a concurrent replica waits
-//! rather than counting from the same old value), [`write`] stores the
-//! results in one statement each for the rows kept and the rows reset.
+//! each address has a row and locks it in one statement (so a concurrent
+//! replica waits rather than counting from the same old value), [`write`]
+//! stores the results in one statement each for the rows kept and the rows
+//! reset.
 
 use std::collections::HashMap;
 
@@ -22,9 +23,12 @@ pub struct Streak {
     pub last_at: Timestamp,
 }
 
-/// The streaks of `emails` (by address) as they are, each row locked until the end of
-/// the transaction. A row is made first where there is none (count 0, which
-/// stands for "no streak"), so that there is something to lock.
+/// The streaks of `emails` (by address) as they are, each row locked until
+/// the end of the transaction. A row is made where there is none (count 0,
+/// which stands for "no streak"), in the same statement that locks and
+/// reads it: with an insert and then a `SELECT ... FOR UPDATE`, a row
+/// deleted in between (a delivery's reset, retention) was not locked, and
+/// two replicas could both count from nothing.
 pub async fn lock(
     tx: &mut Tx<'_>,
     emails: &[&EmailAddress],
@@ -34,25 +38,19 @@ pub async fn lock(
     sorted.sort();
     sorted.dedup();
     let mut found = HashMap::new();
-    for chunk in sorted.chunks(MAX_PARAMS / 3) {
-        on_tx!(tx, conn => {
+    for chunk in sorted.chunks(MAX_PARAMS / 4) {
+        let rows: Vec<(String, i64, Timestamp, Timestamp)> = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO soft_bounces (email, count, first_at, last_at) ");
             qb.push_values(chunk, |mut row, email| {
                 row.push_bind(email.as_str().to_owned()).push_bind(0i64).push_bind(now);
                 row.push_bind(now);
             });
-            qb.push(" ON CONFLICT (email) DO NOTHING");
-            qb.build().execute(conn).await.map(|_| ())
-        })?;
-        let sqlite = tx.is_sqlite();
-        let rows: Vec<(String, i64, Timestamp, Timestamp)> = on_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("SELECT email, count, first_at, last_at FROM soft_bounces WHERE email IN (");
-            let mut list = qb.separated(", ");
-            for email in chunk {
-                list.push_bind(email.as_str().to_owned());
-            }
-            // SQLite's write transaction already holds the database.
-            qb.push(if sqlite { ")" } else { ") FOR UPDATE" });
+            // The no-op update is what locks an existing row (SQLite's write
+            // transaction already holds the database) and returns it as it is.
+            qb.push(
+                " ON CONFLICT (email) DO UPDATE SET count = soft_bounces.count \
+                 RETURNING email, count, first_at, last_at",
+            );
             qb.build_query_as().fetch_all(conn).await
         })?;
         for (email, count, first_at, last_at) in rows {

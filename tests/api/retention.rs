@@ -111,21 +111,24 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
 
 on_both_databases!(prune_deletes_what_retention_no_longer_keeps);
 
-/// More old rows than one chunk (5,000), a run of them sharing one time at
-/// a chunk's boundary: all of them go, in chunks, and nothing newer.
+/// More old rows than one chunk (5,000), a run of them sharing one time
+/// across the first chunk's boundary: all of them go, in chunks, and nothing
+/// newer.
 async fn a_backlog_larger_than_a_chunk_is_pruned_whole(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    // 12,001 counted sends from early 2025: one a second for 10,000
-    // seconds, then 2,001 at the same second.
+    // 12,001 counted sends from early 2025, one a second, except the 21
+    // from the 4,991st to the 5,011th, which share one second.
     let old = if app.db.is_sqlite() {
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
          INSERT INTO rate_volume (mail_id, recipient, seen_at) \
          SELECT 'old-' || i, 'r@example.com', \
-         strftime('%Y-%m-%dT%H:%M:%fZ', '2025-01-01', '+' || MIN(i, 10000) || ' seconds') FROM n"
+         strftime('%Y-%m-%dT%H:%M:%fZ', '2025-01-01', \
+         '+' || (CASE WHEN i BETWEEN 4990 AND 5010 THEN 4990 ELSE i END) || ' seconds') FROM n"
     } else {
         "INSERT INTO rate_volume (mail_id, recipient, seen_at) \
          SELECT 'old-' || i, 'r@example.com', \
-         TIMESTAMPTZ '2025-01-01 00:00:00+00' + LEAST(i, 10000) * INTERVAL '1 second' \
+         TIMESTAMPTZ '2025-01-01 00:00:00+00' \
+         + (CASE WHEN i BETWEEN 4990 AND 5010 THEN 4990 ELSE i END) * INTERVAL '1 second' \
          FROM generate_series(0, 12000) AS i"
     };
     app.db.execute(old).await;
