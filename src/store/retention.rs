@@ -103,7 +103,7 @@ const PUSHES: Chunk = older_than!(
     "state IN ('done', 'skipped') AND "
 );
 
-/// Alerts and streaks: small tables, one statement for both databases.
+/// A statement both databases run well as it is (alerts, streaks).
 const fn same_on_both(sql: &'static str) -> Chunk {
     Chunk {
         sqlite: sql,

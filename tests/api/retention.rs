@@ -44,14 +44,27 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
     let old_delivery = delivery("kept@example.com", &text(then))
         .set("Timestamp", &text(then))
         .sign();
-    // A soft bounce then, never followed by a delivery: its streak can no
-    // longer grow (the window is 14 days), so it goes.
+    // A soft bounce then, never followed by a delivery: its streak is older
+    // than the events kept (180 days), so it goes.
     let old_soft = bounce("Transient", "MailboxFull", "gone@example.com", &text(then))
         .set("Timestamp", &text(then))
         .sign();
     assert_status(&app.post(&old_bounce).await, 200, "stored");
     assert_status(&app.post(&old_delivery).await, 200, "stored");
     assert_status(&app.post(&old_soft).await, 200, "stored");
+    // A month ago, past the 14-day window but within what is kept: its
+    // streak stays, since a bounce that late can still be replayed.
+    let month_ago = now - time::Duration::days(30);
+    clock.set(Timestamp::from_datetime(month_ago));
+    let month_soft = bounce(
+        "Transient",
+        "MailboxFull",
+        "month@example.com",
+        &text(month_ago),
+    )
+    .set("Timestamp", &text(month_ago))
+    .sign();
+    assert_status(&app.post(&month_soft).await, 200, "stored");
     // Today: one more message, and a soft bounce whose streak stays.
     clock.set(Timestamp::from_datetime(now));
     let fresh = Msg::notification(TOPIC, "today").sign();
@@ -60,12 +73,12 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
         .set("Timestamp", &text(now))
         .sign();
     assert_status(&app.post(&recent_soft).await, 200, "stored");
-    assert_eq!(app.db.total_messages().await, 5);
+    assert_eq!(app.db.total_messages().await, 6);
     assert_eq!(
         app.db
             .scalar("SELECT COUNT(*) FROM soft_bounces", None)
             .await,
-        2
+        3
     );
 
     let stdout = prune(&app.db.url);
@@ -74,28 +87,30 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
         "{stdout}"
     );
     assert!(stdout.contains(", 1 soft_bounces"), "{stdout}");
-    assert_eq!(
-        app.db
-            .scalar(
-                "SELECT COUNT(*) FROM soft_bounces WHERE email = $1",
-                Some("recent@example.com")
-            )
-            .await,
-        1,
-        "a streak that can still grow stays"
-    );
+    for kept in ["recent@example.com", "month@example.com"] {
+        assert_eq!(
+            app.db
+                .scalar(
+                    "SELECT COUNT(*) FROM soft_bounces WHERE email = $1",
+                    Some(kept)
+                )
+                .await,
+            1,
+            "{kept}'s streak stays"
+        );
+    }
     assert_eq!(
         app.db.count_messages(&fresh.id()).await,
         1,
         "today's message stays"
     );
-    assert_eq!(app.db.total_messages().await, 2);
+    assert_eq!(app.db.total_messages().await, 3);
     assert_eq!(
         app.db
             .scalar("SELECT COUNT(*) FROM feedback_events", None)
             .await,
-        1,
-        "only today's soft bounce is left"
+        2,
+        "only the recent soft bounces are left"
     );
     assert!(
         is_suppressed(&app, "old@example.com").await,
