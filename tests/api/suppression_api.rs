@@ -110,8 +110,10 @@ async fn a_batch_of_ten_thousand_is_checked_in_one_call(backend: Backend) {
         Some(json!({"email": "manual@example.com"})),
     )
     .await;
-    let mut addresses: Vec<String> = (0..9_996).map(|i| format!("user{i}@example.com")).collect();
+    // b1 twice, in two forms: each input gets its answer.
+    let mut addresses: Vec<String> = (0..9_995).map(|i| format!("user{i}@example.com")).collect();
     addresses.extend([
+        "b1@example.com".into(),
         "B1@Example.com".into(),
         "\"Two\" <b2@example.com>".into(),
         "manual@example.com".into(),
@@ -150,6 +152,11 @@ async fn a_batch_of_ten_thousand_is_checked_in_one_call(backend: Backend) {
             ),
             (
                 "B1@Example.com".to_owned(),
+                "b1@example.com".to_owned(),
+                "bounce".to_owned()
+            ),
+            (
+                "b1@example.com".to_owned(),
                 "b1@example.com".to_owned(),
                 "bounce".to_owned()
             ),
