@@ -118,6 +118,8 @@ fn bench_backend(c: &mut Criterion, label: &str, database_url: &str, fill: &'sta
                 "any_array",
                 "SELECT * FROM suppressions WHERE email = ANY($1)",
             ),
+            // The store's statement, in its shape (its text is private to
+            // the store).
             (
                 "lateral_planned_each_time",
                 "SELECT s.* FROM unnest($1::text[]) AS wanted (address) CROSS JOIN LATERAL \

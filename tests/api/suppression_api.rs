@@ -110,7 +110,8 @@ async fn a_batch_of_ten_thousand_is_checked_in_one_call(backend: Backend) {
         Some(json!({"email": "manual@example.com"})),
     )
     .await;
-    // b1 twice, in two forms: each input gets its answer.
+    // b1 twice, in two forms: each input gets its answer (the store is
+    // given the address once; its answer is matched to every input).
     let mut addresses: Vec<String> = (0..9_995).map(|i| format!("user{i}@example.com")).collect();
     addresses.extend([
         "b1@example.com".into(),
