@@ -11,6 +11,12 @@
 //! streaks of addresses that soft-bounced long ago and were never delivered
 //! to again (nothing removes them but a delivery or an operator), so that
 //! a statement that scans `soft_bounces` shows in the figures.
+//!
+//! BENCH_LIVED_IN=1000000 starts from that many SNS messages (2 KB bodies),
+//! suppressions and counted sends, and twice as many events, all with
+//! random keys as real ones are, received over the last 180 days: the
+//! indexes a batch writes into are then larger than any cache, as after
+//! months of service, instead of empty.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -63,6 +69,18 @@ fn run(label: &str, database_url: &str, batches: usize) {
         .unwrap_or(0);
     if stale > 0 {
         runtime.block_on(stale_streaks(&store, stale));
+    }
+    let lived_in: usize = std::env::var("BENCH_LIVED_IN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if lived_in > 0 {
+        let started = Instant::now();
+        runtime.block_on(fill_history(database_url, lived_in));
+        eprintln!(
+            "{label}: {lived_in} messages of history written in {:.0?}",
+            started.elapsed()
+        );
     }
     for workload in [Workload::BounceStorm, Workload::FeedMix] {
         for size in [1usize, 32, 128] {
@@ -144,6 +162,103 @@ async fn stale_streaks(store: &Store, n: usize) {
     let mut tx = conn.begin().await.expect("begin");
     soft_bounces::write(&mut tx, &rows).await.expect("streaks");
     tx.commit().await.expect("commit");
+}
+
+/// `n` messages of history: SNS messages, suppressions, counted sends and
+/// twice as many events, with random keys, over the last 180 days. Written
+/// in SQL on a connection of its own (millions of rows through the writer
+/// would take longer than the benchmark).
+async fn fill_history(database_url: &str, n: usize) {
+    use sqlx::Connection;
+    const TOPIC_ARN: &str = "arn:aws:sns:eu-west-1:123456789012:ses-feedback";
+    let sqlite = database_url.starts_with("sqlite:");
+    // Each dialect's row source (`i` counting from 0, `t` a time within 180
+    // days), random key, random address, ~2 KB body and false.
+    let rows = |count: usize, select: &str, into: &str| {
+        let source = if sqlite {
+            format!(
+                "(WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {count} - 1) \
+                 SELECT i, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || (i * 7919 % 15552000) || ' seconds') AS t FROM n)"
+            )
+        } else {
+            format!(
+                "(SELECT i, now() - (i * 7919 % 15552000) * interval '1 second' AS t \
+                 FROM generate_series(0::bigint, {count} - 1) AS i)"
+            )
+        };
+        format!("INSERT INTO {into} SELECT {select} FROM {source} AS n")
+    };
+    // Hex bodies compress about as well as real ones do (PostgreSQL's lz4).
+    let (key, email, body, no) = if sqlite {
+        (
+            "lower(hex(randomblob(16)))",
+            "lower(hex(randomblob(6))) || '@example.org'",
+            "hex(randomblob(1000))".to_owned(),
+            "0",
+        )
+    } else {
+        (
+            "md5(random()::text)",
+            "left(md5(random()::text), 12) || '@example.org'",
+            vec!["md5(random()::text)"; 62].join(" || "),
+            "false",
+        )
+    };
+    let mut statements = vec![
+        rows(
+            n,
+            &format!(
+                "{key}, 'Notification', '{TOPIC_ARN}', NULL, t, t, t, 1, {no}, 'applied', {body}"
+            ),
+            "sns_messages (message_id, message_type, topic_arn, subject, sns_timestamp, received_at, stored_at, signature_version, via_spool, outcome, body)",
+        ),
+        rows(
+            n,
+            &format!(
+                "{email}, 'bounce', 'Permanent', 'General', 'smtp; 550 5.1.1 user unknown', t, t, 1, {key}, {key}, 'sns:{TOPIC_ARN}'"
+            ),
+            "suppressions (email, reason, bounce_type, bounce_subtype, diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, last_sns_message_id, source)",
+        ),
+        rows(
+            2 * n,
+            &format!(
+                "{key}, {key}, 'Delivery', 'notification', {key}, {email}, NULL, NULL, NULL, NULL, NULL, NULL, 'recorded', t, t"
+            ),
+            "feedback_events (event_key, sns_message_id, event_type, format, ses_message_id, email, feedback_id, bounce_type, bounce_subtype, complaint_feedback_type, status, diagnostic_code, action, occurred_at, received_at)",
+        ),
+        rows(
+            n,
+            &format!("{key}, {email}, t"),
+            "rate_volume (mail_id, recipient, seen_at)",
+        ),
+    ];
+    if !sqlite {
+        statements.push("ANALYZE".to_owned());
+    }
+    // The same loop for either connection type.
+    macro_rules! run_on {
+        ($connection:ty) => {{
+            let mut conn = <$connection>::connect(database_url)
+                .await
+                .expect("connect for the fill");
+            for sql in &statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+            let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback_events")
+                .fetch_one(&mut conn)
+                .await
+                .expect("count the history");
+            assert!(events >= 2 * n as i64, "the fill wrote {events} events");
+        }};
+    }
+    if sqlite {
+        run_on!(sqlx::SqliteConnection);
+    } else {
+        run_on!(sqlx::PgConnection);
+    }
 }
 
 fn main() {
