@@ -129,6 +129,19 @@ async fn measure(backend: Backend, label: &str) {
             "/v1/suppressions?since=2025-07-01&limit=50".to_owned(),
         ),
         (
+            "last seen in a year, both ends (36%)",
+            "/v1/suppressions?since=2025-11-25&until=2026-11-25&limit=50".to_owned(),
+        ),
+        (
+            "last seen in 30 days, one end (3%)",
+            "/v1/suppressions?since=2026-10-26&limit=50".to_owned(),
+        ),
+        (
+            "complaints on a day with none (of 10,000)",
+            "/v1/suppressions?reason=complaint&since=2026-11-24&until=2026-11-24&limit=50"
+                .to_owned(),
+        ),
+        (
             "search + reason + one day",
             "/v1/suppressions?q=user1&reason=bounce&since=2026-06-01&until=2026-06-01&limit=50"
                 .to_owned(),
