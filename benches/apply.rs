@@ -63,17 +63,11 @@ fn run(label: &str, database_url: &str, batches: usize) {
         store.migrate().await.expect("migrate");
         store
     });
-    let stale: usize = std::env::var("BENCH_SOFT_BOUNCES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let stale = count_setting("BENCH_SOFT_BOUNCES", 0);
     if stale > 0 {
         runtime.block_on(stale_streaks(&store, stale));
     }
-    let lived_in: usize = std::env::var("BENCH_LIVED_IN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let lived_in = count_setting("BENCH_LIVED_IN", 0);
     if lived_in > 0 {
         let started = Instant::now();
         runtime.block_on(fill_history(database_url, lived_in));
@@ -261,12 +255,17 @@ async fn fill_history(database_url: &str, n: usize) {
     }
 }
 
-fn main() {
-    bouncer::outbound::install_default_provider();
-    let batches: usize = std::env::var("BENCH_BATCHES")
+/// A count given in the environment, or `default`.
+fn count_setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(default)
+}
+
+fn main() {
+    bouncer::outbound::install_default_provider();
+    let batches = count_setting("BENCH_BATCHES", 100);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     if backends.contains("sqlite") {
         let dir = std::env::temp_dir().join(format!("bouncer-bench-apply-{}", std::process::id()));

@@ -52,6 +52,21 @@ enum TimePlan {
     KeyOrder,
 }
 
+/// The filter's time bounds on `column` (`last_seen_at`, or `+last_seen_at`
+/// to keep SQLite off its index).
+fn push_time_range<DB>(qb: &mut QueryBuilder<DB>, filter: &ListFilter, column: &str)
+where
+    DB: sqlx::Database,
+    Timestamp: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if let Some(since) = filter.since {
+        qb.push(format_args!(" AND {column} >= ")).push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        qb.push(format_args!(" AND {column} < ")).push_bind(until);
+    }
+}
+
 /// The public columns of `suppressions`, in order: every statement that
 /// reads a row, and the CSV export, take them from here.
 macro_rules! columns {
@@ -76,11 +91,7 @@ impl Store {
     /// The suppressed ones among `emails`, in one query, each row once
     /// however often its address is given.
     pub async fn check(&self, emails: &[EmailAddress]) -> DbResult<Vec<Suppression>> {
-        // Without repeats: PostgreSQL's statement below returns a row per
-        // address given.
         let mut list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
-        list.sort_unstable();
-        list.dedup();
         match &self.db {
             Db::Sqlite(pool) => {
                 const SQL: &str = concat!(
@@ -97,6 +108,10 @@ impl Store {
                     .await?)
             }
             Db::Postgres(pool) => {
+                // Without repeats: the statement returns a row per address
+                // given. (SQLite's `IN` is a set already.)
+                list.sort_unstable();
+                list.dedup();
                 // One primary-key look-up per address, whatever the table's
                 // statistics say. `email = ANY($1)` leaves the choice to the
                 // planner, which at 10,000 addresses estimates 10,000 rows
@@ -157,12 +172,7 @@ impl Store {
             if let Some(reason) = &filter.reason {
                 qb.push(" AND reason = ").push_bind(reason.clone());
             }
-            if let Some(since) = filter.since {
-                qb.push(format_args!(" AND {last_seen} >= ")).push_bind(since);
-            }
-            if let Some(until) = filter.until {
-                qb.push(format_args!(" AND {last_seen} < ")).push_bind(until);
-            }
+            push_time_range(&mut qb, filter, last_seen);
             // One lower bound, the tighter: SQLite seeks the index by one
             // and would test the other on every row between them.
             match (&filter.prefix, &filter.after) {
@@ -211,12 +221,7 @@ impl Store {
         let mut qb = QueryBuilder::new(
             "SELECT COUNT(*) FROM (SELECT 1 FROM suppressions INDEXED BY suppressions_last_seen WHERE 1 = 1",
         );
-        if let Some(since) = filter.since {
-            qb.push(" AND last_seen_at >= ").push_bind(since);
-        }
-        if let Some(until) = filter.until {
-            qb.push(" AND last_seen_at < ").push_bind(until);
-        }
+        push_time_range(&mut qb, filter, "last_seen_at");
         qb.push(" LIMIT ")
             .push_bind(crossover.saturating_add(1))
             .push(")");

@@ -208,27 +208,9 @@ async fn the_list_pages_with_a_cursor_and_filters(backend: Backend) {
         "2026-11-01T00:00:00Z",
     ))
     .await;
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/suppressions?reason=manual&limit=10&cursor={c}"),
-            None => "/v1/suppressions?reason=manual&limit=10".to_owned(),
-        };
-        let (status, body) = app.api(reqwest::Method::GET, &path, None).await;
-        assert_eq!(status, 200, "{body}");
-        pages += 1;
-        for item in body["items"].as_array().expect("items") {
-            seen.push(item["email"].as_str().unwrap_or_default().to_owned());
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let pages = every_page(&app, "reason=manual&limit=10").await;
     let expected: Vec<String> = (0..25).map(|i| format!("m{i:02}@example.com")).collect();
-    assert_eq!((pages, seen), (3, expected));
+    assert_eq!((pages.len(), pages.concat()), (3, expected));
     let (_, bounces) = app
         .api(reqwest::Method::GET, "/v1/suppressions?reason=bounce", None)
         .await;
@@ -344,9 +326,10 @@ async fn manual_additions_and_audited_removals(backend: Backend) {
     app.stop().await;
 }
 
-/// Every email of every page of `GET /v1/suppressions?{query}`, in order.
-async fn every_page(app: &TestApp, query: &str) -> Vec<String> {
-    let mut seen = Vec::new();
+/// The emails of every page of `GET /v1/suppressions?{query}`, page by
+/// page, following the cursor to the end.
+async fn every_page(app: &TestApp, query: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
@@ -355,14 +338,29 @@ async fn every_page(app: &TestApp, query: &str) -> Vec<String> {
         };
         let (status, body) = app.api(reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
-        for item in body["items"].as_array().expect("items") {
-            seen.push(item["email"].as_str().unwrap_or_default().to_owned());
-        }
+        pages.push(
+            body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|item| item["email"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+        );
         match body["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
-            None => return seen,
+            None => return pages,
         }
     }
+}
+
+/// Every row of `GET /v1/suppressions?{query}`, all pages in order.
+async fn every_row(app: &TestApp, query: &str) -> Vec<String> {
+    every_page(app, query).await.concat()
+}
+
+/// `t00042@example.com` and the like, for the rows numbered `rows`.
+fn numbered(rows: impl Iterator<Item = usize>) -> Vec<String> {
+    rows.map(|i| format!("t{i:05}@example.com")).collect()
 }
 
 /// On SQLite a time range is read through the time index when it holds
@@ -395,54 +393,51 @@ async fn a_time_range_pages_whole_however_many_rows_it_holds(backend: Backend) {
            FROM generate_series(0, 10299) AS i) AS t"
     };
     app.db.execute(fill).await;
-    let emails = |rows: &mut dyn Iterator<Item = usize>| -> Vec<String> {
-        rows.map(|i| format!("t{i:05}@example.com")).collect()
-    };
 
     // 10,100 rows in the range, pages of 1,000: read in address order.
     assert_eq!(
-        every_page(
+        every_row(
             &app,
             "reason=complaint&since=2026-06-01&until=2026-06-02&limit=1000"
         )
         .await,
-        emails(&mut (0..10_100).filter(|i| i % 3 == 0)),
+        numbered((0..10_100).filter(|i| i % 3 == 0)),
     );
     // The whole list from one end of time: 10,300 rows.
     assert_eq!(
-        every_page(&app, "since=2026-05-01&limit=1000").await,
-        emails(&mut (0..10_300)),
+        every_row(&app, "since=2026-05-01&limit=1000").await,
+        numbered(0..10_300),
     );
     // From June on, one end: 10,200 rows, read in address order.
     assert_eq!(
-        every_page(&app, "since=2026-06-01&limit=1000").await,
-        emails(&mut (0..10_200)),
+        every_row(&app, "since=2026-06-01&limit=1000").await,
+        numbered(0..10_200),
     );
     // 421 rows in an hour, pages of 100: through the time index, sorted.
     assert_eq!(
-        every_page(
+        every_row(
             &app,
             "since=2026-06-01T05:00:00Z&until=2026-06-01T06:00:00Z&limit=100"
         )
         .await,
-        emails(&mut (0..10_100).filter(|i| i % 24 == 5)),
+        numbered((0..10_100).filter(|i| i % 24 == 5)),
     );
     // A prefix and one end, pages of 30: the hundred of July.
     assert_eq!(
-        every_page(&app, "q=t101&since=2026-07-01&limit=30").await,
-        emails(&mut (10_100..10_200)),
+        every_row(&app, "q=t101&since=2026-07-01&limit=30").await,
+        numbered(10_100..10_200),
     );
     // A complaint among the hour's rows, and none in a range with no rows.
     assert_eq!(
-        every_page(
+        every_row(
             &app,
             "reason=complaint&since=2026-06-01T05:00:00Z&until=2026-06-01T06:00:00Z&limit=1000"
         )
         .await,
-        emails(&mut (0..10_100).filter(|i| i % 24 == 5 && i % 3 == 0)),
+        numbered((0..10_100).filter(|i| i % 24 == 5 && i % 3 == 0)),
     );
     assert!(
-        every_page(&app, "since=2026-08-01&until=2026-09-01&limit=10")
+        every_row(&app, "since=2026-08-01&until=2026-09-01&limit=10")
             .await
             .is_empty()
     );
