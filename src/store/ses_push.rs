@@ -182,11 +182,18 @@ impl Store {
         Ok(())
     }
 
+    /// Read from counts kept by triggers (migration 0009), never by
+    /// counting the outbox: a sender may ask `GET /v1/sending` before every
+    /// send, and the outbox holds a week of pushes and any backlog.
     pub async fn push_summary(&self) -> DbResult<PushSummary> {
-        const COUNTS: &str = "SELECT state, COUNT(*) FROM ses_suppression_sync GROUP BY state";
+        const COUNTS: &str = "SELECT state, n FROM ses_push_counts";
         const LAST_ERROR: &str = "SELECT email, last_error, last_error_at FROM ses_suppression_sync \
             WHERE last_error_at IS NOT NULL ORDER BY last_error_at DESC LIMIT 1";
-        const LAST_DONE: &str =
+        // SQLite, with no statistics, took the state's index and read every
+        // confirmed push (260 ms at 800,000).
+        const LAST_DONE_SQLITE: &str = "SELECT MAX(done_at) FROM ses_suppression_sync \
+            INDEXED BY ses_suppression_sync_last_done WHERE state = 'done'";
+        const LAST_DONE_POSTGRES: &str =
             "SELECT MAX(done_at) FROM ses_suppression_sync WHERE state = 'done'";
         let counts: Vec<(String, i64)> =
             on_db!(&self.db, pool => sqlx::query_as(COUNTS).fetch_all(pool).await)?;
@@ -207,8 +214,14 @@ impl Store {
             summary.last_error = error;
             summary.last_error_at = at;
         }
-        summary.last_done_at =
-            on_db!(&self.db, pool => sqlx::query_scalar(LAST_DONE).fetch_one(pool).await)?;
+        summary.last_done_at = match &self.db {
+            Db::Sqlite(pool) => sqlx::query_scalar(LAST_DONE_SQLITE).fetch_one(pool).await?,
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(LAST_DONE_POSTGRES)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
         Ok(summary)
     }
 

@@ -271,8 +271,246 @@ async fn ses_ends_as_the_latest_change_of_an_address(backend: Backend) {
     api.stop().await;
 }
 
+const STATES: [&str; 4] = ["pending", "done", "skipped", "refused"];
+
+/// The outbox's rows by state, counted, and the newest confirmed push.
+async fn outbox_counted(app: &TestApp) -> (Vec<i64>, Option<String>) {
+    let mut counts = Vec::new();
+    for state in STATES {
+        counts.push(
+            app.db
+                .scalar(
+                    "SELECT COUNT(*) FROM ses_suppression_sync WHERE state = $1",
+                    Some(state),
+                )
+                .await,
+        );
+    }
+    let last = app
+        .db
+        .text(
+            "SELECT CAST(MAX(done_at) AS TEXT) FROM ses_suppression_sync WHERE state = $1",
+            "done",
+        )
+        .await;
+    (counts, last)
+}
+
+/// What `GET /v1/sending`, `/metrics` and `bouncer status` say of the
+/// outbox, asserted to agree with its rows.
+async fn outbox_reported_as_it_is(app: &TestApp, when: &str) -> Vec<i64> {
+    let (counted, last) = outbox_counted(app).await;
+    let push = ses_state(app).await["push"].clone();
+    let reported: Vec<i64> = STATES
+        .iter()
+        .map(|s| push[*s].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(reported, counted, "{when}: GET /v1/sending {push}");
+    assert_eq!(
+        push["last_done_at"].is_null(),
+        last.is_none(),
+        "{when}: {push}"
+    );
+    let text = metrics(app).await;
+    for (state, n) in STATES.iter().zip(&counted) {
+        assert!(
+            text.contains(&format!("bouncer_ses_pushes{{state=\"{state}\"}} {n}\n")),
+            "{when}: {text}"
+        );
+    }
+    let status = cli_status(app);
+    let line = format!(
+        "{} pending, {} done, {} skipped, {} refused",
+        counted[0], counted[1], counted[2], counted[3]
+    );
+    assert!(status.contains(&line), "{when}: {status}");
+    counted
+}
+
+/// The outbox's counts are kept as it changes (not counted at every
+/// read): they must agree with its rows after every kind of change, with
+/// the writer and the push worker changing it at the same time.
+async fn the_outbox_counts_agree_with_its_rows_after_every_change(backend: Backend) {
+    let api = SesApi::start().await;
+    let app = pushing(backend, &api, ManualAs::None).await;
+    checked(&app).await;
+    outbox_reported_as_it_is(&app, "empty").await;
+
+    api.fail_always("PutSuppressedDestination", 400, "BadRequestException");
+    for i in 0..3 {
+        assert_status(
+            &app.post(&bounce(
+                "Permanent",
+                "General",
+                &format!("refused{i}@example.net"),
+                AT,
+            ))
+            .await,
+            200,
+            "stored",
+        );
+    }
+    eventually("three refused", || async {
+        ses_state(&app).await["push"]["refused"] == 3
+    })
+    .await;
+    assert_eq!(
+        outbox_reported_as_it_is(&app, "refused").await,
+        [0, 0, 0, 3]
+    );
+
+    // Bounces in batches while the worker pushes the earlier ones;
+    // manual rows are skipped (SES_PUSH_MANUAL_AS=none); a refused row
+    // changed again is pending again.
+    api.slow_down(
+        "PutSuppressedDestination",
+        std::time::Duration::from_millis(5),
+    );
+    api.heal("PutSuppressedDestination");
+    let posts = (0..40).map(|i| {
+        let app = &app;
+        async move {
+            let email = format!("storm{i}@example.net");
+            app.post(&bounce("Permanent", "General", &email, AT)).await
+        }
+    });
+    for answer in futures_util::future::join_all(posts).await {
+        assert_status(&answer, 200, "stored");
+    }
+    for i in 0..3 {
+        add(&app, &format!("manual{i}@example.net")).await;
+    }
+    assert_status(
+        &app.post(&complaint(Some("abuse"), "refused0@example.net"))
+            .await,
+        200,
+        "stored",
+    );
+    nothing_pending(&app).await;
+    assert_eq!(
+        outbox_reported_as_it_is(&app, "pushed").await,
+        [0, 41, 3, 2]
+    );
+
+    // A removal makes a confirmed row pending, then done again.
+    remove(&app, "storm0@example.net").await;
+    remove(&app, "manual0@example.net").await;
+    nothing_pending(&app).await;
+    assert_eq!(
+        outbox_reported_as_it_is(&app, "removed").await,
+        [0, 42, 2, 2]
+    );
+
+    // A week after SES confirmed them, finished pushes are pruned.
+    app.db
+        .execute(if app.db.is_sqlite() {
+            "UPDATE ses_suppression_sync SET done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days') \
+             WHERE email LIKE 'storm1%' OR email = 'manual1@example.net'"
+        } else {
+            "UPDATE ses_suppression_sync SET done_at = now() - interval '8 days' \
+             WHERE email LIKE 'storm1%' OR email = 'manual1@example.net'"
+        })
+        .await;
+    let dir = crate::helpers::TempDir::new();
+    let output = crate::cli::bouncer(dir.path())
+        .env("DATABASE_URL", &app.db.url)
+        .arg("prune")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("12 ses_pushes"),
+        "{output:?}"
+    );
+    assert_eq!(
+        outbox_reported_as_it_is(&app, "pruned").await,
+        [0, 31, 1, 2]
+    );
+    app.stop().await;
+    api.stop().await;
+}
+
+/// The counts the outbox keeps, as the service reads them.
+async fn kept_counts(db: &crate::helpers::TestDb) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for state in STATES {
+        counts.push(
+            db.scalar(
+                "SELECT n FROM ses_push_counts WHERE state = $1",
+                Some(state),
+            )
+            .await,
+        );
+    }
+    counts
+}
+
+/// A database upgraded with pushes in its outbox starts its counts from
+/// them, and the triggers keep them through an upsert, a change that is
+/// not one of state, and a delete.
+async fn an_upgraded_outbox_starts_its_counts_from_its_rows(backend: Backend) {
+    let dir = crate::helpers::TempDir::new();
+    let db = crate::helpers::TestDb::create(&backend, dir.path()).await;
+    crate::cli::migrate(dir.path(), &db.url);
+    // Back to the schema before migration 0009, with rows in the outbox.
+    for sql in [
+        "DROP TRIGGER ses_push_counts_insert",
+        "DROP TRIGGER ses_push_counts_update",
+        "DROP TRIGGER ses_push_counts_delete",
+    ] {
+        db.execute(&if db.is_sqlite() {
+            sql.to_owned()
+        } else {
+            format!("{sql} ON ses_suppression_sync")
+        })
+        .await;
+    }
+    if !db.is_sqlite() {
+        db.execute("DROP FUNCTION ses_push_counts_changed()").await;
+    }
+    db.execute("DROP TABLE ses_push_counts").await;
+    db.execute("DROP INDEX ses_suppression_sync_last_done")
+        .await;
+    db.execute("DELETE FROM _sqlx_migrations WHERE version = 9")
+        .await;
+    db.execute(
+        "INSERT INTO ses_suppression_sync (email, action, state, changed_at, done_at) VALUES \
+         ('a@example.net', 'put', 'pending', '2026-11-25T08:00:00.000Z', NULL), \
+         ('b@example.net', 'put', 'done', '2026-11-25T08:00:00.000Z', '2026-11-25T08:01:00.000Z'), \
+         ('c@example.net', 'put', 'done', '2026-11-25T08:00:00.000Z', '2026-11-25T08:02:00.000Z'), \
+         ('d@example.net', 'delete', 'skipped', '2026-11-25T08:00:00.000Z', '2026-11-25T08:03:00.000Z'), \
+         ('e@example.net', 'put', 'refused', '2026-11-25T08:00:00.000Z', '2026-11-25T08:04:00.000Z')",
+    )
+    .await;
+    crate::cli::migrate(dir.path(), &db.url);
+    assert_eq!(kept_counts(&db).await, [1, 2, 1, 1]);
+
+    // As the triggers on `suppressions` queue a change: one row new, one
+    // confirmed row pending again.
+    db.execute(
+        "INSERT INTO ses_suppression_sync (email, action, state, changed_at) VALUES \
+         ('b@example.net', 'delete', 'pending', '2026-11-25T09:00:00.000Z'), \
+         ('f@example.net', 'put', 'pending', '2026-11-25T09:00:00.000Z') \
+         ON CONFLICT (email) DO UPDATE SET action = excluded.action, seq = ses_suppression_sync.seq + 1, \
+         state = 'pending', changed_at = excluded.changed_at",
+    )
+    .await;
+    assert_eq!(kept_counts(&db).await, [3, 1, 1, 1]);
+    // A lease is not a change of state; a refusal ends one.
+    db.execute("UPDATE ses_suppression_sync SET lease_until = changed_at, attempts = attempts + 1")
+        .await;
+    db.execute("UPDATE ses_suppression_sync SET state = 'refused' WHERE email = 'a@example.net'")
+        .await;
+    assert_eq!(kept_counts(&db).await, [2, 1, 1, 2]);
+    db.execute("DELETE FROM ses_suppression_sync WHERE state IN ('done', 'skipped')")
+        .await;
+    assert_eq!(kept_counts(&db).await, [2, 0, 0, 2]);
+}
+
 on_both_databases!(
     each_change_of_the_list_is_put_or_deleted_at_ses_with_its_reason,
     a_refused_push_is_recorded_counted_and_alerted_once,
     ses_ends_as_the_latest_change_of_an_address,
+    the_outbox_counts_agree_with_its_rows_after_every_change,
+    an_upgraded_outbox_starts_its_counts_from_its_rows,
 );
