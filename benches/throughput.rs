@@ -22,6 +22,8 @@
 //!   BENCH_FLOOR=health     the same connections to `/healthz` (HTTP alone)
 //!   BENCH_FLOOR=badsig     the same messages with a broken signature
 //!                          (HTTP, parsing and verification; nothing stored)
+//!   BENCH_GENERATOR_THREADS=2  the generator's runtime threads (1: tokio's
+//!                          current-thread runtime, as `wrk -t1`)
 
 #[path = "common/mod.rs"]
 mod common;
@@ -69,7 +71,7 @@ fn report(
 ) {
     let n = outcome.latencies.len() as f64;
     println!(
-        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | p99.9 {:.1} ms | max {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.2} cores | {commits} | answers {:?}",
+        "{label} | {what} | {:.0} msg/s | p50 {:.1} ms | p99 {:.1} ms | p99.9 {:.1} ms | max {:.1} ms | server CPU {:.0} µs/msg ({:.2} cores) | generator {:.0} µs/msg ({:.2} cores) | {commits} | answers {:?}",
         outcome.per_second(),
         outcome.percentile_ms(0.50),
         outcome.percentile_ms(0.99),
@@ -77,6 +79,7 @@ fn report(
         outcome.percentile_ms(1.0),
         server_cpu * 1e6 / n,
         server_cpu / outcome.elapsed.as_secs_f64(),
+        own_cpu * 1e6 / n,
         own_cpu / outcome.elapsed.as_secs_f64(),
         outcome.statuses,
     );
@@ -140,11 +143,21 @@ fn run(label: &str, database_url: &str, messages: usize) {
         std::env::temp_dir().join(format!("bouncer-bench-e2e-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let server = Server::start(database_url, &dir, &[]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let threads: usize = std::env::var("BENCH_GENERATOR_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     let tag = format!("{label}{}", std::process::id());
     let workloads = if steady_only {
         &[][..]
