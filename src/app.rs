@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
@@ -217,17 +217,7 @@ pub fn configure_public(cfg: &mut web::ServiceConfig, state: web::Data<AppState>
         .route("/sns", web::post().to(routes::sns::receive))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
-        .default_service(web::to(no_such_path));
-}
-
-/// Any other path or method: a JSON 404 like every other refusal, naming
-/// what was asked (a tool reading `error` needs no special case).
-async fn no_such_path(req: actix_web::HttpRequest) -> Result<HttpResponse, crate::error::ApiError> {
-    Err(crate::error::ApiError::NoSuchPath(format!(
-        "{} {}",
-        req.method(),
-        req.path()
-    )))
+        .default_service(web::to(routes::no_such_path));
 }
 
 /// Mounts the admin listener's endpoints, all of them behind one layer
@@ -245,9 +235,13 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>)
                     .wrap(from_fn(require_token))
                     .configure(routes::api::configure)
                     .route("/metrics", web::get().to(routes::metrics::metrics))
-                    .default_service(web::to(no_such_path)),
+                    .default_service(web::to(routes::no_such_path)),
             ),
     );
+    // A known path asked with a method it does not take falls back to the
+    // listener's default (behind the token for the API's paths): without
+    // one, actix answered an empty 404 (found by an outside trial).
+    cfg.default_service(web::to(routes::no_such_path));
 }
 
 /// The admin listener, bound. Off loopback it needs API_TOKENS: without

@@ -5,7 +5,7 @@
 
 use url::{Host, Url};
 
-use super::region::SnsHost;
+use super::region::{Region, SnsHost};
 
 /// A signing certificate URL that passed the rule, with the SNS host (and so
 /// the region) it names.
@@ -67,11 +67,18 @@ pub fn check_cert_url(text: &str) -> Result<CertUrl, String> {
     Ok(CertUrl { url, host })
 }
 
-/// The SubscribeURL rule: origin as above, path `/`, and a query whose
-/// `Action` is `ConfirmSubscription`.
-pub fn check_subscribe_url(text: &str) -> Result<Url, String> {
+/// The SubscribeURL rule: origin as above in the topic's own `region` (as
+/// for the certificate), path `/`, and a query whose `Action` is
+/// `ConfirmSubscription`.
+pub fn check_subscribe_url(text: &str, region: &Region) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-    check_origin(&url)?;
+    let host = check_origin(&url)?;
+    if host.region() != region {
+        return Err(format!(
+            "it names region {}, but the topic is in {region}",
+            host.region()
+        ));
+    }
     if url.path() != "/" {
         return Err("path must be `/`".into());
     }
@@ -140,9 +147,21 @@ mod tests {
     #[test]
     fn subscribe_url_needs_confirm_action() {
         let ok = "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-east-1:1:t&Token=abc";
-        assert!(check_subscribe_url(ok).is_ok());
-        assert!(check_subscribe_url(&ok.replace("ConfirmSubscription", "Unsubscribe")).is_err());
-        assert!(check_subscribe_url(&ok.replace("sns.us-east-1", "sqs.us-east-1")).is_err());
-        assert!(check_subscribe_url(&ok.replace("https", "http")).is_err());
+        let region = Region::parse("us-east-1").unwrap();
+        assert!(check_subscribe_url(ok, &region).is_ok());
+        for bad in [
+            ok.replace("ConfirmSubscription", "Unsubscribe"),
+            ok.replace("sns.us-east-1", "sqs.us-east-1"),
+            ok.replace("https", "http"),
+        ] {
+            assert!(check_subscribe_url(&bad, &region).is_err(), "{bad}");
+        }
+        // Another region's SNS host: SNS sends the topic's own.
+        let elsewhere = ok.replace("sns.us-east-1", "sns.eu-west-1");
+        let why = check_subscribe_url(&elsewhere, &region).unwrap_err();
+        assert!(
+            why.contains("eu-west-1") && why.contains("us-east-1"),
+            "{why}"
+        );
     }
 }

@@ -153,7 +153,7 @@ impl Confirmer {
         let result = match mode {
             ConfirmMode::Off | ConfirmMode::Auto => Ok(None),
             ConfirmMode::Sdk => self.confirm_with_sdk(topic, token).await.map(Some),
-            ConfirmMode::Url => self.confirm_with_url(subscribe_url).await,
+            ConfirmMode::Url => self.confirm_with_url(topic, subscribe_url).await,
         };
         match &result {
             Ok(arn) => {
@@ -196,10 +196,20 @@ impl Confirmer {
         Ok(output.subscription_arn().unwrap_or_default().to_owned())
     }
 
-    async fn confirm_with_url(&self, subscribe_url: &str) -> Result<Option<String>, SnsError> {
-        let url = check_subscribe_url(subscribe_url).map_err(|why| SnsError::BadUrl {
-            field: "SubscribeURL",
+    async fn confirm_with_url(
+        &self,
+        topic: &str,
+        subscribe_url: &str,
+    ) -> Result<Option<String>, SnsError> {
+        let topic_arn = TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
+            field: "TopicArn",
             why,
+        })?;
+        let url = check_subscribe_url(subscribe_url, topic_arn.region()).map_err(|why| {
+            SnsError::BadUrl {
+                field: "SubscribeURL",
+                why,
+            }
         })?;
         let response = self.url_client.get(url).send().await.map_err(|e| {
             SnsError::ConfirmationUnavailable(format!("SubscribeURL: {}", e.without_url()))

@@ -100,6 +100,32 @@ fn required(value: Option<String>, name: &'static str) -> Result<String, SnsErro
     }
 }
 
+/// SNS signs its fields joined by line breaks, `Message` first. A line
+/// break in any later field would let a message SNS never sent make the
+/// same string to sign: `Subject` moved into the `MessageId`
+/// (`"<id>\nSubject\n<subject>"`) verifies with the real signature under a
+/// new id, past the dedupe. SNS puts none there: ids are UUIDs, tokens hex,
+/// and a `Subject` has no line breaks. Ids, tokens and URLs are refused with
+/// any control character (none has a use there, and each ends up in a log
+/// or a command's one-line output); a `Subject` only with a line break (a
+/// NUL in one is stored escaped, SPEC §1).
+fn without(
+    value: String,
+    name: &'static str,
+    refused: impl Fn(char) -> bool,
+) -> Result<String, SnsError> {
+    match value.chars().find(|c| refused(*c)) {
+        None => Ok(value),
+        Some(c) => Err(SnsError::MalformedField {
+            field: name,
+            why: format!(
+                "holds the control character U+{:04X} (SNS signs its fields one per line)",
+                u32::from(c)
+            ),
+        }),
+    }
+}
+
 impl Envelope {
     /// Parses the body and checks it against the `x-amz-sns-message-type`
     /// header. `Message` may be empty (SNS allows it); every other field the
@@ -125,14 +151,28 @@ impl Envelope {
             }
             Some(_) => {}
         }
-        let message_id = required(raw.message_id, "MessageId")?;
+        let message_id = without(
+            required(raw.message_id, "MessageId")?,
+            "MessageId",
+            char::is_control,
+        )?;
         if message_id.len() > 128 {
             return Err(SnsError::MalformedField {
                 field: "MessageId",
                 why: "longer than 128 characters".into(),
             });
         }
-        let topic_arn = required(raw.topic_arn, "TopicArn")?;
+        if message_id.trim().is_empty() {
+            return Err(SnsError::MalformedField {
+                field: "MessageId",
+                why: "blank".into(),
+            });
+        }
+        let topic_arn = without(
+            required(raw.topic_arn, "TopicArn")?,
+            "TopicArn",
+            char::is_control,
+        )?;
         let message = raw.message.ok_or(SnsError::MissingField("Message"))?;
         let timestamp_text = required(raw.timestamp, "Timestamp")?;
         let timestamp =
@@ -145,13 +185,20 @@ impl Envelope {
         let signing_cert_url = required(raw.signing_cert_url, "SigningCertURL")?;
         let fields = match message_type {
             MessageType::Notification => TypeFields::Notification {
-                subject: raw.subject,
+                subject: raw
+                    .subject
+                    .map(|s| without(s, "Subject", |c| c == '\n' || c == '\r'))
+                    .transpose()?,
                 unsubscribe_url: required(raw.unsubscribe_url, "UnsubscribeURL")?,
             },
             MessageType::SubscriptionConfirmation | MessageType::UnsubscribeConfirmation => {
                 TypeFields::Subscription {
-                    token: required(raw.token, "Token")?,
-                    subscribe_url: required(raw.subscribe_url, "SubscribeURL")?,
+                    token: without(required(raw.token, "Token")?, "Token", char::is_control)?,
+                    subscribe_url: without(
+                        required(raw.subscribe_url, "SubscribeURL")?,
+                        "SubscribeURL",
+                        char::is_control,
+                    )?,
                 }
             }
         };
@@ -197,6 +244,51 @@ mod tests {
     fn header_must_agree_with_type() {
         let err = Envelope::parse(NOTIFICATION.as_bytes(), Some("SubscriptionConfirmation"));
         assert_eq!(err.unwrap_err().code(), "message_type_mismatch");
+    }
+
+    #[test]
+    fn a_signed_field_after_message_is_one_line() {
+        let moved =
+            NOTIFICATION.replace(r#""MessageId":"m1""#, r#""MessageId":"m1\nSubject\nhello""#);
+        let err = Envelope::parse(moved.as_bytes(), Some("Notification")).unwrap_err();
+        assert!(
+            matches!(err, SnsError::MalformedField { field: "MessageId", ref why } if why.contains("U+000A")),
+            "{err:?}"
+        );
+        let subject = NOTIFICATION.replace(r#""Subject":null"#, r#""Subject":"a\r\nb""#);
+        let err = Envelope::parse(subject.as_bytes(), Some("Notification")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnsError::MalformedField {
+                    field: "Subject",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let nul = NOTIFICATION.replace(r#""Subject":null"#, r#""Subject":"a\u0000b""#);
+        assert!(Envelope::parse(nul.as_bytes(), Some("Notification")).is_ok());
+        let blank = NOTIFICATION.replace(r#""MessageId":"m1""#, r#""MessageId":" ""#);
+        let err = Envelope::parse(blank.as_bytes(), Some("Notification")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnsError::MalformedField {
+                    field: "MessageId",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The message itself may span lines.
+        let lines = NOTIFICATION.replace(r#""Message":"hi""#, r#""Message":"h\ni""#);
+        assert_eq!(
+            Envelope::parse(lines.as_bytes(), Some("Notification"))
+                .unwrap()
+                .message,
+            "h\ni"
+        );
     }
 
     #[test]

@@ -48,11 +48,28 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
     }
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await.0, 200);
-    // The admin listener serves its own paths only.
-    for (method, path) in [(Method::POST, "/sns"), (Method::GET, "/healthz")] {
+    // The admin listener serves its own paths only, and its paths with
+    // their own methods only (an outside trial found the others answered
+    // an empty 404).
+    let made_up = Method::from_bytes(b"FOO").expect("a method");
+    for (method, path) in [
+        (Method::POST, "/sns"),
+        (Method::GET, "/healthz"),
+        (Method::PATCH, "/v1/sending"),
+        (Method::POST, "/v1/sending"),
+        (made_up, "/v1/sending"),
+        (Method::PUT, "/v1/suppressions/check"),
+        (Method::DELETE, "/v1/subscriptions"),
+        (Method::POST, "/metrics"),
+        (Method::POST, "/"),
+    ] {
         let (status, body) = request(&app, method, &app.admin_address, path, Some(&bearer)).await;
         assert_eq!(status, 404, "{path} on the admin listener");
         assert_eq!(body["error"], "not_found", "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.ends_with(path)),
+            "{body}"
+        );
     }
     // A 404 is JSON like every other refusal, naming what was asked.
     let (status, body) = request(&app, Method::GET, &app.address, "/sns", None).await;
@@ -83,13 +100,15 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
 async fn with_tokens_every_admin_request_needs_one_even_from_loopback(backend: Backend) {
     let app = app_with_token(backend).await;
     let admin = app.admin_address.clone();
-    for path in [
-        "/metrics",
-        "/v1/sending",
-        "/v1/subscriptions",
-        "/no-such-page",
+    for (method, path) in [
+        (Method::GET, "/metrics"),
+        (Method::GET, "/v1/sending"),
+        (Method::GET, "/v1/subscriptions"),
+        (Method::GET, "/no-such-page"),
+        (Method::PATCH, "/v1/sending"),
+        (Method::POST, "/metrics"),
     ] {
-        let refused = request(&app, Method::GET, &admin, path, None).await;
+        let refused = request(&app, method, &admin, path, None).await;
         assert_refused(&refused, 401, "unauthorized");
     }
     // A proxy header from loopback changes nothing.

@@ -1,14 +1,14 @@
 //! Log lines (SPEC §7: one line per SNS message) stay one line of plain text
 //! whatever a sender writes: the `bouncer serve` binary, with text logs to a
-//! pipe, gets a `MessageId` and a `TopicArn` holding line breaks and terminal
-//! escape codes, and its output shows them escaped.
+//! pipe, gets a `MessageId` and an SES recipient holding line breaks and
+//! terminal escape codes; the first is refused, the second logged escaped.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::cli::{bouncer, test_env};
 use crate::helpers::TempDir;
-use crate::signing::{Msg, TOPIC};
+use crate::signing::{Msg, TOPIC, now_text};
 
 /// A forged log line and terminal control sequences (clear the screen, set
 /// the window title).
@@ -42,12 +42,27 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
     let base = format!("http://127.0.0.1:{port}");
     bouncer::outbound::install_default_provider();
     let client = reqwest::Client::new();
-    let stored = Msg::notification(TOPIC, "x")
+    // An SNS field holding a control character is refused before it is
+    // read (SNS signs its fields one per line); a recipient in the signed
+    // SES message is the sender's text that reaches a log line.
+    let refused = Msg::notification(TOPIC, "x")
         .set("MessageId", &format!("id{INJECTED}"))
         .sign();
-    let refused = Msg::notification(&format!("{TOPIC}{INJECTED}"), "x").sign();
+    let ses = serde_json::json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [
+                {"emailAddress": format!("id{INJECTED}@example.com")},
+                {"emailAddress": "real@example.com"},
+            ],
+            "timestamp": now_text(), "feedbackId": "fb-logs",
+        },
+        "mail": {"timestamp": now_text(), "messageId": "ses-logs", "destination": []},
+    });
+    let stored = Msg::notification(TOPIC, &ses.to_string()).sign();
     let mut answers = Vec::new();
-    for msg in [&stored, &refused] {
+    for msg in [&refused, &stored] {
         for _ in 0..100 {
             let sent = client
                 .post(format!("{base}/sns"))
@@ -67,11 +82,15 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
         .args(["-TERM", &pid])
         .status();
     let output = child.wait_with_output().expect("stops");
-    assert_eq!(answers, [200, 403]);
+    assert_eq!(answers, [400, 200]);
     let logs = String::from_utf8_lossy(&output.stdout);
     let escaped = "\\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r";
-    assert!(logs.contains(&format!("message_id=id{escaped}")), "{logs}");
-    assert!(logs.contains(&format!("topic={TOPIC}{escaped}")), "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("SES event recipient skipped")
+                && l.contains(&format!("id{escaped}@example.com"))),
+        "{logs}"
+    );
     assert!(
         !logs.contains(['\u{1b}', '\u{7}', '\r']),
         "a control character reached the log: {logs:?}"
@@ -84,7 +103,9 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
     );
     // Each message is one line.
     assert_eq!(
-        logs.lines().filter(|l| l.contains("sns message")).count(),
+        logs.lines()
+            .filter(|l| l.contains("sns message") && !l.contains("recipient skipped"))
+            .count(),
         2,
         "{logs}"
     );

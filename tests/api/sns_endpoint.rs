@@ -169,7 +169,30 @@ async fn each_required_field_is_checked_per_type(backend: Backend) {
         .set("Timestamp", "yesterday")
         .sign();
     assert_refused(&app.post(&bad_time).await, 400, "malformed_field");
+    // A MessageId with a control character is refused, signed or not: a
+    // line break in it could move another field into the signed text, and
+    // a NUL was once stored as the six characters `\u0000`, so the id
+    // `x\0` and the id `x\u0000` were one message, and the second (a
+    // different message) was answered as a duplicate.
+    for id in ["coll-\0", "coll-\n", "coll-\t"] {
+        let msg = Msg::notification(TOPIC, "x").set("MessageId", id).sign();
+        let answer = app.post(&msg).await;
+        assert_refused(&answer, 400, "malformed_field");
+        assert!(
+            answer.1["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("MessageId"),
+            "{answer:?}"
+        );
+    }
     assert_nothing_stored(&app).await;
+    // The same text, escaped by the sender, is an ordinary id.
+    let escaped = Msg::notification(TOPIC, "x")
+        .set("MessageId", "coll-\\u0000")
+        .sign();
+    assert_status(&app.post(&escaped).await, 200, "stored");
+    assert_eq!(app.db.count_messages("coll-\\u0000").await, 1);
     app.stop().await;
 }
 

@@ -265,6 +265,8 @@ async fn a_subscribe_url_off_the_sns_hosts_is_refused_and_never_fetched(backend:
         "http://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=x",
         "https://sns.us-east-1.amazonaws.com:8443/?Action=ConfirmSubscription&Token=x",
         "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&Token=x",
+        // Another region's SNS host (the stand-in would answer for it).
+        "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=x",
     ] {
         let msg = Msg::subscription_confirmation(TOPIC)
             .set("SubscribeURL", url)
