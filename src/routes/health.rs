@@ -3,13 +3,12 @@
 //! with 503, but `POST /sns` keeps accepting messages into the spool: a load
 //! balancer in front of SNS should check `/healthz`, not `/readyz`.
 
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use crate::app::AppState;
 use crate::error::error_body;
+use crate::routes::DATABASE_ANSWER_BUDGET;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "alive" }))
@@ -26,7 +25,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             ),
         );
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(DATABASE_ANSWER_BUDGET, state.store.ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readyz: the database does not answer");
@@ -39,7 +38,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(_) => error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            "the database did not answer within 2 seconds",
+            &format!(
+                "the database did not answer within {} seconds",
+                DATABASE_ANSWER_BUDGET.as_secs()
+            ),
         ),
     }
 }

@@ -8,6 +8,12 @@ pub mod page;
 pub mod rates;
 pub mod sns;
 
+/// The longest a probe or a scrape waits for the database: an unreachable
+/// database must not make `/readyz` or `/metrics` outlast the prober's own
+/// time-out (Prometheus gives a scrape 10 s by default), since those are
+/// what report the outage.
+pub const DATABASE_ANSWER_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Any other path or method: a JSON 404 like every other refusal, naming
 /// what was asked (a tool reading `error` needs no special case).
 pub async fn no_such_path(

@@ -465,11 +465,23 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-/// A TCP forwarder to PostgreSQL that a test can cut and restore, to play a
-/// database outage for the service while the test keeps its own access.
+/// A TCP forwarder to PostgreSQL that a test can cut, hang and restore, to
+/// play a database outage for the service while the test keeps its own
+/// access.
 pub struct Outage {
     pub port: u16,
-    up: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<Link>,
+}
+
+/// What the forwarder does with the service's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Up,
+    /// Connections are dropped: the server is gone.
+    Cut,
+    /// Connections stay open and nothing passes: a partition that drops
+    /// packets, or a server that stopped answering.
+    Hung,
 }
 
 impl Outage {
@@ -478,34 +490,53 @@ impl Outage {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let (up, watch) = tokio::sync::watch::channel(true);
+        let (state, watch) = tokio::sync::watch::channel(Link::Up);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*watch.borrow() {
-                    drop(inbound);
-                    continue;
-                }
                 let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|up| !*up) => {}
+                let now = *watch.borrow();
+                match now {
+                    Link::Cut => drop(inbound),
+                    // Held open, unanswered, until the link is restored.
+                    Link::Hung => {
+                        tokio::spawn(async move {
+                            let _ = watch.wait_for(|link| *link == Link::Up).await;
+                            drop(inbound);
+                        });
                     }
-                });
+                    Link::Up => {
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = watch.wait_for(|link| *link != Link::Up) => {}
+                            }
+                            // A hang keeps both ends open, silent, until the
+                            // link is restored.
+                            if *watch.borrow() == Link::Hung {
+                                let _ = watch.wait_for(|link| *link == Link::Up).await;
+                            }
+                        });
+                    }
+                }
             }
         });
-        Outage { port, up }
+        Outage { port, state }
     }
 
     pub fn cut(&self) {
-        let _ = self.up.send(false);
+        let _ = self.state.send(Link::Cut);
+    }
+
+    pub fn hang(&self) {
+        let _ = self.state.send(Link::Hung);
     }
 
     pub fn restore(&self) {
-        let _ = self.up.send(true);
+        let _ = self.state.send(Link::Up);
     }
 }
 

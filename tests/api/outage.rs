@@ -110,7 +110,93 @@ async fn the_spool_empties_while_messages_keep_arriving(backend: Backend) {
     app.stop().await;
 }
 
+/// A scrape during an outage answers well inside Prometheus' 10 s scrape
+/// time-out and reports the outage: what the database cannot answer is left
+/// out, never waited for one pool time-out after another (three of them,
+/// 15 s at these settings, before).
+async fn a_scrape_during_an_outage_answers_in_time_and_reports_it(backend: Backend) {
+    let on_sqlite = matches!(backend, Backend::Sqlite);
+    let (app, outage) = spawn_app_behind_forwarder(backend, |s, _| {
+        s.database_acquire_timeout_ms = 5000;
+        s.sqlite_busy_timeout_ms = 5000;
+        s.database_write_timeout_ms = 5000;
+    })
+    .await;
+    let gauges = |text: &serde_json::Value, name: &str| {
+        text.as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (_, before) = app.admin_get("/metrics").await;
+    assert_eq!(
+        gauges(&before, "bouncer_database_up "),
+        ["bouncer_database_up 1"]
+    );
+    assert_eq!(gauges(&before, "bouncer_bounce_rate ").len(), 1, "{before}");
+    assert_eq!(gauges(&before, "bouncer_ses_pushes{").len(), 4, "{before}");
+
+    // PostgreSQL hangs: connections open and nothing answers, the outage
+    // where every wait lasts its whole time-out.
+    let away = if on_sqlite {
+        Some(take_database_away(&app, &outage).await)
+    } else {
+        outage.hang();
+        None
+    };
+    assert_status(
+        &app.post(&Msg::notification(TOPIC, "finds the outage").sign())
+            .await,
+        202,
+        "spooled",
+    );
+    let started = Instant::now();
+    let (status, during) = app.admin_get("/metrics").await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{during}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the scrape took {took:?} while the database was down"
+    );
+    assert_eq!(
+        gauges(&during, "bouncer_database_up "),
+        ["bouncer_database_up 0"]
+    );
+    assert!(during.as_str().unwrap_or_default().ends_with("# EOF\n"));
+    if on_sqlite {
+        // SQLite's readers go on beside the write lock another connection
+        // holds: the rates are still read.
+        assert_eq!(gauges(&during, "bouncer_bounce_rate ").len(), 1, "{during}");
+    } else {
+        // PostgreSQL does not answer: the rates are left out.
+        assert!(
+            gauges(&during, "bouncer_bounce_rate ").is_empty(),
+            "{during}"
+        );
+        assert!(
+            gauges(&during, "bouncer_ses_pushes{").is_empty(),
+            "{during}"
+        );
+    }
+
+    match away {
+        Some(away) => away.give_back().await,
+        None => outage.restore(),
+    }
+    eventually("the rates are read again", || async {
+        let (_, after) = app.admin_get("/metrics").await;
+        gauges(&after, "bouncer_database_up ") == ["bouncer_database_up 1"]
+            && gauges(&after, "bouncer_bounce_rate ").len() == 1
+            && gauges(&after, "bouncer_ses_pushes{").len() == 4
+    })
+    .await;
+    app.stop().await;
+}
+
 on_both_databases!(
     intake_while_the_database_is_down_does_not_wait_for_its_time_outs,
     the_spool_empties_while_messages_keep_arriving,
+    a_scrape_during_an_outage_answers_in_time_and_reports_it,
 );
