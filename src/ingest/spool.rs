@@ -10,7 +10,8 @@
 //! messages keep arriving and memory stays bounded however large it grew.
 //!
 //! A torn record at the end of the newest segment (a crash mid-append,
-//! never acknowledged) is cut off at open. Damage anywhere else is skipped
+//! never acknowledged) is cut off at open, its bytes kept in a
+//! `torn-*.bin` file: damage to the last acknowledged record looks the same. Damage anywhere else is skipped
 //! to the next intact record, its bytes kept in a `damaged-*.bin` file and
 //! reported: the acknowledged records after it are still applied. A crash
 //! mid-drain applies part of a segment again at the next start, which the
@@ -178,10 +179,20 @@ impl Spool {
         let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
         let whole = scan_whole(&mut file, last.len)?;
         if whole < last.len && !intact_record_follows(&mut file, whole, last.len)? {
+            // Most often a crash mid-append, never acknowledged; but the
+            // same bytes are what damage to the last acknowledged record
+            // looks like, so they are kept before the cut, never only
+            // dropped.
+            let kept = self.dir.join(format!("torn-{:012}-{whole}.bin", last.seq));
+            file.seek(SeekFrom::Start(whole))?;
+            let mut bytes = Vec::new();
+            (&mut file).take(last.len - whole).read_to_end(&mut bytes)?;
+            std::fs::write(&kept, &bytes)?;
             tracing::warn!(
                 path = %path.display(),
-                torn_bytes = last.len - whole,
-                "spool ends in a torn record (never acknowledged); cutting it off"
+                torn_bytes = bytes.len(),
+                kept_in = %kept.display(),
+                "spool ends in a record that does not check out (a crash mid-append, never acknowledged, or damage to the last record); its bytes are kept and it is cut off"
             );
             file.set_len(whole)?;
             file.sync_all()?;

@@ -43,6 +43,19 @@ fn records_survive_reopen_and_a_torn_tail_is_cut() {
     assert!(spool.has_pending());
     let chunk = spool.read_chunk(10).unwrap();
     assert_eq!(bodies(&chunk), ["a", "b"]);
+    // The cut bytes are kept beside the spool all the same.
+    let kept: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("torn-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), [9, 0, 0, 0, 1, 2]);
     spool.advance(*chunk.ends.last().unwrap()).unwrap();
     assert!(!spool.has_pending());
     assert!(segment_files(&path).is_empty(), "a drained spool is empty");
