@@ -4,7 +4,8 @@
 //! `LOG_LEVEL` is checked when the settings are read; colours only go to a
 //! terminal; the AWS SDK and sqlx are kept at `warn` unless `LOG_LEVEL`
 //! names them (their `info` lines are a credential-chain dump and a notice
-//! per migration check, not news for an operator).
+//! per migration check, not news for an operator), and a client's broken
+//! connection is not logged above `debug`.
 //!
 //! [`escaped`]: every log field holding text a sender controls goes
 //! through it, so that a log line stays one line of plain text.
@@ -26,6 +27,13 @@ const QUIET: [&str; 5] = [
     "aws_sdk_sns",
     "sqlx",
 ];
+
+/// actix-http logs a client's malformed request or dropped connection at
+/// `error`, once per connection: anyone who reaches the public listener
+/// could fill the log with them. They are the client's faults, answered 400
+/// or closed, so they show only at `debug` and `trace` or when `LOG_LEVEL`
+/// names them.
+const CLIENT_FAULTS: &str = "actix_http::h1::dispatcher";
 
 /// `LOG_LEVEL` as clap reads it: a level, or EnvFilter directives whose bare
 /// words are levels (a bare `inof` would silently be a target named `inof`).
@@ -60,16 +68,23 @@ pub fn filter_directives(level: &str) -> String {
         Some(l @ ("error" | "off")) => l.to_owned(),
         _ => "warn".to_owned(),
     };
+    let named = |target: &str| {
+        directives.iter().any(|d| {
+            d.split(['=', '[']).next().is_some_and(|t| {
+                t == target
+                    || t.starts_with(&format!("{target}::"))
+                    || target.starts_with(&format!("{t}::"))
+            })
+        })
+    };
     let mut out: Vec<String> = directives.iter().map(|d| (*d).to_owned()).collect();
     for target in QUIET {
-        let named = directives.iter().any(|d| {
-            d.split(['=', '['])
-                .next()
-                .is_some_and(|t| t == target || t.starts_with(&format!("{target}::")))
-        });
-        if !named {
+        if !named(target) {
             out.push(format!("{target}={quiet}"));
         }
+    }
+    if !named(CLIENT_FAULTS) && !matches!(global.as_deref(), Some("debug" | "trace")) {
+        out.push(format!("{CLIENT_FAULTS}=off"));
     }
     out.join(",")
 }
@@ -175,8 +190,28 @@ mod tests {
             filter_directives("debug,sqlx=info"),
             "debug,sqlx=info,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sdk_sns=warn"
         );
-        assert!(filter_directives("error").ends_with("sqlx=error"));
+        assert!(filter_directives("error").contains(",sqlx=error"));
         assert!(filter_directives("bouncer=debug").starts_with("bouncer=debug,aws_config=warn"));
+    }
+
+    #[test]
+    fn a_clients_connection_faults_show_only_at_debug_or_when_named() {
+        assert!(filter_directives("info").ends_with(",actix_http::h1::dispatcher=off"));
+        assert!(filter_directives("error").ends_with(",actix_http::h1::dispatcher=off"));
+        assert!(!filter_directives("debug").contains("actix_http"));
+        assert!(!filter_directives("TRACE").contains("actix_http"));
+        assert_eq!(
+            filter_directives("info,actix_http=error")
+                .matches("actix_http")
+                .count(),
+            1
+        );
+        assert_eq!(
+            filter_directives("info,actix_http::h1::dispatcher=warn")
+                .matches("actix_http")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::cli::{bouncer, test_env};
 use crate::helpers::TempDir;
 use crate::signing::{Msg, TOPIC, now_text};
@@ -77,6 +79,23 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Requests the HTTP layer cannot parse are answered 400 and are not
+    // worth an `error` line each: anyone can send them.
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connects");
+        conn.write_all(b"POST /sns HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+            .await
+            .expect("writes");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
     let pid = child.id().to_string();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -100,6 +119,10 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
             .lines()
             .any(|l| l.starts_with("2026-11-25T08:00:00.000000Z")),
         "a forged line reached the log: {logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("ERROR")),
+        "a client's malformed request was logged as an error: {logs}"
     );
     // Each message is one line.
     assert_eq!(
