@@ -24,26 +24,28 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         ),
     )
     .await;
-    match guard {
-        Ok(Ok(guard)) => text.push_str(&guard),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the rates"),
-        Err(_) => tracing::warn!(
-            budget_ms = DATABASE_ANSWER_BUDGET.as_millis() as u64,
-            "metrics: the database did not answer in time; the rates are left out"
-        ),
-    }
-    match ses {
-        Ok(Ok(ses)) => text.push_str(&ses),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the SES state"),
-        Err(_) => tracing::warn!(
-            budget_ms = DATABASE_ANSWER_BUDGET.as_millis() as u64,
-            "metrics: the database did not answer in time; the SES state is left out"
-        ),
-    }
+    append(&mut text, guard, "the rates");
+    append(&mut text, ses, "the SES state");
     text.push_str("# EOF\n");
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)
+}
+
+/// Adds what a read returned in time, or says in the log what is left out.
+fn append(
+    text: &mut String,
+    read: Result<crate::store::DbResult<String>, tokio::time::error::Elapsed>,
+    what: &str,
+) {
+    match read {
+        Ok(Ok(part)) => text.push_str(&part),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read {what}"),
+        Err(_) => tracing::warn!(
+            budget_ms = DATABASE_ANSWER_BUDGET.as_millis() as u64,
+            "metrics: the database did not answer in time; left out of this scrape: {what}"
+        ),
+    }
 }
 
 /// The guard's gauges: the rates over the current window and the pause.
