@@ -281,7 +281,11 @@ macro_rules! listen {
                 $server.listen_rustls_0_23($listener, config)?
             }
             None => {
-                tracing::info!(listener = $name, %addr, "serving plain HTTP (SNS needs HTTPS: put a TLS proxy in front of the public listener)");
+                if $name == "public" {
+                    tracing::info!(listener = $name, %addr, "serving plain HTTP (SNS needs HTTPS: put a TLS proxy in front of this listener)");
+                } else {
+                    tracing::info!(listener = $name, %addr, "serving plain HTTP");
+                }
                 $server.listen($listener)?
             }
         }

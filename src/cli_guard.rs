@@ -13,6 +13,10 @@ pub fn print_status(report: &serde_json::Value) {
     let r = &report["rates"];
     let p = &report["policy"];
     let pct = |v: &serde_json::Value| format!("{:.3}%", v.as_f64().unwrap_or(0.0));
+    let counted = |v: &serde_json::Value, one: &str, many: &str| {
+        let n = v.as_i64().unwrap_or(0);
+        format!("{n} {}", if n == 1 { one } else { many })
+    };
     // Before any resume the rates count from the start of the history.
     let counting_since = match r["counting_since"].as_str() {
         Some(at) if !at.starts_with("1970-01-01") => format!("counting since the resume at {at}"),
@@ -29,15 +33,15 @@ pub fn print_status(report: &serde_json::Value) {
         report["reason"].as_str().unwrap_or("")
     );
     say!(
-        "bounce rate:    {} ({} hard bounces; pauses above {}%)",
+        "bounce rate:    {} ({}; pauses above {}%)",
         pct(&r["bounce_rate_percent"]),
-        r["hard_bounces"],
+        counted(&r["hard_bounces"], "hard bounce", "hard bounces"),
         p["bounce_pause_percent"]
     );
     say!(
-        "complaint rate: {} ({} complaints; pauses above {}%)",
+        "complaint rate: {} ({}; pauses above {}%)",
         pct(&r["complaint_rate_percent"]),
-        r["complaints"],
+        counted(&r["complaints"], "complaint", "complaints"),
         p["complaint_pause_percent"]
     );
     say!(

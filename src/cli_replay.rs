@@ -110,8 +110,9 @@ pub async fn run(
         None => directly(settings, &messages, ignore_age).await?,
     };
     eprintln!(
-        "replayed {} messages: {} stored, {} duplicate, {} spooled, {} refused",
+        "replayed {} message{}: {} stored, {} duplicate, {} spooled, {} refused",
         messages.len(),
+        if messages.len() == 1 { "" } else { "s" },
         tally.stored,
         tally.duplicate,
         tally.spooled,
@@ -187,7 +188,17 @@ async fn directly(
             Ok(verified) => verified,
             Err(e) => {
                 tally.refused += 1;
-                say!("{}\t{}\trefused {}: {e}", m.source, m.message_id, e.code());
+                let hint = if e.code() == "message_too_old" {
+                    " (--ignore-age replays old messages)"
+                } else {
+                    ""
+                };
+                say!(
+                    "{}\t{}\trefused {}: {e}{hint}",
+                    m.source,
+                    m.message_id,
+                    e.code()
+                );
                 continue;
             }
         };

@@ -1,4 +1,4 @@
-// The page for people (SPEC §11). Everything it shows comes from /v1 and
+// The page for people (README.md, "The page"). Everything it shows comes from /v1 and
 // every change goes through /v1, with the token the person typed (kept in
 // sessionStorage: this tab only) or, on a loopback listener without
 // API_TOKENS, none. Text from outside (diagnostic codes, alert texts) is

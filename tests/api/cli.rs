@@ -213,6 +213,10 @@ async fn replay_applies_stored_messages_through_the_pipeline(backend: Backend) {
         .expect("runs");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("message_too_old"));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("(--ignore-age replays old messages)"),
+        "the refusal names the way to replay old messages"
+    );
     assert_eq!(db.total_messages().await, fixtures);
 }
 

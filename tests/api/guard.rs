@@ -523,7 +523,7 @@ async fn status_pause_resume_and_alert_test_from_the_cli(backend: Backend) {
     assert!(ok, "{status}");
     assert!(status.contains("sending:        active"), "{status}");
     assert!(
-        status.contains("complaint rate: 0.083% (1 complaints; pauses above 0.1%)"),
+        status.contains("complaint rate: 0.083% (1 complaint; pauses above 0.1%)"),
         "{status}"
     );
     assert!(status.contains("window:         1200 sends"), "{status}");
