@@ -10,10 +10,12 @@
 //! messages keep arriving and memory stays bounded however large it grew.
 //!
 //! A torn record at the end of the newest segment (a crash mid-append,
-//! never acknowledged) is cut off at open, its bytes kept in a
-//! `torn-*.bin` file: damage to the last acknowledged record looks the same. Damage anywhere else is skipped
-//! to the next intact record, its bytes kept in a `damaged-*.bin` file and
-//! reported: the acknowledged records after it are still applied. A crash
+//! never acknowledged) is cut off at open, its bytes kept in a `torn-*.bin`
+//! file: damage to the last acknowledged record looks the same. Damage
+//! anywhere else is skipped to the next intact record, its bytes kept in a
+//! `damaged-*.bin` file and reported: the acknowledged records after it are
+//! still applied. A kept file is never overwritten: segment numbers start
+//! again with every empty spool, so a later incident can meet the same name. A crash
 //! mid-drain applies part of a segment again at the next start, which the
 //! MessageId dedupe turns into no-ops: exactly once in effect.
 
@@ -183,11 +185,10 @@ impl Spool {
             // same bytes are what damage to the last acknowledged record
             // looks like, so they are kept before the cut, never only
             // dropped.
-            let kept = self.dir.join(format!("torn-{:012}-{whole}.bin", last.seq));
             file.seek(SeekFrom::Start(whole))?;
             let mut bytes = Vec::new();
             (&mut file).take(last.len - whole).read_to_end(&mut bytes)?;
-            std::fs::write(&kept, &bytes)?;
+            let kept = keep_bytes(&self.dir, &format!("torn-{:012}-{whole}", last.seq), &bytes)?;
             tracing::warn!(
                 path = %path.display(),
                 torn_bytes = bytes.len(),
@@ -325,14 +326,15 @@ impl Spool {
 
     /// Keeps the damaged bytes beside the spool for an operator, and says so.
     fn keep_damaged(&self, pos: Position, resume_at: u64) -> io::Result<()> {
-        let kept = self
-            .dir
-            .join(format!("damaged-{:012}-{}.bin", pos.seq, pos.offset));
         let mut file = File::open(self.dir.join(segment_name(pos.seq)))?;
         file.seek(SeekFrom::Start(pos.offset))?;
         let mut bytes = Vec::new();
         file.take(resume_at - pos.offset).read_to_end(&mut bytes)?;
-        std::fs::write(&kept, &bytes)?;
+        let kept = keep_bytes(
+            &self.dir,
+            &format!("damaged-{:012}-{}", pos.seq, pos.offset),
+            &bytes,
+        )?;
         tracing::error!(
             segment = pos.seq,
             offset = pos.offset,
@@ -436,6 +438,29 @@ fn next_intact(file: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> 
         }
     }
     Ok(None)
+}
+
+/// Writes bytes an operator may need into a new file named `<stem>.bin`,
+/// or `<stem>-2.bin` and on when that exists: an earlier incident's file is
+/// never overwritten.
+fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    for n in 1u32.. {
+        let path = if n == 1 {
+            dir.join(format!("{stem}.bin"))
+        } else {
+            dir.join(format!("{stem}-{n}.bin"))
+        };
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(bytes)?;
+                file.sync_all()?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free name to keep the bytes under"))
 }
 
 /// Whether an intact record starts after the damage at `at` (a torn append

@@ -36,6 +36,13 @@ fn records_survive_reopen_and_a_torn_tail_is_cut() {
     drop(spool);
     // A crash in the middle of a third append.
     let seg = path.join(segment_files(&path)[0].clone());
+    // An earlier incident's file under the name this one would take.
+    let earlier = seg.with_file_name(format!(
+        "torn-{}-{}.bin",
+        segment_files(&path)[0].trim_end_matches(".seg"),
+        std::fs::metadata(&seg).unwrap().len()
+    ));
+    std::fs::write(&earlier, b"an earlier incident").unwrap();
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
     drop(f);
@@ -54,8 +61,11 @@ fn records_survive_reopen_and_a_torn_tail_is_cut() {
                 .starts_with("torn-")
         })
         .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(std::fs::read(&kept[0]).unwrap(), [9, 0, 0, 0, 1, 2]);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(std::fs::read(&earlier).unwrap(), b"an earlier incident");
+    let new = kept.iter().find(|p| **p != earlier).unwrap();
+    assert!(new.to_string_lossy().ends_with("-2.bin"), "{new:?}");
+    assert_eq!(std::fs::read(new).unwrap(), [9, 0, 0, 0, 1, 2]);
     spool.advance(*chunk.ends.last().unwrap()).unwrap();
     assert!(!spool.has_pending());
     assert!(segment_files(&path).is_empty(), "a drained spool is empty");
@@ -100,6 +110,20 @@ fn damage_is_skipped_and_kept_and_the_records_after_it_are_read() {
         .filter(|n| n.starts_with("damaged-"))
         .collect();
     assert_eq!(kept.len(), 1, "the damaged bytes are kept: {kept:?}");
+    // The same damage met again (a crash before the segment was deleted)
+    // keeps a second copy beside the first, never over it.
+    drop(spool);
+    std::fs::write(path.join(&kept[0]), b"marked").unwrap();
+    let mut spool = Spool::open(&path).unwrap();
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a", "c"]);
+    assert_eq!(std::fs::read(path.join(&kept[0])).unwrap(), b"marked");
+    let again: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("damaged-"))
+        .collect();
+    assert_eq!(again.len(), 2, "{again:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
