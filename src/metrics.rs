@@ -135,7 +135,7 @@ impl Metrics {
         let database_up = Gauge::default();
         registry.register(
             "database_up",
-            "1 while the writer writes to the database, 0 while it spools",
+            "1 while the writer writes to the database and the database answered this scrape's reads in time; 0 while the writer spools or the reads failed",
             database_up.clone(),
         );
         let set_aside = Counter::default();

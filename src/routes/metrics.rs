@@ -6,9 +6,6 @@ use crate::app::AppState;
 use crate::routes::DATABASE_ANSWER_BUDGET;
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut text = state.metrics.render();
-    let trimmed = text.trim_end().trim_end_matches("# EOF").to_owned();
-    text = trimmed;
     // Read from the database at scrape time, so every replica reports the
     // shared truth; the rate read costs the same whatever the history.
     // Both reads run at once under one budget: during an outage each would
@@ -24,6 +21,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         ),
     )
     .await;
+    // The writer learns of an outage only when it writes: on a quiet feed
+    // it would still say up while the reads here time out. The gauge says
+    // both, read now.
+    let read = matches!(guard, Ok(Ok(_))) && matches!(ses, Ok(Ok(_)));
+    state
+        .metrics
+        .database_up(state.writer.database_up() && read);
+    let mut text = state.metrics.render();
+    let trimmed = text.trim_end().trim_end_matches("# EOF").to_owned();
+    text = trimmed;
     append(&mut text, guard, "the rates");
     append(&mut text, ses, "the SES state");
     text.push_str("# EOF\n");
