@@ -215,8 +215,8 @@ fn allowed_topics(entries: &[String]) -> anyhow::Result<HashMap<String, TopicArn
 pub fn configure_public(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     cfg.app_data(state)
         .route("/sns", web::post().to(routes::sns::receive))
-        .route("/healthz", web::get().to(routes::health::healthz))
-        .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/healthz", routes::read().to(routes::health::healthz))
+        .route("/readyz", routes::read().to(routes::health::readyz))
         .default_service(web::to(routes::no_such_path));
 }
 
@@ -234,7 +234,7 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>)
                 web::scope("")
                     .wrap(from_fn(require_token))
                     .configure(routes::api::configure)
-                    .route("/metrics", web::get().to(routes::metrics::metrics))
+                    .route("/metrics", routes::read().to(routes::metrics::metrics))
                     .default_service(web::to(routes::no_such_path)),
             ),
     );

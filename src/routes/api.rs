@@ -40,16 +40,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::QueryConfig::default()
                     .error_handler(|e, _| ApiError::InvalidRequest(format!("query: {e}")).into()),
             )
-            .route("/suppressions", web::get().to(list))
+            .route("/suppressions", super::read().to(list))
             .route("/suppressions", web::post().to(add))
             .route("/suppressions/check", web::post().to(check))
-            .route("/suppressions/{email}", web::get().to(get_one))
+            .route("/suppressions/{email}", super::read().to(get_one))
             .route("/suppressions/{email}", web::delete().to(remove))
-            .route("/subscriptions", web::get().to(subscriptions))
-            .route("/sending", web::get().to(sending))
+            .route("/subscriptions", super::read().to(subscriptions))
+            .route("/sending", super::read().to(sending))
             .route("/sending", web::put().to(set_sending))
-            .route("/rates/history", web::get().to(super::rates::history))
-            .route("/alerts", web::get().to(super::alerts::recent)),
+            .route("/rates/history", super::read().to(super::rates::history))
+            .route("/alerts", super::read().to(super::alerts::recent)),
     );
 }
 

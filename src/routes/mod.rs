@@ -14,6 +14,14 @@ pub mod sns;
 /// what report the outage.
 pub const DATABASE_ANSWER_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A route for reading: GET, and HEAD, which answers the same headers
+/// without the body (a load balancer's or a monitor's check often uses it;
+/// actix leaves the body out of a HEAD answer itself).
+pub fn read() -> actix_web::Route {
+    use actix_web::guard;
+    actix_web::web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Any other path or method: a JSON 404 like every other refusal, naming
 /// what was asked (a tool reading `error` needs no special case).
 pub async fn no_such_path(

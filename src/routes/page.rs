@@ -44,9 +44,9 @@ fn etag_of(body: &str) -> String {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/assets/page.js", web::get().to(script))
-        .route("/assets/page.css", web::get().to(style));
+    cfg.route("/", super::read().to(index))
+        .route("/assets/page.js", super::read().to(script))
+        .route("/assets/page.css", super::read().to(style));
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {

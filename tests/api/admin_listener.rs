@@ -94,6 +94,45 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
     )
     .await;
     assert_eq!((status, &sending["state"]), (200, &"active".into()));
+    // HEAD answers wherever GET does, with GET's headers and no body (a
+    // monitor's check; an outside trial found it answered 404).
+    for (base, path, authorization) in [
+        (&app.address, "/healthz", None),
+        (&app.address, "/readyz", None),
+        (&app.admin_address, "/", None),
+        (&app.admin_address, "/metrics", Some(bearer.as_str())),
+        (&app.admin_address, "/v1/sending", Some(bearer.as_str())),
+    ] {
+        let mut head = app.client.head(format!("{base}{path}"));
+        let mut get = app.client.get(format!("{base}{path}"));
+        if let Some(value) = authorization {
+            head = head.header("authorization", value);
+            get = get.header("authorization", value);
+        }
+        let head = head.send().await.expect("answer");
+        let get = get.send().await.expect("answer");
+        assert_eq!(
+            (head.status().as_u16(), get.status().as_u16()),
+            (200, 200),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        assert!(
+            head.bytes().await.expect("body").is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+    let head = app
+        .client
+        .head(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(head.status(), 401, "HEAD needs the token like GET");
     app.stop().await;
 }
 
