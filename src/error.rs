@@ -18,6 +18,10 @@ pub enum SnsError {
     BodyTimeout { ms: u64 },
     #[error("too many request bodies are being received at once; send it again later")]
     Busy,
+    /// The client went away or the connection broke before the body's end:
+    /// nothing the sender wrote was wrong, and no one reads the answer.
+    #[error("the request body ended early: {0}")]
+    BodyIncomplete(String),
     #[error(
         "raw message delivery is on for this subscription: the body carries no signature and cannot be verified; turn raw message delivery off"
     )]
@@ -80,6 +84,7 @@ impl SnsError {
             SnsError::BodyTooLarge { .. } => "body_too_large",
             SnsError::BodyTimeout { .. } => "body_timeout",
             SnsError::Busy => "server_busy",
+            SnsError::BodyIncomplete(_) => "body_incomplete",
             SnsError::RawDelivery => "raw_delivery_not_supported",
             SnsError::MalformedJson(_) => "malformed_json",
             SnsError::MissingField(_) => "missing_field",
@@ -116,6 +121,7 @@ impl ResponseError for SnsError {
             SnsError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SnsError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             SnsError::RawDelivery
+            | SnsError::BodyIncomplete(_)
             | SnsError::MalformedJson(_)
             | SnsError::MissingField(_)
             | SnsError::MalformedField { .. }
@@ -145,7 +151,9 @@ impl ResponseError for SnsError {
         let mut response = error_body(self.status_code(), self.code(), &self.to_string());
         if matches!(
             self,
-            SnsError::BodyTimeout { .. } | SnsError::BodyTooLarge { .. }
+            SnsError::BodyTimeout { .. }
+                | SnsError::BodyTooLarge { .. }
+                | SnsError::BodyIncomplete(_)
         ) {
             // The rest of the body is not read: the connection cannot carry
             // another request.

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -143,8 +144,14 @@ async fn read_body(
     let read = async {
         let mut body = BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk
-                .map_err(|e| SnsError::MalformedJson(format!("body could not be read: {e}")))?;
+            let chunk = chunk.map_err(|e| match e {
+                // A hang-up or a broken connection, counted apart from a
+                // sender's malformed body.
+                PayloadError::Incomplete(_) | PayloadError::Io(_) => {
+                    SnsError::BodyIncomplete(e.to_string())
+                }
+                e => SnsError::MalformedJson(format!("body could not be read: {e}")),
+            })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large);
             }

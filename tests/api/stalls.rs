@@ -64,3 +64,42 @@ async fn stalled_bodies_do_not_starve_health_or_real_messages() {
     }
     app.stop().await;
 }
+
+/// A client that hangs up in the middle of a body is counted as such, not
+/// as a sender's malformed JSON: an operator reading the refusals must be
+/// able to tell a flaky network from a broken sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_body_is_counted_apart_from_malformed_json() {
+    let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
+    for _ in 0..3 {
+        let stream = stall(&app.address).await;
+        drop(stream);
+    }
+    let refusals = |reason: &str| {
+        let prefix = format!("bouncer_sns_refusals_total{{reason=\"{reason}\"}} ");
+        let app = &app;
+        async move {
+            let (_, metrics) = app.admin_get("/metrics").await;
+            metrics
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    crate::helpers::eventually("the hang-ups are counted", || async {
+        refusals("body_incomplete").await == 3.0
+    })
+    .await;
+    assert_eq!(refusals("malformed_json").await, 0.0);
+    // A real message after them is stored as ever.
+    assert_status(
+        &app.post(&Msg::notification(TOPIC, "after the hang-ups").sign())
+            .await,
+        200,
+        "stored",
+    );
+    app.stop().await;
+}
