@@ -188,7 +188,24 @@ impl Spool {
             file.seek(SeekFrom::Start(whole))?;
             let mut bytes = Vec::new();
             (&mut file).take(last.len - whole).read_to_end(&mut bytes)?;
-            let kept = keep_bytes(&self.dir, &format!("torn-{:012}-{whole}", last.seq), &bytes)?;
+            let kept = match keep_bytes(
+                &self.dir,
+                &format!("torn-{:012}-{whole}", last.seq),
+                &bytes,
+            ) {
+                Ok(kept) => kept,
+                // A full disk must not stop the start: the bytes stay where
+                // they are, and once records are appended after them the
+                // reader skips them as damage and tries to keep them again.
+                Err(e) => {
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %e,
+                        "spool ends in a record that does not check out, and its bytes cannot be kept aside; left in place"
+                    );
+                    return Ok(());
+                }
+            };
             tracing::warn!(
                 path = %path.display(),
                 torn_bytes = bytes.len(),
@@ -442,7 +459,9 @@ fn next_intact(file: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> 
 
 /// Writes bytes an operator may need into a new file named `<stem>.bin`,
 /// or `<stem>-2.bin` and on when that exists: an earlier incident's file is
-/// never overwritten.
+/// never overwritten. A file already holding exactly these bytes is the
+/// one returned (the drain meets the same damage at every retry until its
+/// segment is done; a copy each time would fill the disk).
 fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
     for n in 1u32.. {
         let path = if n == 1 {
@@ -452,11 +471,22 @@ fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
         };
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut file) => {
-                file.write_all(bytes)?;
-                file.sync_all()?;
+                let written = file.write_all(bytes).and_then(|()| file.sync_all());
+                if let Err(e) = written {
+                    // No half-kept file to mislead an operator.
+                    drop(file);
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+                // The new name is durable too, not only its bytes.
+                File::open(dir)?.sync_all()?;
                 return Ok(path);
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if std::fs::read(&path).is_ok_and(|kept| kept == bytes) {
+                    return Ok(path);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
