@@ -110,6 +110,9 @@ impl Worker {
             }
             let mut wait = self.ses.poll;
             if let Some(policy) = self.ses.push {
+                if let Err(e) = self.store.fold_push_counts().await {
+                    tracing::warn!(error = %e, "SES worker cannot fold the outbox counts; retrying");
+                }
                 let started = Instant::now();
                 if started >= next_push {
                     match self.push_one(policy).await {

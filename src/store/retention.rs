@@ -144,7 +144,7 @@ impl Store {
         let before = now.saturating_sub(keep);
         let buckets_before = now.saturating_sub(guard_age + time::Duration::DAY);
         let alerts_before = now.saturating_sub(retention.max(time::Duration::DAY));
-        Ok(Pruned {
+        let pruned = Pruned {
             sns_messages: self.delete_before(MESSAGES, before).await?,
             feedback_events: self.delete_before(EVENTS, before).await?,
             rate_volume: self.delete_before(VOLUME, before).await?,
@@ -165,6 +165,10 @@ impl Store {
                     now.saturating_sub(keep.max(soft_window + freshness + time::Duration::DAY)),
                 )
                 .await?,
-        })
+        };
+        // The pushes' deletions are count changes too (PostgreSQL): folded
+        // here as well, for a prune with no push worker running.
+        self.fold_push_counts().await?;
+        Ok(pruned)
     }
 }

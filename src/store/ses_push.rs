@@ -182,15 +182,16 @@ impl Store {
         Ok(())
     }
 
-    /// On SQLite read from counts kept by triggers (migration 0009), not by
+    /// Read from counts kept by triggers (migration 0009), never by
     /// counting the outbox: a sender may ask `GET /v1/sending` before every
     /// send, and the outbox holds a week of pushes and any backlog. On
-    /// PostgreSQL counted (130 ms at 1,000,000 rows): counts kept there would
-    /// make one long transaction on the outbox hold up every writer.
+    /// PostgreSQL the counts are the folded ones plus the changes not
+    /// folded yet ([`Store::fold_push_counts`]).
     pub async fn push_summary(&self) -> DbResult<PushSummary> {
         const COUNTS_SQLITE: &str = "SELECT state, n FROM ses_push_counts";
-        const COUNTS_POSTGRES: &str =
-            "SELECT state, COUNT(*) FROM ses_suppression_sync GROUP BY state";
+        const COUNTS_POSTGRES: &str = "SELECT state, SUM(n)::BIGINT FROM (\
+            SELECT state, n FROM ses_push_counts \
+            UNION ALL SELECT state, n FROM ses_push_count_changes) AS c GROUP BY state";
         const LAST_ERROR: &str = "SELECT email, last_error, last_error_at FROM ses_suppression_sync \
             WHERE last_error_at IS NOT NULL ORDER BY last_error_at DESC LIMIT 1";
         // SQLite, with no statistics, took the state's index and read every
@@ -229,6 +230,28 @@ impl Store {
             }
         };
         Ok(summary)
+    }
+
+    /// PostgreSQL: folds the outbox's count changes into its counts, in a
+    /// transaction of its own. The triggers append a row per statement and
+    /// state instead of updating a shared count, whose lock would last
+    /// until the writer's or an import's commit; the push worker folds them
+    /// as it goes, so a read sums a few rows. Replicas fold disjoint rows
+    /// (SKIP LOCKED); a fold that loses a deadlock on the four counts is
+    /// rolled back whole and its rows are folded next time. SQLite keeps
+    /// its counts directly (one writer at a time): nothing to do.
+    pub async fn fold_push_counts(&self) -> DbResult<u64> {
+        const FOLD: &str = "WITH moved AS (\
+                DELETE FROM ses_push_count_changes WHERE id IN (\
+                    SELECT id FROM ses_push_count_changes ORDER BY id LIMIT 10000 \
+                    FOR UPDATE SKIP LOCKED) \
+                RETURNING state, n), \
+            sums AS (SELECT state, SUM(n) AS n FROM moved GROUP BY state) \
+            UPDATE ses_push_counts AS c SET n = c.n + sums.n FROM sums WHERE c.state = sums.state";
+        match &self.db {
+            Db::Sqlite(_) => Ok(0),
+            Db::Postgres(pool) => Ok(sqlx::query(FOLD).execute(pool).await?.rows_affected()),
+        }
     }
 
     /// One address's push, if it has one.
