@@ -16,9 +16,11 @@ CREATE TABLE ses_push_counts (
     n     BIGINT NOT NULL
 );
 
+-- The same four states: a state without a count row would be folded away
+-- and lost, so it fails here instead.
 CREATE TABLE ses_push_count_changes (
     id    BIGSERIAL PRIMARY KEY,
-    state TEXT   NOT NULL,
+    state TEXT   NOT NULL CHECK (state IN ('pending', 'done', 'skipped', 'refused')),
     n     BIGINT NOT NULL
 );
 
