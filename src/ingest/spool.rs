@@ -15,9 +15,10 @@
 //! anywhere else is skipped to the next intact record, its bytes kept in a
 //! `damaged-*.bin` file and reported: the acknowledged records after it are
 //! still applied. A kept file is never overwritten: segment numbers start
-//! again with every empty spool, so a later incident can meet the same name. A crash
-//! mid-drain applies part of a segment again at the next start, which the
-//! MessageId dedupe turns into no-ops: exactly once in effect.
+//! again with every empty spool, so a later incident can meet the same
+//! name. A crash mid-drain applies part of a segment again at the next
+//! start, which the MessageId dedupe turns into no-ops: exactly once in
+//! effect.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -185,9 +186,7 @@ impl Spool {
             // same bytes are what damage to the last acknowledged record
             // looks like, so they are kept before the cut, never only
             // dropped.
-            file.seek(SeekFrom::Start(whole))?;
-            let mut bytes = Vec::new();
-            (&mut file).take(last.len - whole).read_to_end(&mut bytes)?;
+            let bytes = read_range(&mut file, whole, last.len)?;
             let kept = match keep_bytes(
                 &self.dir,
                 &format!("torn-{:012}-{whole}", last.seq),
@@ -344,9 +343,7 @@ impl Spool {
     /// Keeps the damaged bytes beside the spool for an operator, and says so.
     fn keep_damaged(&self, pos: Position, resume_at: u64) -> io::Result<()> {
         let mut file = File::open(self.dir.join(segment_name(pos.seq)))?;
-        file.seek(SeekFrom::Start(pos.offset))?;
-        let mut bytes = Vec::new();
-        file.take(resume_at - pos.offset).read_to_end(&mut bytes)?;
+        let bytes = read_range(&mut file, pos.offset, resume_at)?;
         let kept = keep_bytes(
             &self.dir,
             &format!("damaged-{:012}-{}", pos.seq, pos.offset),
@@ -455,6 +452,14 @@ fn next_intact(file: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> 
         }
     }
     Ok(None)
+}
+
+/// The bytes of `file` from `start` to `end`.
+fn read_range(file: &mut File, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(end - start).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Writes bytes an operator may need into a new file named `<stem>.bin`,

@@ -152,8 +152,14 @@ impl Confirmer {
         let mode = self.mode().await;
         let result = match mode {
             ConfirmMode::Off | ConfirmMode::Auto => Ok(None),
-            ConfirmMode::Sdk => self.confirm_with_sdk(topic, token).await.map(Some),
-            ConfirmMode::Url => self.confirm_with_url(topic, subscribe_url).await,
+            ConfirmMode::Sdk => match parse_topic(topic) {
+                Ok(arn) => self.confirm_with_sdk(&arn, topic, token).await.map(Some),
+                Err(e) => Err(e),
+            },
+            ConfirmMode::Url => match parse_topic(topic) {
+                Ok(arn) => self.confirm_with_url(&arn, subscribe_url).await,
+                Err(e) => Err(e),
+            },
         };
         match &result {
             Ok(arn) => {
@@ -169,11 +175,12 @@ impl Confirmer {
         })
     }
 
-    async fn confirm_with_sdk(&self, topic: &str, token: &str) -> Result<String, SnsError> {
-        let topic_arn = TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
-            field: "TopicArn",
-            why,
-        })?;
+    async fn confirm_with_sdk(
+        &self,
+        topic_arn: &TopicArn,
+        topic: &str,
+        token: &str,
+    ) -> Result<String, SnsError> {
         let output = self
             .client(topic_arn.region().as_str())
             .await
@@ -198,13 +205,9 @@ impl Confirmer {
 
     async fn confirm_with_url(
         &self,
-        topic: &str,
+        topic_arn: &TopicArn,
         subscribe_url: &str,
     ) -> Result<Option<String>, SnsError> {
-        let topic_arn = TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
-            field: "TopicArn",
-            why,
-        })?;
         let url = check_subscribe_url(subscribe_url, topic_arn.region()).map_err(|why| {
             SnsError::BadUrl {
                 field: "SubscribeURL",
@@ -267,6 +270,14 @@ fn xml_value(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))?;
     Some(xml[start..start + end].trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The topic a confirmation is for, which names the region to confirm in.
+fn parse_topic(topic: &str) -> Result<TopicArn, SnsError> {
+    TopicArn::parse(topic).map_err(|why| SnsError::MalformedField {
+        field: "TopicArn",
+        why,
+    })
 }
 
 #[cfg(test)]

@@ -248,39 +248,23 @@ mod tests {
 
     #[test]
     fn a_signed_field_after_message_is_one_line() {
-        let moved =
-            NOTIFICATION.replace(r#""MessageId":"m1""#, r#""MessageId":"m1\nSubject\nhello""#);
-        let err = Envelope::parse(moved.as_bytes(), Some("Notification")).unwrap_err();
-        assert!(
-            matches!(err, SnsError::MalformedField { field: "MessageId", ref why } if why.contains("U+000A")),
-            "{err:?}"
+        // The field a body is refused for as malformed, and why.
+        let malformed = |body: String| match Envelope::parse(body.as_bytes(), Some("Notification"))
+        {
+            Err(SnsError::MalformedField { field, why }) => (field, why),
+            other => panic!("not refused as malformed: {other:?}"),
+        };
+        let (field, why) = malformed(
+            NOTIFICATION.replace(r#""MessageId":"m1""#, r#""MessageId":"m1\nSubject\nhello""#),
         );
+        assert_eq!(field, "MessageId");
+        assert!(why.contains("U+000A"), "{why}");
         let subject = NOTIFICATION.replace(r#""Subject":null"#, r#""Subject":"a\r\nb""#);
-        let err = Envelope::parse(subject.as_bytes(), Some("Notification")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SnsError::MalformedField {
-                    field: "Subject",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(malformed(subject).0, "Subject");
         let nul = NOTIFICATION.replace(r#""Subject":null"#, r#""Subject":"a\u0000b""#);
         assert!(Envelope::parse(nul.as_bytes(), Some("Notification")).is_ok());
         let blank = NOTIFICATION.replace(r#""MessageId":"m1""#, r#""MessageId":" ""#);
-        let err = Envelope::parse(blank.as_bytes(), Some("Notification")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SnsError::MalformedField {
-                    field: "MessageId",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(malformed(blank).0, "MessageId");
         // The message itself may span lines.
         let lines = NOTIFICATION.replace(r#""Message":"hi""#, r#""Message":"h\ni""#);
         assert_eq!(

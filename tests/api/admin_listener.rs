@@ -94,8 +94,10 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
     )
     .await;
     assert_eq!((status, &sending["state"]), (200, &"active".into()));
-    // HEAD answers wherever GET does, with GET's headers and no body (a
-    // monitor's check; an outside trial found it answered 404).
+    // HEAD answers wherever GET does, with GET's status and type (a
+    // monitor's check; an outside trial found it answered 404). That no
+    // body follows is HTTP's rule, kept by actix and by the client alike,
+    // so it is not something a test here could see fail.
     for (base, path, authorization) in [
         (&app.address, "/healthz", None),
         (&app.address, "/readyz", None),
@@ -120,10 +122,6 @@ async fn the_public_listener_serves_only_sns_and_health(backend: Backend) {
             head.headers().get("content-type"),
             get.headers().get("content-type"),
             "HEAD {path}"
-        );
-        assert!(
-            head.bytes().await.expect("body").is_empty(),
-            "HEAD {path} has no body"
         );
     }
     let head = app
