@@ -24,6 +24,14 @@
 //!                          (HTTP, parsing and verification; nothing stored)
 //!   BENCH_GENERATOR_THREADS=2  the generator's runtime threads (1: tokio's
 //!                          current-thread runtime, as `wrk -t1`)
+//!   BENCH_PEER=django-ses  the same messages, connections and steady rate
+//!                          sent to django-ses's SNS webhook behind gunicorn
+//!                          instead (`benches/peer/`; its virtualenv first:
+//!                          python3 -m venv target/peer-venv &&
+//!                          target/peer-venv/bin/pip install -r
+//!                          benches/peer/requirements.txt); one connection
+//!                          per message only, as gunicorn's sync workers
+//!                          close every connection
 
 #[path = "common/mod.rs"]
 mod common;
@@ -52,6 +60,9 @@ impl Commits {
 
     fn since(&self, before: &Commits) -> String {
         let n = self.seconds.1 - before.seconds.1;
+        if n == 0.0 {
+            return "no commits counted".into();
+        }
         format!(
             "{:.0} commits, {:.1} msg each, {:.2} ms each",
             n,
@@ -135,14 +146,56 @@ impl Sent {
     }
 }
 
+/// Whether the peer (`BENCH_PEER=django-ses`) is measured instead of
+/// bouncer.
+fn peer_from_env() -> bool {
+    match std::env::var("BENCH_PEER").as_deref() {
+        Ok("django-ses") => true,
+        Ok(other) if !other.is_empty() => panic!("BENCH_PEER is django-ses, not {other}"),
+        _ => false,
+    }
+}
+
+/// The rows of the peer's blacklist: what it keeps of the messages, read
+/// after each workload so that its 200s are seen to have stored something.
+fn peer_blacklist_rows(database_url: &str) -> i64 {
+    use sqlx::Connection;
+    let count = "SELECT COUNT(*) FROM django_ses_blacklistedemail";
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            if database_url.starts_with("sqlite:") {
+                let mut db = sqlx::SqliteConnection::connect(database_url).await?;
+                sqlx::query_scalar(count).fetch_one(&mut db).await
+            } else {
+                let mut db = sqlx::PgConnection::connect(database_url).await?;
+                sqlx::query_scalar(count).fetch_one(&mut db).await
+            }
+        })
+        .expect("the peer's blacklist can be read")
+}
+
 fn run(label: &str, database_url: &str, messages: usize) {
     let sent = Sent::from_env();
-    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let peer = peer_from_env();
+    assert!(
+        !(peer && sent != Sent::Messages),
+        "BENCH_FLOOR measures bouncer's own floors, not the peer's"
+    );
+    let quick = peer || std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let steady_only = std::env::var("BENCH_STEADY").is_ok_and(|v| v == "1");
     let dir =
         std::env::temp_dir().join(format!("bouncer-bench-e2e-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let server = Server::start(database_url, &dir, &[]);
+    let (server, label) = if peer {
+        (
+            Server::start_peer(database_url),
+            format!("django-ses {label}"),
+        )
+    } else {
+        (Server::start(database_url, &dir, &[]), label.to_owned())
+    };
+    let label = label.as_str();
     let threads: usize = std::env::var("BENCH_GENERATOR_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -189,6 +242,11 @@ fn run(label: &str, database_url: &str, messages: usize) {
                 "{:?}",
                 outcome.statuses
             );
+            let commits = if peer {
+                format!("blacklist rows {}", peer_blacklist_rows(database_url))
+            } else {
+                commits
+            };
             report(
                 label,
                 &format!("{}, {}, 64 in flight", workload.name(), connections.name()),
@@ -200,7 +258,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
         }
     }
 
-    if (steady_only || !quick) && sent == Sent::Messages {
+    if (steady_only || !quick || peer) && sent == Sent::Messages {
         steady_rate(label, &tag, &server, &runtime);
     }
     println!(

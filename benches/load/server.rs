@@ -1,6 +1,8 @@
 //! The release `bouncer serve` binary in its own process, as an operator
 //! runs it, with the TEST-ONLY certificate pinned; what it costs is read
-//! from /proc (CPU time, resident memory).
+//! from /proc (CPU time, resident memory), over the process and its
+//! children. Or, as a peer on the same messages, django-ses's SNS webhook
+//! behind gunicorn (`benches/peer/`).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +13,8 @@ use super::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
-    pub admin: SocketAddr,
+    /// bouncer's admin listener (its `/metrics`); a peer has none.
+    pub admin: Option<SocketAddr>,
 }
 
 fn free_port() -> u16 {
@@ -62,35 +65,118 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("the server starts");
+        Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+        }
+        .answering()
+    }
+
+    /// Starts django-ses's SNS event webhook behind gunicorn on
+    /// `database_url` (its tables made first by Django's `migrate`), from
+    /// the virtualenv `BENCH_PEER_VENV` (default `target/peer-venv`, made
+    /// from `benches/peer/requirements.txt`). gunicorn runs its documented
+    /// default for a server: 2 × cores + 1 sync workers.
+    pub fn start_peer(database_url: &str) -> Server {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let venv =
+            std::env::var("BENCH_PEER_VENV").unwrap_or_else(|_| format!("{root}/target/peer-venv"));
+        let bin = |name: &str| std::path::Path::new(&venv).join("bin").join(name);
+        assert!(
+            bin("gunicorn").exists(),
+            "no peer at {venv}: python3 -m venv {venv} && {venv}/bin/pip install -r benches/peer/requirements.txt"
+        );
+        let project = |cmd: &mut Command| {
+            cmd.env_clear()
+                .current_dir(format!("{root}/benches/peer"))
+                .env("PATH", "/usr/bin:/bin")
+                .env("DJANGO_SETTINGS_MODULE", "django_ses_peer.settings")
+                .env("PEER_DATABASE_URL", database_url)
+                .env("PEER_CERT_URL", TEST_CERT_URL)
+                .env("PEER_CERT_FILE", format!("{root}/{TEST_CERT_FILE}"));
+        };
+        let mut migrate = Command::new(bin("python"));
+        project(&mut migrate);
+        let migrated = migrate
+            .args(["-m", "django", "migrate", "--verbosity", "0"])
+            .status()
+            .expect("the peer's migrate runs");
+        assert!(migrated.success(), "the peer's migrate failed");
+        let port = free_port();
+        let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+        let mut cmd = Command::new(bin("gunicorn"));
+        project(&mut cmd);
+        let child = cmd
+            .args(["--workers", &workers.to_string()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--backlog", "2048", "--log-level", "warning"])
+            .arg("django_ses_peer.wsgi")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gunicorn starts");
         let server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-        };
+            admin: None,
+        }
+        .answering();
+        // Every worker imported the project (the master answers before they
+        // all have).
+        std::thread::sleep(Duration::from_secs(2));
+        server
+    }
+
+    fn answering(self) -> Server {
         for _ in 0..300 {
-            if std::net::TcpStream::connect(server.addr).is_ok() {
-                return server;
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return self;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the server did not start");
     }
 
-    /// utime + stime, in seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    /// The server's process and its children (gunicorn's workers).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let mut i = 0;
+        while i < pids.len() {
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pids[i]))
+                .unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+            i += 1;
+        }
+        pids
     }
 
-    /// A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in MiB.
+    /// utime + stime, in seconds, of the server's processes.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pids()
+            .iter()
+            .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")))
+            .sum()
+    }
+
+    /// A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in MiB, summed
+    /// over the server's processes (for a peak, an upper bound).
     pub fn memory_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
+        self.pids()
+            .iter()
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map_or(0.0, |kib| kib / 1024.0)
+            })
+            .sum()
     }
 }
 
@@ -99,11 +185,12 @@ impl Server {
     pub fn histogram(&self, name: &str) -> (f64, f64) {
         use std::io::{Read, Write};
         let mut text = String::new();
-        if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
+        if let Some(admin) = self.admin
+            && let Ok(mut stream) = std::net::TcpStream::connect(admin)
+        {
             let _ = write!(
                 stream,
-                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.admin
+                "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
             );
             let _ = stream.read_to_string(&mut text);
         }
