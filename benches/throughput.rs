@@ -32,6 +32,8 @@
 //!                          benches/peer/requirements.txt); one connection
 //!                          per message only, as gunicorn's sync workers
 //!                          close every connection
+//!   BENCH_PEER_WORKERS=5   the peer's gunicorn sync workers (default
+//!                          2 × cores + 1, gunicorn's starting point)
 
 #[path = "common/mod.rs"]
 mod common;
@@ -262,8 +264,9 @@ fn run(label: &str, database_url: &str, messages: usize) {
         steady_rate(label, &tag, &server, &runtime);
     }
     println!(
-        "{label} | server peak resident memory | {:.1} MiB",
-        server.memory_mib("VmHWM:")
+        "{label} | server peak resident memory | {:.1} MiB (summed over its processes; proportional set now {:.1} MiB)",
+        server.memory_mib("VmHWM:"),
+        server.proportional_mib()
     );
     drop(server);
     std::thread::sleep(Duration::from_millis(200));

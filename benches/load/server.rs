@@ -76,8 +76,9 @@ impl Server {
     /// Starts django-ses's SNS event webhook behind gunicorn on
     /// `database_url` (its tables made first by Django's `migrate`), from
     /// the virtualenv `BENCH_PEER_VENV` (default `target/peer-venv`, made
-    /// from `benches/peer/requirements.txt`). gunicorn runs its documented
-    /// default for a server: 2 × cores + 1 sync workers.
+    /// from `benches/peer/requirements.txt`). gunicorn runs
+    /// `BENCH_PEER_WORKERS` sync workers, by default its documented
+    /// starting point for a server, 2 × cores + 1.
     pub fn start_peer(database_url: &str) -> Server {
         let root = env!("CARGO_MANIFEST_DIR");
         let venv =
@@ -104,7 +105,10 @@ impl Server {
             .expect("the peer's migrate runs");
         assert!(migrated.success(), "the peer's migrate failed");
         let port = free_port();
-        let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+        let workers = std::env::var("BENCH_PEER_WORKERS")
+            .ok()
+            .and_then(|w| w.parse::<usize>().ok())
+            .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 1);
         let mut cmd = Command::new(bin("gunicorn"));
         project(&mut cmd);
         let child = cmd
@@ -152,6 +156,24 @@ impl Server {
             i += 1;
         }
         pids
+    }
+
+    /// The server's proportional set size now, in MiB, summed over its
+    /// processes: pages they share counted once in all, where
+    /// [`Server::memory_mib`] counts them in each.
+    pub fn proportional_mib(&self) -> f64 {
+        self.pids()
+            .iter()
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map_or(0.0, |kib| kib / 1024.0)
+            })
+            .sum()
     }
 
     /// utime + stime, in seconds, of the server's processes.
