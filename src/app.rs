@@ -80,7 +80,7 @@ impl Pipeline {
         let guard = policy.guard.clone();
         let store = Store::connect(settings).await?;
         let migrated = match store.migrate().await {
-            Ok(()) => true,
+            Ok(_) => true,
             // SQLite failing here is a real error.
             Err(e) if store.is_sqlite() => return Err(e),
             // PostgreSQL may be down at start-up: the spool takes messages,

@@ -297,8 +297,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let store = Store::open(&settings, Access::Create).await?;
-            store.migrate().await?;
-            say!("migrations applied to the {}", store.location());
+            let migrated = store.migrate().await?;
+            match migrated.applied {
+                0 => say!(
+                    "the {} is up to date (schema version {}); nothing to apply",
+                    store.location(),
+                    migrated.version
+                ),
+                n => say!(
+                    "applied {n} migration{} to the {}; its schema is now version {}",
+                    if n == 1 { "" } else { "s" },
+                    store.location(),
+                    migrated.version
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Suppressions { command } => {

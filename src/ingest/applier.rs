@@ -97,7 +97,7 @@ impl Applier {
     pub async fn schema_ready(&mut self) -> bool {
         if !self.migrated {
             match self.store.migrate().await {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::info!("database migrated");
                     self.migrated = true;
                 }

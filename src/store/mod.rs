@@ -85,6 +85,14 @@ pub struct Store {
     location: String,
 }
 
+/// What [`Store::migrate`] did: how many migrations it applied now, and
+/// the schema version the database is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub applied: usize,
+    pub version: i64,
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -98,13 +106,18 @@ impl Store {
     /// Applies the migrations. On PostgreSQL one direct connection first,
     /// so that an unreachable server or a missing database is told in one
     /// line with its cause, not as a pool time-out.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
+    pub async fn migrate(&self) -> anyhow::Result<Migrated> {
         if !self.is_sqlite() {
             self.probe().await?;
         }
+        let migrator = match &self.db {
+            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+        };
+        let before = self.applied_migrations().await;
         let result = match &self.db {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool) => migrator.run(pool).await,
+            Db::Postgres(pool) => migrator.run(pool).await,
         };
         result.map_err(|e| {
             let why = match &e {
@@ -115,7 +128,24 @@ impl Store {
                 other => other.to_string(),
             };
             anyhow::anyhow!("cannot migrate the {}: {why}", self.location)
+        })?;
+        let known = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration());
+        let (count, version) = known.fold((0usize, 0i64), |(n, v), m| (n + 1, v.max(m.version)));
+        Ok(Migrated {
+            applied: count.saturating_sub(before),
+            version,
         })
+    }
+
+    /// How many migrations the database has recorded as applied: none when
+    /// it has no migrations table yet (a new database).
+    async fn applied_migrations(&self) -> usize {
+        let count = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let counted: Result<i64, sqlx::Error> =
+            on_db!(&self.db, pool => sqlx::query_scalar(count).fetch_one(pool).await);
+        counted.map_or(0, |n| usize::try_from(n).unwrap_or(0))
     }
 
     /// Where the database is, for messages to the operator.

@@ -178,7 +178,16 @@ async fn migrate_creates_the_schema(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    let said = String::from_utf8_lossy(&output.stdout);
+    let (count, version) = backend.migrations();
+    assert!(
+        said.starts_with(&format!("applied {count} migrations to the ")),
+        "{said}"
+    );
+    assert!(
+        said.ends_with(&format!("; its schema is now version {version}\n")),
+        "{said}"
+    );
     assert_eq!(db.total_messages().await, 0, "sns_messages exists");
 }
 

@@ -49,6 +49,27 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The migrations the repository holds for this backend, and the
+    /// newest one's version: what `bouncer migrate` applies to a new
+    /// database.
+    pub fn migrations(&self) -> (usize, i64) {
+        let folder = match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(folder);
+        let versions: Vec<i64> = std::fs::read_dir(&dir)
+            .expect("the migrations folder")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.split_once('_')?.0.parse().ok()
+            })
+            .collect();
+        (versions.len(), versions.into_iter().max().unwrap_or(0))
+    }
+
     /// PostgreSQL from `TEST_POSTGRES_URL` (default: the local server). If it
     /// cannot be reached the test is skipped, except under CI (`CI` set),
     /// where a missing PostgreSQL fails the test.

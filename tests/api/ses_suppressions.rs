@@ -491,7 +491,19 @@ async fn an_upgraded_outbox_starts_its_counts_from_its_rows(backend: Backend) {
          ('e@example.net', 'put', 'refused', '2026-11-25T08:00:00.000Z', '2026-11-25T08:04:00.000Z')",
     )
     .await;
-    crate::cli::migrate(dir.path(), &db.url);
+    // The upgrade says what it did: one migration, to the newest version.
+    let ran = crate::cli::run_with(dir.path(), &db.url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    let (_, version) = backend.migrations();
+    assert!(
+        ran.stdout.starts_with("applied 1 migration to the "),
+        "{ran}"
+    );
+    assert!(
+        ran.stdout
+            .ends_with(&format!("; its schema is now version {version}\n")),
+        "{ran}"
+    );
     assert_eq!(kept_counts(&db).await, [1, 2, 1, 1]);
 
     // As the triggers on `suppressions` queue a change: one row new, one
