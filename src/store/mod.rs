@@ -107,22 +107,50 @@ impl Store {
     /// so that an unreachable server or a missing database is told in one
     /// line with its cause, not as a pool time-out.
     pub async fn migrate(&self) -> anyhow::Result<Migrated> {
+        use sqlx::migrate::{Migrate, MigrateError};
         if !self.is_sqlite() {
             self.probe().await?;
         }
-        let migrator = match &self.db {
-            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
-            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+        let migrator = if self.is_sqlite() {
+            &SQLITE_MIGRATIONS
+        } else {
+            &POSTGRES_MIGRATIONS
         };
-        let before = self.applied_migrations().await;
-        let result = match &self.db {
-            Db::Sqlite(pool) => migrator.run(pool).await,
-            Db::Postgres(pool) => migrator.run(pool).await,
-        };
-        result.map_err(|e| {
+        let _migrating = self.lock_sqlite_folder().await?;
+        let table = &*migrator.table_name;
+        // What was applied before is read under the migrator's own lock
+        // (a PostgreSQL advisory lock, which the same session may take
+        // again inside `run`), so a replica migrating at the same moment
+        // cannot make this one claim its migrations.
+        let before: Result<usize, MigrateError> = on_db!(&self.db, pool => async {
+            let mut conn = pool.acquire().await?;
+            conn.lock().await?;
+            let counted: Result<usize, MigrateError> = async {
+                conn.ensure_migrations_table(table).await?;
+                let before = conn.list_applied_migrations(table).await?.len();
+                // `run` itself, on this connection: `run` takes an
+                // `Acquire`, whose lifetime keeps the future from being
+                // `Send` for the writer's task.
+                migrator.run_direct(None, &mut *conn, false).await?;
+                Ok(before)
+            }
+            .await;
+            match counted {
+                Ok(before) => conn.unlock().await.map(|()| before),
+                // A failed run returns with its lock still held: closing
+                // the session releases it, where a pooled connection
+                // would keep it and hold every other replica's migrate.
+                Err(e) => {
+                    let _ = conn.close().await;
+                    Err(e)
+                }
+            }
+        }
+        .await);
+        let before = before.map_err(|e| {
             let why = match &e {
-                sqlx::migrate::MigrateError::Execute(e) => error::describe(e),
-                sqlx::migrate::MigrateError::ExecuteMigration(e, version) => {
+                MigrateError::Execute(e) => error::describe(e),
+                MigrateError::ExecuteMigration(e, version) => {
                     format!("migration {version} failed: {}", error::describe(e))
                 }
                 other => other.to_string(),
@@ -132,20 +160,40 @@ impl Store {
         let known = migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration());
-        let (count, version) = known.fold((0usize, 0i64), |(n, v), m| (n + 1, v.max(m.version)));
+        let version = known.clone().map(|m| m.version).max().unwrap_or(0);
         Ok(Migrated {
-            applied: count.saturating_sub(before),
+            applied: known.count().saturating_sub(before),
             version,
         })
     }
 
-    /// How many migrations the database has recorded as applied: none when
-    /// it has no migrations table yet (a new database).
-    async fn applied_migrations(&self) -> usize {
-        let count = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
-        let counted: Result<i64, sqlx::Error> =
-            on_db!(&self.db, pool => sqlx::query_scalar(count).fetch_one(pool).await);
-        counted.map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    /// On SQLite, an exclusive lock on the database's folder for as long as
+    /// the returned file is held. sqlx's migrator takes no lock on SQLite,
+    /// so two processes migrating one new file at once (`bouncer migrate`
+    /// beside a `serve` starting) both ran the first migrations and one
+    /// failed ("table subscriptions already exists"). The folder, not the
+    /// file: closing any descriptor of the database file would drop the
+    /// POSIX locks SQLite's own connections hold in this process.
+    async fn lock_sqlite_folder(&self) -> anyhow::Result<Option<std::fs::File>> {
+        let Some(folder) = self
+            .writer_wal
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_path_buf)
+        else {
+            return Ok(None);
+        };
+        let shown = folder.display().to_string();
+        let locked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&folder)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot lock {shown} for migrating: {e}"))?;
+        locked
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cannot lock {shown} for migrating: {e}"))
     }
 
     /// Where the database is, for messages to the operator.

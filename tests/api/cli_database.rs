@@ -307,3 +307,50 @@ async fn migrating_twice_prints_one_line(backend: Backend) {
 }
 
 on_both_databases!(migrating_twice_prints_one_line);
+
+/// Two replicas that migrate one new database at the same moment: one
+/// applies every migration and says so, the other waits for it and finds
+/// nothing to apply; neither claims the other's work.
+async fn two_replicas_migrating_at_once_apply_each_migration_once(backend: Backend) {
+    let (count, version) = backend.migrations();
+    for _ in 0..3 {
+        let dir = TempDir::new();
+        let db = TestDb::create(&backend, dir.path()).await;
+        let replicas: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                bouncer(dir.path())
+                    .env("DATABASE_URL", &db.url)
+                    .arg("migrate")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("the binary runs")
+            })
+            .collect();
+        let mut said: Vec<String> = replicas
+            .into_iter()
+            .map(|child| {
+                let out = child.wait_with_output().expect("the binary ends");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+            .collect();
+        said.sort();
+        assert!(
+            said[0].starts_with(&format!("applied {count} migrations to the ")),
+            "{said:?}"
+        );
+        assert!(
+            said[1].ends_with(&format!(
+                " is up to date (schema version {version}); nothing to apply\n"
+            )),
+            "{said:?}"
+        );
+    }
+}
+
+on_both_databases!(two_replicas_migrating_at_once_apply_each_migration_once);

@@ -64,6 +64,9 @@ impl Backend {
             .expect("the migrations folder")
             .filter_map(|entry| {
                 let name = entry.ok()?.file_name().into_string().ok()?;
+                if !name.ends_with(".sql") || name.contains(".down.") {
+                    return None;
+                }
                 name.split_once('_')?.0.parse().ok()
             })
             .collect();
