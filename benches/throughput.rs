@@ -245,7 +245,10 @@ fn run(label: &str, database_url: &str, messages: usize) {
                 outcome.statuses
             );
             let commits = if peer {
-                format!("blacklist rows {}", peer_blacklist_rows(database_url))
+                format!(
+                    "blacklist rows in all {}",
+                    peer_blacklist_rows(database_url)
+                )
             } else {
                 commits
             };

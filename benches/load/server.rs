@@ -81,8 +81,12 @@ impl Server {
     /// starting point for a server, 2 × cores + 1.
     pub fn start_peer(database_url: &str) -> Server {
         let root = env!("CARGO_MANIFEST_DIR");
+        // Absolute: gunicorn and python run from benches/peer.
         let venv =
             std::env::var("BENCH_PEER_VENV").unwrap_or_else(|_| format!("{root}/target/peer-venv"));
+        let venv = std::path::absolute(&venv)
+            .map(|p| p.display().to_string())
+            .unwrap_or(venv);
         let bin = |name: &str| std::path::Path::new(&venv).join("bin").join(name);
         assert!(
             bin("gunicorn").exists(),
@@ -119,15 +123,19 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("gunicorn starts");
-        let server = Server {
+        let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: None,
         }
         .answering();
         // Every worker imported the project (the master answers before they
-        // all have).
+        // all have); a project that cannot load stops the master.
         std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            matches!(server.child.try_wait(), Ok(None)),
+            "gunicorn stopped: its workers could not load the project (see above)"
+        );
         server
     }
 
@@ -143,7 +151,12 @@ impl Server {
 
     /// The server's process and its children (gunicorn's workers).
     fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.child.id()];
+        let root = self.child.id();
+        assert!(
+            std::path::Path::new(&format!("/proc/{root}/task/{root}/children")).exists(),
+            "this kernel does not list a process's children in /proc: the peer's CPU cannot be counted"
+        );
+        let mut pids = vec![root];
         let mut i = 0;
         while i < pids.len() {
             let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pids[i]))
@@ -176,12 +189,16 @@ impl Server {
             .sum()
     }
 
-    /// utime + stime, in seconds, of the server's processes.
+    /// utime + stime, in seconds, of the server's processes, plus those
+    /// of the children it has reaped (a gunicorn worker that restarted).
     pub fn cpu_seconds(&self) -> f64 {
+        let root = format!("/proc/{}/stat", self.child.id());
         self.pids()
             .iter()
             .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")))
-            .sum()
+            .sum::<f64>()
+            + stat_seconds(&root, 13)
+            + stat_seconds(&root, 14)
     }
 
     /// A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in MiB, summed
@@ -235,19 +252,17 @@ impl Drop for Server {
     }
 }
 
-/// utime + stime of a process, in seconds (clock ticks of 1/100 s).
+/// utime + stime of a process, in seconds.
 pub fn cpu_seconds(stat_path: &str) -> f64 {
+    stat_seconds(stat_path, 11) + stat_seconds(stat_path, 12)
+}
+
+/// Field `i` of /proc/PID/stat after the command name (which is in
+/// parentheses), a count of clock ticks of 1/100 s, in seconds.
+fn stat_seconds(stat_path: &str, i: usize) -> f64 {
     let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(i))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / 100.0)
 }

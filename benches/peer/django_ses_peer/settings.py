@@ -47,6 +47,7 @@ else:
             "ENGINE": "django.db.backends.postgresql",
             "NAME": url.path.lstrip("/"),
             "USER": url.username or "postgres",
+            "PASSWORD": url.password or "",
             "HOST": url.hostname,
             "PORT": url.port or 5432,
             # One connection per worker, kept, as in production.
