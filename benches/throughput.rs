@@ -30,10 +30,13 @@
 //!                          python3 -m venv target/peer-venv &&
 //!                          target/peer-venv/bin/pip install -r
 //!                          benches/peer/requirements.txt); one connection
-//!                          per message only, as gunicorn's sync workers
-//!                          close every connection
+//!                          per message only (gunicorn's sync workers
+//!                          close every connection), then the steady rate
 //!   BENCH_PEER_WORKERS=5   the peer's gunicorn sync workers (default
 //!                          2 × cores + 1, gunicorn's starting point)
+//!   BENCH_PEER_VENV=target/peer-venv  the peer's virtualenv
+//! The steady rate always sends 10,000 messages (10 s at 1,000 a second),
+//! whatever BENCH_MESSAGES says.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -63,7 +66,7 @@ impl Commits {
     fn since(&self, before: &Commits) -> String {
         let n = self.seconds.1 - before.seconds.1;
         if n == 0.0 {
-            return "no commits counted".into();
+            return "commits not reported (the peer has no metrics)".into();
         }
         format!(
             "{:.0} commits, {:.1} msg each, {:.2} ms each",
@@ -329,6 +332,10 @@ fn monotonic_ms() -> f64 {
 
 fn main() {
     bouncer::outbound::install_default_provider();
+    if peer_from_env() {
+        // Before anything is made that a missing peer would leave behind.
+        load::server::peer_venv();
+    }
     let messages: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -81,17 +81,8 @@ impl Server {
     /// starting point for a server, 2 × cores + 1.
     pub fn start_peer(database_url: &str) -> Server {
         let root = env!("CARGO_MANIFEST_DIR");
-        // Absolute: gunicorn and python run from benches/peer.
-        let venv =
-            std::env::var("BENCH_PEER_VENV").unwrap_or_else(|_| format!("{root}/target/peer-venv"));
-        let venv = std::path::absolute(&venv)
-            .map(|p| p.display().to_string())
-            .unwrap_or(venv);
+        let venv = peer_venv();
         let bin = |name: &str| std::path::Path::new(&venv).join("bin").join(name);
-        assert!(
-            bin("gunicorn").exists(),
-            "no peer at {venv}: python3 -m venv {venv} && {venv}/bin/pip install -r benches/peer/requirements.txt"
-        );
         let project = |cmd: &mut Command| {
             cmd.env_clear()
                 .current_dir(format!("{root}/benches/peer"))
@@ -250,6 +241,25 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// The peer's virtualenv, `BENCH_PEER_VENV` (default `target/peer-venv`),
+/// made absolute (gunicorn and python run from benches/peer); exits with
+/// the commands that make it when it is missing.
+pub fn peer_venv() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let venv =
+        std::env::var("BENCH_PEER_VENV").unwrap_or_else(|_| format!("{root}/target/peer-venv"));
+    let venv = std::path::absolute(&venv)
+        .map(|p| p.display().to_string())
+        .unwrap_or(venv);
+    if !std::path::Path::new(&venv).join("bin/gunicorn").exists() {
+        eprintln!(
+            "no peer at {venv}; make it with:\n  python3 -m venv {venv} && {venv}/bin/pip install -r {root}/benches/peer/requirements.txt"
+        );
+        std::process::exit(2);
+    }
+    venv
 }
 
 /// utime + stime of a process, in seconds.
