@@ -116,7 +116,7 @@ impl Store {
         } else {
             &POSTGRES_MIGRATIONS
         };
-        let _migrating = self.lock_sqlite_folder().await?;
+        let _migrating = self.lock_sqlite_folder().await;
         let table = &*migrator.table_name;
         // What was applied before is read under the migrator's own lock
         // (a PostgreSQL advisory lock, which the same session may take
@@ -174,15 +174,16 @@ impl Store {
     /// failed ("table subscriptions already exists"). The folder, not the
     /// file: closing any descriptor of the database file would drop the
     /// POSIX locks SQLite's own connections hold in this process.
-    async fn lock_sqlite_folder(&self) -> anyhow::Result<Option<std::fs::File>> {
-        let Some(folder) = self
+    ///
+    /// A folder that cannot be locked (a file system without `flock`)
+    /// migrates as before, with a warning: that is rare, and refusing to
+    /// start would be worse than the race.
+    async fn lock_sqlite_folder(&self) -> Option<std::fs::File> {
+        let folder = self
             .writer_wal
             .as_deref()
-            .and_then(std::path::Path::parent)
-            .map(std::path::Path::to_path_buf)
-        else {
-            return Ok(None);
-        };
+            .and_then(std::path::Path::parent)?
+            .to_path_buf();
         let shown = folder.display().to_string();
         let locked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&folder)?;
@@ -190,10 +191,14 @@ impl Store {
             Ok::<_, std::io::Error>(file)
         })
         .await
-        .map_err(|e| anyhow::anyhow!("cannot lock {shown} for migrating: {e}"))?;
-        locked
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("cannot lock {shown} for migrating: {e}"))
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match locked {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(folder = %shown, error = %e, "cannot lock the database's folder: migrating without it, so a second process migrating now could fail");
+                None
+            }
+        }
     }
 
     /// Where the database is, for messages to the operator.
