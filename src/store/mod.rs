@@ -124,27 +124,20 @@ impl Store {
         // cannot make this one claim its migrations.
         let before: Result<usize, MigrateError> = on_db!(&self.db, pool => async {
             let mut conn = pool.acquire().await?;
+            // The session ends with this call, whatever happens in it: a
+            // failed run (or a dropped future) returns with the lock still
+            // held, and a pooled connection would keep it and hold every
+            // other replica's migrate.
+            conn.close_on_drop();
             conn.lock().await?;
-            let counted: Result<usize, MigrateError> = async {
-                conn.ensure_migrations_table(table).await?;
-                let before = conn.list_applied_migrations(table).await?.len();
-                // `run` itself, on this connection: `run` takes an
-                // `Acquire`, whose lifetime keeps the future from being
-                // `Send` for the writer's task.
-                migrator.run_direct(None, &mut *conn, false).await?;
-                Ok(before)
-            }
-            .await;
-            match counted {
-                Ok(before) => conn.unlock().await.map(|()| before),
-                // A failed run returns with its lock still held: closing
-                // the session releases it, where a pooled connection
-                // would keep it and hold every other replica's migrate.
-                Err(e) => {
-                    let _ = conn.close().await;
-                    Err(e)
-                }
-            }
+            conn.ensure_migrations_table(table).await?;
+            let before = conn.list_applied_migrations(table).await?.len();
+            // `run` itself, on this connection: `run` takes an `Acquire`,
+            // whose lifetime keeps the future from being `Send` for the
+            // writer's task.
+            migrator.run_direct(None, &mut *conn, false).await?;
+            conn.unlock().await?;
+            Ok(before)
         }
         .await);
         let before = before.map_err(|e| {
@@ -185,9 +178,17 @@ impl Store {
             .and_then(std::path::Path::parent)?
             .to_path_buf();
         let shown = folder.display().to_string();
+        let waiting = shown.clone();
         let locked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&folder)?;
-            file.lock()?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tracing::info!(folder = %waiting, "waiting for another process migrating this database");
+                    file.lock()?;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
             Ok::<_, std::io::Error>(file)
         })
         .await

@@ -331,11 +331,9 @@ async fn two_replicas_migrating_at_once_apply_each_migration_once(backend: Backe
             .into_iter()
             .map(|child| {
                 let out = child.wait_with_output().expect("the binary ends");
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{stderr}");
+                assert!(!stderr.contains("cannot lock"), "{stderr}");
                 String::from_utf8_lossy(&out.stdout).into_owned()
             })
             .collect();
@@ -354,3 +352,45 @@ async fn two_replicas_migrating_at_once_apply_each_migration_once(backend: Backe
 }
 
 on_both_databases!(two_replicas_migrating_at_once_apply_each_migration_once);
+
+/// On SQLite a migrate waits while another process holds the database's
+/// folder (here the test holds it, as a migrating process would), says so,
+/// and applies once it is free: the test above passes by luck if its two
+/// processes do not overlap, this one cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_migrate_waits_for_another_process_migrating() {
+    let dir = TempDir::new();
+    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+    let folder = std::fs::File::open(dir.path()).expect("the folder opens");
+    folder.lock().expect("the test locks the folder");
+    let mut child = bouncer(dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "info")
+        .arg("migrate")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "migrate went ahead while another process held the folder"
+    );
+    folder.unlock().expect("the test unlocks the folder");
+    let out = child.wait_with_output().expect("the binary ends");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let (count, _) = Backend::Sqlite.migrations();
+    assert!(
+        stdout.starts_with(&format!("applied {count} migrations to the ")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("waiting for another process migrating this database"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot lock"), "{stderr}");
+}
