@@ -163,11 +163,10 @@ fn peer_from_env() -> bool {
 
 /// The rows of the peer's blacklist: what it keeps of the messages, read
 /// after each workload so that its 200s are seen to have stored something.
-fn peer_blacklist_rows(database_url: &str) -> i64 {
+fn peer_blacklist_rows(runtime: &tokio::runtime::Runtime, database_url: &str) -> i64 {
     use sqlx::Connection;
     let count = "SELECT COUNT(*) FROM django_ses_blacklistedemail";
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
+    runtime
         .block_on(async {
             if database_url.starts_with("sqlite:") {
                 let mut db = sqlx::SqliteConnection::connect(database_url).await?;
@@ -250,7 +249,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
             let commits = if peer {
                 format!(
                     "blacklist rows in all {}",
-                    peer_blacklist_rows(database_url)
+                    peer_blacklist_rows(&runtime, database_url)
                 )
             } else {
                 commits

@@ -166,13 +166,19 @@ impl Server {
     /// processes: pages they share counted once in all, where
     /// [`Server::memory_mib`] counts them in each.
     pub fn proportional_mib(&self) -> f64 {
+        self.sum_mib("smaps_rollup", "Pss:")
+    }
+
+    /// A `kB` line (`field`) of /proc/PID/`file`, in MiB, summed over the
+    /// server's processes.
+    fn sum_mib(&self, file: &str, field: &str) -> f64 {
         self.pids()
             .iter()
             .map(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                std::fs::read_to_string(format!("/proc/{pid}/{file}"))
                     .unwrap_or_default()
                     .lines()
-                    .find(|l| l.starts_with("Pss:"))
+                    .find(|l| l.starts_with(field))
                     .and_then(|l| l.split_whitespace().nth(1))
                     .and_then(|v| v.parse::<f64>().ok())
                     .map_or(0.0, |kib| kib / 1024.0)
@@ -183,30 +189,19 @@ impl Server {
     /// utime + stime, in seconds, of the server's processes, plus those
     /// of the children it has reaped (a gunicorn worker that restarted).
     pub fn cpu_seconds(&self) -> f64 {
-        let root = format!("/proc/{}/stat", self.child.id());
+        let reaped = stat_seconds(&format!("/proc/{}/stat", self.child.id()));
         self.pids()
             .iter()
             .map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")))
             .sum::<f64>()
-            + stat_seconds(&root, 13)
-            + stat_seconds(&root, 14)
+            + reaped.get(13).unwrap_or(&0.0)
+            + reaped.get(14).unwrap_or(&0.0)
     }
 
     /// A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in MiB, summed
     /// over the server's processes (for a peak, an upper bound).
     pub fn memory_mib(&self, field: &str) -> f64 {
-        self.pids()
-            .iter()
-            .map(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .map_or(0.0, |kib| kib / 1024.0)
-            })
-            .sum()
+        self.sum_mib("status", field)
     }
 }
 
@@ -264,15 +259,20 @@ pub fn peer_venv() -> String {
 
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(stat_path: &str) -> f64 {
-    stat_seconds(stat_path, 11) + stat_seconds(stat_path, 12)
+    let fields = stat_seconds(stat_path);
+    fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)
 }
 
-/// Field `i` of /proc/PID/stat after the command name (which is in
-/// parentheses), a count of clock ticks of 1/100 s, in seconds.
-fn stat_seconds(stat_path: &str, i: usize) -> f64 {
+/// The fields of /proc/PID/stat after the command name (which is in
+/// parentheses), read once, each as if a count of clock ticks of 1/100 s,
+/// in seconds (what is not a number reads 0).
+fn stat_seconds(stat_path: &str) -> Vec<f64> {
     let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(i))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |ticks| ticks / 100.0)
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|v| v.parse::<f64>().map_or(0.0, |ticks| ticks / 100.0))
+                .collect()
+        })
+        .unwrap_or_default()
 }

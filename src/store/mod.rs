@@ -178,13 +178,12 @@ impl Store {
             .and_then(std::path::Path::parent)?
             .to_path_buf();
         let shown = folder.display().to_string();
-        let waiting = shown.clone();
         let locked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&folder)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    tracing::info!(folder = %waiting, "waiting for another process migrating this database");
+                    tracing::info!(folder = %folder.display(), "waiting for another process migrating this database");
                     file.lock()?;
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(e),

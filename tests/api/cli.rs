@@ -168,25 +168,18 @@ fn help_lists_every_setting_with_its_variable_and_default() {
 async fn migrate_creates_the_schema(backend: Backend) {
     let dir = TempDir::new();
     let db = TestDb::create(&backend, dir.path()).await;
-    let output = bouncer(dir.path())
-        .env("DATABASE_URL", &db.url)
-        .arg("migrate")
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let said = String::from_utf8_lossy(&output.stdout);
+    let ran = run_with(dir.path(), &db.url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
     let (count, version) = backend.migrations();
     assert!(
-        said.starts_with(&format!("applied {count} migrations to the ")),
-        "{said}"
+        ran.stdout
+            .starts_with(&format!("applied {count} migrations to the ")),
+        "{ran}"
     );
     assert!(
-        said.ends_with(&format!("; its schema is now version {version}\n")),
-        "{said}"
+        ran.stdout
+            .ends_with(&format!("; its schema is now version {version}\n")),
+        "{ran}"
     );
     assert_eq!(db.total_messages().await, 0, "sns_messages exists");
 }
