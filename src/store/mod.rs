@@ -164,41 +164,13 @@ impl Store {
     /// the returned file is held. sqlx's migrator takes no lock on SQLite,
     /// so two processes migrating one new file at once (`bouncer migrate`
     /// beside a `serve` starting) both ran the first migrations and one
-    /// failed ("table subscriptions already exists"). The folder, not the
-    /// file: closing any descriptor of the database file would drop the
-    /// POSIX locks SQLite's own connections hold in this process.
-    ///
-    /// A folder that cannot be locked (a file system without `flock`)
-    /// migrates as before, with a warning: that is rare, and refusing to
-    /// start would be worse than the race.
+    /// failed ("table subscriptions already exists").
     async fn lock_sqlite_folder(&self) -> Option<std::fs::File> {
         let folder = self
             .writer_wal
             .as_deref()
-            .and_then(std::path::Path::parent)?
-            .to_path_buf();
-        let shown = folder.display().to_string();
-        let locked = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&folder)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    tracing::info!(folder = %folder.display(), "waiting for another process migrating this database");
-                    file.lock()?;
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            }
-            Ok::<_, std::io::Error>(file)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match locked {
-            Ok(file) => Some(file),
-            Err(e) => {
-                tracing::warn!(folder = %shown, error = %e, "cannot lock the database's folder: migrating without it, so a second process migrating now could fail");
-                None
-            }
-        }
+            .and_then(std::path::Path::parent)?;
+        open::lock_folder(folder, "migrating").await
     }
 
     /// Where the database is, for messages to the operator.

@@ -164,6 +164,18 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
                 .unwrap_or_else(|_| "?".into())
         );
     }
+    // The pool's first connection turns a new file to WAL. Two processes
+    // doing that at once both hold a shared lock and want an exclusive
+    // one, and SQLite answers one of them "database is locked" at once,
+    // without waiting out the busy timeout: so a process that may create
+    // the file opens it under the folder's lock, the one `migrate` takes.
+    let opening = match (access, path.parent()) {
+        (Access::Create, Some(folder)) => match std::fs::canonicalize(folder) {
+            Ok(folder) => lock_folder(&folder, "opening").await,
+            Err(_) => None,
+        },
+        _ => None,
+    };
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.database_max_connections.max(2))
         .acquire_timeout(connect_timeout)
@@ -175,6 +187,7 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
                 describe(&e)
             )
         })?;
+    drop(opening);
     // The writer's own connection commits at `synchronous=NORMAL`: its
     // COMMIT writes the WAL without waiting for the disk, and the writer
     // makes the WAL durable itself (one fdatasync for every batch committed
@@ -246,6 +259,41 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         store.probe().await?;
     }
     Ok(store)
+}
+
+/// An exclusive `flock` on `folder` for as long as the returned file is
+/// held, waited for (and the wait logged) if another process holds it. The
+/// folder, not the database file: closing any descriptor of the database
+/// file would drop the POSIX locks SQLite's own connections hold in this
+/// process.
+///
+/// A folder that cannot be locked (a file system without `flock`) gives
+/// `None` with a warning and the caller goes on as before: that is rare,
+/// and refusing to start would be worse than the race it guards.
+pub(super) async fn lock_folder(folder: &Path, doing: &'static str) -> Option<std::fs::File> {
+    let shown = folder.display().to_string();
+    let folder = folder.to_owned();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&folder)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(folder = %folder.display(), "waiting for another process opening or migrating this database");
+                file.lock()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match locked {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(folder = %shown, error = %e, "cannot lock the database's folder: {doing} without it, so a second process {doing} it now could fail");
+            None
+        }
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {

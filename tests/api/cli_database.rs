@@ -354,7 +354,8 @@ async fn two_replicas_migrating_at_once_apply_each_migration_once(backend: Backe
 on_both_databases!(two_replicas_migrating_at_once_apply_each_migration_once);
 
 /// On SQLite a migrate waits while another process holds the database's
-/// folder (here the test holds it, as a migrating process would), says so,
+/// folder (here the test holds it, as a process opening or migrating the
+/// file would), says so,
 /// and applies once it is free: the test above passes by luck if its two
 /// processes do not overlap, this one cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +390,7 @@ async fn a_sqlite_migrate_waits_for_another_process_migrating() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("waiting for another process migrating this database"),
+        stderr.contains("waiting for another process opening or migrating this database"),
         "{stderr}"
     );
     assert!(!stderr.contains("cannot lock"), "{stderr}");
