@@ -80,7 +80,12 @@ impl Pipeline {
         let guard = policy.guard.clone();
         let store = Store::connect(settings).await?;
         let migrated = match store.migrate().await {
-            Ok(_) => true,
+            // Which database a service runs on, and at which schema, is
+            // the first thing an operator checks when rows seem missing.
+            Ok(migrated) => {
+                tracing::info!("{}", migrated.told(store.location()));
+                true
+            }
             // SQLite failing here is a real error.
             Err(e) if store.is_sqlite() => return Err(e),
             // PostgreSQL may be down at start-up: the spool takes messages,

@@ -298,19 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = Store::open(&settings, Access::Create).await?;
             let migrated = store.migrate().await?;
-            match migrated.applied {
-                0 => say!(
-                    "the {} is up to date (schema version {}); nothing to apply",
-                    store.location(),
-                    migrated.version
-                ),
-                n => say!(
-                    "applied {n} migration{} to the {}; its schema is now version {}",
-                    if n == 1 { "" } else { "s" },
-                    store.location(),
-                    migrated.version
-                ),
-            }
+            say!("{}", migrated.told(store.location()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Suppressions { command } => {

@@ -97,8 +97,8 @@ impl Applier {
     pub async fn schema_ready(&mut self) -> bool {
         if !self.migrated {
             match self.store.migrate().await {
-                Ok(_) => {
-                    tracing::info!("database migrated");
+                Ok(migrated) => {
+                    tracing::info!("{}", migrated.told(self.store.location()));
                     self.migrated = true;
                 }
                 Err(e) => {

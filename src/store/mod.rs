@@ -93,6 +93,24 @@ pub struct Migrated {
     pub version: i64,
 }
 
+impl Migrated {
+    /// The one line `bouncer migrate` prints and `serve` logs at start-up,
+    /// for the database at `location`.
+    pub fn told(&self, location: &str) -> String {
+        match self.applied {
+            0 => format!(
+                "the {location} is up to date (schema version {}); nothing to apply",
+                self.version
+            ),
+            n => format!(
+                "applied {n} migration{} to the {location}; its schema is now version {}",
+                if n == 1 { "" } else { "s" },
+                self.version
+            ),
+        }
+    }
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

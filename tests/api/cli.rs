@@ -269,6 +269,8 @@ on_both_databases!(
     replay_posts_to_a_running_endpoint,
 );
 
+/// `serve` with no DATABASE_URL: a SQLite file in the working directory,
+/// named in the log with what start-up applied to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigterm() {
     let dir = TempDir::new();
@@ -329,6 +331,16 @@ async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigter
     assert!(status.success(), "{status}");
     let logged = std::fs::read_to_string(&log).expect("log");
     assert!(logged.contains("serving plain HTTP"), "{logged}");
+    // Which database it runs on, and what start-up did to it.
+    let (count, version) = Backend::Sqlite.migrations();
+    let db = std::fs::canonicalize(dir.path().join("bouncer.db")).expect("the file");
+    assert!(
+        logged.contains(&format!(
+            "applied {count} migrations to the SQLite database {}; its schema is now version {version}",
+            db.display()
+        )),
+        "{logged}"
+    );
     assert!(
         !logged.contains('\u{1b}'),
         "colour codes in a log file: {logged}"
