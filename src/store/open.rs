@@ -167,13 +167,11 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // The pool's first connection turns a new file to WAL. Two processes
     // doing that at once both hold a shared lock and want an exclusive
     // one, and SQLite answers one of them "database is locked" at once,
-    // without waiting out the busy timeout: so a process that may create
-    // the file opens it under the folder's lock, the one `migrate` takes.
-    let opening = match (access, path.parent()) {
-        (Access::Create, Some(folder)) => match std::fs::canonicalize(folder) {
-            Ok(folder) => lock_folder(&folder, "opening").await,
-            Err(_) => None,
-        },
+    // without waiting out the busy timeout: so a process that may switch
+    // the file opens it under the folder's lock, the one `migrate` takes
+    // (a command that writes also waits out a migration running now).
+    let opening = match folder_of(&path) {
+        Some(folder) if access != Access::Read => lock_folder(&folder, "opening").await,
         _ => None,
     };
     let pool = SqlitePoolOptions::new()
@@ -259,6 +257,16 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         store.probe().await?;
     }
     Ok(store)
+}
+
+/// The folder whose lock serializes opening and migrating the SQLite file
+/// at `path`: the resolved file's folder, as `Store::migrate` finds it
+/// through the WAL's path, or the resolved parent of a file not made yet.
+fn folder_of(path: &Path) -> Option<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Ok(file) => file.parent().map(Path::to_path_buf),
+        Err(_) => std::fs::canonicalize(path.parent()?).ok(),
+    }
 }
 
 /// An exclusive `flock` on `folder` for as long as the returned file is

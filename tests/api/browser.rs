@@ -60,10 +60,7 @@ impl Browser {
                 return missing(&format!("{what} ({path})"));
             }
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::helpers::free_port();
         // Everything that may fail comes before the spawn: from the spawn on,
         // the `Browser` owns the processes and its drop ends them.
         let profile = TempDir::new();

@@ -273,11 +273,11 @@ on_both_databases!(
 /// named in the log with what start-up applied to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigterm() {
+    // reqwest needs rustls's provider, which another test may not have
+    // installed yet in this process (run alone, this test panicked).
+    bouncer::outbound::install_default_provider();
     let dir = TempDir::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::helpers::free_port();
     // Logs written to a file, at the default level.
     let log = dir.path().join("serve.log");
     let mut child = bouncer(dir.path())

@@ -8,14 +8,9 @@ use std::time::Duration;
 use sqlx::{Connection, Executor};
 
 use crate::cli::{bouncer, test_env};
-use crate::helpers::{Backend, Outage, TempDir, TestDb, spooled_bytes};
+use crate::helpers::{Backend, Outage, TempDir, TestDb, free_port, spooled_bytes};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    l.local_addr().expect("addr").port()
-}
 
 /// `bouncer serve` on `port`, committing at most two messages at a time so
 /// that a drain takes many commits.

@@ -304,6 +304,12 @@ pub struct TestApp {
     pub dir: Arc<TempDir>,
 }
 
+/// A port nothing listens on now, for a binary the test starts.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 /// The settings every test starts from: the test topic allowed, the test
 /// certificate pinned, a fresh database and spool.
 pub fn test_settings(db_url: &str, dir: &Path) -> Settings {

@@ -20,11 +20,7 @@ const INJECTED: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
     let dir = TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::helpers::free_port();
     let mut cmd = bouncer(dir.path());
     test_env(
         &mut cmd,

@@ -352,13 +352,12 @@ on_both_databases!(
 /// first link of the standard chain) and SNS_CONFIRM_MODE unset (`auto`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mode_confirms_through_the_sdk_when_the_standard_chain_has_credentials() {
+    // reqwest needs rustls's provider, which another test may not have
+    // installed yet in this process (run alone, this test panicked).
+    bouncer::outbound::install_default_provider();
     let api = SnsApi::start().await;
     let dir = crate::helpers::TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::helpers::free_port();
     let mut cmd = crate::cli::bouncer(dir.path());
     crate::cli::test_env(
         &mut cmd,
