@@ -152,13 +152,12 @@ impl Confirmer {
         let mode = self.mode().await;
         let result = match mode {
             ConfirmMode::Off | ConfirmMode::Auto => Ok(None),
-            ConfirmMode::Sdk => match parse_topic(topic) {
-                Ok(arn) => self.confirm_with_sdk(&arn, topic, token).await.map(Some),
+            ConfirmMode::Sdk | ConfirmMode::Url => match parse_topic(topic) {
                 Err(e) => Err(e),
-            },
-            ConfirmMode::Url => match parse_topic(topic) {
+                Ok(arn) if mode == ConfirmMode::Sdk => {
+                    self.confirm_with_sdk(&arn, topic, token).await.map(Some)
+                }
                 Ok(arn) => self.confirm_with_url(&arn, subscribe_url).await,
-                Err(e) => Err(e),
             },
         };
         match &result {

@@ -273,9 +273,6 @@ on_both_databases!(
 /// named in the log with what start-up applied to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigterm() {
-    // reqwest needs rustls's provider, which another test may not have
-    // installed yet in this process (run alone, this test panicked).
-    bouncer::outbound::install_default_provider();
     let dir = TempDir::new();
     let port = crate::helpers::free_port();
     // Logs written to a file, at the default level.
@@ -290,20 +287,10 @@ async fn serve_runs_on_sqlite_by_default_logs_without_colour_and_stops_on_sigter
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let mut ready = false;
-    for _ in 0..100 {
-        if reqwest::get(&url)
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the service did not become ready");
+    assert!(
+        crate::helpers::answers(port, "/readyz").await,
+        "the service did not become ready"
+    );
     assert!(
         dir.path().join("bouncer.db").exists(),
         "the SQLite file is created on first start"

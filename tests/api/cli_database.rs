@@ -12,7 +12,7 @@ use std::time::Duration;
 use bouncer::store::{Access, Store};
 
 use crate::cli::{bouncer, migrate, run, run_with, test_env};
-use crate::helpers::{Backend, TempDir, TestDb, free_port, test_settings, unique_name};
+use crate::helpers::{Backend, TempDir, TestDb, answers, free_port, test_settings, unique_name};
 use crate::on_both_databases;
 
 /// Every command that reads or changes the list or the state.
@@ -438,7 +438,6 @@ async fn a_sqlite_store_that_is_open_waits_for_the_folder_to_migrate() {
 /// only catches that when the two overlap (the one above always does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serves_starting_at_once_on_a_new_sqlite_file_both_serve() {
-    bouncer::outbound::install_default_provider();
     for _ in 0..3 {
         let dir = TempDir::new();
         let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
@@ -461,22 +460,7 @@ async fn two_serves_starting_at_once_on_a_new_sqlite_file_both_serve() {
             })
             .collect();
         for (child, port) in &mut serves {
-            let url = format!("http://127.0.0.1:{port}/readyz");
-            let mut ready = false;
-            for _ in 0..200 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    ready = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if !ready {
+            if !answers(*port, "/readyz").await {
                 let _ = child.kill();
                 let _ = child.wait();
                 let mut said = String::new();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::{Connection, Executor};
 
 use crate::cli::{bouncer, test_env};
-use crate::helpers::{Backend, Outage, TempDir, TestDb, free_port, spooled_bytes};
+use crate::helpers::{Backend, Outage, TempDir, TestDb, answers, free_port, spooled_bytes};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
 
@@ -27,20 +27,6 @@ fn serve(dir: &std::path::Path, db_url: &str, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts")
-}
-
-async fn until_alive(port: u16) {
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    for _ in 0..200 {
-        if reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("bouncer did not start");
 }
 
 async fn post(client: &reqwest::Client, port: u16, msg: &Msg) -> u16 {
@@ -65,7 +51,7 @@ async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
         .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", outage.port), 1);
     let port = free_port();
     let mut child = serve(dir.path(), &url, port);
-    until_alive(port).await;
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
     let client = reqwest::Client::new();
 
     // The database goes away: a lock held by another SQLite process, or
@@ -116,7 +102,7 @@ async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     );
 
     let mut child = serve(dir.path(), &url, port);
-    until_alive(port).await;
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
     for _ in 0..400 {
         if db.total_messages().await == msgs.len() as i64 && spooled_bytes(&spool) == 0 {
             break;

@@ -310,6 +310,26 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// Whether a binary the test started on `port` answers 2xx at `path`
+/// within 10 s (`/healthz` once it listens, `/readyz` once its database
+/// answers too).
+pub async fn answers(port: u16, path: &str) -> bool {
+    // reqwest needs rustls's provider, which no other test may have
+    // installed yet in this process (run alone, such tests panicked).
+    bouncer::outbound::install_default_provider();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    for _ in 0..200 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The settings every test starts from: the test topic allowed, the test
 /// certificate pinned, a fresh database and spool.
 pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
