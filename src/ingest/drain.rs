@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
 use super::applier::{Applier, Item};
-use super::spool::{Chunk, SpoolRecord};
+use super::spool::{Chunk, Position, SpoolRecord};
 use super::writer::Shared;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::verify::VerifiedMessage;
@@ -92,9 +92,24 @@ async fn step(
             return Step::Wait;
         }
     };
-    let Some(Chunk { records, ends }) = chunk.filter(|c| !c.records.is_empty()) else {
+    let Some(Chunk {
+        records,
+        ends,
+        start,
+        end,
+    }) = chunk
+    else {
         return catch_up(shared, &mut applier).await;
     };
+    if records.is_empty() {
+        if end == start {
+            return catch_up(shared, &mut applier).await;
+        }
+        // Only damage was left (kept aside by the read): step past it, or
+        // the spool would never empty and the drain would meet it forever.
+        advance(shared, end).await;
+        return Step::Progress;
+    }
     let count = records.len();
     let mut items = Vec::with_capacity(count);
     // The record each item came from.
@@ -130,22 +145,16 @@ async fn step(
         n => from[handled_items - n],
     };
     if handled > 0 {
-        let end = ends[handled - 1];
-        let shared2 = shared.clone();
-        let advanced = tokio::task::spawn_blocking(move || {
-            let mut spool = shared2.spool();
-            let result = spool.as_mut().map(|s| s.advance(end)).transpose();
-            shared2
-                .metrics
-                .spool_pending(spool.as_ref().map_or(0, |s| s.pending_bytes()));
-            result
-        })
+        // All of the chunk in: past any damage at its end too.
+        advance(
+            shared,
+            if handled == count {
+                end
+            } else {
+                ends[handled - 1]
+            },
+        )
         .await;
-        match advanced {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot remove drained spool segments"),
-            Err(e) => tracing::error!(error = %e, "cannot remove drained spool segments"),
-        }
         let applied = handled_items.saturating_sub(left.len());
         shared.metrics.unspooled(applied);
         tracing::info!(messages = applied, "applied spooled messages");
@@ -154,6 +163,25 @@ async fn step(
         Step::Progress
     } else {
         Step::Wait
+    }
+}
+
+/// The records up to `end` are in the database: the spool lets go of them.
+async fn advance(shared: &Arc<Shared>, end: Position) {
+    let shared = shared.clone();
+    let advanced = tokio::task::spawn_blocking(move || {
+        let mut spool = shared.spool();
+        let result = spool.as_mut().map(|s| s.advance(end)).transpose();
+        shared
+            .metrics
+            .spool_pending(spool.as_ref().map_or(0, |s| s.pending_bytes()));
+        result
+    })
+    .await;
+    match advanced {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot remove drained spool segments"),
+        Err(e) => tracing::error!(error = %e, "cannot remove drained spool segments"),
     }
 }
 

@@ -61,6 +61,12 @@ pub struct Position {
 pub struct Chunk {
     pub records: Vec<SpoolRecord>,
     pub ends: Vec<Position>,
+    /// Where the read began (the drain position).
+    pub start: Position,
+    /// Where the read stopped: past the last record, or past damage that
+    /// no intact record follows (its bytes kept aside). Once every record
+    /// is in, the drain moves here, so such damage is not met again.
+    pub end: Position,
 }
 
 struct Segment {
@@ -180,8 +186,10 @@ impl Spool {
         };
         let path = self.dir.join(segment_name(last.seq));
         let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let whole = scan_whole(&mut file, last.len)?;
-        if whole < last.len && !intact_record_follows(&mut file, whole, last.len)? {
+        // Damage earlier in the segment is the reader's to skip; what
+        // follows the last intact record is the torn tail.
+        let whole = end_of_intact(&mut file, last.len)?;
+        if whole < last.len {
             // Most often a crash mid-append, never acknowledged; but the
             // same bytes are what damage to the last acknowledged record
             // looks like, so they are kept before the cut, never only
@@ -305,12 +313,22 @@ impl Spool {
                     ends.push(pos);
                 }
                 Read1::Damaged { resume_at } => {
-                    self.keep_damaged(pos, resume_at)?;
-                    pos.offset = resume_at;
+                    match self.keep_damaged(pos, resume_at) {
+                        Ok(()) => pos.offset = resume_at,
+                        // The records before it can still go in; the
+                        // damage waits where it is until it can be kept.
+                        Err(_) if !records.is_empty() => break,
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
-        Ok(Chunk { records, ends })
+        Ok(Chunk {
+            records,
+            ends,
+            start: self.head,
+            end: pos,
+        })
     }
 
     fn read_record(&mut self, pos: Position, len: u64) -> io::Result<Read1> {
@@ -419,18 +437,31 @@ fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
     (size, crc)
 }
 
-/// The end of the run of whole records from the start of `file`.
-fn scan_whole(file: &mut File, len: u64) -> io::Result<u64> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut reader = BufReader::new(&mut *file);
+/// The end of the segment's last intact record (0 if it has none),
+/// stepping over damage that intact records follow.
+fn end_of_intact(file: &mut File, len: u64) -> io::Result<u64> {
     let mut at = 0u64;
+    let mut end = 0u64;
     while at < len {
-        match read_at(&mut reader, at, len) {
-            Some((_, size)) => at += size as u64,
-            None => break,
+        file.seek(SeekFrom::Start(at))?;
+        let mut reader = BufReader::new(&mut *file);
+        while at < len {
+            match read_at(&mut reader, at, len) {
+                Some((_, size)) => {
+                    at += size as u64;
+                    end = at;
+                }
+                None => break,
+            }
+        }
+        if at < len {
+            match next_intact(file, at + 1, len)? {
+                Some(next) => at = next,
+                None => break,
+            }
         }
     }
-    Ok(at)
+    Ok(end)
 }
 
 /// Where the next intact record starts at or after `from`, if any. Reads
@@ -496,12 +527,6 @@ fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
         }
     }
     Err(io::Error::other("no free name to keep the bytes under"))
-}
-
-/// Whether an intact record starts after the damage at `at` (a torn append
-/// is always the last thing in the file).
-fn intact_record_follows(file: &mut File, at: u64, len: u64) -> io::Result<bool> {
-    Ok(next_intact(file, at + 1, len)?.is_some())
 }
 
 /// An earlier version kept the spool in one file at `path`: it becomes the

@@ -128,6 +128,80 @@ fn damage_is_skipped_and_kept_and_the_records_after_it_are_read() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The byte offset of the `n`th record's JSON in `bytes`.
+fn json_of(bytes: &[u8], n: usize) -> usize {
+    let mut at = 0;
+    for _ in 0..n {
+        at += HEADER + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    at + HEADER
+}
+
+#[test]
+fn damage_in_the_middle_does_not_hide_a_torn_tail() {
+    let dir = scratch("damage-and-torn");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    spool
+        .append(&[record("a"), record("b"), record("c"), record("d")])
+        .unwrap();
+    drop(spool);
+    let seg = path.join(segment_files(&path)[0].clone());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let b = json_of(&bytes, 1);
+    bytes[b + 3] ^= 0xff;
+    // And a crash in the middle of a fifth append.
+    bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut spool = Spool::open(&path).unwrap();
+    let torn = kept_files(&path, "torn-");
+    assert_eq!(torn.len(), 1, "the torn tail is cut at open: {torn:?}");
+    assert_eq!(
+        std::fs::read(path.join(&torn[0])).unwrap(),
+        [9, 0, 0, 0, 1, 2]
+    );
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a", "c", "d"]);
+    assert_eq!(kept_files(&path, "damaged-").len(), 1);
+    spool.advance(chunk.end).unwrap();
+    assert!(!spool.has_pending());
+    assert!(segment_files(&path).is_empty(), "a drained spool is empty");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_read_that_ends_in_damage_says_where_it_stopped() {
+    // Damage after the last record that open could not cut (its bytes
+    // could not be kept then, a full disk): the drain must step past it
+    // once it is kept, or it would meet it forever.
+    let dir = scratch("damage-at-end");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    spool.append(&[record("a"), record("b")]).unwrap();
+    let seg = path.join(segment_files(&path)[0].clone());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let b = json_of(&bytes, 1);
+    bytes[b + 3] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a"]);
+    assert_eq!(chunk.start, spool.head);
+    assert_ne!(chunk.end, chunk.ends[0], "the read went past the damage");
+    // Only `a` taken in: the next read finds nothing but the damage, and
+    // says it moved.
+    spool.advance(chunk.ends[0]).unwrap();
+    assert!(spool.has_pending());
+    let chunk = spool.read_chunk(10).unwrap();
+    assert!(chunk.records.is_empty());
+    assert_ne!(chunk.end, chunk.start);
+    spool.advance(chunk.end).unwrap();
+    assert!(!spool.has_pending());
+    assert!(segment_files(&path).is_empty());
+    assert_eq!(kept_files(&path, "damaged-").len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn drained_segments_are_deleted_while_appends_go_on() {
     let dir = scratch("segments");
