@@ -16,6 +16,10 @@ pub enum SnsError {
     BodyTooLarge { limit: usize },
     #[error("the request body did not arrive within HTTP_BODY_TIMEOUT_MS ({ms} ms)")]
     BodyTimeout { ms: u64 },
+    #[error(
+        "the request body was still arriving after {ms} ms while the memory for request bodies was full; it was cut to make room for others"
+    )]
+    BodyCut { ms: u64 },
     #[error("too many request bodies are being received at once; send it again later")]
     Busy,
     /// The client went away or the connection broke before the body's end:
@@ -83,6 +87,7 @@ impl SnsError {
         match self {
             SnsError::BodyTooLarge { .. } => "body_too_large",
             SnsError::BodyTimeout { .. } => "body_timeout",
+            SnsError::BodyCut { .. } => "body_too_slow",
             SnsError::Busy => "server_busy",
             SnsError::BodyIncomplete(_) => "body_incomplete",
             SnsError::RawDelivery => "raw_delivery_not_supported",
@@ -119,7 +124,7 @@ impl ResponseError for SnsError {
     fn status_code(&self) -> StatusCode {
         match self {
             SnsError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            SnsError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            SnsError::BodyTimeout { .. } | SnsError::BodyCut { .. } => StatusCode::REQUEST_TIMEOUT,
             SnsError::RawDelivery
             | SnsError::BodyIncomplete(_)
             | SnsError::MalformedJson(_)
@@ -152,6 +157,7 @@ impl ResponseError for SnsError {
         if matches!(
             self,
             SnsError::BodyTimeout { .. }
+                | SnsError::BodyCut { .. }
                 | SnsError::BodyTooLarge { .. }
                 | SnsError::BodyIncomplete(_)
         ) {

@@ -4,21 +4,43 @@
 //! descriptors. SNS sends each body whole and at once; what stalls is not
 //! SNS.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How long a body may take to arrive before it gives way when the budget
+/// is spent. SNS sends a body whole and at once; one still arriving after
+/// this long is a stalled client holding memory that real messages need.
+pub const SLOW_BODY: Duration = Duration::from_secs(1);
+
+/// How long a request waits for room once it has made some, before it is
+/// answered 503.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// Body bytes held in memory by requests still being read, across the
-/// process. A request that would pass it is answered 503 (SNS retries).
+/// process. When a body would pass it, the bodies that have been arriving
+/// for longer than [`SLOW_BODY`] are cut (408) to make room; a request that
+/// still finds none is answered 503 (SNS retries).
 #[derive(Debug)]
 pub struct BodyBudget {
     limit: usize,
     held: AtomicUsize,
+    /// The bodies being received, oldest first, each with what cuts it.
+    reading: Mutex<BTreeMap<(Instant, u64), CancellationToken>>,
+    next: AtomicU64,
+    released: Notify,
 }
 
 /// A share of the budget; it goes back when dropped.
 pub struct BodyShare {
     budget: Arc<BodyBudget>,
     bytes: usize,
+    key: (Instant, u64),
+    cut: CancellationToken,
 }
 
 impl BodyBudget {
@@ -26,20 +48,74 @@ impl BodyBudget {
         Arc::new(BodyBudget {
             limit,
             held: AtomicUsize::new(0),
+            reading: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            released: Notify::new(),
         })
     }
 
     pub fn share(self: &Arc<Self>) -> BodyShare {
+        let key = (Instant::now(), self.next.fetch_add(1, Ordering::Relaxed));
+        let cut = CancellationToken::new();
+        self.reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, cut.clone());
         BodyShare {
             budget: self.clone(),
             bytes: 0,
+            key,
+            cut,
         }
+    }
+
+    /// Cuts every body other than `own` that began more than [`SLOW_BODY`]
+    /// ago; returns how many.
+    fn cut_slow(&self, own: (Instant, u64)) -> usize {
+        let Some(before) = Instant::now().checked_sub(SLOW_BODY) else {
+            return 0;
+        };
+        let reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cut = 0;
+        for (key, token) in reading.range(..(before, u64::MAX)) {
+            if *key != own && !token.is_cancelled() {
+                token.cancel();
+                cut += 1;
+            }
+        }
+        cut
     }
 }
 
 impl BodyShare {
-    /// Takes `more` bytes from the budget; false when it is spent.
-    pub fn grow(&mut self, more: usize) -> bool {
+    /// Takes `more` bytes from the budget. When it is spent, slow bodies
+    /// are cut and this one waits a little for their room; false when none
+    /// came.
+    pub async fn grow(&mut self, more: usize) -> bool {
+        if self.try_grow(more) {
+            return true;
+        }
+        if self.budget.cut_slow(self.key) > 0 {
+            tracing::warn!(
+                "the memory for request bodies is full: bodies still arriving after {} ms were cut to make room",
+                SLOW_BODY.as_millis()
+            );
+        }
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        let budget = self.budget.clone();
+        loop {
+            let released = budget.released.notified();
+            if self.try_grow(more) {
+                return true;
+            }
+            if self.cut.is_cancelled() || tokio::time::timeout_at(deadline, released).await.is_err()
+            {
+                return self.try_grow(more);
+            }
+        }
+    }
+
+    fn try_grow(&mut self, more: usize) -> bool {
         let budget = &self.budget;
         let taken = budget
             .held
@@ -53,11 +129,24 @@ impl BodyShare {
         }
         taken
     }
+
+    /// Resolves when this body is cut to make room for others.
+    pub async fn cut(&self) {
+        self.cut.cancelled().await
+    }
 }
 
 impl Drop for BodyShare {
     fn drop(&mut self) {
+        self.budget
+            .reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.bytes > 0 {
+            self.budget.released.notify_waiters();
+        }
     }
 }
 
@@ -112,14 +201,39 @@ fn raise_open_file_limit() -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_budget_is_shared_and_given_back() {
+    #[tokio::test]
+    async fn the_budget_is_shared_and_given_back() {
         let budget = BodyBudget::new(10);
         let mut a = budget.share();
         let mut b = budget.share();
-        assert!(a.grow(6));
-        assert!(!b.grow(5));
+        assert!(a.grow(6).await);
+        // A young body is not cut: `b` waits for room, and none comes.
+        let started = Instant::now();
+        assert!(!b.grow(5).await);
+        assert!(started.elapsed() >= ROOM_WAIT);
         drop(a);
-        assert!(b.grow(5));
+        assert!(b.grow(5).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_cuts_slow_bodies_for_a_new_one() {
+        let budget = BodyBudget::new(10);
+        let mut slow = budget.share();
+        assert!(slow.grow(10).await);
+        tokio::time::sleep(SLOW_BODY + Duration::from_millis(50)).await;
+        let mut young = budget.share();
+        let mut new = budget.share();
+        // The slow one is cut; its reader answers and lets go of its share.
+        let reader = tokio::spawn(async move {
+            slow.cut().await;
+            drop(slow);
+        });
+        let started = Instant::now();
+        assert!(new.grow(8).await, "room made");
+        assert!(started.elapsed() < ROOM_WAIT);
+        reader.await.unwrap();
+        // A young body is never cut for another.
+        assert!(!young.grow(5).await);
+        assert!(!young.cut.is_cancelled());
     }
 }

@@ -143,7 +143,14 @@ async fn read_body(
     let mut share = state.body_budget.share();
     let read = async {
         let mut body = BytesMut::new();
-        while let Some(chunk) = payload.next().await {
+        loop {
+            let next = tokio::select! {
+                next = payload.next() => next,
+                () = share.cut() => return Err(SnsError::BodyCut {
+                    ms: crate::intake::SLOW_BODY.as_millis() as u64,
+                }),
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| match e {
                 // A hang-up or a broken connection, counted apart from a
                 // sender's malformed body.
@@ -155,7 +162,7 @@ async fn read_body(
             if body.len() + chunk.len() > limit {
                 return Err(too_large);
             }
-            if !share.grow(chunk.len()) {
+            if !share.grow(chunk.len()).await {
                 return Err(SnsError::Busy);
             }
             body.extend_from_slice(&chunk);

@@ -103,3 +103,65 @@ async fn a_client_hanging_up_mid_body_is_counted_apart_from_malformed_json() {
     );
     app.stop().await;
 }
+
+/// Sends the head and all of a largest-size body but its last byte, then
+/// stalls: the most memory one client can hold.
+async fn stall_full(address: &str, limit: usize) -> TcpStream {
+    let host = address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST /sns HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
+         x-amz-sns-message-type: Notification\r\nContent-Length: {limit}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&vec![b' '; limit - 1])
+        .await
+        .expect("all of the body but a byte");
+    stream
+}
+
+/// Found by an outside trial: 64 clients holding bodies one byte short of
+/// the largest size filled the memory kept for bodies (32 MiB), and every
+/// real message was refused `503 server_busy` until their time limit (10
+/// s) passed. Now the bodies still arriving after a second give way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_fill_the_memory_and_stall_give_way_to_real_messages() {
+    let limit = 512 * 1024;
+    let app = spawn_app_with(Backend::Sqlite, |s, _| {
+        s.sns_max_body_bytes = limit;
+        s.http_body_timeout_ms = 30_000;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        stalled.push(stall_full(&app.address, limit).await);
+    }
+    // Past the second a body may take before it gives way.
+    tokio::time::sleep(bouncer::intake::SLOW_BODY + Duration::from_millis(500)).await;
+    let started = Instant::now();
+    for i in 0..3 {
+        assert_status(
+            &app.post(&Msg::notification(TOPIC, &format!("real {i}")).sign())
+                .await,
+            200,
+            "stored",
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered long before the stalled bodies' time limit"
+    );
+    // The stalled bodies were cut, each told why, its connection closed.
+    for stream in &mut stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection");
+        assert!(read.is_ok(), "{read:?}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("body_too_slow"), "{text}");
+    }
+    app.stop().await;
+}
