@@ -180,8 +180,19 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         .connect_with(options.clone())
         .await
         .map_err(|e| {
+            // SQLite says "disk I/O error" when it cannot make its -wal or
+            // -shm file on a full disk: name the cause an operator can fix.
+            let full = folder_of(&path)
+                .and_then(|folder| free_bytes(&folder))
+                .filter(|free| *free < FULL_BELOW)
+                .map(|free| {
+                    format!(
+                        "; the file system holding it is full ({free} bytes free): free some space"
+                    )
+                })
+                .unwrap_or_default();
             anyhow!(
-                "cannot open the {location} (DATABASE_URL): {}",
+                "cannot open the {location} (DATABASE_URL): {}{full}",
                 describe(&e)
             )
         })?;
@@ -257,6 +268,29 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         store.probe().await?;
     }
     Ok(store)
+}
+
+/// Less free space than this, beside a failure to open, is the cause.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// The bytes an unprivileged process may still write on the file system
+/// holding `folder`.
+#[cfg(unix)]
+// The fields are u64 on 64-bit Linux, narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(folder: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into the zeroed struct given, and reads
+    // the NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_folder: &Path) -> Option<u64> {
+    None
 }
 
 /// The folder whose lock serializes opening and migrating the SQLite file

@@ -128,3 +128,32 @@ async fn a_full_sqlite_disk_spools_and_writes_resume_once_space_is_freed() {
     app.stop().await;
     drop(disk);
 }
+
+/// Found by an outside trial: `serve` on a full disk said only "disk I/O
+/// error" (SQLite's words when it cannot make its shared-memory file).
+#[test]
+fn serve_on_a_full_disk_says_the_disk_is_full() {
+    let dir = TempDir::new();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "2m") else {
+        return;
+    };
+    let url = format!("sqlite://{}/bouncer.db", disk.0.display());
+    let mut migrate = crate::cli::bouncer(dir.path());
+    crate::cli::test_env(&mut migrate, &url, dir.path());
+    assert!(migrate.arg("migrate").status().expect("runs").success());
+    disk.fill();
+    let mut serve = crate::cli::bouncer(dir.path());
+    crate::cli::test_env(&mut serve, &url, dir.path());
+    let out = serve
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the file system holding it is full") && said.contains("free some space"),
+        "{said}"
+    );
+}
