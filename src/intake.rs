@@ -17,14 +17,29 @@ use tokio_util::sync::CancellationToken;
 /// this long is a stalled client holding memory that real messages need.
 pub const SLOW_BODY: Duration = Duration::from_secs(1);
 
-/// How long a request waits for room once it has made some, before it is
-/// answered 503.
+/// How long a request that finds the memory full waits for room before it
+/// is answered 503: time for cut bodies to let go of theirs, and for young
+/// ones to finish or pass [`SLOW_BODY`] and be cut in turn.
 const ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a waiting request looks again for bodies that have become
+/// slow.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// What became of a request for more of the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Granted,
+    /// None came within [`ROOM_WAIT`]: 503, SNS retries.
+    Full,
+    /// This body was cut to make room for others (408).
+    Cut,
+}
 
 /// Body bytes held in memory by requests still being read, across the
 /// process. When a body would pass it, the bodies that have been arriving
 /// for longer than [`SLOW_BODY`] are cut (408) to make room; a request that
-/// still finds none is answered 503 (SNS retries).
+/// finds none within [`ROOM_WAIT`] is answered 503 (SNS retries).
 #[derive(Debug)]
 pub struct BodyBudget {
     limit: usize,
@@ -33,6 +48,9 @@ pub struct BodyBudget {
     reading: Mutex<BTreeMap<(Instant, u64), CancellationToken>>,
     next: AtomicU64,
     released: Notify,
+    /// Requests waiting on `released`: a share given back wakes them only
+    /// when there are any (the common case has none).
+    waiting: AtomicUsize,
 }
 
 /// A share of the budget; it goes back when dropped.
@@ -51,6 +69,7 @@ impl BodyBudget {
             reading: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
             released: Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -88,31 +107,42 @@ impl BodyBudget {
 }
 
 impl BodyShare {
-    /// Takes `more` bytes from the budget. When it is spent, slow bodies
-    /// are cut and this one waits a little for their room; false when none
-    /// came.
-    pub async fn grow(&mut self, more: usize) -> bool {
+    /// Takes `more` bytes from the budget. When it is spent, bodies that
+    /// have been arriving for longer than [`SLOW_BODY`] are cut, now and
+    /// while this one waits (up to [`ROOM_WAIT`]) for the room they free.
+    pub async fn grow(&mut self, more: usize) -> Room {
         if self.try_grow(more) {
-            return true;
+            return Room::Granted;
         }
-        if self.budget.cut_slow(self.key) > 0 {
-            tracing::warn!(
-                "the memory for request bodies is full: bodies still arriving after {} ms were cut to make room",
-                SLOW_BODY.as_millis()
-            );
-        }
-        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
         let budget = self.budget.clone();
-        loop {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        budget.waiting.fetch_add(1, Ordering::SeqCst);
+        let room = loop {
             let released = budget.released.notified();
             if self.try_grow(more) {
-                return true;
+                break Room::Granted;
             }
-            if self.cut.is_cancelled() || tokio::time::timeout_at(deadline, released).await.is_err()
-            {
-                return self.try_grow(more);
+            if self.cut.is_cancelled() {
+                break Room::Cut;
             }
-        }
+            if budget.cut_slow(self.key) > 0 {
+                tracing::warn!(
+                    "the memory for request bodies is full: bodies still arriving after {} ms were cut to make room",
+                    SLOW_BODY.as_millis()
+                );
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Room::Full;
+            }
+            tokio::select! {
+                () = released => {}
+                () = self.cut.cancelled() => {}
+                () = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
+            }
+        };
+        budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        room
     }
 
     fn try_grow(&mut self, more: usize) -> bool {
@@ -144,7 +174,7 @@ impl Drop for BodyShare {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
-        if self.bytes > 0 {
+        if self.bytes > 0 && self.budget.waiting.load(Ordering::SeqCst) > 0 {
             self.budget.released.notify_waiters();
         }
     }
@@ -206,20 +236,20 @@ mod tests {
         let budget = BodyBudget::new(10);
         let mut a = budget.share();
         let mut b = budget.share();
-        assert!(a.grow(6).await);
+        assert_eq!(a.grow(6).await, Room::Granted);
         // A young body is not cut: `b` waits for room, and none comes.
         let started = Instant::now();
-        assert!(!b.grow(5).await);
+        assert_eq!(b.grow(5).await, Room::Full);
         assert!(started.elapsed() >= ROOM_WAIT);
         drop(a);
-        assert!(b.grow(5).await);
+        assert_eq!(b.grow(5).await, Room::Granted);
     }
 
     #[tokio::test]
     async fn a_full_budget_cuts_slow_bodies_for_a_new_one() {
         let budget = BodyBudget::new(10);
         let mut slow = budget.share();
-        assert!(slow.grow(10).await);
+        assert_eq!(slow.grow(10).await, Room::Granted);
         tokio::time::sleep(SLOW_BODY + Duration::from_millis(50)).await;
         let mut young = budget.share();
         let mut new = budget.share();
@@ -229,11 +259,43 @@ mod tests {
             drop(slow);
         });
         let started = Instant::now();
-        assert!(new.grow(8).await, "room made");
+        assert_eq!(new.grow(8).await, Room::Granted, "room made");
         assert!(started.elapsed() < ROOM_WAIT);
         reader.await.unwrap();
         // A young body is never cut for another.
-        assert!(!young.grow(5).await);
+        assert_eq!(young.grow(5).await, Room::Full);
         assert!(!young.cut.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_cuts_a_body_that_becomes_slow_meanwhile() {
+        let budget = BodyBudget::new(10);
+        let mut holder = budget.share();
+        assert_eq!(holder.grow(10).await, Room::Granted);
+        // Young when `new` arrives; slow before `new` gives up.
+        tokio::time::sleep(SLOW_BODY - Duration::from_millis(300)).await;
+        let reader = tokio::spawn(async move {
+            holder.cut().await;
+            drop(holder);
+        });
+        let mut new = budget.share();
+        assert_eq!(new.grow(5).await, Room::Granted);
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_while_it_waits_is_told_so() {
+        let budget = BodyBudget::new(10);
+        let mut full = budget.share();
+        assert_eq!(full.grow(10).await, Room::Granted);
+        let mut waiting = budget.share();
+        let cut = waiting.cut.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cut.cancel();
+        });
+        let started = Instant::now();
+        assert_eq!(waiting.grow(5).await, Room::Cut);
+        assert!(started.elapsed() < ROOM_WAIT);
     }
 }

@@ -146,15 +146,12 @@ async fn step(
     };
     if handled > 0 {
         // All of the chunk in: past any damage at its end too.
-        advance(
-            shared,
-            if handled == count {
-                end
-            } else {
-                ends[handled - 1]
-            },
-        )
-        .await;
+        let through = if handled == count {
+            end
+        } else {
+            ends[handled - 1]
+        };
+        advance(shared, through).await;
         let applied = handled_items.saturating_sub(left.len());
         shared.metrics.unspooled(applied);
         tracing::info!(messages = applied, "applied spooled messages");

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::error::SnsError;
 use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
+use crate::intake::{Room, SLOW_BODY};
 use crate::sns::envelope::Envelope;
 use crate::telemetry::escaped;
 
@@ -141,14 +142,15 @@ async fn read_body(
         return Err(too_large);
     }
     let mut share = state.body_budget.share();
+    let cut = || SnsError::BodyCut {
+        ms: SLOW_BODY.as_millis() as u64,
+    };
     let read = async {
         let mut body = BytesMut::new();
         loop {
             let next = tokio::select! {
                 next = payload.next() => next,
-                () = share.cut() => return Err(SnsError::BodyCut {
-                    ms: crate::intake::SLOW_BODY.as_millis() as u64,
-                }),
+                () = share.cut() => return Err(cut()),
             };
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| match e {
@@ -162,8 +164,10 @@ async fn read_body(
             if body.len() + chunk.len() > limit {
                 return Err(too_large);
             }
-            if !share.grow(chunk.len()).await {
-                return Err(SnsError::Busy);
+            match share.grow(chunk.len()).await {
+                Room::Granted => {}
+                Room::Full => return Err(SnsError::Busy),
+                Room::Cut => return Err(cut()),
             }
             body.extend_from_slice(&chunk);
         }

@@ -182,7 +182,9 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         .map_err(|e| {
             // SQLite says "disk I/O error" when it cannot make its -wal or
             // -shm file on a full disk: name the cause an operator can fix.
-            let full = folder_of(&path)
+            let full = is_io_or_full(&e)
+                .then(|| folder_of(&path))
+                .flatten()
                 .and_then(|folder| free_bytes(&folder))
                 .filter(|free| *free < FULL_BELOW)
                 .map(|free| {
@@ -273,8 +275,17 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
 /// Less free space than this, beside a failure to open, is the cause.
 const FULL_BELOW: u64 = 1 << 20;
 
-/// The bytes an unprivileged process may still write on the file system
-/// holding `folder`.
+/// SQLite's "disk I/O error" or "database or disk is full" (its primary
+/// codes 10 and 13, under any extended code).
+fn is_io_or_full(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 10 | 13))
+}
+
+/// The bytes this process may still write on the file system holding
+/// `folder` (root may use the blocks kept for it).
 #[cfg(unix)]
 // The fields are u64 on 64-bit Linux, narrower elsewhere.
 #[allow(clippy::useless_conversion)]
@@ -285,7 +296,13 @@ fn free_bytes(folder: &Path) -> Option<u64> {
     // the NUL-terminated path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    // SAFETY: geteuid has no preconditions.
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        stat.f_bfree
+    } else {
+        stat.f_bavail
+    };
+    (rc == 0).then(|| u64::from(blocks).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 #[cfg(not(unix))]

@@ -144,14 +144,30 @@ fn serve_on_a_full_disk_says_the_disk_is_full() {
     disk.fill();
     let mut serve = crate::cli::bouncer(dir.path());
     crate::cli::test_env(&mut serve, &url, dir.path());
-    let out = serve
+    let mut child = serve
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .arg("serve")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("runs");
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    // It must stop by itself; one that serves is killed and fails the test.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("serve started on a full disk");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut said)
+        .expect("stderr");
     assert!(
         said.contains("the file system holding it is full") && said.contains("free some space"),
         "{said}"
