@@ -232,3 +232,102 @@ async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties()
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Damage whose bytes cannot be kept aside yet (the spool's disk is full)
+/// holds back only what comes after it: the records before it are applied,
+/// the drain waits on its backoff instead of spinning, and once there is
+/// room the damage is kept and the rest applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_that_cannot_be_kept_yet_holds_back_only_what_follows_it() {
+    bouncer::outbound::install_default_provider();
+    let dir = TempDir::new();
+    let Some(disk) = crate::disk_full::SmallDisk::mount(&dir.path().join("spool-disk"), "2m")
+    else {
+        return;
+    };
+    let spool = disk.0.join("spool");
+    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+    let port = free_port();
+    let start = |log: Option<&std::path::Path>| {
+        let mut cmd = bouncer(dir.path());
+        test_env(&mut cmd, &db.url, dir.path());
+        cmd.env("SPOOL_PATH", &spool)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("SNS_CONFIRM_MODE", "off")
+            .env("SQLITE_BUSY_TIMEOUT_MS", "200")
+            .arg("serve")
+            .stderr(Stdio::null());
+        match log {
+            Some(path) => cmd.stdout(std::fs::File::create(path).expect("log")),
+            None => cmd.stdout(Stdio::null()),
+        };
+        cmd.spawn().expect("starts")
+    };
+    let mut child = start(None);
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
+    let client = reqwest::Client::new();
+    let mut lock = sqlx::SqliteConnection::connect(&db.url)
+        .await
+        .expect("connect");
+    lock.execute("BEGIN EXCLUSIVE").await.expect("lock");
+    let msgs: Vec<Msg> = (0..10)
+        .map(|i| Msg::notification(TOPIC, &format!("spooled {i}")).sign())
+        .collect();
+    for msg in &msgs {
+        assert_eq!(post(&client, port, msg).await, 202);
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    lock.execute("ROLLBACK").await.expect("release");
+    drop(lock);
+
+    let segment = std::fs::read_dir(&spool)
+        .expect("spool")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let (at, _) = records_of(&bytes)[5];
+    bytes[at + 8 + 20] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damage");
+    let filler = disk.fill();
+
+    let log = dir.path().join("serve.log");
+    let mut child = start(Some(&log));
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
+    crate::helpers::eventually("the records before the damage are applied", || async {
+        db.total_messages().await == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, msg) in msgs.iter().enumerate() {
+        assert_eq!(
+            db.count_messages(&msg.id()).await,
+            i64::from(i < 5),
+            "message {i}"
+        );
+    }
+    // On the drain's backoff (0.2 s doubling), not once per pass.
+    let said = std::fs::read_to_string(&log).expect("log");
+    let retries = said.matches("cannot read the spool").count();
+    assert!((1..=8).contains(&retries), "{retries} retries: {said}");
+
+    std::fs::remove_file(filler).expect("room again");
+    crate::helpers::eventually("the spool empties", || async { spooled_bytes(&spool) == 0 }).await;
+    for (i, msg) in msgs.iter().enumerate() {
+        assert_eq!(
+            db.count_messages(&msg.id()).await,
+            i64::from(i != 5),
+            "message {i}"
+        );
+    }
+    let kept = std::fs::read_dir(&spool)
+        .expect("spool")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("damaged-"))
+        .count();
+    assert_eq!(kept, 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}

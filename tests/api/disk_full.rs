@@ -15,10 +15,10 @@ use crate::signing::{Msg, TOPIC};
 
 /// A small tmpfs of its own, unmounted when dropped. Mounting needs root: a
 /// CI machine has it; elsewhere the test is skipped with a notice.
-struct SmallDisk(PathBuf);
+pub(crate) struct SmallDisk(pub(crate) PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+    pub(crate) fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).expect("mount point");
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -38,7 +38,7 @@ impl SmallDisk {
     }
 
     /// Writes a file until the disk is full.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         use std::io::Write;
         let path = self.0.join("filler");
         let mut file = std::fs::File::create(&path).expect("filler");
