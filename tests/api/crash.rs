@@ -138,6 +138,43 @@ fn records_of(segment: &[u8]) -> Vec<(usize, usize)> {
     records
 }
 
+/// Holds the SQLite database at `db_url` so that ten messages posted one at
+/// a time (record i is message i) are spooled, then kills `child` with
+/// SIGKILL and lets the database go.
+async fn spool_ten_then_kill_9(
+    mut child: Child,
+    client: &reqwest::Client,
+    port: u16,
+    db_url: &str,
+) -> Vec<Msg> {
+    let mut lock = sqlx::SqliteConnection::connect(db_url)
+        .await
+        .expect("connect");
+    lock.execute("BEGIN EXCLUSIVE").await.expect("lock");
+    let msgs: Vec<Msg> = (0..10)
+        .map(|i| Msg::notification(TOPIC, &format!("spooled {i}")).sign())
+        .collect();
+    for msg in &msgs {
+        assert_eq!(post(client, port, msg).await, 202);
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    lock.execute("ROLLBACK").await.expect("release");
+    msgs
+}
+
+/// The spool's one segment file.
+fn the_segment(spool: &std::path::Path) -> std::path::PathBuf {
+    let segments: Vec<_> = std::fs::read_dir(spool)
+        .expect("spool")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments[0].clone()
+}
+
 /// Found by an outside trial: a spool with damage in the middle and a
 /// record torn by the crash at its end made the drain read the torn bytes
 /// again and again (thousands of log lines a second, a core busy, `/readyz`
@@ -148,34 +185,13 @@ async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties()
     let dir = TempDir::new();
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
     let port = free_port();
-    let mut child = serve(dir.path(), &db.url, port);
+    let child = serve(dir.path(), &db.url, port);
     assert!(answers(port, "/healthz").await, "bouncer did not start");
     let client = reqwest::Client::new();
-    let mut lock = sqlx::SqliteConnection::connect(&db.url)
-        .await
-        .expect("connect");
-    lock.execute("BEGIN EXCLUSIVE").await.expect("lock");
-    let msgs: Vec<Msg> = (0..10)
-        .map(|i| Msg::notification(TOPIC, &format!("spooled {i}")).sign())
-        .collect();
-    // One at a time, so that record i is message i.
-    for msg in &msgs {
-        assert_eq!(post(&client, port, msg).await, 202);
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-    lock.execute("ROLLBACK").await.expect("release");
-    drop(lock);
-
+    let msgs = spool_ten_then_kill_9(child, &client, port, &db.url).await;
     let spool = dir.path().join("cli.spool");
-    let segments: Vec<_> = std::fs::read_dir(&spool)
-        .expect("spool")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    assert_eq!(segments.len(), 1, "{segments:?}");
-    let mut bytes = std::fs::read(&segments[0]).expect("segment");
+    let segment = the_segment(&spool);
+    let mut bytes = std::fs::read(&segment).expect("segment");
     let records = records_of(&bytes);
     assert_eq!(records.len(), msgs.len());
     // A flipped byte inside record 5, and the crash cut the last record.
@@ -183,7 +199,7 @@ async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties()
     bytes[at + 8 + 20] ^= 0xff;
     let (last, len) = records[9];
     bytes.truncate(last + 8 + len / 2);
-    std::fs::write(&segments[0], &bytes).expect("damage");
+    std::fs::write(&segment, &bytes).expect("damage");
 
     let log = dir.path().join("serve.log");
     let mut cmd = bouncer(dir.path());
@@ -263,30 +279,11 @@ async fn damage_that_cannot_be_kept_yet_holds_back_only_what_follows_it() {
         };
         cmd.spawn().expect("starts")
     };
-    let mut child = start(None);
+    let child = start(None);
     assert!(answers(port, "/healthz").await, "bouncer did not start");
     let client = reqwest::Client::new();
-    let mut lock = sqlx::SqliteConnection::connect(&db.url)
-        .await
-        .expect("connect");
-    lock.execute("BEGIN EXCLUSIVE").await.expect("lock");
-    let msgs: Vec<Msg> = (0..10)
-        .map(|i| Msg::notification(TOPIC, &format!("spooled {i}")).sign())
-        .collect();
-    for msg in &msgs {
-        assert_eq!(post(&client, port, msg).await, 202);
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-    lock.execute("ROLLBACK").await.expect("release");
-    drop(lock);
-
-    let segment = std::fs::read_dir(&spool)
-        .expect("spool")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "seg"))
-        .expect("a segment");
+    let msgs = spool_ten_then_kill_9(child, &client, port, &db.url).await;
+    let segment = the_segment(&spool);
     let mut bytes = std::fs::read(&segment).expect("segment");
     let (at, _) = records_of(&bytes)[5];
     bytes[at + 8 + 20] ^= 0xff;

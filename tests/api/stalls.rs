@@ -27,6 +27,18 @@ async fn stall(address: &str) -> TcpStream {
     stream
 }
 
+/// The server answers the stalled request 408 with `code` and closes.
+async fn assert_closed_with_408(stream: &mut TcpStream, code: &str) {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection");
+    assert!(read.is_ok(), "{read:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(code), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_do_not_starve_health_or_real_messages() {
     let app = spawn_app_with(Backend::Sqlite, |s, _| s.http_body_timeout_ms = 1500).await;
@@ -53,14 +65,7 @@ async fn stalled_bodies_do_not_starve_health_or_real_messages() {
 
     // Past the time limit each stalled request is answered 408 and closed.
     for stream in stalled.iter_mut().take(20) {
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-            .await
-            .expect("the server closes the connection");
-        assert!(read.is_ok(), "{read:?}");
-        let text = String::from_utf8_lossy(&answer);
-        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-        assert!(text.contains("body_timeout"), "{text}");
+        assert_closed_with_408(stream, "body_timeout").await;
     }
     app.stop().await;
 }
@@ -157,14 +162,7 @@ async fn bodies_that_fill_the_memory_and_stall_give_way_to_real_messages() {
     );
     // The stalled bodies were cut, each told why, its connection closed.
     for stream in &mut stalled {
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-            .await
-            .expect("the server closes the connection");
-        assert!(read.is_ok(), "{read:?}");
-        let text = String::from_utf8_lossy(&answer);
-        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-        assert!(text.contains("body_too_slow"), "{text}");
+        assert_closed_with_408(stream, "body_too_slow").await;
     }
     app.stop().await;
 }
