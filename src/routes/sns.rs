@@ -148,7 +148,10 @@ async fn read_body(
     let read = async {
         let mut body = BytesMut::new();
         loop {
+            // The body first: a chunk that is there already is taken
+            // without waiting on the cut.
             let next = tokio::select! {
+                biased;
                 next = payload.next() => next,
                 () = share.cut() => return Err(cut()),
             };

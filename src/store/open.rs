@@ -170,8 +170,9 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // without waiting out the busy timeout: so a process that may switch
     // the file opens it under the folder's lock, the one `migrate` takes
     // (a command that writes also waits out a migration running now).
-    let opening = match folder_of(&path) {
-        Some(folder) if access != Access::Read => lock_folder(&folder, "opening").await,
+    let folder = folder_of(&path);
+    let opening = match &folder {
+        Some(folder) if access != Access::Read => lock_folder(folder, "opening").await,
         _ => None,
     };
     let pool = SqlitePoolOptions::new()
@@ -182,10 +183,10 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         .map_err(|e| {
             // SQLite says "disk I/O error" when it cannot make its -wal or
             // -shm file on a full disk: name the cause an operator can fix.
-            let full = is_io_or_full(&e)
-                .then(|| folder_of(&path))
-                .flatten()
-                .and_then(|folder| free_bytes(&folder))
+            let full = folder
+                .as_deref()
+                .filter(|_| is_io_or_full(&e))
+                .and_then(free_bytes)
                 .filter(|free| *free < FULL_BELOW)
                 .map(|free| {
                     format!(
@@ -295,14 +296,16 @@ fn free_bytes(folder: &Path) -> Option<u64> {
     // SAFETY: statvfs writes only into the zeroed struct given, and reads
     // the NUL-terminated path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
     // SAFETY: geteuid has no preconditions.
     let blocks = if unsafe { libc::geteuid() } == 0 {
         stat.f_bfree
     } else {
         stat.f_bavail
     };
-    (rc == 0).then(|| u64::from(blocks).saturating_mul(u64::from(stat.f_frsize)))
+    Some(u64::from(blocks).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 #[cfg(not(unix))]

@@ -11,20 +11,23 @@ use tokio::net::TcpStream;
 use crate::helpers::{Backend, assert_status, spawn_app_with};
 use crate::signing::{Msg, TOPIC};
 
-/// Sends the head and part of a body that announces more, then stalls.
-async fn stall(address: &str) -> TcpStream {
+/// Sends the head of a body that announces `declared` bytes and `sent` of
+/// them, then stalls.
+async fn stall_after(address: &str, declared: usize, sent: &[u8]) -> TcpStream {
     let host = address.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).await.expect("connect");
     let head = format!(
         "POST /sns HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
-         x-amz-sns-message-type: Notification\r\nContent-Length: 200000\r\n\r\n"
+         x-amz-sns-message-type: Notification\r\nContent-Length: {declared}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(sent).await.expect("part of the body");
     stream
-        .write_all(&[b'{'; 1000])
-        .await
-        .expect("part of the body");
-    stream
+}
+
+/// A body that announces 200,000 bytes and sends 1,000.
+async fn stall(address: &str) -> TcpStream {
+    stall_after(address, 200_000, &[b'{'; 1000]).await
 }
 
 /// The server answers the stalled request 408 with `code` and closes.
@@ -109,23 +112,6 @@ async fn a_client_hanging_up_mid_body_is_counted_apart_from_malformed_json() {
     app.stop().await;
 }
 
-/// Sends the head and all of a largest-size body but its last byte, then
-/// stalls: the most memory one client can hold.
-async fn stall_full(address: &str, limit: usize) -> TcpStream {
-    let host = address.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).await.expect("connect");
-    let head = format!(
-        "POST /sns HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
-         x-amz-sns-message-type: Notification\r\nContent-Length: {limit}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.expect("head");
-    stream
-        .write_all(&vec![b' '; limit - 1])
-        .await
-        .expect("all of the body but a byte");
-    stream
-}
-
 /// Found by an outside trial: 64 clients holding bodies one byte short of
 /// the largest size filled the memory kept for bodies (32 MiB), and every
 /// real message was refused `503 server_busy` until their time limit (10
@@ -142,7 +128,9 @@ async fn bodies_that_fill_the_memory_and_stall_give_way_to_real_messages() {
     // (app.rs: 64 largest bodies, at least 32 MiB) but for 64 bytes.
     let mut stalled = Vec::new();
     for _ in 0..64 {
-        stalled.push(stall_full(&app.address, limit).await);
+        // All of a largest-size body but its last byte: the most memory one
+        // client can hold.
+        stalled.push(stall_after(&app.address, limit, &vec![b' '; limit - 1]).await);
     }
     // Past the second a body may take before it gives way, with room for
     // a slow machine to have begun reading the last of them.
