@@ -10,13 +10,31 @@ use std::fmt;
 #[serde(transparent)]
 pub struct EmailAddress(String);
 
+/// Longer than this (in bytes) is no address: SMTP allows 64 for the
+/// local part and 255 for the domain.
+const MAX_LEN: usize = 320;
+
 #[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not an email address")]
-pub struct InvalidAddress(pub String);
+#[error("`{shown}` is not an email address{why}")]
+pub struct InvalidAddress {
+    /// The input, cut (and marked `…`) where it is long.
+    shown: String,
+    why: &'static str,
+}
+
+impl InvalidAddress {
+    fn of(input: &str, why: &'static str) -> Self {
+        let mut shown: String = input.chars().take(MAX_LEN).collect();
+        if shown.len() < input.len() {
+            shown.push('…');
+        }
+        InvalidAddress { shown, why }
+    }
+}
 
 impl EmailAddress {
     pub fn parse(input: &str) -> Result<Self, InvalidAddress> {
-        let invalid = || InvalidAddress(input.chars().take(320).collect());
+        let invalid = || InvalidAddress::of(input, "");
         let mut text = input.trim();
         if let (Some(open), Some(close)) = (text.rfind('<'), text.rfind('>')) {
             if open < close {
@@ -26,10 +44,12 @@ impl EmailAddress {
             }
         }
         let text = text.trim_matches(|c: char| c.is_whitespace());
-        if text.len() > 320
-            || text
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        if text.len() > MAX_LEN {
+            return Err(InvalidAddress::of(input, " (longer than 320 bytes)"));
+        }
+        if text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
         {
             return Err(invalid());
         }
@@ -92,5 +112,24 @@ mod tests {
         ] {
             assert!(EmailAddress::parse(input).is_err(), "{input}");
         }
+    }
+
+    #[test]
+    fn a_long_input_is_named_cut_and_a_long_address_says_why() {
+        let long = format!("{}@example.com", "a".repeat(400));
+        let message = EmailAddress::parse(&long).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "`{}…` is not an email address (longer than 320 bytes)",
+                "a".repeat(320)
+            )
+        );
+        let at_limit = format!("{}@example.com", "a".repeat(320 - 12));
+        assert!(EmailAddress::parse(&at_limit).is_ok());
+        assert_eq!(
+            EmailAddress::parse("a b@x").unwrap_err().to_string(),
+            "`a b@x` is not an email address"
+        );
     }
 }

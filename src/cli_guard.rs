@@ -71,7 +71,7 @@ pub async fn set_sending(
     reason: &str,
 ) -> anyhow::Result<ExitCode> {
     let store = Store::open(settings, Access::Write).await?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let user = crate::cli_suppressions::operator();
     let by = format!("{} (cli:{user})", by.trim());
     let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
     let policy = crate::guard::GuardPolicy::from_settings(settings)?;

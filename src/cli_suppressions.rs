@@ -18,11 +18,15 @@ fn now() -> Timestamp {
     Timestamp::from_datetime(time::OffsetDateTime::now_utc())
 }
 
-/// The operator's name for `source` (the login, else `cli`).
-fn operator() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "cli".into())
+/// The operator's name for `source` and `changed_by` (the login, else
+/// `cli`): an empty `USER` (as some service managers set it) names nobody.
+pub(crate) fn operator() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|login| login.trim().to_owned())
+        .find(|login| !login.is_empty())
+        .unwrap_or_else(|| "cli".into())
 }
 
 fn address(text: &str) -> anyhow::Result<EmailAddress> {

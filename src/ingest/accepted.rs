@@ -42,7 +42,16 @@ impl Accepted {
             }
             MessageType::UnsubscribeConfirmation => Content::UnsubscribeConfirmation,
             MessageType::Notification => match feedback::parse(&message.envelope().message) {
-                Parsed::Feedback(events) => Content::Feedback(events),
+                // SES publishes an event after it happened: a time later
+                // than the signed Timestamp is wrong, and would hold the
+                // row's details against every real event after it.
+                Parsed::Feedback(mut events) => {
+                    let published = message.envelope().timestamp;
+                    for event in &mut events {
+                        event.occurred_at = event.occurred_at.min(published);
+                    }
+                    Content::Feedback(events)
+                }
                 Parsed::SubscriptionSucceeded => Content::SesSetupNotice,
                 Parsed::Unrecognized(why) => Content::Unrecognized(why),
             },

@@ -12,13 +12,15 @@ use crate::ses::feedback::{Detail, FeedbackEvent};
 use crate::ses::policy::{Action, Rate, Rule};
 use crate::store::events::{EventRow, insert_events};
 use crate::store::guard::count_volume;
-use crate::store::suppression_writes::{SuppressionWrite, upsert_suppressions};
-use crate::store::{DbResult, Tx, soft_bounces};
+use crate::store::soft_bounces::{self, Past};
+use crate::store::suppression_writes::{SuppressionWrite, latest_removals, upsert_suppressions};
+use crate::store::text::storable;
+use crate::store::{DbResult, Tx};
 use crate::time::Timestamp;
 
 use super::accepted::{Accepted, Applied};
 use super::apply::{EventOutcome, SoftBouncePolicy};
-use super::fold::{self, Step};
+use super::fold;
 
 /// The mailbox simulator's addresses count toward no rate, as at SES.
 fn is_simulator(email: &EmailAddress) -> bool {
@@ -153,8 +155,8 @@ pub async fn apply_events(
         .collect();
     let mut counts = Counts::default();
     let mut volume: Vec<(&str, &str, bool)> = Vec::new();
-    // Soft bounces and deliveries by address, with the event's position.
-    let mut steps: Vec<(usize, &EmailAddress, Step)> = Vec::new();
+    let mut soft_bounced: Vec<(usize, &EmailAddress)> = Vec::new();
+    let mut delivered: Vec<(&EmailAddress, Timestamp)> = Vec::new();
     let mut suppress: Vec<(usize, SuppressionWrite<'_>)> = Vec::new();
     for (k, (i, event, rule)) in events.iter().enumerate() {
         if !fresh[k] {
@@ -173,10 +175,9 @@ pub async fn apply_events(
         match rule.action {
             Action::Suppress => {
                 suppress.push((k, suppression(batch[*i], event, email, &sources[*i])));
-                outcomes[k].suppressed = true;
             }
-            Action::CountSoftBounce => steps.push((k, email, Step::Bounce(event.occurred_at))),
-            Action::ResetSoftBounces => steps.push((k, email, Step::Delivery(event.occurred_at))),
+            Action::CountSoftBounce => soft_bounced.push((k, email)),
+            Action::ResetSoftBounces => delivered.push((email, event.occurred_at)),
             Action::ContentProblem | Action::NotSpam | Action::Record => {}
         }
     }
@@ -190,19 +191,58 @@ pub async fn apply_events(
             }
         }
     }
-    for (k, count) in soft_bounce_streaks(tx, &steps, soft, now).await? {
-        let (i, event, _) = events[k];
-        if let Some(email) = event.recipient.as_ref() {
-            let mut write = suppression(batch[i], event, email, &sources[i]);
-            write.note = Some(format!(
-                "{count} soft bounces within {} days",
-                soft.window.whole_days()
-            ));
-            suppress.push((k, write));
-            outcomes[k].suppressed = true;
+    let asked: Vec<&EmailAddress> = suppress
+        .iter()
+        .map(|(_, w)| w.email)
+        .chain(soft_bounced.iter().map(|(_, e)| *e))
+        .collect();
+    let removed = if asked.is_empty() {
+        HashMap::new()
+    } else {
+        latest_removals(tx, &asked).await?
+    };
+    // An event that happened before the operator removed its address does
+    // not put it back.
+    suppress.retain(|(_, w)| {
+        removed
+            .get(w.email.as_str())
+            .is_none_or(|at| w.last_seen > *at)
+    });
+    let filled =
+        soft_bounce_windows(tx, events, &soft_bounced, &delivered, &removed, soft, now).await?;
+    for window in &filled {
+        let (i, _, _) = events[window.trigger];
+        let past = &window.newest;
+        suppress.push((
+            window.trigger,
+            SuppressionWrite {
+                email: window.email,
+                reason: "bounce",
+                bounce_type: past.bounce_type.as_deref(),
+                bounce_subtype: past.bounce_subtype.as_deref(),
+                complaint_feedback_type: None,
+                diagnostic_code: past.diagnostic_code.as_deref(),
+                first_seen: window.first_at,
+                last_seen: past.occurred_at,
+                events: 1,
+                ses_message_id: Some(&past.ses_message_id),
+                sns_message_id: Some(&past.sns_message_id),
+                source: &sources[i],
+                note: Some(format!(
+                    "{} soft bounces within {} days",
+                    window.count,
+                    soft.window.whole_days()
+                )),
+            },
+        ));
+        for k in &window.new {
+            outcomes[*k].suppressed = true;
         }
     }
     if !suppress.is_empty() {
+        for (k, _) in &suppress {
+            outcomes[*k].suppressed = true;
+        }
         suppress.sort_by_key(|(k, _)| *k);
         let rows = fold::suppressions(suppress.into_iter().map(|(_, w)| w).collect());
         upsert_suppressions(tx, &rows).await?;
@@ -213,61 +253,103 @@ pub async fn apply_events(
     Ok(counts)
 }
 
-/// Counts the batch's soft bounces, in arrival order with its deliveries,
-/// from the streaks as stored; returns the bounces (by event position) that
-/// reached the limit, with their count. Deliveries to addresses without a
-/// soft bounce in the batch reset their streaks in one statement.
-async fn soft_bounce_streaks(
+/// An address whose soft bounces fill the window with this batch.
+struct Filled<'a> {
+    email: &'a EmailAddress,
+    /// The batch's bounces in the window (event positions), and the newest
+    /// of them, whose message's topic is the suppression's source.
+    new: Vec<usize>,
+    trigger: usize,
+    count: i64,
+    first_at: Timestamp,
+    /// The window's newest bounce, whose details the row takes.
+    newest: Past,
+}
+
+/// Counts the soft bounces of the addresses the batch's soft bounces
+/// (`soft_bounced`, by event position) name, from the event log in the
+/// order they happened, after each address's latest delivery or removal
+/// (`removed`); returns those whose window fills now. Deliveries to
+/// addresses without a soft bounce in the batch reset their streaks in one
+/// statement.
+async fn soft_bounce_windows<'a>(
     tx: &mut Tx<'_>,
-    steps: &[(usize, &EmailAddress, Step)],
+    events: &[Planned<'a>],
+    soft_bounced: &[(usize, &'a EmailAddress)],
+    delivered: &[(&EmailAddress, Timestamp)],
+    removed: &HashMap<String, Timestamp>,
     soft: SoftBouncePolicy,
     now: Timestamp,
-) -> DbResult<Vec<(usize, i64)>> {
-    let mut by_email: HashMap<&EmailAddress, Vec<(usize, Step)>> = HashMap::new();
-    let mut bounced: Vec<&EmailAddress> = Vec::new();
-    for (k, email, step) in steps {
-        if matches!(step, Step::Bounce(_)) && !by_email.contains_key(email) {
-            bounced.push(email);
-        }
-        if matches!(step, Step::Bounce(_)) || by_email.contains_key(email) {
-            by_email.entry(email).or_default().push((*k, *step));
-        }
+) -> DbResult<Vec<Filled<'a>>> {
+    let mut new_keys: HashMap<&EmailAddress, HashMap<String, usize>> = HashMap::new();
+    for (k, email) in soft_bounced {
+        let key = storable(&events[*k].1.key).into_owned();
+        new_keys.entry(*email).or_default().insert(key, *k);
     }
-    // A delivery before the address's first soft bounce in the batch
-    // belongs to its steps too.
-    let mut only_delivered: Vec<(&EmailAddress, Timestamp)> = Vec::new();
-    for (k, email, step) in steps {
-        if let Step::Delivery(at) = step {
-            match by_email.get_mut(email) {
-                Some(list) if !list.iter().any(|(j, _)| j == k) => list.push((*k, *step)),
-                Some(_) => {}
-                None => only_delivered.push((email, *at)),
-            }
-        }
-    }
+    let only_delivered: Vec<(&EmailAddress, Timestamp)> = delivered
+        .iter()
+        .filter(|(email, _)| !new_keys.contains_key(email))
+        .copied()
+        .collect();
     if !only_delivered.is_empty() {
         soft_bounces::reset(tx, &only_delivered).await?;
     }
-    if bounced.is_empty() {
+    let Some(oldest) = soft_bounced
+        .iter()
+        .map(|(k, _)| events[*k].1.occurred_at)
+        .min()
+    else {
         return Ok(Vec::new());
+    };
+    let emails: Vec<&EmailAddress> = new_keys.keys().copied().collect();
+    soft_bounces::lock(tx, &emails, now).await?;
+    // Nothing older than a window before the oldest new bounce can share
+    // a window with one; a delivery that old resets none of them.
+    let mut logged = soft_bounces::history(tx, &emails, oldest.saturating_sub(soft.window)).await?;
+    let mut filled = Vec::new();
+    let mut streaks = Vec::with_capacity(emails.len());
+    for (email, keys) in &new_keys {
+        let mut past = logged.remove(email.as_str()).unwrap_or_default();
+        let delivery = past
+            .iter()
+            .filter(|p| p.is_delivery())
+            .map(|p| p.occurred_at)
+            .max();
+        let reset = delivery.max(removed.get(email.as_str()).copied());
+        past.retain(|p| !p.is_delivery());
+        let bounces: Vec<fold::Bounce> = past
+            .iter()
+            .map(|p| fold::Bounce {
+                at: p.occurred_at,
+                new: keys.contains_key(&p.event_key),
+            })
+            .collect();
+        let (window, streak) = fold::soft_bounces(&bounces, reset, soft);
+        streaks.push((*email, streak));
+        let Some(members) = window else {
+            continue;
+        };
+        let new: Vec<usize> = members
+            .iter()
+            .filter_map(|m| keys.get(&past[*m].event_key).copied())
+            .collect();
+        let (Some(&trigger), Some(&first), Some(&last)) =
+            (new.iter().max(), members.first(), members.last())
+        else {
+            continue;
+        };
+        filled.push(Filled {
+            email,
+            new,
+            trigger,
+            count: members.len() as i64,
+            first_at: past[first].occurred_at,
+            newest: past.swap_remove(last),
+        });
     }
-    let stored = soft_bounces::lock(tx, &bounced, now).await?;
-    let mut writes = Vec::with_capacity(bounced.len());
-    let mut reached = Vec::new();
-    for email in bounced {
-        let mut list = by_email.remove(email).unwrap_or_default();
-        list.sort_by_key(|(k, _)| *k);
-        let only: Vec<Step> = list.iter().map(|(_, s)| *s).collect();
-        let (after, counts) = fold::streak(stored.get(email.as_str()).copied(), &only, soft);
-        for (at, count) in counts {
-            if count >= soft.limit {
-                reached.push((list[at].0, count));
-            }
-        }
-        writes.push((email, after));
-    }
-    soft_bounces::write(tx, &writes).await?;
-    Ok(reached)
+    streaks.sort_by(|a, b| a.0.cmp(b.0));
+    soft_bounces::write(tx, &streaks).await?;
+    Ok(filled)
 }
 
 /// The suppression an event of `accepted` asks for, as a single event.

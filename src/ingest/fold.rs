@@ -1,8 +1,8 @@
-//! What a batch's events do to each address, worked out in memory and in
-//! arrival order, so that the batch is written with one statement per table
-//! whatever its size: a soft-bounce streak as its bounces and deliveries
-//! leave it, and one suppression row per address that stands for all of the
-//! batch's events on it, exactly as applying them one after another would.
+//! What a batch's events do to each address, worked out in memory, so that
+//! the batch is written with one statement per table whatever its size:
+//! whether its soft bounces fill the window (in the order they happened),
+//! and one suppression row per address that stands for all of the batch's
+//! events on it, exactly as applying them one after another would.
 
 use crate::store::soft_bounces::Streak;
 use crate::store::suppression_writes::SuppressionWrite;
@@ -10,55 +10,66 @@ use crate::time::Timestamp;
 
 use super::apply::SoftBouncePolicy;
 
-/// A step of an address's soft-bounce streak, at the event's time.
+/// One soft bounce of an address: when it happened, and whether it is one
+/// of the batch's new events (an older one is in the log already).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Bounce(Timestamp),
-    Delivery(Timestamp),
+pub struct Bounce {
+    pub at: Timestamp,
+    pub new: bool,
 }
 
-/// The streak after `steps` (in arrival order), and for each bounce step
-/// (by its position in `steps`) the count it brought the streak to.
-pub fn streak(
-    mut current: Option<Streak>,
-    steps: &[Step],
+/// What an address's soft bounces amount to, in the order they happened,
+/// whatever the order they arrived in. Those at or before `reset` (its
+/// latest delivery, or its removal from the list) do not count. Returns the
+/// bounces (positions in `bounces`, oldest first) of the latest window of
+/// `policy.window` that holds `policy.limit` counted bounces, one of them
+/// new: they suppress the address now (a window without a new bounce did
+/// so when it filled, or was answered by a removal since). Also returns the
+/// streak to keep: the counted bounces within the window before the newest.
+pub fn soft_bounces(
+    bounces: &[Bounce],
+    reset: Option<Timestamp>,
     policy: SoftBouncePolicy,
-) -> (Option<Streak>, Vec<(usize, i64)>) {
-    let mut counts = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        match *step {
-            Step::Bounce(at) => {
-                let window_start = at.saturating_sub(policy.window);
-                let next = match current {
-                    // A streak older than the window starts over.
-                    Some(s) if s.first_at >= window_start => Streak {
-                        count: s.count + 1,
-                        first_at: s.first_at,
-                        last_at: s.last_at.max(at),
-                    },
-                    Some(s) => Streak {
-                        count: 1,
-                        first_at: at,
-                        last_at: s.last_at.max(at),
-                    },
-                    None => Streak {
-                        count: 1,
-                        first_at: at,
-                        last_at: at,
-                    },
-                };
-                counts.push((i, next.count));
-                current = Some(next);
-            }
-            // A delivery resets the streak, unless its bounces came later.
-            Step::Delivery(at) => {
-                if current.is_some_and(|s| s.last_at <= at) {
-                    current = None;
-                }
-            }
+) -> (Option<Vec<usize>>, Option<Streak>) {
+    let mut counted: Vec<usize> = (0..bounces.len())
+        .filter(|i| reset.is_none_or(|r| bounces[*i].at > r))
+        .collect();
+    counted.sort_by_key(|i| (bounces[*i].at, *i));
+    let at = |n: usize| bounces[counted[n]].at;
+    let mut crossing: Option<(usize, Vec<usize>)> = None;
+    let mut end = 0;
+    for start in 0..counted.len() {
+        let last = at(start).saturating_add(policy.window);
+        end = end.max(start);
+        while end + 1 < counted.len() && at(end + 1) <= last {
+            end += 1;
+        }
+        let members = &counted[start..=end];
+        // Windows found later end later: keep the newest, from its
+        // earliest start (the most bounces).
+        if members.len() as i64 >= policy.limit
+            && members.iter().any(|i| bounces[*i].new)
+            && crossing.as_ref().is_none_or(|(e, _)| *e < end)
+        {
+            crossing = Some((end, members.to_vec()));
         }
     }
-    (current, counts)
+    let crossing = crossing.map(|(_, members)| members);
+    let streak = counted.last().map(|newest| {
+        let last_at = bounces[*newest].at;
+        let from = last_at.saturating_sub(policy.window);
+        let within: Vec<Timestamp> = counted
+            .iter()
+            .map(|i| bounces[*i].at)
+            .filter(|t| *t >= from)
+            .collect();
+        Streak {
+            count: within.len() as i64,
+            first_at: within.first().copied().unwrap_or(last_at),
+            last_at,
+        }
+    });
+    (crossing, streak)
 }
 
 /// One row per address for `writes` (single events, in arrival order), as
@@ -102,37 +113,64 @@ mod tests {
         window: time::Duration::days(14),
     };
 
-    #[test]
-    fn a_delivery_that_arrived_before_a_bounce_resets_before_it_counts() {
-        let old = Some(Streak {
-            count: 2,
-            first_at: t(0),
-            last_at: t(10),
-        });
-        // Delivery first, then the bounce: the bounce starts a new streak.
-        let (after, counts) = streak(old, &[Step::Delivery(t(20)), Step::Bounce(t(30))], POLICY);
-        assert_eq!(counts, [(1, 1)]);
-        assert_eq!(after.map(|s| s.count), Some(1));
-        // The bounce first: it counts to 3, then the delivery resets.
-        let (after, counts) = streak(old, &[Step::Bounce(t(20)), Step::Delivery(t(30))], POLICY);
-        assert_eq!(counts, [(0, 3)]);
-        assert_eq!(after, None);
-        // A delivery older than the streak's last bounce resets nothing.
-        let (after, _) = streak(old, &[Step::Delivery(t(5))], POLICY);
-        assert_eq!(after, old);
+    fn bounces(days: &[(i64, bool)]) -> Vec<Bounce> {
+        days.iter()
+            .map(|(d, new)| Bounce {
+                at: t(d * 86_400),
+                new: *new,
+            })
+            .collect()
     }
 
     #[test]
-    fn a_streak_older_than_the_window_starts_over() {
-        let old = Some(Streak {
-            count: 2,
-            first_at: t(0),
-            last_at: t(10),
-        });
-        let late = t(15 * 86_400);
-        let (after, counts) = streak(old, &[Step::Bounce(late)], POLICY);
-        assert_eq!(counts, [(0, 1)]);
-        assert_eq!(after.map(|s| (s.count, s.first_at)), Some((1, late)));
+    fn the_order_of_arrival_does_not_change_the_count() {
+        // Three within 14 days, whichever arrived last: suppressed.
+        let close = [(0, false), (5, false), (13, false)];
+        for newest in 0..3 {
+            let mut list = close;
+            list[newest].1 = true;
+            let (crossing, streak) = soft_bounces(&bounces(&list), None, POLICY);
+            assert_eq!(crossing, Some(vec![0, 1, 2]), "new {newest}");
+            assert_eq!(streak.map(|s| (s.count, s.first_at)), Some((3, t(0))));
+        }
+        // Dated 0, -30 and -60 days (or 0, -13, -20), in any order: no two
+        // weeks hold three of them.
+        for days in [[0, -30, -60], [0, -13, -20], [-60, -30, 0], [-20, 0, -13]] {
+            let list: Vec<(i64, bool)> = days.iter().map(|d| (*d, true)).collect();
+            let (crossing, streak) = soft_bounces(&bounces(&list), None, POLICY);
+            assert_eq!(crossing, None, "{days:?}");
+            assert_eq!(streak.map(|s| s.last_at), Some(t(0)));
+        }
+    }
+
+    #[test]
+    fn bounces_before_the_latest_delivery_do_not_count() {
+        let list = bounces(&[(1, true), (3, true), (5, true)]);
+        // A delivery at day 2, whenever it arrived: two count.
+        let (crossing, streak) = soft_bounces(&list, Some(t(2 * 86_400)), POLICY);
+        assert_eq!(crossing, None);
+        assert_eq!(
+            streak.map(|s| (s.count, s.first_at)),
+            Some((2, t(3 * 86_400)))
+        );
+        // A delivery at the same moment as the newest resets it too.
+        let (_, streak) = soft_bounces(&list, Some(t(5 * 86_400)), POLICY);
+        assert_eq!(streak, None);
+    }
+
+    #[test]
+    fn a_window_full_before_this_batch_suppresses_only_with_a_new_bounce_in_it() {
+        // Filled (and answered) long ago; a new bounce 20 days later.
+        let list = bounces(&[(0, false), (1, false), (2, false), (22, true)]);
+        let (crossing, streak) = soft_bounces(&list, None, POLICY);
+        assert_eq!(crossing, None);
+        assert_eq!(streak.map(|s| s.count), Some(1));
+        // A new one inside that window fills it again.
+        let list = bounces(&[(0, false), (1, false), (2, false), (3, true)]);
+        assert_eq!(soft_bounces(&list, None, POLICY).0, Some(vec![0, 1, 2, 3]));
+        // Exactly the window apart still counts.
+        let list = bounces(&[(0, true), (7, true), (14, true)]);
+        assert_eq!(soft_bounces(&list, None, POLICY).0, Some(vec![0, 1, 2]));
     }
 
     fn write<'a>(

@@ -305,8 +305,10 @@ fn parse_event(
                         .bounce_sub_type
                         .clone()
                         .unwrap_or_else(|| "Undetermined".into()),
-                    status: r.status,
-                    diagnostic_code: r.diagnostic_code,
+                    // An empty one tells nothing, and the CSV export could
+                    // not tell it from none.
+                    status: r.status.filter(|s| !s.trim().is_empty()),
+                    diagnostic_code: r.diagnostic_code.filter(|s| !s.trim().is_empty()),
                 };
                 Ok(event(
                     Some(email),
@@ -389,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_classic_bounce_gives_one_event_per_recipient_with_normalized_addresses() {
-        let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"\"Jane\" <Jane@Example.com>","status":"5.1.1","diagnosticCode":"smtp; 550"},{"emailAddress":"bob@example.com"}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-1","extra":1},"mail":{"messageId":"m-1","timestamp":"2026-01-01T00:00:00.000Z","destination":["jane@example.com","bob@example.com"]}}"#;
+        let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"\"Jane\" <Jane@Example.com>","status":"5.1.1","diagnosticCode":"smtp; 550"},{"emailAddress":"bob@example.com","status":"","diagnosticCode":" "}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-1","extra":1},"mail":{"messageId":"m-1","timestamp":"2026-01-01T00:00:00.000Z","destination":["jane@example.com","bob@example.com"]}}"#;
         let Parsed::Feedback(events) = parse(message) else {
             panic!("not feedback")
         };
@@ -400,6 +402,17 @@ mod tests {
         );
         assert_eq!(events[0].key, "bounce:fb-1:jane@example.com");
         assert_eq!(events[0].destination_count, 2);
+        // An empty status or diagnostic code is none (a CSV export could
+        // not tell the two apart).
+        let Detail::Bounce {
+            status,
+            diagnostic_code,
+            ..
+        } = &events[1].detail
+        else {
+            panic!("not a bounce")
+        };
+        assert_eq!((status, diagnostic_code), (&None, &None));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod soft_bounces;
 pub mod subscriptions;
 pub mod suppression_writes;
 pub mod suppressions;
-mod text;
+pub(crate) mod text;
 
 use std::time::Duration;
 

@@ -4,7 +4,9 @@
 //!
 //! - SNS messages, SES events and counted sends older than `RETENTION_DAYS`
 //!   (never sooner than the guard's maximum age, which counts sends, nor
-//!   than the freshness window, which the MessageId dedupe covers);
+//!   than the freshness window, which the MessageId dedupe covers; SES
+//!   events not within the soft-bounce window either, which counts soft
+//!   bounces from them);
 //! - hourly rate buckets older than the guard's maximum age (never read);
 //! - delivered alerts older than `RETENTION_DAYS`;
 //! - pushes to the SES suppression list a week after SES confirmed them
@@ -144,9 +146,13 @@ impl Store {
         let before = now.saturating_sub(keep);
         let buckets_before = now.saturating_sub(guard_age + time::Duration::DAY);
         let alerts_before = now.saturating_sub(retention.max(time::Duration::DAY));
+        let streaks_before =
+            now.saturating_sub(keep.max(soft_window + freshness + time::Duration::DAY));
         let pruned = Pruned {
             sns_messages: self.delete_before(MESSAGES, before).await?,
-            feedback_events: self.delete_before(EVENTS, before).await?,
+            // Soft bounces are counted from the event log: the log keeps
+            // the soft-bounce window, however short the retention.
+            feedback_events: self.delete_before(EVENTS, streaks_before).await?,
             rate_volume: self.delete_before(VOLUME, before).await?,
             rate_buckets: self.delete_before(BUCKETS, buckets_before).await?,
             alerts: {
@@ -159,12 +165,7 @@ impl Store {
             // By `last_at`, which decides whether a delivery resets the
             // streak, and never within the soft-bounce window (which may be
             // longer than what is kept).
-            soft_bounces: self
-                .delete_before(
-                    STREAKS,
-                    now.saturating_sub(keep.max(soft_window + freshness + time::Duration::DAY)),
-                )
-                .await?,
+            soft_bounces: self.delete_before(STREAKS, streaks_before).await?,
         };
         // The pushes' deletions are count changes too (PostgreSQL): folded
         // here as well, for a prune with no push worker running. A fold

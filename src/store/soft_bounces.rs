@@ -1,10 +1,9 @@
-//! `soft_bounces`: soft bounces counted per address in a streak anchored at
-//! its first bounce, reset by a delivery. A batch's counts are computed in
-//! memory, in arrival order, from the rows as they are: [`lock`] makes sure
-//! each address has a row and locks it in one statement (so a concurrent
-//! replica waits rather than counting from the same old value), [`write`]
-//! stores the results in one statement each for the rows kept and the rows
-//! reset.
+//! `soft_bounces`: one row per address with soft bounces, the streak that
+//! the event log (`feedback_events`) holds for it, and the row a batch
+//! locks so that a concurrent replica counting the same address waits for
+//! it. The count itself is worked out from the log ([`history`]), in the
+//! events' own time order, so that it does not depend on the order in
+//! which the events arrived.
 
 use std::collections::HashMap;
 
@@ -15,7 +14,8 @@ use super::{DbResult, Tx, on_tx};
 use crate::address::EmailAddress;
 use crate::time::Timestamp;
 
-/// One address's streak.
+/// One address's streak: the soft bounces after its latest delivery (or
+/// removal from the list) within the window before its newest one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Streak {
     pub count: i64,
@@ -23,50 +23,93 @@ pub struct Streak {
     pub last_at: Timestamp,
 }
 
-/// The streaks of `emails` (by address) as they are, each row locked until
-/// the end of the transaction. A row is made where there is none (count 0,
-/// which stands for "no streak"), in the same statement that locks and
-/// reads it: with an insert and then a `SELECT ... FOR UPDATE`, a row
-/// deleted in between (a delivery's reset, retention) was not locked, and
-/// two replicas could both count from nothing.
-pub async fn lock(
+/// A soft bounce of an address as the event log keeps it, or its latest
+/// delivery (`reset_soft_bounces`, only the time filled in).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Past {
+    pub event_key: String,
+    pub email: String,
+    /// `reset_soft_bounces` (a delivery) or `count_soft_bounce`.
+    pub action: String,
+    pub occurred_at: Timestamp,
+    pub bounce_type: Option<String>,
+    pub bounce_subtype: Option<String>,
+    pub diagnostic_code: Option<String>,
+    pub ses_message_id: String,
+    pub sns_message_id: String,
+}
+
+impl Past {
+    pub fn is_delivery(&self) -> bool {
+        self.action == "reset_soft_bounces"
+    }
+}
+
+/// The soft bounces of `emails` that happened at or after `since`, the
+/// batch's own included (they are in the log already), and each address's
+/// latest delivery since then (only the latest: an address mailed
+/// thousands of times costs one row, not thousands).
+pub async fn history(
     tx: &mut Tx<'_>,
     emails: &[&EmailAddress],
-    now: Timestamp,
-) -> DbResult<HashMap<String, Streak>> {
+    since: Timestamp,
+) -> DbResult<HashMap<String, Vec<Past>>> {
+    let mut by_email: HashMap<String, Vec<Past>> = HashMap::new();
+    for chunk in emails.chunks(MAX_PARAMS / 2 - 1) {
+        let rows: Vec<Past> = on_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "SELECT event_key, email, action, occurred_at, bounce_type, bounce_subtype, \
+                 diagnostic_code, ses_message_id, sns_message_id FROM feedback_events \
+                 WHERE action = 'count_soft_bounce' AND email IN (",
+            );
+            let mut list = qb.separated(", ");
+            for email in chunk {
+                list.push_bind(email.as_str().to_owned());
+            }
+            qb.push(") AND occurred_at >= ").push_bind(since);
+            qb.push(
+                " UNION ALL SELECT '', email, 'reset_soft_bounces', MAX(occurred_at), NULL, NULL, \
+                 NULL, '', '' FROM feedback_events WHERE action = 'reset_soft_bounces' AND email IN (",
+            );
+            let mut list = qb.separated(", ");
+            for email in chunk {
+                list.push_bind(email.as_str().to_owned());
+            }
+            qb.push(") AND occurred_at >= ").push_bind(since);
+            qb.push(" GROUP BY email");
+            qb.build_query_as().fetch_all(conn).await
+        })?;
+        for row in rows {
+            by_email.entry(row.email.clone()).or_default().push(row);
+        }
+    }
+    Ok(by_email)
+}
+
+/// Makes sure each of `emails` has a row and locks it until the end of the
+/// transaction, in one statement: with an insert and then a `SELECT ... FOR
+/// UPDATE`, a row deleted in between (a delivery's reset, retention) was not
+/// locked, and two replicas could both count without the other's bounces.
+/// The caller reads the log after this, so it sees what a replica that held
+/// the lock before it committed.
+pub async fn lock(tx: &mut Tx<'_>, emails: &[&EmailAddress], now: Timestamp) -> DbResult<()> {
     let mut sorted: Vec<&EmailAddress> = emails.to_vec();
     sorted.sort();
     sorted.dedup();
-    let mut found = HashMap::new();
     for chunk in sorted.chunks(MAX_PARAMS / 4) {
-        let rows: Vec<(String, i64, Timestamp, Timestamp)> = on_tx!(tx, conn => {
+        on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO soft_bounces (email, count, first_at, last_at) ");
             qb.push_values(chunk, |mut row, email| {
                 row.push_bind(email.as_str().to_owned()).push_bind(0i64).push_bind(now);
                 row.push_bind(now);
             });
             // The no-op update is what locks an existing row (SQLite's write
-            // transaction already holds the database) and returns it as it is.
-            qb.push(
-                " ON CONFLICT (email) DO UPDATE SET count = soft_bounces.count \
-                 RETURNING email, count, first_at, last_at",
-            );
-            qb.build_query_as().fetch_all(conn).await
+            // transaction already holds the database).
+            qb.push(" ON CONFLICT (email) DO UPDATE SET count = soft_bounces.count");
+            qb.build().execute(conn).await.map(|_| ())
         })?;
-        for (email, count, first_at, last_at) in rows {
-            if count > 0 {
-                found.insert(
-                    email,
-                    Streak {
-                        count,
-                        first_at,
-                        last_at,
-                    },
-                );
-            }
-        }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Stores each address's streak as the batch left it: kept (`Some`) or

@@ -5,6 +5,8 @@
 //! row once), and the rows go in address order (the lock order every
 //! replica shares).
 
+use std::collections::HashMap;
+
 use sqlx::QueryBuilder;
 
 use super::messages::MAX_PARAMS;
@@ -79,4 +81,32 @@ pub async fn upsert_suppressions(tx: &mut Tx<'_>, rows: &[SuppressionWrite<'_>])
         })?;
     }
     Ok(())
+}
+
+/// When each of `emails` was last removed from the list by hand, for those
+/// ever removed. An event that happened before its address's removal does
+/// not put it back: the operator's decision came after it.
+pub async fn latest_removals(
+    tx: &mut Tx<'_>,
+    emails: &[&EmailAddress],
+) -> DbResult<HashMap<String, Timestamp>> {
+    let mut sorted: Vec<&EmailAddress> = emails.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut found = HashMap::new();
+    for chunk in sorted.chunks(MAX_PARAMS) {
+        let rows: Vec<(String, Timestamp)> = on_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "SELECT email, MAX(removed_at) FROM suppression_removals WHERE email IN (",
+            );
+            let mut list = qb.separated(", ");
+            for email in chunk {
+                list.push_bind(email.as_str().to_owned());
+            }
+            qb.push(") GROUP BY email");
+            qb.build_query_as().fetch_all(conn).await
+        })?;
+        found.extend(rows);
+    }
+    Ok(found)
 }

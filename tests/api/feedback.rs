@@ -427,7 +427,52 @@ async fn a_notification_that_is_not_ses_feedback_is_kept_whole_and_counted(backe
     app.stop().await;
 }
 
+/// An event dated after its SNS message was published (here, in 2099) is
+/// taken at the message's time: a later real event still replaces the
+/// row's details.
+async fn an_event_from_the_future_counts_from_when_it_was_published(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("nanos");
+    let text = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("time")
+    };
+    let published = now - time::Duration::minutes(2);
+    let future = bounce(
+        "Permanent",
+        "General",
+        "later@example.com",
+        "2099-01-01T00:00:00Z",
+    )
+    .set("Timestamp", &text(published))
+    .sign();
+    assert_status(&app.post(&future).await, 200, "stored");
+    let real = bounce("Permanent", "NoEmail", "later@example.com", &text(now))
+        .set("Timestamp", &text(now))
+        .sign();
+    assert_status(&app.post(&real).await, 200, "stored");
+    let (status, body) = app
+        .api(
+            reqwest::Method::GET,
+            "/v1/suppressions/later@example.com",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let row = &body["suppression"];
+    assert_eq!(row["bounce_subtype"], "NoEmail", "{row}");
+    assert_eq!(
+        row["first_seen_at"],
+        Timestamp::from_datetime(published).to_text()
+    );
+    assert_eq!(row["last_seen_at"], Timestamp::from_datetime(now).to_text());
+    app.stop().await;
+}
+
 on_both_databases!(
+    an_event_from_the_future_counts_from_when_it_was_published,
     replaying_the_fixtures_gives_the_rows_the_policy_predicts,
     soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count,
     soft_bounces_spread_wider_than_the_window_never_suppress,

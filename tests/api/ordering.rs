@@ -73,6 +73,97 @@ async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Back
 
 on_both_databases!(a_delivery_before_a_soft_bounce_in_one_batch_resets_first);
 
+/// The row `GET /v1/suppressions/{email}` answers, or `None` (404).
+async fn listed(app: &crate::helpers::TestApp, email: &str) -> Option<serde_json::Value> {
+    let (status, body) = app
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/suppressions/{email}"),
+            None,
+        )
+        .await;
+    (status == 200)
+        .then(|| body["suppression"].clone())
+        .or_else(|| {
+            assert_eq!(status, 404, "{body}");
+            None
+        })
+}
+
+/// Soft bounces count in the order they happened, whatever the order they
+/// arrive in (a drained spool, SNS's retries, a replay): three spread over
+/// two months never suppress, three within the window always do, with the
+/// newest one's details, and a delivery resets those before it even when it
+/// arrived first.
+async fn soft_bounces_count_in_the_order_they_happened(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("nanos");
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    let day = 24 * 60;
+    for minutes in [0, 30 * day, 60 * day] {
+        let sent = app
+            .post(&soft_bounce("span@example.com", &ago(minutes)))
+            .await;
+        assert_status(&sent, 200, "stored");
+    }
+    assert_eq!(
+        listed(&app, "span@example.com").await,
+        None,
+        "two months apart"
+    );
+    for minutes in [0, 13 * day, 20 * day] {
+        app.post(&soft_bounce("wide@example.com", &ago(minutes)))
+            .await;
+    }
+    assert_eq!(
+        listed(&app, "wide@example.com").await,
+        None,
+        "20 days apart"
+    );
+
+    for minutes in [8, 9, 10] {
+        app.post(&soft_bounce("close@example.com", &ago(minutes)))
+            .await;
+    }
+    let row = listed(&app, "close@example.com")
+        .await
+        .expect("three within the window");
+    assert_eq!(
+        row["first_seen_at"],
+        Timestamp::parse_rfc3339(&ago(10)).expect("t").to_text()
+    );
+    assert_eq!(
+        row["last_seen_at"],
+        Timestamp::parse_rfc3339(&ago(8)).expect("t").to_text()
+    );
+    assert_eq!(row["note"], "3 soft bounces within 14 days");
+
+    // The delivery (45 minutes ago) arrives before the bounces around it.
+    app.post(&delivery("alive@example.com", &ago(45))).await;
+    for minutes in [50, 40, 30] {
+        app.post(&soft_bounce("alive@example.com", &ago(minutes)))
+            .await;
+    }
+    assert_eq!(
+        listed(&app, "alive@example.com").await,
+        None,
+        "two after the delivery"
+    );
+    app.post(&soft_bounce("alive@example.com", &ago(20))).await;
+    let row = listed(&app, "alive@example.com")
+        .await
+        .expect("three after the delivery");
+    assert_eq!(
+        row["first_seen_at"],
+        Timestamp::parse_rfc3339(&ago(40)).expect("t").to_text()
+    );
+    app.stop().await;
+}
+
+on_both_databases!(soft_bounces_count_in_the_order_they_happened);
+
 /// Until two replicas' writers (`bouncer-writer` in pg_stat_activity) wait
 /// on a lock the test holds: then they go on together when it is released.
 async fn both_writers_wait_on_a_lock(pool: &sqlx::PgPool, what: &str) {
@@ -228,6 +319,56 @@ async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock()
         ),
         (0.0, 0.0),
         "no batch lost a deadlock"
+    );
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// Two replicas each store a soft bounce of the same address at once, the
+/// third within the window with one stored before: whichever counts second
+/// waits for the first's lock on the address and then reads its bounce
+/// from the event log, so the address is suppressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let dir2 = Arc::new(TempDir::new());
+    let settings2 = test_settings(&app.db.url, dir2.path());
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    let Pool::Postgres(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    let who = "twice@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    assert_status(&app.post(&soft_bounce(who, &ago(30))).await, 200, "stored");
+    // Hold the address's streak row until both writers wait for it with
+    // their bounce written to the log, then let them go together.
+    let mut dba = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("SELECT 1 FROM soft_bounces WHERE email = 'twice@example.com' FOR UPDATE")
+        .await
+        .expect("lock");
+    let (first, second) = (soft_bounce(who, &ago(20)), soft_bounce(who, &ago(10)));
+    let posts = futures_util::future::join(app.post(&first), replica.post(&second));
+    let release = async {
+        both_writers_wait_on_a_lock(pool, "both writers wait for the streak").await;
+        dba.execute("COMMIT").await.expect("release");
+    };
+    let ((a, b), ()) = futures_util::future::join(posts, release).await;
+    assert_status(&a, 200, "stored");
+    assert_status(&b, 200, "stored");
+    let row = listed(&app, who)
+        .await
+        .expect("the third bounce suppresses");
+    assert_eq!(row["note"], "3 soft bounces within 14 days");
+    assert_eq!(
+        row["last_seen_at"],
+        Timestamp::parse_rfc3339(&ago(10)).expect("t").to_text()
     );
     replica.stop().await;
     app.stop().await;

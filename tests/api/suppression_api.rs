@@ -314,15 +314,38 @@ async fn manual_additions_and_audited_removals(backend: Backend) {
         )
         .await;
     assert_refused(&gone, 404, "not_suppressed");
-    // A removed address that bounces again is suppressed again.
+    // A bounce that happened before the removal (arriving late) does not
+    // undo it; one after it suppresses the address again.
+    let removed_at = time::OffsetDateTime::now_utc();
+    let at = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("time")
+    };
+    let late = app
+        .post(&bounce(
+            "Permanent",
+            "General",
+            "asked@example.com",
+            &at(removed_at - time::Duration::minutes(5)),
+        ))
+        .await;
+    assert_eq!(late.0, 200, "{}", late.1);
+    assert_eq!(late.1["status"], "stored");
+    assert!(
+        !is_suppressed(&app, "asked@example.com").await,
+        "older than the removal"
+    );
     app.post(&bounce(
         "Permanent",
         "General",
         "asked@example.com",
-        "2026-11-20T00:00:00Z",
+        &at(removed_at + time::Duration::seconds(1)),
     ))
     .await;
-    assert!(is_suppressed(&app, "asked@example.com").await);
+    assert!(
+        is_suppressed(&app, "asked@example.com").await,
+        "after the removal"
+    );
     app.stop().await;
 }
 
