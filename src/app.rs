@@ -362,7 +362,13 @@ impl Application {
         })
         .shutdown_timeout(settings.shutdown_timeout_secs)
         .workers(workers)
-        .max_connections(per_worker);
+        .max_connections(per_worker)
+        // actix stops accepting on a worker while 256 TLS handshakes are
+        // under way (its default): clients that connect and say nothing
+        // then held real senders back until the handshake time-out (3 s)
+        // let each go. A silent handshake costs no CPU; the connection cap
+        // bounds them as it bounds plain connections.
+        .max_connection_rate(per_worker);
         let server = listen!(server, listener, tls.clone(), "public");
         // Stopped by `run_until_stopped` once the public server has stopped,
         // so that SIGTERM ends both in order; one worker is plenty for it.

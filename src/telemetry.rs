@@ -29,11 +29,13 @@ const QUIET: [&str; 5] = [
 ];
 
 /// actix-http logs a client's malformed request or dropped connection at
-/// `error`, once per connection: anyone who reaches the public listener
-/// could fill the log with them. They are the client's faults, answered 400
-/// or closed, so they show only at `debug` and `trace` or when `LOG_LEVEL`
-/// names them.
-const CLIENT_FAULTS: &str = "actix_http::h1::dispatcher";
+/// `error`, once per connection, and rustls a client's refused TLS (a
+/// renegotiation, a broken handshake) at `warn`, once per attempt: anyone
+/// who reaches the public listener could fill the log with them. They are
+/// the client's faults, answered 400 or closed, so they show only at
+/// `debug` and `trace` or when `LOG_LEVEL` names them. (bouncer's own TLS
+/// calls, outbound, report their failures as errors of their own.)
+const CLIENT_FAULTS: [&str; 2] = ["actix_http::h1::dispatcher", "rustls"];
 
 /// `LOG_LEVEL` as clap reads it: a level, or EnvFilter directives whose bare
 /// words are levels (a bare `inof` would silently be a target named `inof`).
@@ -83,8 +85,12 @@ pub fn filter_directives(level: &str) -> String {
             out.push(format!("{target}={quiet}"));
         }
     }
-    if !named(CLIENT_FAULTS) && !matches!(global.as_deref(), Some("debug" | "trace")) {
-        out.push(format!("{CLIENT_FAULTS}=off"));
+    if !matches!(global.as_deref(), Some("debug" | "trace")) {
+        for target in CLIENT_FAULTS {
+            if !named(target) {
+                out.push(format!("{target}=off"));
+            }
+        }
     }
     out.join(",")
 }
@@ -196,10 +202,15 @@ mod tests {
 
     #[test]
     fn a_clients_connection_faults_show_only_at_debug_or_when_named() {
-        assert!(filter_directives("info").ends_with(",actix_http::h1::dispatcher=off"));
-        assert!(filter_directives("error").ends_with(",actix_http::h1::dispatcher=off"));
+        for level in ["info", "error"] {
+            assert!(
+                filter_directives(level).ends_with(",actix_http::h1::dispatcher=off,rustls=off"),
+                "{level}"
+            );
+        }
         assert!(!filter_directives("debug").contains("actix_http"));
-        assert!(!filter_directives("TRACE").contains("actix_http"));
+        assert!(!filter_directives("TRACE").contains("rustls"));
+        assert!(filter_directives("info,rustls=warn").ends_with(",actix_http::h1::dispatcher=off"));
         assert_eq!(
             filter_directives("info,actix_http=error")
                 .matches("actix_http")

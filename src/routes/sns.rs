@@ -1,10 +1,14 @@
 //! `POST /sns`: read the body within its cap, parse the envelope, verify it,
 //! hand it to the writer, and answer only once it is durably stored.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
@@ -28,12 +32,12 @@ struct Seen {
 
 pub async fn receive(
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
     let mut seen = Seen::default();
-    let result = handle(&req, payload, &state, &mut seen).await;
+    let result = handle(&req, &mut payload, &state, &mut seen).await;
     let (response, outcome) = match result {
         Ok(written) => {
             let (status, outcome, body) = match written {
@@ -82,11 +86,43 @@ pub async fn receive(
         "sns message"
     );
     response
+        .map_body(|_, body| KeepsPayload {
+            body,
+            _payload: payload,
+        })
+        .map_into_boxed_body()
+}
+
+/// An answer's body that holds the request's payload until the answer is
+/// sent. actix-http drains a chunked body whose reader is gone, without a
+/// time limit, before it closes or reuses the connection: a client that
+/// stalls a chunked body after its 408 would hold the connection (and one
+/// of `HTTP_MAX_CONNECTIONS`) for ever. While the reader is there, actix
+/// closes a connection whose body is unread, as it does for one with a
+/// `Content-Length`. A body read to its end changes nothing.
+struct KeepsPayload {
+    body: BoxBody,
+    _payload: web::Payload,
+}
+
+impl MessageBody for KeepsPayload {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }
 
 async fn handle(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     state: &AppState,
     seen: &mut Seen,
 ) -> Result<Written, SnsError> {
@@ -130,7 +166,7 @@ fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
 /// a streamed body passes the cap.
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     state: &AppState,
 ) -> Result<BytesMut, SnsError> {
     let limit = state.max_body_bytes;

@@ -58,8 +58,11 @@ on_both_databases!(
     readyz_is_503_when_the_database_is_down,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_is_served_directly_when_a_certificate_is_given() {
+/// The app serving HTTPS itself with the test certificate (for
+/// `localhost`), its port, and a client that trusts the test CA.
+async fn https_app(
+    configure: impl FnOnce(&mut bouncer::config::Settings),
+) -> (crate::helpers::TestApp, String, reqwest::Client) {
     let app = spawn_app_with(Backend::Sqlite, |s, _| {
         s.tls_cert_file = Some(crate::helpers::fixture(
             "fixtures/test-only/TEST-ONLY-tls-cert.pem",
@@ -67,6 +70,7 @@ async fn https_is_served_directly_when_a_certificate_is_given() {
         s.tls_key_file = Some(crate::helpers::fixture(
             "fixtures/test-only/TEST-ONLY-tls-key.pem",
         ));
+        configure(s);
     })
     .await;
     let port = app
@@ -88,6 +92,12 @@ async fn https_is_served_directly_when_a_certificate_is_given() {
         .tls_backend_preconfigured(tls)
         .build()
         .expect("client");
+    (app, port, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_served_directly_when_a_certificate_is_given() {
+    let (app, port, client) = https_app(|_| {}).await;
     let response = client
         .get(format!("https://localhost:{port}/healthz"))
         .send()
@@ -97,5 +107,40 @@ async fn https_is_served_directly_when_a_certificate_is_given() {
     // Plain HTTP to the TLS port is not served.
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    app.stop().await;
+}
+
+/// Clients that connect and never start their TLS handshake are closed
+/// after the handshake time-out; meanwhile a real client's handshake goes
+/// ahead at once. (actix lets a worker handshake 256 connections at a time
+/// unless told otherwise: 300 silent clients made a real one wait for the
+/// first of them to time out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_do_not_hold_up_a_real_tls_handshake() {
+    let (app, port, client) = https_app(|s| s.http_workers = 1).await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                .await
+                .expect("connect"),
+        );
+    }
+    // Let the acceptor take them all before the real client comes.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let response = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(1500),
+        "a real handshake waited {waited:?} behind silent clients"
+    );
+    drop(silent);
     app.stop().await;
 }

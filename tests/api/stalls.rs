@@ -73,6 +73,52 @@ async fn stalled_bodies_do_not_starve_health_or_real_messages() {
     app.stop().await;
 }
 
+/// Sends the head of a chunked request and `sent` of its body, then stalls.
+async fn stall_chunked(address: &str, sent: &[u8]) -> TcpStream {
+    let host = address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST /sns HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
+         x-amz-sns-message-type: Notification\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(sent).await.expect("part of the body");
+    stream
+}
+
+/// A chunked body that stalls, or passes the cap and then stalls, is
+/// answered and its connection closed, as one with a `Content-Length` is:
+/// the rest of the body is not waited for (a client could otherwise hold
+/// the connection, one of `HTTP_MAX_CONNECTIONS`, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_chunked_body_is_answered_and_its_connection_closed() {
+    let app = spawn_app_with(Backend::Sqlite, |s, _| {
+        s.http_body_timeout_ms = 1000;
+        s.sns_max_body_bytes = 4096;
+    })
+    .await;
+    // A chunk announced as 0x100 bytes, 50 of them sent; the head alone.
+    let mut half_chunk =
+        stall_chunked(&app.address, &[b"100\r\n".as_slice(), &[b'{'; 50]].concat()).await;
+    let mut head_only = stall_chunked(&app.address, b"").await;
+    assert_closed_with_408(&mut half_chunk, "body_timeout").await;
+    assert_closed_with_408(&mut head_only, "body_timeout").await;
+    // Past the cap (4 KiB) in one chunk, then a stall: 413 at once, closed.
+    let mut large = stall_chunked(
+        &app.address,
+        &[b"2000\r\n".as_slice(), &[b'{'; 0x2000]].concat(),
+    )
+    .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), large.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection");
+    assert!(read.is_ok(), "{read:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    app.stop().await;
+}
+
 /// A client that hangs up in the middle of a body is counted as such, not
 /// as a sender's malformed JSON: an operator reading the refusals must be
 /// able to tell a flaky network from a broken sender.
