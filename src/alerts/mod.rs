@@ -51,7 +51,16 @@ impl Channels {
         names
     }
 
+    /// One attempt on `channel`, never longer than [`ATTEMPT_TIMEOUT`]: an
+    /// SMTP server that takes the connection and then says nothing would
+    /// otherwise hold the channel (and a shutdown) for ever.
     pub async fn send(&self, channel: &str, alert: &Alert) -> Result<(), String> {
+        tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(channel, alert))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())))
+    }
+
+    async fn attempt(&self, channel: &str, alert: &Alert) -> Result<(), String> {
         match channel {
             "webhook" => match &self.webhook {
                 Some(w) => w.send(alert).await,
@@ -73,13 +82,20 @@ fn backoff(min: Duration, attempts: i64) -> Duration {
     min.saturating_mul(factor).min(Duration::from_secs(3600))
 }
 
+/// A claimed delivery is another process's to retry after this; longer
+/// than an attempt may take.
 const LEASE: time::Duration = time::Duration::seconds(60);
+/// The longest one delivery attempt may take (the webhook's own time-out is
+/// 10 s, SMTP's 15 s for each step).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(500);
 /// A channel configured later delivers the alerts of the last week: older
 /// ones would be news of a past incident, not an alert.
 const BACKFILL: time::Duration = time::Duration::days(7);
 
-/// Delivers due alerts until `stop` is cancelled.
+/// Delivers due alerts until `stop` is cancelled: each channel in a loop
+/// of its own, so that a webhook or an SMTP server that hangs holds back
+/// neither the other channel nor a shutdown.
 pub fn spawn_worker(
     store: Store,
     channels: Arc<Channels>,
@@ -88,38 +104,66 @@ pub fn spawn_worker(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(POLL) => {}
-            }
-            if let Err(e) = deliver_due(&store, &channels, &clock, retry_min).await {
-                tracing::warn!(error = %e, "alert worker cannot reach the database; retrying");
+        let loops = channels
+            .names()
+            .into_iter()
+            .map(|name| channel_loop(&store, &channels, name, &clock, retry_min, &stop));
+        futures_util::future::join_all(loops).await;
+    })
+}
+
+async fn channel_loop(
+    store: &Store,
+    channels: &Channels,
+    name: &str,
+    clock: &Clock,
+    retry_min: Duration,
+    stop: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        // A shutdown does not wait for a slow channel: a delivery cut
+        // short stays claimed until its lease ends, and is tried again.
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            result = deliver_due(store, channels, name, clock, retry_min) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, channel = name, "alert worker cannot reach the database; retrying");
+                }
             }
         }
-    })
+    }
 }
 
 async fn deliver_due(
     store: &Store,
     channels: &Channels,
+    name: &str,
     clock: &Clock,
     retry_min: Duration,
 ) -> DbResult<()> {
-    let names = channels.names();
-    if names.is_empty() {
+    let now = clock.now();
+    store
+        .plan_deliveries(name, now.saturating_sub(BACKFILL), now)
+        .await?;
+    if !store.deliveries_due(clock.now()).await? {
         return Ok(());
     }
-    for name in &names {
-        let now = clock.now();
-        store
-            .plan_deliveries(name, now.saturating_sub(BACKFILL), now)
-            .await?;
-    }
-    while store.deliveries_due(clock.now()).await? {
-        let Some(claim) = store.claim_delivery(&names, clock.now(), LEASE).await? else {
-            break;
-        };
+    deliver_channel(store, channels, name, clock, retry_min).await
+}
+
+/// Sends the due deliveries of one channel, one after another.
+async fn deliver_channel(
+    store: &Store,
+    channels: &Channels,
+    name: &str,
+    clock: &Clock,
+    retry_min: Duration,
+) -> DbResult<()> {
+    while let Some(claim) = store.claim_delivery(&[name], clock.now(), LEASE).await? {
         let Some(alert) = store.alert(claim.alert_id).await? else {
             continue;
         };

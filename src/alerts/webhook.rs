@@ -7,6 +7,9 @@ use crate::config::Settings;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::store::alerts::Alert;
 
+/// How long the webhook has to answer an alert.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct WebhookChannel {
     url: String,
     client: reqwest::Client,
@@ -32,7 +35,7 @@ impl WebhookChannel {
         }
         Ok(Some(WebhookChannel {
             url: url.to_owned(),
-            client: http_client(outbound, Duration::from_secs(10), false)?,
+            client: http_client(outbound, TIMEOUT, false)?,
         }))
     }
 
@@ -54,7 +57,15 @@ impl WebhookChannel {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;
+            .map_err(|e| {
+                // A webhook that answers after the time-out may have taken
+                // the alert: it will get it again.
+                if e.is_timeout() {
+                    format!("the webhook did not answer within {} s", TIMEOUT.as_secs())
+                } else {
+                    format!("webhook unreachable: {}", e.without_url())
+                }
+            })?;
         if response.status().is_success() {
             Ok(())
         } else {

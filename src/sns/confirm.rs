@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_sns::config::Region;
+use aws_sdk_sns::config::timeout::TimeoutConfig;
+use aws_sdk_sns::error::SdkError;
 use tokio::sync::OnceCell;
 
 use super::cert_url::check_subscribe_url;
@@ -17,6 +19,10 @@ use super::verify::VerifiedMessage;
 use crate::error::SnsError;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::telemetry::escaped;
+
+/// The longest a confirmation through the SDK may take, retries included:
+/// well within the ~15 s SNS waits for an answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConfirmMode {
@@ -125,8 +131,17 @@ impl Confirmer {
         {
             return client.clone();
         }
+        // SNS waits about 15 s for our answer: a confirmation that cannot
+        // finish within CALL_TIMEOUT (retries included) is answered 503 in
+        // time for SNS to send it again, not left hanging.
         let mut builder = aws_sdk_sns::config::Builder::from(self.sdk_config().await)
-            .region(Region::new(region.to_owned()));
+            .region(Region::new(region.to_owned()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_timeout(CALL_TIMEOUT)
+                    .build(),
+            );
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -191,12 +206,27 @@ impl Confirmer {
             .await
             .map_err(|e| {
                 use aws_sdk_sns::error::ProvideErrorMetadata;
-                let why = format!(
-                    "ConfirmSubscription failed: {}",
-                    aws_sdk_sns::error::DisplayErrorContext(&e)
-                );
                 // No HTTP answer at all (time-out, connection) may pass.
                 let status = e.raw_response().map(|r| r.status().as_u16());
+                // What SNS said, not the SDK's dump of its answer (which the
+                // 503's body would carry to whoever sent the message).
+                let why = match (status, e.code()) {
+                    (Some(status), Some(code)) => format!(
+                        "ConfirmSubscription failed: SNS answered {status} {code}: {}",
+                        e.message().unwrap_or_default()
+                    ),
+                    (Some(status), None) => {
+                        format!("ConfirmSubscription failed: the SNS endpoint answered {status}")
+                    }
+                    (None, _) if matches!(e, SdkError::TimeoutError(_)) => format!(
+                        "ConfirmSubscription failed: SNS did not answer within {} s",
+                        CALL_TIMEOUT.as_secs()
+                    ),
+                    (None, _) => format!(
+                        "ConfirmSubscription failed: {}",
+                        aws_sdk_sns::error::DisplayErrorContext(&e)
+                    ),
+                };
                 confirmation_failure(status, e.code(), why)
             })?;
         Ok(output.subscription_arn().unwrap_or_default().to_owned())

@@ -14,6 +14,7 @@ use crate::signing::{Msg, TOPIC};
 use crate::subscriptions::{SnsApi, app_with_sdk, sns_error};
 
 /// Posts a new confirmation and asserts the answer, naming `case` on failure.
+/// Its detail says what SNS said, not the SDK's dump of the HTTP answer.
 async fn assert_confirmation(app: &TestApp, msg: &Msg, case: &str, status: u16, code: &str) {
     let (got, body) = app.post(msg).await;
     assert_eq!(
@@ -21,6 +22,14 @@ async fn assert_confirmation(app: &TestApp, msg: &Msg, case: &str, status: u16, 
         (status, Some(code)),
         "{case}: {body}"
     );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(": ConfirmSubscription failed: ") || detail.contains(": SubscribeURL"),
+        "{case}: {detail}"
+    );
+    for dump in ["SdkBody", "headers", "ServiceError {"] {
+        assert!(!detail.contains(dump), "{case}: {detail}");
+    }
 }
 
 async fn sdk_answers_that_may_pass_are_503_and_the_retry_confirms(backend: Backend) {
@@ -108,3 +117,40 @@ on_both_databases!(
     sdk_refusals_by_sns_are_400_and_nothing_is_stored,
     url_mode_sorts_failures_the_same_way,
 );
+
+/// An SNS API that takes the request and never answers: the confirmation is
+/// answered 503 within SNS's ~15 s, so SNS sends it again, instead of
+/// holding the connection until SNS gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_sns_api_is_answered_503_in_time() {
+    // Bound, never accepted: the kernel takes the connection and the
+    // request, and nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let app = spawn_app_with(Backend::Sqlite, move |s, hooks| {
+        s.sns_confirm_mode = ConfirmMode::Sdk;
+        s.sns_api_endpoint = Some(endpoint);
+        hooks.aws_credentials = Some(aws_credential_types::Credentials::new(
+            "AKIDTESTONLY",
+            "test-only-secret",
+            None,
+            None,
+            "tests",
+        ));
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let msg = Msg::subscription_confirmation(TOPIC).sign();
+    let (status, body) = app.post(&msg).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "confirmation_unavailable");
+    assert_eq!(
+        body["detail"],
+        "subscription not confirmed, SNS may send it again: \
+         ConfirmSubscription failed: SNS did not answer within 10 s"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(14));
+    assert_eq!(app.db.total_messages().await, 0);
+    drop(silent);
+    app.stop().await;
+}

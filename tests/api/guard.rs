@@ -625,3 +625,45 @@ on_both_databases!(
     send_events_count_the_whole_mail_as_volume,
     a_service_started_while_postgres_is_down_migrates_before_draining,
 );
+
+/// An SMTP server that takes the connection and never says a word: the
+/// webhook still gets every alert at once (each channel is delivered on its
+/// own), the email attempt ends as a failure after its time-out, and the
+/// service stops when asked instead of waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_smtp_server_holds_back_neither_the_webhook_nor_a_shutdown() {
+    let webhook = Webhook::start().await;
+    // Bound, never accepted: the kernel takes the connection, nothing
+    // answers it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (url, port) = (
+        webhook.url.clone(),
+        silent.local_addr().expect("addr").port(),
+    );
+    let app = spawn_app_with(Backend::Sqlite, move |s, _| alerting(s, &url, Some(port))).await;
+    let sending = |state: &str| json!({"state": state, "by": "alice", "reason": "drill"});
+    let (status, body) = app
+        .api(reqwest::Method::PUT, "/v1/sending", Some(sending("paused")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the webhook has the pause", || async {
+        webhook.kinds() == ["paused"]
+    })
+    .await;
+    // The pause's email is now stuck on the silent server; the resume's
+    // webhook goes out all the same.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = app
+        .api(reqwest::Method::PUT, "/v1/sending", Some(sending("active")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the webhook has the resume", || async {
+        webhook.kinds() == ["paused", "resumed"]
+    })
+    .await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("the service stops while an email attempt hangs");
+    drop(silent);
+    webhook.stop().await;
+}
