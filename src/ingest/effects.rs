@@ -191,25 +191,20 @@ pub async fn apply_events(
             }
         }
     }
-    let asked: Vec<&EmailAddress> = suppress
-        .iter()
-        .map(|(_, w)| w.email)
-        .chain(soft_bounced.iter().map(|(_, e)| *e))
-        .collect();
-    let removed = if asked.is_empty() {
+    // Soft bounces before an address's removal by hand do not count (the
+    // upsert below keeps every other event before it from putting the
+    // address back).
+    let removed = if soft_bounced.is_empty() {
         HashMap::new()
     } else {
-        latest_removals(tx, &asked).await?
+        let emails: Vec<&EmailAddress> = soft_bounced.iter().map(|(_, e)| *e).collect();
+        latest_removals(tx, &emails).await?
     };
-    // An event that happened before the operator removed its address does
-    // not put it back.
-    suppress.retain(|(_, w)| {
-        removed
-            .get(w.email.as_str())
-            .is_none_or(|at| w.last_seen > *at)
-    });
     let filled =
         soft_bounce_windows(tx, events, &soft_bounced, &delivered, &removed, soft, now).await?;
+    // Which events each address's row stands for.
+    let mut stands_for: Vec<(usize, &EmailAddress)> =
+        suppress.iter().map(|(k, w)| (*k, w.email)).collect();
     for window in &filled {
         let (i, _, _) = events[window.trigger];
         let past = &window.newest;
@@ -235,17 +230,15 @@ pub async fn apply_events(
                 )),
             },
         ));
-        for k in &window.new {
-            outcomes[*k].suppressed = true;
-        }
+        stands_for.extend(window.new.iter().map(|k| (*k, window.email)));
     }
     if !suppress.is_empty() {
-        for (k, _) in &suppress {
-            outcomes[*k].suppressed = true;
-        }
         suppress.sort_by_key(|(k, _)| *k);
         let rows = fold::suppressions(suppress.into_iter().map(|(_, w)| w).collect());
-        upsert_suppressions(tx, &rows).await?;
+        let written = upsert_suppressions(tx, &rows).await?;
+        for (k, email) in stands_for {
+            outcomes[k].suppressed = written.contains(email.as_str());
+        }
     }
     for ((i, event, _), outcome) in events.iter().zip(outcomes) {
         applied[*i].events.push((event.event_type.clone(), outcome));
