@@ -235,9 +235,9 @@ pub async fn apply_events(
     if !suppress.is_empty() {
         suppress.sort_by_key(|(k, _)| *k);
         let rows = fold::suppressions(suppress.into_iter().map(|(_, w)| w).collect());
-        let written = upsert_suppressions(tx, &rows).await?;
+        let kept_out = upsert_suppressions(tx, &rows).await?;
         for (k, email) in stands_for {
-            outcomes[k].suppressed = written.contains(email.as_str());
+            outcomes[k].suppressed = !kept_out.contains(email.as_str());
         }
     }
     for ((i, event, _), outcome) in events.iter().zip(outcomes) {

@@ -52,16 +52,17 @@ const ON_CONFLICT: &str = " ON CONFLICT (email) DO UPDATE SET \
 /// Writes the rows (one per address) in as few statements as the bound
 /// parameter limit allows, except a row whose address was removed by hand
 /// at or after its event (`last_seen`): the operator's decision came after
-/// it, and stands. Returns the addresses written.
+/// it, and stands. Returns the addresses kept out that way (almost always
+/// none).
 pub async fn upsert_suppressions(
     tx: &mut Tx<'_>,
     rows: &[SuppressionWrite<'_>],
 ) -> DbResult<HashSet<String>> {
     let mut order: Vec<&SuppressionWrite<'_>> = rows.iter().collect();
     order.sort_by(|a, b| a.email.cmp(b.email));
-    let mut written = HashSet::new();
+    let mut kept_out = HashSet::new();
     for chunk in order.chunks(MAX_PARAMS / 13) {
-        let emails: Vec<String> = on_tx!(tx, conn => {
+        let written = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO suppressions (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
                  diagnostic_code, first_seen_at, last_seen_at, event_count, last_ses_message_id, \
@@ -90,12 +91,26 @@ pub async fn upsert_suppressions(
                  WHERE r.email = v.column1 AND r.removed_at >= v.column8)",
             );
             qb.push(ON_CONFLICT);
-            qb.push(" RETURNING email");
-            qb.build_query_scalar().fetch_all(conn).await
+            qb.build().execute(conn).await.map(|r| r.rows_affected())
         })?;
-        written.extend(emails);
+        // Each row written counts once (inserted or updated): fewer means
+        // removals kept some out, and only then are they looked up.
+        if written < chunk.len() as u64 {
+            let emails: Vec<&EmailAddress> = chunk.iter().map(|w| w.email).collect();
+            let removed = latest_removals(tx, &emails).await?;
+            kept_out.extend(
+                chunk
+                    .iter()
+                    .filter(|w| {
+                        removed
+                            .get(w.email.as_str())
+                            .is_some_and(|at| *at >= w.last_seen)
+                    })
+                    .map(|w| w.email.as_str().to_owned()),
+            );
+        }
     }
-    Ok(written)
+    Ok(kept_out)
 }
 
 /// When each of `emails` was last removed from the list by hand, for those

@@ -321,6 +321,15 @@ async fn manual_additions_and_audited_removals(backend: Backend) {
         t.format(&time::format_description::well_known::Rfc3339)
             .expect("time")
     };
+    let written = || async {
+        let (_, metrics) = app.api(reqwest::Method::GET, "/metrics", None).await;
+        let text = metrics.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("bouncer_suppressions_written_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = written().await;
     let late = app
         .post(&bounce(
             "Permanent",
@@ -335,6 +344,7 @@ async fn manual_additions_and_audited_removals(backend: Backend) {
         !is_suppressed(&app, "asked@example.com").await,
         "older than the removal"
     );
+    assert_eq!(written().await, before, "not counted as a suppression");
     app.post(&bounce(
         "Permanent",
         "General",
@@ -346,6 +356,7 @@ async fn manual_additions_and_audited_removals(backend: Backend) {
         is_suppressed(&app, "asked@example.com").await,
         "after the removal"
     );
+    assert_eq!(written().await, before + 1);
     app.stop().await;
 }
 
