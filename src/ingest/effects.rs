@@ -191,17 +191,7 @@ pub async fn apply_events(
             }
         }
     }
-    // Soft bounces before an address's removal by hand do not count (the
-    // upsert below keeps every other event before it from putting the
-    // address back).
-    let removed = if soft_bounced.is_empty() {
-        HashMap::new()
-    } else {
-        let emails: Vec<&EmailAddress> = soft_bounced.iter().map(|(_, e)| *e).collect();
-        latest_removals(tx, &emails).await?
-    };
-    let filled =
-        soft_bounce_windows(tx, events, &soft_bounced, &delivered, &removed, soft, now).await?;
+    let filled = soft_bounce_windows(tx, events, &soft_bounced, &delivered, soft, now).await?;
     // Which events each address's row stands for.
     let mut stands_for: Vec<(usize, &EmailAddress)> =
         suppress.iter().map(|(k, w)| (*k, w.email)).collect();
@@ -262,7 +252,7 @@ struct Filled<'a> {
 /// Counts the soft bounces of the addresses the batch's soft bounces
 /// (`soft_bounced`, by event position) name, from the event log in the
 /// order they happened, after each address's latest delivery or removal
-/// (`removed`); returns those whose window fills now. Deliveries to
+/// by hand; returns those whose window fills now. Deliveries to
 /// addresses without a soft bounce in the batch reset their streaks in one
 /// statement.
 async fn soft_bounce_windows<'a>(
@@ -270,7 +260,6 @@ async fn soft_bounce_windows<'a>(
     events: &[Planned<'a>],
     soft_bounced: &[(usize, &'a EmailAddress)],
     delivered: &[(&EmailAddress, Timestamp)],
-    removed: &HashMap<String, Timestamp>,
     soft: SoftBouncePolicy,
     now: Timestamp,
 ) -> DbResult<Vec<Filled<'a>>> {
@@ -296,6 +285,11 @@ async fn soft_bounce_windows<'a>(
     };
     let emails: Vec<&EmailAddress> = new_keys.keys().copied().collect();
     soft_bounces::lock(tx, &emails, now).await?;
+    // Soft bounces before an address's removal by hand do not count (the
+    // upsert keeps every other event before it from putting the address
+    // back). Read after the lock, as the log is: a removal committed while
+    // this batch waited for it is seen.
+    let removed = latest_removals(tx, &emails).await?;
     // Nothing older than a window before the oldest new bounce can share
     // a window with one; a delivery that old resets none of them.
     let mut logged = soft_bounces::history(tx, &emails, oldest.saturating_sub(soft.window)).await?;

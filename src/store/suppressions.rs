@@ -279,6 +279,14 @@ impl Store {
         const FORGET_SOFT: &str = "DELETE FROM soft_bounces WHERE email = $1";
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
+        // The streak's row first: the writer locks an address's streak
+        // before its suppression, and the same order here means the two
+        // cannot deadlock on PostgreSQL.
+        on_tx!(&mut tx, conn => sqlx::query(FORGET_SOFT)
+            .bind(email.as_str())
+            .execute(conn)
+            .await
+            .map(|_| ()))?;
         let removed = on_tx!(&mut tx, conn => sqlx::query_as::<_, Suppression>(DELETE)
             .bind(email.as_str())
             .fetch_optional(conn)
@@ -295,11 +303,6 @@ impl Store {
             .bind(storable(why).as_ref())
             .bind(&row.reason)
             .bind(snapshot)
-            .execute(conn)
-            .await
-            .map(|_| ()))?;
-        on_tx!(&mut tx, conn => sqlx::query(FORGET_SOFT)
-            .bind(email.as_str())
             .execute(conn)
             .await
             .map(|_| ()))?;
