@@ -11,7 +11,7 @@ use crate::cert_fetch::CertHost;
 use crate::helpers::{Backend, TestApp, assert_status, spawn_app_with};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
-use crate::subscriptions::{SnsApi, app_with_sdk, sns_error};
+use crate::subscriptions::{SnsApi, app_with_sdk, app_with_sdk_at, sns_error};
 
 /// Posts a new confirmation and asserts the answer, naming `case` on failure.
 /// Its detail says what SNS said, not the SDK's dump of the HTTP answer.
@@ -127,18 +127,7 @@ async fn a_hanging_sns_api_is_answered_503_in_time() {
     // request, and nothing ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
-    let app = spawn_app_with(Backend::Sqlite, move |s, hooks| {
-        s.sns_confirm_mode = ConfirmMode::Sdk;
-        s.sns_api_endpoint = Some(endpoint);
-        hooks.aws_credentials = Some(aws_credential_types::Credentials::new(
-            "AKIDTESTONLY",
-            "test-only-secret",
-            None,
-            None,
-            "tests",
-        ));
-    })
-    .await;
+    let app = app_with_sdk_at(Backend::Sqlite, endpoint).await;
     let started = std::time::Instant::now();
     let msg = Msg::subscription_confirmation(TOPIC).sign();
     let (status, body) = app.post(&msg).await;

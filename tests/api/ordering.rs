@@ -12,8 +12,8 @@ use sqlx::{Connection, Executor};
 use crate::feedback::{delivery, is_suppressed};
 use crate::guard::{deliveries, hard_bounces};
 use crate::helpers::{
-    Backend, Pool, TempDir, assert_status, eventually, spawn_app_behind_forwarder, spawn_app_with,
-    spooled_bytes, start, take_database_away, test_settings,
+    Backend, Pool, TempDir, TestApp, assert_status, eventually, spawn_app_behind_forwarder,
+    spawn_app_with, spooled_bytes, start, take_database_away, test_settings,
 };
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC, unique_id};
@@ -74,7 +74,7 @@ async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Back
 on_both_databases!(a_delivery_before_a_soft_bounce_in_one_batch_resets_first);
 
 /// The row `GET /v1/suppressions/{email}` answers, or `None` (404).
-async fn listed(app: &crate::helpers::TestApp, email: &str) -> Option<serde_json::Value> {
+async fn listed(app: &TestApp, email: &str) -> Option<serde_json::Value> {
     let (status, body) = app
         .api(
             reqwest::Method::GET,
@@ -163,6 +163,17 @@ async fn soft_bounces_count_in_the_order_they_happened(backend: Backend) {
 }
 
 on_both_databases!(soft_bounces_count_in_the_order_they_happened);
+
+/// An app and a second replica on the same PostgreSQL database, or none
+/// without PostgreSQL.
+async fn two_replicas() -> Option<(TestApp, TestApp)> {
+    let backend = Backend::postgres().await?;
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let dir2 = Arc::new(TempDir::new());
+    let settings2 = test_settings(&app.db.url, dir2.path());
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    Some((app, replica))
+}
 
 /// Until two replicas' writers (`bouncer-writer` in pg_stat_activity) wait
 /// on a lock the test holds: then they go on together when it is released.
@@ -269,13 +280,9 @@ async fn two_replicas_crossing_the_turn_of_the_hour_pause_together() {
 /// deadlock to break (no batch retried on either replica).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock() {
-    let Some(backend) = Backend::postgres().await else {
+    let Some((app, replica)) = two_replicas().await else {
         return;
     };
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    let dir2 = Arc::new(TempDir::new());
-    let settings2 = test_settings(&app.db.url, dir2.path());
-    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
     let Pool::Postgres(pool) = &app.db.pool else {
         unreachable!()
     };
@@ -330,13 +337,9 @@ async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock()
 /// from the event log, so the address is suppressed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
-    let Some(backend) = Backend::postgres().await else {
+    let Some((app, replica)) = two_replicas().await else {
         return;
     };
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    let dir2 = Arc::new(TempDir::new());
-    let settings2 = test_settings(&app.db.url, dir2.path());
-    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
     let Pool::Postgres(pool) = &app.db.pool else {
         unreachable!()
     };

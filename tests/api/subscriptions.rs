@@ -140,7 +140,11 @@ impl SnsApi {
 }
 
 pub async fn app_with_sdk(backend: Backend, api: &SnsApi) -> TestApp {
-    let endpoint = api.url.clone();
+    app_with_sdk_at(backend, api.url.clone()).await
+}
+
+/// The app confirming through the SDK, with test credentials, at `endpoint`.
+pub async fn app_with_sdk_at(backend: Backend, endpoint: String) -> TestApp {
     spawn_app_with(backend, move |s, hooks| {
         s.sns_confirm_mode = ConfirmMode::Sdk;
         s.sns_api_endpoint = Some(endpoint);
