@@ -62,7 +62,7 @@ pub async fn import(
     filter: &ListFilter,
 ) -> anyhow::Result<ImportReport> {
     let mut report = ImportReport::default();
-    report.pages = each_page(client, filter, async |page: Vec<Listed>| {
+    let pages = each_page(client, filter, async |page: Vec<Listed>| {
         report.listed += page.len();
         let mut rows = Vec::with_capacity(page.len());
         for listed in page {
@@ -92,7 +92,19 @@ pub async fn import(
         report.kept += rows.len() as u64 - added;
         Ok(())
     })
-    .await?;
+    .await;
+    // Each page is stored as it comes: say what a failure midway left.
+    report.pages = match pages {
+        Ok(pages) => pages,
+        Err(e) if report.listed > 0 => anyhow::bail!(
+            "{e:#}; before it, {} addresses were listed: {} added, {} in bouncer already. \
+             Run it again to finish: what bouncer has stays as it is",
+            report.listed,
+            report.added,
+            report.kept
+        ),
+        Err(e) => return Err(e),
+    };
     Ok(report)
 }
 

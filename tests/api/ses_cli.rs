@@ -43,6 +43,35 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// SES fails after the first page: the import says what it had stored by
+/// then (each page is kept as it comes), and run again it finishes.
+async fn an_import_cut_short_says_what_it_stored_and_a_rerun_finishes(backend: Backend) {
+    let api = SesApi::start().await;
+    api.cap_pages(2);
+    for email in ["a@example.org", "b@example.org", "c@example.org"] {
+        api.preload(email, "BOUNCE", 1_795_000_000);
+    }
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    api.fail_later_pages(400, "BadRequestException");
+    let output = ses_cli(&app.db.url, &api, &[], &["ses", "import"]);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{}{err}", stdout(&output));
+    assert!(
+        err.contains("before it, 2 addresses were listed: 2 added, 0 in bouncer already. Run it again to finish"),
+        "{err}"
+    );
+    api.heal("ListSuppressedDestinations");
+    let output = ses_cli(&app.db.url, &api, &[], &["ses", "import"]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.contains("3 listed in 2 pages; 1 added (source ses-account); 2 already in bouncer"),
+        "{out}"
+    );
+    app.stop().await;
+    api.stop().await;
+}
+
 async fn import_pages_through_the_ses_list_and_never_erases_a_row(backend: Backend) {
     let api = SesApi::start().await;
     api.cap_pages(2);
@@ -210,6 +239,7 @@ async fn check_names_the_missing_permission(backend: Backend) {
 }
 
 on_both_databases!(
+    an_import_cut_short_says_what_it_stored_and_a_rerun_finishes,
     import_pages_through_the_ses_list_and_never_erases_a_row,
     diff_prints_what_only_one_list_holds,
     check_names_the_missing_permission,

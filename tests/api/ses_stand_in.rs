@@ -74,6 +74,8 @@ struct State {
     page_cap: usize,
     /// How long an operation takes to answer, per operation.
     slow: HashMap<&'static str, std::time::Duration>,
+    /// An answer to every list call after the first page, until healed.
+    later_pages: Option<(u16, String)>,
 }
 
 pub struct SesApi {
@@ -162,6 +164,10 @@ async fn handle(
         return error(status, &code);
     }
     if let Some((status, code)) = s.always.get(op).cloned() {
+        return error(status, &code);
+    }
+    let next_page = call.query.iter().any(|(k, _)| k == "NextToken");
+    if let Some((status, code)) = s.later_pages.clone().filter(|_| next_page) {
         return error(status, &code);
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -268,6 +274,7 @@ impl SesApi {
             sets: HashMap::new(),
             page_cap: 1000,
             slow: HashMap::new(),
+            later_pages: None,
         }));
         let data = web::Data::from(state.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -343,7 +350,16 @@ impl SesApi {
     }
 
     pub fn heal(&self, operation: &'static str) {
-        self.with(|s| s.always.remove(operation));
+        self.with(|s| {
+            s.always.remove(operation);
+            s.later_pages = None;
+        });
+    }
+
+    /// Every list call after the first page answers `status` with `code`
+    /// until healed.
+    pub fn fail_later_pages(&self, status: u16, code: &str) {
+        self.with(|s| s.later_pages = Some((status, code.to_owned())));
     }
 
     /// Lists `email` with `reason` as last updated at `epoch` seconds.
