@@ -349,10 +349,18 @@ pub async fn at_start_up(
         return;
     }
     for c in &report.permissions {
-        if c.verdict == "allowed" {
-            tracing::info!(permission = %c.permission, needed_for = %c.needed_for, "SES check: allowed");
-        } else {
-            tracing::warn!(permission = %c.permission, needed_for = %c.needed_for, verdict = c.verdict, detail = %c.detail, "SES check: not allowed");
+        match c.verdict {
+            "allowed" => {
+                tracing::info!(permission = %c.permission, needed_for = %c.needed_for, "SES check: allowed");
+            }
+            "missing" => {
+                tracing::warn!(permission = %c.permission, needed_for = %c.needed_for, detail = %c.detail, "SES check: not allowed");
+            }
+            // The call failed for another reason (SES unreachable, a
+            // worker holding the target): nothing is known either way.
+            _ => {
+                tracing::warn!(permission = %c.permission, needed_for = %c.needed_for, verdict = c.verdict, detail = %c.detail, "SES check: could not tell");
+            }
         }
     }
     if !report.missing.is_empty() {
