@@ -138,6 +138,7 @@ async fn channel_loop(
     }
 }
 
+/// Plans this channel's deliveries of recent alerts and sends those due.
 async fn deliver_due(
     store: &Store,
     channels: &Channels,
@@ -152,17 +153,7 @@ async fn deliver_due(
     if !store.deliveries_due(clock.now()).await? {
         return Ok(());
     }
-    deliver_channel(store, channels, name, clock, retry_min).await
-}
-
-/// Sends the due deliveries of one channel, one after another.
-async fn deliver_channel(
-    store: &Store,
-    channels: &Channels,
-    name: &str,
-    clock: &Clock,
-    retry_min: Duration,
-) -> DbResult<()> {
+    // One after another within the channel.
     while let Some(claim) = store.claim_delivery(&[name], clock.now(), LEASE).await? {
         let Some(alert) = store.alert(claim.alert_id).await? else {
             continue;

@@ -38,6 +38,8 @@ pub async fn receive(
     let started = Instant::now();
     let mut seen = Seen::default();
     let result = handle(&req, &mut payload, &state, &mut seen).await;
+    // A refusal may leave the body unread; a message taken was read whole.
+    let refused = result.is_err();
     let (response, outcome) = match result {
         Ok(written) => {
             let (status, outcome, body) = match written {
@@ -85,6 +87,9 @@ pub async fn receive(
         micros = started.elapsed().as_micros() as u64,
         "sns message"
     );
+    if !refused {
+        return response;
+    }
     response
         .map_body(|_, body| KeepsPayload {
             body,
@@ -99,7 +104,8 @@ pub async fn receive(
 /// stalls a chunked body after its 408 would hold the connection (and one
 /// of `HTTP_MAX_CONNECTIONS`) for ever. While the reader is there, actix
 /// closes a connection whose body is unread, as it does for one with a
-/// `Content-Length`. A body read to its end changes nothing.
+/// `Content-Length`. Only refusals need it: a message taken was read to
+/// its end.
 struct KeepsPayload {
     body: BoxBody,
     _payload: web::Payload,
