@@ -293,6 +293,12 @@ impl Worker {
         match result {
             Ok(()) => {
                 let sent = put.unwrap_or("deleted");
+                // The audit first: whoever sees the push done (the counts
+                // in `GET /v1/sending`) sees when SES followed. Stopped
+                // between the two, the delete is done and stamped again.
+                if put.is_none() {
+                    self.store.stamp_ses_removal(&claim.email, now).await?;
+                }
                 self.store
                     .push_ended(
                         &claim.email,
@@ -303,9 +309,6 @@ impl Worker {
                         now,
                     )
                     .await?;
-                if put.is_none() {
-                    self.store.stamp_ses_removal(&claim.email, now).await?;
-                }
                 tracing::info!(email = %claim.email, action = sent, attempts = claim.attempts, "SES suppression list updated");
             }
             Err(failure) => self.push_failed(claim, &failure, now).await?,

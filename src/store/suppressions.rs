@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::QueryBuilder;
 
+use super::conn::Raw;
 use super::text::{storable, storable_opt};
 use super::{Db, DbResult, Store, Tx, on_db, on_tx};
 use crate::address::EmailAddress;
@@ -277,8 +278,20 @@ impl Store {
         const AUDIT: &str = "INSERT INTO suppression_removals (email, removed_at, removed_by, why, reason, row_json) \
             VALUES ($1, $2, $3, $4, $5, $6)";
         const FORGET_SOFT: &str = "DELETE FROM soft_bounces WHERE email = $1";
+        // On PostgreSQL a writer's batch may be storing an older event of
+        // this address right now: its upsert looked for removals before
+        // this one commits, and would put the address back after it. The
+        // removal waits for the batches already writing either table, and
+        // later ones wait for it, so their upsert sees this removal. In the
+        // writer's order (streaks, then suppressions), so neither waits for
+        // the other's second lock. Reads are not held up; SQLite's write
+        // transaction holds the whole database already.
+        const QUIESCE: &str = "LOCK TABLE soft_bounces, suppressions IN EXCLUSIVE MODE";
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
+        if let Raw::Postgres(conn) = tx.raw() {
+            sqlx::query(QUIESCE).execute(conn).await?;
+        }
         // The streak's row first: the writer locks an address's streak
         // before its suppression, and the same order here means the two
         // cannot deadlock on PostgreSQL.

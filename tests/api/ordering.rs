@@ -19,11 +19,24 @@ use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC, unique_id};
 
 fn soft_bounce(recipient: &str, at: &str) -> Msg {
+    bounce(("Transient", "MailboxFull"), recipient, at)
+}
+
+fn hard_bounce(recipient: &str, at: &str) -> Msg {
+    bounce(("Permanent", "General"), recipient, at)
+}
+
+fn bounce((kind, sub): (&str, &str), recipient: &str, at: &str) -> Msg {
+    let status = if kind == "Permanent" {
+        "5.1.1"
+    } else {
+        "4.2.2"
+    };
     let ses = json!({
         "notificationType": "Bounce",
         "bounce": {
-            "bounceType": "Transient", "bounceSubType": "MailboxFull",
-            "bouncedRecipients": [{"emailAddress": recipient, "status": "4.2.2"}],
+            "bounceType": kind, "bounceSubType": sub,
+            "bouncedRecipients": [{"emailAddress": recipient, "status": status}],
             "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
         },
         "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "destination": [recipient]},
@@ -374,5 +387,85 @@ async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
         Timestamp::parse_rfc3339(&ago(10)).expect("t").to_text()
     );
     replica.stop().await;
+    app.stop().await;
+}
+
+/// An address removed by hand while an older bounce of it is being
+/// stored (PostgreSQL, where the two run at once): the bounce happened
+/// before the removal, so whichever commits first, the address stays off
+/// the list and the bounce is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_racing_an_older_bounce_keeps_the_address_off() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let Pool::Postgres(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    let who = "raced@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    assert_status(&app.post(&hard_bounce(who, &ago(30))).await, 200, "stored");
+    assert!(listed(&app, who).await.is_some());
+
+    // Hold the address's row so that the removal and the late bounce both
+    // wait for it, the removal first; then let them go.
+    let mut dba = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("SELECT 1 FROM suppressions WHERE email = 'raced@example.com' FOR UPDATE")
+        .await
+        .expect("lock");
+    let waiting = |n: i64| {
+        eventually("sessions wait on a lock", move || async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            waiting == n
+        })
+    };
+    let removal = async {
+        app.client
+            .delete(format!(
+                "{}/v1/suppressions/{who}?by=carol&reason=asked",
+                app.admin_address
+            ))
+            .send()
+            .await
+            .expect("answer")
+            .status()
+    };
+    let late = async {
+        waiting(1).await;
+        app.post(&hard_bounce(who, &ago(20))).await
+    };
+    let release = async {
+        waiting(2).await;
+        dba.execute("COMMIT").await.expect("release");
+    };
+    let (removed, stored, ()) = futures_util::future::join3(removal, late, release).await;
+    assert_eq!(removed, 200);
+    assert_status(&stored, 200, "stored");
+    assert_eq!(
+        listed(&app, who).await,
+        None,
+        "the bounce happened before the removal"
+    );
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM feedback_events WHERE email = $1",
+                Some(who)
+            )
+            .await,
+        2,
+        "both bounces are in the log"
+    );
     app.stop().await;
 }
