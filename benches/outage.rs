@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bouncer::ingest::spool::{Spool, SpoolRecord};
 use bouncer::time::Timestamp;
 use common::ScratchPostgres;
-use load::http::{Connections, closed_loop, sns_request};
+use load::http::{Connections, Transport, closed_loop, sns_request};
 use load::server::{Server, cpu_seconds};
 use load::ses::{Workload, envelopes};
 use sqlx::{Connection, Executor};
@@ -62,6 +62,7 @@ fn intake_while_down(label: &str, messages: usize, runtime: &tokio::runtime::Run
     let first = sns_request(server.addr, &bodies.remove(0), Connections::PerMessage);
     let found = runtime.block_on(closed_loop(
         server.addr,
+        &Transport::Plain,
         vec![first],
         1,
         Connections::PerMessage,
@@ -74,6 +75,7 @@ fn intake_while_down(label: &str, messages: usize, runtime: &tokio::runtime::Run
     let cpu = server.cpu_seconds();
     let outcome = runtime.block_on(closed_loop(
         server.addr,
+        &Transport::Plain,
         requests,
         64,
         Connections::PerMessage,
@@ -193,6 +195,7 @@ fn malformed_requests(label: &str, url: &str, runtime: &tokio::runtime::Runtime)
     let cpu = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let outcome = runtime.block_on(closed_loop(
         server.addr,
+        &Transport::Plain,
         malformed(server.addr, 40_000),
         64,
         Connections::PerMessage,

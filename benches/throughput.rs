@@ -24,6 +24,12 @@
 //!                          (HTTP, parsing and verification; nothing stored)
 //!   BENCH_GENERATOR_THREADS=2  the generator's runtime threads (1: tokio's
 //!                          current-thread runtime, as `wrk -t1`)
+//!   BENCH_TLS=ecdsa|rsa    bouncer serves HTTPS itself (TLS_CERT_FILE) with
+//!                          the TEST-ONLY ECDSA P-256 or RSA-2048 server
+//!                          certificate; the cases are then one connection
+//!                          per message with a full handshake each, the
+//!                          same resuming the client's sessions, and
+//!                          keep-alive; the steady rate does full handshakes
 //!   BENCH_PEER=django-ses  the same messages, connections and steady rate
 //!                          sent to django-ses's SNS webhook behind gunicorn
 //!                          instead (`benches/peer/`; its virtualenv first:
@@ -45,7 +51,7 @@ mod load;
 use std::time::Duration;
 
 use common::ScratchPostgres;
-use load::http::{Connections, Outcome, closed_loop, open_loop, sns_request};
+use load::http::{Connections, Outcome, Transport, closed_loop, open_loop, sns_request};
 use load::server::{Server, cpu_seconds};
 use load::ses::{Workload, envelopes};
 
@@ -151,6 +157,66 @@ impl Sent {
     }
 }
 
+/// How the generator's connections reach the server (`BENCH_TLS`), as
+/// (connections, transport, what the report calls them), the first being
+/// the one of quick runs and the steady rate; and the server's settings for
+/// it.
+type Case = (Connections, Transport, &'static str);
+
+fn cases_from_env() -> (Vec<Case>, Vec<(&'static str, String)>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let files = match std::env::var("BENCH_TLS").as_deref() {
+        Ok("ecdsa") => Some((
+            "tls-ecdsa-cert",
+            "tls-ecdsa-key",
+            "HTTPS, ECDSA P-256 certificate",
+        )),
+        Ok("rsa") => Some(("tls-cert", "tls-key", "HTTPS, RSA-2048 certificate")),
+        Ok(other) if !other.is_empty() => panic!("BENCH_TLS is ecdsa or rsa, not {other}"),
+        _ => None,
+    };
+    let Some((cert, key, _)) = files else {
+        return (
+            vec![
+                (
+                    Connections::PerMessage,
+                    Transport::Plain,
+                    "one connection per message",
+                ),
+                (Connections::KeepAlive, Transport::Plain, "keep-alive"),
+            ],
+            Vec::new(),
+        );
+    };
+    let ca = format!("{root}/fixtures/test-only/TEST-ONLY-ca-cert.pem");
+    let resumed = Transport::tls(&ca, true);
+    (
+        vec![
+            (
+                Connections::PerMessage,
+                Transport::tls(&ca, false),
+                "one HTTPS connection per message, full handshake each",
+            ),
+            (
+                Connections::PerMessage,
+                resumed.clone(),
+                "one HTTPS connection per message, sessions resumed",
+            ),
+            (Connections::KeepAlive, resumed, "HTTPS keep-alive"),
+        ],
+        vec![
+            (
+                "TLS_CERT_FILE",
+                format!("{root}/fixtures/test-only/TEST-ONLY-{cert}.pem"),
+            ),
+            (
+                "TLS_KEY_FILE",
+                format!("{root}/fixtures/test-only/TEST-ONLY-{key}.pem"),
+            ),
+        ],
+    )
+}
+
 /// Whether the peer (`BENCH_PEER=django-ses`) is measured instead of
 /// bouncer.
 fn peer_from_env() -> bool {
@@ -186,6 +252,11 @@ fn run(label: &str, database_url: &str, messages: usize) {
         !(peer && sent != Sent::Messages),
         "BENCH_FLOOR measures bouncer's own floors, not the peer's"
     );
+    let (cases, tls_settings) = cases_from_env();
+    assert!(
+        !peer || tls_settings.is_empty(),
+        "BENCH_TLS measures bouncer's own HTTPS, not the peer's"
+    );
     let quick = peer || std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let steady_only = std::env::var("BENCH_STEADY").is_ok_and(|v| v == "1");
     let dir =
@@ -197,7 +268,8 @@ fn run(label: &str, database_url: &str, messages: usize) {
             format!("django-ses {label}"),
         )
     } else {
-        (Server::start(database_url, &dir, &[]), label.to_owned())
+        let extra: Vec<(&str, &str)> = tls_settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        (Server::start(database_url, &dir, &extra), label.to_owned())
     };
     let label = label.as_str();
     let threads: usize = std::env::var("BENCH_GENERATOR_THREADS")
@@ -222,11 +294,12 @@ fn run(label: &str, database_url: &str, messages: usize) {
         &[Workload::BounceStorm, Workload::FeedMix][..]
     };
     for &workload in workloads {
-        for connections in [Connections::PerMessage, Connections::KeepAlive] {
-            if quick && connections == Connections::KeepAlive {
+        for (case, (connections, transport, how)) in cases.iter().enumerate() {
+            if quick && case > 0 {
                 continue;
             }
-            let tag = format!("{tag}-{workload:?}-{connections:?}");
+            let connections = *connections;
+            let tag = format!("{tag}-{workload:?}-{case}");
             eprintln!(
                 "{label}: signing {messages} messages ({})...",
                 workload.name()
@@ -237,7 +310,13 @@ fn run(label: &str, database_url: &str, messages: usize) {
                 .collect();
             let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
             let commits = Commits::read(&server);
-            let outcome = runtime.block_on(closed_loop(server.addr, requests, 64, connections));
+            let outcome = runtime.block_on(closed_loop(
+                server.addr,
+                transport,
+                requests,
+                64,
+                connections,
+            ));
             let commits = Commits::read(&server).since(&commits);
             let server_cpu = server.cpu_seconds() - server_cpu;
             let own_cpu = cpu_seconds("/proc/self/stat") - own_cpu;
@@ -256,7 +335,7 @@ fn run(label: &str, database_url: &str, messages: usize) {
             };
             report(
                 label,
-                &format!("{}, {}, 64 in flight", workload.name(), connections.name()),
+                &format!("{}, {how}, 64 in flight", workload.name()),
                 &outcome,
                 server_cpu,
                 own_cpu,
@@ -266,7 +345,8 @@ fn run(label: &str, database_url: &str, messages: usize) {
     }
 
     if (steady_only || !quick || peer) && sent == Sent::Messages {
-        steady_rate(label, &tag, &server, &runtime);
+        let (_, transport, how) = &cases[0];
+        steady_rate(label, &tag, &server, &runtime, transport, how);
     }
     println!(
         "{label} | server peak resident memory | {:.1} MiB (summed over its processes; proportional set now {:.1} MiB)",
@@ -282,7 +362,14 @@ fn run(label: &str, database_url: &str, messages: usize) {
 const STEADY_PER_SECOND: u64 = 1000;
 
 /// A steady 1,000 messages per second for 10 s, one connection each.
-fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime::Runtime) {
+fn steady_rate(
+    label: &str,
+    tag: &str,
+    server: &Server,
+    runtime: &tokio::runtime::Runtime,
+    transport: &Transport,
+    how: &str,
+) {
     let requests: Vec<Vec<u8>> = envelopes(Workload::FeedMix, 10_000, &format!("{tag}-rate"))
         .iter()
         .map(|body| sns_request(server.addr, body, Connections::PerMessage))
@@ -290,7 +377,12 @@ fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime
     let (server_cpu, own_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let commits = Commits::read(server);
     let started_at = monotonic_ms();
-    let outcome = runtime.block_on(open_loop(server.addr, requests, STEADY_PER_SECOND));
+    let outcome = runtime.block_on(open_loop(
+        server.addr,
+        transport,
+        requests,
+        STEADY_PER_SECOND,
+    ));
     if let Ok(path) = std::env::var("BENCH_DUMP") {
         let text: String = outcome
             .latencies
@@ -309,7 +401,7 @@ fn steady_rate(label: &str, tag: &str, server: &Server, runtime: &tokio::runtime
     assert!(outcome.all_status(&[200]), "{:?}", outcome.statuses);
     report(
         label,
-        "feed mix at a steady 1,000 msg/s, one connection per message",
+        &format!("feed mix at a steady 1,000 msg/s, {how}"),
         &outcome,
         server_cpu,
         own_cpu,

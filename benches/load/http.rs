@@ -2,15 +2,64 @@
 //! little of the two cores it shares with the server: each request is
 //! rendered once, ahead of time. Two ways to send, as SPEC §9 names them:
 //! one TCP connection per message (`Connection: close`, as SNS delivers) or
-//! keep-alive connections reused by each worker.
+//! keep-alive connections reused by each worker; over plain TCP or over
+//! TLS (`Transport`), where a new connection is a full handshake or, with
+//! the client's session cache, a resumed one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// A connection of either transport.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How the generator reaches the server: plain TCP, or TLS to a server
+/// whose certificate the given CA issued for `localhost`.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(TlsConnector),
+}
+
+impl Transport {
+    /// TLS trusting the CA in `ca_file`; `resume`: the client keeps
+    /// sessions (rustls's default cache) so that new connections resume
+    /// them, else every connection is a full handshake.
+    pub fn tls(ca_file: &str, resume: bool) -> Transport {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).expect("the CA file") {
+            roots.add(cert.expect("a CA certificate")).expect("a root");
+        }
+        let mut config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        if !resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        Transport::Tls(TlsConnector::from(Arc::new(config)))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Option<Box<dyn Io>> {
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let _ = tcp.set_nodelay(true);
+        match self {
+            Transport::Plain => Some(Box::new(tcp)),
+            Transport::Tls(connector) => {
+                let name = ServerName::try_from("localhost").expect("a name");
+                Some(Box::new(connector.connect(name, tcp).await.ok()?))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connections {
@@ -79,11 +128,17 @@ impl Outcome {
 
 /// The status code of an answer, reading it whole: to EOF when the server
 /// closes, else by its Content-Length. `buf` is reused between answers.
-async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>, until_eof: bool) -> Option<u16> {
+async fn read_answer(stream: &mut dyn Io, buf: &mut Vec<u8>, until_eof: bool) -> Option<u16> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).await.ok()?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: the answer
+            // read so far is the answer.
+            Err(_) if until_eof && !buf.is_empty() => 0,
+            Err(_) => return None,
+        };
         if n == 0 {
             break;
         }
@@ -115,6 +170,7 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>, until_eof: bool)
 /// Sends every request with `in_flight` workers (a closed loop).
 pub async fn closed_loop(
     addr: SocketAddr,
+    transport: &Transport,
     requests: Vec<Vec<u8>>,
     in_flight: usize,
     connections: Connections,
@@ -125,10 +181,11 @@ pub async fn closed_loop(
     let workers: Vec<_> = (0..in_flight)
         .map(|_| {
             let (requests, next) = (requests.clone(), next.clone());
+            let transport = transport.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = Vec::with_capacity(1024);
-                let mut kept: Option<TcpStream> = None;
+                let mut kept: Option<Box<dyn Io>> = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else {
@@ -137,25 +194,21 @@ pub async fn closed_loop(
                     let sent = Instant::now();
                     let status = match connections {
                         Connections::PerMessage => {
-                            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                            let Some(mut stream) = transport.connect(addr).await else {
                                 seen.push((sent.elapsed(), 0));
                                 continue;
                             };
-                            let _ = stream.set_nodelay(true);
                             let _ = stream.write_all(request).await;
-                            read_answer(&mut stream, &mut buf, true).await
+                            read_answer(&mut *stream, &mut buf, true).await
                         }
                         Connections::KeepAlive => {
                             if kept.is_none() {
-                                kept = TcpStream::connect(addr).await.ok();
-                                if let Some(s) = &kept {
-                                    let _ = s.set_nodelay(true);
-                                }
+                                kept = transport.connect(addr).await;
                             }
                             match kept.as_mut() {
                                 Some(stream) => {
                                     let _ = stream.write_all(request).await;
-                                    let status = read_answer(stream, &mut buf, false).await;
+                                    let status = read_answer(&mut **stream, &mut buf, false).await;
                                     if status.is_none() {
                                         kept = None;
                                     }
@@ -188,13 +241,19 @@ pub async fn closed_loop(
 
 /// Sends the requests at `per_second`, each on its own connection (an open
 /// loop: latency under a steady load, not throughput).
-pub async fn open_loop(addr: SocketAddr, requests: Vec<Vec<u8>>, per_second: u64) -> Outcome {
+pub async fn open_loop(
+    addr: SocketAddr,
+    transport: &Transport,
+    requests: Vec<Vec<u8>>,
+    per_second: u64,
+) -> Outcome {
     let started = Instant::now();
     let start = tokio::time::Instant::now();
     let tasks: Vec<_> = requests
         .into_iter()
         .enumerate()
         .map(|(i, request)| {
+            let transport = transport.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(
                     start + Duration::from_micros(i as u64 * 1_000_000 / per_second),
@@ -202,13 +261,12 @@ pub async fn open_loop(addr: SocketAddr, requests: Vec<Vec<u8>>, per_second: u64
                 .await;
                 let sent = Instant::now();
                 let mut buf = Vec::new();
-                let status = match TcpStream::connect(addr).await {
-                    Ok(mut stream) => {
-                        let _ = stream.set_nodelay(true);
+                let status = match transport.connect(addr).await {
+                    Some(mut stream) => {
                         let _ = stream.write_all(&request).await;
-                        read_answer(&mut stream, &mut buf, true).await
+                        read_answer(&mut *stream, &mut buf, true).await
                     }
-                    Err(_) => None,
+                    None => None,
                 };
                 (sent.elapsed(), status.unwrap_or(0))
             })

@@ -6,7 +6,12 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::signing::{TEST_CERT_FILE, TEST_CERT_URL, TOPIC};
 
@@ -15,6 +20,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// bouncer's admin listener (its `/metrics`); a peer has none.
     pub admin: Option<SocketAddr>,
+    /// How to reach the admin listener when it serves HTTPS (bouncer
+    /// started with `TLS_CERT_FILE`): trusting the TEST-ONLY CA.
+    admin_tls: Option<Arc<ClientConfig>>,
 }
 
 fn free_port() -> u16 {
@@ -65,10 +73,26 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("the server starts");
+        let admin_tls = extra
+            .iter()
+            .any(|(key, _)| *key == "TLS_CERT_FILE")
+            .then(|| {
+                let mut roots = RootCertStore::empty();
+                let ca = format!("{root}/fixtures/test-only/TEST-ONLY-ca-cert.pem");
+                for cert in CertificateDer::pem_file_iter(ca).expect("the CA file") {
+                    roots.add(cert.expect("a CA certificate")).expect("a root");
+                }
+                Arc::new(
+                    ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            });
         Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+            admin_tls,
         }
         .answering()
     }
@@ -118,6 +142,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: None,
+            admin_tls: None,
         }
         .answering();
         // Every worker imported the project (the master answers before they
@@ -205,18 +230,28 @@ impl Server {
     }
 }
 
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
 impl Server {
     /// The `_sum` and `_count` of a histogram in the server's `/metrics`.
     pub fn histogram(&self, name: &str) -> (f64, f64) {
         use std::io::{Read, Write};
         let mut text = String::new();
         if let Some(admin) = self.admin
-            && let Ok(mut stream) = std::net::TcpStream::connect(admin)
+            && let Ok(stream) = std::net::TcpStream::connect(admin)
         {
-            let _ = write!(
-                stream,
-                "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-            );
+            let request =
+                format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+            let mut stream: Box<dyn ReadWrite> = match &self.admin_tls {
+                None => Box::new(stream),
+                Some(config) => {
+                    let name = ServerName::try_from("localhost").expect("a name");
+                    let tls = ClientConnection::new(config.clone(), name).expect("a TLS client");
+                    Box::new(StreamOwned::new(tls, stream))
+                }
+            };
+            let _ = stream.write_all(request.as_bytes());
             let _ = stream.read_to_string(&mut text);
         }
         let value = |suffix: &str| {
