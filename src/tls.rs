@@ -3,13 +3,13 @@
 //! is told by the setting that names it, not by a TLS library's error type.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Settings;
-use crate::outbound::crypto_provider;
 
 /// The server's TLS configuration, or `None` for plain HTTP.
 pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::ServerConfig>> {
@@ -25,7 +25,7 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::Serve
     };
     let chain = certificates(cert_file)?;
     let key = private_key(key_file)?;
-    let config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?
         .with_no_client_auth()
@@ -42,7 +42,39 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::Serve
                 key_file.display()
             ),
         })?;
+    // SNS opens a connection per message, so a handshake per message is
+    // most of what HTTPS costs (BENCHMARKS.md, "Over HTTPS"). The suite
+    // is chosen by this server's order, AES-128-GCM with SHA-256 first: a
+    // client that lists AES-256-GCM with SHA-384 first (Java's default)
+    // would otherwise make every handshake's key schedule run SHA-384,
+    // which ring computes without the CPU's SHA extensions.
+    config.ignore_client_order = true;
+    // A client that comes back resumes with a stateless ticket (no server
+    // cache to outgrow, whichever worker answers), and one ticket a
+    // connection is enough for a client that opens one at a time.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| anyhow!("TLS: {e}"))?;
+    config.send_tls13_tickets = 1;
     Ok(Some(config))
+}
+
+/// ring's suites with AES-128-GCM first in each version, the rest in
+/// ring's order.
+fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        use rustls::CipherSuite::*;
+        let aes_128 = matches!(
+            suite.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        );
+        (
+            suite.version().version != rustls::ProtocolVersion::TLSv1_3,
+            !aes_128,
+        )
+    });
+    Arc::new(provider)
 }
 
 fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -144,3 +144,61 @@ async fn silent_clients_do_not_hold_up_a_real_tls_handshake() {
     drop(silent);
     app.stop().await;
 }
+
+/// SNS opens a connection per message, so each handshake counts: the
+/// server picks AES-128-GCM with SHA-256 even from a client that lists
+/// AES-256-GCM with SHA-384 first (as Java does), and a client that
+/// comes back resumes its session with the ticket it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_take_the_cheaper_suite_and_resume() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{ServerName, pem::PemObject};
+    use tokio_rustls::rustls::{self, CipherSuite, HandshakeKind};
+    let (app, port, _) = https_app(|_| {}).await;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        // AES-256 first, as Java's default list has it.
+        s.suite() != CipherSuite::TLS13_AES_256_GCM_SHA384
+    });
+    let root = crate::helpers::fixture("fixtures/test-only/TEST-ONLY-ca-cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(root).expect("ca") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        // Read the answer, and with it the ticket the server sends after
+        // the handshake.
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        let (_, session) = tls.get_ref();
+        seen.push((
+            session.negotiated_cipher_suite().map(|s| s.suite()),
+            session.handshake_kind(),
+        ));
+    }
+    let aes_128 = Some(CipherSuite::TLS13_AES_128_GCM_SHA256);
+    assert_eq!(
+        seen,
+        [
+            (aes_128, Some(HandshakeKind::Full)),
+            (aes_128, Some(HandshakeKind::Resumed))
+        ]
+    );
+    app.stop().await;
+}
