@@ -23,40 +23,67 @@ pub struct Timestamp(OffsetDateTime);
 const SQLITE_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
+/// The earliest and latest instants a `Timestamp` holds: the UTC years
+/// whose text has four digits, so that the text form is fixed width.
+const FIRST_YEAR: i32 = 0;
+const LAST_YEAR: i32 = 9999;
+const FIRST: Timestamp = Timestamp(time::macros::datetime!(0000-01-01 00:00:00 UTC));
+const LAST: Timestamp = Timestamp(time::macros::datetime!(9999-12-31 23:59:59.999 UTC));
+
 impl Timestamp {
-    /// Truncates to whole milliseconds, the precision both databases keep.
+    /// Truncates to whole milliseconds, the precision both databases keep;
+    /// an instant outside the years 0000 to 9999 (UTC) is taken as the
+    /// nearest end of that range.
     pub fn from_datetime(at: OffsetDateTime) -> Self {
-        let at = at.to_offset(UtcOffset::UTC);
+        Self::checked(at).unwrap_or(if at.year() > LAST_YEAR / 2 {
+            LAST
+        } else {
+            FIRST
+        })
+    }
+
+    /// The instant, truncated to milliseconds, if its UTC year is within
+    /// 0000 to 9999. (Moving a time such as `9999-12-31T23:59:59-01:00` to
+    /// UTC leaves the range `time` can hold; that must be an answer, not a
+    /// panic: SNS's `Timestamp` is read before the signature is checked.)
+    fn checked(at: OffsetDateTime) -> Option<Self> {
+        let at = at.checked_to_offset(UtcOffset::UTC)?;
+        if !(FIRST_YEAR..=LAST_YEAR).contains(&at.year()) {
+            return None;
+        }
         let millis = at.millisecond();
         let truncated = at
             .replace_nanosecond(u32::from(millis) * 1_000_000)
             .unwrap_or(at);
-        Timestamp(truncated)
+        Some(Timestamp(truncated))
     }
 
-    /// Parses an ISO 8601 / RFC 3339 time such as SNS's `Timestamp`.
+    /// Parses an ISO 8601 / RFC 3339 time such as SNS's `Timestamp`; none
+    /// outside the years 0000 to 9999 in UTC.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         OffsetDateTime::parse(text, &Rfc3339)
             .ok()
-            .map(Self::from_datetime)
+            .and_then(Self::checked)
     }
 
     pub fn from_unix_millis(millis: i64) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
             .ok()
-            .map(Timestamp)
+            .and_then(Self::checked)
     }
 
     pub fn unix_millis(self) -> i64 {
         (self.0.unix_timestamp_nanos() / 1_000_000) as i64
     }
 
+    /// `self - by`, or the first instant a `Timestamp` holds.
     pub fn saturating_sub(self, by: Duration) -> Self {
-        Timestamp(self.0.checked_sub(by).unwrap_or(self.0))
+        self.0.checked_sub(by).map_or(FIRST, Self::from_datetime)
     }
 
+    /// `self + by`, or the last instant a `Timestamp` holds.
     pub fn saturating_add(self, by: Duration) -> Self {
-        Timestamp(self.0.checked_add(by).unwrap_or(self.0))
+        self.0.checked_add(by).map_or(LAST, Self::from_datetime)
     }
 
     /// The same instant as text, in the fixed SQLite layout (also used in
@@ -147,5 +174,24 @@ mod tests {
         assert_eq!(b.to_text(), "2026-01-01T00:00:00.500Z");
         assert!(a.to_text() < b.to_text());
         assert_eq!(Timestamp::parse_text(&b.to_text()), Some(b));
+    }
+
+    /// Found by fuzzing: moving these to UTC leaves the range `time` holds
+    /// (it panicked) or gives a year of five characters (whose text did not
+    /// parse back).
+    #[test]
+    fn times_outside_four_digit_years_are_refused_not_a_panic() {
+        for text in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00"] {
+            assert_eq!(Timestamp::parse_rfc3339(text), None, "{text}");
+        }
+        let last = Timestamp::parse_rfc3339("9999-12-31T23:59:59.999Z").unwrap();
+        let first = Timestamp::parse_rfc3339("0000-01-01T00:00:00Z").unwrap();
+        for t in [last, first] {
+            assert_eq!(t.to_text().len(), 24);
+            assert_eq!(Timestamp::parse_text(&t.to_text()), Some(t));
+        }
+        assert_eq!(last.saturating_add(Duration::days(2)), last);
+        assert_eq!(first.saturating_sub(Duration::days(2)), first);
+        assert_eq!(Timestamp::from_unix_millis(-62_167_219_200_001), None);
     }
 }

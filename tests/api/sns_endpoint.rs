@@ -169,6 +169,13 @@ async fn each_required_field_is_checked_per_type(backend: Backend) {
         .set("Timestamp", "yesterday")
         .sign();
     assert_refused(&app.post(&bad_time).await, 400, "malformed_field");
+    // Found by fuzzing: this time, moved to UTC, is past the year 9999; it
+    // panicked the worker, for anyone (the Timestamp is read before the
+    // signature is checked).
+    for time in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00"] {
+        let msg = Msg::notification(TOPIC, "x").set("Timestamp", time).sign();
+        assert_refused(&app.post(&msg).await, 400, "malformed_field");
+    }
     // A MessageId with a control character is refused, signed or not: a
     // line break in it could move another field into the signed text, and
     // a NUL was once stored as the six characters `\u0000`, so the id
