@@ -180,8 +180,12 @@ pub fn build_verifier(
         VerifierPolicy {
             allowed_topics,
             require_v2: settings.sns_require_signature_v2,
-            max_age: time::Duration::seconds(settings.sns_max_age_secs as i64),
-            max_future: time::Duration::seconds(settings.sns_max_future_secs as i64),
+            max_age: time::Duration::seconds(
+                i64::try_from(settings.sns_max_age_secs).unwrap_or(i64::MAX),
+            ),
+            max_future: time::Duration::seconds(
+                i64::try_from(settings.sns_max_future_secs).unwrap_or(i64::MAX),
+            ),
         },
         Arc::new(certs),
         hooks.clock.clone(),
@@ -457,7 +461,9 @@ impl Retention {
         Retention {
             keep: time::Duration::days(i64::from(settings.retention_days)),
             guard_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
-            freshness: time::Duration::seconds(settings.sns_max_age_secs as i64),
+            freshness: time::Duration::seconds(
+                i64::try_from(settings.sns_max_age_secs).unwrap_or(i64::MAX),
+            ),
             soft_window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
         }
     }

@@ -76,14 +76,16 @@ impl Timestamp {
         (self.0.unix_timestamp_nanos() / 1_000_000) as i64
     }
 
-    /// `self - by`, or the first instant a `Timestamp` holds.
+    /// `self - by`, or the end of the range it passes.
     pub fn saturating_sub(self, by: Duration) -> Self {
-        self.0.checked_sub(by).map_or(FIRST, Self::from_datetime)
+        let edge = if by.is_negative() { LAST } else { FIRST };
+        self.0.checked_sub(by).map_or(edge, Self::from_datetime)
     }
 
-    /// `self + by`, or the last instant a `Timestamp` holds.
+    /// `self + by`, or the end of the range it passes.
     pub fn saturating_add(self, by: Duration) -> Self {
-        self.0.checked_add(by).map_or(LAST, Self::from_datetime)
+        let edge = if by.is_negative() { FIRST } else { LAST };
+        self.0.checked_add(by).map_or(edge, Self::from_datetime)
     }
 
     /// The same instant as text, in the fixed SQLite layout (also used in
@@ -97,7 +99,7 @@ impl Timestamp {
     fn parse_text(text: &str) -> Option<Self> {
         time::PrimitiveDateTime::parse(text, SQLITE_FORMAT)
             .ok()
-            .map(|t| Timestamp(t.assume_utc()))
+            .and_then(|t| Self::checked(t.assume_utc()))
             .or_else(|| Self::parse_rfc3339(text))
     }
 }
@@ -192,6 +194,8 @@ mod tests {
         }
         assert_eq!(last.saturating_add(Duration::days(2)), last);
         assert_eq!(first.saturating_sub(Duration::days(2)), first);
+        assert_eq!(last.saturating_sub(Duration::MIN), last);
+        assert_eq!(first.saturating_add(Duration::MIN), first);
         assert_eq!(Timestamp::from_unix_millis(-62_167_219_200_001), None);
     }
 }

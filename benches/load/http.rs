@@ -199,6 +199,7 @@ pub async fn closed_loop(
                                 continue;
                             };
                             let _ = stream.write_all(request).await;
+                            let _ = stream.flush().await;
                             read_answer(&mut *stream, &mut buf, true).await
                         }
                         Connections::KeepAlive => {
@@ -208,6 +209,7 @@ pub async fn closed_loop(
                             match kept.as_mut() {
                                 Some(stream) => {
                                     let _ = stream.write_all(request).await;
+                                    let _ = stream.flush().await;
                                     let status = read_answer(&mut **stream, &mut buf, false).await;
                                     if status.is_none() {
                                         kept = None;
@@ -264,6 +266,7 @@ pub async fn open_loop(
                 let status = match transport.connect(addr).await {
                     Some(mut stream) => {
                         let _ = stream.write_all(&request).await;
+                        let _ = stream.flush().await;
                         read_answer(&mut *stream, &mut buf, true).await
                     }
                     None => None,

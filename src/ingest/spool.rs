@@ -498,7 +498,9 @@ fn next_intact(file: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> 
         file.seek(SeekFrom::Start(from))?;
         buf.clear();
         (&mut *file).take(window).read_to_end(&mut buf)?;
-        let whole = buf.len() as u64 >= rest;
+        // All of it, or all there is (a file cut shorter than `len` under
+        // bouncer's feet must not be read again and again).
+        let whole = buf.len() as u64 >= rest || (buf.len() as u64) < window;
         while i + HEADER < buf.len() {
             match record_at(&buf[i..]) {
                 Some(true) => return Ok(Some(from + i as u64)),

@@ -287,9 +287,24 @@ impl Store {
         // the other's second lock. Reads are not held up; SQLite's write
         // transaction holds the whole database already.
         const QUIESCE: &str = "LOCK TABLE soft_bounces, suppressions IN EXCLUSIVE MODE";
+        // Writers queue behind a removal that waits: it waits at most this
+        // long (behind a CSV import's transaction, say), well under the
+        // writer's own lock time-out, and is then answered 503, to retry.
+        const QUIESCE_WAIT: &str = "SET LOCAL lock_timeout = '1s'";
+        const LISTED: &str = "SELECT EXISTS (SELECT 1 FROM suppressions WHERE email = $1)";
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
         if let Raw::Postgres(conn) = tx.raw() {
+            // No lock for an address that is not listed.
+            let listed: bool = sqlx::query_scalar(LISTED)
+                .bind(email.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            if !listed {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            sqlx::query(QUIESCE_WAIT).execute(&mut *conn).await?;
             sqlx::query(QUIESCE).execute(conn).await?;
         }
         // The streak's row first: the writer locks an address's streak

@@ -168,7 +168,7 @@ async fn tls_handshakes_take_the_cheaper_suite_and_resume() {
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(roots)
+        .with_root_certificates(roots.clone())
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let mut seen = Vec::new();
@@ -183,6 +183,7 @@ async fn tls_handshakes_take_the_cheaper_suite_and_resume() {
         tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .expect("request");
+        tls.flush().await.expect("sent");
         let mut answer = Vec::new();
         let _ = tls.read_to_end(&mut answer).await;
         assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
@@ -199,6 +200,28 @@ async fn tls_handshakes_take_the_cheaper_suite_and_resume() {
             (aes_128, Some(HandshakeKind::Full)),
             (aes_128, Some(HandshakeKind::Resumed))
         ]
+    );
+    // The same order in TLS 1.2 (the test certificate is RSA).
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384);
+    let tls12 = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls12))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
     );
     app.stop().await;
 }

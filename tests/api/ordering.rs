@@ -469,3 +469,43 @@ async fn a_removal_racing_an_older_bounce_keeps_the_address_off() {
     );
     app.stop().await;
 }
+
+/// Writers queue behind a removal that waits for its lock, so it does not
+/// wait long: behind a long transaction on the list (a CSV import, say) it
+/// is answered 503, to retry, and the address stays listed until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_behind_a_long_transaction_is_answered_503_to_retry() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let who = "held@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    let at = iso(now - time::Duration::minutes(5));
+    assert_status(&app.post(&hard_bounce(who, &at)).await, 200, "stored");
+    let mut dba = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE suppressions IN ROW EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let remove = || async {
+        app.client
+            .delete(format!(
+                "{}/v1/suppressions/{who}?by=carol&reason=asked",
+                app.admin_address
+            ))
+            .send()
+            .await
+            .expect("answer")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(remove().await, 503);
+    assert!(listed(&app, who).await.is_some());
+    dba.execute("COMMIT").await.expect("release");
+    assert_eq!(remove().await, 200);
+    assert_eq!(listed(&app, who).await, None);
+    app.stop().await;
+}
