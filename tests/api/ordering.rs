@@ -390,34 +390,58 @@ async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
     app.stop().await;
 }
 
+/// An app on PostgreSQL with `who` suppressed by a hard bounce dated
+/// `minutes` ago, and a session of the test's own holding `lock` in an open
+/// transaction; none without PostgreSQL.
+async fn listed_and_held(
+    who: &str,
+    minutes: i64,
+    lock: &'static str,
+) -> Option<(TestApp, sqlx::PgConnection)> {
+    let backend = Backend::postgres().await?;
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let at = iso(time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes));
+    assert_status(&app.post(&hard_bounce(who, &at)).await, 200, "stored");
+    assert!(listed(&app, who).await.is_some());
+    let mut dba = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute(lock).await.expect("lock");
+    Some((app, dba))
+}
+
+/// `DELETE /v1/suppressions/{who}`, as an operator removes an address.
+async fn remove_by_hand(app: &TestApp, who: &str) -> u16 {
+    app.client
+        .delete(format!(
+            "{}/v1/suppressions/{who}?by=carol&reason=asked",
+            app.admin_address
+        ))
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
 /// An address removed by hand while an older bounce of it is being
 /// stored (PostgreSQL, where the two run at once): the bounce happened
 /// before the removal, so whichever commits first, the address stays off
 /// the list and the bounce is in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_racing_an_older_bounce_keeps_the_address_off() {
-    let Some(backend) = Backend::postgres().await else {
+    let who = "raced@example.com";
+    // Hold the address's row so that the removal and the late bounce both
+    // wait for it, the removal first; then let them go.
+    let lock = "SELECT 1 FROM suppressions WHERE email = 'raced@example.com' FOR UPDATE";
+    let Some((app, mut dba)) = listed_and_held(who, 30, lock).await else {
         return;
     };
-    let app = spawn_app_with(backend, |_, _| {}).await;
     let Pool::Postgres(pool) = &app.db.pool else {
         unreachable!()
     };
-    let who = "raced@example.com";
-    let now = time::OffsetDateTime::now_utc();
-    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
-    assert_status(&app.post(&hard_bounce(who, &ago(30))).await, 200, "stored");
-    assert!(listed(&app, who).await.is_some());
-
-    // Hold the address's row so that the removal and the late bounce both
-    // wait for it, the removal first; then let them go.
-    let mut dba = sqlx::PgConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("SELECT 1 FROM suppressions WHERE email = 'raced@example.com' FOR UPDATE")
-        .await
-        .expect("lock");
+    let late_at = iso(time::OffsetDateTime::now_utc() - time::Duration::minutes(20));
     let waiting = |n: i64| {
         eventually("sessions wait on a lock", move || async move {
             let waiting: i64 = sqlx::query_scalar(
@@ -430,20 +454,10 @@ async fn a_removal_racing_an_older_bounce_keeps_the_address_off() {
             waiting == n
         })
     };
-    let removal = async {
-        app.client
-            .delete(format!(
-                "{}/v1/suppressions/{who}?by=carol&reason=asked",
-                app.admin_address
-            ))
-            .send()
-            .await
-            .expect("answer")
-            .status()
-    };
+    let removal = remove_by_hand(&app, who);
     let late = async {
         waiting(1).await;
-        app.post(&hard_bounce(who, &ago(20))).await
+        app.post(&hard_bounce(who, &late_at)).await
     };
     let release = async {
         waiting(2).await;
@@ -475,37 +489,15 @@ async fn a_removal_racing_an_older_bounce_keeps_the_address_off() {
 /// is answered 503, to retry, and the address stays listed until then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_behind_a_long_transaction_is_answered_503_to_retry() {
-    let Some(backend) = Backend::postgres().await else {
+    let who = "held@example.com";
+    let lock = "LOCK TABLE suppressions IN ROW EXCLUSIVE MODE";
+    let Some((app, mut dba)) = listed_and_held(who, 5, lock).await else {
         return;
     };
-    let app = spawn_app_with(backend, |_, _| {}).await;
-    let who = "held@example.com";
-    let now = time::OffsetDateTime::now_utc();
-    let at = iso(now - time::Duration::minutes(5));
-    assert_status(&app.post(&hard_bounce(who, &at)).await, 200, "stored");
-    let mut dba = sqlx::PgConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("LOCK TABLE suppressions IN ROW EXCLUSIVE MODE")
-        .await
-        .expect("lock");
-    let remove = || async {
-        app.client
-            .delete(format!(
-                "{}/v1/suppressions/{who}?by=carol&reason=asked",
-                app.admin_address
-            ))
-            .send()
-            .await
-            .expect("answer")
-            .status()
-            .as_u16()
-    };
-    assert_eq!(remove().await, 503);
+    assert_eq!(remove_by_hand(&app, who).await, 503);
     assert!(listed(&app, who).await.is_some());
     dba.execute("COMMIT").await.expect("release");
-    assert_eq!(remove().await, 200);
+    assert_eq!(remove_by_hand(&app, who).await, 200);
     assert_eq!(listed(&app, who).await, None);
     app.stop().await;
 }
