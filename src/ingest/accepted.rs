@@ -41,20 +41,22 @@ impl Accepted {
                 Content::SubscriptionConfirmation { confirmed: None }
             }
             MessageType::UnsubscribeConfirmation => Content::UnsubscribeConfirmation,
-            MessageType::Notification => match feedback::parse(&message.envelope().message) {
-                // SES publishes an event after it happened: a time later
-                // than the signed Timestamp is wrong, and would hold the
-                // row's details against every real event after it.
-                Parsed::Feedback(mut events) => {
-                    let published = message.envelope().timestamp;
-                    for event in &mut events {
-                        event.occurred_at = event.occurred_at.min(published);
+            MessageType::Notification => {
+                match feedback::parse(&message.envelope().message, message.envelope().timestamp) {
+                    // SES publishes an event after it happened: a time later
+                    // than the signed Timestamp is wrong, and would hold the
+                    // row's details against every real event after it.
+                    Parsed::Feedback(mut events) => {
+                        let published = message.envelope().timestamp;
+                        for event in &mut events {
+                            event.occurred_at = event.occurred_at.min(published);
+                        }
+                        Content::Feedback(events)
                     }
-                    Content::Feedback(events)
+                    Parsed::SubscriptionSucceeded => Content::SesSetupNotice,
+                    Parsed::Unrecognized(why) => Content::Unrecognized(why),
                 }
-                Parsed::SubscriptionSucceeded => Content::SesSetupNotice,
-                Parsed::Unrecognized(why) => Content::Unrecognized(why),
-            },
+            }
         };
         Accepted {
             message,

@@ -216,7 +216,10 @@ fn text(raw: Option<&RawValue>) -> Option<String> {
 }
 
 /// Parses `message` (the notification's `Message`).
-pub fn parse(message: &str) -> Parsed {
+/// `published`: the signed SNS `Timestamp` of the message, the event's time
+/// when neither the event nor its mail has a usable one (a bounce must not
+/// be dropped for a malformed date).
+pub fn parse(message: &str, published: Timestamp) -> Parsed {
     let top: Top<'_> = match serde_json::from_str(message) {
         Ok(top) => top,
         Err(_) => return Parsed::Unrecognized("the Message is not a JSON object".into()),
@@ -231,7 +234,7 @@ pub fn parse(message: &str) -> Parsed {
     if event_type == "AmazonSnsSubscriptionSucceeded" {
         return Parsed::SubscriptionSucceeded;
     }
-    match parse_event(&top, format, &event_type) {
+    match parse_event(&top, format, &event_type, published) {
         Ok(events) => Parsed::Feedback(events),
         Err(why) => Parsed::Unrecognized(format!("{event_type}: {why}")),
     }
@@ -250,23 +253,22 @@ struct OtherEvent {
     link: Option<String>,
 }
 
-fn time_or(text: Option<&str>, fallback: Option<Timestamp>) -> Result<Timestamp, String> {
-    text.and_then(Timestamp::parse_rfc3339)
-        .or(fallback)
-        .ok_or_else(|| "no usable timestamp".into())
+fn time_or(text: Option<&str>, fallback: Timestamp) -> Timestamp {
+    text.and_then(Timestamp::parse_rfc3339).unwrap_or(fallback)
 }
 
 fn parse_event(
     top: &Top<'_>,
     format: Format,
     event_type: &str,
+    published: Timestamp,
 ) -> Result<Vec<FeedbackEvent>, String> {
     let mail: Mail = field(top.mail, "mail")?;
     let ses_message_id = mail
         .message_id
         .filter(|m| !m.is_empty())
         .ok_or("no mail.messageId")?;
-    let mail_time = mail.timestamp.as_deref().and_then(Timestamp::parse_rfc3339);
+    let mail_time = time_or(mail.timestamp.as_deref(), published);
     let destination_count = mail.destination.len();
     let event = |recipient: Option<EmailAddress>,
                  feedback_id: Option<String>,
@@ -288,7 +290,7 @@ fn parse_event(
     match event_type {
         "Bounce" => {
             let bounce: Bounce = field(top.bounce, "bounce")?;
-            let at = time_or(bounce.timestamp.as_deref(), mail_time)?;
+            let at = time_or(bounce.timestamp.as_deref(), mail_time);
             let id = bounce
                 .feedback_id
                 .clone()
@@ -321,7 +323,7 @@ fn parse_event(
         }
         "Complaint" => {
             let complaint: Complaint = field(top.complaint, "complaint")?;
-            let at = time_or(complaint.timestamp.as_deref(), mail_time)?;
+            let at = time_or(complaint.timestamp.as_deref(), mail_time);
             let id = complaint
                 .feedback_id
                 .clone()
@@ -347,7 +349,7 @@ fn parse_event(
         }
         "Delivery" => {
             let delivery: Delivery = field(top.delivery, "delivery")?;
-            let at = time_or(delivery.timestamp.as_deref(), mail_time)?;
+            let at = time_or(delivery.timestamp.as_deref(), mail_time);
             only_valid(delivery.recipients.iter().map(|r| {
                 let email = address(r)?;
                 let key = format!("delivery:{ses_message_id}:{email}");
@@ -363,7 +365,7 @@ fn parse_event(
                 .and_then(|raw| serde_json::from_str(raw.get()).ok())
                 .unwrap_or_default();
             let own_time = object.timestamp.as_deref();
-            let at = time_or(own_time, mail_time)?;
+            let at = time_or(own_time, mail_time);
             let link = object.link.as_deref().unwrap_or("");
             let key = format!(
                 "{}:{ses_message_id}:{}:{link}",
@@ -389,10 +391,26 @@ fn parse_event(
 mod tests {
     use super::*;
 
+    fn published() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-01-02T00:00:00Z").unwrap()
+    }
+
+    /// A bounce whose own time and mail's time are both unusable is still
+    /// a bounce, dated by the signed SNS Timestamp (it was dropped as
+    /// "unrecognized", and the address not suppressed).
+    #[test]
+    fn a_bounce_with_no_usable_time_is_dated_by_the_sns_message() {
+        let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"a@example.com"}],"timestamp":"2026-01-01T01:05:60Z","feedbackId":"fb-9"},"mail":{"messageId":"m-9","timestamp":"2026-01-01T01:05:60Z","destination":["a@example.com"]}}"#;
+        let Parsed::Feedback(events) = parse(message, published()) else {
+            panic!("not feedback")
+        };
+        assert_eq!(events[0].occurred_at, published());
+    }
+
     #[test]
     fn a_classic_bounce_gives_one_event_per_recipient_with_normalized_addresses() {
         let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"\"Jane\" <Jane@Example.com>","status":"5.1.1","diagnosticCode":"smtp; 550"},{"emailAddress":"bob@example.com","status":"","diagnosticCode":" "}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-1","extra":1},"mail":{"messageId":"m-1","timestamp":"2026-01-01T00:00:00.000Z","destination":["jane@example.com","bob@example.com"]}}"#;
-        let Parsed::Feedback(events) = parse(message) else {
+        let Parsed::Feedback(events) = parse(message, published()) else {
             panic!("not feedback")
         };
         assert_eq!(events.len(), 2);
@@ -418,7 +436,7 @@ mod tests {
     #[test]
     fn a_bad_recipient_does_not_cost_the_others_their_event() {
         let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"not an address"},{"emailAddress":"real@example.com"}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-2"},"mail":{"messageId":"m-2","timestamp":"2026-01-01T00:00:00.000Z","destination":[]}}"#;
-        let Parsed::Feedback(events) = parse(message) else {
+        let Parsed::Feedback(events) = parse(message, published()) else {
             panic!("not feedback")
         };
         assert_eq!(events.len(), 1);
@@ -431,7 +449,7 @@ mod tests {
     #[test]
     fn a_send_event_names_every_recipient_of_the_mail() {
         let message = r#"{"eventType":"Send","send":{},"mail":{"messageId":"m-3","timestamp":"2026-01-01T00:00:00.000Z","destination":["A <a@example.com>","b@example.com"]}}"#;
-        let Parsed::Feedback(events) = parse(message) else {
+        let Parsed::Feedback(events) = parse(message, published()) else {
             panic!("not feedback")
         };
         let names: Vec<&str> = events[0].destination.iter().map(|d| d.as_str()).collect();
@@ -440,15 +458,25 @@ mod tests {
 
     #[test]
     fn non_ses_messages_are_unrecognized() {
-        assert!(matches!(parse("Hello world"), Parsed::Unrecognized(_)));
-        assert!(matches!(parse(r#"{"foo":1}"#), Parsed::Unrecognized(_)));
         assert!(matches!(
-            parse(r#"{"notificationType":"Bounce","mail":{"messageId":"m"}}"#),
+            parse("Hello world", published()),
+            Parsed::Unrecognized(_)
+        ));
+        assert!(matches!(
+            parse(r#"{"foo":1}"#, published()),
             Parsed::Unrecognized(_)
         ));
         assert!(matches!(
             parse(
-                r#"{"eventType":"Teleport","mail":{"messageId":"m","timestamp":"2026-01-01T00:00:00Z"}}"#
+                r#"{"notificationType":"Bounce","mail":{"messageId":"m"}}"#,
+                published()
+            ),
+            Parsed::Unrecognized(_)
+        ));
+        assert!(matches!(
+            parse(
+                r#"{"eventType":"Teleport","mail":{"messageId":"m","timestamp":"2026-01-01T00:00:00Z"}}"#,
+                published()
             ),
             Parsed::Unrecognized(_)
         ));
