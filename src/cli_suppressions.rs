@@ -85,7 +85,13 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
                 bail!("--by and --reason must not be empty");
             }
             let by = format!("{} (cli:{})", by.trim(), operator());
-            match store.remove(&email, &by, reason.trim(), now()).await? {
+            let removed = match store.remove(&email, &by, reason.trim(), now()).await {
+                Err(e) if e.is_lock_timeout() => bail!(
+                    "another transaction is writing the suppression list (a CSV import, say); nothing was changed: try again in a moment"
+                ),
+                other => other?,
+            };
+            match removed {
                 Some(row) => {
                     say!("removed\t{}", line(&row));
                     Ok(ExitCode::SUCCESS)

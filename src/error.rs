@@ -201,6 +201,10 @@ pub enum ApiError {
     NoSuchPath(String),
     #[error("the database is unavailable now; try again later")]
     DatabaseUnavailable,
+    #[error(
+        "another transaction is writing the suppression list (a CSV import, say), and a removal waits for it at most 1 s; nothing was changed: try again in a moment"
+    )]
+    ListBusy,
     #[error("internal error; the server's log has the details")]
     Internal,
 }
@@ -218,6 +222,7 @@ impl ApiError {
             ApiError::HostNotLoopback(_) => "host_not_loopback",
             ApiError::NoSuchPath(_) => "not_found",
             ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::ListBusy => "list_busy",
             ApiError::Internal => "internal_error",
         }
     }
@@ -249,7 +254,7 @@ impl ResponseError for ApiError {
             | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::NotSuppressed(_) | ApiError::NoSuchPath(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
-            ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable | ApiError::ListBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -260,6 +265,12 @@ impl ResponseError for ApiError {
             response.headers_mut().insert(
                 actix_web::http::header::WWW_AUTHENTICATE,
                 actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if matches!(self, ApiError::ListBusy) {
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
             );
         }
         response

@@ -122,6 +122,7 @@ impl Spool {
             ))
         })?;
         let mut seqs = Vec::new();
+        let mut strays = Vec::new();
         for entry in std::fs::read_dir(path)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
@@ -134,16 +135,19 @@ impl Spool {
             // find), and a lone `7.seg` could not be opened by its number.
             match stem.parse::<u64>() {
                 Ok(seq) if segment_name(seq) == name => seqs.push(seq),
-                parsed => {
-                    let hint = parsed.map_or(String::new(), |seq| {
-                        format!(" (if it is a segment, its name is {})", segment_name(seq))
-                    });
-                    return Err(io::Error::other(format!(
-                        "the spool {} holds {name}, which is not a segment name bouncer writes{hint}: rename it or move it out of the folder; nothing was read",
-                        path.display()
-                    )));
-                }
+                _ => strays.push(name.into_owned()),
             }
+        }
+        if !strays.is_empty() {
+            strays.sort();
+            // A name after every segment, never one in use: renaming a
+            // stray onto a segment would overwrite acknowledged messages.
+            let free = segment_name(seqs.iter().max().map_or(1, |s| s + 1));
+            return Err(io::Error::other(format!(
+                "the spool {} holds {}, not a segment name bouncer writes: move it out of the folder, or, if it holds messages to apply, rename it to a name no segment has (such as {free}, then the next number for another); nothing was read",
+                path.display(),
+                strays.join(", ")
+            )));
         }
         seqs.sort_unstable();
         let mut segments = VecDeque::new();

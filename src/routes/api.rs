@@ -282,7 +282,11 @@ async fn remove(
     let why = required_reason(query.reason.as_deref())?;
     let by = actor(&caller, query.by.as_deref());
     let now = state.verifier.clock().now();
-    match state.store.remove(&email, &by, why, now).await? {
+    let removed = match state.store.remove(&email, &by, why, now).await {
+        Err(e) if e.is_lock_timeout() => return Err(ApiError::ListBusy),
+        other => other?,
+    };
+    match removed {
         Some(row) => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": row, "removed_by": by })))
         }

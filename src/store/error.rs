@@ -62,6 +62,13 @@ impl DbError {
     pub fn source_error(&self) -> &sqlx::Error {
         &self.source
     }
+
+    /// PostgreSQL's `lock_timeout` ran out (55P03): a lock held by another
+    /// transaction, not a database that is down.
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(&self.source, sqlx::Error::Database(db)
+            if db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| pg.code() == "55P03"))
+    }
 }
 
 impl fmt::Display for DbError {
