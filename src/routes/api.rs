@@ -159,6 +159,9 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+        // An address has no control character (PostgreSQL refuses a NUL in
+        // text: it was a 500 there, found by an outside trial).
+        .filter(|text| !text.chars().any(char::is_control))
         .ok_or_else(|| ApiError::InvalidRequest("cursor is not one this API gave out".into()))
 }
 
@@ -192,7 +195,15 @@ fn parse_prefix(q: &str) -> Result<String, ApiError> {
             "q is longer than an address can be ({LONGEST} bytes)"
         )));
     }
-    Ok(q.trim().to_lowercase())
+    let q = q.trim();
+    // No address holds one (and PostgreSQL refuses a NUL in text: it was
+    // a 500 there, found by an outside trial).
+    if q.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "q holds a control character, which no address has".into(),
+        ));
+    }
+    Ok(q.to_lowercase())
 }
 
 pub fn parse_since(since: &str) -> Result<Timestamp, ApiError> {

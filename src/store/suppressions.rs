@@ -143,7 +143,7 @@ impl Store {
     /// the filters given, so that each combination walks an index from the
     /// cursor on: a page costs about the same at row 10 as at row 900,000.
     ///
-    /// A prefix is a range of the key (`prefix <= email < prefix || U+10FFFF`).
+    /// A prefix is a range of the key (`prefix <= email < ` [`prefix_end`]).
     /// On PostgreSQL it is taken in byte order (`COLLATE "C"`, with its own
     /// index, migration 0006): in a linguistic collation such as
     /// `en_US.UTF-8` the addresses starting with a prefix are not one range.
@@ -182,7 +182,9 @@ impl Store {
                         Some(after) => qb.push(format_args!(" AND {key} > ")).push_bind(after.clone()),
                         None => qb.push(format_args!(" AND {key} >= ")).push_bind(prefix.clone()),
                     };
-                    qb.push(format_args!(" AND {key} < ")).push_bind(format!("{prefix}\u{10FFFF}"));
+                    if let Some(end) = prefix_end(prefix) {
+                        qb.push(format_args!(" AND {key} < ")).push_bind(end);
+                    }
                 }
                 (None, Some(after)) => {
                     qb.push(format_args!(" AND {key} > ")).push_bind(after.clone());
@@ -431,4 +433,38 @@ pub struct ImportRow {
 /// The column list, for exports that must match the table.
 pub fn columns() -> Vec<&'static str> {
     columns!().split(',').map(str::trim).collect()
+}
+
+/// The first text after every text that starts with `prefix`, in code
+/// point order (UTF-8 byte order, the key's order): `prefix` with its last
+/// character that can be, moved to the next one. `None` when every
+/// character is the last one (no upper bound). `prefix || U+10FFFF` missed
+/// the addresses whose next character is U+10FFFF (found by an outside
+/// trial).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value, stepping over the surrogates.
+        let next = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_range_ends_after_every_text_that_starts_with_it() {
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        let end = prefix_end("pfx").unwrap();
+        assert!("pfx\u{10FFFF}z@x.io" < end.as_str());
+    }
 }
