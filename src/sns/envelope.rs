@@ -178,7 +178,7 @@ impl Envelope {
         let timestamp =
             Timestamp::parse_rfc3339(&timestamp_text).ok_or_else(|| SnsError::MalformedField {
                 field: "Timestamp",
-                why: format!("`{timestamp_text}` is not an ISO 8601 UTC time"),
+                why: format!("`{timestamp_text}` is not an ISO 8601 time between the years 0000 and 9999 (UTC)"),
             })?;
         let signature_version = required(raw.signature_version, "SignatureVersion")?;
         let signature = required(raw.signature, "Signature")?;
