@@ -449,6 +449,19 @@ async fn without_tokens_only_requests_to_a_loopback_name_are_served(backend: Bac
         let refused = send(&app, Method::GET, path, &[("host", rebound.as_str())], "").await;
         assert_refused(&refused, 403, "host_not_loopback");
     }
+    // An empty Host, or one that is not text, names no loopback host
+    // either (an outside trial found both let through).
+    for host in [&b""[..], "ÿ".as_bytes()] {
+        let request = app
+            .client
+            .get(format!("{}/v1/sending", app.admin_address))
+            .header(
+                "host",
+                reqwest::header::HeaderValue::from_bytes(host).expect("a header value"),
+            );
+        let refused = answer(request.send().await.expect("answer")).await;
+        assert_refused(&refused, 403, "host_not_loopback");
+    }
     app.stop().await;
     // With tokens, the token decides: any name reaches the listener.
     let app = app_with_token(backend).await;
