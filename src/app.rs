@@ -180,12 +180,8 @@ pub fn build_verifier(
         VerifierPolicy {
             allowed_topics,
             require_v2: settings.sns_require_signature_v2,
-            max_age: time::Duration::seconds(
-                i64::try_from(settings.sns_max_age_secs).unwrap_or(i64::MAX),
-            ),
-            max_future: time::Duration::seconds(
-                i64::try_from(settings.sns_max_future_secs).unwrap_or(i64::MAX),
-            ),
+            max_age: seconds(settings.sns_max_age_secs),
+            max_future: seconds(settings.sns_max_future_secs),
         },
         Arc::new(certs),
         hooks.clock.clone(),
@@ -461,9 +457,7 @@ impl Retention {
         Retention {
             keep: time::Duration::days(i64::from(settings.retention_days)),
             guard_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
-            freshness: time::Duration::seconds(
-                i64::try_from(settings.sns_max_age_secs).unwrap_or(i64::MAX),
-            ),
+            freshness: seconds(settings.sns_max_age_secs),
             soft_window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
         }
     }
@@ -534,4 +528,10 @@ fn listen_addr(text: &str) -> anyhow::Result<Vec<std::net::SocketAddr>> {
         return Err(bad("it names no address".into()));
     }
     Ok(addrs)
+}
+
+/// A setting in seconds as a duration (a count past `i64` is as long as
+/// there is, not a negative one).
+fn seconds(n: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
 }

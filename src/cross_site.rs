@@ -66,11 +66,13 @@ fn judge(req: &ServiceRequest, loopback_mode: bool) -> Result<(), ApiError> {
             .as_deref()
             .is_some_and(|h| !h.is_empty() && names_loopback(h))
     {
-        let shown = match (&own, req.headers().get(HOST)) {
-            (Some(host), _) if !host.is_empty() => host.clone(),
-            (_, Some(raw)) => String::from_utf8_lossy(raw.as_bytes()).into_owned(),
-            (_, None) => String::new(),
-        };
+        // A Host that is not text is shown as near as it can be.
+        let shown = own.unwrap_or_else(|| {
+            req.headers()
+                .get(HOST)
+                .map(|raw| String::from_utf8_lossy(raw.as_bytes()).into_owned())
+                .unwrap_or_default()
+        });
         return Err(ApiError::HostNotLoopback(shown));
     }
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -25,8 +25,6 @@ const SQLITE_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
 
 /// The earliest and latest instants a `Timestamp` holds: the UTC years
 /// whose text has four digits, so that the text form is fixed width.
-const FIRST_YEAR: i32 = 0;
-const LAST_YEAR: i32 = 9999;
 const FIRST: Timestamp = Timestamp(time::macros::datetime!(0000-01-01 00:00:00 UTC));
 const LAST: Timestamp = Timestamp(time::macros::datetime!(9999-12-31 23:59:59.999 UTC));
 
@@ -35,11 +33,7 @@ impl Timestamp {
     /// an instant outside the years 0000 to 9999 (UTC) is taken as the
     /// nearest end of that range.
     pub fn from_datetime(at: OffsetDateTime) -> Self {
-        Self::checked(at).unwrap_or(if at.year() > LAST_YEAR / 2 {
-            LAST
-        } else {
-            FIRST
-        })
+        Self::checked(at).unwrap_or(if at.year() > 5000 { LAST } else { FIRST })
     }
 
     /// The instant, truncated to milliseconds, if its UTC year is within
@@ -48,14 +42,11 @@ impl Timestamp {
     /// panic: SNS's `Timestamp` is read before the signature is checked.)
     fn checked(at: OffsetDateTime) -> Option<Self> {
         let at = at.checked_to_offset(UtcOffset::UTC)?;
-        if !(FIRST_YEAR..=LAST_YEAR).contains(&at.year()) {
-            return None;
-        }
         let millis = at.millisecond();
         let truncated = at
             .replace_nanosecond(u32::from(millis) * 1_000_000)
             .unwrap_or(at);
-        Some(Timestamp(truncated))
+        Some(Timestamp(truncated)).filter(|t| (FIRST..=LAST).contains(t))
     }
 
     /// Parses an ISO 8601 / RFC 3339 time such as SNS's `Timestamp`; none

@@ -436,16 +436,25 @@ fn read_at(reader: &mut impl Read, offset: u64, len: u64) -> Option<(SpoolRecord
     let mut header = [0u8; HEADER];
     reader.read_exact(&mut header).ok()?;
     let (size, crc) = split_header(&header);
-    if size == 0 || size > MAX_RECORD || offset + (HEADER + size) as u64 > len {
+    if !possible_size(size) || offset + (HEADER + size) as u64 > len {
         return None;
     }
     let mut json = vec![0u8; size];
     reader.read_exact(&mut json).ok()?;
-    if crc32fast::hash(&json) != crc {
+    Some((decode(&json, crc)?, HEADER + size))
+}
+
+/// A size a record's header may hold.
+fn possible_size(size: usize) -> bool {
+    size != 0 && size <= MAX_RECORD
+}
+
+/// The record in `json` if its CRC is `crc` and it parses.
+fn decode(json: &[u8], crc: u32) -> Option<SpoolRecord> {
+    if crc32fast::hash(json) != crc {
         return None;
     }
-    let record = serde_json::from_slice(&json).ok()?;
-    Some((record, HEADER + size))
+    serde_json::from_slice(json).ok()
 }
 
 fn split_header(header: &[u8; HEADER]) -> (usize, u32) {
@@ -529,16 +538,12 @@ fn record_at(bytes: &[u8]) -> Option<bool> {
     }
     let header: &[u8; HEADER] = bytes[..HEADER].try_into().ok()?;
     let (size, crc) = split_header(header);
-    if size == 0 || size > MAX_RECORD {
+    if !possible_size(size) {
         return Some(false);
     }
     // Past the end of `bytes`: `None`, the caller reads more.
     let json = bytes.get(HEADER..HEADER + size)?;
-    Some(
-        json.last() == Some(&b'}')
-            && crc32fast::hash(json) == crc
-            && serde_json::from_slice::<SpoolRecord>(json).is_ok(),
-    )
+    Some(json.last() == Some(&b'}') && decode(json, crc).is_some())
 }
 
 /// The bytes of `file` from `start` to `end`.
