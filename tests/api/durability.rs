@@ -182,10 +182,7 @@ async fn a_large_body_is_stored_byte_exact_and_compressed_with_lz4_on_postgres()
     assert_status(&app.post(&msg).await, 200, "stored");
     let id = msg.id();
     assert_eq!(
-        app.db
-            .text("SELECT body FROM sns_messages WHERE message_id = $1", &id)
-            .await
-            .as_deref(),
+        app.db.stored_body(&id).await.as_deref(),
         Some(msg.body().as_str())
     );
     // The column's own setting, so that a server whose default is lz4

@@ -402,13 +402,7 @@ async fn a_notification_that_is_not_ses_feedback_is_kept_whole_and_counted(backe
             .contains("bounce"),
         "{body}"
     );
-    let stored = app
-        .db
-        .text(
-            "SELECT body FROM sns_messages WHERE message_id = $1",
-            &msg.id(),
-        )
-        .await;
+    let stored = app.db.stored_body(&msg.id()).await;
     assert_eq!(stored.as_deref(), Some(msg.body().as_str()));
     let outcome = app
         .db

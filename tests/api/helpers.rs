@@ -246,6 +246,12 @@ impl TestDb {
         .await
     }
 
+    /// The stored SNS body of message `id`, as kept.
+    pub async fn stored_body(&self, id: &str) -> Option<String> {
+        self.text("SELECT body FROM sns_messages WHERE message_id = $1", id)
+            .await
+    }
+
     pub async fn total_messages(&self) -> i64 {
         self.scalar("SELECT COUNT(*) FROM sns_messages", None).await
     }
