@@ -4,7 +4,7 @@
 //! SES's. One bounded query reads the hours (at most one row per hour of
 //! `GUARD_MAX_AGE_DAYS`); the windows are computed here, in memory.
 //!
-//! A window is what `window::current` reads: the newest hours holding
+//! A window is what `window::rates_for` reads: the newest hours holding
 //! `GUARD_WINDOW_SENDS` sends, never before the last resume (whose hour
 //! counts only what came after it). Buckets older than the maximum age are
 //! pruned, so an hour's window reaches back at most to the first hour shown,
@@ -328,7 +328,7 @@ mod tests {
     }
 
     /// The window at the end of hour `i` by walking back from it, as
-    /// `window::current` does.
+    /// `window::rates_for` does.
     fn walked(counts: &[Counts], i: usize, window_sends: i64) -> (Counts, Option<usize>) {
         let mut total = Counts::default();
         let mut oldest = None;

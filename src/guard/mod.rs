@@ -15,7 +15,7 @@ mod window;
 use serde::Serialize;
 
 pub use self::transitions::{check, set_sending};
-pub use self::window::{current, current_rates};
+pub use self::window::{current_rates, rates_for};
 use crate::config::{SesPauseMode, Settings};
 pub use crate::store::guard::Counts;
 pub use crate::store::ses::SendingTarget;
@@ -205,6 +205,14 @@ pub struct Decision {
     pub rearm_warning: bool,
 }
 
+/// Whether any rates could make `decide` act. Paused, with no warning to
+/// take back, they cannot: only a resume by hand ends a pause, and a paused
+/// guard does not warn. The writer then skips reading them: in a bounce
+/// storm every batch after the pause would read them for nothing.
+pub fn rates_matter(paused: bool, warned: bool) -> bool {
+    !paused || warned
+}
+
 pub fn decide(rates: &Rates, policy: &GuardPolicy, paused: bool, warned: bool) -> Decision {
     let acts = rates.enough_volume && rates.volume_known;
     let above = |ppm: Ppm, n: i64| ppm.exceeded_by(n, rates.sends);
@@ -248,5 +256,64 @@ mod tests {
         let b = Ppm::parse_percent("5").unwrap();
         assert!(!b.exceeded_by(50, 1000));
         assert!(b.exceeded_by(51, 1001));
+    }
+
+    /// `check` skips reading the rates exactly when `rates_matter` says no:
+    /// then no rates, from none at all to every send a hard bounce and a
+    /// complaint, may make `decide` act, with warnings on or off.
+    #[test]
+    fn a_pause_with_no_warning_to_take_back_needs_no_rates() {
+        let at = Timestamp::from_unix_millis(1_764_000_000_000).unwrap();
+        let mut policy = GuardPolicy {
+            window_sends: 10_000,
+            max_age: time::Duration::days(7),
+            min_volume: 100,
+            bounce_pause: Ppm(50_000),
+            complaint_pause: Ppm(1_000),
+            bounce_warn: Some(Ppm(25_000)),
+            complaint_warn: Some(Ppm(500)),
+            ses_pause: Vec::new(),
+        };
+        let idle = Decision {
+            pause: false,
+            warn: false,
+            rearm_warning: false,
+        };
+        for warnings in [true, false] {
+            if !warnings {
+                policy.bounce_warn = None;
+                policy.complaint_warn = None;
+            }
+            for (sends, bad, delivered) in [
+                (0, 0, 0),
+                (1_000, 0, 1_000),
+                (1_000, 1_000, 0),
+                (10_000, 10_000, 10_000),
+            ] {
+                let total = Counts {
+                    sends,
+                    hard_bounces: bad,
+                    complaints: bad,
+                    delivery_sends: delivered,
+                };
+                let rates = Rates::from_window(total, Some(at), at, &policy);
+                assert!(!rates_matter(true, false));
+                assert_eq!(decide(&rates, &policy, true, false), idle, "{rates:?}");
+            }
+        }
+        assert!(rates_matter(false, false));
+        assert!(rates_matter(false, true));
+        assert!(rates_matter(true, true));
+        // Paused and warned, rates back under the warning lines re-arm it.
+        policy.bounce_warn = Some(Ppm(25_000));
+        policy.complaint_warn = Some(Ppm(500));
+        let quiet = Counts {
+            sends: 1_000,
+            hard_bounces: 0,
+            complaints: 0,
+            delivery_sends: 1_000,
+        };
+        let rates = Rates::from_window(quiet, Some(at), at, &policy);
+        assert!(decide(&rates, &policy, true, true).rearm_warning);
     }
 }

@@ -3,10 +3,11 @@
 //! pushed a rate over its line, a pause or resume by hand in its own. With
 //! SES pausing on, the intent for SES is written with each pause and resume.
 
-use super::{GuardPolicy, Rates, decide, hour_of};
+use super::{GuardPolicy, Rates, decide, hour_of, rates_for, rates_matter};
 use crate::store::alerts::{AlertDraft, enqueue};
 use crate::store::guard::{
-    PauseRecord, mark_warned, pause_automatically, pause_by_hand, rearm_warning, resume,
+    PauseRecord, guard_state, mark_warned, pause_automatically, pause_by_hand, rearm_warning,
+    resume,
 };
 use crate::store::ses::record_sending_intent;
 use crate::store::{DbResult, Store, Tx};
@@ -45,7 +46,11 @@ fn summary(rates: &Rates) -> String {
 /// the others committed, and makes the transitions they call for: at most
 /// one pause, one warning per crossing.
 pub async fn check(tx: &mut Tx<'_>, policy: &GuardPolicy, now: Timestamp) -> DbResult<()> {
-    let (state, rates) = super::current(tx, policy, now, true).await?;
+    let state = guard_state(tx, true).await?;
+    if !rates_matter(state.paused, state.warned) {
+        return Ok(());
+    }
+    let rates = rates_for(tx, policy, now, &state).await?;
     let decision = decide(&rates, policy, state.paused, state.warned);
     if decision.pause {
         let reason = format!("rates above the pause thresholds: {}", summary(&rates));

@@ -8,15 +8,13 @@ use crate::store::guard::{GuardState, guard_state, newest_buckets, totals_since}
 use crate::store::{DbResult, Store, Tx};
 use crate::time::Timestamp;
 
-/// The guard's state and the rates now, read inside `tx`. With `lock`, the
-/// state row stays locked to the end of `tx` (see `store::guard`).
-pub async fn current(
+/// The rates now, for the guard in `state` (read inside `tx`).
+pub async fn rates_for(
     tx: &mut Tx<'_>,
     policy: &GuardPolicy,
     now: Timestamp,
-    lock: bool,
-) -> DbResult<(GuardState, Rates)> {
-    let state = guard_state(tx, lock).await?;
+    state: &GuardState,
+) -> DbResult<Rates> {
     let since = state.counting_since;
     let cutoff = hour_of(now.saturating_sub(policy.max_age)).max(hour_of(since));
     // The resume hour's counts at the resume do not count.
@@ -42,8 +40,7 @@ pub async fn current(
         })
         .await?;
     }
-    let rates = Rates::from_window(total, window_start, since, policy);
-    Ok((state, rates))
+    Ok(Rates::from_window(total, window_start, since, policy))
 }
 
 /// The rates now, in a read-only snapshot.
@@ -51,7 +48,8 @@ pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<Rate
     let mut conn = store.conn().await?;
     let mut tx = conn.begin_read().await?;
     let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let (_, rates) = current(&mut tx, policy, now, false).await?;
+    let state = guard_state(&mut tx, false).await?;
+    let rates = rates_for(&mut tx, policy, now, &state).await?;
     tx.rollback().await?;
     Ok(rates)
 }
