@@ -306,6 +306,7 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
     ses_worker: JoinHandle<()>,
+    guard_recorder: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
     stop_worker: CancellationToken,
     store: Store,
@@ -338,6 +339,12 @@ impl Application {
             hooks.aws_credentials.clone(),
             hooks.clock.clone(),
             state.metrics.clone(),
+            stop_worker.clone(),
+        );
+        let guard_recorder = crate::guard::spawn_recorder(
+            store.clone(),
+            &state.guard,
+            hooks.clock.clone(),
             stop_worker.clone(),
         );
         let alert_worker = spawn_worker(
@@ -394,6 +401,7 @@ impl Application {
             writer_task,
             alert_worker,
             ses_worker,
+            guard_recorder,
             pruner,
             stop_worker,
             store,
@@ -430,6 +438,7 @@ impl Application {
         self.stop_worker.cancel();
         let _ = self.alert_worker.await;
         let _ = self.ses_worker.await;
+        let _ = self.guard_recorder.await;
         if let Some(pruner) = self.pruner {
             let _ = pruner.await;
         }

@@ -307,10 +307,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let store = Store::open(&settings, Access::Read).await?;
-            let report =
-                crate::routes::api::sending_report(&store, &GuardPolicy::from_settings(&settings)?)
-                    .await?;
+            let own = GuardPolicy::from_settings(&settings)?;
+            let recorded = store.recorded_guard_settings().await?;
+            let (policy, whose) = crate::cli_guard::status_policy(own, recorded);
+            let report = crate::routes::api::sending_report(&store, &policy).await?;
             crate::cli_guard::print_status(&report);
+            if let Some(whose) = whose {
+                say!("settings:       {whose}");
+            }
             crate::cli_ses::print_status(&report["ses"]);
             Ok(ExitCode::SUCCESS)
         }

@@ -55,6 +55,7 @@ pub mod routes;
 pub mod ses;
 pub mod ses_account;
 pub mod sns;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod time;

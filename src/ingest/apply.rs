@@ -108,12 +108,13 @@ pub async fn apply_batch(
     for i in stored {
         apply_other(tx, batch[i], &mut applied[i], now).await?;
     }
-    // One counter update per batch; the rates can only rise when hard
-    // bounces or complaints were added, so only then is the guard asked.
+    // One counter update per batch, and the guard asked whatever was
+    // counted: sends alone can bring a window above a line up to the
+    // minimum volume (a pause), bring both rates back under the warning
+    // lines (the warning re-armed), or push a good old hour out of a full
+    // window.
     if !counts.is_zero() {
         add_counts(tx, hour_of(now), counts).await?;
-    }
-    if counts.hard_bounces > 0 || counts.complaints > 0 {
         guard::check(tx, &policy.guard, now).await?;
     }
     Ok(applied)

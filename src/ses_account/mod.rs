@@ -138,21 +138,12 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut wait = ses.poll.min(Duration::from_secs(1));
-        loop {
-            match apply_settings(&store, &ses, &clock).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot write the SES settings to the database yet; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-        if !ses.is_on() {
+        let first_wait = ses.poll.min(Duration::from_secs(1));
+        let written = crate::startup::until_written("the SES settings", &stop, first_wait, || {
+            apply_settings(&store, &ses, &clock)
+        })
+        .await;
+        if !written || !ses.is_on() {
             return;
         }
         let client = match ses.client(credentials, false, metrics).await {

@@ -303,6 +303,26 @@ pub async fn resume(
 }
 
 impl Store {
+    /// Writes the guard's settings as the service's (`serve` at start-up)
+    /// and returns what was recorded before, by whom it was not known.
+    pub async fn record_guard_settings(
+        &self,
+        json: &str,
+        now: Timestamp,
+    ) -> DbResult<Option<(String, Timestamp)>> {
+        let before = self.recorded_guard_settings().await?;
+        const SQL: &str = "INSERT INTO guard_settings (id, policy_json, recorded_at) VALUES (1, $1, $2) \
+            ON CONFLICT (id) DO UPDATE SET policy_json = excluded.policy_json, recorded_at = excluded.recorded_at";
+        on_db!(&self.db, pool => sqlx::query(SQL).bind(json).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(before)
+    }
+
+    /// The guard's settings as the last `serve` to start recorded them.
+    pub async fn recorded_guard_settings(&self) -> DbResult<Option<(String, Timestamp)>> {
+        const SQL: &str = "SELECT policy_json, recorded_at FROM guard_settings WHERE id = 1";
+        Ok(on_db!(&self.db, pool => sqlx::query_as(SQL).fetch_optional(pool).await)?)
+    }
+
     pub async fn sending_state(&self) -> DbResult<SendingState> {
         const SQL: &str = "SELECT state, changed_at, changed_by, reason, bounce_rate, complaint_rate, window_sends, \
             window_hard_bounces, window_complaints, counting_since, warned_at FROM sending_state WHERE id = 1";

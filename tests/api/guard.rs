@@ -188,12 +188,54 @@ async fn below_the_minimum_volume_nothing_happens(backend: Backend) {
         "1% complaints, but only 500 sends"
     );
     assert!(alert_kinds(&app).await.is_empty());
-    post_ok(&app, &deliveries(500)).await;
-    post_ok(&app, &a_complaint()).await;
+    // The deliveries that bring the window to the minimum volume pause it
+    // themselves: no further complaint is needed.
+    post_ok(&app, &deliveries(499)).await;
+    assert_eq!(state_is(&app).await, "active", "999 sends");
+    post_ok(&app, &deliveries(1)).await;
     assert_eq!(
         state_is(&app).await,
         "paused",
-        "6 in 1,000 once the volume is there"
+        "5 in 1,000 once the volume is there"
+    );
+    assert_eq!(alert_kinds(&app).await, ["paused"]);
+    let (_, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(
+        (
+            sending["at_last_pause"]["sends"].as_i64(),
+            sending["at_last_pause"]["complaints"].as_i64()
+        ),
+        (Some(1000), Some(5))
+    );
+    app.stop().await;
+}
+
+async fn warned(app: &TestApp) -> bool {
+    !app.admin_get("/v1/sending").await.1["warned_at"].is_null()
+}
+
+/// README: the warning "re-arms when both rates are back at or below"
+/// the warning lines, whatever brought them there: deliveries alone do.
+async fn deliveries_alone_re_arm_the_warning(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(alert_kinds(&app).await, ["warning"], "0.1% is above 0.05%");
+    assert!(warned(&app).await);
+    post_ok(&app, &deliveries(999)).await;
+    assert!(warned(&app).await, "1 in 1,999 is still above 0.05%");
+    post_ok(&app, &deliveries(1)).await;
+    assert!(!warned(&app).await, "1 in 2,000 is back at 0.05%: re-armed");
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "2 in 2,000 is not above 0.1%"
+    );
+    assert_eq!(
+        alert_kinds(&app).await,
+        ["warning", "warning"],
+        "the second crossing warns again"
     );
     app.stop().await;
 }
@@ -434,6 +476,7 @@ on_both_databases!(
     the_complaint_threshold_is_strict_and_a_warning_comes_first,
     the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends,
     below_the_minimum_volume_nothing_happens,
+    deliveries_alone_re_arm_the_warning,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,
@@ -553,7 +596,70 @@ async fn status_pause_resume_and_alert_test_from_the_cli(backend: Backend) {
     webhook.stop().await;
 }
 
+/// `bouncer status` from a shell without the service's GUARD_* settings
+/// reports with the service's thresholds, as `serve` recorded them, and
+/// says so; a migrated database no service has run on says it has only
+/// the shell's.
+async fn status_reports_with_the_services_thresholds(backend: Backend) {
+    let dir = TempDir::new();
+    let fresh = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    crate::cli::migrate(dir.path(), &fresh);
+    let ran = crate::cli::run_with(dir.path(), &fresh, &["status"]);
+    assert!(
+        ran.code == 0
+            && ran.stdout.contains(
+                "settings:       this shell's GUARD_* settings (no `bouncer serve` has recorded its own"
+            ),
+        "{ran}"
+    );
+
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_min_volume = 100;
+        s.guard_window_sends = 1000;
+        s.guard_warn = false;
+    })
+    .await;
+    post_ok(&app, &deliveries(100)).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(state_is(&app).await, "paused", "1 in 100 sends, 100 enough");
+    eventually("serve recorded its settings", || async {
+        app.db
+            .scalar("SELECT COUNT(*) FROM guard_settings", None)
+            .await
+            == 1
+    })
+    .await;
+    let ran = crate::cli::run_with(dir.path(), &app.db.url, &["status"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    for line in [
+        "sending:        paused",
+        "window:         100 sends (last 1000 sends",
+        "settings:       the service's, as `bouncer serve` recorded them at ",
+        "(this shell's GUARD_* settings differ and are not used)",
+    ] {
+        assert!(ran.stdout.contains(line), "{line}\n{ran}");
+    }
+    assert!(!ran.stdout.contains("does not act yet"), "{ran}");
+    // The same settings in the shell: nothing to say about them.
+    let ran = crate::cli::run(
+        crate::cli::bouncer(dir.path())
+            .env("DATABASE_URL", &app.db.url)
+            .env("GUARD_MIN_VOLUME", "100")
+            .env("GUARD_WINDOW_SENDS", "1000")
+            .env("GUARD_WARN", "false")
+            .arg("status"),
+    );
+    assert!(
+        ran.code == 0
+            && ran.stdout.contains("(last 1000 sends")
+            && !ran.stdout.contains("settings:"),
+        "{ran}"
+    );
+    app.stop().await;
+}
+
 on_both_databases!(
+    status_reports_with_the_services_thresholds,
     a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel,
     status_pause_resume_and_alert_test_from_the_cli,
 );
