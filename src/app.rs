@@ -341,9 +341,9 @@ impl Application {
             state.metrics.clone(),
             stop_worker.clone(),
         );
-        let guard_recorder = crate::guard::spawn_recorder(
+        let guard_recorder = crate::ingest::recorded::spawn_recorder(
             store.clone(),
-            &state.guard,
+            &apply_policy(&settings)?,
             hooks.clock.clone(),
             stop_worker.clone(),
         );

@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::{Application, Hooks};
 use crate::config::Settings;
-use crate::guard::GuardPolicy;
+use crate::ingest::recorded::{Compared, service_rules};
 use crate::store::{Access, DbError, Store};
 use crate::telemetry;
 
@@ -307,10 +307,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let store = Store::open(&settings, Access::Read).await?;
-            let own = GuardPolicy::from_settings(&settings)?;
-            let recorded = store.recorded_guard_settings().await?;
-            let (policy, whose) = crate::cli_guard::status_policy(own, recorded);
-            let report = crate::routes::api::sending_report(&store, &policy).await?;
+            let own = crate::app::apply_policy(&settings)?;
+            let recorded = store.recorded_apply_settings().await?;
+            let (policy, whose) = service_rules(&own, recorded, Compared::Guard);
+            let report = crate::routes::api::sending_report(&store, &policy.guard).await?;
             crate::cli_guard::print_status(&report);
             if let Some(whose) = whose {
                 say!("settings:       {whose}");

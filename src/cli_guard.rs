@@ -6,40 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::say;
 use crate::config::Settings;
-use crate::guard::{GuardPolicy, RecordedPolicy};
 use crate::store::{Access, Store};
-use crate::time::Timestamp;
-
-/// The guard's settings `status` reports with: the service's as `serve`
-/// recorded them, not this shell's, which may lack the service's
-/// environment. With a line to print when the two differ or the service's
-/// are not known.
-pub fn status_policy(
-    own: GuardPolicy,
-    recorded: Option<(String, Timestamp)>,
-) -> (GuardPolicy, Option<String>) {
-    let Some((json, at)) = recorded else {
-        return (
-            own,
-            Some("this shell's GUARD_* settings (no `bouncer serve` has recorded its own in this database yet)".into()),
-        );
-    };
-    match RecordedPolicy::from_json(&json) {
-        Some(r) if r == RecordedPolicy::of(&own) => (own, None),
-        Some(r) => (
-            r.applied_to(&own),
-            Some(format!(
-                "the service's, as `bouncer serve` recorded them at {at} (this shell's GUARD_* settings differ and are not used)"
-            )),
-        ),
-        None => (
-            own,
-            Some(format!(
-                "this shell's GUARD_* settings (the service's, recorded at {at}, could not be read: {json})"
-            )),
-        ),
-    }
-}
 
 /// Prints `/v1/sending`'s report for people.
 pub fn print_status(report: &serde_json::Value) {

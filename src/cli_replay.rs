@@ -22,6 +22,7 @@ use crate::app::{Hooks, apply_policy, build_verifier};
 use crate::cli::say;
 use crate::config::Settings;
 use crate::ingest::apply::{ApplyPolicy, apply_batch};
+use crate::ingest::recorded::{Compared, service_rules};
 use crate::ingest::{Accepted, Applied, Content, StoreOutcome};
 use crate::metrics::Metrics;
 use crate::sns::envelope::Envelope;
@@ -181,7 +182,14 @@ async fn directly(
     crate::outbound::install_default_provider();
     let store = Store::open(settings, Access::Write).await?;
     let verifier = build_verifier(settings, &Hooks::default(), &Metrics::new(), false)?;
-    let policy = apply_policy(settings)?;
+    // As the service applies them, not as this shell's settings say: a
+    // replay that decided pauses and suppressions by other lines than the
+    // service's would contradict it.
+    let recorded = store.recorded_apply_settings().await?;
+    let (policy, whose) = service_rules(&apply_policy(settings)?, recorded, Compared::All);
+    if let Some(whose) = whose {
+        eprintln!("rules: {whose}");
+    }
     let mut tally = Tally::default();
     for (done, m) in messages.iter().enumerate() {
         let verified = match verify(&verifier, m, ignore_age).await {

@@ -9,13 +9,11 @@
 //! transaction of their cause.
 
 pub mod history;
-mod recorded;
 mod transitions;
 mod window;
 
 use serde::Serialize;
 
-pub use self::recorded::{RecordedPolicy, spawn_recorder};
 pub use self::transitions::{check, set_sending};
 pub use self::window::{current_rates, rates_for};
 use crate::config::{SesPauseMode, Settings};

@@ -20,6 +20,7 @@ mod drain;
 mod durable;
 mod effects;
 mod fold;
+pub mod recorded;
 pub mod set_aside;
 pub mod spool;
 pub mod writer;

@@ -303,23 +303,24 @@ pub async fn resume(
 }
 
 impl Store {
-    /// Writes the guard's settings as the service's (`serve` at start-up)
-    /// and returns what was recorded before, by whom it was not known.
-    pub async fn record_guard_settings(
+    /// Writes the rules messages are applied with as the service's (`serve`
+    /// at start-up) and returns what was recorded before.
+    pub async fn record_apply_settings(
         &self,
         json: &str,
         now: Timestamp,
     ) -> DbResult<Option<(String, Timestamp)>> {
-        let before = self.recorded_guard_settings().await?;
-        const SQL: &str = "INSERT INTO guard_settings (id, policy_json, recorded_at) VALUES (1, $1, $2) \
+        let before = self.recorded_apply_settings().await?;
+        const SQL: &str = "INSERT INTO apply_settings (id, policy_json, recorded_at) VALUES (1, $1, $2) \
             ON CONFLICT (id) DO UPDATE SET policy_json = excluded.policy_json, recorded_at = excluded.recorded_at";
         on_db!(&self.db, pool => sqlx::query(SQL).bind(json).bind(now).execute(pool).await.map(|_| ()))?;
         Ok(before)
     }
 
-    /// The guard's settings as the last `serve` to start recorded them.
-    pub async fn recorded_guard_settings(&self) -> DbResult<Option<(String, Timestamp)>> {
-        const SQL: &str = "SELECT policy_json, recorded_at FROM guard_settings WHERE id = 1";
+    /// The rules messages are applied with, as the last `serve` to start
+    /// recorded them.
+    pub async fn recorded_apply_settings(&self) -> DbResult<Option<(String, Timestamp)>> {
+        const SQL: &str = "SELECT policy_json, recorded_at FROM apply_settings WHERE id = 1";
         Ok(on_db!(&self.db, pool => sqlx::query_as(SQL).fetch_optional(pool).await)?)
     }
 

@@ -607,9 +607,9 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
     let ran = crate::cli::run_with(dir.path(), &fresh, &["status"]);
     assert!(
         ran.code == 0
-            && ran.stdout.contains(
-                "settings:       this shell's GUARD_* settings (no `bouncer serve` has recorded its own"
-            ),
+            && ran
+                .stdout
+                .contains("settings:       this shell's (no `bouncer serve` has recorded its own"),
         "{ran}"
     );
 
@@ -624,7 +624,7 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
     assert_eq!(state_is(&app).await, "paused", "1 in 100 sends, 100 enough");
     eventually("serve recorded its settings", || async {
         app.db
-            .scalar("SELECT COUNT(*) FROM guard_settings", None)
+            .scalar("SELECT COUNT(*) FROM apply_settings", None)
             .await
             == 1
     })
@@ -635,7 +635,7 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
         "sending:        paused",
         "window:         100 sends (last 1000 sends",
         "settings:       the service's, as `bouncer serve` recorded them at ",
-        "(this shell's GUARD_* settings differ and are not used)",
+        "this shell's differ and are not used: GUARD_WINDOW_SENDS 1000 (here 10000), GUARD_MIN_VOLUME 100 (here 1000), GUARD_BOUNCE_WARN_PERCENT off (here 2.5), GUARD_COMPLAINT_WARN_PERCENT off (here 0.05)",
     ] {
         assert!(ran.stdout.contains(line), "{line}\n{ran}");
     }
@@ -658,8 +658,49 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
     app.stop().await;
 }
 
+/// `bouncer replay` applied directly, from a shell without the service's
+/// GUARD_* settings, pauses where the service would.
+async fn a_direct_replay_applies_the_services_rules(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_min_volume = 100;
+        s.guard_warn = false;
+    })
+    .await;
+    eventually("serve recorded its rules", || async {
+        app.db
+            .scalar("SELECT COUNT(*) FROM apply_settings", None)
+            .await
+            == 1
+    })
+    .await;
+    let lines: Vec<String> = [deliveries(100), a_complaint()]
+        .into_iter()
+        .map(|m| serde_json::to_string(&Value::Object(m.fields)).unwrap_or_default())
+        .collect();
+    let dir = TempDir::new();
+    let file = dir.path().join("feed.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let mut cmd = crate::cli::bouncer(dir.path());
+    crate::cli::test_env(&mut cmd, &app.db.url, dir.path());
+    let ran = crate::cli::run(cmd.args(["replay", "--ignore-age"]).arg(&file));
+    assert!(
+        ran.code == 0
+            && ran
+                .stderr
+                .contains("rules: the service's, as `bouncer serve` recorded them at "),
+        "{ran}"
+    );
+    assert_eq!(
+        state_is(&app).await,
+        "paused",
+        "1 complaint in 100 sends, 100 enough for the service: {ran}"
+    );
+    app.stop().await;
+}
+
 on_both_databases!(
     status_reports_with_the_services_thresholds,
+    a_direct_replay_applies_the_services_rules,
     a_replay_crossing_the_threshold_pauses_once_and_alerts_once_per_channel,
     status_pause_resume_and_alert_test_from_the_cli,
 );
