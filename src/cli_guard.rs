@@ -52,8 +52,15 @@ pub fn print_status(report: &serde_json::Value) {
         r["window_start"].as_str().unwrap_or("-"),
     );
     if r["enough_volume"] != serde_json::Value::Bool(true) {
+        // A pause stands whatever the volume now (a restart with a higher
+        // minimum, a resume's fresh count): only a resume ends it.
+        let acts = if report["state"] == "paused" {
+            "the guard would not pause now; the pause stands until a resume"
+        } else {
+            "the guard does not act yet"
+        };
         say!(
-            "note:           fewer than {} sends in the window: the guard does not act yet",
+            "note:           fewer than {} sends in the window: {acts}",
             p["min_volume"]
         );
     }

@@ -120,8 +120,9 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub soft_bounce_limit: u32,
 
-    /// The window, in days from the first soft bounce of a streak; a delivery
-    /// resets the count.
+    /// The window, in days: SOFT_BOUNCE_LIMIT soft bounces within it of each
+    /// other suppress; a later delivery, or a removal by hand, resets the
+    /// count.
     #[arg(long, env = "SOFT_BOUNCE_WINDOW_DAYS", default_value_t = 14,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub soft_bounce_window_days: u32,

@@ -157,17 +157,24 @@ fn differences(
             percent(Some(a.complaint_pause_ppm)),
             percent(Some(b.complaint_pause_ppm)),
         ),
-        (
+    ];
+    // `GUARD_WARN` turns both warning levels off at once: name it rather
+    // than two levels the operator did not touch.
+    let warns = |g: &RecordedGuard| g.bounce_warn_ppm.is_some() || g.complaint_warn_ppm.is_some();
+    if warns(a) != warns(b) {
+        rows.push(("GUARD_WARN", warns(a).to_string(), warns(b).to_string()));
+    } else {
+        rows.push((
             "GUARD_BOUNCE_WARN_PERCENT",
             percent(a.bounce_warn_ppm),
             percent(b.bounce_warn_ppm),
-        ),
-        (
+        ));
+        rows.push((
             "GUARD_COMPLAINT_WARN_PERCENT",
             percent(a.complaint_warn_ppm),
             percent(b.complaint_warn_ppm),
-        ),
-    ];
+        ));
+    }
     if compared == Compared::All {
         rows.push((
             "SOFT_BOUNCE_LIMIT",
@@ -331,6 +338,17 @@ mod tests {
         let (used, line) = service_rules(&soft, Some((json, at)), Compared::All);
         assert_eq!(used.soft_bounce.limit, 3);
         assert!(line.is_some_and(|l| l.ends_with("SOFT_BOUNCE_LIMIT 3 (here 5)")));
+        // Warnings off in the service: the one setting that did it is named.
+        let mut quiet = service.clone();
+        quiet.guard.bounce_warn = None;
+        quiet.guard.complaint_warn = None;
+        let quiet_json = RecordedPolicy::of(&quiet).to_json();
+        let (_, line) = service_rules(&service, Some((quiet_json, at)), Compared::Guard);
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.ends_with("not used: GUARD_WARN false (here true)")),
+            "{line:?}"
+        );
         let (used, line) = service_rules(&own, None, Compared::Guard);
         assert_eq!(used.guard.min_volume, 100);
         assert!(line.is_some_and(|l| l.contains("no `bouncer serve` has recorded")));

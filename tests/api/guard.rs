@@ -612,6 +612,20 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
                 .contains("settings:       this shell's (no `bouncer serve` has recorded its own"),
         "{ran}"
     );
+    // Paused by hand with no volume: the pause stands, whatever the rates.
+    let ran = crate::cli::run_with(
+        dir.path(),
+        &fresh,
+        &["pause", "--by", "carol", "--reason", "drill"],
+    );
+    assert_eq!(ran.code, 0, "{ran}");
+    let ran = crate::cli::run_with(dir.path(), &fresh, &["status"]);
+    assert!(
+        ran.stdout.contains(
+            "note:           fewer than 1000 sends in the window: the guard would not pause now; the pause stands until a resume"
+        ),
+        "{ran}"
+    );
 
     let app = spawn_app_with(backend, |s, _| {
         s.guard_min_volume = 100;
@@ -635,7 +649,7 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
         "sending:        paused",
         "window:         100 sends (last 1000 sends",
         "settings:       the service's, as `bouncer serve` recorded them at ",
-        "this shell's differ and are not used: GUARD_WINDOW_SENDS 1000 (here 10000), GUARD_MIN_VOLUME 100 (here 1000), GUARD_BOUNCE_WARN_PERCENT off (here 2.5), GUARD_COMPLAINT_WARN_PERCENT off (here 0.05)",
+        "this shell's differ and are not used: GUARD_WINDOW_SENDS 1000 (here 10000), GUARD_MIN_VOLUME 100 (here 1000), GUARD_WARN false (here true)",
     ] {
         assert!(ran.stdout.contains(line), "{line}\n{ran}");
     }
