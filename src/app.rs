@@ -306,7 +306,7 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     alert_worker: JoinHandle<()>,
     ses_worker: JoinHandle<()>,
-    guard_recorder: JoinHandle<()>,
+    rules_recorder: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
     stop_worker: CancellationToken,
     store: Store,
@@ -341,7 +341,7 @@ impl Application {
             state.metrics.clone(),
             stop_worker.clone(),
         );
-        let guard_recorder = crate::ingest::recorded::spawn_recorder(
+        let rules_recorder = crate::ingest::recorded::spawn_recorder(
             store.clone(),
             &apply_policy(&settings)?,
             hooks.clock.clone(),
@@ -401,7 +401,7 @@ impl Application {
             writer_task,
             alert_worker,
             ses_worker,
-            guard_recorder,
+            rules_recorder,
             pruner,
             stop_worker,
             store,
@@ -438,7 +438,7 @@ impl Application {
         self.stop_worker.cancel();
         let _ = self.alert_worker.await;
         let _ = self.ses_worker.await;
-        let _ = self.guard_recorder.await;
+        let _ = self.rules_recorder.await;
         if let Some(pruner) = self.pruner {
             let _ = pruner.await;
         }
