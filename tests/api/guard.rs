@@ -210,6 +210,18 @@ async fn below_the_minimum_volume_nothing_happens(backend: Backend) {
     app.stop().await;
 }
 
+/// Waits until the service has recorded the rules it applies messages
+/// with (`serve` does it at start-up, beside serving).
+async fn rules_recorded(app: &TestApp) {
+    eventually("serve recorded its rules", || async {
+        app.db
+            .scalar("SELECT COUNT(*) FROM apply_settings", None)
+            .await
+            == 1
+    })
+    .await;
+}
+
 async fn warned(app: &TestApp) -> bool {
     !app.admin_get("/v1/sending").await.1["warned_at"].is_null()
 }
@@ -636,13 +648,7 @@ async fn status_reports_with_the_services_thresholds(backend: Backend) {
     post_ok(&app, &deliveries(100)).await;
     post_ok(&app, &a_complaint()).await;
     assert_eq!(state_is(&app).await, "paused", "1 in 100 sends, 100 enough");
-    eventually("serve recorded its settings", || async {
-        app.db
-            .scalar("SELECT COUNT(*) FROM apply_settings", None)
-            .await
-            == 1
-    })
-    .await;
+    rules_recorded(&app).await;
     let ran = crate::cli::run_with(dir.path(), &app.db.url, &["status"]);
     assert_eq!(ran.code, 0, "{ran}");
     for line in [
@@ -680,13 +686,7 @@ async fn a_direct_replay_applies_the_services_rules(backend: Backend) {
         s.guard_warn = false;
     })
     .await;
-    eventually("serve recorded its rules", || async {
-        app.db
-            .scalar("SELECT COUNT(*) FROM apply_settings", None)
-            .await
-            == 1
-    })
-    .await;
+    rules_recorded(&app).await;
     let lines: Vec<String> = [deliveries(100), a_complaint()]
         .into_iter()
         .map(|m| serde_json::to_string(&Value::Object(m.fields)).unwrap_or_default())
