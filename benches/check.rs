@@ -150,11 +150,20 @@ fn bench_backend(c: &mut Criterion, label: &str, database_url: &str, fill: &'sta
                 let req = test::TestRequest::post()
                     .uri("/v1/suppressions/check")
                     .insert_header(("content-type", "application/json"))
+                    // Without API_TOKENS the admin listener answers only
+                    // requests addressed to a loopback name.
+                    .insert_header(("host", "localhost:8081"))
                     .set_payload(body.clone())
                     .to_request();
                 let resp = test::call_service(&service, req).await;
-                assert!(resp.status().is_success());
-                test::read_body(resp).await
+                let status = resp.status();
+                let answer = test::read_body(resp).await;
+                assert!(
+                    status.is_success(),
+                    "the check answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                answer
             })
         })
     });

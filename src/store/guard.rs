@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use futures_util::TryStreamExt;
 use sqlx::QueryBuilder;
 
 use super::messages::{MAX_PARAMS, key_order, new_flags};
@@ -184,27 +183,58 @@ pub async fn totals_since(
     ))
 }
 
+/// How many buckets [`newest_buckets`] reads at a time. A full window
+/// usually needs the newest few hours; a day's worth covers that in one
+/// statement.
+const BUCKET_PAGE: i64 = 24;
+
 /// Buckets from `cutoff` on, newest first, handed to `take` until it
 /// returns false (a full window needs only the newest few).
+///
+/// Read a page at a time, because a statement cannot be stopped half-way:
+/// PostgreSQL sends every row of a query whether or not they are read,
+/// and sqlx reads and throws away the rest when the stream is dropped. One
+/// query over the whole maximum age (720 hourly rows by default) made every
+/// guard check on a full window carry all of them.
 pub async fn newest_buckets(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
     mut take: impl FnMut(Timestamp, Counts) -> bool,
 ) -> DbResult<()> {
-    const SQL: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 ORDER BY bucket_start DESC";
+    const FIRST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 ORDER BY bucket_start DESC LIMIT $2";
+    const NEXT: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND bucket_start < $3 ORDER BY bucket_start DESC LIMIT $2";
     type BucketRow = (Timestamp, i64, i64, i64, i64);
-    on_tx!(tx, conn => {
-        let mut rows = sqlx::query_as::<_, BucketRow>(SQL).bind(cutoff).fetch(conn);
-        while let Some((start, sends, hard_bounces, complaints, delivery_sends)) = rows.try_next().await? {
-            let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
+    let mut before: Option<Timestamp> = None;
+    loop {
+        let page: Vec<BucketRow> = on_tx!(tx, conn => {
+            let query = match before {
+                None => sqlx::query_as::<_, BucketRow>(FIRST).bind(cutoff).bind(BUCKET_PAGE),
+                Some(oldest) => sqlx::query_as::<_, BucketRow>(NEXT)
+                    .bind(cutoff)
+                    .bind(BUCKET_PAGE)
+                    .bind(oldest),
+            };
+            query.fetch_all(conn).await
+        })?;
+        let full_page = page.len() as i64 == BUCKET_PAGE;
+        for (start, sends, hard_bounces, complaints, delivery_sends) in page {
+            let counts = Counts {
+                sends,
+                hard_bounces,
+                complaints,
+                delivery_sends,
+            };
             if !take(start, counts) {
-                break;
+                return Ok(());
             }
+            before = Some(start);
         }
-        Ok::<(), sqlx::Error>(())
-    })?;
-    Ok(())
+        if !full_page {
+            return Ok(());
+        }
+    }
 }
 
 /// The rates and counts recorded with an automatic pause.

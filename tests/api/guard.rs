@@ -14,6 +14,7 @@ use crate::helpers::{
     Backend, TempDir, TestApp, assert_status, eventually, spawn_app_with, start, test_settings,
 };
 use crate::on_both_databases;
+use crate::page::{hour_ago, seed_hour};
 use crate::signing::{Msg, TOPIC, unique_id};
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
@@ -249,6 +250,36 @@ async fn deliveries_alone_re_arm_the_warning(backend: Backend) {
         ["warning", "warning"],
         "the second crossing warns again"
     );
+    app.stop().await;
+}
+
+/// A window of 10,000 sends filled by 34 hours of history: the guard
+/// counts exactly the newest hours that fill it, more than a day of them,
+/// and none older. Each stretch of hours has its own bounce count, so
+/// stopping a day early or reading every hour shows in the rate.
+async fn a_window_filled_over_more_than_a_day_counts_exactly_its_newest_hours(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    for ago in 1..=40 {
+        let hard_bounces = match ago {
+            1..=24 => 3,
+            25..=34 => 30,
+            _ => 100,
+        };
+        seed_hour(&app, &hour_ago(ago), 300, hard_bounces, 0).await;
+    }
+    let (status, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(status, 200, "{sending}");
+    let rates = &sending["rates"];
+    assert_eq!(
+        (&rates["sends"], &rates["hard_bounces"]),
+        (&json!(34 * 300), &json!(24 * 3 + 10 * 30)),
+        "{sending}"
+    );
+    // 372 in 10,200 (3.6%) is above the warning line: the next message
+    // makes the guard warn, and no more.
+    post_ok(&app, &deliveries(1)).await;
+    assert_eq!(alert_kinds(&app).await, ["warning"]);
+    assert_eq!(state_is(&app).await, "active");
     app.stop().await;
 }
 
@@ -489,6 +520,7 @@ on_both_databases!(
     the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends,
     below_the_minimum_volume_nothing_happens,
     deliveries_alone_re_arm_the_warning,
+    a_window_filled_over_more_than_a_day_counts_exactly_its_newest_hours,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,
