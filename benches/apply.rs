@@ -13,10 +13,10 @@
 //! a statement that scans `soft_bounces` shows in the figures.
 //!
 //! BENCH_LIVED_IN=1000000 starts from that many SNS messages (2 KB bodies),
-//! suppressions and counted sends, and twice as many events, all with
-//! random keys as real ones are, received over the last 180 days: the
-//! indexes a batch writes into are then larger than any cache, as after
-//! months of service, instead of empty.
+//! suppressions and counted sends (also in the guard's hourly counts), and
+//! twice as many events, all with random keys as real ones are, received
+//! over the last 180 days: the indexes a batch writes into are then larger
+//! than any cache, as after months of service, instead of empty.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -226,6 +226,25 @@ async fn fill_history(database_url: &str, n: usize) {
             "rate_volume (mail_id, recipient, seen_at)",
         ),
     ];
+    // The guard's hourly counts of the same sends: one bucket for each
+    // hour of the 180 days, so that the guard's check reads a window full
+    // of history, not one the benchmark's own batches fill.
+    let hours = 180 * 24;
+    let per_hour = (n / hours).max(1);
+    let bounces = per_hour / 100;
+    statements.push(if sqlite {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {hours}) \
+             INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+             SELECT strftime('%Y-%m-%dT%H:00:00.000Z', 'now', '-' || i || ' hours'), {per_hour}, {bounces}, 0, {per_hour} FROM n"
+        )
+    } else {
+        format!(
+            "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+             SELECT date_trunc('hour', now()) - i * interval '1 hour', {per_hour}, {bounces}, 0, {per_hour} \
+             FROM generate_series(1, {hours}) AS i"
+        )
+    });
     if !sqlite {
         statements.push("ANALYZE".to_owned());
     }

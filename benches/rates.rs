@@ -5,8 +5,10 @@
 //! - `10k_events`: 10,000 events in the current hour;
 //! - `10m_events_one_year`: 10,000,000 events spread over a year of hourly
 //!   buckets (8,760 rows; the window fills within the newest few);
+//! - `window_over_three_weeks`: 14,400 sends over 720 hours: the window
+//!   fills after 500 of them, so its newest hours are read in two steps;
 //! - `quiet_sender_30_days`: 7,200 sends over 720 hours, never filling the
-//!   window: the worst case, every bucket of the maximum age is read.
+//!   window: every bucket of the maximum age is summed.
 //!
 //! cargo bench --bench rates
 
@@ -30,7 +32,7 @@ struct History {
     complaints: i64,
 }
 
-const HISTORIES: [History; 3] = [
+const HISTORIES: [History; 4] = [
     History {
         name: "10k_events",
         hours: 1,
@@ -44,6 +46,13 @@ const HISTORIES: [History; 3] = [
         sends: 1_100,
         hard_bounces: 40,
         complaints: 2,
+    },
+    History {
+        name: "window_over_three_weeks",
+        hours: 720,
+        sends: 20,
+        hard_bounces: 0,
+        complaints: 0,
     },
     History {
         name: "quiet_sender_30_days",

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use futures_util::TryStreamExt;
 use sqlx::QueryBuilder;
 
 use super::messages::{MAX_PARAMS, key_order, new_flags};
@@ -183,56 +184,54 @@ pub async fn totals_since(
     ))
 }
 
-/// How many buckets [`newest_buckets`] reads at a time. A full window
-/// usually needs the newest few hours; a day's worth covers that in one
-/// statement.
-const BUCKET_PAGE: i64 = 24;
+/// How many buckets [`newest_buckets`] asks for first: four days of
+/// hours. A busy sender's window fills within the newest few, and one that
+/// sends a few thousand mails a day within a few days; a sparser sender's
+/// window takes the rest of the maximum age in a second statement.
+const FIRST_PAGE: i64 = 96;
 
 /// Buckets from `cutoff` on, newest first, handed to `take` until it
 /// returns false (a full window needs only the newest few).
 ///
-/// Read a page at a time, because a statement cannot be stopped half-way:
-/// PostgreSQL sends every row of a query whether or not they are read,
-/// and sqlx reads and throws away the rest when the stream is dropped. One
-/// query over the whole maximum age (720 hourly rows by default) made every
-/// guard check on a full window carry all of them.
+/// The newest [`FIRST_PAGE`] first, then the rest if the window needs
+/// them. A statement cannot be stopped half-way on PostgreSQL: it sends
+/// every row whether or not they are read, and sqlx reads and throws away
+/// the rest when the stream is dropped, so one query over the whole
+/// maximum age (720 hourly rows by default) made every guard check on a
+/// full window carry all of them. SQLite stops where the reader stops.
 pub async fn newest_buckets(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
     mut take: impl FnMut(Timestamp, Counts) -> bool,
 ) -> DbResult<()> {
-    const FIRST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+    const NEWEST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 ORDER BY bucket_start DESC LIMIT $2";
-    const NEXT: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND bucket_start < $3 ORDER BY bucket_start DESC LIMIT $2";
+    const REST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY bucket_start DESC";
     type BucketRow = (Timestamp, i64, i64, i64, i64);
-    let mut before: Option<Timestamp> = None;
+    let (mut read, mut oldest_read, mut wants_more) = (0, None, true);
+    let mut older_than: Option<Timestamp> = None;
     loop {
-        let page: Vec<BucketRow> = on_tx!(tx, conn => {
-            let query = match before {
-                None => sqlx::query_as::<_, BucketRow>(FIRST).bind(cutoff).bind(BUCKET_PAGE),
-                Some(oldest) => sqlx::query_as::<_, BucketRow>(NEXT)
-                    .bind(cutoff)
-                    .bind(BUCKET_PAGE)
-                    .bind(oldest),
+        on_tx!(tx, conn => {
+            let query = match older_than {
+                None => sqlx::query_as::<_, BucketRow>(NEWEST).bind(cutoff).bind(FIRST_PAGE),
+                Some(oldest) => sqlx::query_as::<_, BucketRow>(REST).bind(cutoff).bind(oldest),
             };
-            query.fetch_all(conn).await
-        })?;
-        let full_page = page.len() as i64 == BUCKET_PAGE;
-        for (start, sends, hard_bounces, complaints, delivery_sends) in page {
-            let counts = Counts {
-                sends,
-                hard_bounces,
-                complaints,
-                delivery_sends,
-            };
-            if !take(start, counts) {
-                return Ok(());
+            let mut rows = query.fetch(&mut *conn);
+            while let Some((start, sends, hard_bounces, complaints, delivery_sends)) = rows.try_next().await? {
+                read += 1;
+                oldest_read = Some(start);
+                let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
+                wants_more = take(start, counts);
+                if !wants_more {
+                    break;
+                }
             }
-            before = Some(start);
-        }
-        if !full_page {
-            return Ok(());
+            Ok::<(), sqlx::Error>(())
+        })?;
+        match (older_than, oldest_read) {
+            (None, Some(oldest)) if wants_more && read == FIRST_PAGE => older_than = Some(oldest),
+            _ => return Ok(()),
         }
     }
 }

@@ -253,33 +253,77 @@ async fn deliveries_alone_re_arm_the_warning(backend: Backend) {
     app.stop().await;
 }
 
-/// A window of 10,000 sends filled by 34 hours of history: the guard
-/// counts exactly the newest hours that fill it, more than a day of them,
-/// and none older. Each stretch of hours has its own bounce count, so
-/// stopping a day early or reading every hour shows in the rate.
-async fn a_window_filled_over_more_than_a_day_counts_exactly_its_newest_hours(backend: Backend) {
+/// A window of 10,000 sends filled by 100 hours of history: the guard
+/// counts exactly the newest hours that fill it, days of them, and none
+/// older. Each stretch of hours has its own bounce count, so stopping
+/// early or reading every hour shows in the rate.
+async fn a_window_filled_over_days_counts_exactly_its_newest_hours(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    for ago in 1..=40 {
+    for ago in 1..=120 {
         let hard_bounces = match ago {
-            1..=24 => 3,
-            25..=34 => 30,
-            _ => 100,
+            1..=24 => 1,
+            25..=72 => 2,
+            73..=100 => 10,
+            _ => 50,
         };
-        seed_hour(&app, &hour_ago(ago), 300, hard_bounces, 0).await;
+        seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
     }
     let (status, sending) = app.admin_get("/v1/sending").await;
     assert_eq!(status, 200, "{sending}");
     let rates = &sending["rates"];
     assert_eq!(
         (&rates["sends"], &rates["hard_bounces"]),
-        (&json!(34 * 300), &json!(24 * 3 + 10 * 30)),
+        (&json!(100 * 100), &json!(24 + 48 * 2 + 28 * 10)),
         "{sending}"
     );
-    // 372 in 10,200 (3.6%) is above the warning line: the next message
-    // makes the guard warn, and no more.
+    // 400 in 10,000 (4%) is above the warning line and under the pause
+    // line: the next message makes the guard warn, and no more.
     post_ok(&app, &deliveries(1)).await;
     assert_eq!(alert_kinds(&app).await, ["warning"]);
     assert_eq!(state_is(&app).await, "active");
+    app.stop().await;
+}
+
+/// A window filled within the hour of a resume counts from the resume: the
+/// hour's complaints before it stay out, its sends after it fill the window.
+async fn a_full_window_in_the_hour_of_a_resume_counts_from_the_resume(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_window_sends = 1000;
+        s.guard_warn = false;
+    })
+    .await;
+    post_ok(&app, &deliveries(1000)).await;
+    post_ok(&app, &a_complaint()).await;
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(state_is(&app).await, "paused", "2 in 1,002 is above 0.1%");
+    let resumed = app
+        .client
+        .put(format!("{}/v1/sending", app.admin_address))
+        .body(r#"{"state": "active", "by": "Dana", "reason": "list cleaned"}"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resumed.status(), 200);
+    post_ok(&app, &deliveries(1500)).await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
+    let rates = &sending["rates"];
+    assert_eq!(
+        (&rates["sends"], &rates["complaints"]),
+        (&json!(1500), &json!(0)),
+        "{sending}"
+    );
+    let since = rates["counting_since"].as_str().expect("counting_since");
+    assert_eq!(
+        rates["window_start"],
+        format!("{}:00:00.000Z", &since[..13]),
+        "the window starts with the hour of the resume"
+    );
+    post_ok(&app, &a_complaint()).await;
+    assert_eq!(
+        state_is(&app).await,
+        "active",
+        "1 in 1,501 is not above 0.1%"
+    );
     app.stop().await;
 }
 
@@ -520,7 +564,8 @@ on_both_databases!(
     the_bounce_threshold_is_strict_and_counts_hard_bounces_as_sends,
     below_the_minimum_volume_nothing_happens,
     deliveries_alone_re_arm_the_warning,
-    a_window_filled_over_more_than_a_day_counts_exactly_its_newest_hours,
+    a_window_filled_over_days_counts_exactly_its_newest_hours,
+    a_full_window_in_the_hour_of_a_resume_counts_from_the_resume,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,
