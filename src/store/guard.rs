@@ -184,56 +184,114 @@ pub async fn totals_since(
     ))
 }
 
-/// How many buckets [`newest_buckets`] asks for first: four days of
-/// hours. A busy sender's window fills within the newest few, and one that
-/// sends a few thousand mails a day within a few days; a sparser sender's
-/// window takes the rest of the maximum age in a second statement.
-const FIRST_PAGE: i64 = 96;
+/// A run of buckets, newest first, as read for a full window: one hourly
+/// bucket, or one day's buckets summed.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    /// The oldest bucket in it.
+    pub oldest: Timestamp,
+    /// The newest bucket in it.
+    pub newest: Timestamp,
+    /// The oldest bucket in it with any count.
+    pub oldest_counted: Option<Timestamp>,
+    pub counts: Counts,
+}
 
-/// Buckets from `cutoff` on, newest first, handed to `take` until it
-/// returns false (a full window needs only the newest few).
+/// Which buckets [`spans`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Spans {
+    /// The newest `limit` hourly buckets from `cutoff` on.
+    NewestHours { cutoff: Timestamp, limit: i64 },
+    /// The hourly buckets from `oldest` to `newest`.
+    Hours {
+        oldest: Timestamp,
+        newest: Timestamp,
+    },
+    /// The hourly buckets from `cutoff` on, older than `older_than`.
+    HoursBefore {
+        cutoff: Timestamp,
+        older_than: Timestamp,
+    },
+    /// Days of buckets from `cutoff` on, older than `older_than`, summed.
+    Days {
+        cutoff: Timestamp,
+        older_than: Timestamp,
+    },
+}
+
+/// Buckets, newest first, handed to `take` until it returns false.
 ///
-/// The newest [`FIRST_PAGE`] first, then the rest if the window needs
-/// them. A statement cannot be stopped half-way on PostgreSQL: it sends
-/// every row whether or not they are read, and sqlx reads and throws away
-/// the rest when the stream is dropped, so one query over the whole
-/// maximum age (720 hourly rows by default) made every guard check on a
-/// full window carry all of them. SQLite stops where the reader stops.
-pub async fn newest_buckets(
+/// PostgreSQL sends every row of a query even when the reader stops
+/// early, so each statement is bounded to what the reader may need; see
+/// `guard::window` for what each database reads.
+pub async fn spans(
     tx: &mut Tx<'_>,
-    cutoff: Timestamp,
-    mut take: impl FnMut(Timestamp, Counts) -> bool,
+    which: Spans,
+    mut take: impl FnMut(Span) -> bool,
 ) -> DbResult<()> {
-    const NEWEST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+    const NEWEST_HOURS: &str = "SELECT bucket_start, bucket_start, \
+        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
+        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 ORDER BY bucket_start DESC LIMIT $2";
-    const REST: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+    const HOURS: &str = "SELECT bucket_start, bucket_start, \
+        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
+        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND bucket_start <= $2 ORDER BY bucket_start DESC";
+    const HOURS_BEFORE: &str = "SELECT bucket_start, bucket_start, \
+        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
+        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY bucket_start DESC";
-    type BucketRow = (Timestamp, i64, i64, i64, i64);
-    let (mut read, mut oldest_read, mut wants_more) = (0, None, true);
-    let mut older_than: Option<Timestamp> = None;
-    loop {
-        on_tx!(tx, conn => {
-            let query = match older_than {
-                None => sqlx::query_as::<_, BucketRow>(NEWEST).bind(cutoff).bind(FIRST_PAGE),
-                Some(oldest) => sqlx::query_as::<_, BucketRow>(REST).bind(cutoff).bind(oldest),
-            };
-            let mut rows = query.fetch(&mut *conn);
-            while let Some((start, sends, hard_bounces, complaints, delivery_sends)) = rows.try_next().await? {
-                read += 1;
-                oldest_read = Some(start);
-                let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
-                wants_more = take(start, counts);
-                if !wants_more {
-                    break;
-                }
-            }
-            Ok::<(), sqlx::Error>(())
-        })?;
-        match (older_than, oldest_read) {
-            (None, Some(oldest)) if wants_more && read == FIRST_PAGE => older_than = Some(oldest),
-            _ => return Ok(()),
-        }
+    // Days by each database's cheapest day of a bucket: the text's first
+    // ten characters on SQLite, `date_trunc` (in the session's time zone)
+    // on PostgreSQL. Either way each group is a run of consecutive hours,
+    // which is all the reader needs.
+    macro_rules! days {
+        ($day:literal) => {
+            concat!(
+                "SELECT MIN(bucket_start), MAX(bucket_start), \
+                MIN(CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END), \
+                CAST(SUM(sends) AS BIGINT), CAST(SUM(hard_bounces) AS BIGINT), CAST(SUM(complaints) AS BIGINT), \
+                CAST(SUM(delivery_sends) AS BIGINT) FROM rate_buckets \
+                WHERE bucket_start >= $1 AND bucket_start < $2 \
+                GROUP BY ",
+                $day,
+                " ORDER BY MIN(bucket_start) DESC"
+            )
+        };
     }
+    let days = if tx.is_sqlite() {
+        days!("substr(bucket_start, 1, 10)")
+    } else {
+        days!("date_trunc('day', bucket_start)")
+    };
+    type SpanRow = (Timestamp, Timestamp, Option<Timestamp>, i64, i64, i64, i64);
+    on_tx!(tx, conn => {
+        let query = match which {
+            Spans::NewestHours { cutoff, limit } => {
+                sqlx::query_as::<_, SpanRow>(NEWEST_HOURS).bind(cutoff).bind(limit)
+            }
+            Spans::Hours { oldest, newest } => {
+                sqlx::query_as::<_, SpanRow>(HOURS).bind(oldest).bind(newest)
+            }
+            Spans::HoursBefore { cutoff, older_than } => {
+                sqlx::query_as::<_, SpanRow>(HOURS_BEFORE).bind(cutoff).bind(older_than)
+            }
+            Spans::Days { cutoff, older_than } => {
+                sqlx::query_as::<_, SpanRow>(days).bind(cutoff).bind(older_than)
+            }
+        };
+        let mut rows = query.fetch(&mut *conn);
+        while let Some((oldest, newest, oldest_counted, sends, hard_bounces, complaints, delivery_sends)) =
+            rows.try_next().await?
+        {
+            let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
+            if !take(Span { oldest, newest, oldest_counted, counts }) {
+                break;
+            }
+        }
+        Ok::<(), sqlx::Error>(())
+    })?;
+    Ok(())
 }
 
 /// The rates and counts recorded with an automatic pause.

@@ -327,6 +327,37 @@ async fn a_full_window_in_the_hour_of_a_resume_counts_from_the_resume(backend: B
     app.stop().await;
 }
 
+/// A window that reaches back to a resume two days ago: whole days in
+/// between, and of the resume's hour only what came after the resume.
+async fn a_window_reaching_back_to_a_resume_days_ago_counts_from_it(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_window_sends = 4930).await;
+    for ago in 1..=60 {
+        let hard_bounces = if ago == 50 { 20 } else { 1 };
+        seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
+    }
+    let resume = hour_ago(50).replace(":00:00.000Z", ":30:00.000Z");
+    let cast = if app.db.is_sqlite() {
+        ""
+    } else {
+        "::timestamptz"
+    };
+    app.db
+        .execute(&format!(
+            "UPDATE sending_state SET counting_since = '{resume}'{cast}, baseline_sends = 60, \
+             baseline_hard_bounces = 15, baseline_delivery_sends = 45, baseline_complaints = 0"
+        ))
+        .await;
+    let (_, sending) = app.admin_get("/v1/sending").await;
+    let rates = &sending["rates"];
+    assert_eq!(
+        (&rates["sends"], &rates["hard_bounces"]),
+        (&json!(49 * 100 + 40), &json!(49 + 5)),
+        "{sending}"
+    );
+    assert_eq!(rates["window_start"], hour_ago(50), "{sending}");
+    app.stop().await;
+}
+
 async fn without_delivery_events_bounces_alone_never_pause(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
     post_ok(&app, &hard_bounces(1500)).await;
@@ -566,6 +597,7 @@ on_both_databases!(
     deliveries_alone_re_arm_the_warning,
     a_window_filled_over_days_counts_exactly_its_newest_hours,
     a_full_window_in_the_hour_of_a_resume_counts_from_the_resume,
+    a_window_reaching_back_to_a_resume_days_ago_counts_from_it,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,
