@@ -105,7 +105,7 @@ impl Filling {
         true
     }
 
-    async fn newest(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
+    async fn newest(&mut self, tx: &mut Tx<'_>, mut cutoff: Timestamp) -> DbResult<()> {
         let sqlite = tx.is_sqlite();
         let limit = if sqlite {
             NEWEST_HOURS_SQLITE
@@ -113,36 +113,46 @@ impl Filling {
             NEWEST_HOURS_POSTGRES
         };
         let (mut read, mut oldest_read, mut wants_more) = (0, None, true);
-        spans(tx, Spans::NewestHours { cutoff, limit }, |hour| {
+        let newest = Spans::Hours {
+            cutoff,
+            older_than: None,
+            limit,
+        };
+        spans(tx, newest, |hour| {
             read += 1;
             oldest_read = Some(hour.oldest);
             wants_more = self.hour(hour);
             wants_more
         })
         .await?;
-        let (true, Some(older_than)) = (wants_more && read == limit, oldest_read) else {
+        let (true, Some(mut older_than)) = (wants_more && read == limit, oldest_read) else {
             return Ok(());
         };
-        if !sqlite {
-            let rest = Spans::HoursBefore { cutoff, older_than };
-            return spans(tx, rest, |hour| self.hour(hour)).await;
-        }
-        let mut starts_within = None;
-        spans(tx, Spans::Days { cutoff, older_than }, |day| {
-            let whole = self.whole_day(day);
-            if !whole {
-                starts_within = Some(day);
-            }
-            whole
-        })
-        .await?;
-        if let Some(day) = starts_within {
-            let hours = Spans::Hours {
-                oldest: day.oldest,
-                newest: day.newest,
+        if sqlite {
+            // Whole days while the window wants more, then the hours of the
+            // day where it starts (`cutoff` moved up to that day).
+            let mut starts_within = None;
+            spans(tx, Spans::Days { cutoff, older_than }, |day| {
+                if self.whole_day(day) {
+                    older_than = day.oldest;
+                    true
+                } else {
+                    starts_within = Some(day.oldest);
+                    false
+                }
+            })
+            .await?;
+            let Some(day) = starts_within else {
+                return Ok(());
             };
-            spans(tx, hours, |hour| self.hour(hour)).await?;
+            cutoff = day;
         }
+        let rest = Spans::Hours {
+            cutoff,
+            older_than: Some(older_than),
+            limit: i64::MAX,
+        };
+        spans(tx, rest, |hour| self.hour(hour)).await?;
         Ok(())
     }
 }

@@ -190,29 +190,22 @@ pub async fn totals_since(
 pub struct Span {
     /// The oldest bucket in it.
     pub oldest: Timestamp,
-    /// The newest bucket in it.
-    pub newest: Timestamp,
     /// The oldest bucket in it with any count.
     pub oldest_counted: Option<Timestamp>,
     pub counts: Counts,
 }
 
-/// Which buckets [`spans`] reads.
+/// Which buckets [`spans`] reads, all from `cutoff` on and, when
+/// `older_than` is given, older than it.
 #[derive(Debug, Clone, Copy)]
 pub enum Spans {
-    /// The newest `limit` hourly buckets from `cutoff` on.
-    NewestHours { cutoff: Timestamp, limit: i64 },
-    /// The hourly buckets from `oldest` to `newest`.
+    /// Hourly buckets, at most `limit` of them (`i64::MAX`: all).
     Hours {
-        oldest: Timestamp,
-        newest: Timestamp,
-    },
-    /// The hourly buckets from `cutoff` on, older than `older_than`.
-    HoursBefore {
         cutoff: Timestamp,
-        older_than: Timestamp,
+        older_than: Option<Timestamp>,
+        limit: i64,
     },
-    /// Days of buckets from `cutoff` on, older than `older_than`, summed.
+    /// Days of buckets, summed.
     Days {
         cutoff: Timestamp,
         older_than: Timestamp,
@@ -229,18 +222,21 @@ pub async fn spans(
     which: Spans,
     mut take: impl FnMut(Span) -> bool,
 ) -> DbResult<()> {
-    const NEWEST_HOURS: &str = "SELECT bucket_start, bucket_start, \
-        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
-        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 ORDER BY bucket_start DESC LIMIT $2";
-    const HOURS: &str = "SELECT bucket_start, bucket_start, \
-        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
-        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND bucket_start <= $2 ORDER BY bucket_start DESC";
-    const HOURS_BEFORE: &str = "SELECT bucket_start, bucket_start, \
-        CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END, \
-        sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY bucket_start DESC";
+    macro_rules! counted {
+        ($bucket:literal) => {
+            concat!(
+                "CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN ",
+                $bucket,
+                " END"
+            )
+        };
+    }
+    const HOURS: &str = concat!(
+        "SELECT bucket_start, ",
+        counted!("bucket_start"),
+        ", sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC LIMIT $3"
+    );
     // Days by each database's cheapest day of a bucket: the text's first
     // ten characters on SQLite, `date_trunc` (in the session's time zone)
     // on PostgreSQL. Either way each group is a run of consecutive hours,
@@ -248,12 +244,11 @@ pub async fn spans(
     macro_rules! days {
         ($day:literal) => {
             concat!(
-                "SELECT MIN(bucket_start), MAX(bucket_start), \
-                MIN(CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN bucket_start END), \
-                CAST(SUM(sends) AS BIGINT), CAST(SUM(hard_bounces) AS BIGINT), CAST(SUM(complaints) AS BIGINT), \
-                CAST(SUM(delivery_sends) AS BIGINT) FROM rate_buckets \
-                WHERE bucket_start >= $1 AND bucket_start < $2 \
-                GROUP BY ",
+                "SELECT MIN(bucket_start), MIN(",
+                counted!("bucket_start"),
+                "), CAST(SUM(sends) AS BIGINT), CAST(SUM(hard_bounces) AS BIGINT), \
+                CAST(SUM(complaints) AS BIGINT), CAST(SUM(delivery_sends) AS BIGINT) FROM rate_buckets \
+                WHERE bucket_start >= $1 AND bucket_start < $2 GROUP BY ",
                 $day,
                 " ORDER BY MIN(bucket_start) DESC"
             )
@@ -264,28 +259,22 @@ pub async fn spans(
     } else {
         days!("date_trunc('day', bucket_start)")
     };
-    type SpanRow = (Timestamp, Timestamp, Option<Timestamp>, i64, i64, i64, i64);
+    type SpanRow = (Timestamp, Option<Timestamp>, i64, i64, i64, i64);
     on_tx!(tx, conn => {
         let query = match which {
-            Spans::NewestHours { cutoff, limit } => {
-                sqlx::query_as::<_, SpanRow>(NEWEST_HOURS).bind(cutoff).bind(limit)
-            }
-            Spans::Hours { oldest, newest } => {
-                sqlx::query_as::<_, SpanRow>(HOURS).bind(oldest).bind(newest)
-            }
-            Spans::HoursBefore { cutoff, older_than } => {
-                sqlx::query_as::<_, SpanRow>(HOURS_BEFORE).bind(cutoff).bind(older_than)
+            Spans::Hours { cutoff, older_than, limit } => {
+                sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than).bind(limit)
             }
             Spans::Days { cutoff, older_than } => {
                 sqlx::query_as::<_, SpanRow>(days).bind(cutoff).bind(older_than)
             }
         };
         let mut rows = query.fetch(&mut *conn);
-        while let Some((oldest, newest, oldest_counted, sends, hard_bounces, complaints, delivery_sends)) =
+        while let Some((oldest, oldest_counted, sends, hard_bounces, complaints, delivery_sends)) =
             rows.try_next().await?
         {
             let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
-            if !take(Span { oldest, newest, oldest_counted, counts }) {
+            if !take(Span { oldest, oldest_counted, counts }) {
                 break;
             }
         }
