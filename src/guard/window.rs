@@ -1,11 +1,14 @@
 //! The current window and its rates: the newest whole hours holding
 //! `GUARD_WINDOW_SENDS` sends, within `GUARD_MAX_AGE_DAYS`, since the last
-//! resume. One aggregate when the window is not full; otherwise the newest
-//! few hours, then whole days, then the hours of the day where the window
-//! starts. The cost is bounded by the number of hours, not by history.
+//! resume. One aggregate when the window is not full; otherwise, on
+//! PostgreSQL, the newest hours, and on SQLite whole days, then the hours of
+//! the day where the window starts. The cost is bounded by the number of
+//! hours, not by history.
 
 use super::{Counts, GuardPolicy, Rates, hour_of};
-use crate::store::guard::{GuardState, Span, Spans, guard_state, spans, totals_since};
+use crate::store::guard::{
+    GuardState, Span, Spans, first_whole_day, guard_state, spans, totals_since,
+};
 use crate::store::{DbResult, Store, Tx};
 use crate::time::Timestamp;
 
@@ -24,7 +27,7 @@ pub async fn rates_for(
     if baseline_hour >= cutoff {
         total = total.minus(state.baseline);
     }
-    if total.sends > policy.window_sends {
+    if total.sends >= policy.window_sends {
         // The window is full: the newest buckets until it is.
         let mut window = Filling {
             total: Counts::default(),
@@ -52,14 +55,13 @@ pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<Rate
 
 /// How a full window is read costs differently on each database. sqlx
 /// hands each row of SQLite over from its own thread (about 5 µs a row),
-/// while statements are cheap there: SQLite reads the newest 24 hours, then
-/// whole days summed by the database, then the hours of the day where the
-/// window starts (a window three weeks long: ~70 rows instead of 500).
-/// PostgreSQL sends rows cheaply but every row of a statement, and each
-/// statement is a round trip: it reads the newest 96 hours (four days, a
-/// busy sender's window and one of a few thousand mails a day), then the
-/// rest of the maximum age in one more.
-const NEWEST_HOURS_SQLITE: i64 = 24;
+/// while statements are cheap there: SQLite reads whole days (`rate_days`,
+/// which triggers keep in step with the hours), newest first, then the
+/// hours of the day where the window starts (a window three weeks long:
+/// ~45 rows instead of 500). PostgreSQL sends rows cheaply but every row of
+/// a statement, and each statement is a round trip: it reads the newest 96
+/// hours (four days, a busy sender's window and one of a few thousand mails
+/// a day), then the rest of the maximum age in one more.
 const NEWEST_HOURS_POSTGRES: i64 = 96;
 
 /// A full window being filled, newest bucket first, exactly as if every
@@ -92,6 +94,9 @@ impl Filling {
 
     /// Takes a day whole when every hour of it is in the window and the
     /// window wants more after it; otherwise the window starts within it.
+    /// A day taken whole never holds the window's start: the window is
+    /// full, so the hours read after the days hold the sends that fill it,
+    /// and the oldest of those with a count is the start.
     fn whole_day(&mut self, day: Span) -> bool {
         if day.oldest <= self.baseline_hour
             || self.total.sends + day.counts.sends >= self.window_sends
@@ -99,24 +104,24 @@ impl Filling {
             return false;
         }
         self.total.add(day.counts);
-        if let Some(counted) = day.oldest_counted {
-            self.window_start = Some(counted);
-        }
         true
     }
 
-    async fn newest(&mut self, tx: &mut Tx<'_>, mut cutoff: Timestamp) -> DbResult<()> {
-        let sqlite = tx.is_sqlite();
-        let limit = if sqlite {
-            NEWEST_HOURS_SQLITE
+    async fn newest(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
+        if tx.is_sqlite() {
+            self.by_days(tx, cutoff).await
         } else {
-            NEWEST_HOURS_POSTGRES
-        };
+            self.by_hours(tx, cutoff).await
+        }
+    }
+
+    /// PostgreSQL: the newest hours, then the rest if the window wants more.
+    async fn by_hours(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
         let (mut read, mut oldest_read, mut wants_more) = (0, None, true);
         let newest = Spans::Hours {
             cutoff,
             older_than: None,
-            limit,
+            limit: NEWEST_HOURS_POSTGRES,
         };
         spans(tx, newest, |hour| {
             read += 1;
@@ -125,34 +130,43 @@ impl Filling {
             wants_more
         })
         .await?;
-        let (true, Some(mut older_than)) = (wants_more && read == limit, oldest_read) else {
+        let (true, Some(older_than)) = (wants_more && read == NEWEST_HOURS_POSTGRES, oldest_read)
+        else {
             return Ok(());
         };
-        if sqlite {
-            // Whole days while the window wants more, then the hours of the
-            // day where it starts (`cutoff` moved up to that day).
-            let mut starts_within = None;
-            spans(tx, Spans::Days { cutoff, older_than }, |day| {
-                if self.whole_day(day) {
-                    older_than = day.oldest;
-                    true
-                } else {
-                    starts_within = Some(day.oldest);
-                    false
-                }
-            })
-            .await?;
-            let Some(day) = starts_within else {
-                return Ok(());
-            };
-            cutoff = day;
-        }
         let rest = Spans::Hours {
             cutoff,
             older_than: Some(older_than),
             limit: i64::MAX,
         };
-        spans(tx, rest, |hour| self.hour(hour)).await?;
+        spans(tx, rest, |hour| self.hour(hour)).await
+    }
+
+    /// SQLite: whole days while the window wants more after each, then the
+    /// hours of the day where it starts, or of the part of a day before the
+    /// first whole one when the window reaches back to `cutoff`.
+    async fn by_days(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
+        let (mut oldest_taken, mut starts_within) = (None, None);
+        let from = first_whole_day(cutoff);
+        spans(tx, Spans::Days { from }, |day| {
+            if self.whole_day(day) {
+                oldest_taken = Some(day.oldest);
+                true
+            } else {
+                starts_within = Some(day.oldest);
+                false
+            }
+        })
+        .await?;
+        let hours_from = starts_within.unwrap_or(cutoff);
+        if oldest_taken != Some(hours_from) {
+            let hours = Spans::Hours {
+                cutoff: hours_from,
+                older_than: oldest_taken,
+                limit: i64::MAX,
+            };
+            spans(tx, hours, |hour| self.hour(hour)).await?;
+        }
         Ok(())
     }
 }

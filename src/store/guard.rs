@@ -158,21 +158,53 @@ pub async fn guard_state(tx: &mut Tx<'_>, lock: bool) -> DbResult<GuardState> {
     })
 }
 
+/// The start of the first whole UTC day at or after `at` (SQLite's
+/// `rate_days` sum the hours of whole days).
+pub fn first_whole_day(at: Timestamp) -> Timestamp {
+    const DAY_MILLIS: i64 = 86_400_000;
+    let millis = at.unix_millis();
+    match millis.rem_euclid(DAY_MILLIS) {
+        0 => at,
+        into_day => Timestamp::from_unix_millis(millis - into_day + DAY_MILLIS).unwrap_or(at),
+    }
+}
+
 /// Every bucket from `cutoff` on, summed, with the oldest bucket's start.
+/// SQLite sums whole days from `rate_days` and the hours before the first
+/// of them (about 50 rows instead of 720 at the default maximum age).
 pub async fn totals_since(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
 ) -> DbResult<(Counts, Option<Timestamp>)> {
-    const SQL: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
+    const HOURS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
         CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), MIN(bucket_start) \
         FROM rate_buckets WHERE bucket_start >= $1";
+    const DAYS_AND_HOURS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
+        CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), \
+        (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1) \
+        FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days WHERE day >= substr($2, 1, 10) \
+        UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND bucket_start < $2)";
+    let sql = if tx.is_sqlite() {
+        DAYS_AND_HOURS
+    } else {
+        HOURS
+    };
+    // The first whole day for SQLite's statement; PostgreSQL's takes none.
+    let first_day = tx.is_sqlite().then(|| first_whole_day(cutoff));
     let (sends, hard_bounces, complaints, delivery_sends, oldest): (
         i64,
         i64,
         i64,
         i64,
         Option<Timestamp>,
-    ) = on_tx!(tx, conn => sqlx::query_as(SQL).bind(cutoff).fetch_one(conn).await)?;
+    ) = on_tx!(tx, conn => {
+        let mut query = sqlx::query_as(sql).bind(cutoff);
+        if let Some(day) = first_day {
+            query = query.bind(day);
+        }
+        query.fetch_one(conn).await
+    })?;
     Ok((
         Counts {
             sends,
@@ -190,26 +222,23 @@ pub async fn totals_since(
 pub struct Span {
     /// The oldest bucket in it.
     pub oldest: Timestamp,
-    /// The oldest bucket in it with any count.
-    pub oldest_counted: Option<Timestamp>,
     pub counts: Counts,
 }
 
-/// Which buckets [`spans`] reads, all from `cutoff` on and, when
-/// `older_than` is given, older than it.
+/// Which buckets [`spans`] reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Spans {
-    /// Hourly buckets, at most `limit` of them (`i64::MAX`: all).
+    /// Hourly buckets from `cutoff` on, older than `older_than` when given,
+    /// at most `limit` of them (`i64::MAX`: all).
     Hours {
         cutoff: Timestamp,
         older_than: Option<Timestamp>,
         limit: i64,
     },
-    /// Days of buckets, summed.
-    Days {
-        cutoff: Timestamp,
-        older_than: Timestamp,
-    },
+    /// Whole UTC days from the day starting at `from` on: SQLite's
+    /// `rate_days`, the hours of each day summed by triggers (PostgreSQL
+    /// has no such table).
+    Days { from: Timestamp },
 }
 
 /// Buckets, newest first, handed to `take` until it returns false.
@@ -222,59 +251,24 @@ pub async fn spans(
     which: Spans,
     mut take: impl FnMut(Span) -> bool,
 ) -> DbResult<()> {
-    macro_rules! counted {
-        ($bucket:literal) => {
-            concat!(
-                "CASE WHEN sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0 THEN ",
-                $bucket,
-                " END"
-            )
-        };
-    }
-    const HOURS: &str = concat!(
-        "SELECT bucket_start, ",
-        counted!("bucket_start"),
-        ", sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC LIMIT $3"
-    );
-    // Days by each database's cheapest day of a bucket: the text's first
-    // ten characters on SQLite, `date_trunc` (in the session's time zone)
-    // on PostgreSQL. Either way each group is a run of consecutive hours,
-    // which is all the reader needs.
-    macro_rules! days {
-        ($day:literal) => {
-            concat!(
-                "SELECT MIN(bucket_start), MIN(",
-                counted!("bucket_start"),
-                "), CAST(SUM(sends) AS BIGINT), CAST(SUM(hard_bounces) AS BIGINT), \
-                CAST(SUM(complaints) AS BIGINT), CAST(SUM(delivery_sends) AS BIGINT) FROM rate_buckets \
-                WHERE bucket_start >= $1 AND bucket_start < $2 GROUP BY ",
-                $day,
-                " ORDER BY MIN(bucket_start) DESC"
-            )
-        };
-    }
-    let days = if tx.is_sqlite() {
-        days!("substr(bucket_start, 1, 10)")
-    } else {
-        days!("date_trunc('day', bucket_start)")
-    };
-    type SpanRow = (Timestamp, Option<Timestamp>, i64, i64, i64, i64);
+    const HOURS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC LIMIT $3";
+    const DAYS: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
+        FROM rate_days WHERE day >= substr($1, 1, 10) ORDER BY day DESC";
+    type SpanRow = (Timestamp, i64, i64, i64, i64);
     on_tx!(tx, conn => {
         let query = match which {
             Spans::Hours { cutoff, older_than, limit } => {
                 sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than).bind(limit)
             }
-            Spans::Days { cutoff, older_than } => {
-                sqlx::query_as::<_, SpanRow>(days).bind(cutoff).bind(older_than)
-            }
+            Spans::Days { from } => sqlx::query_as::<_, SpanRow>(DAYS).bind(from),
         };
         let mut rows = query.fetch(&mut *conn);
-        while let Some((oldest, oldest_counted, sends, hard_bounces, complaints, delivery_sends)) =
+        while let Some((oldest, sends, hard_bounces, complaints, delivery_sends)) =
             rows.try_next().await?
         {
             let counts = Counts { sends, hard_bounces, complaints, delivery_sends };
-            if !take(Span { oldest, oldest_counted, counts }) {
+            if !take(Span { oldest, counts }) {
                 break;
             }
         }

@@ -358,6 +358,104 @@ async fn a_window_reaching_back_to_a_resume_days_ago_counts_from_it(backend: Bac
     app.stop().await;
 }
 
+/// The window follows every change of the hourly buckets, not only the
+/// writer's: an operator's correction of an hour, an hour deleted
+/// (retention, or by hand), an hour moved to another day. (SQLite reads a
+/// long window by days, summed by triggers on the hours.)
+async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_window_sends = 5000).await;
+    for ago in 1..=80 {
+        let hard_bounces = match ago {
+            20 => 7,
+            52 => 9,
+            _ => 1,
+        };
+        seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
+    }
+    // The newest 50 hours.
+    assert_eq!(
+        window_of(&app).await,
+        (Some(5000), Some(49 + 7), Some(hour_ago(50)))
+    );
+    let cast = if app.db.is_sqlite() {
+        ""
+    } else {
+        "::timestamptz"
+    };
+    app.db
+        .execute(&format!(
+            "UPDATE rate_buckets SET hard_bounces = 3 WHERE bucket_start = '{}'{cast}",
+            hour_ago(20)
+        ))
+        .await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(5000), Some(49 + 3), Some(hour_ago(50))),
+        "an hour corrected"
+    );
+    app.db
+        .execute(&format!(
+            "DELETE FROM rate_buckets WHERE bucket_start = '{}'{cast}",
+            hour_ago(10)
+        ))
+        .await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(5000), Some(49 + 3), Some(hour_ago(51))),
+        "an hour deleted: the window reaches one hour further"
+    );
+    app.db
+        .execute(&format!(
+            "UPDATE rate_buckets SET bucket_start = '{}'{cast} WHERE bucket_start = '{}'{cast}",
+            hour_ago(100),
+            hour_ago(30)
+        ))
+        .await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(5000), Some(48 + 3 + 9), Some(hour_ago(52))),
+        "an hour moved out of the window: it reaches the hour of 9 bounces"
+    );
+    app.stop().await;
+}
+
+/// The window's sends, hard bounces and first hour, as `/v1/sending` shows
+/// them.
+async fn window_of(app: &TestApp) -> (Option<i64>, Option<i64>, Option<String>) {
+    let (status, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(status, 200, "{sending}");
+    let rates = &sending["rates"];
+    (
+        rates["sends"].as_i64(),
+        rates["hard_bounces"].as_i64(),
+        rates["window_start"].as_str().map(str::to_owned),
+    )
+}
+
+/// A full window that reaches back to the maximum age counts the hours
+/// from its first, whatever the hour of day (the maximum age rarely ends
+/// at midnight).
+async fn a_full_window_reaching_the_maximum_age_counts_from_its_first_hour(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_window_sends = 4750;
+        s.guard_max_age_days = 2;
+    })
+    .await;
+    for ago in 1..=60 {
+        let hard_bounces = if ago == 48 { 30 } else { 1 };
+        seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
+    }
+    let (_, sending) = app.admin_get("/v1/sending").await;
+    let rates = &sending["rates"];
+    assert_eq!(
+        (&rates["sends"], &rates["hard_bounces"]),
+        (&json!(48 * 100), &json!(47 + 30)),
+        "{sending}"
+    );
+    assert_eq!(rates["window_start"], hour_ago(48), "{sending}");
+    app.stop().await;
+}
+
 async fn without_delivery_events_bounces_alone_never_pause(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
     post_ok(&app, &hard_bounces(1500)).await;
@@ -598,6 +696,8 @@ on_both_databases!(
     a_window_filled_over_days_counts_exactly_its_newest_hours,
     a_full_window_in_the_hour_of_a_resume_counts_from_the_resume,
     a_window_reaching_back_to_a_resume_days_ago_counts_from_it,
+    a_window_follows_hours_changed_by_hand,
+    a_full_window_reaching_the_maximum_age_counts_from_its_first_hour,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,
