@@ -185,13 +185,12 @@ pub async fn totals_since(
         FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days WHERE day >= substr($2, 1, 10) \
         UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2)";
-    let sql = if tx.is_sqlite() {
-        DAYS_AND_HOURS
+    // SQLite's statement also takes the first whole day.
+    let (sql, first_day) = if tx.is_sqlite() {
+        (DAYS_AND_HOURS, Some(first_whole_day(cutoff)))
     } else {
-        HOURS
+        (HOURS, None)
     };
-    // The first whole day for SQLite's statement; PostgreSQL's takes none.
-    let first_day = tx.is_sqlite().then(|| first_whole_day(cutoff));
     let (sends, hard_bounces, complaints, delivery_sends, oldest): (
         i64,
         i64,

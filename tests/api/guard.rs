@@ -14,7 +14,7 @@ use crate::helpers::{
     Backend, TempDir, TestApp, assert_status, eventually, spawn_app_with, start, test_settings,
 };
 use crate::on_both_databases;
-use crate::page::{hour_ago, seed_hour};
+use crate::page::{hour_ago, seed_hour, time_literal};
 use crate::signing::{Msg, TOPIC, unique_id};
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
@@ -335,26 +335,17 @@ async fn a_window_reaching_back_to_a_resume_days_ago_counts_from_it(backend: Bac
         let hard_bounces = if ago == 50 { 20 } else { 1 };
         seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
     }
-    let resume = hour_ago(50).replace(":00:00.000Z", ":30:00.000Z");
-    let cast = if app.db.is_sqlite() {
-        ""
-    } else {
-        "::timestamptz"
-    };
+    let resume = time_literal(&app, &hour_ago(50).replace(":00:00.000Z", ":30:00.000Z"));
     app.db
         .execute(&format!(
-            "UPDATE sending_state SET counting_since = '{resume}'{cast}, baseline_sends = 60, \
+            "UPDATE sending_state SET counting_since = {resume}, baseline_sends = 60, \
              baseline_hard_bounces = 15, baseline_delivery_sends = 45, baseline_complaints = 0"
         ))
         .await;
-    let (_, sending) = app.admin_get("/v1/sending").await;
-    let rates = &sending["rates"];
     assert_eq!(
-        (&rates["sends"], &rates["hard_bounces"]),
-        (&json!(49 * 100 + 40), &json!(49 + 5)),
-        "{sending}"
+        window_of(&app).await,
+        (Some(49 * 100 + 40), Some(49 + 5), Some(hour_ago(50)))
     );
-    assert_eq!(rates["window_start"], hour_ago(50), "{sending}");
     app.stop().await;
 }
 
@@ -377,15 +368,11 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
         window_of(&app).await,
         (Some(5000), Some(49 + 7), Some(hour_ago(50)))
     );
-    let cast = if app.db.is_sqlite() {
-        ""
-    } else {
-        "::timestamptz"
-    };
+    let hour = |ago| time_literal(&app, &hour_ago(ago));
     app.db
         .execute(&format!(
-            "UPDATE rate_buckets SET hard_bounces = 3 WHERE bucket_start = '{}'{cast}",
-            hour_ago(20)
+            "UPDATE rate_buckets SET hard_bounces = 3 WHERE bucket_start = {}",
+            hour(20)
         ))
         .await;
     assert_eq!(
@@ -395,8 +382,8 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
     );
     app.db
         .execute(&format!(
-            "DELETE FROM rate_buckets WHERE bucket_start = '{}'{cast}",
-            hour_ago(10)
+            "DELETE FROM rate_buckets WHERE bucket_start = {}",
+            hour(10)
         ))
         .await;
     assert_eq!(
@@ -406,9 +393,9 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
     );
     app.db
         .execute(&format!(
-            "UPDATE rate_buckets SET bucket_start = '{}'{cast} WHERE bucket_start = '{}'{cast}",
-            hour_ago(100),
-            hour_ago(30)
+            "UPDATE rate_buckets SET bucket_start = {} WHERE bucket_start = {}",
+            hour(100),
+            hour(30)
         ))
         .await;
     assert_eq!(
@@ -445,14 +432,36 @@ async fn a_full_window_reaching_the_maximum_age_counts_from_its_first_hour(backe
         let hard_bounces = if ago == 48 { 30 } else { 1 };
         seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
     }
+    assert_eq!(
+        window_of(&app).await,
+        (Some(48 * 100), Some(47 + 30), Some(hour_ago(48)))
+    );
+    app.stop().await;
+}
+
+/// A window holding exactly `GUARD_WINDOW_SENDS` sends is full: complaints
+/// in an older hour without sends (mail sent before it) stay out of it.
+async fn a_window_of_exactly_its_sends_leaves_older_hours_out(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_window_sends = 1000;
+        s.guard_warn = false;
+    })
+    .await;
+    seed_hour(&app, &hour_ago(1), 1000, 0, 0).await;
+    seed_hour(&app, &hour_ago(2), 0, 0, 5).await;
     let (_, sending) = app.admin_get("/v1/sending").await;
     let rates = &sending["rates"];
     assert_eq!(
-        (&rates["sends"], &rates["hard_bounces"]),
-        (&json!(48 * 100), &json!(47 + 30)),
+        (
+            &rates["sends"],
+            &rates["complaints"],
+            &rates["window_start"]
+        ),
+        (&json!(1000), &json!(0), &json!(hour_ago(1))),
         "{sending}"
     );
-    assert_eq!(rates["window_start"], hour_ago(48), "{sending}");
+    post_ok(&app, &deliveries(1)).await;
+    assert_eq!(state_is(&app).await, "active", "no complaint in the window");
     app.stop().await;
 }
 
@@ -698,6 +707,7 @@ on_both_databases!(
     a_window_reaching_back_to_a_resume_days_ago_counts_from_it,
     a_window_follows_hours_changed_by_hand,
     a_full_window_reaching_the_maximum_age_counts_from_its_first_hour,
+    a_window_of_exactly_its_sends_leaves_older_hours_out,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,

@@ -23,19 +23,25 @@ pub fn hour_ago(hours_ago: i64) -> String {
         .to_text()
 }
 
+/// A time as an SQL literal of the test's database (PostgreSQL's columns
+/// are `timestamptz`, SQLite's text).
+pub fn time_literal(app: &TestApp, text: &str) -> String {
+    if app.db.is_sqlite() {
+        format!("'{text}'")
+    } else {
+        format!("'{text}'::timestamptz")
+    }
+}
+
 /// Writes one hourly bucket of the guard's counts (`rate_buckets` is a
 /// documented table; the pipeline would put every event in this hour).
 pub async fn seed_hour(app: &TestApp, hour: &str, sends: i64, hard_bounces: i64, complaints: i64) {
     let delivery_sends = sends - hard_bounces;
-    let cast = if app.db.is_sqlite() {
-        ""
-    } else {
-        "::timestamptz"
-    };
     app.db
         .execute(&format!(
             "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
-             VALUES ('{hour}'{cast}, {sends}, {hard_bounces}, {complaints}, {delivery_sends})"
+             VALUES ({}, {sends}, {hard_bounces}, {complaints}, {delivery_sends})",
+            time_literal(app, hour)
         ))
         .await;
 }
