@@ -8,6 +8,9 @@
 const TOKEN_KEY = "bouncer.token";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const REFRESH_MS = 60000;
+// A first load answered 503 (the database briefly unavailable: retry) is
+// tried again this soon, until the page has loaded once.
+const FIRST_LOAD_RETRY_MS = 3000;
 const PAGE_SIZE = 50;
 
 const $ = (id) => document.getElementById(id);
@@ -587,7 +590,18 @@ function start() {
   page.timer = setInterval(() => {
     if (!document.hidden && !$("content").hidden) loadAll();
   }, REFRESH_MS);
-  loadAll().then((ok) => ok && search(false));
+  firstLoad();
+}
+
+// Until the page has loaded once, the minute's refresh does not run (there
+// is nothing shown to refresh): a failed first load tries again soon,
+// unless it asked for a token.
+async function firstLoad() {
+  if (await loadAll()) {
+    search(false);
+  } else if ($("token-section").hidden) {
+    setTimeout(firstLoad, FIRST_LOAD_RETRY_MS);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", start);

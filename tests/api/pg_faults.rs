@@ -330,3 +330,51 @@ async fn a_lock_held_past_the_write_time_limit_spools_instead_of_hanging() {
     all_stored_once(&app, &[first, more].concat()).await;
     app.stop().await;
 }
+
+/// The page opened while the database refuses connections says why, and
+/// loads by itself once the database is back: a 503 means "retry", and a
+/// person who opened the page then should not have to know to click
+/// Refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_opened_during_an_outage_loads_once_the_database_is_back() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let Some(browser) = crate::browser::Browser::start().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let added = app
+        .client
+        .post(format!("{}/v1/suppressions", app.admin_address))
+        .body(r#"{"email": "erin@example.com", "note": "asked to stop"}"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(added.status(), 201);
+    alter_database(&app, "ALLOW_CONNECTIONS false").await;
+    terminate_bouncer_sessions(&app).await;
+    crate::page::open_page(&browser, &app).await;
+    let shown = browser
+        .wait_for(
+            "the load error",
+            "!document.getElementById('load-error').hidden && document.getElementById('load-error').textContent",
+        )
+        .await;
+    assert!(
+        shown
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Could not load"),
+        "{shown}"
+    );
+    alter_database(&app, "ALLOW_CONNECTIONS true").await;
+    browser
+        .wait_for(
+            "the list, without a click",
+            "document.getElementById('load-error').hidden \
+             && document.querySelectorAll('#suppression-table tbody tr').length === 1",
+        )
+        .await;
+    app.stop().await;
+}
