@@ -124,7 +124,7 @@ fn bench_one(c: &mut Criterion, backend: &str, url: &str, h: &History) {
     });
     let store = pipeline.state.store.clone();
     let policy = pipeline.state.guard.clone();
-    let rates = runtime
+    let (_, rates) = runtime
         .block_on(bouncer::guard::current_rates(&store, &policy))
         .expect("rates");
     eprintln!(

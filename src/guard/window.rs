@@ -1,13 +1,14 @@
 //! The current window and its rates: the newest whole hours holding
 //! `GUARD_WINDOW_SENDS` sends, within `GUARD_MAX_AGE_DAYS`, since the last
 //! resume. One aggregate when the window is not full; otherwise, on
-//! PostgreSQL, the newest hours, and on SQLite whole days, then the hours of
-//! the day where the window starts. The cost is bounded by the number of
+//! PostgreSQL, the newest hours (with the aggregate, in one statement), and
+//! on SQLite whole days, then the hours of the day where the window starts. The cost is bounded by the number of
 //! hours, not by history.
 
 use super::{Counts, GuardPolicy, Rates, hour_of};
 use crate::store::guard::{
-    GuardState, Span, Spans, first_whole_day, guard_state, spans, totals_since,
+    GuardState, SendingState, Span, Spans, first_whole_day, sending_state_in, spans,
+    totals_and_newest_hours, totals_since,
 };
 use crate::store::{DbResult, Store, Tx};
 use crate::time::Timestamp;
@@ -23,8 +24,23 @@ pub async fn rates_for(
     let cutoff = hour_of(now.saturating_sub(policy.max_age)).max(hour_of(since));
     // The resume hour's counts at the resume do not count.
     let baseline_hour = hour_of(since);
-    let (mut total, mut window_start) = totals_since(tx, cutoff).await?;
-    if baseline_hour >= cutoff {
+    let baseline_counts = baseline_hour >= cutoff;
+    let (mut total, mut window_start, newest) = if tx.is_sqlite() {
+        let (total, oldest) = totals_since(tx, cutoff).await?;
+        (total, oldest, Vec::new())
+    } else {
+        // The totals fill the window at `window_sends` sends after the
+        // baseline (`minus` stops at zero; `window_sends` is at least 1).
+        debug_assert!(policy.window_sends >= 1, "GuardPolicy keeps it at least 1");
+        let baseline_sends = if baseline_counts {
+            state.baseline.sends
+        } else {
+            0
+        };
+        let full_at = policy.window_sends.saturating_add(baseline_sends);
+        totals_and_newest_hours(tx, cutoff, full_at, NEWEST_HOURS_POSTGRES.into()).await?
+    };
+    if baseline_counts {
         total = total.minus(state.baseline);
     }
     if total.sends >= policy.window_sends {
@@ -36,21 +52,22 @@ pub async fn rates_for(
             baseline_hour,
             baseline: state.baseline,
         };
-        window.newest(tx, cutoff).await?;
+        window.newest(tx, cutoff, newest).await?;
         (total, window_start) = (window.total, window.window_start);
     }
     Ok(Rates::from_window(total, window_start, since, policy))
 }
 
-/// The rates now, in a read-only snapshot.
-pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<Rates> {
+/// The state row and the rates now, in one read-only snapshot: a pause,
+/// a resume or a batch committed meanwhile is in both or in neither.
+pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<(SendingState, Rates)> {
     let mut conn = store.conn().await?;
     let mut tx = conn.begin_read().await?;
     let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let state = guard_state(&mut tx, false).await?;
+    let (shown, state) = sending_state_in(&mut tx).await?;
     let rates = rates_for(&mut tx, policy, now, &state).await?;
     tx.rollback().await?;
-    Ok(rates)
+    Ok((shown, rates))
 }
 
 /// How a full window is read costs differently on each database. sqlx
@@ -59,10 +76,11 @@ pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<Rate
 /// which triggers keep in step with the hours), newest first, then the
 /// hours of the day where the window starts (a window three weeks long:
 /// ~45 rows instead of 500). PostgreSQL sends rows cheaply but every row of
-/// a statement, and each statement is a round trip: it reads the newest 96
-/// hours (four days, a busy sender's window and one of a few thousand mails
-/// a day), then the rest of the maximum age in one more.
-const NEWEST_HOURS_POSTGRES: i64 = 96;
+/// a statement, and each statement is a round trip: the statement of the
+/// totals also brings the newest 96 hours when the window is full (four
+/// days, a busy sender's window and one of a few thousand mails a day),
+/// and the rest of the maximum age comes in one more.
+const NEWEST_HOURS_POSTGRES: u16 = 96;
 
 /// A full window being filled, newest bucket first, exactly as if every
 /// bucket were read one by one: a bucket is in it while the newer ones
@@ -107,31 +125,41 @@ impl Filling {
         true
     }
 
-    async fn newest(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
+    /// Reads the newest buckets until the window is full. `newest`: on
+    /// PostgreSQL, the newest hours read with the totals (empty on SQLite,
+    /// which reads days).
+    async fn newest(
+        &mut self,
+        tx: &mut Tx<'_>,
+        cutoff: Timestamp,
+        newest: Vec<Span>,
+    ) -> DbResult<()> {
         if tx.is_sqlite() {
             self.by_days(tx, cutoff).await
         } else {
-            self.by_hours(tx, cutoff).await
+            self.by_hours(tx, cutoff, newest).await
         }
     }
 
-    /// PostgreSQL: the newest hours, then the rest if the window wants more.
-    async fn by_hours(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
-        let (mut read, mut oldest_read, mut wants_more) = (0, None, true);
-        let newest = Spans::Hours {
-            cutoff,
-            older_than: None,
-            limit: NEWEST_HOURS_POSTGRES,
-        };
-        spans(tx, newest, |hour| {
-            read += 1;
+    /// PostgreSQL: the newest hours (read with the totals, whose condition
+    /// for sending them is `rates_for`'s rule for a full window), then the
+    /// rest if the window wants more.
+    async fn by_hours(
+        &mut self,
+        tx: &mut Tx<'_>,
+        cutoff: Timestamp,
+        newest: Vec<Span>,
+    ) -> DbResult<()> {
+        let read_all = newest.len() == usize::from(NEWEST_HOURS_POSTGRES);
+        let (mut oldest_read, mut wants_more) = (None, true);
+        for hour in newest {
             oldest_read = Some(hour.oldest);
             wants_more = self.hour(hour);
-            wants_more
-        })
-        .await?;
-        let (true, Some(older_than)) = (wants_more && read == NEWEST_HOURS_POSTGRES, oldest_read)
-        else {
+            if !wants_more {
+                break;
+            }
+        }
+        let (true, Some(older_than)) = (wants_more && read_all, oldest_read) else {
             return Ok(());
         };
         let rest = Spans::Hours {

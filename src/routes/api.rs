@@ -319,8 +319,7 @@ fn percent(fraction: f64) -> f64 {
 /// Every `*_rate` is a fraction of sends (0.05 is 5%); every `*_percent` a
 /// percentage. `ses` is the SES side.
 pub async fn sending_report(store: &Store, g: &GuardPolicy) -> DbResult<serde_json::Value> {
-    let state = store.sending_state().await?;
-    let rates = crate::guard::current_rates(store, g).await?;
+    let (state, rates) = crate::guard::current_rates(store, g).await?;
     let mut rates_json = serde_json::to_value(&rates).unwrap_or_default();
     if let Some(obj) = rates_json.as_object_mut() {
         obj.insert(

@@ -57,11 +57,7 @@ fn append(
 
 /// The guard's gauges: the rates over the current window and the pause.
 async fn guard_text(state: &AppState) -> crate::store::DbResult<String> {
-    let (rates, sending) = futures_util::future::try_join(
-        crate::guard::current_rates(&state.store, &state.guard),
-        state.store.sending_state(),
-    )
-    .await?;
+    let (sending, rates) = crate::guard::current_rates(&state.store, &state.guard).await?;
     let paused = i32::from(sending.state == "paused");
     Ok(format!(
         "# HELP bouncer_bounce_rate Hard bounce rate over the current window.\n# TYPE bouncer_bounce_rate gauge\nbouncer_bounce_rate {}\n\

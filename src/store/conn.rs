@@ -98,19 +98,31 @@ impl Conn {
 
     /// A write transaction. SQLite takes the write lock at once (`BEGIN
     /// IMMEDIATE`), so that writers wait for each other instead of failing
-    /// halfway.
+    /// halfway. PostgreSQL's is READ COMMITTED whatever the server's default:
+    /// the guard's check locks the state row and must then see what other
+    /// writers committed before it got the lock, and no write here is
+    /// written to retry a serialization failure.
     pub async fn begin(&mut self) -> DbResult<Tx<'_>> {
         let sql = if self.is_sqlite() {
             "BEGIN IMMEDIATE"
         } else {
-            "BEGIN"
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
         };
         self.start(sql).await
     }
 
-    /// A read-only snapshot (on SQLite it takes no write lock).
+    /// A read-only snapshot: every statement in it sees the database as
+    /// of its first. SQLite's deferred `BEGIN` takes no write lock and reads
+    /// one snapshot of the WAL; PostgreSQL's default (READ COMMITTED) would
+    /// give each statement a snapshot of its own, so a state row and the
+    /// counts read after it could straddle a concurrent resume.
     pub async fn begin_read(&mut self) -> DbResult<Tx<'_>> {
-        self.start("BEGIN").await
+        let sql = if self.is_sqlite() {
+            "BEGIN"
+        } else {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        };
+        self.start(sql).await
     }
 
     async fn start(&mut self, sql: &'static str) -> DbResult<Tx<'_>> {

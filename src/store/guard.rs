@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use futures_util::TryStreamExt;
 use sqlx::QueryBuilder;
 
+use super::conn::Raw;
 use super::messages::{MAX_PARAMS, key_order, new_flags};
 use super::text::storable;
 use super::{DbResult, Store, Tx, on_db, on_tx};
@@ -158,6 +159,36 @@ pub async fn guard_state(tx: &mut Tx<'_>, lock: bool) -> DbResult<GuardState> {
     })
 }
 
+/// The state row whole, in one statement: what the sender and the
+/// operator see, with what the guard needs of it.
+pub async fn sending_state_in(tx: &mut Tx<'_>) -> DbResult<(SendingState, GuardState)> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        shown: SendingState,
+        baseline_sends: i64,
+        baseline_hard_bounces: i64,
+        baseline_complaints: i64,
+        baseline_delivery_sends: i64,
+    }
+    const SQL: &str = "SELECT state, changed_at, changed_by, reason, bounce_rate, complaint_rate, window_sends, \
+        window_hard_bounces, window_complaints, counting_since, warned_at, baseline_sends, baseline_hard_bounces, \
+        baseline_complaints, baseline_delivery_sends FROM sending_state WHERE id = 1";
+    let row: Row = on_tx!(tx, conn => sqlx::query_as(SQL).fetch_one(conn).await)?;
+    let guard = GuardState {
+        paused: row.shown.state == "paused",
+        warned: row.shown.warned_at.is_some(),
+        counting_since: row.shown.counting_since,
+        baseline: Counts {
+            sends: row.baseline_sends,
+            hard_bounces: row.baseline_hard_bounces,
+            complaints: row.baseline_complaints,
+            delivery_sends: row.baseline_delivery_sends,
+        },
+    };
+    Ok((row.shown, guard))
+}
+
 /// The start of the first whole UTC day at or after `at` (SQLite's
 /// `rate_days` sum the hours of whole days).
 pub fn first_whole_day(at: Timestamp) -> Timestamp {
@@ -169,27 +200,22 @@ pub fn first_whole_day(at: Timestamp) -> Timestamp {
     }
 }
 
-/// Every bucket from `cutoff` on, summed, with the oldest bucket's start.
-/// SQLite sums whole days from `rate_days` and the hours before the first
-/// of them (about 50 rows instead of 720 at the default maximum age).
+/// SQLite: every bucket from `cutoff` on, summed, with the oldest
+/// bucket's start: whole days from `rate_days` and the hours before the
+/// first of them (about 50 rows instead of 720 at the default maximum
+/// age). PostgreSQL reads its totals with [`totals_and_newest_hours`].
 pub async fn totals_since(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
 ) -> DbResult<(Counts, Option<Timestamp>)> {
-    const HOURS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
-        CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), MIN(bucket_start) \
-        FROM rate_buckets WHERE bucket_start >= $1";
     const DAYS_AND_HOURS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
         CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), \
         (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1) \
         FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days WHERE day >= substr($2, 1, 10) \
         UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2)";
-    // SQLite's statement also takes the first whole day.
-    let (sql, first_day) = if tx.is_sqlite() {
-        (DAYS_AND_HOURS, Some(first_whole_day(cutoff)))
-    } else {
-        (HOURS, None)
+    let Raw::Sqlite(conn) = tx.raw() else {
+        return Err(sqlx::Error::Protocol("rate_days is SQLite's table".into()).into());
     };
     let (sends, hard_bounces, complaints, delivery_sends, oldest): (
         i64,
@@ -197,13 +223,11 @@ pub async fn totals_since(
         i64,
         i64,
         Option<Timestamp>,
-    ) = on_tx!(tx, conn => {
-        let mut query = sqlx::query_as(sql).bind(cutoff);
-        if let Some(day) = first_day {
-            query = query.bind(day);
-        }
-        query.fetch_one(conn).await
-    })?;
+    ) = sqlx::query_as(DAYS_AND_HOURS)
+        .bind(cutoff)
+        .bind(first_whole_day(cutoff))
+        .fetch_one(conn)
+        .await?;
     Ok((
         Counts {
             sends,
@@ -213,6 +237,93 @@ pub async fn totals_since(
         },
         oldest,
     ))
+}
+
+/// PostgreSQL: every bucket from `cutoff` on, summed, with the oldest
+/// bucket's start, and, in the same statement, the newest
+/// `limit` hours from `cutoff` when the totals hold at least `full_at`
+/// sends (the window is full: the caller reads it newest hour first). One
+/// round trip instead of two for every check of a full window. The hours
+/// are empty when the totals do not fill it.
+pub async fn totals_and_newest_hours(
+    tx: &mut Tx<'_>,
+    cutoff: Timestamp,
+    full_at: i64,
+    limit: i64,
+) -> DbResult<(Counts, Option<Timestamp>, Vec<Span>)> {
+    // The condition inside the lateral query is on the totals alone:
+    // PostgreSQL tests it once and skips the scan when it is false.
+    const SQL: &str = "SELECT t.sends, t.hard_bounces, t.complaints, t.delivery_sends, t.oldest, \
+        h.bucket_start, h.sends, h.hard_bounces, h.complaints, h.delivery_sends \
+        FROM (SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT) AS sends, \
+          CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT) AS hard_bounces, \
+          CAST(COALESCE(SUM(complaints), 0) AS BIGINT) AS complaints, \
+          CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT) AS delivery_sends, MIN(bucket_start) AS oldest \
+          FROM rate_buckets WHERE bucket_start >= $1) t \
+        LEFT JOIN LATERAL (SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends \
+          FROM rate_buckets WHERE t.sends >= $2 AND bucket_start >= $1 \
+          ORDER BY bucket_start DESC LIMIT $3) h ON true \
+        ORDER BY h.bucket_start DESC";
+    type Row = (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<Timestamp>,
+        Option<Timestamp>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let Raw::Postgres(conn) = tx.raw() else {
+        return Err(sqlx::Error::Protocol("a LATERAL join is PostgreSQL's".into()).into());
+    };
+    let rows: Vec<Row> = sqlx::query_as(SQL)
+        .bind(cutoff)
+        .bind(full_at)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    // An aggregate without GROUP BY always answers one row.
+    let &(sends, hard_bounces, complaints, delivery_sends, oldest, ..) =
+        rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let totals = Counts {
+        sends,
+        hard_bounces,
+        complaints,
+        delivery_sends,
+    };
+    // The hours' columns are NULL together, when the totals do not fill
+    // the window (the join found no hour); never one alone.
+    let hours = rows
+        .iter()
+        .filter(|row| row.5.is_some())
+        .map(
+            |&(.., hour, sends, hard_bounces, complaints, delivery_sends)| {
+                let (
+                    Some(oldest),
+                    Some(sends),
+                    Some(hard_bounces),
+                    Some(complaints),
+                    Some(delivery_sends),
+                ) = (hour, sends, hard_bounces, complaints, delivery_sends)
+                else {
+                    return Err(sqlx::Error::Protocol(
+                        "an hour of rate_buckets came back with a NULL count".into(),
+                    ));
+                };
+                let counts = Counts {
+                    sends,
+                    hard_bounces,
+                    complaints,
+                    delivery_sends,
+                };
+                Ok(Span { oldest, counts })
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((totals, oldest, hours))
 }
 
 /// A run of buckets, newest first, as read for a full window: one hourly
@@ -391,11 +502,5 @@ impl Store {
     pub async fn recorded_apply_settings(&self) -> DbResult<Option<(String, Timestamp)>> {
         const SQL: &str = "SELECT policy_json, recorded_at FROM apply_settings WHERE id = 1";
         Ok(on_db!(&self.db, pool => sqlx::query_as(SQL).fetch_optional(pool).await)?)
-    }
-
-    pub async fn sending_state(&self) -> DbResult<SendingState> {
-        const SQL: &str = "SELECT state, changed_at, changed_by, reason, bounce_rate, complaint_rate, window_sends, \
-            window_hard_bounces, window_complaints, counting_since, warned_at FROM sending_state WHERE id = 1";
-        Ok(on_db!(&self.db, pool => sqlx::query_as(SQL).fetch_one(pool).await)?)
     }
 }

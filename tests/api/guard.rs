@@ -6,15 +6,20 @@
 use std::sync::Arc;
 
 use bouncer::config::SmtpTls;
+use bouncer::guard::{GuardPolicy, rates_for};
+use bouncer::store::guard::sending_state_in;
+use bouncer::store::{Access, Store};
+use bouncer::time::Timestamp;
 use serde_json::{Value, json};
 
 use crate::alert_sinks::{SmtpSink, Webhook};
 use crate::feedback::complaint;
 use crate::helpers::{
-    Backend, TempDir, TestApp, assert_status, eventually, spawn_app_with, start, test_settings,
+    Backend, TempDir, TestApp, TestDb, assert_status, eventually, spawn_app_with, start,
+    test_settings,
 };
 use crate::on_both_databases;
-use crate::page::{hour_ago, seed_hour, time_literal};
+use crate::page::{hour_ago, seed_hour, seed_hour_in, time_literal};
 use crate::signing::{Msg, TOPIC, unique_id};
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
@@ -335,7 +340,7 @@ async fn a_window_reaching_back_to_a_resume_days_ago_counts_from_it(backend: Bac
         let hard_bounces = if ago == 50 { 20 } else { 1 };
         seed_hour(&app, &hour_ago(ago), 100, hard_bounces, 0).await;
     }
-    let resume = time_literal(&app, &hour_ago(50).replace(":00:00.000Z", ":30:00.000Z"));
+    let resume = time_literal(&app.db, &hour_ago(50).replace(":00:00.000Z", ":30:00.000Z"));
     app.db
         .execute(&format!(
             "UPDATE sending_state SET counting_since = {resume}, baseline_sends = 60, \
@@ -368,7 +373,7 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
         window_of(&app).await,
         (Some(5000), Some(49 + 7), Some(hour_ago(50)))
     );
-    let hour = |ago| time_literal(&app, &hour_ago(ago));
+    let hour = |ago| time_literal(&app.db, &hour_ago(ago));
     app.db
         .execute(&format!(
             "UPDATE rate_buckets SET hard_bounces = 3 WHERE bucket_start = {}",
@@ -463,6 +468,52 @@ async fn a_window_of_exactly_its_sends_leaves_older_hours_out(backend: Backend) 
     post_ok(&app, &deliveries(1)).await;
     assert_eq!(state_is(&app).await, "active", "no complaint in the window");
     app.stop().await;
+}
+
+/// `/v1/sending`, `bouncer status` and `/metrics` answer from one read of
+/// the state row and the hours: a pause, a resume or a batch committed
+/// while it runs is in all of the answer or in none of it (on PostgreSQL a
+/// plain `BEGIN` gave each statement a snapshot of its own).
+async fn a_read_sees_one_snapshot_of_the_state_and_hours(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    let settings = test_settings(&db.url, dir.path());
+    let policy = GuardPolicy::from_settings(&settings).expect("the guard's settings");
+    let store = Store::open(&settings, Access::Create)
+        .await
+        .expect("the store opens");
+    store.migrate().await.expect("the store migrates");
+    let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let read_both = async |tx: &mut bouncer::store::Tx<'_>| {
+        let (shown, state) = sending_state_in(tx).await.expect("the state row");
+        let rates = rates_for(tx, &policy, now, &state)
+            .await
+            .expect("the rates");
+        (shown.state, rates.sends, rates.hard_bounces)
+    };
+    let mut conn = store.conn().await.expect("a connection");
+    let mut read = conn.begin_read().await.expect("a read begins");
+    let before = read_both(&mut read).await;
+    db.execute("UPDATE sending_state SET state = 'paused' WHERE id = 1")
+        .await;
+    seed_hour_in(&db, &hour_ago(1), 500, 20, 0).await;
+    let during = read_both(&mut read).await;
+    read.rollback().await.expect("the read ends");
+    let mut next = conn.begin_read().await.expect("the next read begins");
+    let after = read_both(&mut next).await;
+    next.rollback().await.expect("the next read ends");
+    assert_eq!(
+        (before.clone(), during),
+        (("active".to_owned(), 0, 0), before),
+        "what was committed during a read stays out of it"
+    );
+    assert_eq!(
+        after,
+        ("paused".to_owned(), 500, 20),
+        "the next read sees it"
+    );
+    drop(conn);
+    store.close().await;
 }
 
 async fn without_delivery_events_bounces_alone_never_pause(backend: Backend) {
@@ -708,6 +759,7 @@ on_both_databases!(
     a_window_follows_hours_changed_by_hand,
     a_full_window_reaching_the_maximum_age_counts_from_its_first_hour,
     a_window_of_exactly_its_sends_leaves_older_hours_out,
+    a_read_sees_one_snapshot_of_the_state_and_hours,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
     after_a_resume_the_old_events_do_not_pause_again,

@@ -10,7 +10,7 @@ use bouncer::time::Timestamp;
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::helpers::{Backend, TestApp, assert_status, spawn_app};
+use crate::helpers::{Backend, TestApp, TestDb, assert_status, spawn_app};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC, unique_id};
 use crate::suppression_api::{TOKEN, app_with_token};
@@ -25,8 +25,8 @@ pub fn hour_ago(hours_ago: i64) -> String {
 
 /// A time as an SQL literal of the test's database (PostgreSQL's columns
 /// are `timestamptz`, SQLite's text).
-pub fn time_literal(app: &TestApp, text: &str) -> String {
-    if app.db.is_sqlite() {
+pub fn time_literal(db: &TestDb, text: &str) -> String {
+    if db.is_sqlite() {
         format!("'{text}'")
     } else {
         format!("'{text}'::timestamptz")
@@ -36,14 +36,18 @@ pub fn time_literal(app: &TestApp, text: &str) -> String {
 /// Writes one hourly bucket of the guard's counts (`rate_buckets` is a
 /// documented table; the pipeline would put every event in this hour).
 pub async fn seed_hour(app: &TestApp, hour: &str, sends: i64, hard_bounces: i64, complaints: i64) {
+    seed_hour_in(&app.db, hour, sends, hard_bounces, complaints).await;
+}
+
+/// [`seed_hour`] in a database without a service.
+pub async fn seed_hour_in(db: &TestDb, hour: &str, sends: i64, hard_bounces: i64, complaints: i64) {
     let delivery_sends = sends - hard_bounces;
-    app.db
-        .execute(&format!(
-            "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
-             VALUES ({}, {sends}, {hard_bounces}, {complaints}, {delivery_sends})",
-            time_literal(app, hour)
-        ))
-        .await;
+    db.execute(&format!(
+        "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+         VALUES ({}, {sends}, {hard_bounces}, {complaints}, {delivery_sends})",
+        time_literal(db, hour)
+    ))
+    .await;
 }
 
 /// The known history of the chart tests: (hours ago, sends, hard bounces,
