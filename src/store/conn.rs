@@ -98,15 +98,14 @@ impl Conn {
 
     /// A write transaction. SQLite takes the write lock at once (`BEGIN
     /// IMMEDIATE`), so that writers wait for each other instead of failing
-    /// halfway. PostgreSQL's is READ COMMITTED whatever the server's default:
-    /// the guard's check locks the state row and must then see what other
-    /// writers committed before it got the lock, and no write here is
-    /// written to retry a serialization failure.
+    /// halfway. PostgreSQL's runs at the server's default isolation
+    /// (READ COMMITTED unless an operator chose stricter; a serialization
+    /// failure then is retried like a deadlock).
     pub async fn begin(&mut self) -> DbResult<Tx<'_>> {
         let sql = if self.is_sqlite() {
             "BEGIN IMMEDIATE"
         } else {
-            "BEGIN ISOLATION LEVEL READ COMMITTED"
+            "BEGIN"
         };
         self.start(sql).await
     }
