@@ -165,7 +165,6 @@ impl Filling {
         let rest = Spans::Hours {
             cutoff,
             older_than: Some(older_than),
-            limit: i64::MAX,
         };
         spans(tx, rest, |hour| self.hour(hour)).await
     }
@@ -191,7 +190,6 @@ impl Filling {
             let hours = Spans::Hours {
                 cutoff: hours_from,
                 older_than: oldest_taken,
-                limit: i64::MAX,
             };
             spans(tx, hours, |hour| self.hour(hour)).await?;
         }

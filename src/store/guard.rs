@@ -338,12 +338,10 @@ pub struct Span {
 /// Which buckets [`spans`] reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Spans {
-    /// Hourly buckets from `cutoff` on, older than `older_than` when given,
-    /// at most `limit` of them (`i64::MAX`: all).
+    /// Hourly buckets from `cutoff` on, older than `older_than` when given.
     Hours {
         cutoff: Timestamp,
         older_than: Option<Timestamp>,
-        limit: i64,
     },
     /// Whole UTC days from the day starting at `from` on: SQLite's
     /// `rate_days`, the hours of each day summed by triggers (PostgreSQL
@@ -354,22 +352,23 @@ pub enum Spans {
 /// Buckets, newest first, handed to `take` until it returns false.
 ///
 /// PostgreSQL sends every row of a query even when the reader stops
-/// early, so each statement is bounded to what the reader may need; see
-/// `guard::window` for what each database reads.
+/// early, so it reads its newest hours with [`totals_and_newest_hours`]
+/// and only the rest here; see `guard::window` for what each database
+/// reads.
 pub async fn spans(
     tx: &mut Tx<'_>,
     which: Spans,
     mut take: impl FnMut(Span) -> bool,
 ) -> DbResult<()> {
     const HOURS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC LIMIT $3";
+        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC";
     const DAYS: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
         FROM rate_days WHERE day >= substr($1, 1, 10) ORDER BY day DESC";
     type SpanRow = (Timestamp, i64, i64, i64, i64);
     on_tx!(tx, conn => {
         let query = match which {
-            Spans::Hours { cutoff, older_than, limit } => {
-                sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than).bind(limit)
+            Spans::Hours { cutoff, older_than } => {
+                sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than)
             }
             Spans::Days { from } => sqlx::query_as::<_, SpanRow>(DAYS).bind(from),
         };
