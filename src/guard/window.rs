@@ -2,8 +2,8 @@
 //! `GUARD_WINDOW_SENDS` sends, within `GUARD_MAX_AGE_DAYS`, since the last
 //! resume. One aggregate when the window is not full; otherwise, on
 //! PostgreSQL, the newest hours (with the aggregate, in one statement), and
-//! on SQLite whole days, then the hours of the day where the window starts. The cost is bounded by the number of
-//! hours, not by history.
+//! on SQLite whole days, then the hours of the day where the window starts.
+//! The cost is bounded by the number of hours, not by history.
 
 use super::{Counts, GuardPolicy, Rates, hour_of};
 use crate::store::guard::{
@@ -52,7 +52,11 @@ pub async fn rates_for(
             baseline_hour,
             baseline: state.baseline,
         };
-        window.newest(tx, cutoff, newest).await?;
+        if tx.is_sqlite() {
+            window.by_days(tx, cutoff).await?;
+        } else {
+            window.by_hours(tx, cutoff, newest).await?;
+        }
         (total, window_start) = (window.total, window.window_start);
     }
     Ok(Rates::from_window(total, window_start, since, policy))
@@ -123,22 +127,6 @@ impl Filling {
         }
         self.total.add(day.counts);
         true
-    }
-
-    /// Reads the newest buckets until the window is full. `newest`: on
-    /// PostgreSQL, the newest hours read with the totals (empty on SQLite,
-    /// which reads days).
-    async fn newest(
-        &mut self,
-        tx: &mut Tx<'_>,
-        cutoff: Timestamp,
-        newest: Vec<Span>,
-    ) -> DbResult<()> {
-        if tx.is_sqlite() {
-            self.by_days(tx, cutoff).await
-        } else {
-            self.by_hours(tx, cutoff, newest).await
-        }
     }
 
     /// PostgreSQL: the newest hours (read with the totals, whose condition

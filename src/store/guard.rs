@@ -73,6 +73,23 @@ pub struct GuardState {
     pub baseline: Counts,
 }
 
+impl GuardState {
+    /// From the row's `state`, `warned_at`, `counting_since` and baseline.
+    fn of(
+        state: &str,
+        warned_at: Option<Timestamp>,
+        counting_since: Timestamp,
+        baseline: Counts,
+    ) -> GuardState {
+        GuardState {
+            paused: state == "paused",
+            warned: warned_at.is_some(),
+            counting_since,
+            baseline,
+        }
+    }
+}
+
 /// Counts each (mail, recipient) once in `rate_volume`; for each pair,
 /// whether it was new.
 pub async fn count_volume(
@@ -146,17 +163,13 @@ pub async fn guard_state(tx: &mut Tx<'_>, lock: bool) -> DbResult<GuardState> {
     };
     let (state, warned_at, since, sends, hard_bounces, complaints, delivery_sends): StateRow =
         on_tx!(tx, conn => sqlx::query_as(sql).fetch_one(conn).await)?;
-    Ok(GuardState {
-        paused: state == "paused",
-        warned: warned_at.is_some(),
-        counting_since: since,
-        baseline: Counts {
-            sends,
-            hard_bounces,
-            complaints,
-            delivery_sends,
-        },
-    })
+    let baseline = Counts {
+        sends,
+        hard_bounces,
+        complaints,
+        delivery_sends,
+    };
+    Ok(GuardState::of(&state, warned_at, since, baseline))
 }
 
 /// The state row whole, in one statement: what the sender and the
@@ -175,18 +188,20 @@ pub async fn sending_state_in(tx: &mut Tx<'_>) -> DbResult<(SendingState, GuardS
         window_hard_bounces, window_complaints, counting_since, warned_at, baseline_sends, baseline_hard_bounces, \
         baseline_complaints, baseline_delivery_sends FROM sending_state WHERE id = 1";
     let row: Row = on_tx!(tx, conn => sqlx::query_as(SQL).fetch_one(conn).await)?;
-    let guard = GuardState {
-        paused: row.shown.state == "paused",
-        warned: row.shown.warned_at.is_some(),
-        counting_since: row.shown.counting_since,
-        baseline: Counts {
-            sends: row.baseline_sends,
-            hard_bounces: row.baseline_hard_bounces,
-            complaints: row.baseline_complaints,
-            delivery_sends: row.baseline_delivery_sends,
-        },
+    let baseline = Counts {
+        sends: row.baseline_sends,
+        hard_bounces: row.baseline_hard_bounces,
+        complaints: row.baseline_complaints,
+        delivery_sends: row.baseline_delivery_sends,
     };
-    Ok((row.shown, guard))
+    let shown = row.shown;
+    let guard = GuardState::of(
+        &shown.state,
+        shown.warned_at,
+        shown.counting_since,
+        baseline,
+    );
+    Ok((shown, guard))
 }
 
 /// The start of the first whole UTC day at or after `at` (SQLite's
@@ -253,8 +268,11 @@ pub async fn totals_and_newest_hours(
 ) -> DbResult<(Counts, Option<Timestamp>, Vec<Span>)> {
     // The condition inside the lateral query is on the totals alone:
     // PostgreSQL tests it once and skips the scan when it is false.
+    // The hour's counts are NOT NULL columns: COALESCE only fills the one
+    // row without an hour (bucket_start NULL), which is dropped.
     const SQL: &str = "SELECT t.sends, t.hard_bounces, t.complaints, t.delivery_sends, t.oldest, \
-        h.bucket_start, h.sends, h.hard_bounces, h.complaints, h.delivery_sends \
+        h.bucket_start, COALESCE(h.sends, 0), COALESCE(h.hard_bounces, 0), COALESCE(h.complaints, 0), \
+        COALESCE(h.delivery_sends, 0) \
         FROM (SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT) AS sends, \
           CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT) AS hard_bounces, \
           CAST(COALESCE(SUM(complaints), 0) AS BIGINT) AS complaints, \
@@ -271,10 +289,10 @@ pub async fn totals_and_newest_hours(
         i64,
         Option<Timestamp>,
         Option<Timestamp>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
+        i64,
+        i64,
+        i64,
+        i64,
     );
     let Raw::Postgres(conn) = tx.raw() else {
         return Err(sqlx::Error::Protocol("a LATERAL join is PostgreSQL's".into()).into());
@@ -294,35 +312,20 @@ pub async fn totals_and_newest_hours(
         complaints,
         delivery_sends,
     };
-    // The hours' columns are NULL together, when the totals do not fill
-    // the window (the join found no hour); never one alone.
     let hours = rows
         .iter()
-        .filter(|row| row.5.is_some())
-        .map(
+        .filter_map(
             |&(.., hour, sends, hard_bounces, complaints, delivery_sends)| {
-                let (
-                    Some(oldest),
-                    Some(sends),
-                    Some(hard_bounces),
-                    Some(complaints),
-                    Some(delivery_sends),
-                ) = (hour, sends, hard_bounces, complaints, delivery_sends)
-                else {
-                    return Err(sqlx::Error::Protocol(
-                        "an hour of rate_buckets came back with a NULL count".into(),
-                    ));
-                };
                 let counts = Counts {
                     sends,
                     hard_bounces,
                     complaints,
                     delivery_sends,
                 };
-                Ok(Span { oldest, counts })
+                hour.map(|oldest| Span { oldest, counts })
             },
         )
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     Ok((totals, oldest, hours))
 }
 

@@ -344,14 +344,7 @@ async fn the_page_opened_during_an_outage_loads_once_the_database_is_back() {
         return;
     };
     let app = spawn_app_with(backend, |_, _| {}).await;
-    let added = app
-        .client
-        .post(format!("{}/v1/suppressions", app.admin_address))
-        .body(r#"{"email": "erin@example.com", "note": "asked to stop"}"#)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(added.status(), 201);
+    crate::ses_suppressions::add(&app, "erin@example.com").await;
     alter_database(&app, "ALLOW_CONNECTIONS false").await;
     terminate_bouncer_sessions(&app).await;
     crate::page::open_page(&browser, &app).await;
