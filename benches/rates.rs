@@ -6,7 +6,8 @@
 //! - `10m_events_one_year`: 10,000,000 events spread over a year of hourly
 //!   buckets (8,760 rows; the window fills within the newest few);
 //! - `window_over_three_weeks`: 14,400 sends over 720 hours: the window
-//!   fills after 500 of them, so its newest hours are read in two steps;
+//!   fills after 500 of them, so it is read by days after its newest
+//!   hours;
 //! - `quiet_sender_30_days`: 7,200 sends over 720 hours, never filling the
 //!   window: every bucket of the maximum age is summed.
 //!

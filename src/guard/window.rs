@@ -1,13 +1,13 @@
 //! The current window and its rates: the newest whole hours holding
 //! `GUARD_WINDOW_SENDS` sends, within `GUARD_MAX_AGE_DAYS`, since the last
-//! resume. One aggregate when the window is not full; otherwise, on
-//! PostgreSQL, the newest hours (with the aggregate, in one statement), and
-//! on SQLite whole days, then the hours of the day where the window starts.
-//! The cost is bounded by the number of hours, not by history.
+//! resume. One aggregate when the window is not full; otherwise whole days
+//! (`rate_days`), then the hours of the day where the window starts, and
+//! on PostgreSQL the newest days' hours first, with the aggregate in one
+//! statement. The cost is bounded by the number of days, not by history.
 
 use super::{Counts, GuardPolicy, Rates, hour_of};
 use crate::store::guard::{
-    GuardState, SendingState, Span, Spans, first_whole_day, sending_state_in, spans,
+    GuardState, SendingState, Span, Spans, day_of, first_whole_day, sending_state_in, spans,
     totals_and_newest_hours, totals_since,
 };
 use crate::store::{DbResult, Store, Tx};
@@ -25,6 +25,9 @@ pub async fn rates_for(
     // The resume hour's counts at the resume do not count.
     let baseline_hour = hour_of(since);
     let baseline_counts = baseline_hour >= cutoff;
+    // PostgreSQL's newest hours: from the start of the day
+    // `NEWEST_DAYS_POSTGRES` days before today's.
+    let newest_from = day_of(now, NEWEST_DAYS_POSTGRES).max(cutoff);
     let (mut total, mut window_start, newest) = if tx.is_sqlite() {
         let (total, oldest) = totals_since(tx, cutoff).await?;
         (total, oldest, Vec::new())
@@ -38,7 +41,7 @@ pub async fn rates_for(
             0
         };
         let full_at = policy.window_sends.saturating_add(baseline_sends);
-        totals_and_newest_hours(tx, cutoff, full_at, NEWEST_HOURS_POSTGRES.into()).await?
+        totals_and_newest_hours(tx, cutoff, full_at, newest_from).await?
     };
     if baseline_counts {
         total = total.minus(state.baseline);
@@ -53,9 +56,9 @@ pub async fn rates_for(
             baseline: state.baseline,
         };
         if tx.is_sqlite() {
-            window.by_days(tx, cutoff).await?;
-        } else {
-            window.by_hours(tx, cutoff, newest).await?;
+            window.by_days(tx, cutoff, None).await?;
+        } else if window.newest_hours(newest) && newest_from > cutoff {
+            window.by_days(tx, cutoff, Some(newest_from)).await?;
         }
         (total, window_start) = (window.total, window.window_start);
     }
@@ -79,12 +82,13 @@ pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<(Sen
 /// while statements are cheap there: SQLite reads whole days (`rate_days`,
 /// which triggers keep in step with the hours), newest first, then the
 /// hours of the day where the window starts (a window three weeks long:
-/// ~45 rows instead of 500). PostgreSQL sends rows cheaply but every row of
-/// a statement, and each statement is a round trip: the statement of the
-/// totals also brings the newest 96 hours when the window is full (four
-/// days, a busy sender's window and one of a few thousand mails a day),
-/// and the rest of the maximum age comes in one more.
-const NEWEST_HOURS_POSTGRES: u16 = 96;
+/// ~45 rows instead of 500). PostgreSQL sends rows cheaply (about 1 µs)
+/// but every row of a statement, and each statement is a round trip: the
+/// statement of the totals also brings the hours of today and the three
+/// days before (a busy sender's window, and one of a few thousand mails a
+/// day), and an older window start costs two more, the days and the hours
+/// of one.
+const NEWEST_DAYS_POSTGRES: i64 = 3;
 
 /// A full window being filled, newest bucket first, exactly as if every
 /// bucket were read one by one: a bucket is in it while the newer ones
@@ -129,41 +133,27 @@ impl Filling {
         true
     }
 
-    /// PostgreSQL: the newest hours (read with the totals, whose condition
-    /// for sending them is `rates_for`'s rule for a full window), then the
-    /// rest if the window wants more.
-    async fn by_hours(
+    /// PostgreSQL: the newest hours, read with the totals (whose
+    /// condition for sending them is `rates_for`'s rule for a full
+    /// window); whether the window wants more.
+    fn newest_hours(&mut self, newest: Vec<Span>) -> bool {
+        newest.into_iter().all(|hour| self.hour(hour))
+    }
+
+    /// Whole days before the day starting at `before` (all when `None`:
+    /// newer hours are already in), while the window wants more after
+    /// each, then the hours of the day where it starts, or of the part of
+    /// a day before the first whole one when the window reaches back to
+    /// `cutoff`.
+    async fn by_days(
         &mut self,
         tx: &mut Tx<'_>,
         cutoff: Timestamp,
-        newest: Vec<Span>,
+        before: Option<Timestamp>,
     ) -> DbResult<()> {
-        let read_all = newest.len() == usize::from(NEWEST_HOURS_POSTGRES);
-        let (mut oldest_read, mut wants_more) = (None, true);
-        for hour in newest {
-            oldest_read = Some(hour.oldest);
-            wants_more = self.hour(hour);
-            if !wants_more {
-                break;
-            }
-        }
-        let (true, Some(older_than)) = (wants_more && read_all, oldest_read) else {
-            return Ok(());
-        };
-        let rest = Spans::Hours {
-            cutoff,
-            older_than: Some(older_than),
-        };
-        spans(tx, rest, |hour| self.hour(hour)).await
-    }
-
-    /// SQLite: whole days while the window wants more after each, then the
-    /// hours of the day where it starts, or of the part of a day before the
-    /// first whole one when the window reaches back to `cutoff`.
-    async fn by_days(&mut self, tx: &mut Tx<'_>, cutoff: Timestamp) -> DbResult<()> {
-        let (mut oldest_taken, mut starts_within) = (None, None);
+        let (mut oldest_taken, mut starts_within) = (before, None);
         let from = first_whole_day(cutoff);
-        spans(tx, Spans::Days { from }, |day| {
+        spans(tx, Spans::Days { from, before }, |day| {
             if self.whole_day(day) {
                 oldest_taken = Some(day.oldest);
                 true

@@ -204,21 +204,29 @@ pub async fn sending_state_in(tx: &mut Tx<'_>) -> DbResult<(SendingState, GuardS
     Ok((shown, guard))
 }
 
-/// The start of the first whole UTC day at or after `at` (SQLite's
-/// `rate_days` sum the hours of whole days).
-pub fn first_whole_day(at: Timestamp) -> Timestamp {
-    const DAY_MILLIS: i64 = 86_400_000;
+const DAY_MILLIS: i64 = 86_400_000;
+
+/// The start of the UTC day of `at`, `days_back` days earlier.
+pub fn day_of(at: Timestamp, days_back: i64) -> Timestamp {
     let millis = at.unix_millis();
-    match millis.rem_euclid(DAY_MILLIS) {
-        0 => at,
-        into_day => Timestamp::from_unix_millis(millis - into_day + DAY_MILLIS).unwrap_or(at),
+    let start = millis - millis.rem_euclid(DAY_MILLIS) - days_back * DAY_MILLIS;
+    Timestamp::from_unix_millis(start).unwrap_or(at)
+}
+
+/// The start of the first whole UTC day at or after `at` (`rate_days`
+/// sum the hours of whole days).
+pub fn first_whole_day(at: Timestamp) -> Timestamp {
+    match day_of(at, 0) {
+        start if start == at => at,
+        _ => day_of(at, -1),
     }
 }
 
 /// SQLite: every bucket from `cutoff` on, summed, with the oldest
 /// bucket's start: whole days from `rate_days` and the hours before the
 /// first of them (about 50 rows instead of 720 at the default maximum
-/// age). PostgreSQL reads its totals with [`totals_and_newest_hours`].
+/// age). PostgreSQL reads the same with its newest hours, in
+/// [`totals_and_newest_hours`].
 pub async fn totals_since(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
@@ -230,7 +238,9 @@ pub async fn totals_since(
         UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2)";
     let Raw::Sqlite(conn) = tx.raw() else {
-        return Err(sqlx::Error::Protocol("rate_days is SQLite's table".into()).into());
+        return Err(
+            sqlx::Error::Protocol("PostgreSQL reads totals_and_newest_hours".into()).into(),
+        );
     };
     let (sends, hard_bounces, complaints, delivery_sends, oldest): (
         i64,
@@ -254,9 +264,10 @@ pub async fn totals_since(
     ))
 }
 
-/// PostgreSQL: every bucket from `cutoff` on, summed, with the oldest
-/// bucket's start, and, in the same statement, the newest
-/// `limit` hours from `cutoff` when the totals hold at least `full_at`
+/// PostgreSQL: every bucket from `cutoff` on, summed (whole days from
+/// `rate_days` and the hours before the first of them), with the oldest
+/// bucket's start, and, in the same statement, the hours from
+/// `newest_from` on, newest first, when the totals hold at least `full_at`
 /// sends (the window is full: the caller reads it newest hour first). One
 /// round trip instead of two for every check of a full window. The hours
 /// are empty when the totals do not fill it.
@@ -264,7 +275,7 @@ pub async fn totals_and_newest_hours(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
     full_at: i64,
-    limit: i64,
+    newest_from: Timestamp,
 ) -> DbResult<(Counts, Option<Timestamp>, Vec<Span>)> {
     // The condition inside the lateral query is on the totals alone:
     // PostgreSQL tests it once and skips the scan when it is false.
@@ -276,11 +287,14 @@ pub async fn totals_and_newest_hours(
         FROM (SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT) AS sends, \
           CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT) AS hard_bounces, \
           CAST(COALESCE(SUM(complaints), 0) AS BIGINT) AS complaints, \
-          CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT) AS delivery_sends, MIN(bucket_start) AS oldest \
-          FROM rate_buckets WHERE bucket_start >= $1) t \
+          CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT) AS delivery_sends, \
+          (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1) AS oldest \
+          FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days \
+            WHERE day >= ($4 AT TIME ZONE 'UTC')::date \
+            UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
+            WHERE bucket_start >= $1 AND bucket_start < $4) s) t \
         LEFT JOIN LATERAL (SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends \
-          FROM rate_buckets WHERE t.sends >= $2 AND bucket_start >= $1 \
-          ORDER BY bucket_start DESC LIMIT $3) h ON true \
+          FROM rate_buckets WHERE t.sends >= $2 AND bucket_start >= $3) h ON true \
         ORDER BY h.bucket_start DESC";
     type Row = (
         i64,
@@ -300,7 +314,8 @@ pub async fn totals_and_newest_hours(
     let rows: Vec<Row> = sqlx::query_as(SQL)
         .bind(cutoff)
         .bind(full_at)
-        .bind(limit)
+        .bind(newest_from)
+        .bind(first_whole_day(cutoff))
         .fetch_all(conn)
         .await?;
     // An aggregate without GROUP BY always answers one row.
@@ -346,18 +361,19 @@ pub enum Spans {
         cutoff: Timestamp,
         older_than: Option<Timestamp>,
     },
-    /// Whole UTC days from the day starting at `from` on: SQLite's
-    /// `rate_days`, the hours of each day summed by triggers (PostgreSQL
-    /// has no such table).
-    Days { from: Timestamp },
+    /// Whole UTC days from the day starting at `from` on, before the day
+    /// starting at `before` when given: `rate_days`, the hours of each day
+    /// summed by triggers.
+    Days {
+        from: Timestamp,
+        before: Option<Timestamp>,
+    },
 }
 
 /// Buckets, newest first, handed to `take` until it returns false.
 ///
 /// PostgreSQL sends every row of a query even when the reader stops
-/// early, so it reads its newest hours with [`totals_and_newest_hours`]
-/// and only the rest here; see `guard::window` for what each database
-/// reads.
+/// early; see `guard::window` for what each database reads.
 pub async fn spans(
     tx: &mut Tx<'_>,
     which: Spans,
@@ -365,15 +381,24 @@ pub async fn spans(
 ) -> DbResult<()> {
     const HOURS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC";
-    const DAYS: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
-        FROM rate_days WHERE day >= substr($1, 1, 10) ORDER BY day DESC";
+    const DAYS_SQLITE: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
+        FROM rate_days WHERE day >= substr($1, 1, 10) AND ($2 IS NULL OR day < substr($2, 1, 10)) \
+        ORDER BY day DESC";
+    const DAYS_POSTGRES: &str = "SELECT day::timestamp AT TIME ZONE 'UTC', sends, hard_bounces, complaints, \
+        delivery_sends FROM rate_days WHERE day >= ($1 AT TIME ZONE 'UTC')::date \
+        AND ($2::timestamptz IS NULL OR day < ($2 AT TIME ZONE 'UTC')::date) ORDER BY day DESC";
     type SpanRow = (Timestamp, i64, i64, i64, i64);
+    let days = if tx.is_sqlite() {
+        DAYS_SQLITE
+    } else {
+        DAYS_POSTGRES
+    };
     on_tx!(tx, conn => {
         let query = match which {
             Spans::Hours { cutoff, older_than } => {
                 sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than)
             }
-            Spans::Days { from } => sqlx::query_as::<_, SpanRow>(DAYS).bind(from),
+            Spans::Days { from, before } => sqlx::query_as::<_, SpanRow>(days).bind(from).bind(before),
         };
         let mut rows = query.fetch(&mut *conn);
         while let Some((oldest, sends, hard_bounces, complaints, delivery_sends)) =

@@ -411,6 +411,235 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
     app.stop().await;
 }
 
+/// Days of `rate_days` that differ from the sum of their hours, counted
+/// both ways (a day missing, a day left over, a day with other sums).
+async fn days_unlike_their_hours(db: &TestDb) -> i64 {
+    const SQLITE: &str = "WITH h AS (SELECT substr(bucket_start, 1, 10) AS day, SUM(sends) AS s, \
+        SUM(hard_bounces) AS b, SUM(complaints) AS c, SUM(delivery_sends) AS d FROM rate_buckets GROUP BY 1), \
+        r AS (SELECT day, sends AS s, hard_bounces AS b, complaints AS c, delivery_sends AS d FROM rate_days) \
+        SELECT (SELECT COUNT(*) FROM (SELECT * FROM h EXCEPT SELECT * FROM r)) \
+             + (SELECT COUNT(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM h))";
+    const POSTGRES: &str = "WITH h AS (SELECT (bucket_start AT TIME ZONE 'UTC')::date AS day, \
+        CAST(SUM(sends) AS BIGINT) AS s, CAST(SUM(hard_bounces) AS BIGINT) AS b, \
+        CAST(SUM(complaints) AS BIGINT) AS c, CAST(SUM(delivery_sends) AS BIGINT) AS d \
+        FROM rate_buckets GROUP BY 1), \
+        r AS (SELECT day, sends AS s, hard_bounces AS b, complaints AS c, delivery_sends AS d FROM rate_days) \
+        SELECT (SELECT COUNT(*) FROM (SELECT * FROM h EXCEPT SELECT * FROM r) x) \
+             + (SELECT COUNT(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM h) y)";
+    db.scalar(if db.is_sqlite() { SQLITE } else { POSTGRES }, None)
+        .await
+}
+
+/// A window a week long, read by days on both databases (PostgreSQL
+/// reads the newest days' hours with the totals, then whole days), follows
+/// every change of the hours behind those days: an hour corrected,
+/// deleted, moved to another day, and the whole table emptied and filled
+/// again.
+async fn a_window_of_days_follows_hours_changed_by_hand(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_window_sends = 15_000).await;
+    let seed_all = async |hard_bounces: fn(i64) -> i64| {
+        for ago in 1..=200 {
+            seed_hour(&app, &hour_ago(ago), 100, hard_bounces(ago), 0).await;
+        }
+    };
+    seed_all(|ago| match ago {
+        120 => 7,
+        152 => 9,
+        _ => 1,
+    })
+    .await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(15_000), Some(149 + 7), Some(hour_ago(150))),
+        "the newest 150 hours"
+    );
+    let hour = |ago| time_literal(&app.db, &hour_ago(ago));
+    let changes = [
+        (
+            format!(
+                "UPDATE rate_buckets SET hard_bounces = 3 WHERE bucket_start = {}",
+                hour(120)
+            ),
+            (Some(15_000), Some(149 + 3), Some(hour_ago(150))),
+            "an hour corrected",
+        ),
+        (
+            format!(
+                "DELETE FROM rate_buckets WHERE bucket_start = {}",
+                hour(110)
+            ),
+            (Some(15_000), Some(149 + 3), Some(hour_ago(151))),
+            "an hour deleted: the window reaches one hour further",
+        ),
+        (
+            format!(
+                "UPDATE rate_buckets SET bucket_start = {} WHERE bucket_start = {}",
+                hour(300),
+                hour(130)
+            ),
+            (Some(15_000), Some(148 + 3 + 9), Some(hour_ago(152))),
+            "an hour moved out of the window: it reaches the hour of 9 bounces",
+        ),
+    ];
+    for (sql, window, what) in changes {
+        app.db.execute(&sql).await;
+        assert_eq!(window_of(&app).await, window, "{what}");
+        assert_eq!(days_unlike_their_hours(&app.db).await, 0, "{what}");
+    }
+    app.db
+        .execute(if app.db.is_sqlite() {
+            "DELETE FROM rate_buckets"
+        } else {
+            "TRUNCATE rate_buckets"
+        })
+        .await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(0), Some(0), None),
+        "no hours left"
+    );
+    seed_all(|_| 2).await;
+    assert_eq!(
+        window_of(&app).await,
+        (Some(15_000), Some(300), Some(hour_ago(150))),
+        "the days of the hours emptied are gone with them"
+    );
+    assert_eq!(days_unlike_their_hours(&app.db).await, 0);
+    app.stop().await;
+}
+
+/// A database upgraded with hours in it starts its days from them, and
+/// the window read by days counts them.
+async fn an_upgraded_database_sums_its_days_from_its_hours(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    crate::cli::migrate(dir.path(), &db.url);
+    // Back to the schema before migration 0011, with hours in it.
+    let downgrade: &[&str] = if db.is_sqlite() {
+        &[
+            "DROP TRIGGER rate_days_insert",
+            "DROP TRIGGER rate_days_update",
+            "DROP TRIGGER rate_days_move",
+            "DROP TRIGGER rate_days_delete",
+            "DROP TABLE rate_days",
+        ]
+    } else {
+        &[
+            "DROP TRIGGER rate_days_follow ON rate_buckets",
+            "DROP TRIGGER rate_days_truncate ON rate_buckets",
+            "DROP FUNCTION rate_days_follow()",
+            "DROP FUNCTION rate_days_truncate()",
+            "DROP FUNCTION rate_days_add(TIMESTAMPTZ, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT)",
+            "DROP TABLE rate_days",
+        ]
+    };
+    for sql in downgrade {
+        db.execute(sql).await;
+    }
+    db.execute("DELETE FROM _sqlx_migrations WHERE version = 11")
+        .await;
+    for ago in 1..=200 {
+        seed_hour_in(&db, &hour_ago(ago), 100, if ago == 140 { 40 } else { 1 }, 0).await;
+    }
+    let ran = crate::cli::run_with(dir.path(), &db.url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(
+        ran.stdout.starts_with("applied 1 migration to the "),
+        "{ran}"
+    );
+    assert_eq!(days_unlike_their_hours(&db).await, 0);
+    let ran = crate::cli::run(
+        crate::cli::bouncer(dir.path())
+            .env("DATABASE_URL", &db.url)
+            .env("GUARD_WINDOW_SENDS", "15000")
+            .arg("status"),
+    );
+    assert_eq!(ran.code, 0, "{ran}");
+    // The newest 150 hours, past the hour of 40 bounces.
+    assert!(ran.stdout.contains("(189 hard bounces;"), "{ran}");
+    assert!(
+        ran.stdout.contains(&format!(
+            "15000 sends (last 15000 sends, at most 30 days; from {};",
+            hour_ago(150)
+        )),
+        "{ran}"
+    );
+}
+
+/// Two replicas change hours of one day at once (one adds a batch to its
+/// hour while the other begins the next hour): the day holds both, and a
+/// window that takes the day whole counts both. A day summed again from
+/// one transaction's snapshot would lose the other's batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_to_the_hours_of_one_day_add_up_on_postgres() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (_dir, db, store, policy) = migrated_store(&backend, |s| s.guard_window_sends = 2550).await;
+    // A day six days back (older than the hours PostgreSQL reads with the
+    // totals) and the day before it.
+    let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let day = bouncer::store::guard::day_of(now, 6).to_text();
+    let before = bouncer::store::guard::day_of(now, 7).to_text();
+    let at = |day: &str, hour: usize| format!("{}T{hour:02}:00:00.000Z", &day[..10]);
+    for hour in 0..24 {
+        seed_hour_in(&db, &at(&before, hour), 100, 1, 0).await;
+        if hour != 6 {
+            seed_hour_in(&db, &at(&day, hour), 100, 0, 0).await;
+        }
+    }
+    let mut first = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut second = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut adding = first.begin().await.expect("begin");
+    sqlx::query(
+        "UPDATE rate_buckets SET sends = sends + 100, hard_bounces = hard_bounces + 10 \
+         WHERE bucket_start = $1::timestamptz",
+    )
+    .bind(at(&day, 5))
+    .execute(&mut *adding)
+    .await
+    .expect("a batch added to its hour");
+    let next_hour = at(&day, 6);
+    let beginning = tokio::spawn(async move {
+        sqlx::query(
+            "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+             VALUES ($1::timestamptz, 100, 20, 0, 80)",
+        )
+        .bind(next_hour)
+        .execute(&mut second)
+        .await
+        .expect("the next hour begun");
+    });
+    eventually("the next hour waits for the day's row", || async {
+        db.scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+            None,
+        )
+        .await
+            == 1
+    })
+    .await;
+    adding.commit().await.expect("commit");
+    beginning.await.expect("the next hour's task");
+    assert_eq!(days_unlike_their_hours(&db).await, 0);
+    // The day holds 2,500 sends and 30 hard bounces: taken whole, then the
+    // last hour of the day before fills the window.
+    let (_, rates) = bouncer::guard::current_rates(&store, &policy)
+        .await
+        .expect("the rates");
+    assert_eq!(
+        (
+            rates.sends,
+            rates.hard_bounces,
+            rates.window_start.map(Timestamp::to_text)
+        ),
+        (2600, 31, Some(at(&before, 23)))
+    );
+    store.close().await;
+}
+
 /// The window's sends, hard bounces and first hour, as `/v1/sending` shows
 /// them.
 async fn window_of(app: &TestApp) -> (Option<i64>, Option<i64>, Option<String>) {
@@ -470,19 +699,30 @@ async fn a_window_of_exactly_its_sends_leaves_older_hours_out(backend: Backend) 
     app.stop().await;
 }
 
-/// `/v1/sending`, `bouncer status` and `/metrics` answer from one read of
-/// the state row and the hours: a pause, a resume or a batch committed
-/// while it runs is in all of the answer or in none of it (on PostgreSQL a
-/// plain `BEGIN` gave each statement a snapshot of its own).
-async fn a_read_sees_one_snapshot_of_the_state_and_hours(backend: Backend) {
+/// A new database migrated, its store opened without a service, and the
+/// guard's policy of the same settings, changed by `adjust`.
+async fn migrated_store(
+    backend: &Backend,
+    adjust: impl FnOnce(&mut bouncer::config::Settings),
+) -> (TempDir, TestDb, Store, GuardPolicy) {
     let dir = TempDir::new();
-    let db = TestDb::create(&backend, dir.path()).await;
-    let settings = test_settings(&db.url, dir.path());
+    let db = TestDb::create(backend, dir.path()).await;
+    let mut settings = test_settings(&db.url, dir.path());
+    adjust(&mut settings);
     let policy = GuardPolicy::from_settings(&settings).expect("the guard's settings");
     let store = Store::open(&settings, Access::Create)
         .await
         .expect("the store opens");
     store.migrate().await.expect("the store migrates");
+    (dir, db, store, policy)
+}
+
+/// `/v1/sending`, `bouncer status` and `/metrics` answer from one read of
+/// the state row and the hours: a pause, a resume or a batch committed
+/// while it runs is in all of the answer or in none of it (on PostgreSQL a
+/// plain `BEGIN` gave each statement a snapshot of its own).
+async fn a_read_sees_one_snapshot_of_the_state_and_hours(backend: Backend) {
+    let (_dir, db, store, policy) = migrated_store(&backend, |_| {}).await;
     let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
     let read_both = async |tx: &mut bouncer::store::Tx<'_>| {
         let (shown, state) = sending_state_in(tx).await.expect("the state row");
@@ -567,6 +807,11 @@ async fn concurrent_messages_across_two_replicas_pause_once(backend: Backend) {
     // Both replicas run a worker: still delivered once.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(webhook.kinds(), ["paused"]);
+    assert_eq!(
+        days_unlike_their_hours(&app.db).await,
+        0,
+        "both replicas' counts in their day"
+    );
     replica.stop().await;
     app.stop().await;
     webhook.stop().await;
@@ -757,6 +1002,8 @@ on_both_databases!(
     a_full_window_in_the_hour_of_a_resume_counts_from_the_resume,
     a_window_reaching_back_to_a_resume_days_ago_counts_from_it,
     a_window_follows_hours_changed_by_hand,
+    a_window_of_days_follows_hours_changed_by_hand,
+    an_upgraded_database_sums_its_days_from_its_hours,
     a_full_window_reaching_the_maximum_age_counts_from_its_first_hour,
     a_window_of_exactly_its_sends_leaves_older_hours_out,
     a_read_sees_one_snapshot_of_the_state_and_hours,
