@@ -12,6 +12,12 @@
 -- begun on one replica while another still counts the hour before). An
 -- addition is applied to the day's newest row under its lock.
 
+-- Replicas may be writing while another migrates (a rolling upgrade): the
+-- lock waits for every batch that has written an hour to commit and holds
+-- new ones until the triggers exist, so no batch falls between the days'
+-- first sum and the triggers (an addition missed then would stay missing).
+LOCK TABLE rate_buckets IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE rate_days (
     day            DATE   NOT NULL PRIMARY KEY,  -- the UTC day of bucket_start
     sends          BIGINT NOT NULL DEFAULT 0,
@@ -60,6 +66,18 @@ BEGIN
             complaints = rate_days.complaints + NEW.complaints - OLD.complaints,
             delivery_sends = rate_days.delivery_sends + NEW.delivery_sends - OLD.delivery_sends
         WHERE day = (NEW.bucket_start AT TIME ZONE 'UTC')::date;
+        IF NOT FOUND THEN
+            -- The day's row was lost (deleted by hand, or hours written
+            -- with the triggers off): the day summed again from its hours,
+            -- this one included, rather than left out for good.
+            INSERT INTO rate_days (day, sends, hard_bounces, complaints, delivery_sends)
+            SELECT (NEW.bucket_start AT TIME ZONE 'UTC')::date, SUM(b.sends), SUM(b.hard_bounces),
+                   SUM(b.complaints), SUM(b.delivery_sends)
+            FROM rate_buckets b
+            WHERE b.bucket_start >= date_trunc('day', NEW.bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+              AND b.bucket_start < (date_trunc('day', NEW.bucket_start AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+            ON CONFLICT (day) DO NOTHING;
+        END IF;
         RETURN NULL;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN

@@ -140,11 +140,11 @@ impl Filling {
         newest.into_iter().all(|hour| self.hour(hour))
     }
 
-    /// Whole days before the day starting at `before` (all when `None`:
-    /// newer hours are already in), while the window wants more after
-    /// each, then the hours of the day where it starts, or of the part of
-    /// a day before the first whole one when the window reaches back to
-    /// `cutoff`.
+    /// Whole days, newest first, while the window wants more after each,
+    /// then the hours of the day where it starts, or of the part of a day
+    /// before the first whole one when the window reaches back to
+    /// `cutoff`. Only what is older than `before`: on PostgreSQL the hours
+    /// from `before` on are already in; on SQLite (`None`) nothing is.
     async fn by_days(
         &mut self,
         tx: &mut Tx<'_>,
