@@ -549,6 +549,20 @@ async fn before_rate_days(db: &TestDb) {
         .await;
 }
 
+/// Waits until one session of `db` (PostgreSQL) waits for a lock.
+async fn one_session_waits_for_a_lock(db: &TestDb, what: &str) {
+    eventually(what, || async {
+        db.scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+            None,
+        )
+        .await
+            == 1
+    })
+    .await;
+}
+
 /// A database upgraded with hours in it starts its days from them, and
 /// the window read by days counts them. On PostgreSQL a replica of the
 /// version before is writing meanwhile (a rolling upgrade): its batch has
@@ -591,16 +605,7 @@ async fn an_upgraded_database_sums_its_days_from_its_hours(backend: Backend) {
         .spawn()
         .expect("the binary runs");
     if let Some(batch) = in_flight {
-        eventually("the migration waits for the batch", || async {
-            db.scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND wait_event_type = 'Lock'",
-                None,
-            )
-            .await
-                == 1
-        })
-        .await;
+        one_session_waits_for_a_lock(&db, "the migration waits for the batch").await;
         batch.commit().await.expect("the batch commits");
     }
     let output = tokio::task::spawn_blocking(|| migrating.wait_with_output())
@@ -686,16 +691,7 @@ async fn concurrent_changes_to_the_hours_of_one_day_add_up_on_postgres() {
         .await
         .expect("the next hour begun");
     });
-    eventually("the next hour waits for the day's row", || async {
-        db.scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock'",
-            None,
-        )
-        .await
-            == 1
-    })
-    .await;
+    one_session_waits_for_a_lock(&db, "the next hour waits for the day's row").await;
     adding.commit().await.expect("commit");
     beginning.await.expect("the next hour's task");
     assert_eq!(days_unlike_their_hours(&db).await, 0);
