@@ -24,27 +24,23 @@ pub async fn rates_for(
     let cutoff = hour_of(now.saturating_sub(policy.max_age)).max(hour_of(since));
     // The resume hour's counts at the resume do not count.
     let baseline_hour = hour_of(since);
-    let baseline_counts = baseline_hour >= cutoff;
+    let baseline = (baseline_hour >= cutoff).then_some((baseline_hour, state.baseline));
     // PostgreSQL's newest hours: from the start of the day
     // `NEWEST_DAYS_POSTGRES` days before today's.
     let newest_from = day_of(now, NEWEST_DAYS_POSTGRES).max(cutoff);
     let (mut total, mut window_start, newest) = if tx.is_sqlite() {
-        let (total, oldest) = totals_since(tx, cutoff).await?;
+        let (total, oldest) = totals_since(tx, cutoff, baseline).await?;
         (total, oldest, Vec::new())
     } else {
         // The totals fill the window at `window_sends` sends after the
         // baseline (`minus` stops at zero; `window_sends` is at least 1).
         debug_assert!(policy.window_sends >= 1, "GuardPolicy keeps it at least 1");
-        let baseline_sends = if baseline_counts {
-            state.baseline.sends
-        } else {
-            0
-        };
+        let baseline_sends = baseline.map_or(0, |(_, counts)| counts.sends);
         let full_at = policy.window_sends.saturating_add(baseline_sends);
-        totals_and_newest_hours(tx, cutoff, full_at, newest_from).await?
+        totals_and_newest_hours(tx, cutoff, full_at, newest_from, baseline).await?
     };
-    if baseline_counts {
-        total = total.minus(state.baseline);
+    if let Some((_, counts)) = baseline {
+        total = total.minus(counts);
     }
     if total.sends >= policy.window_sends {
         // The window is full: the newest buckets until it is.

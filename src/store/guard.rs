@@ -222,18 +222,44 @@ pub fn first_whole_day(at: Timestamp) -> Timestamp {
     }
 }
 
+/// Binds the resume's hour and its counts at the resume (`None` when that
+/// hour is older than the cutoff): the totals' oldest hour is the oldest
+/// that counts something, and the resume's hour counts only what came
+/// after the resume, as in a full window's walk (`guard::window`).
+fn bind_baseline<'q, DB, O>(
+    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>,
+    baseline: Option<(Timestamp, Counts)>,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    Option<Timestamp>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let counts = baseline.map(|(_, c)| c).unwrap_or_default();
+    query
+        .bind(baseline.map(|(hour, _)| hour))
+        .bind(counts.sends)
+        .bind(counts.hard_bounces)
+        .bind(counts.complaints)
+        .bind(counts.delivery_sends)
+}
+
 /// SQLite: every bucket from `cutoff` on, summed, with the oldest
-/// bucket's start: whole days from `rate_days` and the hours before the
+/// bucket that counts something: whole days from `rate_days` and the hours before the
 /// first of them (about 50 rows instead of 720 at the default maximum
 /// age). PostgreSQL reads the same with its newest hours, in
 /// [`totals_and_newest_hours`].
 pub async fn totals_since(
     tx: &mut Tx<'_>,
     cutoff: Timestamp,
+    baseline: Option<(Timestamp, Counts)>,
 ) -> DbResult<(Counts, Option<Timestamp>)> {
     const DAYS_AND_HOURS: &str = "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT), \
         CAST(COALESCE(SUM(complaints), 0) AS BIGINT), CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT), \
-        (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1) \
+        (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1 \
+          AND (sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0) \
+          AND NOT ($3 IS NOT NULL AND bucket_start = $3 AND sends <= $4 AND hard_bounces <= $5 \
+            AND complaints <= $6 AND delivery_sends <= $7)) \
         FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days WHERE day >= substr($2, 1, 10) \
         UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2)";
@@ -248,11 +274,14 @@ pub async fn totals_since(
         i64,
         i64,
         Option<Timestamp>,
-    ) = sqlx::query_as(DAYS_AND_HOURS)
-        .bind(cutoff)
-        .bind(first_whole_day(cutoff))
-        .fetch_one(conn)
-        .await?;
+    ) = bind_baseline(
+        sqlx::query_as(DAYS_AND_HOURS)
+            .bind(cutoff)
+            .bind(first_whole_day(cutoff)),
+        baseline,
+    )
+    .fetch_one(conn)
+    .await?;
     Ok((
         Counts {
             sends,
@@ -266,7 +295,7 @@ pub async fn totals_since(
 
 /// PostgreSQL: every bucket from `cutoff` on, summed (whole days from
 /// `rate_days` and the hours before the first of them), with the oldest
-/// bucket's start, and, in the same statement, the hours from
+/// bucket that counts something, and, in the same statement, the hours from
 /// `newest_from` on, newest first, when the totals hold at least `full_at`
 /// sends (the window is full: the caller reads it newest hour first). One
 /// round trip instead of two for every check of a full window. The hours
@@ -276,6 +305,7 @@ pub async fn totals_and_newest_hours(
     cutoff: Timestamp,
     full_at: i64,
     newest_from: Timestamp,
+    baseline: Option<(Timestamp, Counts)>,
 ) -> DbResult<(Counts, Option<Timestamp>, Vec<Span>)> {
     // The condition inside the lateral query is on the totals alone:
     // PostgreSQL tests it once and skips the scan when it is false.
@@ -288,7 +318,10 @@ pub async fn totals_and_newest_hours(
           CAST(COALESCE(SUM(hard_bounces), 0) AS BIGINT) AS hard_bounces, \
           CAST(COALESCE(SUM(complaints), 0) AS BIGINT) AS complaints, \
           CAST(COALESCE(SUM(delivery_sends), 0) AS BIGINT) AS delivery_sends, \
-          (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1) AS oldest \
+          (SELECT MIN(bucket_start) FROM rate_buckets WHERE bucket_start >= $1 \
+            AND (sends <> 0 OR hard_bounces <> 0 OR complaints <> 0 OR delivery_sends <> 0) \
+            AND NOT ($5::timestamptz IS NOT NULL AND bucket_start = $5 AND sends <= $6 AND hard_bounces <= $7 \
+              AND complaints <= $8 AND delivery_sends <= $9)) AS oldest \
           FROM (SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_days \
             WHERE day >= ($4 AT TIME ZONE 'UTC')::date \
             UNION ALL SELECT sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
@@ -311,13 +344,16 @@ pub async fn totals_and_newest_hours(
     let Raw::Postgres(conn) = tx.raw() else {
         return Err(sqlx::Error::Protocol("a LATERAL join is PostgreSQL's".into()).into());
     };
-    let rows: Vec<Row> = sqlx::query_as(SQL)
-        .bind(cutoff)
-        .bind(full_at)
-        .bind(newest_from)
-        .bind(first_whole_day(cutoff))
-        .fetch_all(conn)
-        .await?;
+    let rows: Vec<Row> = bind_baseline(
+        sqlx::query_as(SQL)
+            .bind(cutoff)
+            .bind(full_at)
+            .bind(newest_from)
+            .bind(first_whole_day(cutoff)),
+        baseline,
+    )
+    .fetch_all(conn)
+    .await?;
     // An aggregate without GROUP BY always answers one row.
     let &(sends, hard_bounces, complaints, delivery_sends, oldest, ..) =
         rows.first().ok_or(sqlx::Error::RowNotFound)?;

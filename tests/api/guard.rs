@@ -711,6 +711,67 @@ async fn concurrent_changes_to_the_hours_of_one_day_add_up_on_postgres() {
     store.close().await;
 }
 
+/// A window starts at its oldest hour that counts something, full or not,
+/// alike in `/v1/sending`, the rate history's current window and `bouncer
+/// status`: an hour of zeros (written by hand) is no start, and right
+/// after a resume the resume's hour counts nothing yet, so the window has
+/// no start until the next event.
+async fn a_window_starts_at_its_oldest_hour_that_counts(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let starts = async || {
+        let (_, history) = app.admin_get("/v1/rates/history").await;
+        let (_, _, start) = window_of(&app).await;
+        let shown = history["window"]["start"].as_str().map(str::to_owned);
+        assert_eq!(
+            start, shown,
+            "the history's current window: {}",
+            history["window"]
+        );
+        start
+    };
+    seed_hour(&app, &hour_ago(3), 0, 0, 0).await;
+    seed_hour(&app, &hour_ago(2), 300, 3, 0).await;
+    assert_eq!(
+        starts().await,
+        Some(hour_ago(2)),
+        "the hour of zeros is no start"
+    );
+    seed_hour(&app, &hour_ago(0), 500, 40, 0).await;
+    for state in ["paused", "active"] {
+        let changed = app
+            .client
+            .put(format!("{}/v1/sending", app.admin_address))
+            .body(format!(
+                r#"{{"state": "{state}", "by": "Dana", "reason": "list checked"}}"#
+            ))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(changed.status(), 200);
+    }
+    assert_eq!(
+        window_of(&app).await,
+        (Some(0), Some(0), None),
+        "nothing counted since the resume"
+    );
+    assert_eq!(starts().await, None);
+    let dir = TempDir::new();
+    let status = crate::cli::run_with(dir.path(), &app.db.url, &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("window:         0 sends (last 10000 sends, at most 30 days; from -;"),
+        "{status}"
+    );
+    post_ok(&app, &deliveries(1)).await;
+    assert_eq!(
+        starts().await,
+        Some(hour_ago(0)),
+        "the resume's hour counts"
+    );
+    app.stop().await;
+}
+
 /// The window's sends, hard bounces and first hour, as `/v1/sending` shows
 /// them.
 async fn window_of(app: &TestApp) -> (Option<i64>, Option<i64>, Option<String>) {
@@ -1077,6 +1138,7 @@ on_both_databases!(
     an_upgraded_database_sums_its_days_from_its_hours,
     a_full_window_reaching_the_maximum_age_counts_from_its_first_hour,
     a_window_of_exactly_its_sends_leaves_older_hours_out,
+    a_window_starts_at_its_oldest_hour_that_counts,
     a_read_sees_one_snapshot_of_the_state_and_hours,
     without_delivery_events_bounces_alone_never_pause,
     concurrent_messages_across_two_replicas_pause_once,
