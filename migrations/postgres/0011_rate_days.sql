@@ -55,9 +55,10 @@ BEGIN
 END $$;
 
 CREATE FUNCTION rate_days_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    d DATE := (NEW.bucket_start AT TIME ZONE 'UTC')::date;  -- NULL for a DELETE
 BEGIN
-    IF TG_OP = 'UPDATE'
-       AND (OLD.bucket_start AT TIME ZONE 'UTC')::date = (NEW.bucket_start AT TIME ZONE 'UTC')::date THEN
+    IF TG_OP = 'UPDATE' AND (OLD.bucket_start AT TIME ZONE 'UTC')::date = d THEN
         -- The writer's upsert of the current hour, once a batch: one
         -- statement.
         UPDATE rate_days SET
@@ -65,17 +66,16 @@ BEGIN
             hard_bounces = rate_days.hard_bounces + NEW.hard_bounces - OLD.hard_bounces,
             complaints = rate_days.complaints + NEW.complaints - OLD.complaints,
             delivery_sends = rate_days.delivery_sends + NEW.delivery_sends - OLD.delivery_sends
-        WHERE day = (NEW.bucket_start AT TIME ZONE 'UTC')::date;
+        WHERE day = d;
         IF NOT FOUND THEN
             -- The day's row was lost (deleted by hand, or hours written
             -- with the triggers off): the day summed again from its hours,
             -- this one included, rather than left out for good.
             INSERT INTO rate_days (day, sends, hard_bounces, complaints, delivery_sends)
-            SELECT (NEW.bucket_start AT TIME ZONE 'UTC')::date, SUM(b.sends), SUM(b.hard_bounces),
-                   SUM(b.complaints), SUM(b.delivery_sends)
+            SELECT d, SUM(b.sends), SUM(b.hard_bounces), SUM(b.complaints), SUM(b.delivery_sends)
             FROM rate_buckets b
-            WHERE b.bucket_start >= date_trunc('day', NEW.bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-              AND b.bucket_start < (date_trunc('day', NEW.bucket_start AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+            WHERE b.bucket_start >= d::timestamp AT TIME ZONE 'UTC'
+              AND b.bucket_start < (d + 1)::timestamp AT TIME ZONE 'UTC'
             ON CONFLICT (day) DO NOTHING;
         END IF;
         RETURN NULL;

@@ -142,7 +142,25 @@ pub async fn add_counts(tx: &mut Tx<'_>, hour: Timestamp, c: Counts) -> DbResult
     Ok(())
 }
 
-type StateRow = (String, Option<Timestamp>, Timestamp, i64, i64, i64, i64);
+/// The `baseline_*` columns of `sending_state`.
+#[derive(sqlx::FromRow)]
+struct BaselineColumns {
+    baseline_sends: i64,
+    baseline_hard_bounces: i64,
+    baseline_complaints: i64,
+    baseline_delivery_sends: i64,
+}
+
+impl From<BaselineColumns> for Counts {
+    fn from(b: BaselineColumns) -> Counts {
+        Counts {
+            sends: b.baseline_sends,
+            hard_bounces: b.baseline_hard_bounces,
+            complaints: b.baseline_complaints,
+            delivery_sends: b.baseline_delivery_sends,
+        }
+    }
+}
 
 const STATE: &str = "SELECT state, warned_at, counting_since, baseline_sends, baseline_hard_bounces, \
     baseline_complaints, baseline_delivery_sends FROM sending_state WHERE id = 1";
@@ -152,6 +170,14 @@ const STATE: &str = "SELECT state, warned_at, counting_since, baseline_sends, ba
 /// so that concurrent writers on any replica check the rates one at a time
 /// and each sees the counts the others committed.
 pub async fn guard_state(tx: &mut Tx<'_>, lock: bool) -> DbResult<GuardState> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        state: String,
+        warned_at: Option<Timestamp>,
+        counting_since: Timestamp,
+        #[sqlx(flatten)]
+        baseline: BaselineColumns,
+    }
     let sql = if lock && !tx.is_sqlite() {
         const LOCKED: &str = concat!(
             "SELECT state, warned_at, counting_since, baseline_sends, baseline_hard_bounces, ",
@@ -161,15 +187,13 @@ pub async fn guard_state(tx: &mut Tx<'_>, lock: bool) -> DbResult<GuardState> {
     } else {
         STATE
     };
-    let (state, warned_at, since, sends, hard_bounces, complaints, delivery_sends): StateRow =
-        on_tx!(tx, conn => sqlx::query_as(sql).fetch_one(conn).await)?;
-    let baseline = Counts {
-        sends,
-        hard_bounces,
-        complaints,
-        delivery_sends,
-    };
-    Ok(GuardState::of(&state, warned_at, since, baseline))
+    let row: Row = on_tx!(tx, conn => sqlx::query_as(sql).fetch_one(conn).await)?;
+    Ok(GuardState::of(
+        &row.state,
+        row.warned_at,
+        row.counting_since,
+        row.baseline.into(),
+    ))
 }
 
 /// The state row whole, in one statement: what the sender and the
@@ -179,27 +203,19 @@ pub async fn sending_state_in(tx: &mut Tx<'_>) -> DbResult<(SendingState, GuardS
     struct Row {
         #[sqlx(flatten)]
         shown: SendingState,
-        baseline_sends: i64,
-        baseline_hard_bounces: i64,
-        baseline_complaints: i64,
-        baseline_delivery_sends: i64,
+        #[sqlx(flatten)]
+        baseline: BaselineColumns,
     }
     const SQL: &str = "SELECT state, changed_at, changed_by, reason, bounce_rate, complaint_rate, window_sends, \
         window_hard_bounces, window_complaints, counting_since, warned_at, baseline_sends, baseline_hard_bounces, \
         baseline_complaints, baseline_delivery_sends FROM sending_state WHERE id = 1";
     let row: Row = on_tx!(tx, conn => sqlx::query_as(SQL).fetch_one(conn).await)?;
-    let baseline = Counts {
-        sends: row.baseline_sends,
-        hard_bounces: row.baseline_hard_bounces,
-        complaints: row.baseline_complaints,
-        delivery_sends: row.baseline_delivery_sends,
-    };
     let shown = row.shown;
     let guard = GuardState::of(
         &shown.state,
         shown.warned_at,
         shown.counting_since,
-        baseline,
+        row.baseline.into(),
     );
     Ok((shown, guard))
 }
