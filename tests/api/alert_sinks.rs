@@ -1,7 +1,7 @@
 //! Local stand-ins for where alerts go: a webhook receiver that can fail on
 //! purpose, and a minimal SMTP server that keeps what it is sent.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -13,6 +13,9 @@ struct WebhookState {
     received: Mutex<Vec<Value>>,
     attempts: AtomicUsize,
     fail_next: AtomicUsize,
+    /// Set by `stop`: a request that still reaches a worker being stopped
+    /// (on a connection kept open) fails, as it would with the server gone.
+    stopped: AtomicBool,
 }
 
 /// Accepts alert POSTs (answering 500 while `fail_next` counts down).
@@ -23,6 +26,9 @@ pub struct Webhook {
 }
 
 async fn receive(body: web::Bytes, state: web::Data<Arc<WebhookState>>) -> HttpResponse {
+    if state.stopped.load(Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().finish();
+    }
     state.attempts.fetch_add(1, Ordering::SeqCst);
     let failing = state
         .fail_next
@@ -91,6 +97,7 @@ impl Webhook {
     }
 
     pub async fn stop(self) {
+        self.state.stopped.store(true, Ordering::SeqCst);
         self.handle.stop(false).await;
     }
 }

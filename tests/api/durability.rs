@@ -7,8 +7,8 @@ use std::sync::Arc;
 use sqlx::Executor;
 
 use crate::helpers::{
-    Backend, Outage, Pool, TempDir, TestApp, assert_status, eventually, spawn_app, spawn_app_with,
-    spooled_bytes, start, test_settings,
+    Backend, OUTAGE_BUSY_TIMEOUT_MS, Outage, Pool, TempDir, TestApp, assert_status, eventually,
+    spawn_app, spawn_app_with, spooled_bytes, start, test_settings,
 };
 use crate::on_both_databases;
 use crate::ses_account::metrics;
@@ -58,7 +58,10 @@ async fn a_database_outage_is_absorbed_by_the_spool(backend: Backend) {
 /// busy timeout (a backup, a long migration). Also restarts the service
 /// while messages wait in the spool.
 async fn sqlite_outage() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app_with(Backend::Sqlite, |s, _| {
+        s.sqlite_busy_timeout_ms = OUTAGE_BUSY_TIMEOUT_MS;
+    })
+    .await;
     let before = Msg::notification(TOPIC, "before").sign();
     assert_status(&app.post(&before).await, 200, "stored");
     let Pool::Sqlite(pool) = &app.db.pool else {

@@ -351,7 +351,13 @@ pub fn test_settings(db_url: &str, dir: &Path) -> Settings {
     )];
     s.http_workers = 2;
     s.log_level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
-    s.sqlite_busy_timeout_ms = 200;
+    // SQLite's busy time-out stays the service's default (5 s): another
+    // connection's commit (an alert's delivery, a resume), its fsync
+    // included, can hold the write lock for hundreds of milliseconds when
+    // the tests share the disk, and a batch that waits longer goes to the
+    // spool: at 200 ms a guard test once got "spooled" where it expected
+    // "stored". The tests that hold the lock on purpose, to see the spool
+    // take over, set a short one (`OUTAGE_BUSY_TIMEOUT_MS`).
     // Short on PostgreSQL, so that outages fail fast. SQLite keeps the
     // service's default: creating a test's database file (WAL,
     // synchronous=FULL, a few fsyncs) once took over 500 ms while Chromium
@@ -507,12 +513,22 @@ pub fn spooled_bytes(spool: &Path) -> u64 {
 }
 
 /// Polls `check` until it holds or 10 seconds pass.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..200 {
+    eventually_within(what, std::time::Duration::from_secs(10), check).await;
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually_within<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
         if check().await {
             return;
         }
@@ -605,6 +621,9 @@ pub struct Away {
     lock: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
 }
 
+/// SQLite's busy time-out for tests whose outage is a held write lock.
+pub const OUTAGE_BUSY_TIMEOUT_MS: u64 = 200;
+
 /// Starts an app whose PostgreSQL connections (if any) go through a
 /// forwarder, so that [`take_database_away`] can cut them.
 pub async fn spawn_app_behind_forwarder(
@@ -617,6 +636,9 @@ pub async fn spawn_app_behind_forwarder(
         s.database_url = s
             .database_url
             .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+        // The SQLite "outage" of `take_database_away` is a held lock: the
+        // writer gives up on it, and spools, after this long.
+        s.sqlite_busy_timeout_ms = OUTAGE_BUSY_TIMEOUT_MS;
         configure(s, hooks);
     })
     .await;
