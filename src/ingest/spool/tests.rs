@@ -101,6 +101,8 @@ fn a_segment_name_bouncer_does_not_write_stops_the_open_and_says_which() {
     std::fs::rename(path.join("01.seg"), path.join("000000000002.seg")).unwrap();
     let mut spool = Spool::open(&path).unwrap();
     assert_eq!(bodies(&spool.read_chunk(10).unwrap()), ["a", "a"]);
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -310,4 +312,6 @@ fn a_long_damaged_run_of_large_sizes_is_stepped_over() {
         std::fs::metadata(path.join(&kept[0])).unwrap().len(),
         damage.len() as u64
     );
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&dir);
 }
