@@ -115,7 +115,10 @@ async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     assert_eq!(db.total_messages().await, msgs.len() as i64);
     assert_eq!(spooled_bytes(&spool), 0);
     assert!(!spool.join("set-aside.jsonl").exists());
-    // Direct writes again.
+    // Direct writes again, once the writer has taken them back: the drain
+    // empties the spool, then asks the database and turns Up, and until
+    // then a new message is spooled behind the others (202).
+    assert!(answers(port, "/readyz").await, "ready again");
     assert_eq!(
         post(&client, port, &Msg::notification(TOPIC, "after").sign()).await,
         200
@@ -241,6 +244,7 @@ async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties()
         1,
         "{said}"
     );
+    assert!(answers(port, "/readyz").await, "ready again");
     assert_eq!(
         post(&client, port, &Msg::notification(TOPIC, "after").sign()).await,
         200
