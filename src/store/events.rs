@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::QueryBuilder;
 
+use super::keyed::KeyedInsert;
 use super::messages::{MAX_PARAMS, key_order, new_flags};
 use super::text::{storable, storable_opt};
 use super::{DbResult, Tx, on_tx};
@@ -40,7 +41,7 @@ pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> DbResult<V
     let order = key_order(&keys);
     let mut inserted = HashSet::new();
     for chunk in order.chunks(MAX_PARAMS / 15) {
-        let returned: Vec<String> = on_tx!(tx, conn => {
+        let returned = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO feedback_events (event_key, sns_message_id, event_type, format, ses_message_id, \
                  email, feedback_id, bounce_type, bounce_subtype, complaint_feedback_type, status, \
@@ -64,10 +65,13 @@ pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> DbResult<V
                     .push_bind(r.occurred_at)
                     .push_bind(r.received_at);
             });
-            qb.push(" ON CONFLICT (event_key) DO NOTHING RETURNING event_key");
-            qb.build_query_scalar().fetch_all(conn).await
+            qb.push(" ON CONFLICT (event_key) DO NOTHING");
+            conn.keyed_insert(qb, "feedback_events", "event_key", chunk.len()).await
         })?;
-        inserted.extend(returned);
+        inserted.extend(returned.keys(
+            chunk.iter().map(|i| keys[*i].as_ref()),
+            |(key,): (String,)| key,
+        ));
     }
     Ok(new_flags(&keys, &inserted))
 }

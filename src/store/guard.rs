@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use sqlx::QueryBuilder;
 
 use super::conn::Raw;
+use super::keyed::KeyedInsert;
 use super::messages::{MAX_PARAMS, key_order, new_flags};
 use super::text::storable;
 use super::{DbResult, Store, Tx, on_db, on_tx};
@@ -105,7 +106,7 @@ pub async fn count_volume(
     let order = key_order(&keys);
     let mut inserted = HashSet::new();
     for chunk in order.chunks(MAX_PARAMS / 3) {
-        let rows: Vec<(String, String)> = on_tx!(tx, conn => {
+        let rows = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at) ");
             qb.push_values(chunk, |mut row, i| {
                 let (mail, recipient) = pairs[*i];
@@ -113,10 +114,13 @@ pub async fn count_volume(
                     .push_bind(storable(recipient).into_owned())
                     .push_bind(now);
             });
-            qb.push(" ON CONFLICT (mail_id, recipient) DO NOTHING RETURNING mail_id, recipient");
-            qb.build_query_as().fetch_all(conn).await
+            qb.push(" ON CONFLICT (mail_id, recipient) DO NOTHING");
+            conn.keyed_insert(qb, "rate_volume", "mail_id, recipient", chunk.len()).await
         })?;
-        inserted.extend(rows.into_iter().map(|(m, r)| format!("{m}\n{r}")));
+        inserted.extend(rows.keys(
+            chunk.iter().map(|i| keys[*i].as_ref()),
+            |(m, r): (String, String)| format!("{m}\n{r}"),
+        ));
     }
     Ok(new_flags(&keys, &inserted))
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::QueryBuilder;
 
+use super::keyed::KeyedInsert;
 use super::text::{storable, storable_opt};
 use super::{DbResult, Store, Tx, on_db, on_tx};
 use crate::time::Timestamp;
@@ -66,7 +67,7 @@ pub async fn insert_messages(
     let order = key_order(&keys);
     let mut inserted = HashSet::new();
     for chunk in order.chunks(MAX_PARAMS / 12) {
-        let ids: Vec<String> = on_tx!(tx, conn => {
+        let ids = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO sns_messages (message_id, message_type, topic_arn, subject, sns_timestamp, \
                  received_at, stored_at, signature_version, via_spool, outcome, outcome_detail, body) ",
@@ -86,10 +87,13 @@ pub async fn insert_messages(
                     .push_bind(storable_opt(r.outcome_detail))
                     .push_bind(storable(r.body).into_owned());
             });
-            qb.push(" ON CONFLICT (message_id) DO NOTHING RETURNING message_id");
-            qb.build_query_scalar().fetch_all(conn).await
+            qb.push(" ON CONFLICT (message_id) DO NOTHING");
+            conn.keyed_insert(qb, "sns_messages", "message_id", chunk.len()).await
         })?;
-        inserted.extend(ids);
+        inserted.extend(ids.keys(
+            chunk.iter().map(|i| keys[*i].as_ref()),
+            |(id,): (String,)| id,
+        ));
     }
     Ok(new_flags(&keys, &inserted))
 }

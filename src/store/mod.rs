@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod history;
+mod keyed;
 pub mod messages;
 mod open;
 pub mod retention;

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use sqlx::Executor;
 
+use serde_json::json;
+
+use crate::feedback::{bounce, suppression_rows};
 use crate::helpers::{
     Backend, OUTAGE_BUSY_TIMEOUT_MS, Outage, Pool, TempDir, TestApp, assert_status, eventually,
-    spawn_app, spawn_app_with, spooled_bytes, start, test_settings,
+    spawn_app, spawn_app_behind_forwarder, spawn_app_with, spooled_bytes, start,
+    take_database_away, test_settings,
 };
 use crate::on_both_databases;
 use crate::ses_account::metrics;
-use crate::signing::{Msg, TOPIC};
+use crate::signing::{Msg, TOPIC, now_text, unique_id};
 
 async fn fifty_concurrent_deliveries_of_one_message_are_applied_once(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -266,7 +270,99 @@ async fn stored_answers_come_with_log_syncs_on_sqlite_only(backend: Backend) {
     app.stop().await;
 }
 
+/// A batch that mixes new messages with what was stored before (SNS
+/// redelivering a message the spool kept, the same SES event in a second
+/// SNS message, a delivery of a mail whose send a bounce counted) applies
+/// the new and nothing of the rest: the drain writes the spool in one
+/// batch, so each table's multi-row insert inserts some of its rows.
+async fn a_batch_mixing_new_and_stored_messages_applies_only_the_new(backend: Backend) {
+    let (app, outage) = spawn_app_behind_forwarder(backend, |_, _| {}).await;
+    let at = now_text();
+    let bounce_of_a = json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": "a@example.com", "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 no such user"}],
+            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
+        },
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "source": "a@signals.example", "destination": ["a@example.com"]},
+    })
+    .to_string();
+    let mail_to_d = format!("ses-{}", unique_id());
+    let to_d = |event: serde_json::Value| {
+        let mut ses = event;
+        ses["mail"] = json!({"timestamp": at, "messageId": mail_to_d, "source": "a@signals.example", "destination": ["d@example.com"]});
+        Msg::notification(TOPIC, &ses.to_string()).sign()
+    };
+    let a = Msg::notification(TOPIC, &bounce_of_a).sign();
+    let soft_d = to_d(json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Transient", "bounceSubType": "MailboxFull",
+            "bouncedRecipients": [{"emailAddress": "d@example.com"}],
+            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
+        },
+    }));
+    assert_status(&app.post(&a).await, 200, "stored");
+    assert_status(&app.post(&soft_d).await, 200, "stored");
+
+    let away = take_database_away(&app, &outage).await;
+    let a_again_elsewhere = Msg::notification(TOPIC, &bounce_of_a).sign();
+    let b = bounce("Permanent", "General", "b@example.com", &at);
+    let delivered_d = to_d(json!({
+        "notificationType": "Delivery",
+        "delivery": {"timestamp": at, "recipients": ["d@example.com"], "smtpResponse": "250 ok"},
+    }));
+    for msg in [&a, &a_again_elsewhere, &b, &delivered_d] {
+        assert_status(&app.post(msg).await, 202, "spooled");
+    }
+    away.give_back().await;
+    eventually("the spool reaches the database", || async {
+        app.db.total_messages().await == 5
+    })
+    .await;
+    eventually("the service writes directly again", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
+
+    let rows: Vec<(String, i64)> = suppression_rows(&app)
+        .await
+        .into_iter()
+        .map(|r| (r.0, r.5))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a@example.com".to_owned(), 1),
+            ("b@example.com".to_owned(), 1)
+        ],
+        "a's bounce applied once, b's applied"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM feedback_events", None)
+            .await,
+        4,
+        "a's bounce, d's soft bounce and delivery, b's bounce"
+    );
+    let (status, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(status, 200, "{sending}");
+    assert_eq!(
+        (
+            &sending["rates"]["sends"],
+            &sending["rates"]["hard_bounces"]
+        ),
+        (&json!(3), &json!(2)),
+        "one send to each of a, b and d; {sending}"
+    );
+    // Redelivered once more, now straight to the database: stored before.
+    assert_status(&app.post(&a).await, 200, "duplicate");
+    app.stop().await;
+}
+
 on_both_databases!(
+    a_batch_mixing_new_and_stored_messages_applies_only_the_new,
     stored_answers_come_with_log_syncs_on_sqlite_only,
     fifty_concurrent_deliveries_of_one_message_are_applied_once,
     a_database_outage_is_absorbed_by_the_spool,
