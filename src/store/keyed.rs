@@ -9,9 +9,13 @@
 //! switching than in SQLite. So on SQLite the insert returns nothing; the
 //! count of rows it changed says whether every row was new (the common
 //! case), and only when some were not are the new ones read back, by their
-//! rowids. The writer holds SQLite's write lock from `BEGIN IMMEDIATE`, so
-//! the rows one statement inserts have consecutive rowids ending at the
-//! connection's last one.
+//! rowids: a new row's rowid is larger than any the table held before
+//! (`AUTOINCREMENT` promises it; a plain rowid table takes one more than
+//! its largest), and the writer holds SQLite's write lock from `BEGIN
+//! IMMEDIATE`, so the statement's new rows are the `n` with the largest
+//! rowids up to the connection's last one. Not a range of `n` rowids:
+//! with `AUTOINCREMENT` a row skipped by `DO NOTHING` still uses up a
+//! number.
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -81,19 +85,24 @@ impl KeyedInsert for &mut SqliteConnection {
         if inserted == 0 {
             return Ok(Inserted::These(Vec::new()));
         }
-        let last = done.last_insert_rowid();
-        let first = last.saturating_sub(inserted as i64 - 1);
         let mut read: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {key} FROM {table} WHERE rowid BETWEEN "));
-        read.push_bind(first).push(" AND ").push_bind(last);
+            QueryBuilder::new(format!("SELECT {key} FROM {table} WHERE rowid <= "));
+        read.push_bind(done.last_insert_rowid())
+            .push(" ORDER BY rowid DESC LIMIT ")
+            .push_bind(inserted as i64);
         let found: Vec<R> = read.build_query_as().fetch_all(&mut *self).await?;
-        // Only a table whose rowids ran out (2^63) takes random ones; then
-        // refuse rather than take new rows for duplicates.
         if found.len() as u64 != inserted {
-            return Err(sqlx::Error::Protocol(format!(
-                "{table}: {inserted} rows inserted, but {} found by their rowids",
-                found.len()
-            )));
+            // Cannot happen while the rowids hold what the module comment
+            // says. Not a database outage (which would spool the batch and
+            // try it again for ever): the batch is split and the message
+            // set aside for `bouncer replay`, and the rest go on.
+            return Err(sqlx::Error::Decode(
+                format!(
+                    "{table}: {inserted} rows inserted, but {} found by their rowids",
+                    found.len()
+                )
+                .into(),
+            ));
         }
         Ok(Inserted::These(found))
     }
@@ -109,6 +118,81 @@ impl<R> Inserted<R> {
         match self {
             Inserted::Every => carried.map(str::to_owned).collect(),
             Inserted::These(found) => found.into_iter().map(key_of).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, Executor};
+
+    /// Inserts `keys` into `t` as the writer does, under the write lock.
+    async fn insert(conn: &mut SqliteConnection, keys: &[&str]) -> Option<Vec<String>> {
+        conn.execute("BEGIN IMMEDIATE").await.expect("begin");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO t (k) ");
+        qb.push_values(keys, |mut row, k| {
+            row.push_bind(k.to_string());
+        });
+        qb.push(" ON CONFLICT (k) DO NOTHING");
+        let inserted = (&mut *conn)
+            .keyed_insert(qb, "t", "k", keys.len())
+            .await
+            .expect("insert");
+        conn.execute("COMMIT").await.expect("commit");
+        match inserted {
+            Inserted::Every => None,
+            Inserted::These(found) => {
+                let mut keys: Vec<String> = found.into_iter().map(|(k,): (String,)| k).collect();
+                keys.sort();
+                Some(keys)
+            }
+        }
+    }
+
+    /// The new rows are found whether skipped rows use up rowids
+    /// (`AUTOINCREMENT`, as `feedback_events`) or not (as `sns_messages`),
+    /// with stored keys between the new ones, and after the newest rows
+    /// were deleted.
+    #[tokio::test]
+    async fn a_statement_that_inserts_some_of_its_rows_names_exactly_those() {
+        for table in [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT NOT NULL UNIQUE)",
+            "CREATE TABLE t (k TEXT NOT NULL PRIMARY KEY)",
+        ] {
+            let mut conn = SqliteConnection::connect("sqlite::memory:")
+                .await
+                .expect("connect");
+            conn.execute(table).await.expect("create");
+            assert_eq!(insert(&mut conn, &["b", "d"]).await, None, "{table}");
+            assert_eq!(
+                insert(&mut conn, &["a", "b", "c", "d", "e"]).await,
+                Some(vec!["a".into(), "c".into(), "e".into()]),
+                "{table}"
+            );
+            assert_eq!(
+                insert(&mut conn, &["a", "f", "e"]).await,
+                Some(vec!["f".into()]),
+                "the last row a duplicate: {table}"
+            );
+            assert_eq!(
+                insert(&mut conn, &["a", "b"]).await,
+                Some(vec![]),
+                "{table}"
+            );
+            conn.execute("DELETE FROM t WHERE k IN ('e', 'f')")
+                .await
+                .expect("delete");
+            assert_eq!(
+                insert(&mut conn, &["e", "a", "g"]).await,
+                Some(vec!["e".into(), "g".into()]),
+                "rows deleted are new again: {table}"
+            );
+            assert_eq!(
+                insert(&mut conn, &["c", "h", "g", "i"]).await,
+                Some(vec!["h".into(), "i".into()]),
+                "{table}"
+            );
         }
     }
 }

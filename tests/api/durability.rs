@@ -8,7 +8,7 @@ use sqlx::Executor;
 
 use serde_json::json;
 
-use crate::feedback::{bounce, suppression_rows};
+use crate::feedback::suppression_rows;
 use crate::helpers::{
     Backend, OUTAGE_BUSY_TIMEOUT_MS, Outage, Pool, TempDir, TestApp, assert_status, eventually,
     spawn_app, spawn_app_behind_forwarder, spawn_app_with, spooled_bytes, start,
@@ -278,16 +278,23 @@ async fn stored_answers_come_with_log_syncs_on_sqlite_only(backend: Backend) {
 async fn a_batch_mixing_new_and_stored_messages_applies_only_the_new(backend: Backend) {
     let (app, outage) = spawn_app_behind_forwarder(backend, |_, _| {}).await;
     let at = now_text();
-    let bounce_of_a = json!({
-        "notificationType": "Bounce",
-        "bounce": {
-            "bounceType": "Permanent", "bounceSubType": "General",
-            "bouncedRecipients": [{"emailAddress": "a@example.com", "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 no such user"}],
-            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
-        },
-        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "source": "a@signals.example", "destination": ["a@example.com"]},
-    })
-    .to_string();
+    // SES bounces, their feedback ids chosen so that the event stored
+    // before sorts between the batch's new ones (each table is written in
+    // key order): on SQLite its AUTOINCREMENT number then lies between
+    // theirs.
+    let hard_bounce = |recipient: &str, feedback_id: String| {
+        json!({
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": "Permanent", "bounceSubType": "General",
+                "bouncedRecipients": [{"emailAddress": recipient, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 no such user"}],
+                "timestamp": at, "feedbackId": feedback_id,
+            },
+            "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "source": "a@signals.example", "destination": [recipient]},
+        })
+        .to_string()
+    };
+    let bounce_of_a = hard_bounce("a@example.com", format!("fb-m-{}", unique_id()));
     let mail_to_d = format!("ses-{}", unique_id());
     let to_d = |event: serde_json::Value| {
         let mut ses = event;
@@ -308,7 +315,11 @@ async fn a_batch_mixing_new_and_stored_messages_applies_only_the_new(backend: Ba
 
     let away = take_database_away(&app, &outage).await;
     let a_again_elsewhere = Msg::notification(TOPIC, &bounce_of_a).sign();
-    let b = bounce("Permanent", "General", "b@example.com", &at);
+    let b = Msg::notification(
+        TOPIC,
+        &hard_bounce("b@example.com", format!("fb-a-{}", unique_id())),
+    )
+    .sign();
     let delivered_d = to_d(json!({
         "notificationType": "Delivery",
         "delivery": {"timestamp": at, "recipients": ["d@example.com"], "smtpResponse": "250 ok"},
