@@ -297,21 +297,26 @@ async fn soft_bounce_windows<'a>(
     let mut streaks = Vec::with_capacity(emails.len());
     for (email, keys) in &new_keys {
         let mut past = logged.remove(email.as_str()).unwrap_or_default();
-        let delivery = past
+        let latest_delivery = past
             .iter()
             .filter(|p| p.is_delivery())
             .map(|p| p.occurred_at)
             .max();
-        let reset = delivery.max(removed.get(email.as_str()).copied());
         past.retain(|p| !p.is_delivery());
         let bounces: Vec<fold::Bounce> = past
             .iter()
             .map(|p| fold::Bounce {
                 at: p.occurred_at,
                 new: keys.contains_key(&p.event_key),
+                after_delivery: p.delivered_before,
             })
             .collect();
-        let (window, streak) = fold::soft_bounces(&bounces, reset, soft);
+        let (window, streak) = fold::soft_bounces(
+            &bounces,
+            latest_delivery,
+            removed.get(email.as_str()).copied(),
+            soft,
+        );
         streaks.push((*email, streak));
         let Some(members) = window else {
             continue;

@@ -16,32 +16,43 @@ use super::apply::SoftBouncePolicy;
 pub struct Bounce {
     pub at: Timestamp,
     pub new: bool,
+    /// The address's latest delivery before it, if any.
+    pub after_delivery: Option<Timestamp>,
 }
 
 /// What an address's soft bounces amount to, in the order they happened,
-/// whatever the order they arrived in. Those at or before `reset` (its
-/// latest delivery, or its removal from the list) do not count. Returns the
-/// bounces (positions in `bounces`, oldest first) of the latest window of
-/// `policy.window` that holds `policy.limit` counted bounces, one of them
-/// new: they suppress the address now (a window without a new bounce did
-/// so when it filled, or was answered by a removal since). Also returns the
-/// streak to keep: the counted bounces within the window before the newest.
+/// whatever the order they arrived in: the answer applying them in that
+/// order would give. A delivery resets the count: bounces on either side of
+/// one (one at the same moment counts as before it) never share a window.
+/// Those at or before `removed` (the address's removal from the list by
+/// hand) do not count at all. Returns the bounces (positions in `bounces`,
+/// oldest first) of the latest window of `policy.window` that holds
+/// `policy.limit` counted bounces, one of them new: they suppress the
+/// address now (a window without a new bounce did so when it filled, or
+/// was answered by a removal since). A delivery after a full window does
+/// not undo it, wherever it arrives: a suppression stands until an operator
+/// lifts it. Also returns the streak to keep: the counted bounces after
+/// `latest_delivery` within the window before the newest.
 pub fn soft_bounces(
     bounces: &[Bounce],
-    reset: Option<Timestamp>,
+    latest_delivery: Option<Timestamp>,
+    removed: Option<Timestamp>,
     policy: SoftBouncePolicy,
 ) -> (Option<Vec<usize>>, Option<Streak>) {
     let mut counted: Vec<usize> = (0..bounces.len())
-        .filter(|i| reset.is_none_or(|r| bounces[*i].at > r))
+        .filter(|i| removed.is_none_or(|r| bounces[*i].at > r))
         .collect();
     counted.sort_by_key(|i| (bounces[*i].at, *i));
     let at = |n: usize| bounces[counted[n]].at;
+    // Bounces in time order share a latest delivery before them exactly
+    // when no delivery came between them.
+    let after = |n: usize| bounces[counted[n]].after_delivery;
     let mut crossing: Option<(usize, Vec<usize>)> = None;
     let mut end = 0;
     for start in 0..counted.len() {
         let last = at(start).saturating_add(policy.window);
         end = end.max(start);
-        while end + 1 < counted.len() && at(end + 1) <= last {
+        while end + 1 < counted.len() && at(end + 1) <= last && after(end + 1) == after(start) {
             end += 1;
         }
         let members = &counted[start..=end];
@@ -55,14 +66,14 @@ pub fn soft_bounces(
         }
     }
     let crossing = crossing.map(|(_, members)| members);
-    let streak = counted.last().map(|newest| {
-        let last_at = bounces[*newest].at;
+    let current: Vec<Timestamp> = counted
+        .iter()
+        .map(|i| bounces[*i].at)
+        .filter(|t| latest_delivery.is_none_or(|d| *t > d))
+        .collect();
+    let streak = current.last().map(|&last_at| {
         let from = last_at.saturating_sub(policy.window);
-        let within: Vec<Timestamp> = counted
-            .iter()
-            .map(|i| bounces[*i].at)
-            .filter(|t| *t >= from)
-            .collect();
+        let within: Vec<Timestamp> = current.iter().copied().filter(|t| *t >= from).collect();
         Streak {
             count: within.len() as i64,
             first_at: within.first().copied().unwrap_or(last_at),
@@ -114,10 +125,20 @@ mod tests {
     };
 
     fn bounces(days: &[(i64, bool)]) -> Vec<Bounce> {
+        delivered_on(days, &[])
+    }
+
+    /// The bounces of `days`, with deliveries on `deliveries` (days).
+    fn delivered_on(days: &[(i64, bool)], deliveries: &[i64]) -> Vec<Bounce> {
         days.iter()
             .map(|(d, new)| Bounce {
                 at: t(d * 86_400),
                 new: *new,
+                after_delivery: deliveries
+                    .iter()
+                    .filter(|x| *x < d)
+                    .max()
+                    .map(|x| t(x * 86_400)),
             })
             .collect()
     }
@@ -129,7 +150,7 @@ mod tests {
         for newest in 0..3 {
             let mut list = close;
             list[newest].1 = true;
-            let (crossing, streak) = soft_bounces(&bounces(&list), None, POLICY);
+            let (crossing, streak) = soft_bounces(&bounces(&list), None, None, POLICY);
             assert_eq!(crossing, Some(vec![0, 1, 2]), "new {newest}");
             assert_eq!(streak.map(|s| (s.count, s.first_at)), Some((3, t(0))));
         }
@@ -137,40 +158,60 @@ mod tests {
         // weeks hold three of them.
         for days in [[0, -30, -60], [0, -13, -20], [-60, -30, 0], [-20, 0, -13]] {
             let list: Vec<(i64, bool)> = days.iter().map(|d| (*d, true)).collect();
-            let (crossing, streak) = soft_bounces(&bounces(&list), None, POLICY);
+            let (crossing, streak) = soft_bounces(&bounces(&list), None, None, POLICY);
             assert_eq!(crossing, None, "{days:?}");
             assert_eq!(streak.map(|s| s.last_at), Some(t(0)));
         }
     }
 
     #[test]
-    fn bounces_before_the_latest_delivery_do_not_count() {
-        let list = bounces(&[(1, true), (3, true), (5, true)]);
-        // A delivery at day 2, whenever it arrived: two count.
-        let (crossing, streak) = soft_bounces(&list, Some(t(2 * 86_400)), POLICY);
+    fn a_delivery_parts_the_bounces_before_it_from_those_after() {
+        let day = |d: i64| Some(t(d * 86_400));
+        let three = [(1, true), (3, true), (5, true)];
+        // A delivery at day 2, whenever it arrived: two count after it.
+        let (crossing, streak) = soft_bounces(&delivered_on(&three, &[2]), day(2), None, POLICY);
         assert_eq!(crossing, None);
         assert_eq!(
             streak.map(|s| (s.count, s.first_at)),
             Some((2, t(3 * 86_400)))
         );
-        // A delivery at the same moment as the newest resets it too.
-        let (_, streak) = soft_bounces(&list, Some(t(5 * 86_400)), POLICY);
-        assert_eq!(streak, None);
+        // A delivery after all three (one at the same moment as the newest
+        // counts as after it): they filled the window before it, as they
+        // would have had they arrived first. The streak starts afresh.
+        for delivered in [5, 9] {
+            let list = delivered_on(&three, &[delivered]);
+            let (crossing, streak) = soft_bounces(&list, day(delivered), None, POLICY);
+            assert_eq!(crossing, Some(vec![0, 1, 2]), "day {delivered}");
+            assert_eq!(streak, None);
+        }
+        // Two before a delivery, two after: no three without one between.
+        let four = [(1, true), (3, true), (5, true), (6, true)];
+        let (crossing, streak) = soft_bounces(&delivered_on(&four, &[4]), day(4), None, POLICY);
+        assert_eq!(crossing, None);
+        assert_eq!(streak.map(|s| s.count), Some(2));
+        // A removal by hand: nothing at or before it counts.
+        assert_eq!(soft_bounces(&bounces(&three), None, day(1), POLICY).0, None);
     }
 
     #[test]
     fn a_window_full_before_this_batch_suppresses_only_with_a_new_bounce_in_it() {
         // Filled (and answered) long ago; a new bounce 20 days later.
         let list = bounces(&[(0, false), (1, false), (2, false), (22, true)]);
-        let (crossing, streak) = soft_bounces(&list, None, POLICY);
+        let (crossing, streak) = soft_bounces(&list, None, None, POLICY);
         assert_eq!(crossing, None);
         assert_eq!(streak.map(|s| s.count), Some(1));
         // A new one inside that window fills it again.
         let list = bounces(&[(0, false), (1, false), (2, false), (3, true)]);
-        assert_eq!(soft_bounces(&list, None, POLICY).0, Some(vec![0, 1, 2, 3]));
+        assert_eq!(
+            soft_bounces(&list, None, None, POLICY).0,
+            Some(vec![0, 1, 2, 3])
+        );
         // Exactly the window apart still counts.
         let list = bounces(&[(0, true), (7, true), (14, true)]);
-        assert_eq!(soft_bounces(&list, None, POLICY).0, Some(vec![0, 1, 2]));
+        assert_eq!(
+            soft_bounces(&list, None, None, POLICY).0,
+            Some(vec![0, 1, 2])
+        );
     }
 
     fn write<'a>(

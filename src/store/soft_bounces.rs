@@ -37,6 +37,9 @@ pub struct Past {
     pub diagnostic_code: Option<String>,
     pub ses_message_id: String,
     pub sns_message_id: String,
+    /// A soft bounce's: the address's latest delivery before it (bounces
+    /// on either side of a delivery never count together).
+    pub delivered_before: Option<Timestamp>,
 }
 
 impl Past {
@@ -46,9 +49,10 @@ impl Past {
 }
 
 /// The soft bounces of `emails` that happened at or after `since`, the
-/// batch's own included (they are in the log already), and each address's
-/// latest delivery since then (only the latest: an address mailed
-/// thousands of times costs one row, not thousands).
+/// batch's own included (they are in the log already), each with the
+/// address's latest delivery before it, and each address's latest delivery
+/// since then (only those: an address mailed thousands of times costs one
+/// index probe a bounce, not thousands of rows).
 pub async fn history(
     tx: &mut Tx<'_>,
     emails: &[&EmailAddress],
@@ -59,7 +63,10 @@ pub async fn history(
         let rows: Vec<Past> = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "SELECT event_key, email, action, occurred_at, bounce_type, bounce_subtype, \
-                 diagnostic_code, ses_message_id, sns_message_id FROM feedback_events \
+                 diagnostic_code, ses_message_id, sns_message_id, \
+                 (SELECT MAX(d.occurred_at) FROM feedback_events d WHERE d.email = b.email \
+                  AND d.action = 'reset_soft_bounces' AND d.occurred_at < b.occurred_at) \
+                 AS delivered_before FROM feedback_events b \
                  WHERE action = 'count_soft_bounce' AND email IN (",
             );
             let mut list = qb.separated(", ");
@@ -69,7 +76,7 @@ pub async fn history(
             qb.push(") AND occurred_at >= ").push_bind(since);
             qb.push(
                 " UNION ALL SELECT '', email, 'reset_soft_bounces', MAX(occurred_at), NULL, NULL, \
-                 NULL, '', '' FROM feedback_events WHERE action = 'reset_soft_bounces' AND email IN (",
+                 NULL, '', '', NULL FROM feedback_events WHERE action = 'reset_soft_bounces' AND email IN (",
             );
             let mut list = qb.separated(", ");
             for email in chunk {

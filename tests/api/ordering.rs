@@ -177,6 +177,69 @@ async fn soft_bounces_count_in_the_order_they_happened(backend: Backend) {
 
 on_both_databases!(soft_bounces_count_in_the_order_they_happened);
 
+/// Three soft bounces within the window and a delivery dated after them
+/// suppress the address whichever arrives first: applied in the order they
+/// happened, the third bounce suppressed it before the delivery, and a
+/// delivery does not lift a suppression (an outside trial found the
+/// delivery arriving first kept the address off the list, and arriving
+/// last did not).
+async fn a_delivery_after_a_full_window_does_not_undo_it_in_any_order(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("nanos");
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    let bounces_first = "bounces-first@example.com";
+    let delivery_first = "delivery-first@example.com";
+    for minutes in [180, 160, 140] {
+        assert_status(
+            &app.post(&soft_bounce(bounces_first, &ago(minutes))).await,
+            200,
+            "stored",
+        );
+    }
+    assert_status(
+        &app.post(&delivery(bounces_first, &ago(20))).await,
+        200,
+        "stored",
+    );
+    assert_status(
+        &app.post(&delivery(delivery_first, &ago(20))).await,
+        200,
+        "stored",
+    );
+    for minutes in [180, 160, 140] {
+        assert_status(
+            &app.post(&soft_bounce(delivery_first, &ago(minutes))).await,
+            200,
+            "stored",
+        );
+    }
+    for who in [bounces_first, delivery_first] {
+        let row = listed(&app, who).await.expect("suppressed");
+        assert_eq!(row["note"], "3 soft bounces within 14 days", "{who}");
+        assert_eq!(
+            row["last_seen_at"],
+            Timestamp::parse_rfc3339(&ago(140)).expect("t").to_text(),
+            "{who}"
+        );
+    }
+    // The delivery started a new streak: one more bounce counts alone.
+    for who in [bounces_first, delivery_first] {
+        app.post(&soft_bounce(who, &ago(10))).await;
+        assert_eq!(
+            app.db
+                .scalar("SELECT count FROM soft_bounces WHERE email = $1", Some(who))
+                .await,
+            1,
+            "{who}"
+        );
+    }
+    app.stop().await;
+}
+
+on_both_databases!(a_delivery_after_a_full_window_does_not_undo_it_in_any_order);
+
 /// An app and a second replica on the same PostgreSQL database, or none
 /// without PostgreSQL.
 async fn two_replicas() -> Option<(TestApp, TestApp)> {
