@@ -318,16 +318,14 @@ async fn soft_bounce_windows<'a>(
             soft,
         );
         streaks.push((*email, streak));
-        let Some(members) = window else {
+        let Some(fold::Crossing { members, first }) = window else {
             continue;
         };
         let new: Vec<usize> = members
             .iter()
             .filter_map(|m| keys.get(&past[*m].event_key).copied())
             .collect();
-        let (Some(&trigger), Some(&first), Some(&last)) =
-            (new.iter().max(), members.first(), members.last())
-        else {
+        let (Some(&trigger), Some(&last)) = (new.iter().max(), members.last()) else {
             continue;
         };
         filled.push(Filled {

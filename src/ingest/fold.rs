@@ -20,6 +20,16 @@ pub struct Bounce {
     pub after_delivery: Option<Timestamp>,
 }
 
+/// The soft bounces that suppress an address now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    /// The latest full window's bounces (positions, oldest first).
+    pub members: Vec<usize>,
+    /// The first bounce of the earliest full window with a new bounce in
+    /// it: where the suppression began.
+    pub first: usize,
+}
+
 /// What an address's soft bounces amount to, in the order they happened,
 /// whatever the order they arrived in: the answer applying them in that
 /// order would give. A delivery resets the count: bounces on either side of
@@ -38,7 +48,7 @@ pub fn soft_bounces(
     latest_delivery: Option<Timestamp>,
     removed: Option<Timestamp>,
     policy: SoftBouncePolicy,
-) -> (Option<Vec<usize>>, Option<Streak>) {
+) -> (Option<Crossing>, Option<Streak>) {
     let mut counted: Vec<usize> = (0..bounces.len())
         .filter(|i| removed.is_none_or(|r| bounces[*i].at > r))
         .collect();
@@ -48,6 +58,9 @@ pub fn soft_bounces(
     // when no delivery came between them.
     let after = |n: usize| bounces[counted[n]].after_delivery;
     let mut crossing: Option<(usize, Vec<usize>)> = None;
+    // The first bounce of the earliest window that suppresses: the row's
+    // first seen, as applying the bounces in order would have left it.
+    let mut first = None;
     let mut end = 0;
     for start in 0..counted.len() {
         let last = at(start).saturating_add(policy.window);
@@ -58,14 +71,16 @@ pub fn soft_bounces(
         let members = &counted[start..=end];
         // Windows found later end later: keep the newest, from its
         // earliest start (the most bounces).
-        if members.len() as i64 >= policy.limit
-            && members.iter().any(|i| bounces[*i].new)
-            && crossing.as_ref().is_none_or(|(e, _)| *e < end)
-        {
-            crossing = Some((end, members.to_vec()));
+        if members.len() as i64 >= policy.limit && members.iter().any(|i| bounces[*i].new) {
+            first.get_or_insert(members[0]);
+            if crossing.as_ref().is_none_or(|(e, _)| *e < end) {
+                crossing = Some((end, members.to_vec()));
+            }
         }
     }
-    let crossing = crossing.map(|(_, members)| members);
+    let crossing = crossing
+        .zip(first)
+        .map(|((_, members), first)| Crossing { members, first });
     let current: Vec<Timestamp> = counted
         .iter()
         .map(|i| bounces[*i].at)
@@ -151,7 +166,11 @@ mod tests {
             let mut list = close;
             list[newest].1 = true;
             let (crossing, streak) = soft_bounces(&bounces(&list), None, None, POLICY);
-            assert_eq!(crossing, Some(vec![0, 1, 2]), "new {newest}");
+            assert_eq!(
+                crossing.map(|c| c.members),
+                Some(vec![0, 1, 2]),
+                "new {newest}"
+            );
             assert_eq!(streak.map(|s| (s.count, s.first_at)), Some((3, t(0))));
         }
         // Dated 0, -30 and -60 days (or 0, -13, -20), in any order: no two
@@ -181,7 +200,11 @@ mod tests {
         for delivered in [5, 9] {
             let list = delivered_on(&three, &[delivered]);
             let (crossing, streak) = soft_bounces(&list, day(delivered), None, POLICY);
-            assert_eq!(crossing, Some(vec![0, 1, 2]), "day {delivered}");
+            assert_eq!(
+                crossing.map(|c| c.members),
+                Some(vec![0, 1, 2]),
+                "day {delivered}"
+            );
             assert_eq!(streak, None);
         }
         // Two before a delivery, two after: no three without one between.
@@ -203,15 +226,34 @@ mod tests {
         // A new one inside that window fills it again.
         let list = bounces(&[(0, false), (1, false), (2, false), (3, true)]);
         assert_eq!(
-            soft_bounces(&list, None, None, POLICY).0,
+            soft_bounces(&list, None, None, POLICY).0.map(|c| c.members),
             Some(vec![0, 1, 2, 3])
         );
         // Exactly the window apart still counts.
         let list = bounces(&[(0, true), (7, true), (14, true)]);
         assert_eq!(
-            soft_bounces(&list, None, None, POLICY).0,
+            soft_bounces(&list, None, None, POLICY).0.map(|c| c.members),
             Some(vec![0, 1, 2])
         );
+    }
+
+    #[test]
+    fn the_row_begins_where_the_earliest_full_window_began() {
+        // Bounces 15, 13, 2 and 0.5 days ago, the one 13 days ago new:
+        // in the order they happened, 15, 13 and 2 filled a window first.
+        let list = bounces(&[
+            (-15 * 2, false),
+            (-13 * 2, true),
+            (-2 * 2, false),
+            (-1, false),
+        ]);
+        let policy = SoftBouncePolicy {
+            limit: 3,
+            window: time::Duration::days(28),
+        };
+        let crossing = soft_bounces(&list, None, None, policy).0.expect("full");
+        assert_eq!(crossing.members, vec![1, 2, 3], "the latest window");
+        assert_eq!(crossing.first, 0, "began 15 days ago");
     }
 
     fn write<'a>(

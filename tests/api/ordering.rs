@@ -224,6 +224,44 @@ async fn a_delivery_after_a_full_window_does_not_undo_it_in_any_order(backend: B
             "{who}"
         );
     }
+    // Bounces 15, 13, 2 and half a day old fill two windows: the row
+    // begins with the earliest, whichever bounce arrives last.
+    let day = 24 * 60;
+    for (who, order) in [
+        (
+            "oldest-last@example.com",
+            [13 * day, 2 * day, day / 2, 15 * day],
+        ),
+        (
+            "middle-last@example.com",
+            [15 * day, 2 * day, day / 2, 13 * day],
+        ),
+        (
+            "newest-last@example.com",
+            [15 * day, 13 * day, 2 * day, day / 2],
+        ),
+    ] {
+        for minutes in order {
+            app.post(&soft_bounce(who, &ago(minutes))).await;
+        }
+        let row = listed(&app, who).await.expect("suppressed");
+        assert_eq!(
+            (&row["first_seen_at"], &row["last_seen_at"]),
+            (
+                &json!(
+                    Timestamp::parse_rfc3339(&ago(15 * day))
+                        .expect("t")
+                        .to_text()
+                ),
+                &json!(
+                    Timestamp::parse_rfc3339(&ago(day / 2))
+                        .expect("t")
+                        .to_text()
+                )
+            ),
+            "{who}"
+        );
+    }
     // The delivery started a new streak: one more bounce counts alone.
     for who in [bounces_first, delivery_first] {
         app.post(&soft_bounce(who, &ago(10))).await;
