@@ -239,8 +239,10 @@ mod tests {
 
     #[test]
     fn the_row_begins_where_the_earliest_full_window_began() {
-        // Bounces 15, 13, 2 and 0.5 days ago, the one 13 days ago new:
-        // in the order they happened, 15, 13 and 2 filled a window first.
+        // The outside trial's bounces 15, 13, 2 and half a day ago in a
+        // 14-day window, doubled to whole days: 30, 26, 4 and 1 day ago in
+        // 28. The one 26 days ago is new; in the order they happened, the
+        // first three filled a window before the last three did.
         let list = bounces(&[
             (-15 * 2, false),
             (-13 * 2, true),
@@ -253,7 +255,7 @@ mod tests {
         };
         let crossing = soft_bounces(&list, None, None, policy).0.expect("full");
         assert_eq!(crossing.members, vec![1, 2, 3], "the latest window");
-        assert_eq!(crossing.first, 0, "began 15 days ago");
+        assert_eq!(crossing.first, 0, "began 30 days ago");
     }
 
     fn write<'a>(
