@@ -7,14 +7,14 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::address::EmailAddress;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::guard::GuardPolicy;
-use crate::store::suppressions::ListFilter;
+use crate::store::suppressions::{ListFilter, Suppression};
 use crate::store::{DbResult, Store};
 use crate::time::Timestamp;
 
@@ -113,24 +113,47 @@ async fn check(
     }
     let emails: Vec<EmailAddress> = wanted.iter().map(|(_, e)| e.clone()).collect();
     let rows = state.store.check(&emails).await?;
-    let by_email: HashMap<&str, _> = rows.iter().map(|r| (r.email.as_str(), r)).collect();
-    let suppressed: Vec<_> = wanted
+    let by_email: HashMap<&str, &Suppression> =
+        rows.iter().map(|r| (r.email.as_str(), r)).collect();
+    let suppressed: Vec<Checked<'_>> = wanted
         .iter()
         .filter_map(|(input, email)| {
-            by_email.get(email.as_str()).map(|row| {
-                let mut value = serde_json::to_value(row).unwrap_or_default();
-                if let Some(obj) = value.as_object_mut() {
-                    obj.insert("address".into(), serde_json::Value::String(input.clone()));
-                }
-                value
+            by_email.get(email.as_str()).map(|row| Checked {
+                row,
+                address: input,
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "checked": wanted.len() + invalid.len(),
-        "suppressed": suppressed,
-        "invalid": invalid,
-    })))
+    Ok(HttpResponse::Ok().json(CheckAnswer {
+        checked: wanted.len() + invalid.len(),
+        suppressed,
+        invalid,
+    }))
+}
+
+/// The batch check's answer, written straight from the rows: a
+/// `serde_json::Value` per row first (a map of 14 entries) took ~50 MiB
+/// for 10,000 suppressed addresses, against ~4 MB of JSON.
+#[derive(Serialize)]
+struct CheckAnswer<'a> {
+    checked: usize,
+    suppressed: Vec<Checked<'a>>,
+    invalid: Vec<String>,
+}
+
+/// A suppressed row, with the address as the caller gave it.
+#[derive(Serialize)]
+struct Checked<'a> {
+    #[serde(flatten)]
+    row: &'a Suppression,
+    address: &'a str,
+}
+
+/// A page of rows, written straight from them (see [`CheckAnswer`]).
+#[derive(Serialize)]
+struct Page<'a> {
+    items: &'a [Suppression],
+    next_cursor: Option<String>,
 }
 
 /// Every field as text: an empty value (`?reason=&limit=`) means absent.
@@ -248,7 +271,10 @@ async fn list(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(Page {
+        items: &items,
+        next_cursor,
+    }))
 }
 
 #[derive(Deserialize)]
