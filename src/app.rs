@@ -13,6 +13,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,12 @@ pub struct AppState {
     pub body_budget: Arc<BodyBudget>,
     pub api_tokens: Arc<ApiTokens>,
     pub confirmer: Confirmer,
+    /// Addresses being looked up by batch checks at once: one check of the
+    /// largest size, or many smaller ones; the rest wait their turn. A
+    /// check of 10,000 suppressed addresses holds ~10 MiB while it runs,
+    /// and the allocator keeps what it freed for a moment after, so that
+    /// four at once took the process past SPEC §9's 64 MiB.
+    pub check_room: Arc<Semaphore>,
 }
 
 /// The parts of the pipeline without the HTTP server: what `serve` runs
@@ -135,6 +142,7 @@ impl Pipeline {
                     settings.sns_max_body_bytes.saturating_mul(64).max(32 << 20),
                 ),
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
+                check_room: Arc::new(Semaphore::new(crate::routes::api::MAX_BATCH)),
                 confirmer: Confirmer::new(
                     settings.sns_confirm_mode,
                     settings.sns_api_endpoint.clone(),

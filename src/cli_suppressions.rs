@@ -1,6 +1,7 @@
 //! `bouncer suppressions ...`: the same operations as the `/v1` API, run
 //! against the configured database.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -191,9 +192,11 @@ async fn check(store: &Store, inputs: &[String]) -> anyhow::Result<ExitCode> {
         }
     }
     let rows = store.check(&valid).await?;
+    let by_email: HashMap<&str, &Suppression> =
+        rows.iter().map(|r| (r.email.as_str(), r)).collect();
     let mut any = false;
     for email in &valid {
-        match rows.iter().find(|r| r.email == email.as_str()) {
+        match by_email.get(email.as_str()) {
             Some(row) => {
                 any = true;
                 say!("{email}\tsuppressed\t{}", line(row));

@@ -49,6 +49,7 @@ pub mod error;
 pub mod guard;
 pub mod ingest;
 pub mod intake;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;

@@ -12,7 +12,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     refuse_huge_pages();
+    bouncer::memory::set_give_back(give_back);
     bouncer::cli::main()
+}
+
+/// mimalloc's own collection, forced: what this thread freed goes back to
+/// the system now, not when its delay runs out and the thread next
+/// allocates (see `bouncer::memory`).
+fn give_back() {
+    // SAFETY: `mi_collect` takes no pointers and only walks mimalloc's
+    // own structures for the calling thread; any thread may call it.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Where the kernel gives huge pages without being asked (THP `always`,

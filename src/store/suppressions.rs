@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 
 use super::conn::Raw;
 use super::text::{storable, storable_opt};
-use super::{Db, DbResult, Store, Tx, on_db, on_tx};
+use super::{Db, DbError, DbResult, Store, Tx, on_db, on_tx};
 use crate::address::EmailAddress;
 use crate::time::Timestamp;
 
@@ -92,51 +92,36 @@ impl Store {
     /// The suppressed ones among `emails`, in one query, each row once
     /// however often its address is given.
     pub async fn check(&self, emails: &[EmailAddress]) -> DbResult<Vec<Suppression>> {
-        let mut list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
-        match &self.db {
-            Db::Sqlite(pool) => {
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM suppressions \
-                    WHERE email IN (SELECT value FROM json_each($1))"
-                );
-                let json =
-                    serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(e.into()))?;
-                Ok(sqlx::query_as::<_, Suppression>(SQL)
-                    .bind(json)
-                    .fetch_all(pool)
-                    .await?)
-            }
-            Db::Postgres(pool) => {
-                // Without repeats: the statement returns a row per address
-                // given. (SQLite's `IN` is a set already.)
-                list.sort_unstable();
-                list.dedup();
-                // One primary-key look-up per address, whatever the table's
-                // statistics say. `email = ANY($1)` leaves the choice to the
-                // planner, which at 10,000 addresses estimates 10,000 rows
-                // and, on a list grown in arrival order (no correlation
-                // between the key and the heap), weighs a parallel scan of
-                // the whole table within a few per cent of the look-ups and
-                // can choose it: 176-211 ms at 1,000,000 narrow rows against
-                // 25-45 ms through the key (BENCHMARKS.md, "Batch check").
-                // `OFFSET 0` keeps the subquery a parameterized scan: without
-                // it the planner may flatten it into a hash join, which
-                // scans the table the same way.
-                const SQL: &str = concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM unnest($1::text[]) AS wanted (address) \
-                    CROSS JOIN LATERAL (SELECT * FROM suppressions \
-                    WHERE email = wanted.address OFFSET 0) AS listed"
-                );
-                Ok(sqlx::query_as::<_, Suppression>(SQL)
-                    .bind(list)
-                    .fetch_all(pool)
-                    .await?)
-            }
+        let mut found = Vec::new();
+        self.check_sliced(emails, emails.len(), |_, rows| {
+            found = rows;
+            Ok::<_, DbError>(())
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Looks `emails` up `slice` at a time and hands each slice's rows
+    /// (each once, in no order) to `each`, with the offset of the slice's
+    /// first address, before the next slice is read: a caller holds one
+    /// slice of rows at a time. The slices read one snapshot of the list
+    /// (one read transaction on one connection), so that an address given
+    /// twice gets one answer.
+    pub async fn check_sliced<E: From<DbError>>(
+        &self,
+        emails: &[EmailAddress],
+        slice: usize,
+        mut each: impl FnMut(usize, Vec<Suppression>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut conn = self.conn().await?;
+        let mut snapshot = conn.begin_read().await?;
+        for (n, addresses) in emails.chunks(slice.max(1)).enumerate() {
+            let rows = select_listed(&mut snapshot, addresses).await?;
+            each(n * slice, rows)?;
         }
+        // Read only: the end of the snapshot, nothing to keep.
+        snapshot.rollback().await?;
+        Ok(())
     }
 
     /// Rows in email order, filtered, one page. The statement names only
@@ -452,6 +437,54 @@ fn prefix_end(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The rows of `emails` that are on the list, in one statement.
+async fn select_listed(tx: &mut Tx<'_>, emails: &[EmailAddress]) -> DbResult<Vec<Suppression>> {
+    let mut list: Vec<&str> = emails.iter().map(EmailAddress::as_str).collect();
+    match tx.raw() {
+        Raw::Sqlite(conn) => {
+            const SQL: &str = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM suppressions \
+                WHERE email IN (SELECT value FROM json_each($1))"
+            );
+            let json = serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(e.into()))?;
+            Ok(sqlx::query_as::<_, Suppression>(SQL)
+                .bind(json)
+                .fetch_all(conn)
+                .await?)
+        }
+        Raw::Postgres(conn) => {
+            // Without repeats: the statement returns a row per address
+            // given. (SQLite's `IN` is a set already.)
+            list.sort_unstable();
+            list.dedup();
+            // One primary-key look-up per address, whatever the table's
+            // statistics say. `email = ANY($1)` leaves the choice to the
+            // planner, which at 10,000 addresses estimates 10,000 rows
+            // and, on a list grown in arrival order (no correlation
+            // between the key and the heap), weighs a parallel scan of
+            // the whole table within a few per cent of the look-ups and
+            // can choose it: 176-211 ms at 1,000,000 narrow rows against
+            // 25-45 ms through the key (BENCHMARKS.md, "Batch check").
+            // `OFFSET 0` keeps the subquery a parameterized scan: without
+            // it the planner may flatten it into a hash join, which
+            // scans the table the same way.
+            const SQL: &str = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM unnest($1::text[]) AS wanted (address) \
+                CROSS JOIN LATERAL (SELECT * FROM suppressions \
+                WHERE email = wanted.address OFFSET 0) AS listed"
+            );
+            Ok(sqlx::query_as::<_, Suppression>(SQL)
+                .bind(list)
+                .fetch_all(conn)
+                .await?)
+        }
+    }
 }
 
 #[cfg(test)]

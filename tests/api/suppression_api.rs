@@ -507,10 +507,109 @@ async fn a_time_range_pages_whole_however_many_rows_it_holds(backend: Backend) {
     app.stop().await;
 }
 
+/// The check looks addresses up a slice at a time (1,000 a statement) and
+/// writes the answer as the slices arrive: the answer must read as one,
+/// in the order the addresses were given, whatever slice a row was in.
+/// Several checks of the largest size at once wait for each other's turn
+/// and each gets its whole answer.
+async fn a_large_check_answers_in_input_order_across_its_slices(backend: Backend) {
+    let app = app_with_token(backend).await;
+    // s0..s2999, all but every third listed: rows in every slice.
+    app.db
+        .execute(if app.db.is_sqlite() {
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2999) \
+             INSERT INTO suppressions (email, reason, first_seen_at, last_seen_at, event_count, source) \
+             SELECT 's' || i || '@example.com', 'manual', '2026-11-01T00:00:00.000Z', \
+             '2026-11-01T00:00:00.000Z', 1, 'test' FROM n WHERE i % 3 <> 2"
+        } else {
+            "INSERT INTO suppressions (email, reason, first_seen_at, last_seen_at, event_count, source) \
+             SELECT 's' || i || '@example.com', 'manual', '2026-11-01T00:00:00Z', \
+             '2026-11-01T00:00:00Z', 1, 'test' FROM generate_series(0, 2999) AS i WHERE i % 3 <> 2"
+        })
+        .await;
+    // Newest first, so that the answer's order is not the table's; an
+    // invalid one every 700; s1 again at the end, spelled differently
+    // and in the last slice.
+    let mut addresses = Vec::new();
+    for i in (0..3000).rev() {
+        if i % 700 == 0 {
+            addresses.push(format!("not an address {i}"));
+        }
+        addresses.push(format!("s{i}@example.com"));
+    }
+    addresses.push("S1@Example.COM".into());
+    let expected: Vec<String> = addresses
+        .iter()
+        .filter(|a| {
+            a.to_lowercase()
+                .strip_prefix('s')
+                .and_then(|rest| rest.strip_suffix("@example.com"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n % 3 != 2)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 2001);
+    let check = |addresses: Vec<String>| {
+        let app = &app;
+        async move {
+            app.api(
+                reqwest::Method::POST,
+                "/v1/suppressions/check",
+                Some(json!({ "addresses": addresses })),
+            )
+            .await
+        }
+    };
+    let (status, body) = check(addresses.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checked"], addresses.len());
+    let suppressed = body["suppressed"].as_array().expect("array");
+    let given: Vec<&str> = suppressed
+        .iter()
+        .map(|r| r["address"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(given.len(), expected.len(), "rows answered");
+    assert_eq!(given, expected);
+    let last = suppressed.last().expect("a row");
+    assert_eq!(last["email"], "s1@example.com");
+    assert_eq!(last["reason"], "manual");
+    assert_eq!(last["event_count"], 1);
+    assert_eq!(
+        body["invalid"],
+        json!([
+            "not an address 2800",
+            "not an address 2100",
+            "not an address 1400",
+            "not an address 700",
+            "not an address 0"
+        ])
+    );
+    // Four checks of 10,000 at once and a small one beside them: the
+    // large ones take their turns, and every answer is whole.
+    let large: Vec<String> = (0..10_000)
+        .map(|i| format!("s{}@example.com", i % 3000))
+        .collect();
+    let answers = futures_util::future::join_all((0..4).map(|_| check(large.clone())).chain([
+        check(vec!["s0@example.com".into(), "s2@example.com".into()]),
+    ]))
+    .await;
+    for (status, body) in &answers[..4] {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["suppressed"].as_array().map(Vec::len), Some(6_667));
+    }
+    let (status, small) = &answers[4];
+    assert_eq!(*status, 200, "{small}");
+    assert_eq!(small["suppressed"][0]["address"], "s0@example.com");
+    assert_eq!(small["suppressed"].as_array().map(Vec::len), Some(1));
+    app.stop().await;
+}
+
 on_both_databases!(
     tokens_are_required_when_configured,
     one_address_is_looked_up_in_its_normalized_form,
     a_batch_of_ten_thousand_is_checked_in_one_call,
+    a_large_check_answers_in_input_order_across_its_slices,
     the_list_pages_with_a_cursor_and_filters,
     a_time_range_pages_whole_however_many_rows_it_holds,
     manual_additions_and_audited_removals,
