@@ -16,12 +16,15 @@ fn main() -> std::process::ExitCode {
     bouncer::cli::main()
 }
 
-/// mimalloc's own collection, forced: what this thread freed goes back to
-/// the system now, not when its delay runs out and the thread next
-/// allocates (see `bouncer::memory`).
+/// mimalloc's own collection, forced: the calling thread's free pages,
+/// and the free memory mimalloc shares between threads, go back to the
+/// system now, not when the delay runs out and a thread next allocates
+/// (see `bouncer::memory`). Memory freed on other threads' heaps (sqlx's
+/// SQLite threads, for one) and SQLite's own, which is glibc's, stay.
 fn give_back() {
-    // SAFETY: `mi_collect` takes no pointers and only walks mimalloc's
-    // own structures for the calling thread; any thread may call it.
+    // SAFETY: `mi_collect` takes no pointers; it works on mimalloc's own
+    // structures, with the locking mimalloc does for any call, and is
+    // documented as callable from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 

@@ -5,8 +5,8 @@
 //! which chooses mimalloc, says here how to make it give back what it
 //! keeps: mimalloc holds freed pages for a while for reuse, and after a
 //! burst of batch checks of 10,000 addresses (~10 MiB each, answer
-//! included) that took the process to 58-67 MiB where glibc's allocator
-//! stayed at 27-49 (BENCHMARKS.md, "The batch check's memory").
+//! included) that left the process at a peak of 50-67 MiB where glibc's
+//! allocator peaked at 26-47 (BENCHMARKS.md, "The batch check's memory").
 
 use std::sync::OnceLock;
 
@@ -18,9 +18,10 @@ pub fn set_give_back(give_back: fn()) {
     let _ = GIVE_BACK.set(give_back);
 }
 
-/// Gives the memory this thread freed back to the system, if the
-/// allocator was told how (see [`set_give_back`]). Costs a walk of the
-/// thread's heap: for the end of a large request, not every request.
+/// Gives freed memory back to the system, if the allocator was told how
+/// (see [`set_give_back`]). Costs a walk of the calling thread's heap and
+/// of the allocator's shared free memory: for the end of a large request,
+/// not every request.
 pub fn give_back() {
     if let Some(give_back) = GIVE_BACK.get() {
         give_back();

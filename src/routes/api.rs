@@ -122,11 +122,12 @@ async fn check(
             got: inputs.len(),
         });
     }
-    // Held until the answer is written (not sent): checks wait for each
-    // other's rows rather than hold them all at once.
+    // Held until the answer is written, not while it is sent: a client
+    // that stops reading would otherwise hold every other check back.
+    let permits = u32::try_from(inputs.len()).map_err(|_| ApiError::Internal)?;
     let _room = state
         .check_room
-        .acquire_many(inputs.len() as u32)
+        .acquire_many(permits)
         .await
         .map_err(|_| ApiError::Internal)?;
     let mut answer = CheckAnswer::new(inputs.len());
@@ -202,8 +203,11 @@ impl CheckAnswer {
         answer
     }
 
-    fn push(&mut self, piece: Vec<u8>) {
+    fn push(&mut self, mut piece: Vec<u8>) {
         if !piece.is_empty() {
+            // A grown Vec may have up to twice its length allocated, and
+            // `Bytes` keeps all of it until the piece is sent.
+            piece.shrink_to_fit();
             self.written += piece.len() as u64;
             self.pieces.push(Bytes::from(piece));
         }
@@ -229,6 +233,8 @@ impl CheckAnswer {
         tail.push(b'}');
         self.push(tail);
         let pieces = futures_util::stream::iter(self.pieces).map(move |piece| {
+            // Names `then` so that the closure owns it: it is dropped with
+            // the stream, when actix drops the body.
             let _ = &then;
             Ok::<_, Infallible>(piece)
         });
@@ -525,4 +531,90 @@ async fn set_sending(
         obj.insert("changed".into(), serde_json::Value::Bool(changed));
     }
     Ok(HttpResponse::Ok().json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::{BodySize, MessageBody};
+
+    use super::*;
+
+    fn row(email: &str, note: Option<&str>) -> Suppression {
+        let at = Timestamp::parse_rfc3339("2026-11-01T10:00:00.123Z").expect("a time");
+        Suppression {
+            email: email.into(),
+            reason: "bounce".into(),
+            bounce_type: Some("Permanent".into()),
+            bounce_subtype: None,
+            complaint_feedback_type: None,
+            diagnostic_code: Some("smtp; 550 5.1.1 \"no\" such\tuser".into()),
+            first_seen_at: at,
+            last_seen_at: at,
+            event_count: 2,
+            last_ses_message_id: None,
+            last_sns_message_id: None,
+            source: "sns".into(),
+            note: note.map(str::to_owned),
+        }
+    }
+
+    /// The answer as it was written before it came in pieces: one value.
+    #[derive(Serialize)]
+    struct Whole<'a> {
+        checked: usize,
+        suppressed: Vec<Checked<'a>>,
+        invalid: &'a [String],
+    }
+
+    /// The answer written slice by slice, as sent, against serde_json's
+    /// whole answer for the same rows: byte for byte, and the length the
+    /// response announces.
+    async fn same_bytes(checked: usize, slices: &[&[(&Suppression, &str)]], invalid: &[String]) {
+        let mut answer = CheckAnswer::new(checked);
+        for slice in slices {
+            answer
+                .write_slice(slice.iter().map(|(row, address)| Checked { row, address }))
+                .expect("written");
+        }
+        let body = answer.finish(invalid, ()).expect("finished").into_body();
+        let announced = body.size();
+        let sent = actix_web::body::to_bytes(body).await.expect("a body");
+        let whole = Whole {
+            checked,
+            suppressed: slices
+                .iter()
+                .flat_map(|slice| slice.iter())
+                .map(|(row, address)| Checked { row, address })
+                .collect(),
+            invalid,
+        };
+        let expected = serde_json::to_vec(&whole).expect("json");
+        assert_eq!(
+            String::from_utf8_lossy(&sent),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(announced, BodySize::Sized(expected.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn the_answer_in_pieces_reads_as_one() {
+        let a = row("a@example.com", None);
+        let b = row("b@example.com", Some("asked \"twice\",\nby ünïcode"));
+        let invalid: Vec<String> = vec!["no at sign".into(), "quote\"d\\".into(), "ünï".into()];
+        // Nothing given; only invalid ones; nothing suppressed.
+        same_bytes(0, &[], &[]).await;
+        same_bytes(3, &[], &invalid).await;
+        same_bytes(2_000, &[&[], &[]], &[]).await;
+        // Rows in the first and third slices only, one address twice.
+        same_bytes(
+            2_500,
+            &[
+                &[(&a, "A@Example.com")],
+                &[],
+                &[(&b, "b@example.com"), (&a, "\"A\" <a@example.com>")],
+            ],
+            &invalid,
+        )
+        .await;
+    }
 }

@@ -113,14 +113,22 @@ impl Store {
         slice: usize,
         mut each: impl FnMut(usize, Vec<Suppression>) -> Result<(), E>,
     ) -> Result<(), E> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        let slice = slice.max(1);
         let mut conn = self.conn().await?;
         let mut snapshot = conn.begin_read().await?;
-        for (n, addresses) in emails.chunks(slice.max(1)).enumerate() {
+        for (n, addresses) in emails.chunks(slice).enumerate() {
             let rows = select_listed(&mut snapshot, addresses).await?;
             each(n * slice, rows)?;
         }
-        // Read only: the end of the snapshot, nothing to keep.
-        snapshot.rollback().await?;
+        // Read only: the end of the snapshot, nothing to keep. Every slice
+        // has been answered, so a failed ROLLBACK costs only the
+        // connection, which is closed rather than reused (`Conn`'s drop).
+        if let Err(e) = snapshot.rollback().await {
+            tracing::warn!(error = %e, "a batch check's read transaction did not end cleanly; its connection is closed");
+        }
         Ok(())
     }
 
