@@ -13,7 +13,6 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
@@ -33,6 +32,7 @@ use crate::intake::{BodyBudget, connection_cap};
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::routes;
+use crate::routes::api::CheckTurns;
 use crate::ses_account::SesSettings;
 use crate::sns::cert::CertStore;
 use crate::sns::confirm::Confirmer;
@@ -62,12 +62,8 @@ pub struct AppState {
     pub body_budget: Arc<BodyBudget>,
     pub api_tokens: Arc<ApiTokens>,
     pub confirmer: Confirmer,
-    /// Addresses being looked up by batch checks at once: one check of the
-    /// largest size, or many smaller ones; the rest wait their turn. A
-    /// check of 10,000 suppressed addresses holds ~10 MiB while it runs,
-    /// and the allocator keeps what it freed for a moment after, so that
-    /// four at once took the process past SPEC §9's 64 MiB.
-    pub check_room: Arc<Semaphore>,
+    /// What batch checks may hold at once (see `CheckTurns`).
+    pub check_turns: Arc<CheckTurns>,
 }
 
 /// The parts of the pipeline without the HTTP server: what `serve` runs
@@ -142,7 +138,7 @@ impl Pipeline {
                     settings.sns_max_body_bytes.saturating_mul(64).max(32 << 20),
                 ),
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
-                check_room: Arc::new(Semaphore::new(crate::routes::api::MAX_BATCH)),
+                check_turns: CheckTurns::new(),
                 confirmer: Confirmer::new(
                     settings.sns_confirm_mode,
                     settings.sns_api_endpoint.clone(),

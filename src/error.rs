@@ -205,6 +205,8 @@ pub enum ApiError {
         "another transaction is writing the suppression list (a CSV import, say), and a removal waits for it at most 1 s; nothing was changed: try again in a moment"
     )]
     ListBusy,
+    #[error("the body did not arrive within {ms} ms (HTTP_BODY_TIMEOUT_MS)")]
+    BodyTimeout { ms: u64 },
     #[error("internal error; the server's log has the details")]
     Internal,
 }
@@ -216,6 +218,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidAddress(_) => "invalid_address",
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::NotSuppressed(_) => "not_suppressed",
             ApiError::ReasonRequired => "reason_required",
             ApiError::CrossSite(_) => "cross_site_request",
@@ -255,6 +258,7 @@ impl ResponseError for ApiError {
             ApiError::NotSuppressed(_) | ApiError::NoSuchPath(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
             ApiError::DatabaseUnavailable | ApiError::ListBusy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -272,6 +276,13 @@ impl ResponseError for ApiError {
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
             );
+        }
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of the body is not read: the connection cannot carry
+            // another request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
         }
         response
     }

@@ -119,6 +119,18 @@ impl Store {
         let slice = slice.max(1);
         let mut conn = self.conn().await?;
         let mut snapshot = conn.begin_read().await?;
+        if let Raw::Postgres(conn) = snapshot.raw() {
+            // A lock that keeps readers out (an operator's `LOCK TABLE`, a
+            // `VACUUM FULL`) held a check, and every check waiting its turn
+            // behind it, for as long as it was held: an outside trial saw
+            // 270 s. Waited out as long as a connection would be, it is
+            // a database that is unavailable now (503).
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(self.connect_timeout.as_millis().max(1).to_string())
+                .execute(conn)
+                .await
+                .map_err(DbError::from)?;
+        }
         for (n, addresses) in emails.chunks(slice).enumerate() {
             let rows = select_listed(&mut snapshot, addresses).await?;
             each(n * slice, rows)?;
@@ -290,6 +302,10 @@ impl Store {
         let mut conn = self.conn().await?;
         let mut tx = conn.begin().await?;
         if let Raw::Postgres(conn) = tx.raw() {
+            // First: the look-up below waits on a lock that keeps readers
+            // out too (an operator's `LOCK TABLE`), which an outside trial
+            // held for 15 s before the removal went on.
+            sqlx::query(QUIESCE_WAIT).execute(&mut *conn).await?;
             // No lock for an address that is not listed.
             let listed: bool = sqlx::query_scalar(LISTED)
                 .bind(email.as_str())
@@ -299,7 +315,6 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(None);
             }
-            sqlx::query(QUIESCE_WAIT).execute(&mut *conn).await?;
             sqlx::query(QUIESCE).execute(conn).await?;
         }
         // The streak's row first: the writer locks an address's streak

@@ -371,3 +371,58 @@ async fn the_page_opened_during_an_outage_loads_once_the_database_is_back() {
         .await;
     app.stop().await;
 }
+
+/// A lock that keeps readers out (an operator's `LOCK TABLE ... IN ACCESS
+/// EXCLUSIVE MODE`, a `VACUUM FULL`): a batch check answers 503 once it has
+/// waited as long as it would for a connection, and a removal 503
+/// `list_busy` after its second. An outside trial saw both wait for as
+/// long as the lock was held (270 s), every later check queued behind.
+/// Both work again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let app = crate::suppression_api::app_with_token(backend).await;
+    let check = || {
+        app.api(
+            reqwest::Method::POST,
+            "/v1/suppressions/check",
+            Some(json!({"addresses": ["a@example.com", "b@example.com"]})),
+        )
+    };
+    let (status, _) = app
+        .api(
+            reqwest::Method::POST,
+            "/v1/suppressions",
+            Some(json!({"email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut dba = other_client(&app).await;
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    crate::helpers::assert_refused(&check().await, 503, "database_unavailable");
+    let removal = app
+        .api(
+            reqwest::Method::DELETE,
+            "/v1/suppressions/a@example.com?reason=test",
+            None,
+        )
+        .await;
+    crate::helpers::assert_refused(&removal, 503, "list_busy");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered while the lock was held: {:?}",
+        started.elapsed()
+    );
+    dba.execute("ROLLBACK").await.expect("rollback");
+    let (status, body) = check().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["suppressed"][0]["address"], "a@example.com");
+    assert_eq!(body["suppressed"].as_array().map(Vec::len), Some(1));
+    app.stop().await;
+}
