@@ -50,6 +50,9 @@ pub struct Hooks {
     pub aws_credentials: Option<aws_credential_types::Credentials>,
 }
 
+/// Connections the admin listener serves at once; more wait to be accepted.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// Shared by every request handler.
 pub struct AppState {
     pub verifier: Verifier,
@@ -386,6 +389,12 @@ impl Application {
         let admin_server =
             HttpServer::new(move || App::new().configure(|cfg| configure_admin(cfg, data.clone())))
                 .workers(1)
+                // Every connection can hold a body being read (64 KiB, a
+                // check's in its turn): without a cap, actix's default
+                // (25,000) lets stalled clients hold far past SPEC §9's
+                // 64 MiB. People, Prometheus and a sending application's
+                // workers need far fewer.
+                .max_connections(ADMIN_MAX_CONNECTIONS)
                 .disable_signals()
                 .shutdown_timeout(settings.shutdown_timeout_secs);
         let admin_server = listen!(admin_server, admin_listener, tls, "admin");

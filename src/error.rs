@@ -207,6 +207,10 @@ pub enum ApiError {
     ListBusy,
     #[error("the body did not arrive within {ms} ms (HTTP_BODY_TIMEOUT_MS)")]
     BodyTimeout { ms: u64 },
+    #[error("the body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("other batch checks' bodies fill the memory set aside for them; try again in a moment")]
+    Busy,
     #[error("internal error; the server's log has the details")]
     Internal,
 }
@@ -219,6 +223,8 @@ impl ApiError {
             ApiError::InvalidAddress(_) => "invalid_address",
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
             ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::Busy => "server_busy",
             ApiError::NotSuppressed(_) => "not_suppressed",
             ApiError::ReasonRequired => "reason_required",
             ApiError::CrossSite(_) => "cross_site_request",
@@ -259,6 +265,8 @@ impl ResponseError for ApiError {
             ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
             ApiError::DatabaseUnavailable | ApiError::ListBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -271,13 +279,16 @@ impl ResponseError for ApiError {
                 actix_web::http::header::HeaderValue::from_static("Bearer"),
             );
         }
-        if matches!(self, ApiError::ListBusy) {
+        if matches!(self, ApiError::ListBusy | ApiError::Busy) {
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
             );
         }
-        if matches!(self, ApiError::BodyTimeout { .. }) {
+        if matches!(
+            self,
+            ApiError::BodyTimeout { .. } | ApiError::BodyTooLarge { .. }
+        ) {
             // The rest of the body is not read: the connection cannot carry
             // another request.
             response

@@ -8,6 +8,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use actix_web::body::SizedStream;
+use actix_web::dev::Decompress;
+use actix_web::error::JsonPayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -50,7 +52,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     // A change's body is a few fields; the check reads its
                     // own, larger one (`read_check_body`).
                     .limit(OTHER_BODY_LIMIT)
-                    .error_handler(|e, _| ApiError::InvalidRequest(format!("body: {e}")).into()),
+                    .error_handler(|e, _| match e {
+                        JsonPayloadError::Overflow { .. }
+                        | JsonPayloadError::OverflowKnownLength { .. } => ApiError::BodyTooLarge {
+                            limit: OTHER_BODY_LIMIT,
+                        }
+                        .into(),
+                        e => ApiError::InvalidRequest(format!("body: {e}")).into(),
+                    }),
             )
             .app_data(
                 web::QueryConfig::default()
@@ -105,7 +114,46 @@ async fn get_one(
 
 #[derive(Deserialize)]
 struct CheckRequest {
-    addresses: Vec<String>,
+    #[serde(deserialize_with = "at_most_a_batch")]
+    addresses: Batch,
+}
+
+/// The first [`MAX_BATCH`] addresses of a check, and how many were given:
+/// the rest are counted, not kept. A 4 MiB body of `""` is 1.4 million
+/// strings, ~50-70 MiB as a `Vec<String>` before the count could refuse it.
+struct Batch {
+    kept: Vec<String>,
+    given: usize,
+}
+
+fn at_most_a_batch<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Batch, D::Error> {
+    struct Addresses;
+    impl<'de> serde::de::Visitor<'de> for Addresses {
+        type Value = Batch;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of addresses")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+            let mut kept = Vec::new();
+            while kept.len() < MAX_BATCH {
+                match seq.next_element::<String>()? {
+                    Some(address) => kept.push(address),
+                    None => {
+                        let given = kept.len();
+                        return Ok(Batch { kept, given });
+                    }
+                }
+            }
+            let mut given = kept.len();
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                given += 1;
+            }
+            Ok(Batch { kept, given })
+        }
+    }
+    input.deserialize_seq(Addresses)
 }
 
 /// What batch checks may hold at once; the rest wait their turn, first
@@ -135,41 +183,45 @@ impl CheckTurns {
 }
 
 /// Reads a check's body within `HTTP_BODY_TIMEOUT_MS` and
-/// [`CHECK_BODY_LIMIT`], after waiting for its bytes in
-/// [`CheckTurns::bodies`]; the permit comes back with the body.
+/// [`CHECK_BODY_LIMIT`] (after decompressing it, as actix's JSON extractor
+/// did), after waiting for its bytes in [`CheckTurns::bodies`]; the permit
+/// comes back with the body. A body that announces no length, or comes
+/// compressed, may grow to the limit and is charged the limit.
 async fn read_check_body<'a>(
     state: &'a AppState,
     request: &HttpRequest,
-    payload: &mut web::Payload,
+    payload: web::Payload,
 ) -> Result<(SemaphorePermit<'a>, BytesMut), ApiError> {
-    let too_large =
-        || ApiError::InvalidRequest(format!("body: larger than {CHECK_BODY_LIMIT} bytes"));
-    let announced = match request.headers().get(header::CONTENT_LENGTH) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::InvalidRequest("body: Content-Length is not a number".into())
-                })?,
-        ),
+    let too_large = || ApiError::BodyTooLarge {
+        limit: CHECK_BODY_LIMIT,
     };
-    let share = announced.unwrap_or(CHECK_BODY_LIMIT);
-    if share > CHECK_BODY_LIMIT {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > CHECK_BODY_LIMIT) {
         return Err(too_large());
     }
+    let compressed = request.headers().contains_key(header::CONTENT_ENCODING);
+    let share = match announced {
+        Some(n) if !compressed => n,
+        _ => CHECK_BODY_LIMIT,
+    };
     // At most 4 MiB, so within u32.
     let permits = u32::try_from(share.max(1)).map_err(|_| too_large())?;
-    let permit = state
-        .check_turns
-        .bodies
-        .acquire_many(permits)
-        .await
-        .map_err(|_| ApiError::Internal)?;
+    // A turn is waited for no longer than a body may take to arrive: two
+    // stalled bodies hold the whole budget until their own time runs out.
+    let permit = tokio::time::timeout(
+        state.body_timeout,
+        state.check_turns.bodies.acquire_many(permits),
+    )
+    .await
+    .map_err(|_| ApiError::Busy)?
+    .map_err(|_| ApiError::Internal)?;
+    let mut payload = Decompress::from_headers(payload.into_inner(), request.headers());
     let read = async {
-        let mut body = BytesMut::with_capacity(share.min(64 * 1024));
+        let mut body = BytesMut::with_capacity(share);
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?;
             if body.len() + chunk.len() > share {
@@ -203,20 +255,21 @@ const CHECK_SLICE: usize = 1000;
 async fn check(
     state: web::Data<AppState>,
     request: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // Held until the answer is written, like the addresses' turn below.
-    let (_body_turn, body) = read_check_body(&state, &request, &mut payload).await?;
-    let inputs = serde_json::from_slice::<CheckRequest>(&body)
+    let (_body_turn, body) = read_check_body(&state, &request, payload).await?;
+    let batch = serde_json::from_slice::<CheckRequest>(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?
         .addresses;
     drop(body);
-    if inputs.len() > MAX_BATCH {
+    if batch.given > MAX_BATCH {
         return Err(ApiError::TooManyAddresses {
             limit: MAX_BATCH,
-            got: inputs.len(),
+            got: batch.given,
         });
     }
+    let inputs = batch.kept;
     // Held until the answer is written, not while it is sent: a client
     // that stops reading would otherwise hold every other check back.
     let permits = u32::try_from(inputs.len()).map_err(|_| ApiError::Internal)?;

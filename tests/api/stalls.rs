@@ -233,7 +233,23 @@ async fn admin_bodies_that_stall_or_pass_their_limit_are_refused() {
             .expect("answer"),
     )
     .await;
-    crate::helpers::assert_refused(&answer, 400, "invalid_request");
+    crate::helpers::assert_refused(&answer, 413, "body_too_large");
+    // Counted, not kept: 20,000 addresses are refused by their number.
+    let too_many = serde_json::json!({ "addresses": vec![""; 20_000] }).to_string();
+    let answer = crate::helpers::answer(
+        post("/v1/suppressions/check", too_many)
+            .await
+            .expect("answer"),
+    )
+    .await;
+    crate::helpers::assert_refused(&answer, 400, "too_many_addresses");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("got 20000")),
+        "{}",
+        answer.1
+    );
     let past_other_limit = format!(
         "{{\"email\": \"a@example.com\", \"note\": \"{}\"}}",
         "n".repeat(70 * 1024)
@@ -244,7 +260,7 @@ async fn admin_bodies_that_stall_or_pass_their_limit_are_refused() {
             .expect("answer"),
     )
     .await;
-    crate::helpers::assert_refused(&answer, 400, "invalid_request");
+    crate::helpers::assert_refused(&answer, 413, "body_too_large");
     // A check that arrives whole is answered as ever.
     let answer = crate::helpers::answer(
         post(
