@@ -30,9 +30,9 @@ use crate::time::Timestamp;
 
 /// Most addresses one batch check takes.
 pub const MAX_BATCH: usize = 10_000;
-/// Largest body a batch check takes: 10,000 addresses of 320 bytes, the
-/// longest an address can be, would pass it; real ones (~25-60 bytes, a
-/// display name included) fit many times over.
+/// Largest body a batch check takes, after decompression: 10,000
+/// addresses of 320 bytes, the longest an address can be, fit (~3.2 MB);
+/// ones with long display names or much escaping may not, and are 413.
 const CHECK_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Largest JSON body of every other call.
 const OTHER_BODY_LIMIT: usize = 64 * 1024;
