@@ -164,8 +164,8 @@ fn at_most_a_batch<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Batch, 
 pub struct CheckTurns {
     /// Bytes of check bodies being read, or parsed and waiting, or
     /// answered: two of the largest. A body takes its announced length
-    /// (the limit when it announces none) before it is read, and gives it
-    /// back when its answer is written.
+    /// (the limit when it announces none or comes compressed) before it is
+    /// read, and gives it back when its answer is written.
     bodies: Semaphore,
     /// Addresses being looked up, with their rows and answers being
     /// written: one check of the largest size, or many smaller ones. A
@@ -270,20 +270,21 @@ async fn check(
         });
     }
     let inputs = batch.kept;
+    let checked = inputs.len();
     // Held until the answer is written, not while it is sent: a client
     // that stops reading would otherwise hold every other check back.
-    let permits = u32::try_from(inputs.len()).map_err(|_| ApiError::Internal)?;
+    let permits = u32::try_from(checked).map_err(|_| ApiError::Internal)?;
     let _addresses_turn = state
         .check_turns
         .addresses
         .acquire_many(permits)
         .await
         .map_err(|_| ApiError::Internal)?;
-    let mut answer = CheckAnswer::new(inputs.len());
+    let mut answer = CheckAnswer::new(checked);
     let mut invalid = Vec::new();
     // The addresses that parse, as given and as stored, side by side.
-    let mut given = Vec::with_capacity(inputs.len());
-    let mut emails = Vec::with_capacity(inputs.len());
+    let mut given = Vec::with_capacity(checked);
+    let mut emails = Vec::with_capacity(checked);
     for input in inputs {
         match EmailAddress::parse(&input) {
             Ok(email) => {
@@ -310,7 +311,7 @@ async fn check(
             }))
         })
         .await?;
-    let large = given.len() + invalid.len() > CHECK_SLICE;
+    let large = checked > CHECK_SLICE;
     drop((given, emails));
     if large {
         // The rows and the addresses are free now; the answer follows

@@ -89,8 +89,9 @@ impl Store {
         )
     }
 
-    /// The suppressed ones among `emails`, in one query, each row once
-    /// however often its address is given.
+    /// The suppressed ones among `emails`, in one statement (inside the
+    /// read transaction of [`Store::check_sliced`]), each row once however
+    /// often its address is given.
     pub async fn check(&self, emails: &[EmailAddress]) -> DbResult<Vec<Suppression>> {
         let mut found = Vec::new();
         self.check_sliced(emails, emails.len(), |_, rows| {

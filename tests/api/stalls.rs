@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, assert_status, spawn_app_with};
+use crate::helpers::{Backend, TestApp, assert_status, spawn_app_with};
 use crate::signing::{Msg, TOPIC};
 
 /// Sends the head of a body that announces `declared` bytes and `sent` of
@@ -218,30 +218,12 @@ async fn admin_bodies_that_stall_or_pass_their_limit_are_refused() {
     stalled.write_all(head.as_bytes()).await.expect("head");
     assert_closed_with_408(&mut stalled, "body_timeout").await;
 
-    let client = reqwest::Client::new();
-    let post = |path: &str, body: String| {
-        client
-            .post(format!("{}{path}", app.admin_address))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
     let past_check_limit = format!("{{\"addresses\": [\"{}\"]}}", "a".repeat(4 * 1024 * 1024));
-    let answer = crate::helpers::answer(
-        post("/v1/suppressions/check", past_check_limit)
-            .await
-            .expect("answer"),
-    )
-    .await;
+    let answer = admin_post(&app, "/v1/suppressions/check", past_check_limit).await;
     crate::helpers::assert_refused(&answer, 413, "body_too_large");
     // Counted, not kept: 20,000 addresses are refused by their number.
     let too_many = serde_json::json!({ "addresses": vec![""; 20_000] }).to_string();
-    let answer = crate::helpers::answer(
-        post("/v1/suppressions/check", too_many)
-            .await
-            .expect("answer"),
-    )
-    .await;
+    let answer = admin_post(&app, "/v1/suppressions/check", too_many).await;
     crate::helpers::assert_refused(&answer, 400, "too_many_addresses");
     assert!(
         answer.1["detail"]
@@ -254,24 +236,25 @@ async fn admin_bodies_that_stall_or_pass_their_limit_are_refused() {
         "{{\"email\": \"a@example.com\", \"note\": \"{}\"}}",
         "n".repeat(70 * 1024)
     );
-    let answer = crate::helpers::answer(
-        post("/v1/suppressions", past_other_limit)
-            .await
-            .expect("answer"),
-    )
-    .await;
+    let answer = admin_post(&app, "/v1/suppressions", past_other_limit).await;
     crate::helpers::assert_refused(&answer, 413, "body_too_large");
     // A check that arrives whole is answered as ever.
-    let answer = crate::helpers::answer(
-        post(
-            "/v1/suppressions/check",
-            r#"{"addresses": ["a@example.com", "nonsense"]}"#.into(),
-        )
-        .await
-        .expect("answer"),
-    )
-    .await;
+    let whole = r#"{"addresses": ["a@example.com", "nonsense"]}"#.to_owned();
+    let answer = admin_post(&app, "/v1/suppressions/check", whole).await;
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert_eq!(answer.1["invalid"], serde_json::json!(["nonsense"]));
     app.stop().await;
+}
+
+/// POSTs a JSON body as written to the admin listener (no token: the test
+/// app's admin listener is on loopback).
+async fn admin_post(app: &TestApp, path: &str, body: String) -> (u16, serde_json::Value) {
+    let sent = reqwest::Client::new()
+        .post(format!("{}{path}", app.admin_address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    crate::helpers::answer(sent).await
 }
