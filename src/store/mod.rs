@@ -137,6 +137,7 @@ impl Store {
         };
         let _migrating = self.lock_sqlite_folder().await;
         let table = &*migrator.table_name;
+        let sqlite = self.is_sqlite();
         // What was applied before is read under the migrator's own lock
         // (a PostgreSQL advisory lock, which the same session may take
         // again inside `run`), so a replica migrating at the same moment
@@ -148,6 +149,14 @@ impl Store {
             // held, and a pooled connection would keep it and hold every
             // other replica's migrate.
             conn.close_on_drop();
+            if !sqlite {
+                // The pool's sessions give up on a lock after
+                // DATABASE_ACQUIRE_TIMEOUT_MS (`open_postgres`); a
+                // migration waits for another replica's migration, and
+                // for the readers its DDL must wait out, as long as they
+                // take.
+                sqlx::query("SET lock_timeout = 0").execute(&mut *conn).await?;
+            }
             conn.lock().await?;
             conn.ensure_migrations_table(table).await?;
             let before = conn.list_applied_migrations(table).await?.len();

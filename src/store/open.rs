@@ -250,9 +250,20 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         ("lock_timeout", limit.as_str()),
         ("idle_in_transaction_session_timeout", "60000"),
     ]);
+    // Every other statement waits for a lock as long as for a connection.
+    // A lock that keeps readers out (an operator's `LOCK TABLE`, a `VACUUM
+    // FULL`, another replica's migration) otherwise held every look-up,
+    // check and page for as long as it was held, and with them the pool's
+    // connections: an outside trial saw a check wait 270 s. Our own writer
+    // holds row locks for one batch, milliseconds. The migrations lift the
+    // limit on their connection (`Store::migrate`).
+    let lock_wait = settings.database_acquire_timeout_ms.max(1).to_string();
     let pool_options = match access {
-        Access::Read => options.options([("default_transaction_read_only", "on")]),
-        Access::Create | Access::Write => options,
+        Access::Read => options.options([
+            ("default_transaction_read_only", "on"),
+            ("lock_timeout", lock_wait.as_str()),
+        ]),
+        Access::Create | Access::Write => options.options([("lock_timeout", lock_wait.as_str())]),
     };
     let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
     // Lazy: a replica starts (and spools) while PostgreSQL is down.

@@ -119,19 +119,9 @@ impl Store {
         }
         let slice = slice.max(1);
         let mut conn = self.conn().await?;
+        // On PostgreSQL a lock that keeps readers out is waited for at most
+        // DATABASE_ACQUIRE_TIMEOUT_MS (the pool's `lock_timeout`), then 503.
         let mut snapshot = conn.begin_read().await?;
-        if let Raw::Postgres(conn) = snapshot.raw() {
-            // A lock that keeps readers out (an operator's `LOCK TABLE`, a
-            // `VACUUM FULL`) held a check, and every check waiting its turn
-            // behind it, for as long as it was held: an outside trial saw
-            // 270 s. Waited out as long as a connection would be, it is
-            // a database that is unavailable now (503).
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(self.connect_timeout.as_millis().max(1).to_string())
-                .execute(conn)
-                .await
-                .map_err(DbError::from)?;
-        }
         for (n, addresses) in emails.chunks(slice).enumerate() {
             let rows = select_listed(&mut snapshot, addresses).await?;
             each(n * slice, rows)?;

@@ -373,27 +373,40 @@ async fn the_page_opened_during_an_outage_loads_once_the_database_is_back() {
 }
 
 /// A lock that keeps readers out (an operator's `LOCK TABLE ... IN ACCESS
-/// EXCLUSIVE MODE`, a `VACUUM FULL`): a batch check answers 503 once it has
-/// waited as long as it would for a connection, and a removal 503
-/// `list_busy` after its second. An outside trial saw both wait for as
-/// long as the lock was held (270 s), every later check queued behind.
-/// Both work again once the lock is gone.
+/// EXCLUSIVE MODE`, a `VACUUM FULL`, another replica's migration): every
+/// API call answers 503 once it has waited as long as it would for a
+/// connection, a removal `list_busy` after its second. An outside trial
+/// saw a check and a removal wait for as long as the lock was held
+/// (270 s), every later call queued behind; a single look-up and the page
+/// waited too. All work again once the lock is gone, and the refused
+/// calls changed nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
+    /// How long the test holds each lock at most: a call still waiting
+    /// then is one that would have waited it out.
+    const LOCK_HELD: Duration = Duration::from_secs(10);
+    use reqwest::Method;
     let Some(backend) = postgres().await else {
         return;
     };
     let app = crate::suppression_api::app_with_token(backend).await;
     let check = || {
         app.api(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/suppressions/check",
             Some(json!({"addresses": ["a@example.com", "b@example.com"]})),
         )
     };
+    let add_b = || {
+        app.api(
+            Method::POST,
+            "/v1/suppressions",
+            Some(json!({"email": "b@example.com"})),
+        )
+    };
     let (status, _) = app
         .api(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/suppressions",
             Some(json!({"email": "a@example.com"})),
         )
@@ -404,25 +417,206 @@ async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
     dba.execute("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock");
+    // Every call on the list at once: each is answered within the wait
+    // for a connection (500 ms in the tests), none waits out the lock.
     let started = Instant::now();
-    crate::helpers::assert_refused(&check().await, 503, "database_unavailable");
-    let removal = app
-        .api(
-            reqwest::Method::DELETE,
-            "/v1/suppressions/a@example.com?reason=test",
-            None,
+    let all = async {
+        tokio::join!(
+            check(),
+            app.api(Method::GET, "/v1/suppressions/a@example.com", None),
+            app.api(Method::GET, "/v1/suppressions?limit=10", None),
+            add_b(),
+            app.api(
+                Method::DELETE,
+                "/v1/suppressions/a@example.com?reason=test",
+                None
+            ),
         )
-        .await;
+    };
+    let (checked, one, page, added, removal) = tokio::time::timeout(LOCK_HELD, all)
+        .await
+        .expect("every call answered while the lock was held");
+    let waited = started.elapsed();
+    for answer in [&checked, &one, &page, &added] {
+        crate::helpers::assert_refused(answer, 503, "database_unavailable");
+    }
     crate::helpers::assert_refused(&removal, 503, "list_busy");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "answered while the lock was held: {:?}",
-        started.elapsed()
+        waited < Duration::from_secs(5),
+        "answered while the lock was held: {waited:?}"
+    );
+    // The operator's side, on the state row's table.
+    dba.execute("ROLLBACK").await.expect("rollback");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE sending_state IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let both = async {
+        tokio::join!(
+            app.api(Method::GET, "/v1/sending", None),
+            app.api(
+                Method::PUT,
+                "/v1/sending",
+                Some(json!({"state": "paused", "reason": "test"})),
+            ),
+        )
+    };
+    let (state, paused) = tokio::time::timeout(LOCK_HELD, both)
+        .await
+        .expect("both calls answered while the lock was held");
+    let waited = started.elapsed();
+    crate::helpers::assert_refused(&state, 503, "database_unavailable");
+    crate::helpers::assert_refused(&paused, 503, "database_unavailable");
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered while the lock was held: {waited:?}"
     );
     dba.execute("ROLLBACK").await.expect("rollback");
+
+    // Nothing was changed by the refused calls, and all work again.
     let (status, body) = check().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["suppressed"][0]["address"], "a@example.com");
     assert_eq!(body["suppressed"].as_array().map(Vec::len), Some(1));
+    let (status, body) = app
+        .api(Method::GET, "/v1/suppressions/a@example.com", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.api(Method::GET, "/v1/sending", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "active", "{body}");
+    let (status, body) = add_b().await;
+    assert_eq!(status, 201, "{body}");
+    app.stop().await;
+}
+
+/// The pool's sessions give up on a lock after DATABASE_ACQUIRE_TIMEOUT_MS
+/// (the test above); a migration does not: it waits for another replica's
+/// migration, and for the readers its own DDL must outlast, however long
+/// they take. Here a lock held three times the pool's wait: a read gives
+/// up on it, the migration waits and then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_waits_out_a_lock_that_a_read_gives_up_on() {
+    use crate::helpers::{TempDir, TestDb, test_settings};
+    use bouncer::address::EmailAddress;
+    use bouncer::store::{Access, Store};
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    let settings = test_settings(&db.url, dir.path());
+    let wait = Duration::from_millis(settings.database_acquire_timeout_ms);
+    let store = Store::open(&settings, Access::Create)
+        .await
+        .expect("the store opens");
+    store.migrate().await.expect("the first migration");
+    let mut dba = PgConnection::connect(&db.url)
+        .await
+        .expect("another client");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE _sqlx_migrations, suppressions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let jane = EmailAddress::parse("jane@example.com").expect("an address");
+    let started = Instant::now();
+    let read = tokio::time::timeout(wait * 3, store.suppression(&jane))
+        .await
+        .expect("the read gave up on the lock");
+    assert!(
+        read.as_ref().is_err_and(|e| e.is_lock_timeout()),
+        "a read under the lock: {read:?}"
+    );
+    assert!(started.elapsed() < wait * 3, "{:?}", started.elapsed());
+    let migrating = store.migrate();
+    tokio::pin!(migrating);
+    assert!(
+        tokio::time::timeout(wait * 3, migrating.as_mut())
+            .await
+            .is_err(),
+        "the migration ended while the lock was held"
+    );
+    dba.execute("ROLLBACK").await.expect("rollback");
+    let migrated = migrating.await.expect("migrates once the lock is gone");
+    assert_eq!(migrated.applied, 0);
+    assert_eq!(store.suppression(&jane).await.expect("a read"), None);
+    store.close().await;
+    drop(db);
+}
+
+/// PostgreSQL hangs (its connections open, nothing answered): every API
+/// call answers 503 `database_unavailable` in bounded time, not as long as
+/// the hang lasts, and nothing refused is changed; all work again once the
+/// database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_during_a_hang_are_answered_not_held() {
+    use reqwest::Method;
+    /// How long the test keeps the database hung at most.
+    const HUNG: Duration = Duration::from_secs(20);
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let (app, outage) = crate::helpers::spawn_app_behind_forwarder(backend, |s, _| {
+        s.api_tokens = vec![format!("backend:{}", crate::suppression_api::TOKEN)];
+    })
+    .await;
+    let (status, _) = app
+        .api(
+            Method::POST,
+            "/v1/suppressions",
+            Some(json!({"email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    outage.hang();
+    let started = Instant::now();
+    let all = async {
+        tokio::join!(
+            app.api(
+                Method::POST,
+                "/v1/suppressions/check",
+                Some(json!({"addresses": ["a@example.com"]})),
+            ),
+            app.api(Method::GET, "/v1/suppressions/a@example.com", None),
+            app.api(Method::GET, "/v1/suppressions?limit=10", None),
+            app.api(
+                Method::POST,
+                "/v1/suppressions",
+                Some(json!({"email": "b@example.com"})),
+            ),
+            app.api(
+                Method::DELETE,
+                "/v1/suppressions/a@example.com?reason=test",
+                None
+            ),
+            app.api(Method::GET, "/v1/sending", None),
+            app.api(Method::GET, "/v1/rates/history", None),
+            app.api(Method::GET, "/v1/alerts", None),
+        )
+    };
+    let answers = tokio::time::timeout(HUNG, all)
+        .await
+        .expect("every call answered while the database hung");
+    let waited = started.elapsed();
+    let (checked, one, page, added, removal, sending, history, alerts) = answers;
+    for answer in [
+        &checked, &one, &page, &added, &removal, &sending, &history, &alerts,
+    ] {
+        crate::helpers::assert_refused(answer, 503, "database_unavailable");
+    }
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    outage.restore();
+    crate::helpers::eventually("the list answers again", || async {
+        app.api(Method::GET, "/v1/suppressions/a@example.com", None)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let (status, body) = app
+        .api(Method::GET, "/v1/suppressions/b@example.com", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
     app.stop().await;
 }
