@@ -2,7 +2,6 @@
 //! against the configured database.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -103,18 +102,13 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
                 }
             }
         }
-        SuppressionsCommand::Export { output } => {
-            let sink: Box<dyn Write> = match &output {
-                Some(path) => Box::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("cannot write {}", path.display()))?,
-                ),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            let count = crate::cli_csv::export(store, sink).await?;
-            if output.is_some() {
-                eprintln!("exported {count} rows");
-            }
+        SuppressionsCommand::Export { output: None } => {
+            crate::cli_csv::export(store, Box::new(std::io::stdout().lock())).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SuppressionsCommand::Export { output: Some(path) } => {
+            let count = export_to_file(store, &path).await?;
+            eprintln!("exported {count} rows");
             Ok(ExitCode::SUCCESS)
         }
         SuppressionsCommand::Import { file } => {
@@ -209,4 +203,30 @@ async fn check(store: &Store, inputs: &[String]) -> anyhow::Result<ExitCode> {
         (false, true) => 1,
         (false, false) => 0,
     }))
+}
+
+/// Writes the export beside `path` and puts it in place once whole and on
+/// disk: an export that fails halfway (the database gone, a lock held
+/// elsewhere, a full disk) leaves an earlier export at `path` as it was,
+/// where writing `path` directly had left it cut to its header.
+async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result<usize> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let written = async {
+        let count = crate::cli_csv::export(store, Box::new(file)).await?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok::<_, anyhow::Error>(count)
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }

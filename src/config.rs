@@ -21,7 +21,9 @@ pub struct Settings {
     pub database_max_connections: u32,
 
     /// How long a request waits for a free database connection before the
-    /// database counts as unavailable (and the message is spooled).
+    /// database counts as unavailable (and the message is spooled); on
+    /// PostgreSQL also how long each statement waits for a lock held
+    /// elsewhere (`lock_timeout`; not the writer's, not migrations').
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000,
           value_parser = millis())]
     pub database_acquire_timeout_ms: u64,

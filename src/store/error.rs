@@ -152,6 +152,9 @@ pub fn describe(e: &sqlx::Error) -> String {
                 Some("42501") => format!(
                     "{message}: the role in DATABASE_URL lacks this privilege (a read-only role suits only the reading commands)"
                 ),
+                Some("55P03") => format!(
+                    "{message}: a lock held elsewhere (an import, a migration, an operator's LOCK TABLE or VACUUM FULL) was not released in time; try again once it is"
+                ),
                 Some("25006") => format!(
                     "{message}: the role or server only reads (a read-only role suits only the reading commands)"
                 ),

@@ -82,6 +82,9 @@ pub struct Store {
     /// where a commit is durable when it returns.
     writer_wal: Option<std::path::PathBuf>,
     connect_timeout: Duration,
+    /// PostgreSQL: how `migrate` opens its own connection, without the
+    /// pool's `lock_timeout`; `None`: it migrates on a pooled one.
+    migrate_options: Option<PgConnectOptions>,
     /// Where the database is, for messages (no password).
     location: String,
 }
@@ -126,7 +129,8 @@ impl Store {
     /// so that an unreachable server or a missing database is told in one
     /// line with its cause, not as a pool time-out.
     pub async fn migrate(&self) -> anyhow::Result<Migrated> {
-        use sqlx::migrate::{Migrate, MigrateError};
+        use sqlx::Connection;
+        use sqlx::migrate::MigrateError;
         if !self.is_sqlite() {
             self.probe().await?;
         }
@@ -137,37 +141,45 @@ impl Store {
         };
         let _migrating = self.lock_sqlite_folder().await;
         let table = &*migrator.table_name;
-        let sqlite = self.is_sqlite();
         // What was applied before is read under the migrator's own lock
         // (a PostgreSQL advisory lock, which the same session may take
         // again inside `run`), so a replica migrating at the same moment
-        // cannot make this one claim its migrations.
-        let before: Result<usize, MigrateError> = on_db!(&self.db, pool => async {
-            let mut conn = pool.acquire().await?;
-            // The session ends with this call, whatever happens in it: a
-            // failed run (or a dropped future) returns with the lock still
-            // held, and a pooled connection would keep it and hold every
-            // other replica's migrate.
-            conn.close_on_drop();
-            if !sqlite {
-                // The pool's sessions give up on a lock after
-                // DATABASE_ACQUIRE_TIMEOUT_MS (`open_postgres`); a
-                // migration waits for another replica's migration, and
-                // for the readers its DDL must wait out, as long as they
-                // take.
-                sqlx::query("SET lock_timeout = 0").execute(&mut *conn).await?;
+        // cannot make this one claim its migrations. The session ends with
+        // this call, whatever happens in it: a failed run (or a dropped
+        // future) returns with the lock still held, and a pooled connection
+        // would keep it and hold every other replica's migrate.
+        let migrating = async {
+            match &self.migrate_options {
+                // A connection of its own, outside the pool, whose sessions give
+                // up on a lock after DATABASE_ACQUIRE_TIMEOUT_MS (`open_postgres`):
+                // a migration waits for another replica's migration and for the
+                // readers its DDL must outlast, as long as the database's own
+                // `lock_timeout` lets it (none by default; an operator's `ALTER
+                // ROLE ... SET lock_timeout` holds here).
+                Some(options) => {
+                    match tokio::time::timeout(self.connect_timeout, options.connect()).await {
+                        Ok(Ok(mut conn)) => {
+                            let before = migrate_on(&mut conn, migrator, table).await;
+                            // Closed, or dropped (which closes its socket).
+                            let _ = conn.close().await;
+                            before
+                        }
+                        Ok(Err(e)) => Err(MigrateError::Execute(e)),
+                        Err(_) => Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
+                            "no connection within {} ms",
+                            self.connect_timeout.as_millis()
+                        )))),
+                    }
+                }
+                None => on_db!(&self.db, pool => async {
+                let mut conn = pool.acquire().await?;
+                conn.close_on_drop();
+                migrate_on(&mut *conn, migrator, table).await
             }
-            conn.lock().await?;
-            conn.ensure_migrations_table(table).await?;
-            let before = conn.list_applied_migrations(table).await?.len();
-            // `run` itself, on this connection: `run` takes an `Acquire`,
-            // whose lifetime keeps the future from being `Send` for the
-            // writer's task.
-            migrator.run_direct(None, &mut *conn, false).await?;
-            conn.unlock().await?;
-            Ok(before)
-        }
-        .await);
+            .await),
+            }
+        };
+        let before: Result<usize, MigrateError> = waiting_aloud(migrating, self.location()).await;
         let before = before.map_err(|e| {
             let why = match &e {
                 MigrateError::Execute(e) => error::describe(e),
@@ -254,5 +266,44 @@ impl Store {
 
     pub async fn close(&self) {
         on_db!(&self.db, pool => pool.close().await)
+    }
+}
+
+/// sqlx's migrator on `conn`, under its lock: how many migrations were
+/// applied before. `run` itself is not used: it takes an `Acquire`, whose
+/// lifetime keeps the future from being `Send` for the writer's task.
+async fn migrate_on<C>(
+    conn: &mut C,
+    migrator: &sqlx::migrate::Migrator,
+    table: &str,
+) -> Result<usize, sqlx::migrate::MigrateError>
+where
+    C: sqlx::migrate::Migrate + Send,
+{
+    conn.lock().await?;
+    conn.ensure_migrations_table(table).await?;
+    let before = conn.list_applied_migrations(table).await?.len();
+    migrator.run_direct(None, conn, false).await?;
+    conn.unlock().await?;
+    Ok(before)
+}
+
+/// How often a migration that waits says so.
+const STILL_MIGRATING: Duration = Duration::from_secs(10);
+
+/// Runs `migrating`, and logs while it waits: a migration may wait for a
+/// lock as long as it is held, and a `serve` waiting in silence looked
+/// hung to an outside trial (its listeners open, nothing answered).
+async fn waiting_aloud<T>(migrating: impl Future<Output = T>, location: &str) -> T {
+    tokio::pin!(migrating);
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut migrating => return done,
+            () = tokio::time::sleep(STILL_MIGRATING) => tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                "still migrating the {location}: a migration runs, or waits for a lock held elsewhere (another replica migrating, a long transaction, an operator's LOCK TABLE)"
+            ),
+        }
     }
 }

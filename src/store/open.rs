@@ -223,6 +223,7 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
         writer: WriterOptions::Sqlite(writer),
         writer_wal,
         connect_timeout,
+        migrate_options: None,
     })
 }
 
@@ -254,10 +255,10 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
     // A lock that keeps readers out (an operator's `LOCK TABLE`, a `VACUUM
     // FULL`, another replica's migration) otherwise held every look-up,
     // check and page for as long as it was held, and with them the pool's
-    // connections: an outside trial saw a check wait 270 s. Our own writer
-    // holds row locks for one batch, milliseconds. The migrations lift the
-    // limit on their connection (`Store::migrate`).
+    // connections: an outside trial saw a check wait 270 s. Migrations run
+    // on a connection of their own without it (`Store::migrate`).
     let lock_wait = settings.database_acquire_timeout_ms.max(1).to_string();
+    let migrate_options = options.clone();
     let pool_options = match access {
         Access::Read => options.options([
             ("default_transaction_read_only", "on"),
@@ -277,6 +278,7 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
         writer: WriterOptions::Postgres(writer),
         writer_wal: None,
         connect_timeout,
+        migrate_options: Some(migrate_options),
     };
     if access != Access::Create {
         store.probe().await?;
