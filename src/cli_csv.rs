@@ -41,7 +41,6 @@ fn record(r: &Suppression) -> [String; 13] {
 /// Writes the whole list to `sink`; returns how many rows.
 pub async fn export(store: &Store, sink: Box<dyn Write>) -> anyhow::Result<usize> {
     let mut csv = csv::Writer::from_writer(sink);
-    csv.write_record(columns())?;
     let mut filter = ListFilter {
         limit: PAGE,
         ..ListFilter::default()
@@ -49,6 +48,12 @@ pub async fn export(store: &Store, sink: Box<dyn Write>) -> anyhow::Result<usize
     let mut count = 0usize;
     loop {
         let page = store.list(&filter).await?;
+        // The header once the first page is read: an export that cannot
+        // read the list writes nothing, not a header that looks like an
+        // empty list (`export > list.csv` in a script).
+        if count == 0 {
+            csv.write_record(columns())?;
+        }
         for row in &page {
             csv.write_record(record(row))?;
         }

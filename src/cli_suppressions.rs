@@ -102,13 +102,17 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
                 }
             }
         }
-        SuppressionsCommand::Export { output: None } => {
-            crate::cli_csv::export(store, Box::new(std::io::stdout().lock())).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        SuppressionsCommand::Export { output: Some(path) } => {
-            let count = export_to_file(store, &path).await?;
-            eprintln!("exported {count} rows");
+        SuppressionsCommand::Export { output } => {
+            // `-` is standard output, as for most tools.
+            match output.filter(|path| path.as_os_str() != "-") {
+                None => {
+                    crate::cli_csv::export(store, Box::new(std::io::stdout().lock())).await?;
+                }
+                Some(path) => {
+                    let count = export_to_file(store, &path).await?;
+                    eprintln!("exported {count} rows");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         SuppressionsCommand::Import { file } => {
@@ -208,19 +212,57 @@ async fn check(store: &Store, inputs: &[String]) -> anyhow::Result<ExitCode> {
 /// Writes the export beside `path` and puts it in place once whole and on
 /// disk: an export that fails halfway (the database gone, a lock held
 /// elsewhere, a full disk) leaves an earlier export at `path` as it was,
-/// where writing `path` directly had left it cut to its header.
+/// where writing `path` directly had left it cut to its header. An outside
+/// trial then found the fixed name `FILE.partial` followed as a symlink,
+/// and two exports at once taking each other's file: the file beside is
+/// now created new under a name of its own (never through a link), and
+/// readable by its owner only, the list being personal addresses; an
+/// earlier export's mode is kept, and a `path` that is a symlink has its
+/// target replaced, not the link.
 async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result<usize> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    let file = std::fs::File::create(&partial)
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = match std::fs::canonicalize(path) {
+        Ok(resolved) => resolved,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+    };
+    let keep_mode = std::fs::metadata(&target).ok().map(|m| m.permissions());
+    let name = target
+        .file_name()
+        .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(format!(".{}-{nanos}.partial", std::process::id()));
+    let partial = target.with_file_name(partial_name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
         .with_context(|| format!("cannot write {}", partial.display()))?;
     let written = async {
-        let count = crate::cli_csv::export(store, Box::new(file)).await?;
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
+        let sink = file
+            .try_clone()
             .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, path)
+        let count = crate::cli_csv::export(store, Box::new(sink))
+            .await
+            .map_err(|e| {
+                // A full disk, say: named with the file; the database's
+                // errors say what they are.
+                if e.is::<csv::Error>() || e.is::<std::io::Error>() {
+                    e.context(format!("cannot write {}", path.display()))
+                } else {
+                    e
+                }
+            })?;
+        keep_mode
+            .map_or(Ok(()), |mode| file.set_permissions(mode))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&partial, &target))
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok::<_, anyhow::Error>(count)
     }

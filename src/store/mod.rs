@@ -129,6 +129,22 @@ impl Store {
     /// so that an unreachable server or a missing database is told in one
     /// line with its cause, not as a pool time-out.
     pub async fn migrate(&self) -> anyhow::Result<Migrated> {
+        self.migrate_waiting(None).await
+    }
+
+    /// [`Store::migrate`], giving up on a lock held elsewhere after
+    /// `lock_wait` on PostgreSQL (SQLite: the same as `migrate`). `serve`
+    /// migrates so at start-up, and its writer again until it succeeds:
+    /// a migration queued behind a long transaction held every statement
+    /// on its tables, on every replica, for as long as it waited, and the
+    /// starting process opened no listener meanwhile. Given up, the
+    /// process starts and spools (as with a database that is down), and
+    /// the queue behind it clears.
+    pub async fn migrate_within(&self, lock_wait: Duration) -> anyhow::Result<Migrated> {
+        self.migrate_waiting(Some(lock_wait)).await
+    }
+
+    async fn migrate_waiting(&self, lock_wait: Option<Duration>) -> anyhow::Result<Migrated> {
         use sqlx::Connection;
         use sqlx::migrate::MigrateError;
         if !self.is_sqlite() {
@@ -159,7 +175,14 @@ impl Store {
                 Some(options) => {
                     match tokio::time::timeout(self.connect_timeout, options.connect()).await {
                         Ok(Ok(mut conn)) => {
-                            let before = migrate_on(&mut conn, migrator, table).await;
+                            let before = match lock_wait {
+                                Some(wait) => set_lock_wait(&mut conn, wait).await,
+                                None => Ok(()),
+                            };
+                            let before = match before {
+                                Ok(()) => migrate_on(&mut conn, migrator, table).await,
+                                Err(e) => Err(MigrateError::Execute(e)),
+                            };
                             // Closed, or dropped (which closes its socket).
                             let _ = conn.close().await;
                             before
@@ -306,4 +329,13 @@ async fn waiting_aloud<T>(migrating: impl Future<Output = T>, location: &str) ->
             ),
         }
     }
+}
+
+/// This session's `lock_timeout` (PostgreSQL).
+async fn set_lock_wait(conn: &mut sqlx::PgConnection, wait: Duration) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(wait.as_millis().max(1).to_string())
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

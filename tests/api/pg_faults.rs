@@ -648,7 +648,9 @@ async fn api_calls_during_a_hang_are_answered_not_held() {
 /// An export to a file that fails halfway (here on a lock held elsewhere)
 /// leaves the file an earlier export wrote as it was, and no partial file
 /// beside it; it said why in one line. Writing the file directly had cut
-/// it to its header. Once the lock is gone the export replaces it.
+/// it to its header. To standard output it writes nothing, not a header
+/// that reads as an empty list. Once the lock is gone the export replaces
+/// the file: through its symlink, keeping its mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
     use crate::cli::{bouncer, run, test_env};
@@ -664,28 +666,36 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
         )
         .await;
     assert_eq!(status, 201);
+    use std::os::unix::fs::PermissionsExt;
     let dir = crate::helpers::TempDir::new();
     let path = dir.path().join("list.csv");
+    let real = dir.path().join("real.csv");
     let earlier = "email,reason\nearlier@example.com,bounce\n";
-    std::fs::write(&path, earlier).expect("the earlier export");
-    let export = || {
+    std::fs::write(&real, earlier).expect("the earlier export");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::os::unix::fs::symlink(&real, &path).expect("a link");
+    let export_to = |output: &str| {
         let mut cmd = bouncer(dir.path());
         test_env(&mut cmd, &app.db.url, dir.path());
         cmd.env("DATABASE_ACQUIRE_TIMEOUT_MS", "500").args([
             "suppressions",
             "export",
             "--output",
-            path.to_str().unwrap_or_default(),
+            output,
         ]);
         run(&mut cmd)
     };
+    let export = || export_to(path.to_str().unwrap_or_default());
     let mut dba = other_client(&app).await;
     dba.execute("BEGIN").await.expect("begin");
     dba.execute("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock");
     let refused = export();
+    let to_stdout = export_to("-");
     dba.execute("ROLLBACK").await.expect("rollback");
+    assert_ne!(to_stdout.code, 0, "{to_stdout}");
+    assert_eq!(to_stdout.stdout, "", "{to_stdout}");
     assert_ne!(refused.code, 0, "{refused}");
     assert_eq!(refused.stderr.trim().lines().count(), 1, "{refused}");
     assert!(refused.stderr.contains("lock held elsewhere"), "{refused}");
@@ -698,7 +708,7 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
         .expect("the folder")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("list.csv."))
+        .filter(|name| name.contains(".partial"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
@@ -708,5 +718,58 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
     let csv = std::fs::read_to_string(&path).expect("the file");
     assert!(csv.contains("\na@example.com,manual,"), "{csv}");
     assert!(!csv.contains("earlier@example.com"), "{csv}");
+    let link = std::fs::symlink_metadata(&path).expect("the link");
+    assert!(link.file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&real).expect("the target"), csv);
+    let mode = std::fs::metadata(&real)
+        .expect("the target")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    let to_stdout = export_to("-");
+    assert_eq!(to_stdout.code, 0, "{to_stdout}");
+    assert_eq!(to_stdout.stdout, csv);
+    app.stop().await;
+}
+
+/// `serve` starting while a lock held elsewhere keeps its migration
+/// waiting (a long transaction on `_sqlx_migrations`; the same for any
+/// table a migration changes): it gives up on the lock after
+/// DATABASE_WRITE_TIMEOUT_MS, listens, and spools what SNS sends; its
+/// writer migrates and applies the spool once the lock is gone. Before,
+/// it waited for as long as the lock was held, with no listener open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_whose_migration_waits_starts_and_spools() {
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let (db, dir, mut settings, hooks) = crate::helpers::spawn_app(backend).await.stop().await;
+    settings.database_write_timeout_ms = 1000;
+    let mut dba = PgConnection::connect(&db.url)
+        .await
+        .expect("another client");
+    dba.execute("BEGIN").await.expect("begin");
+    dba.execute("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let app = tokio::time::timeout(
+        Duration::from_secs(20),
+        crate::helpers::start(settings, hooks, db, dir),
+    )
+    .await
+    .expect("serve started while the lock was held");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let msg = delivery("waiting@example.com", &now_text());
+    assert_status(&app.post(&msg).await, 202, "spooled");
+    dba.execute("ROLLBACK").await.expect("rollback");
+    eventually("the spool is applied", || async {
+        app.db.count_messages(&msg.id()).await == 1
+    })
+    .await;
     app.stop().await;
 }
