@@ -85,12 +85,7 @@ impl Pipeline {
         let policy = apply_policy(settings)?;
         let guard = policy.guard.clone();
         let store = Store::connect(settings).await?;
-        let migrated = match store
-            .migrate_within(Duration::from_millis(
-                settings.database_write_timeout_ms.max(1),
-            ))
-            .await
-        {
+        let migrated = match store.migrate_briefly().await {
             // Which database a service runs on, and at which schema, is
             // the first thing an operator checks when rows seem missing.
             Ok(migrated) => {

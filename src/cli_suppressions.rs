@@ -217,19 +217,30 @@ async fn check(store: &Store, inputs: &[String]) -> anyhow::Result<ExitCode> {
 /// and two exports at once taking each other's file: the file beside is
 /// now created new under a name of its own (never through a link), and
 /// readable by its owner only, the list being personal addresses; an
-/// earlier export's mode is kept, and a `path` that is a symlink has its
-/// target replaced, not the link.
+/// earlier export keeps its permission bits, and a `path` that is a
+/// symlink to a file has its target replaced, not the link. Anything that
+/// is not a file, nor a new name (a pipe, `/dev/stdout`, a dangling
+/// link), is written directly, as before: there is nothing to replace.
 async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result<usize> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let target = match std::fs::canonicalize(path) {
-        Ok(resolved) => resolved,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
-        Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = || format!("cannot write {}", path.display());
+    let target = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((path.to_owned(), None)),
+        Err(e) => return Err(e).with_context(cannot),
+        Ok(_) => match std::fs::canonicalize(path).and_then(|t| Ok((std::fs::metadata(&t)?, t))) {
+            Ok((meta, resolved)) if meta.is_file() => Some((resolved, Some(meta))),
+            _ => None,
+        },
     };
-    let keep_mode = std::fs::metadata(&target).ok().map(|m| m.permissions());
-    let name = target
-        .file_name()
-        .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
+    let Some((target, earlier)) = target else {
+        let file = std::fs::File::create(path).with_context(cannot)?;
+        return with_file_named(crate::cli_csv::export(store, Box::new(file)).await, path);
+    };
+    let folder = match target.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = target.file_name().with_context(cannot)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -237,33 +248,23 @@ async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result
     let mut partial_name = std::ffi::OsString::from(".");
     partial_name.push(name);
     partial_name.push(format!(".{}-{nanos}.partial", std::process::id()));
-    let partial = target.with_file_name(partial_name);
+    let partial = folder.join(partial_name);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+        .with_context(cannot)?;
     let written = async {
-        let sink = file
-            .try_clone()
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        let count = crate::cli_csv::export(store, Box::new(sink))
-            .await
-            .map_err(|e| {
-                // A full disk, say: named with the file; the database's
-                // errors say what they are.
-                if e.is::<csv::Error>() || e.is::<std::io::Error>() {
-                    e.context(format!("cannot write {}", path.display()))
-                } else {
-                    e
-                }
-            })?;
-        keep_mode
-            .map_or(Ok(()), |mode| file.set_permissions(mode))
+        let sink = file.try_clone().with_context(cannot)?;
+        let count = with_file_named(crate::cli_csv::export(store, Box::new(sink)).await, path)?;
+        let mode = earlier.map(|m| std::fs::Permissions::from_mode(m.permissions().mode() & 0o777));
+        mode.map_or(Ok(()), |mode| file.set_permissions(mode))
             .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&partial, &target))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            // The rename itself on disk.
+            .and_then(|()| std::fs::File::open(&folder)?.sync_all())
+            .with_context(cannot)?;
         Ok::<_, anyhow::Error>(count)
     }
     .await;
@@ -271,4 +272,16 @@ async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result
         let _ = std::fs::remove_file(&partial);
     }
     written
+}
+
+/// A write error (a full disk, say) named with the file it was for; the
+/// database's errors say what they are.
+fn with_file_named<T>(result: anyhow::Result<T>, path: &std::path::Path) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        if e.is::<csv::Error>() || e.is::<std::io::Error>() {
+            e.context(format!("cannot write {}", path.display()))
+        } else {
+            e
+        }
+    })
 }

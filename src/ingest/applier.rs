@@ -96,7 +96,7 @@ impl Applier {
     /// applying messages to an old schema would fail them for good.
     pub async fn schema_ready(&mut self) -> bool {
         if !self.migrated {
-            match self.store.migrate_within(self.write_timeout).await {
+            match self.store.migrate_briefly().await {
                 Ok(migrated) => {
                     tracing::info!("{}", migrated.told(self.store.location()));
                     self.migrated = true;

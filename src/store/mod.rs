@@ -133,15 +133,16 @@ impl Store {
     }
 
     /// [`Store::migrate`], giving up on a lock held elsewhere after
-    /// `lock_wait` on PostgreSQL (SQLite: the same as `migrate`). `serve`
-    /// migrates so at start-up, and its writer again until it succeeds:
-    /// a migration queued behind a long transaction held every statement
-    /// on its tables, on every replica, for as long as it waited, and the
-    /// starting process opened no listener meanwhile. Given up, the
-    /// process starts and spools (as with a database that is down), and
-    /// the queue behind it clears.
-    pub async fn migrate_within(&self, lock_wait: Duration) -> anyhow::Result<Migrated> {
-        self.migrate_waiting(Some(lock_wait)).await
+    /// [`MIGRATION_LOCK_WAIT`] on PostgreSQL (SQLite: the same as
+    /// `migrate`). `serve` migrates so at start-up, and its writer again
+    /// until it succeeds: a migration queued behind a long transaction held
+    /// every statement on its tables, on every replica, for as long as it
+    /// waited, and the starting process answered no request meanwhile.
+    /// Given up, the process starts and spools (as with a database that is
+    /// down), and the queue behind it clears; short, so that each retry
+    /// holds the others up briefly, for less than their own lock wait.
+    pub async fn migrate_briefly(&self) -> anyhow::Result<Migrated> {
+        self.migrate_waiting(Some(MIGRATION_LOCK_WAIT)).await
     }
 
     async fn migrate_waiting(&self, lock_wait: Option<Duration>) -> anyhow::Result<Migrated> {
@@ -310,6 +311,12 @@ where
     conn.unlock().await?;
     Ok(before)
 }
+
+/// How long `serve`'s migrations wait for a lock (see
+/// [`Store::migrate_briefly`]): our own transactions hold theirs for
+/// milliseconds; a replica migrating at the same moment is waited for by
+/// the retries.
+pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a migration that waits says so.
 const STILL_MIGRATING: Duration = Duration::from_secs(10);

@@ -729,22 +729,40 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
     let to_stdout = export_to("-");
     assert_eq!(to_stdout.code, 0, "{to_stdout}");
     assert_eq!(to_stdout.stdout, csv);
+    // Not a file: written directly, nothing replaced.
+    let through_dev = export_to("/dev/stdout");
+    assert_eq!(through_dev.code, 0, "{through_dev}");
+    assert_eq!(through_dev.stdout, csv);
+    let dangling = dir.path().join("dangling.csv");
+    let missing = dir.path().join("missing.csv");
+    std::os::unix::fs::symlink(&missing, &dangling).expect("a link");
+    let through_link = export_to(dangling.to_str().unwrap_or_default());
+    assert_eq!(through_link.code, 0, "{through_link}");
+    assert!(
+        std::fs::symlink_metadata(&dangling)
+            .expect("the link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&missing).expect("written through"),
+        csv
+    );
     app.stop().await;
 }
 
 /// `serve` starting while a lock held elsewhere keeps its migration
 /// waiting (a long transaction on `_sqlx_migrations`; the same for any
-/// table a migration changes): it gives up on the lock after
-/// DATABASE_WRITE_TIMEOUT_MS, listens, and spools what SNS sends; its
-/// writer migrates and applies the spool once the lock is gone. Before,
-/// it waited for as long as the lock was held, with no listener open.
+/// table a migration changes): it gives up on the lock after a second,
+/// answers, and spools what SNS sends; its writer migrates and applies
+/// the spool once the lock is gone. Before, it waited for as long as the
+/// lock was held, answering nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serve_whose_migration_waits_starts_and_spools() {
     let Some(backend) = postgres().await else {
         return;
     };
-    let (db, dir, mut settings, hooks) = crate::helpers::spawn_app(backend).await.stop().await;
-    settings.database_write_timeout_ms = 1000;
+    let (db, dir, settings, hooks) = crate::helpers::spawn_app(backend).await.stop().await;
     let mut dba = PgConnection::connect(&db.url)
         .await
         .expect("another client");
