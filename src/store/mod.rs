@@ -146,7 +146,6 @@ impl Store {
     }
 
     async fn migrate_waiting(&self, lock_wait: Option<Duration>) -> anyhow::Result<Migrated> {
-        use sqlx::Connection;
         use sqlx::migrate::MigrateError;
         if !self.is_sqlite() {
             self.probe().await?;
@@ -167,40 +166,16 @@ impl Store {
         // would keep it and hold every other replica's migrate.
         let migrating = async {
             match &self.migrate_options {
-                // A connection of its own, outside the pool, whose sessions give
-                // up on a lock after DATABASE_ACQUIRE_TIMEOUT_MS (`open_postgres`):
-                // a migration waits for another replica's migration and for the
-                // readers its DDL must outlast, as long as the database's own
-                // `lock_timeout` lets it (none by default; an operator's `ALTER
-                // ROLE ... SET lock_timeout` holds here).
                 Some(options) => {
-                    match tokio::time::timeout(self.connect_timeout, options.connect()).await {
-                        Ok(Ok(mut conn)) => {
-                            let before = match lock_wait {
-                                Some(wait) => set_lock_wait(&mut conn, wait).await,
-                                None => Ok(()),
-                            };
-                            let before = match before {
-                                Ok(()) => migrate_on(&mut conn, migrator, table).await,
-                                Err(e) => Err(MigrateError::Execute(e)),
-                            };
-                            // Closed, or dropped (which closes its socket).
-                            let _ = conn.close().await;
-                            before
-                        }
-                        Ok(Err(e)) => Err(MigrateError::Execute(e)),
-                        Err(_) => Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
-                            "no connection within {} ms",
-                            self.connect_timeout.as_millis()
-                        )))),
-                    }
+                    self.migrate_alone(options, lock_wait, migrator, table)
+                        .await
                 }
                 None => on_db!(&self.db, pool => async {
-                let mut conn = pool.acquire().await?;
-                conn.close_on_drop();
-                migrate_on(&mut *conn, migrator, table).await
-            }
-            .await),
+                    let mut conn = pool.acquire().await?;
+                    conn.close_on_drop();
+                    migrate_on(&mut *conn, migrator, table).await
+                }
+                .await),
             }
         };
         let before: Result<usize, MigrateError> = waiting_aloud(migrating, self.location()).await;
@@ -222,6 +197,41 @@ impl Store {
             applied: known.count().saturating_sub(before),
             version,
         })
+    }
+
+    /// PostgreSQL: the migrations on a connection of their own, outside
+    /// the pool, whose sessions give up on a lock after
+    /// DATABASE_ACQUIRE_TIMEOUT_MS (`open_postgres`). Without `lock_wait`
+    /// a migration waits for another replica's migration and for the
+    /// readers its DDL must outlast, as long as the database's own
+    /// `lock_timeout` lets it (none by default; an operator's `ALTER ROLE
+    /// ... SET lock_timeout` holds here). Dropped, the connection closes
+    /// its socket, and its session's advisory lock goes with it.
+    async fn migrate_alone(
+        &self,
+        options: &PgConnectOptions,
+        lock_wait: Option<Duration>,
+        migrator: &sqlx::migrate::Migrator,
+        table: &str,
+    ) -> Result<usize, sqlx::migrate::MigrateError> {
+        use sqlx::Connection;
+        let options = match lock_wait {
+            Some(wait) => options
+                .clone()
+                .options([("lock_timeout", wait.as_millis().max(1).to_string())]),
+            None => options.clone(),
+        };
+        let mut conn = tokio::time::timeout(self.connect_timeout, options.connect())
+            .await
+            .map_err(|_| {
+                sqlx::Error::Protocol(format!(
+                    "no connection within {} ms",
+                    self.connect_timeout.as_millis()
+                ))
+            })??;
+        let before = migrate_on(&mut conn, migrator, table).await;
+        let _ = conn.close().await;
+        before
     }
 
     /// On SQLite, an exclusive lock on the database's folder for as long as
@@ -336,13 +346,4 @@ async fn waiting_aloud<T>(migrating: impl Future<Output = T>, location: &str) ->
             ),
         }
     }
-}
-
-/// This session's `lock_timeout` (PostgreSQL).
-async fn set_lock_wait(conn: &mut sqlx::PgConnection, wait: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-        .bind(wait.as_millis().max(1).to_string())
-        .execute(conn)
-        .await
-        .map(|_| ())
 }

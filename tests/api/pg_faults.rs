@@ -25,6 +25,18 @@ async fn other_client(app: &TestApp) -> PgConnection {
         .expect("another client")
 }
 
+/// Begins a transaction on `conn` that holds `tables` in ACCESS EXCLUSIVE
+/// mode (an operator's `LOCK TABLE`, a `VACUUM FULL`, a migration's DDL)
+/// until the test rolls it back.
+async fn lock_out(conn: &mut PgConnection, tables: &str) {
+    conn.execute("BEGIN").await.expect("begin");
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .await
+    .expect("lock");
+}
+
 fn database_name(app: &TestApp) -> String {
     app.db
         .url
@@ -305,11 +317,7 @@ async fn a_lock_held_past_the_write_time_limit_spools_instead_of_hanging() {
     };
     let app = spawn_app_with(backend, |s, _| s.database_write_timeout_ms = 1000).await;
     let mut other = other_client(&app).await;
-    other.execute("BEGIN").await.expect("begin");
-    other
-        .execute("LOCK TABLE sns_messages IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    lock_out(&mut other, "sns_messages").await;
     let first = messages(1, "meets the lock");
     let started = Instant::now();
     assert_status(&app.post(&first[0]).await, 202, "spooled");
@@ -413,10 +421,7 @@ async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
         .await;
     assert_eq!(status, 201);
     let mut dba = other_client(&app).await;
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    lock_out(&mut dba, "suppressions").await;
     // Every call on the list at once: each is answered within the wait
     // for a connection (500 ms in the tests), none waits out the lock.
     let started = Instant::now();
@@ -447,10 +452,7 @@ async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
     );
     // The operator's side, on the state row's table.
     dba.execute("ROLLBACK").await.expect("rollback");
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("LOCK TABLE sending_state IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    lock_out(&mut dba, "sending_state").await;
     let started = Instant::now();
     let both = async {
         tokio::join!(
@@ -520,9 +522,8 @@ async fn a_migration_waits_out_a_lock_that_a_read_gives_up_on() {
     let mut dba = PgConnection::connect(&db.url)
         .await
         .expect("another client");
-    let lock = "LOCK TABLE _sqlx_migrations, suppressions IN ACCESS EXCLUSIVE MODE";
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute(lock).await.expect("lock");
+    let tables = "_sqlx_migrations, suppressions";
+    lock_out(&mut dba, tables).await;
     let jane = EmailAddress::parse("jane@example.com").expect("an address");
     let read = tokio::time::timeout(wait * 3, store.suppression(&jane))
         .await
@@ -555,8 +556,7 @@ async fn a_migration_waits_out_a_lock_that_a_read_gives_up_on() {
     )))
     .await
     .expect("alter database");
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute(lock).await.expect("lock");
+    lock_out(&mut dba, tables).await;
     let refused = tokio::time::timeout(wait * 3, store.migrate())
         .await
         .expect("the migration gave up on the lock");
@@ -687,10 +687,7 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
     };
     let export = || export_to(path.to_str().unwrap_or_default());
     let mut dba = other_client(&app).await;
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    lock_out(&mut dba, "suppressions").await;
     let refused = export();
     let to_stdout = export_to("-");
     dba.execute("ROLLBACK").await.expect("rollback");
@@ -766,10 +763,7 @@ async fn a_serve_whose_migration_waits_starts_and_spools() {
     let mut dba = PgConnection::connect(&db.url)
         .await
         .expect("another client");
-    dba.execute("BEGIN").await.expect("begin");
-    dba.execute("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    lock_out(&mut dba, "_sqlx_migrations").await;
     let started = Instant::now();
     let app = tokio::time::timeout(
         Duration::from_secs(20),
