@@ -10,6 +10,8 @@
 //!
 //! cargo bench --bench outage
 //!   BENCH_MESSAGES=20000  BENCH_SPOOL_MB=1024  BENCH_BACKENDS=sqlite,postgres
+//!   BENCH_BIN=/tmp/bouncer-a  run this copy of a `bouncer` build instead of
+//!                         the one just built (side by side)
 
 #[path = "common/mod.rs"]
 mod common;

@@ -41,6 +41,9 @@
 //!   BENCH_PEER_WORKERS=5   the peer's gunicorn sync workers (default
 //!                          2 × cores + 1, gunicorn's starting point)
 //!   BENCH_PEER_VENV=target/peer-venv  the peer's virtualenv
+//!   BENCH_BIN=/tmp/bouncer-a  run this copy of a `bouncer` build instead
+//!                          of the one just built (rounds of two builds
+//!                          alternated, side by side)
 //! The steady rate always sends 10,000 messages (10 s at 1,000 a second),
 //! whatever BENCH_MESSAGES says.
 

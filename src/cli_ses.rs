@@ -196,19 +196,84 @@ pub fn print_status(ses: &Value) {
     }
     let check = &ses["check"];
     if !check.is_null() {
-        let missing: Vec<&str> = check["missing"]
-            .as_array()
-            .map(|m| m.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
         println!(
             "SES check:      {} in {}: {}",
             text(&check["checked_at"]),
             text(&check["region"]),
-            if missing.is_empty() {
-                "no permission missing".to_owned()
-            } else {
-                format!("missing {}", missing.join(", "))
-            }
+            check_verdict(check)
+        );
+    }
+}
+
+/// What the last permission check found, in a few words: a check whose
+/// calls failed for another reason (no credentials, SES unreachable) found
+/// nothing missing, and says it could not tell. Read from each
+/// permission's verdict, which checks kept by earlier versions have too.
+fn check_verdict(check: &Value) -> String {
+    let with = |verdict: &str| -> Vec<&str> {
+        check["permissions"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|p| p["verdict"] == verdict)
+                    .filter_map(|p| p["permission"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (missing, unchecked) = (with("missing"), with("unknown"));
+    let mut said = Vec::new();
+    if !missing.is_empty() {
+        said.push(format!("missing {}", missing.join(", ")));
+    }
+    if let Some(first) = check["permissions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["verdict"] == "unknown"))
+    {
+        // The SDK's reason can run over lines (the credential chain's
+        // every link, after "Attempted:"): its first says it, and `bouncer
+        // ses check` gives the rest, and each permission's own.
+        let why = text(&first["detail"]).lines().next().unwrap_or_default();
+        let why = why.trim_end().trim_end_matches("Attempted:").trim_end();
+        said.push(format!(
+            "could not check {} ({why}; `bouncer ses check` says more)",
+            unchecked.join(", ")
+        ));
+    }
+    if said.is_empty() {
+        "no permission missing".to_owned()
+    } else {
+        said.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn permission(name: &str, verdict: &str, detail: &str) -> Value {
+        json!({ "permission": name, "verdict": verdict, "detail": detail })
+    }
+
+    #[test]
+    fn a_check_reads_as_what_it_found() {
+        let clean = json!({ "permissions": [permission("ses:GetAccount", "allowed", "read")] });
+        assert_eq!(check_verdict(&clean), "no permission missing");
+        // Kept by an earlier version: no `unchecked`, the verdicts say it.
+        let both = json!({
+            "missing": ["ses:PutSuppressedDestination"],
+            "permissions": [
+                permission("ses:PutSuppressedDestination", "missing", "AccessDenied"),
+                permission("ses:GetAccount", "unknown", "dispatch failure: no credentials found in chain. Attempted:\n  Environment: not set"),
+                permission("ses:ListSuppressedDestinations", "unknown", "timed out"),
+            ]
+        });
+        assert_eq!(
+            check_verdict(&both),
+            "missing ses:PutSuppressedDestination; could not check ses:GetAccount, \
+             ses:ListSuppressedDestinations (dispatch failure: no credentials found in chain.; \
+             `bouncer ses check` says more)"
         );
     }
 }

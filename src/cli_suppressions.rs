@@ -110,21 +110,21 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
                 }
                 Some(path) => {
                     let count = export_to_file(store, &path).await?;
-                    eprintln!("exported {count} rows");
+                    eprintln!("exported {}", rows(count));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SuppressionsCommand::Import { file } => {
-            let rows = crate::cli_csv::read_import(&file)?;
+            let read = crate::cli_csv::read_import(&file)?;
             let new = store
-                .import(&rows, now())
+                .import(&read, now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}; nothing imported"))?;
             say!(
-                "imported {} rows: {new} new, {} merged into rows already listed",
-                rows.len(),
-                rows.len() - new
+                "imported {}: {new} new, {} merged into rows already listed",
+                rows(read.len()),
+                read.len() - new
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -284,4 +284,13 @@ fn with_file_named<T>(result: anyhow::Result<T>, path: &std::path::Path) -> anyh
             e
         }
     })
+}
+
+/// `1 row`, `2 rows`: a count as a person would write it.
+fn rows(n: usize) -> String {
+    if n == 1 {
+        "1 row".to_owned()
+    } else {
+        format!("{n} rows")
+    }
 }

@@ -200,7 +200,10 @@ pub enum ApiError {
     #[error("no such path on this listener: {0}")]
     NoSuchPath(String),
     #[error("the database is unavailable now; try again later")]
-    DatabaseUnavailable,
+    DatabaseUnavailable {
+        /// A lock or a conflict that passes in moments, not an outage.
+        passes_soon: bool,
+    },
     #[error(
         "another transaction is writing the suppression list (a CSV import, say), and a removal waits for it at most 1 s; nothing was changed: try again in a moment"
     )]
@@ -230,7 +233,7 @@ impl ApiError {
             ApiError::CrossSite(_) => "cross_site_request",
             ApiError::HostNotLoopback(_) => "host_not_loopback",
             ApiError::NoSuchPath(_) => "not_found",
-            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::DatabaseUnavailable { .. } => "database_unavailable",
             ApiError::ListBusy => "list_busy",
             ApiError::Internal => "internal_error",
         }
@@ -243,7 +246,9 @@ impl From<DbError> for ApiError {
         match e.kind() {
             DbErrorKind::Unavailable | DbErrorKind::Transient => {
                 tracing::warn!(error = %e, "API: database unavailable");
-                ApiError::DatabaseUnavailable
+                ApiError::DatabaseUnavailable {
+                    passes_soon: e.passes_soon(),
+                }
             }
             DbErrorKind::Content | DbErrorKind::Other => {
                 tracing::error!(error = %e, "API: database error");
@@ -263,7 +268,9 @@ impl ResponseError for ApiError {
             | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::NotSuppressed(_) | ApiError::NoSuchPath(_) => StatusCode::NOT_FOUND,
             ApiError::CrossSite(_) | ApiError::HostNotLoopback(_) => StatusCode::FORBIDDEN,
-            ApiError::DatabaseUnavailable | ApiError::ListBusy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable { .. } | ApiError::ListBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -279,7 +286,17 @@ impl ResponseError for ApiError {
                 actix_web::http::header::HeaderValue::from_static("Bearer"),
             );
         }
-        if matches!(self, ApiError::ListBusy | ApiError::Busy) {
+        if matches!(
+            self,
+            ApiError::ListBusy
+                | ApiError::Busy
+                | ApiError::DatabaseUnavailable { passes_soon: true }
+        ) {
+            // What passes within moments (a lock, a crowd of checks, a
+            // conflict) says so: clients that honour the header (urllib3's
+            // `Retry`, for one) ask again in a second. A database that is
+            // down or refuses bouncer gets no hint: there, a client's own
+            // backoff is the better guide.
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
@@ -296,5 +313,43 @@ impl ResponseError for ApiError {
                 .set_connection_type(actix_web::http::ConnectionType::Close);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_passes_in_moments_says_when_to_try_again() {
+        for error in [
+            ApiError::DatabaseUnavailable { passes_soon: true },
+            ApiError::ListBusy,
+            ApiError::Busy,
+        ] {
+            let response = error.error_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let retry = response
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            assert_eq!(retry.as_deref(), Some("1"), "{}", error.code());
+        }
+        for error in [
+            ApiError::DatabaseUnavailable { passes_soon: false },
+            ApiError::Internal,
+            ApiError::NotSuppressed("a@example.com".into()),
+            ApiError::Unauthorized,
+        ] {
+            let response = error.error_response();
+            assert!(
+                response
+                    .headers()
+                    .get(actix_web::http::header::RETRY_AFTER)
+                    .is_none(),
+                "{}: asking again in a second would not help",
+                error.code()
+            );
+        }
     }
 }

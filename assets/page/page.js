@@ -532,7 +532,11 @@ function renderSes(ses) {
   }
   if (ses.check) {
     const missing = ses.check.missing || [];
-    box.append(el("p", { text: `Permissions checked ${when(ses.check.checked_at)}: ${missing.length ? "missing " + missing.join(", ") : "all allowed"}.` }));
+    const unchecked = ses.check.unchecked || [];
+    const found = [];
+    if (missing.length) found.push("missing " + missing.join(", "));
+    if (unchecked.length) found.push("could not check " + unchecked.join(", ") + " (bouncer ses check says why)");
+    box.append(el("p", { text: `Permissions checked ${when(ses.check.checked_at)}: ${found.length ? found.join("; ") : "all allowed"}.` }));
   }
 }
 

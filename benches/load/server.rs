@@ -39,7 +39,16 @@ impl Server {
         let port = free_port();
         let admin = free_port();
         let root = env!("CARGO_MANIFEST_DIR");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bouncer"));
+        // BENCH_BIN=/path/to/another/bouncer: a copy of another build, run
+        // in turn with this one for a side-by-side comparison.
+        let bin = match std::env::var("BENCH_BIN") {
+            Ok(other) => {
+                eprintln!("BENCH_BIN: running {other}, not this build");
+                other
+            }
+            Err(_) => env!("CARGO_BIN_EXE_bouncer").into(),
+        };
+        let mut cmd = Command::new(bin);
         cmd.env_clear()
             .current_dir(dir)
             .env("DATABASE_URL", database_url)

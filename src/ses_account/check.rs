@@ -45,6 +45,10 @@ pub struct CheckReport {
     pub account: Option<AccountView>,
     pub permissions: Vec<PermissionCheck>,
     pub missing: Vec<String>,
+    /// The permissions whose call failed otherwise (no credentials, SES
+    /// unreachable): neither allowed nor missing, so a report with none
+    /// missing is not a clean one while this is not empty.
+    pub unchecked: Vec<String>,
     /// `serve` began stopping during the check: calls after that were not
     /// made, so the report is not kept in place of the last whole one.
     #[serde(skip)]
@@ -212,16 +216,21 @@ pub async fn run(
             "read",
         ));
     }
-    let missing = checks
-        .iter()
-        .filter(|c| c.verdict == "missing")
-        .map(|c| c.permission.clone())
-        .collect();
+    let with_verdict = |verdict: &str| {
+        checks
+            .iter()
+            .filter(|c| c.verdict == verdict)
+            .map(|c| c.permission.clone())
+            .collect()
+    };
+    let missing = with_verdict("missing");
+    let unchecked = with_verdict("unknown");
     CheckReport {
         region: client.region().to_owned(),
         account,
         permissions: checks,
         missing,
+        unchecked,
         cut_short: stop.is_cancelled(),
     }
 }
@@ -289,12 +298,18 @@ pub fn lines(report: &CheckReport) -> Vec<String> {
             c.verdict, c.permission, c.needed_for, c.detail
         ));
     }
-    if report.missing.is_empty() {
-        out.push("missing permissions: none".into());
-    } else {
+    if !report.missing.is_empty() {
         out.push(format!(
             "missing permissions: {}",
             report.missing.join(", ")
+        ));
+    } else if report.unchecked.is_empty() {
+        out.push("missing permissions: none".into());
+    }
+    if !report.unchecked.is_empty() {
+        out.push(format!(
+            "not checked (could not be checked; the lines above say why): {}",
+            report.unchecked.join(", ")
         ));
     }
     out

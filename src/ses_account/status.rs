@@ -32,6 +32,20 @@ pub async fn report(store: &Store) -> DbResult<Value> {
         let mut value = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
         if let Some(obj) = value.as_object_mut() {
             obj.insert("checked_at".into(), json!(at));
+            // Kept by a version before `unchecked`: read from the verdicts.
+            if !obj.contains_key("unchecked") {
+                let unchecked: Vec<Value> = obj
+                    .get("permissions")
+                    .and_then(Value::as_array)
+                    .map(|all| {
+                        all.iter()
+                            .filter(|p| p["verdict"] == "unknown")
+                            .map(|p| p["permission"].clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                obj.insert("unchecked".into(), Value::Array(unchecked));
+            }
         }
         value
     });

@@ -69,6 +69,21 @@ impl DbError {
         matches!(&self.source, sqlx::Error::Database(db)
             if db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| pg.code() == "55P03"))
     }
+
+    /// Whether the same call may well succeed in a moment: a conflict with
+    /// a concurrent transaction, or a lock held elsewhere past the wait
+    /// (PostgreSQL's `lock_timeout`, SQLite's busy time-out). Not a
+    /// database that is down, refuses bouncer's role or lacks its schema:
+    /// asking again every second changes nothing there.
+    pub fn passes_soon(&self) -> bool {
+        let sqlite_busy = matches!(&self.source, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<SqliteError>().is_some_and(|lite| {
+            sqlx::error::DatabaseError::code(lite)
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| c & 0xff == 5)
+        }));
+        self.kind == DbErrorKind::Transient || self.is_lock_timeout() || sqlite_busy
+    }
 }
 
 impl fmt::Display for DbError {

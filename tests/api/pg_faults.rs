@@ -450,6 +450,11 @@ async fn a_lock_that_keeps_readers_out_is_answered_not_waited_out() {
         waited < Duration::from_secs(5),
         "answered while the lock was held: {waited:?}"
     );
+    // A lock passes: the client is told to ask again in a second.
+    assert_eq!(
+        retry_after(&app, "/v1/suppressions/a@example.com").await,
+        (503, Some("1".to_owned()))
+    );
     // The operator's side, on the state row's table.
     dba.execute("ROLLBACK").await.expect("rollback");
     lock_out(&mut dba, "sending_state").await;
@@ -568,6 +573,23 @@ async fn a_migration_waits_out_a_lock_that_a_read_gives_up_on() {
     drop(db);
 }
 
+/// A `GET` of `path` on the admin API: its status and `Retry-After`.
+async fn retry_after(app: &crate::helpers::TestApp, path: &str) -> (u16, Option<String>) {
+    let answer = app
+        .client
+        .get(format!("{}{path}", app.admin_address))
+        .bearer_auth(crate::suppression_api::TOKEN)
+        .send()
+        .await
+        .expect("an answer");
+    let hint = answer
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (answer.status().as_u16(), hint)
+}
+
 /// PostgreSQL hangs (its connections open, nothing answered): every API
 /// call answers 503 `database_unavailable` in bounded time, not as long as
 /// the hang lasts, and nothing refused is changed; all work again once the
@@ -630,6 +652,11 @@ async fn api_calls_during_a_hang_are_answered_not_held() {
         crate::helpers::assert_refused(answer, 503, "database_unavailable");
     }
     assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // An outage gives no hint: the client's own backoff is the guide.
+    assert_eq!(
+        retry_after(&app, "/v1/suppressions/a@example.com").await,
+        (503, None)
+    );
     outage.restore();
     crate::helpers::eventually("the list answers again", || async {
         app.api(Method::GET, "/v1/suppressions/a@example.com", None)
@@ -711,7 +738,7 @@ async fn a_failed_export_leaves_the_earlier_export_as_it_was() {
 
     let exported = export();
     assert_eq!(exported.code, 0, "{exported}");
-    assert_eq!(exported.stderr.trim(), "exported 1 rows", "{exported}");
+    assert_eq!(exported.stderr.trim(), "exported 1 row", "{exported}");
     let csv = std::fs::read_to_string(&path).expect("the file");
     assert!(csv.contains("\na@example.com,manual,"), "{csv}");
     assert!(!csv.contains("earlier@example.com"), "{csv}");

@@ -238,6 +238,69 @@ async fn check_names_the_missing_permission(backend: Backend) {
     api.stop().await;
 }
 
+/// Without credentials no call is made: `bouncer ses check` says what it
+/// could not check and exits 2, and the check it keeps is shown as such by
+/// `bouncer status` and `GET /v1/sending`, never as "no permission missing".
+#[tokio::test]
+async fn a_check_without_credentials_is_not_kept_as_a_clean_one() {
+    let api = SesApi::start().await;
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.path().join("b.db").display());
+    let run = |args: &[&str]| {
+        let output = crate::cli::bouncer(dir.path())
+            .env("DATABASE_URL", &url)
+            .env("SES_REGION", REGION)
+            .env("SES_API_ENDPOINT", &api.url)
+            .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-credentials"),
+            )
+            .args(args)
+            .output()
+            .expect("runs");
+        (output.status.code(), stdout(&output))
+    };
+    assert_eq!(run(&["migrate"]).0, Some(0));
+    let (code, out) = run(&["ses", "check"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(!out.contains("missing permissions: none"), "{out}");
+    assert!(
+        out.contains("not checked (could not be checked; the lines above say why): ses:GetAccount, ses:ListSuppressedDestinations"),
+        "{out}"
+    );
+    assert!(api.calls().is_empty(), "no call without credentials");
+    let (code, status) = run(&["status"]);
+    assert_eq!(code, Some(0), "{status}");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("SES check:"))
+        .unwrap_or_default();
+    assert!(!line.contains("no permission missing"), "{status}");
+    assert!(
+        line.contains("could not check ses:GetAccount, ses:ListSuppressedDestinations (")
+            && line.contains("no credentials found in chain"),
+        "{status}"
+    );
+    assert!(
+        !status.contains("  Environment:"),
+        "the SDK's reason in one line: {status}"
+    );
+    let app = spawn_app_with(Backend::Sqlite, |s, _| {
+        s.database_url = url.clone();
+    })
+    .await;
+    let check = ses_state(&app).await["check"].clone();
+    assert_eq!(check["missing"], json!([]), "{check}");
+    assert_eq!(
+        check["unchecked"],
+        json!(["ses:GetAccount", "ses:ListSuppressedDestinations"]),
+        "{check}"
+    );
+    app.stop().await;
+    api.stop().await;
+}
+
 on_both_databases!(
     an_import_cut_short_says_what_it_stored_and_a_rerun_finishes,
     import_pages_through_the_ses_list_and_never_erases_a_row,
