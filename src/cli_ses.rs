@@ -234,7 +234,11 @@ fn check_verdict(check: &Value) -> String {
         // every link, after "Attempted:"): its first says it, and `bouncer
         // ses check` gives the rest, and each permission's own.
         let why = text(&first["detail"]).lines().next().unwrap_or_default();
-        let why = why.trim_end().trim_end_matches("Attempted:").trim_end();
+        let why = why
+            .split("Attempted:")
+            .next()
+            .unwrap_or_default()
+            .trim_end();
         said.push(format!(
             "could not check {} ({why}; `bouncer ses check` says more)",
             unchecked.join(", ")
@@ -273,6 +277,17 @@ mod tests {
             check_verdict(&both),
             "missing ses:PutSuppressedDestination; could not check ses:GetAccount, \
              ses:ListSuppressedDestinations (dispatch failure: no credentials found in chain.; \
+             `bouncer ses check` says more)"
+        );
+        // Kept by this version: the reason in one line.
+        let one_line = json!({
+            "permissions": [
+                permission("ses:GetAccount", "unknown", "dispatch failure: no credentials found in chain. Attempted: Environment: not set"),
+            ]
+        });
+        assert_eq!(
+            check_verdict(&one_line),
+            "could not check ses:GetAccount (dispatch failure: no credentials found in chain.; \
              `bouncer ses check` says more)"
         );
     }

@@ -55,6 +55,13 @@ pub struct CheckReport {
     pub cut_short: bool,
 }
 
+/// The SDK's reasons can run over lines (the credential chain lists each
+/// link it tried): one line each, so that `bouncer ses check` prints a
+/// line per permission and a log record stays one line.
+fn one_line(detail: &str) -> String {
+    detail.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn verdict(
     operation: &str,
     needed_for: &str,
@@ -70,7 +77,7 @@ fn verdict(
         permission: format!("ses:{operation}"),
         needed_for: needed_for.to_owned(),
         verdict,
-        detail,
+        detail: one_line(&detail),
     }
 }
 

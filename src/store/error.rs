@@ -145,6 +145,12 @@ pub fn classify(error: &sqlx::Error) -> DbErrorKind {
 /// A driver error in a few words an operator can act on: the cause, once,
 /// without the driver's wrapping ("error returned from database: ...") or
 /// the server's source position.
+/// What to do about a table or column the database lacks: a database
+/// made again under a running `serve`, or a newer bouncer on an older
+/// schema.
+const NOT_MIGRATED: &str =
+    "the database's schema is missing or older than this bouncer; run `bouncer migrate`";
+
 pub fn describe(e: &sqlx::Error) -> String {
     use std::io::ErrorKind;
     match e {
@@ -170,6 +176,14 @@ pub fn describe(e: &sqlx::Error) -> String {
                 Some("55P03") => format!(
                     "{message}: a lock held elsewhere (an import, a migration, an operator's LOCK TABLE or VACUUM FULL) was not released in time; try again once it is"
                 ),
+                // PostgreSQL's undefined table and column; SQLite says "no
+                // such table" with a generic code.
+                Some("42P01" | "42703") => format!("{message}: {NOT_MIGRATED}"),
+                _ if message.starts_with("no such table")
+                    || message.starts_with("no such column") =>
+                {
+                    format!("{message}: {NOT_MIGRATED}")
+                }
                 Some("25006") => format!(
                     "{message}: the role or server only reads (a read-only role suits only the reading commands)"
                 ),
@@ -177,7 +191,9 @@ pub fn describe(e: &sqlx::Error) -> String {
             }
         }
         sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
-        sqlx::Error::PoolTimedOut => "no connection became free in time".into(),
+        sqlx::Error::PoolTimedOut => {
+            "no connection became free in time (the pool's connections were all busy, or none could be made: the database may be down)".into()
+        }
         // Our own time-outs travel as protocol errors: their text is ours.
         sqlx::Error::Protocol(text) => text.clone(),
         other => other.to_string(),
@@ -239,6 +255,23 @@ fn sqlite(code: i64) -> DbErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database without bouncer's tables (made again under a running
+    /// `serve`) says what to run, in the words the log and the CLI show.
+    #[tokio::test]
+    async fn a_missing_table_says_to_migrate() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        let missing = sqlx::query("SELECT message_id FROM sns_messages")
+            .fetch_all(&mut conn)
+            .await
+            .expect_err("no such table");
+        let told = DbError::from(missing).to_string();
+        assert!(told.contains("no such table: sns_messages"), "{told}");
+        assert!(told.ends_with("run `bouncer migrate`"), "{told}");
+    }
 
     #[test]
     fn postgres_codes_are_not_read_as_sqlite_codes() {

@@ -270,6 +270,12 @@ async fn a_check_without_credentials_is_not_kept_as_a_clean_one() {
         "{out}"
     );
     assert!(api.calls().is_empty(), "no call without credentials");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("unknown")).count(),
+        2,
+        "one line a permission, the SDK's reason included: {out}"
+    );
+    assert!(!out.contains("\n  Environment:"), "{out}");
     let (code, status) = run(&["status"]);
     assert_eq!(code, Some(0), "{status}");
     let line = status
