@@ -330,17 +330,34 @@ pub async fn record(
     clock: &Clock,
     alert: bool,
 ) -> anyhow::Result<()> {
+    // What earlier checks found missing and no check since has found
+    // allowed: a check that could not tell (SES unreachable, credentials
+    // gone for a moment) keeps it, so that the same permission is not
+    // alerted as newly missing when the next check finds it so again.
+    // Checks kept by earlier versions have only `missing`.
     let before: Vec<String> = store
         .last_ses_check()
         .await?
         .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .and_then(|v| serde_json::from_value(v["missing"].clone()).ok())
+        .and_then(|v| {
+            let known = v.get("known_missing").unwrap_or(&v["missing"]);
+            serde_json::from_value(known.clone()).ok()
+        })
         .unwrap_or_default();
+    let known_missing: Vec<String> = report
+        .missing
+        .iter()
+        .chain(before.iter().filter(|p| report.unchecked.contains(p)))
+        .cloned()
+        .collect();
+    let newly_missing = report.missing.iter().any(|p| !before.contains(p));
+    let mut kept = serde_json::to_value(report)?;
+    kept["known_missing"] = serde_json::json!(known_missing);
     let now = clock.now();
     let mut conn = store.conn().await?;
     let mut tx = conn.begin().await?;
-    record_ses_check(&mut tx, &serde_json::to_string(report)?, now).await?;
-    if alert && !report.missing.is_empty() && report.missing != before {
+    record_ses_check(&mut tx, &kept.to_string(), now).await?;
+    if alert && newly_missing {
         let draft = AlertDraft {
             kind: "ses_permissions",
             subject: "bouncer cannot act at SES: permissions missing".into(),

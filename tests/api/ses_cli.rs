@@ -307,7 +307,65 @@ async fn a_check_without_credentials_is_not_kept_as_a_clean_one() {
     api.stop().await;
 }
 
+/// The start-up check finds a permission missing (alerted), the next
+/// start's check can call nothing, the one after finds it missing again:
+/// it was never found allowed in between, so it is not newly missing and
+/// is not alerted twice.
+async fn a_permission_still_missing_after_a_check_that_could_not_tell_is_alerted_once(
+    backend: Backend,
+) {
+    const ALL: [&str; 4] = [
+        "GetAccount",
+        "PutAccountSendingAttributes",
+        "PutSuppressedDestination",
+        "DeleteSuppressedDestination",
+    ];
+    let api = SesApi::start().await;
+    api.fail_always("PutSuppressedDestination", 403, "AccessDeniedException");
+    let app = spawn_app_with(backend, |s, h| {
+        at_ses(s, h, &api);
+        s.ses_push_suppressions = true;
+        s.ses_pause_mode = SesPauseMode::Account;
+    })
+    .await;
+    checked(&app).await;
+    let alerted = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "ses_permissions").count();
+    assert_eq!(alerted(alert_kinds(&app).await), 1);
+    let (db, dir, settings, hooks) = app.stop().await;
+
+    // Every call refused for another reason: nothing can be told.
+    for operation in ALL {
+        api.fail_always(operation, 400, "BadRequestException");
+    }
+    let app = crate::helpers::start(settings, hooks, db, dir).await;
+    eventually("a check that could tell nothing is recorded", || async {
+        ses_state(&app).await["check"]["unchecked"]
+            .as_array()
+            .is_some_and(|u| u.len() == ALL.len())
+    })
+    .await;
+    let (db, dir, settings, hooks) = app.stop().await;
+
+    for operation in ALL {
+        api.heal(operation);
+    }
+    api.fail_always("PutSuppressedDestination", 403, "AccessDeniedException");
+    let app = crate::helpers::start(settings, hooks, db, dir).await;
+    eventually("the permission is found missing again", || async {
+        ses_state(&app).await["check"]["missing"] == json!(["ses:PutSuppressedDestination"])
+    })
+    .await;
+    assert_eq!(
+        alerted(alert_kinds(&app).await),
+        1,
+        "the same missing permission is not alerted again"
+    );
+    app.stop().await;
+    api.stop().await;
+}
+
 on_both_databases!(
+    a_permission_still_missing_after_a_check_that_could_not_tell_is_alerted_once,
     an_import_cut_short_says_what_it_stored_and_a_rerun_finishes,
     import_pages_through_the_ses_list_and_never_erases_a_row,
     diff_prints_what_only_one_list_holds,
