@@ -181,10 +181,12 @@ async fn diff_prints_what_only_one_list_holds(backend: Backend) {
     api.stop().await;
 }
 
-async fn check_names_the_missing_permission(backend: Backend) {
+/// `serve` pushing suppressions and pausing the account at the stand-in,
+/// whose credentials lack `ses:PutSuppressedDestination`; its start-up
+/// check done.
+async fn started_without_put_permission(backend: Backend) -> (SesApi, crate::helpers::TestApp) {
     let api = SesApi::start().await;
     api.fail_always("PutSuppressedDestination", 403, "AccessDeniedException");
-    // `serve` says it at start-up: recorded, shown, alerted.
     let app = spawn_app_with(backend, |s, h| {
         at_ses(s, h, &api);
         s.ses_push_suppressions = true;
@@ -192,6 +194,12 @@ async fn check_names_the_missing_permission(backend: Backend) {
     })
     .await;
     checked(&app).await;
+    (api, app)
+}
+
+async fn check_names_the_missing_permission(backend: Backend) {
+    // `serve` says it at start-up: recorded, shown, alerted.
+    let (api, app) = started_without_put_permission(backend).await;
     let check = ses_state(&app).await["check"].clone();
     assert_eq!(
         check["missing"],
@@ -320,15 +328,7 @@ async fn a_permission_still_missing_after_a_check_that_could_not_tell_is_alerted
         "PutSuppressedDestination",
         "DeleteSuppressedDestination",
     ];
-    let api = SesApi::start().await;
-    api.fail_always("PutSuppressedDestination", 403, "AccessDeniedException");
-    let app = spawn_app_with(backend, |s, h| {
-        at_ses(s, h, &api);
-        s.ses_push_suppressions = true;
-        s.ses_pause_mode = SesPauseMode::Account;
-    })
-    .await;
-    checked(&app).await;
+    let (api, app) = started_without_put_permission(backend).await;
     let alerted = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "ses_permissions").count();
     assert_eq!(alerted(alert_kinds(&app).await), 1);
     let (db, dir, settings, hooks) = app.stop().await;
