@@ -207,21 +207,17 @@ pub fn print_status(ses: &Value) {
 
 /// What the last permission check found, in a few words: a check whose
 /// calls failed for another reason (no credentials, SES unreachable) found
-/// nothing missing, and says it could not tell. Read from each
-/// permission's verdict, which checks kept by earlier versions have too.
+/// nothing missing, and says it could not tell. `check` as `GET
+/// /v1/sending` shows it (`unchecked` filled in for checks kept before it
+/// existed).
 fn check_verdict(check: &Value) -> String {
-    let with = |verdict: &str| -> Vec<&str> {
-        check["permissions"]
+    let names = |key: &str| -> Vec<&str> {
+        check[key]
             .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter(|p| p["verdict"] == verdict)
-                    .filter_map(|p| p["permission"].as_str())
-                    .collect()
-            })
+            .map(|all| all.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default()
     };
-    let (missing, unchecked) = (with("missing"), with("unknown"));
+    let (missing, unchecked) = (names("missing"), names("unchecked"));
     let mut said = Vec::new();
     if !missing.is_empty() {
         said.push(format!("missing {}", missing.join(", ")));
@@ -264,9 +260,10 @@ mod tests {
     fn a_check_reads_as_what_it_found() {
         let clean = json!({ "permissions": [permission("ses:GetAccount", "allowed", "read")] });
         assert_eq!(check_verdict(&clean), "no permission missing");
-        // Kept by an earlier version: no `unchecked`, the verdicts say it.
+        // An older reason, over several lines.
         let both = json!({
             "missing": ["ses:PutSuppressedDestination"],
+            "unchecked": ["ses:GetAccount", "ses:ListSuppressedDestinations"],
             "permissions": [
                 permission("ses:PutSuppressedDestination", "missing", "AccessDenied"),
                 permission("ses:GetAccount", "unknown", "dispatch failure: no credentials found in chain. Attempted:\n  Environment: not set"),
@@ -281,6 +278,7 @@ mod tests {
         );
         // Kept by this version: the reason in one line.
         let one_line = json!({
+            "unchecked": ["ses:GetAccount"],
             "permissions": [
                 permission("ses:GetAccount", "unknown", "dispatch failure: no credentials found in chain. Attempted: Environment: not set"),
             ]

@@ -32,22 +32,8 @@ pub async fn report(store: &Store) -> DbResult<Value> {
         let mut value = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
         if let Some(obj) = value.as_object_mut() {
             obj.insert("checked_at".into(), json!(at));
-            // Kept by a version before `unchecked`: read from the verdicts.
-            if !obj.contains_key("unchecked") {
-                let unchecked: Vec<Value> = obj
-                    .get("permissions")
-                    .and_then(Value::as_array)
-                    .map(|all| {
-                        all.iter()
-                            .filter(|p| p["verdict"] == "unknown")
-                            .map(|p| p["permission"].clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                obj.insert("unchecked".into(), Value::Array(unchecked));
-            }
         }
-        value
+        with_unchecked(value)
     });
     let targets: Vec<Value> = rows
         .iter()
@@ -82,6 +68,28 @@ pub async fn report(store: &Store) -> DbResult<Value> {
         },
         "check": check,
     }))
+}
+
+/// A check kept by a version before `unchecked`, given it from the
+/// permissions' verdicts, so that every reader finds it.
+fn with_unchecked(mut check: Value) -> Value {
+    if let Some(obj) = check
+        .as_object_mut()
+        .filter(|o| !o.contains_key("unchecked"))
+    {
+        let unchecked: Vec<Value> = obj
+            .get("permissions")
+            .and_then(Value::as_array)
+            .map(|all| {
+                all.iter()
+                    .filter(|p| p["verdict"] == "unknown")
+                    .map(|p| p["permission"].clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        obj.insert("unchecked".into(), Value::Array(unchecked));
+    }
+    check
 }
 
 /// Label values as Prometheus text needs them.
@@ -139,4 +147,28 @@ pub async fn metrics_text(store: &Store) -> DbResult<String> {
         out.push_str(&format!("bouncer_ses_pushes{{state=\"{state}\"}} {n}\n"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_kept_before_unchecked_existed_gets_it_from_its_verdicts() {
+        let old = json!({
+            "missing": ["ses:PutSuppressedDestination"],
+            "permissions": [
+                {"permission": "ses:PutSuppressedDestination", "verdict": "missing"},
+                {"permission": "ses:GetAccount", "verdict": "unknown"},
+                {"permission": "ses:DeleteSuppressedDestination", "verdict": "allowed"},
+            ]
+        });
+        assert_eq!(with_unchecked(old)["unchecked"], json!(["ses:GetAccount"]));
+        let new = json!({ "unchecked": [], "permissions": [{"permission": "ses:GetAccount", "verdict": "unknown"}] });
+        assert_eq!(
+            with_unchecked(new)["unchecked"],
+            json!([]),
+            "kept as recorded"
+        );
+    }
 }

@@ -76,12 +76,7 @@ impl DbError {
     /// database that is down, refuses bouncer's role or lacks its schema:
     /// asking again every second changes nothing there.
     pub fn passes_soon(&self) -> bool {
-        let sqlite_busy = matches!(&self.source, sqlx::Error::Database(db)
-        if db.try_downcast_ref::<SqliteError>().is_some_and(|lite| {
-            sqlx::error::DatabaseError::code(lite)
-                .and_then(|c| c.parse::<i64>().ok())
-                .is_some_and(|c| c & 0xff == 5)
-        }));
+        let sqlite_busy = sqlite_code(&self.source).is_some_and(|c| c & 0xff == 5);
         self.kind == DbErrorKind::Transient || self.is_lock_timeout() || sqlite_busy
     }
 }
@@ -113,6 +108,18 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// SQLite's result code (extended codes included), for an error SQLite
+/// gave; `None` for any other.
+fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<SqliteError>()
+            .and_then(sqlx::error::DatabaseError::code)
+            .and_then(|c| c.parse().ok()),
+        _ => None,
+    }
+}
+
 /// The one place a driver error gets its meaning.
 pub fn classify(error: &sqlx::Error) -> DbErrorKind {
     use DbErrorKind::*;
@@ -120,10 +127,8 @@ pub fn classify(error: &sqlx::Error) -> DbErrorKind {
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
                 postgres(pg.code())
-            } else if let Some(lite) = db.try_downcast_ref::<SqliteError>() {
-                sqlx::error::DatabaseError::code(lite)
-                    .and_then(|c| c.parse::<i64>().ok())
-                    .map_or(Other, sqlite)
+            } else if db.try_downcast_ref::<SqliteError>().is_some() {
+                sqlite_code(error).map_or(Other, sqlite)
             } else {
                 Other
             }
@@ -142,15 +147,15 @@ pub fn classify(error: &sqlx::Error) -> DbErrorKind {
     }
 }
 
-/// A driver error in a few words an operator can act on: the cause, once,
-/// without the driver's wrapping ("error returned from database: ...") or
-/// the server's source position.
 /// What to do about a table or column the database lacks: a database
 /// made again under a running `serve`, or a newer bouncer on an older
 /// schema.
 const NOT_MIGRATED: &str =
     "the database's schema is missing or older than this bouncer; run `bouncer migrate`";
 
+/// A driver error in a few words an operator can act on: the cause, once,
+/// without the driver's wrapping ("error returned from database: ...") or
+/// the server's source position.
 pub fn describe(e: &sqlx::Error) -> String {
     use std::io::ErrorKind;
     match e {
