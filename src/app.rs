@@ -5,7 +5,7 @@
 //! layer). Tests bind port 0 and get real servers.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,12 +259,30 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig, state: web::Data<AppState>)
 /// The admin listener, bound. Off loopback it needs API_TOKENS: without
 /// them anyone who reaches the address could resume a paused sender or
 /// remove suppressions.
-fn bind_admin(settings: &Settings) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(&settings.admin_listen_addr).with_context(|| {
-        format!(
+fn bind_admin(settings: &Settings, public: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(&settings.admin_listen_addr).map_err(|e| {
+        let what = format!(
             "cannot listen on ADMIN_LISTEN_ADDR {}",
             settings.admin_listen_addr
-        )
+        );
+        // The same port for both is a slip the operating system reports
+        // only as "in use", which sends people looking for another process.
+        let overlaps = |a: &SocketAddr| {
+            a.port() == public.port()
+                && (a.ip() == public.ip() || a.ip().is_unspecified() || public.ip().is_unspecified())
+        };
+        let same_port = e.kind() == std::io::ErrorKind::AddrInUse
+            && listen_addr(&settings.admin_listen_addr)
+                .is_ok_and(|addrs| addrs.iter().any(overlaps));
+        let error = anyhow::Error::new(e);
+        if same_port {
+            error.context(format!(
+                "{what}: LISTEN_ADDR {} listens on that port already; the admin listener (/v1, /metrics) needs a port of its own",
+                settings.listen_addr
+            ))
+        } else {
+            error.context(what)
+        }
     })?;
     let addr = listener.local_addr()?;
     if ApiTokens::parse(&settings.api_tokens).is_empty() {
@@ -328,7 +346,7 @@ impl Application {
         let tls = crate::tls::server_config(&settings)?;
         let listener = TcpListener::bind(&listen_on[..])
             .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
-        let admin_listener = bind_admin(&settings)?;
+        let admin_listener = bind_admin(&settings, listener.local_addr()?)?;
         // A mode that is on without what it needs stops start-up here.
         let ses = SesSettings::from_settings(&settings)?;
         let Pipeline { state, writer_task } = Pipeline::build(&settings, &hooks).await?;

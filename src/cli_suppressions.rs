@@ -106,7 +106,11 @@ pub async fn run(store: &Store, command: SuppressionsCommand) -> anyhow::Result<
             // `-` is standard output, as for most tools.
             match output.filter(|path| path.as_os_str() != "-") {
                 None => {
-                    crate::cli_csv::export(store, Box::new(std::io::stdout().lock())).await?;
+                    let out = Box::new(std::io::stdout().lock());
+                    written_to(
+                        crate::cli_csv::export(store, out).await,
+                        "the export to standard output",
+                    )?;
                 }
                 Some(path) => {
                     let count = export_to_file(store, &path).await?;
@@ -277,9 +281,15 @@ async fn export_to_file(store: &Store, path: &std::path::Path) -> anyhow::Result
 /// A write error (a full disk, say) named with the file it was for; the
 /// database's errors say what they are.
 fn with_file_named<T>(result: anyhow::Result<T>, path: &std::path::Path) -> anyhow::Result<T> {
+    written_to(result, path.display())
+}
+
+/// Names where a write failed (a full disk, a closed pipe): the system's
+/// reason alone does not say which of the command's files it was.
+fn written_to<T>(result: anyhow::Result<T>, sink: impl std::fmt::Display) -> anyhow::Result<T> {
     result.map_err(|e| {
         if e.is::<csv::Error>() || e.is::<std::io::Error>() {
-            e.context(format!("cannot write {}", path.display()))
+            e.context(format!("cannot write {sink}"))
         } else {
             e
         }

@@ -241,12 +241,24 @@ pub fn spawn_recorder(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let recorded = RecordedPolicy::of(policy);
+    const WHAT: &str = "the rules messages are applied with";
     tokio::spawn(async move {
-        crate::startup::until_written(
-            "the rules messages are applied with",
+        if !crate::startup::until_written(WHAT, &stop, Duration::from_secs(1), || {
+            record(&store, &recorded, &clock)
+        })
+        .await
+        {
+            return;
+        }
+        crate::startup::keep_written(
+            WHAT,
             &stop,
-            Duration::from_secs(1),
-            || record(&store, &recorded, &clock),
+            crate::startup::KEPT_CHECK_EVERY,
+            || async { Ok(store.recorded_apply_settings().await?.is_some()) },
+            || async {
+                record(&store, &recorded, &clock).await?;
+                Ok("recorded them again".to_owned())
+            },
         )
         .await;
     })

@@ -146,10 +146,21 @@ pub fn spawn(
         if !written || !ses.is_on() {
             return;
         }
+        // With every mode off, a database made again holds what this
+        // process wrote (pushing off, no targets).
+        let kept = crate::startup::keep_written(
+            "the SES settings",
+            &stop,
+            crate::startup::KEPT_CHECK_EVERY,
+            || async { Ok(store.ses_settings_written().await?) },
+            || restore_settings(&store, &ses, &clock),
+        );
         let client = match ses.client(credentials, false, metrics).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot act at SES");
+                // What is queued meanwhile waits for a start that can.
+                kept.await;
                 return;
             }
         };
@@ -164,8 +175,41 @@ pub fn spawn(
         // does not wait for them (leases keep the two apart).
         tokio::join!(
             check::at_start_up(&store, &client, &ses, &clock, &stop),
-            worker.run(stop.clone())
+            worker.run(stop.clone()),
+            kept
         );
+    })
+}
+
+/// Writes the settings again into a database that lost them: the pause
+/// targets first, pushing last, since pushing's row is what says the
+/// settings are there (a failure in between is tried again). With pushing
+/// on, what the list changed while the triggers were off is queued too:
+/// without it the suppressions made between the database's migration and
+/// this would never reach SES.
+async fn restore_settings(
+    store: &Store,
+    ses: &SesSettings,
+    clock: &Clock,
+) -> anyhow::Result<String> {
+    store
+        .reconcile_sending_targets(&ses.pause, true, clock.now())
+        .await?;
+    if ses.push.is_none() {
+        store.set_ses_push(false, clock.now()).await?;
+        return Ok("recorded them again".to_owned());
+    }
+    Ok(match store.restore_ses_push(clock.now()).await? {
+        Some((puts, deletes)) => format!(
+            "pushing to SES is on again; queued for SES what the list changed meanwhile: {puts} {}, {deletes} {}",
+            if puts == 1 {
+                "suppression"
+            } else {
+                "suppressions"
+            },
+            if deletes == 1 { "removal" } else { "removals" }
+        ),
+        None => "another bouncer serve wrote them back first".to_owned(),
     })
 }
 

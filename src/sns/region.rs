@@ -233,6 +233,24 @@ impl TopicArn {
         if arn != "arn" || service != "sns" || account.is_empty() || name.is_empty() {
             return Err(malformed());
         }
+        // A subscription's ARN is its topic's with `:<subscription id>`
+        // after the name, and the console shows both side by side: a
+        // copied subscription ARN would be accepted and then match no
+        // message's TopicArn.
+        if let Some((topic, _)) = text.rsplit_once(':')
+            && name.contains(':')
+            && TopicArn::parse(topic).is_ok()
+        {
+            return Err(format!(
+                "`{text}` is a subscription ARN, not a topic ARN: give its topic's, `{topic}`"
+            ));
+        }
+        if !is_topic_name(name) {
+            return Err(format!(
+                "{}: a topic name is 1 to 256 letters, digits, `-` and `_` (a FIFO topic's ends in `.fifo`)",
+                malformed()
+            ));
+        }
         let partition = Partition::from_arn_name(partition)
             .ok_or_else(|| format!("{}: unknown partition `{partition}`", malformed()))?;
         let region = Region::parse(region).map_err(|why| format!("{}: {why}", malformed()))?;
@@ -250,6 +268,17 @@ impl TopicArn {
     pub fn region(&self) -> &Region {
         &self.region
     }
+}
+
+/// SNS's rule for topic names: up to 256 ASCII letters, digits, hyphens and
+/// underscores, a FIFO topic's followed by `.fifo` (which counts).
+fn is_topic_name(name: &str) -> bool {
+    let stem = name.strip_suffix(".fifo").unwrap_or(name);
+    !stem.is_empty()
+        && name.len() <= 256
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -366,7 +395,32 @@ mod tests {
         assert_eq!(topic.region().as_str(), "us-gov-east-1");
         assert_eq!(topic.region().partition(), Partition::GovCloud);
         assert!(TopicArn::parse("arn:aws-cn:sns:cn-north-1:1:t").is_ok());
+        assert!(TopicArn::parse("arn:aws:sns:us-east-1:123456789012:Ses_Feedback-2").is_ok());
+        assert!(TopicArn::parse("arn:aws:sns:us-east-1:123456789012:feedback.fifo").is_ok());
+        let longest = format!("arn:aws:sns:us-east-1:123456789012:{}", "t".repeat(256));
+        assert!(TopicArn::parse(&longest).is_ok());
+        let subscription = TopicArn::parse(
+            "arn:aws:sns:us-east-1:123456789012:ses-feedback:5f0c2a9e-2d1f-4a39-9b57-0f1e2d3c4b5a",
+        )
+        .expect_err("a subscription ARN");
+        assert!(
+            subscription.contains("is a subscription ARN")
+                && subscription.contains("`arn:aws:sns:us-east-1:123456789012:ses-feedback`"),
+            "{subscription}"
+        );
+        // Named a subscription ARN only where its topic's would do.
         for bad in [
+            "arn:aws:sns:us-east-1:123456789012:a b:5f0c2a9e",
+            "arn:aws:sns:cn-north-1:123456789012:t:5f0c2a9e",
+        ] {
+            let why = TopicArn::parse(bad).expect_err(bad);
+            assert!(!why.contains("subscription"), "{why}");
+        }
+        for bad in [
+            "arn:aws:sns:us-east-1:123456789012:ses feedback",
+            "arn:aws:sns:us-east-1:123456789012:.fifo",
+            "arn:aws:sns:us-east-1:123456789012:topic.json",
+            &format!("arn:aws:sns:us-east-1:123456789012:{}", "t".repeat(257)),
             "arn:aws:sns:cn-north-1:123456789012:t",
             "arn:aws-cn:sns:us-east-1:123456789012:t",
             "arn:aws:sqs:us-east-1:123456789012:t",

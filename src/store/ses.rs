@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::conn::Raw;
 use super::text::storable;
 use super::{Db, DbResult, Store, Tx, on_db, on_tx};
 use crate::address::EmailAddress;
@@ -324,6 +325,59 @@ impl Store {
             "UPDATE ses_settings SET push_suppressions = $1, updated_at = $2 WHERE id = 1";
         on_db!(&self.db, pool => sqlx::query(SQL).bind(on).bind(now).execute(pool).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// Whether the SES settings a `serve` wrote at start-up are still
+    /// there. A database made again (and migrated) holds the migration's
+    /// row, which no `serve` has written: pushing off, `updated_at` empty.
+    pub async fn ses_settings_written(&self) -> DbResult<bool> {
+        const SQL: &str = "SELECT updated_at IS NOT NULL FROM ses_settings WHERE id = 1";
+        let written: Option<bool> =
+            on_db!(&self.db, pool => sqlx::query_scalar(SQL).fetch_optional(pool).await)?;
+        Ok(written.unwrap_or(false))
+    }
+
+    /// Turns pushing on again in a database that lost the setting (made
+    /// again under a running `serve`), and queues for SES what the list
+    /// changed meanwhile, when the triggers were off: every suppression
+    /// (in such a database none has been pushed) and every removal of an
+    /// address not listed again that SES has not confirmed. Mirrors the
+    /// triggers (migration 0005): rows imported from SES are there
+    /// already. Returns the puts and the deletes queued, or `None` when the
+    /// setting was written meanwhile (another replica wrote it back).
+    pub async fn restore_ses_push(&self, now: Timestamp) -> DbResult<Option<(u64, u64)>> {
+        const ON: &str = "UPDATE ses_settings SET push_suppressions = $1, updated_at = $2 \
+            WHERE id = 1 AND updated_at IS NULL";
+        // In key order, as the triggers and the writer take the rows.
+        const PUTS: &str = "INSERT INTO ses_suppression_sync (email, action, state, changed_at) \
+            SELECT email, 'put', 'pending', $1 FROM suppressions WHERE source <> 'ses-account' \
+            ORDER BY email ON CONFLICT (email) DO NOTHING";
+        const DELETES: &str = "INSERT INTO ses_suppression_sync (email, action, state, changed_at) \
+            SELECT DISTINCT r.email, 'delete', 'pending', $1 FROM suppression_removals AS r \
+            WHERE r.ses_removed_at IS NULL \
+            AND NOT EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = r.email) \
+            ORDER BY r.email ON CONFLICT (email) DO NOTHING";
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        if let Raw::Postgres(conn) = tx.raw() {
+            // A change whose trigger read pushing as off and that commits
+            // after the look-ups below began would be in neither: the
+            // lock waits for changes under way and holds new ones until
+            // this commits, when their triggers see pushing on. (SQLite
+            // writes one transaction at a time.)
+            sqlx::query("LOCK TABLE suppressions IN SHARE MODE")
+                .execute(conn)
+                .await?;
+        }
+        let turned_on = on_tx!(&mut tx, conn => sqlx::query(ON).bind(true).bind(now).execute(conn).await.map(|r| r.rows_affected()))?;
+        if turned_on != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let puts = on_tx!(&mut tx, conn => sqlx::query(PUTS).bind(now).execute(conn).await.map(|r| r.rows_affected()))?;
+        let deletes = on_tx!(&mut tx, conn => sqlx::query(DELETES).bind(now).execute(conn).await.map(|r| r.rows_affected()))?;
+        tx.commit().await?;
+        Ok(Some((puts, deletes)))
     }
 
     pub async fn ses_push_on(&self) -> DbResult<bool> {

@@ -8,7 +8,7 @@
 use reqwest::Method;
 
 use crate::helpers::{
-    Backend, TempDir, TestApp, answer, assert_refused, spawn_app_with, test_settings,
+    Backend, TempDir, TestApp, answer, assert_refused, free_port, spawn_app_with, test_settings,
 };
 use crate::on_both_databases;
 use crate::suppression_api::{TOKEN, app_with_token};
@@ -267,4 +267,29 @@ async fn an_admin_listener_off_loopback_needs_tokens() {
     assert_refused(&refused, 401, "unauthorized");
     handle.stop(true).await;
     let _ = task.await;
+}
+
+/// One port given to both listeners stops start-up with the reason, not
+/// only the operating system's "Address already in use".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_on_the_public_port_stops_start_up_saying_so() {
+    let dir = TempDir::new();
+    let mut settings = test_settings(
+        &format!("sqlite:{}", dir.path().join("b.db").display()),
+        dir.path(),
+    );
+    let both = format!("127.0.0.1:{}", free_port());
+    settings.listen_addr = both.clone();
+    settings.admin_listen_addr = both.clone();
+    let error = bouncer::app::Application::build(settings, Default::default())
+        .await
+        .err()
+        .expect("refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains(&format!(
+            "cannot listen on ADMIN_LISTEN_ADDR {both}: LISTEN_ADDR {both} listens on that port already"
+        )),
+        "{error}"
+    );
 }

@@ -91,6 +91,32 @@ on_both_databases!(
     list_says_when_it_stops_at_the_limit,
 );
 
+/// `export > FILE` on a full disk names what it could not write, as
+/// `--output FILE` does: the system's "No space left on device" alone
+/// does not say which file. `/dev/full` answers every write that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_a_full_standard_output_says_so() {
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.path().join("b.db").display());
+    migrate(dir.path(), &url);
+    let added = run_with(dir.path(), &url, &["suppressions", "add", "a@example.com"]);
+    assert_eq!(added.code, 0, "{added}");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let ran = run(crate::cli::bouncer(dir.path())
+        .env("DATABASE_URL", &url)
+        .args(["suppressions", "export"])
+        .stdout(full));
+    assert_eq!(ran.code, 2, "{ran}");
+    assert!(
+        ran.stderr
+            .contains("cannot write the export to standard output: No space left on device"),
+        "{ran}"
+    );
+}
+
 /// `suppressions export` to stdout.
 fn export(dir: &std::path::Path, url: &str) -> String {
     let ran = run_with(dir, url, &["suppressions", "export"]);

@@ -284,6 +284,14 @@ async fn a_topic_that_is_not_an_sns_topic_arn_stops_start_up() {
             "arn:aws:sns:s3-external-1:123456789012:ses-feedback",
             "not a region name",
         ),
+        (
+            "arn:aws:sns:us-east-1:123456789012:ses-feedback:5f0c2a9e-2d1f-4a39-9b57-0f1e2d3c4b5a",
+            "is a subscription ARN, not a topic ARN: give its topic's, `arn:aws:sns:us-east-1:123456789012:ses-feedback`",
+        ),
+        (
+            "arn:aws:sns:us-east-1:123456789012:ses feedback",
+            "a topic name is 1 to 256 letters, digits",
+        ),
     ] {
         let error = start_up_error(|s| s.sns_topic_arns = vec![topic.into()]).await;
         assert!(

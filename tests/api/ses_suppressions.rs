@@ -4,11 +4,17 @@
 //! alerted (`ses_cli` has the commands that read the SES side back).
 
 use bouncer::config::ManualAs;
+use bouncer::store::{Access, Store};
+use bouncer::time::Timestamp;
 use serde_json::json;
 
+use crate::cli::{migrate, run_with};
 use crate::feedback::{bounce, complaint, is_suppressed};
 use crate::guard::alert_kinds;
-use crate::helpers::{Backend, TestApp, answer, assert_status, eventually, spawn_app_with};
+use crate::helpers::{
+    Backend, Pool, TempDir, TestApp, TestDb, answer, assert_status, eventually, spawn_app_with,
+    test_settings,
+};
 use crate::on_both_databases;
 use crate::ses_account::{ACCESS_KEY, REGION, at_ses, checked, cli_status, metrics, ses_state};
 use crate::ses_stand_in::SesApi;
@@ -528,7 +534,170 @@ async fn an_upgraded_outbox_starts_its_counts_from_its_rows(backend: Backend) {
     assert_eq!(kept_counts(&db).await, [2, 0, 0, 2]);
 }
 
+/// Every table dropped and made again by `bouncer migrate` under the
+/// running service, as after `DROP DATABASE` and `CREATE DATABASE` (the
+/// service's connections stay open here, which only makes it harder).
+async fn made_again(app: &TestApp) {
+    match &app.db.pool {
+        Pool::Sqlite(pool) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("tables");
+            let drops: String = tables.iter().map(|t| format!("DROP TABLE {t};")).collect();
+            // One connection for the pragma and the drops.
+            app.db
+                .execute(&format!("PRAGMA foreign_keys = OFF; {drops}"))
+                .await;
+        }
+        Pool::Postgres(_) => {
+            app.db
+                .execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                .await;
+        }
+    }
+    let (dir, url) = (app.dir.path().to_owned(), app.db.url.clone());
+    tokio::task::spawn_blocking(move || crate::cli::migrate(&dir, &url))
+        .await
+        .expect("migrate ran");
+}
+
+/// A database dropped and made again under a running `serve` (then
+/// migrated, as the README says) holds only the migrations' defaults:
+/// pushing off, no rules recorded. The service writes its settings back
+/// within seconds, so pushing resumes by itself, what the list changed in
+/// between reaches SES too, and `bouncer status` reads the service's rules.
+/// (Before: pushing stayed off, silently, until a restart.)
+async fn a_database_made_again_under_the_service_gets_its_settings_back(backend: Backend) {
+    let api = SesApi::start().await;
+    let app = pushing(backend, &api, ManualAs::Bounce).await;
+    checked(&app).await;
+    made_again(&app).await;
+    // Most likely before the service has looked (every 2 s): these are
+    // queued when it writes the setting back.
+    add(&app, "meanwhile@example.net").await;
+    add(&app, "changed-mind@example.net").await;
+    remove(&app, "changed-mind@example.net").await;
+    assert_status(
+        &app.post(&bounce("Permanent", "General", "bounced@example.net", AT))
+            .await,
+        200,
+        "stored",
+    );
+    eventually("the suppressions made meanwhile are put at SES", || async {
+        ["meanwhile@example.net", "bounced@example.net"]
+            .iter()
+            .all(|email| {
+                calls_about(&api, email)
+                    .iter()
+                    .any(|(operation, _)| *operation == "PutSuppressedDestination")
+            })
+    })
+    .await;
+    eventually("the removal made meanwhile is deleted at SES", || async {
+        calls_about(&api, "changed-mind@example.net")
+            .last()
+            .is_some_and(|(operation, _)| *operation == "DeleteSuppressedDestination")
+    })
+    .await;
+    assert_eq!(ses_state(&app).await["push"]["enabled"], true);
+    eventually("the rules are recorded again", || async {
+        app.db
+            .scalar("SELECT COUNT(*) FROM apply_settings", None)
+            .await
+            == 1
+    })
+    .await;
+    let status = cli_status(&app);
+    assert!(
+        !status.contains("no bouncer serve has recorded"),
+        "{status}"
+    );
+    app.stop().await;
+    api.stop().await;
+}
+
+/// The write-back alone, since the test above cannot tell whether the
+/// service looked before or after its changes were made: in a database
+/// whose setting no `serve` wrote (made again, then changed from the CLI,
+/// which follows the database: off), turning pushing back on queues a put
+/// for each suppression but SES's own, and a delete for each removal of an
+/// address not listed again; the kept counts follow. A second write-back
+/// (another replica that saw the same) queues nothing.
+async fn writing_pushing_back_queues_what_the_list_changed_meanwhile(backend: Backend) {
+    let dir = TempDir::new();
+    let db = TestDb::create(&backend, dir.path()).await;
+    migrate(dir.path(), &db.url);
+    for args in [
+        &["suppressions", "add", "kept@example.net"][..],
+        &["suppressions", "add", "gone@example.net"],
+        &[
+            "suppressions",
+            "remove",
+            "gone@example.net",
+            "--by",
+            "carol",
+            "--reason",
+            "asked",
+        ],
+        &["suppressions", "add", "back@example.net"],
+        &[
+            "suppressions",
+            "remove",
+            "back@example.net",
+            "--by",
+            "carol",
+            "--reason",
+            "asked",
+        ],
+        &["suppressions", "add", "back@example.net"],
+    ] {
+        let ran = run_with(dir.path(), &db.url, args);
+        assert_eq!(ran.code, 0, "{args:?}: {ran}");
+    }
+    db.execute(
+        "INSERT INTO suppressions (email, reason, first_seen_at, last_seen_at, event_count, source) \
+         VALUES ('listed@example.net', 'bounce', '2026-11-25T08:00:00.000Z', '2026-11-25T08:00:00.000Z', 1, 'ses-account')",
+    )
+    .await;
+    let outbox = "SELECT COUNT(*) FROM ses_suppression_sync";
+    assert_eq!(db.scalar(outbox, None).await, 0, "pushing was off");
+    let store = Store::open(&test_settings(&db.url, dir.path()), Access::Write)
+        .await
+        .expect("the store opens");
+    let now = Timestamp::parse_rfc3339("2026-11-25T09:00:00Z").expect("time");
+    assert_eq!(
+        store.restore_ses_push(now).await.expect("written back"),
+        Some((2, 1))
+    );
+    assert!(store.ses_push_on().await.expect("read"));
+    for (email, action) in [
+        ("kept@example.net", Some("put")),
+        ("back@example.net", Some("put")),
+        ("gone@example.net", Some("delete")),
+        ("listed@example.net", None),
+    ] {
+        assert_eq!(
+            db.text(
+                "SELECT action FROM ses_suppression_sync WHERE email = $1 AND state = 'pending'",
+                email
+            )
+            .await
+            .as_deref(),
+            action,
+            "{email}"
+        );
+    }
+    assert_eq!(kept_counts(&db).await, [3, 0, 0, 0]);
+    assert_eq!(store.restore_ses_push(now).await.expect("read"), None);
+    assert_eq!(db.scalar(outbox, None).await, 3);
+}
+
 on_both_databases!(
+    writing_pushing_back_queues_what_the_list_changed_meanwhile,
+    a_database_made_again_under_the_service_gets_its_settings_back,
     each_change_of_the_list_is_put_or_deleted_at_ses_with_its_reason,
     a_refused_push_is_recorded_counted_and_alerted_once,
     ses_ends_as_the_latest_change_of_an_address,
