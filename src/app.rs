@@ -140,7 +140,7 @@ impl Pipeline {
                 body_budget: BodyBudget::new(
                     settings.sns_max_body_bytes.saturating_mul(64).max(32 << 20),
                 ),
-                api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)),
+                api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)?),
                 check_turns: CheckTurns::new(),
                 confirmer: Confirmer::new(
                     settings.sns_confirm_mode,
@@ -285,7 +285,7 @@ fn bind_admin(settings: &Settings, public: SocketAddr) -> anyhow::Result<TcpList
         }
     })?;
     let addr = listener.local_addr()?;
-    if ApiTokens::parse(&settings.api_tokens).is_empty() {
+    if ApiTokens::parse(&settings.api_tokens)?.is_empty() {
         if !addr.ip().is_loopback() {
             anyhow::bail!(
                 "ADMIN_LISTEN_ADDR {} is not a loopback address and API_TOKENS is empty: \
@@ -369,6 +369,7 @@ impl Application {
         let rules_recorder = crate::ingest::recorded::spawn_recorder(
             store.clone(),
             &apply_policy(&settings)?,
+            settings.sns_max_age_secs,
             hooks.clock.clone(),
             stop_worker.clone(),
         );
@@ -499,6 +500,41 @@ impl Retention {
             guard_age: time::Duration::days(i64::from(settings.guard_max_age_days.max(1))),
             freshness: seconds(settings.sns_max_age_secs),
             soft_window: time::Duration::days(i64::from(settings.soft_bounce_window_days)),
+        }
+    }
+
+    /// What is kept, for `bouncer prune` to print.
+    pub fn describe(&self) -> String {
+        let days = |d: time::Duration| match d.whole_days() {
+            0 => format!("{} hours", d.whole_hours()),
+            1 => "1 day".to_owned(),
+            n => format!("{n} days"),
+        };
+        format!(
+            "keeping SNS messages, SES events and alerts {} (RETENTION_DAYS), messages at least {} (SNS_MAX_AGE_SECS, for the MessageId dedupe), what the guard counts at least {} (GUARD_MAX_AGE_DAYS), SES events at least {} (SOFT_BOUNCE_WINDOW_DAYS)",
+            days(self.keep),
+            days(self.freshness),
+            days(self.guard_age),
+            days(self.soft_window)
+        )
+    }
+
+    /// At least as long as the service keeps, by what `serve` recorded
+    /// (`bouncer prune` from a shell that lacks the service's settings
+    /// would otherwise delete what the guard still counts, or messages
+    /// whose redelivery the dedupe must still recognize).
+    pub fn at_least(self, service: &crate::ingest::recorded::RecordedPolicy) -> Retention {
+        Retention {
+            keep: self.keep,
+            guard_age: self
+                .guard_age
+                .max(time::Duration::days(service.guard.max_age_days)),
+            freshness: self
+                .freshness
+                .max(seconds(service.sns_max_age_secs.unwrap_or(0))),
+            soft_window: self
+                .soft_window
+                .max(time::Duration::days(service.soft_bounce_window_days)),
         }
     }
 

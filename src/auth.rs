@@ -29,18 +29,41 @@ fn digest(text: &str) -> [u8; 32] {
 }
 
 impl ApiTokens {
-    /// `name:token` pairs; a bare token is named `api`.
-    pub fn parse(entries: &[String]) -> ApiTokens {
-        let tokens = entries
-            .iter()
-            .map(|e| e.trim())
-            .filter(|e| !e.is_empty())
-            .map(|e| match e.split_once(':') {
-                Some((name, token)) => (name.to_owned(), digest(token)),
-                None => ("api".to_owned(), digest(e)),
-            })
-            .collect();
-        ApiTokens { tokens }
+    /// `API_TOKENS`: `name:token` pairs. A value that could never be
+    /// presented (an empty token, one with spaces around it: the header is
+    /// trimmed), one without a name to record as who made a change, or one
+    /// token under two names (the later name would take the other's
+    /// changes) is refused, naming the entry. A name may hold two tokens,
+    /// for a rotation.
+    pub fn parse(entries: &[String]) -> anyhow::Result<ApiTokens> {
+        let mut tokens: Vec<(String, [u8; 32])> = Vec::new();
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let refuse = |why: &str| anyhow::anyhow!("API_TOKENS: `{entry}`: {why}");
+            let Some((name, token)) = entry.split_once(':') else {
+                return Err(refuse(
+                    "an entry is `name:token`; the name is recorded as who made a change",
+                ));
+            };
+            if name.trim().is_empty() {
+                return Err(refuse("the name before `:` is empty"));
+            }
+            if token.is_empty() || token.trim() != token || name.trim() != name {
+                return Err(refuse(
+                    "the token is empty or has spaces around it, which no Authorization header can carry",
+                ));
+            }
+            let token = digest(token);
+            if let Some((other, _)) = tokens.iter().find(|(_, t)| *t == token) {
+                if other != name {
+                    return Err(refuse(&format!(
+                        "the same token is given to `{other}` too: changes could not be told apart"
+                    )));
+                }
+                continue;
+            }
+            tokens.push((name.to_owned(), token));
+        }
+        Ok(ApiTokens { tokens })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,7 +159,8 @@ mod tests {
 
     #[test]
     fn every_token_names_its_holder() {
-        let tokens = ApiTokens::parse(&["backend:one".into(), "two".into(), " ".into()]);
+        let tokens =
+            ApiTokens::parse(&["backend:one".into(), "api:two".into(), " ".into()]).expect("valid");
         let caller = |h: &'static str| {
             tokens
                 .caller(Some(&HeaderValue::from_static(h)))
@@ -146,10 +170,44 @@ mod tests {
         assert_eq!(caller("bearer two").ok().as_deref(), Some("api"));
         assert!(caller("Bearer three").is_err());
         assert!(tokens.caller(None).is_err());
-        let open = ApiTokens::parse(&[]);
+        let open = ApiTokens::parse(&[]).expect("valid");
         assert_eq!(
             open.caller(None).map(|c| c.name).ok().as_deref(),
             Some("loopback")
         );
+    }
+
+    #[test]
+    fn tokens_that_cannot_work_are_refused_naming_the_entry() {
+        for (entry, why) in [
+            ("a:", "the token is empty"),
+            (":b", "the name before `:` is empty"),
+            ("e: f", "spaces around it"),
+            ("e :f", "spaces around it"),
+            ("noseparator", "an entry is `name:token`"),
+        ] {
+            let error = ApiTokens::parse(&[entry.into()])
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(
+                    |e| e.contains(&format!("API_TOKENS: `{entry}`")) && e.contains(why)
+                ),
+                "{entry}: {error:?}"
+            );
+        }
+        let twice = ApiTokens::parse(&["a:b".into(), "c:b".into()])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            twice
+                .as_deref()
+                .is_some_and(|e| e.contains("the same token is given to `a` too")),
+            "{twice:?}"
+        );
+        // A rotation: one name, two tokens; a repeated entry is harmless.
+        let rotation = ApiTokens::parse(&["web:old".into(), "web:new".into(), "web:new".into()])
+            .expect("valid");
+        assert_eq!(rotation.tokens.len(), 2);
     }
 }

@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::{Application, Hooks};
 use crate::config::Settings;
-use crate::ingest::recorded::{Compared, service_rules};
+use crate::ingest::recorded::{Compared, RecordedPolicy, service_rules};
 use crate::store::{Access, DbError, Store};
 use crate::telemetry;
 
@@ -334,13 +334,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => crate::cli_guard::alerts_test(&settings).await,
         Command::Prune => {
             if settings.retention_days == 0 {
-                anyhow::bail!("RETENTION_DAYS is 0: nothing is ever pruned");
+                say!("RETENTION_DAYS is 0: nothing is pruned");
+                return Ok(ExitCode::SUCCESS);
             }
             let store = Store::open(&settings, Access::Write).await?;
             let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-            let pruned = crate::app::Retention::from_settings(&settings)
-                .prune(&store, now)
-                .await?;
+            // Never less than the service keeps: this shell may lack its
+            // GUARD_MAX_AGE_DAYS, SOFT_BOUNCE_WINDOW_DAYS or SNS_MAX_AGE_SECS.
+            let mut retention = crate::app::Retention::from_settings(&settings);
+            let recorded = store.recorded_apply_settings().await?;
+            match recorded
+                .as_ref()
+                .map(|(json, at)| (RecordedPolicy::from_json(json), at))
+            {
+                Some((Some(service), at)) => {
+                    retention = retention.at_least(&service);
+                    say!(
+                        "kept at least as long as the service keeps, as `bouncer serve` recorded it at {at}"
+                    );
+                }
+                Some((None, at)) => say!(
+                    "the service's settings recorded at {at} could not be read: this shell's are used"
+                ),
+                None => say!(
+                    "no `bouncer serve` has recorded its settings in this database: this shell's are used"
+                ),
+            }
+            say!("{}", retention.describe());
+            let pruned = retention.prune(&store, now).await?;
             say!(
                 "pruned: {} sns_messages, {} feedback_events, {} rate_volume, {} rate_buckets, {} alerts, {} ses_pushes, {} soft_bounces",
                 pruned.sns_messages,

@@ -24,6 +24,13 @@ impl EmailChannel {
             .map(str::trim)
             .filter(|h| !h.is_empty())
         else {
+            // Addresses without a server are a half-made setting, not a
+            // choice: the alerts would be stored and never mailed.
+            if settings.alert_emails.iter().any(|e| !e.trim().is_empty()) {
+                anyhow::bail!(
+                    "ALERT_EMAILS is set but SMTP_HOST is not: alert emails need an SMTP server (SMTP_HOST, SMTP_PORT, SMTP_FROM_EMAIL)"
+                );
+            }
             return Ok(None);
         };
         let to: Vec<Mailbox> = settings
@@ -87,8 +94,18 @@ impl EmailChannel {
             alert.created_at,
             serde_json::to_string_pretty(&details).unwrap_or_default()
         );
+        // The same for every attempt at one alert, so that a copy sent
+        // again after an attempt that did go through (a lost answer) is
+        // the same message to mail clients; RFC 5322 asks for one.
+        let message_id = format!(
+            "<bouncer.alert.{}.{}@{}>",
+            alert.id,
+            alert.created_at.unix_millis(),
+            self.from.email.domain()
+        );
         let mut message = Message::builder()
             .from(self.from.clone())
+            .message_id(Some(message_id))
             .subject(&alert.subject);
         for to in &self.to {
             message = message.to(to.clone());

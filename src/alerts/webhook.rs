@@ -63,7 +63,17 @@ impl WebhookChannel {
                 if e.is_timeout() {
                     format!("the webhook did not answer within {} s", TIMEOUT.as_secs())
                 } else {
-                    format!("webhook unreachable: {}", e.without_url())
+                    // reqwest's own text is "error sending request"; the
+                    // cause (refused, a certificate not trusted, no such
+                    // host) is in its sources.
+                    let e = e.without_url();
+                    let mut text = format!("webhook unreachable: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(cause) = source {
+                        text.push_str(&format!(": {cause}"));
+                        source = cause.source();
+                    }
+                    text
                 }
             })?;
         if response.status().is_success() {

@@ -35,6 +35,12 @@ pub struct RecordedPolicy {
     pub guard: RecordedGuard,
     pub soft_bounce_limit: i64,
     pub soft_bounce_window_days: i64,
+    /// The service's `SNS_MAX_AGE_SECS`: how long its messages are kept
+    /// at least, for the MessageId dedupe, which `bouncer prune` run from
+    /// another shell must not cut short. Not a rule messages are applied
+    /// with; absent in what earlier versions recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_max_age_secs: Option<u64>,
 }
 
 impl RecordedGuard {
@@ -82,6 +88,7 @@ impl RecordedPolicy {
             guard: RecordedGuard::of(&policy.guard),
             soft_bounce_limit: policy.soft_bounce.limit,
             soft_bounce_window_days: policy.soft_bounce.window.whole_days(),
+            sns_max_age_secs: None,
         }
     }
 
@@ -237,10 +244,14 @@ pub fn service_rules(
 pub fn spawn_recorder(
     store: Store,
     policy: &ApplyPolicy,
+    sns_max_age_secs: u64,
     clock: Clock,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let recorded = RecordedPolicy::of(policy);
+    let recorded = RecordedPolicy {
+        sns_max_age_secs: Some(sns_max_age_secs),
+        ..RecordedPolicy::of(policy)
+    };
     const WHAT: &str = "the rules messages are applied with";
     tokio::spawn(async move {
         if !crate::startup::until_written(WHAT, &stop, Duration::from_secs(1), || {
@@ -270,8 +281,10 @@ pub fn spawn_recorder(
 async fn record(store: &Store, recorded: &RecordedPolicy, clock: &Clock) -> anyhow::Result<()> {
     let json = recorded.to_json();
     let before = store.record_apply_settings(&json, clock.now()).await?;
+    // The rules only: a record of an earlier version has no message age.
     if let Some((old, at)) = before
-        && RecordedPolicy::from_json(&old).as_ref() != Some(recorded)
+        && RecordedPolicy::from_json(&old)
+            .is_none_or(|old| !differences(&old, recorded, Compared::All).is_empty())
     {
         tracing::warn!(
             before = %old,

@@ -330,11 +330,13 @@ impl Store {
     /// Whether the SES settings a `serve` wrote at start-up are still
     /// there. A database made again (and migrated) holds the migration's
     /// row, which no `serve` has written: pushing off, `updated_at` empty.
+    /// No row at all is not such a database (the migration inserts it),
+    /// and there is no row to write back into: counted as there.
     pub async fn ses_settings_written(&self) -> DbResult<bool> {
         const SQL: &str = "SELECT updated_at IS NOT NULL FROM ses_settings WHERE id = 1";
         let written: Option<bool> =
             on_db!(&self.db, pool => sqlx::query_scalar(SQL).fetch_optional(pool).await)?;
-        Ok(written.unwrap_or(false))
+        Ok(written.unwrap_or(true))
     }
 
     /// Turns pushing on again in a database that lost the setting (made

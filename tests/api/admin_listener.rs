@@ -293,3 +293,46 @@ async fn the_admin_listener_on_the_public_port_stops_start_up_saying_so() {
         "{error}"
     );
 }
+
+/// `API_TOKENS` values that could never work stop start-up naming the
+/// entry, as the README promises of every setting: before, each started
+/// and then answered 401 to everyone, or recorded changes under a wrong
+/// name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_cannot_work_stop_start_up() {
+    for (tokens, why) in [
+        (vec!["backend:"], "`backend:`: the token is empty"),
+        (vec![":s3cret"], "`:s3cret`: the name before `:` is empty"),
+        (vec!["backend: s3cret"], "spaces around it"),
+        (vec!["s3cret"], "an entry is `name:token`"),
+        (
+            vec!["backend:s3cret", "page:s3cret"],
+            "the same token is given to `backend` too",
+        ),
+    ] {
+        let error = crate::regions::start_up_error(|s| {
+            s.api_tokens = tokens.iter().map(|t| t.to_string()).collect();
+        })
+        .await;
+        assert!(
+            error.contains("API_TOKENS") && error.contains(why),
+            "{tokens:?}: {error}"
+        );
+    }
+}
+
+/// Alert addresses without a server stop start-up: before, the service
+/// started with a warning that no channel was configured, and stored
+/// alerts that nobody would be mailed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_emails_without_an_smtp_server_stop_start_up() {
+    let error = crate::regions::start_up_error(|s| {
+        s.alert_emails = vec!["ops@example.com".into()];
+        s.smtp_host = None;
+    })
+    .await;
+    assert!(
+        error.contains("ALERT_EMAILS is set but SMTP_HOST is not"),
+        "{error}"
+    );
+}

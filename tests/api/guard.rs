@@ -1099,6 +1099,15 @@ async fn alerts_arrive_by_email(backend: Backend) {
         mail.data
     );
     assert!(mail.data.contains("complaint rate 0.200%"), "{}", mail.data);
+    // One per alert, the same on a retry.
+    assert!(
+        mail.data
+            .lines()
+            .any(|l| l.starts_with("Message-ID: <bouncer.alert.")
+                && l.ends_with("@signals.example>")),
+        "{}",
+        mail.data
+    );
     eventually("and one webhook call", || async {
         webhook.kinds() == ["paused"]
     })

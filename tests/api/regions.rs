@@ -244,7 +244,7 @@ on_both_databases!(
 );
 
 /// Why start-up with `configure`d settings fails (SQLite; nothing is stored).
-async fn start_up_error(configure: impl FnOnce(&mut bouncer::config::Settings)) -> String {
+pub async fn start_up_error(configure: impl FnOnce(&mut bouncer::config::Settings)) -> String {
     let dir = TempDir::new();
     let mut settings = test_settings(
         &format!("sqlite:{}", dir.path().join("b.db").display()),

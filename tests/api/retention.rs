@@ -5,7 +5,7 @@ use bouncer::clock::Clock;
 use bouncer::time::Timestamp;
 
 use crate::feedback::{bounce, delivery, is_suppressed};
-use crate::helpers::{Backend, TempDir, assert_status, spawn_app_with};
+use crate::helpers::{Backend, TempDir, assert_status, eventually, spawn_app_with};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC};
 
@@ -125,6 +125,78 @@ async fn prune_deletes_what_retention_no_longer_keeps(backend: Backend) {
 }
 
 on_both_databases!(prune_deletes_what_retention_no_longer_keeps);
+
+/// `bouncer prune` from a shell without the service's settings keeps what
+/// the service keeps, by what `serve` recorded: a cron job that lacks
+/// GUARD_MAX_AGE_DAYS and SNS_MAX_AGE_SECS deleted the rate counts the
+/// guard still read and the messages whose redelivery the dedupe must
+/// recognize (an outside trial then saw one bounce counted twice).
+async fn prune_from_another_shell_keeps_what_the_service_keeps(backend: Backend) {
+    let now = time::OffsetDateTime::now_utc();
+    let then = now - time::Duration::days(40);
+    let clock = Clock::fixed(Timestamp::from_datetime(then));
+    let app = spawn_app_with(backend, move |s, hooks| {
+        s.guard_max_age_days = 60;
+        s.sns_max_age_secs = 365 * 86_400;
+        s.retention_days = 30;
+        hooks.clock = clock;
+    })
+    .await;
+    let old = bounce("Permanent", "General", "old@example.com", &text(then))
+        .set("Timestamp", &text(then))
+        .sign();
+    assert_status(&app.post(&old).await, 200, "stored");
+    eventually("the service records its settings", || async {
+        app.db
+            .scalar("SELECT COUNT(*) FROM apply_settings", None)
+            .await
+            == 1
+    })
+    .await;
+    let dir = TempDir::new();
+    let ran = crate::cli::run(
+        crate::cli::bouncer(dir.path())
+            .env("DATABASE_URL", &app.db.url)
+            .env("RETENTION_DAYS", "30")
+            .arg("prune"),
+    );
+    assert_eq!(ran.code, 0, "{ran}");
+    for line in [
+        "kept at least as long as the service keeps",
+        "messages at least 365 days (SNS_MAX_AGE_SECS",
+        "what the guard counts at least 60 days (GUARD_MAX_AGE_DAYS)",
+        "pruned: 0 sns_messages, 0 feedback_events, 0 rate_volume, 0 rate_buckets",
+    ] {
+        assert!(ran.stdout.contains(line), "{line}: {ran}");
+    }
+    let (_, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(sending["rates"]["hard_bounces"], 1, "{sending}");
+    assert_status(&app.post(&old).await, 200, "duplicate");
+    app.stop().await;
+}
+
+on_both_databases!(prune_from_another_shell_keeps_what_the_service_keeps);
+
+/// `RETENTION_DAYS=0` is a valid setting (never prune): `prune` says so and
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_with_retention_off_says_so() {
+    let dir = TempDir::new();
+    let ran = crate::cli::run(
+        crate::cli::bouncer(dir.path())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite:{}", dir.path().join("b.db").display()),
+            )
+            .env("RETENTION_DAYS", "0")
+            .arg("prune"),
+    );
+    assert_eq!(
+        (ran.code, ran.stdout.as_str()),
+        (0, "RETENTION_DAYS is 0: nothing is pruned\n"),
+        "{ran}"
+    );
+}
 
 /// More old rows than one chunk (5,000), a run of them sharing one time
 /// across the first chunk's boundary: all of them go, in chunks, and nothing
