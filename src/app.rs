@@ -505,17 +505,12 @@ impl Retention {
 
     /// What is kept, for `bouncer prune` to print.
     pub fn describe(&self) -> String {
-        let days = |d: time::Duration| match d.whole_days() {
-            0 => format!("{} hours", d.whole_hours()),
-            1 => "1 day".to_owned(),
-            n => format!("{n} days"),
-        };
         format!(
-            "keeping SNS messages, SES events and alerts {} (RETENTION_DAYS), messages at least {} (SNS_MAX_AGE_SECS, for the MessageId dedupe), what the guard counts at least {} (GUARD_MAX_AGE_DAYS), SES events at least {} (SOFT_BOUNCE_WINDOW_DAYS)",
-            days(self.keep),
-            days(self.freshness),
-            days(self.guard_age),
-            days(self.soft_window)
+            "keeping SNS messages, SES events and alerts {} (RETENTION_DAYS), messages at least {} (SNS_MAX_AGE_SECS, for the MessageId dedupe), what the guard counts at least {} (GUARD_MAX_AGE_DAYS), SES events at least {} (SOFT_BOUNCE_WINDOW_DAYS), each with a day more for the hours at its edge",
+            span(self.keep),
+            span(self.freshness),
+            span(self.guard_age),
+            span(self.soft_window)
         )
     }
 
@@ -606,8 +601,89 @@ fn listen_addr(text: &str) -> anyhow::Result<Vec<std::net::SocketAddr>> {
     Ok(addrs)
 }
 
+/// A duration as a person would say it, in its largest whole unit:
+/// `30 days`, `2 hours`, `90 minutes`, `1 second`.
+fn span(d: time::Duration) -> String {
+    let secs = d.whole_seconds();
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| secs != 0 && secs % size == 0)
+        .map_or((secs, "second"), |(size, unit)| (secs / size, unit));
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
 /// A setting in seconds as a duration (a count past `i64` is as long as
 /// there is, not a negative one).
 fn seconds(n: u64) -> time::Duration {
     time::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_reads_in_its_largest_whole_unit() {
+        for (secs, text) in [
+            (7_200, "2 hours"),
+            (3_600, "1 hour"),
+            (5_400, "90 minutes"),
+            (86_400 * 30, "30 days"),
+            (129_600, "36 hours"),
+            (61, "61 seconds"),
+            (0, "0 seconds"),
+        ] {
+            assert_eq!(span(time::Duration::seconds(secs)), text);
+        }
+    }
+
+    #[test]
+    fn a_prune_keeps_at_least_what_the_service_recorded() {
+        use crate::ingest::recorded::RecordedPolicy;
+        let shell = Retention {
+            keep: time::Duration::days(30),
+            guard_age: time::Duration::days(30),
+            freshness: time::Duration::hours(2),
+            soft_window: time::Duration::days(14),
+        };
+        let service = RecordedPolicy::from_json(
+            r#"{"guard":{"window_sends":10000,"max_age_days":60,"min_volume":1000,"bounce_pause_ppm":50000,"complaint_pause_ppm":1000,"bounce_warn_ppm":null,"complaint_warn_ppm":null},"soft_bounce_limit":3,"soft_bounce_window_days":21,"sns_max_age_secs":31536000}"#,
+        )
+        .expect("a record");
+        let kept = shell.at_least(&service);
+        assert_eq!(
+            (kept.keep, kept.guard_age, kept.freshness, kept.soft_window),
+            (
+                time::Duration::days(30),
+                time::Duration::days(60),
+                time::Duration::days(365),
+                time::Duration::days(21)
+            )
+        );
+        // A record of an earlier version has no message age: the shell's.
+        let earlier = RecordedPolicy::from_json(
+            r#"{"guard":{"window_sends":10000,"max_age_days":10,"min_volume":1000,"bounce_pause_ppm":50000,"complaint_pause_ppm":1000,"bounce_warn_ppm":null,"complaint_warn_ppm":null},"soft_bounce_limit":3,"soft_bounce_window_days":7}"#,
+        )
+        .expect("an earlier record");
+        let kept = shell.at_least(&earlier);
+        assert_eq!(
+            (kept.guard_age, kept.freshness, kept.soft_window),
+            (
+                time::Duration::days(30),
+                time::Duration::hours(2),
+                time::Duration::days(14)
+            )
+        );
+        // Out of the setting's range: not a record to trust.
+        assert!(
+            RecordedPolicy::from_json(
+                r#"{"guard":{"window_sends":10000,"max_age_days":60,"min_volume":1000,"bounce_pause_ppm":50000,"complaint_pause_ppm":1000,"bounce_warn_ppm":null,"complaint_warn_ppm":null},"soft_bounce_limit":3,"soft_bounce_window_days":21,"sns_max_age_secs":18446744073709551615}"#
+            )
+            .is_none()
+        );
+    }
 }

@@ -37,26 +37,43 @@ impl ApiTokens {
     /// for a rotation.
     pub fn parse(entries: &[String]) -> anyhow::Result<ApiTokens> {
         let mut tokens: Vec<(String, [u8; 32])> = Vec::new();
-        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-            let refuse = |why: &str| anyhow::anyhow!("API_TOKENS: `{entry}`: {why}");
-            let Some((name, token)) = entry.split_once(':') else {
+        let entries = entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
+        for (n, entry) in entries.enumerate() {
+            // Named by position and name, never by its token: the error
+            // goes to logs, and the setting's value is a secret.
+            let (name, token) = entry.split_once(':').unwrap_or(("", entry));
+            let refuse = |why: &str| {
+                let which = match name.trim() {
+                    "" => format!("entry {}", n + 1),
+                    named => format!("entry {} (`{named}`)", n + 1),
+                };
+                anyhow::anyhow!("API_TOKENS: {which}: {why}")
+            };
+            if !entry.contains(':') {
                 return Err(refuse(
                     "an entry is `name:token`; the name is recorded as who made a change",
                 ));
-            };
+            }
             if name.trim().is_empty() {
                 return Err(refuse("the name before `:` is empty"));
             }
-            if token.is_empty() || token.trim() != token || name.trim() != name {
+            if name.trim() != name {
+                return Err(refuse("the name has spaces around it"));
+            }
+            if token.is_empty() {
+                return Err(refuse("the token is empty"));
+            }
+            // What an `Authorization` header can carry after its trimming.
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(refuse(
-                    "the token is empty or has spaces around it, which no Authorization header can carry",
+                    "the token holds spaces or characters other than visible ASCII, which no Authorization header can carry",
                 ));
             }
             let token = digest(token);
             if let Some((other, _)) = tokens.iter().find(|(_, t)| *t == token) {
                 if other != name {
                     return Err(refuse(&format!(
-                        "the same token is given to `{other}` too: changes could not be told apart"
+                        "its token is given to `{other}` too: changes could not be told apart"
                     )));
                 }
                 continue;
@@ -180,29 +197,37 @@ mod tests {
     #[test]
     fn tokens_that_cannot_work_are_refused_naming_the_entry() {
         for (entry, why) in [
-            ("a:", "the token is empty"),
-            (":b", "the name before `:` is empty"),
-            ("e: f", "spaces around it"),
-            ("e :f", "spaces around it"),
-            ("noseparator", "an entry is `name:token`"),
+            ("a:", "entry 1 (`a`): the token is empty"),
+            (":s3cret", "entry 1: the name before `:` is empty"),
+            ("e: s3cret", "entry 1 (`e`): the token holds spaces"),
+            ("e :s3cret", "entry 1 (`e`): the name has spaces around it"),
+            (
+                "e:s3\u{e9}cret",
+                "entry 1 (`e`): the token holds spaces or characters",
+            ),
+            ("s3cret", "entry 1: an entry is `name:token`"),
         ] {
-            let error = ApiTokens::parse(&[entry.into()])
+            let error = ApiTokens::parse(&["ok:fine".into(), entry.into()])
                 .err()
-                .map(|e| e.to_string());
+                .map(|e| e.to_string().replace("entry 2", "entry 1"));
             assert!(
-                error.as_deref().is_some_and(
-                    |e| e.contains(&format!("API_TOKENS: `{entry}`")) && e.contains(why)
-                ),
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("API_TOKENS: ") && e.contains(why)),
                 "{entry}: {error:?}"
             );
+            assert!(
+                error.as_deref().is_some_and(|e| !e.contains("s3")),
+                "the token is not shown: {error:?}"
+            );
         }
-        let twice = ApiTokens::parse(&["a:b".into(), "c:b".into()])
+        let twice = ApiTokens::parse(&["a:s3cret".into(), "c:s3cret".into()])
             .err()
             .map(|e| e.to_string());
         assert!(
-            twice
-                .as_deref()
-                .is_some_and(|e| e.contains("the same token is given to `a` too")),
+            twice.as_deref().is_some_and(|e| e
+                .contains("entry 2 (`c`): its token is given to `a` too")
+                && !e.contains("s3cret")),
             "{twice:?}"
         );
         // A rotation: one name, two tokens; a repeated entry is harmless.

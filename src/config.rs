@@ -265,8 +265,9 @@ pub struct Settings {
     pub ses_poll_ms: u64,
 
     /// Days SNS messages, SES events and alerts are kept (never less than
-    /// GUARD_MAX_AGE_DAYS for what the guard counts). The suppression list
-    /// and its removal audit are kept for ever. 0: never prune.
+    /// GUARD_MAX_AGE_DAYS for what the guard counts, SNS_MAX_AGE_SECS for
+    /// messages, SOFT_BOUNCE_WINDOW_DAYS for SES events). The suppression
+    /// list and its removal audit are kept for ever. 0: never prune.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 180)]
     pub retention_days: u32,
 

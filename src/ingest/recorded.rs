@@ -102,7 +102,9 @@ impl RecordedPolicy {
         let r: RecordedPolicy = serde_json::from_str(json).ok()?;
         let sane = r.guard.sane()
             && r.soft_bounce_limit >= 1
-            && (0..=36_500).contains(&r.soft_bounce_window_days);
+            && (0..=36_500).contains(&r.soft_bounce_window_days)
+            // The setting's own range (config.rs).
+            && r.sns_max_age_secs.is_none_or(|s| (1..=315_360_000).contains(&s));
         sane.then_some(r)
     }
 

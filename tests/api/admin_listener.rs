@@ -301,13 +301,16 @@ async fn the_admin_listener_on_the_public_port_stops_start_up_saying_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_that_cannot_work_stop_start_up() {
     for (tokens, why) in [
-        (vec!["backend:"], "`backend:`: the token is empty"),
-        (vec![":s3cret"], "`:s3cret`: the name before `:` is empty"),
-        (vec!["backend: s3cret"], "spaces around it"),
-        (vec!["s3cret"], "an entry is `name:token`"),
+        (vec!["backend:"], "entry 1 (`backend`): the token is empty"),
+        (vec![":s3cret"], "entry 1: the name before `:` is empty"),
+        (
+            vec!["backend: s3cret"],
+            "entry 1 (`backend`): the token holds spaces",
+        ),
+        (vec!["s3cret"], "entry 1: an entry is `name:token`"),
         (
             vec!["backend:s3cret", "page:s3cret"],
-            "the same token is given to `backend` too",
+            "entry 2 (`page`): its token is given to `backend` too",
         ),
     ] {
         let error = crate::regions::start_up_error(|s| {
@@ -318,6 +321,7 @@ async fn tokens_that_cannot_work_stop_start_up() {
             error.contains("API_TOKENS") && error.contains(why),
             "{tokens:?}: {error}"
         );
+        assert!(!error.contains("s3cret"), "a token is a secret: {error}");
     }
 }
 
