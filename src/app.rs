@@ -343,7 +343,10 @@ impl Application {
         let listen_on = listen_addr(&settings.listen_addr)?;
         // Both listeners serve HTTPS when a certificate is given: admin
         // requests carry bearer tokens.
-        let tls = crate::tls::server_config(&settings)?;
+        let (tls, served) = match crate::tls::server_config(&settings)? {
+            Some((config, served)) => (Some(config), Some(served)),
+            None => (None, None),
+        };
         let listener = TcpListener::bind(&listen_on[..])
             .with_context(|| format!("cannot listen on LISTEN_ADDR {}", settings.listen_addr))?;
         let admin_listener = bind_admin(&settings, listener.local_addr()?)?;
@@ -358,6 +361,8 @@ impl Application {
             );
         }
         let stop_worker = CancellationToken::new();
+        // Ends with the other workers.
+        let _reloader = spawn_reloader(served, stop_worker.clone())?;
         let ses_worker = crate::ses_account::spawn(
             store.clone(),
             ses,
@@ -548,6 +553,39 @@ impl Retention {
             )
             .await
     }
+}
+
+/// SIGHUP reads the TLS certificate and key again (a renewal, certbot's
+/// deploy hook): new connections get them, a pair that does not check out
+/// is logged and the one served kept. Without TLS there is nothing to
+/// read again, and the signal is logged rather than ending the process
+/// (its default), which would skip SIGTERM's drain.
+fn spawn_reloader(
+    served: Option<Arc<crate::tls::ServedCertificate>>,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            match &served {
+                Some(served) => match served.reload() {
+                    Ok(()) => tracing::info!(
+                        "SIGHUP: TLS_CERT_FILE and TLS_KEY_FILE read again; new connections get them"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "SIGHUP: the TLS files do not check out; still serving the certificate read before"
+                    ),
+                },
+                None => tracing::info!("SIGHUP: no TLS_CERT_FILE to read again; ignored"),
+            }
+        }
+    }))
 }
 
 /// Prunes once an hour (the first time a minute after start-up), until

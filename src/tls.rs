@@ -1,9 +1,11 @@
 //! Serving HTTPS directly: the certificate chain of `TLS_CERT_FILE` and the
 //! key of `TLS_KEY_FILE`, read and checked at start-up so that a wrong file
-//! is told by the setting that names it, not by a TLS library's error type.
+//! is told by the setting that names it, not by a TLS library's error type,
+//! and read again on SIGHUP (a renewed certificate), where a pair that does
+//! not check out is logged and the one in use kept.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, bail};
 use rustls::pki_types::pem::{self, PemObject};
@@ -11,8 +13,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Settings;
 
-/// The server's TLS configuration, or `None` for plain HTTP.
-pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::ServerConfig>> {
+/// The server's TLS configuration and the certificate it serves, or `None`
+/// for plain HTTP.
+pub fn server_config(
+    settings: &Settings,
+) -> anyhow::Result<Option<(rustls::ServerConfig, Arc<ServedCertificate>)>> {
     let (cert_file, key_file) = match (&settings.tls_cert_file, &settings.tls_key_file) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (cert, key),
@@ -23,25 +28,18 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::Serve
             "TLS_KEY_FILE is set but TLS_CERT_FILE is not: set both, or neither for plain HTTP"
         ),
     };
-    let chain = certificates(cert_file)?;
-    let key = private_key(key_file)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
+    let provider = server_provider();
+    let served = Arc::new(ServedCertificate {
+        current: RwLock::new(Arc::new(certified_key(cert_file, key_file, &provider)?)),
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+        provider: provider.clone(),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => anyhow!(
-                "TLS_KEY_FILE {} is not the key of the certificate in TLS_CERT_FILE {} (the server's own certificate must come first in that file)",
-                key_file.display(),
-                cert_file.display()
-            ),
-            other => anyhow!(
-                "TLS_CERT_FILE {} and TLS_KEY_FILE {} cannot be used together: {other}",
-                cert_file.display(),
-                key_file.display()
-            ),
-        })?;
+        .with_cert_resolver(served.clone());
     // SNS opens a connection per message, so a handshake per message is
     // most of what HTTPS costs (BENCHMARKS.md, "Over HTTPS"). The suite
     // is chosen by this server's order, AES-128-GCM with SHA-256 first: a
@@ -54,7 +52,85 @@ pub fn server_config(settings: &Settings) -> anyhow::Result<Option<rustls::Serve
     // connection is enough for a client that opens one at a time.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| anyhow!("TLS: {e}"))?;
     config.send_tls13_tickets = 1;
-    Ok(Some(config))
+    Ok(Some((config, served)))
+}
+
+/// The certificate and key every handshake is answered with, replaced in
+/// place by [`ServedCertificate::reload`]: a renewal needs no restart,
+/// and connections under way keep the key they began with.
+#[derive(Debug)]
+pub struct ServedCertificate {
+    current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServedCertificate {
+    /// Reads both files again and serves them if they check out as at
+    /// start-up; otherwise says why and keeps what is served.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServedCertificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The pair of files as one served certificate, each problem told by the
+/// setting that names the file; an expired certificate, or one that
+/// expires within 14 days, is logged (it is still served: the operator
+/// may be about to renew it).
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let chain = certificates(cert_file)?;
+    let key = private_key(key_file)?;
+    let expires = chain
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp());
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => anyhow!(
+                "TLS_KEY_FILE {} is not the key of the certificate in TLS_CERT_FILE {} (the server's own certificate must come first in that file)",
+                key_file.display(),
+                cert_file.display()
+            ),
+            other => anyhow!(
+                "TLS_CERT_FILE {} and TLS_KEY_FILE {} cannot be used together: {other}",
+                cert_file.display(),
+                key_file.display()
+            ),
+        }
+    })?;
+    if let Some(expires) = expires {
+        let left = expires - time::OffsetDateTime::now_utc().unix_timestamp();
+        let at = time::OffsetDateTime::from_unix_timestamp(expires)
+            .map(|t| crate::time::Timestamp::from_datetime(t).to_text())
+            .unwrap_or_else(|_| expires.to_string());
+        if left <= 0 {
+            tracing::error!(file = %cert_file.display(), expired_at = %at, "TLS_CERT_FILE's certificate has expired: clients refuse it; renew it and send SIGHUP");
+        } else if left < 14 * 86_400 {
+            tracing::warn!(file = %cert_file.display(), expires_at = %at, days_left = left / 86_400, "TLS_CERT_FILE's certificate expires soon: renew it and send SIGHUP");
+        }
+    }
+    Ok(certified)
 }
 
 /// ring's suites with AES-128-GCM first in each version, the rest in

@@ -1,4 +1,4 @@
-use crate::helpers::{Backend, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, eventually, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 
 async fn healthz_and_readyz_answer_when_the_database_is_up(backend: Backend) {
@@ -224,4 +224,133 @@ async fn tls_handshakes_take_the_cheaper_suite_and_resume() {
         Some(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
     );
     app.stop().await;
+}
+
+/// The DER of the first certificate in a fixture.
+fn leaf(fixture: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(crate::helpers::fixture(fixture))
+        .expect("fixture")
+        .next()
+        .expect("a certificate")
+        .expect("PEM")
+        .to_vec()
+}
+
+/// A renewed certificate is served after SIGHUP, without a restart (a
+/// certbot deploy hook); a pair that does not check out is refused with
+/// the reason and the certificate served kept; the process lives on and
+/// stops cleanly on SIGTERM. (Before, SIGHUP ended the process at once,
+/// without SIGTERM's drain, and a renewal needed a restart.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_renewed_certificate() {
+    const RSA: (&str, &str) = (
+        "fixtures/test-only/TEST-ONLY-tls-cert.pem",
+        "fixtures/test-only/TEST-ONLY-tls-key.pem",
+    );
+    const ECDSA: (&str, &str) = (
+        "fixtures/test-only/TEST-ONLY-tls-ecdsa-cert.pem",
+        "fixtures/test-only/TEST-ONLY-tls-ecdsa-key.pem",
+    );
+    let dir = crate::helpers::TempDir::new();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |(c, k): (&str, &str)| {
+        std::fs::copy(crate::helpers::fixture(c), &cert).expect("cert");
+        std::fs::copy(crate::helpers::fixture(k), &key).expect("key");
+    };
+    install(RSA);
+    let port = crate::helpers::free_port();
+    let log = dir.path().join("serve.log");
+    let mut child = crate::cli::bouncer(dir.path())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("TLS_CERT_FILE", &cert)
+        .env("TLS_KEY_FILE", &key)
+        .env("LOG_LEVEL", "info")
+        .arg("serve")
+        .stdout(std::process::Stdio::from(
+            std::fs::File::create(&log).expect("log file"),
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let root = std::fs::read(crate::helpers::fixture(
+        "fixtures/test-only/TEST-ONLY-ca-cert.pem",
+    ))
+    .expect("ca");
+    let mut tls = bouncer::outbound::tls_client_config(&bouncer::outbound::OutboundOverrides {
+        extra_root_pem: Some(root),
+        resolve: vec![],
+    })
+    .expect("tls config");
+    // A full handshake every time: a resumed session reports the
+    // certificate of the session it resumes.
+    tls.resumption = rustls::client::Resumption::disabled();
+    // A new connection, so a new handshake, every time.
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let served = || async {
+        let response = client
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
+    };
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([&format!("-{name}"), &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    eventually("HTTPS with the first certificate", || async {
+        served().await == Some(leaf(RSA.0))
+    })
+    .await;
+    install(ECDSA);
+    signal("HUP");
+    eventually("the renewed certificate is served", || async {
+        served().await == Some(leaf(ECDSA.0))
+    })
+    .await;
+    // A key that is not the certificate's: refused, the served one kept.
+    std::fs::copy(crate::helpers::fixture(RSA.1), &key).expect("key");
+    signal("HUP");
+    eventually("the refusal is logged", || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains("the TLS files do not check out")
+                && l.contains("is not the key of the certificate")
+        })
+    })
+    .await;
+    assert_eq!(served().await, Some(leaf(ECDSA.0)));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP does not end the process"
+    );
+    signal("TERM");
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = exited.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("bouncer did not stop on SIGTERM")
+    });
+    assert!(status.success(), "{status}");
 }
