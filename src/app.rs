@@ -339,6 +339,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, hooks: Hooks) -> anyhow::Result<Application> {
+        // Taken over first: until then SIGHUP (a renewal's "reload") would
+        // end the process without SIGTERM's drain.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
         // Settings that would only fail later, and less clearly, first.
         let listen_on = listen_addr(&settings.listen_addr)?;
         // Both listeners serve HTTPS when a certificate is given: admin
@@ -362,7 +366,7 @@ impl Application {
         }
         let stop_worker = CancellationToken::new();
         // Ends with the other workers.
-        let _reloader = spawn_reloader(served, stop_worker.clone())?;
+        let _reloader = spawn_reloader(hangups, served, stop_worker.clone());
         let ses_worker = crate::ses_account::spawn(
             store.clone(),
             ses,
@@ -556,26 +560,35 @@ impl Retention {
 }
 
 /// SIGHUP reads the TLS certificate and key again (a renewal, certbot's
-/// deploy hook): new connections get them, a pair that does not check out
-/// is logged and the one served kept. Without TLS there is nothing to
+/// deploy hook): new handshakes get them, a pair that does not check out
+/// (or a certificate not valid now) is logged and the one served kept. Without TLS there is nothing to
 /// read again, and the signal is logged rather than ending the process
 /// (its default), which would skip SIGTERM's drain.
 fn spawn_reloader(
+    mut hangups: tokio::signal::unix::Signal,
     served: Option<Arc<crate::tls::ServedCertificate>>,
     stop: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    Ok(tokio::spawn(async move {
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // A renewal that failed sends no SIGHUP: the expiry is looked at
+        // daily too (the first tick is at once, and start-up has logged).
+        let mut daily = tokio::time::interval(Duration::from_secs(86_400));
+        daily.tick().await;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = daily.tick() => {
+                    if let Some(served) = &served {
+                        served.log_expiry();
+                    }
+                    continue;
+                }
                 got = hangups.recv() => if got.is_none() { return },
             }
             match &served {
                 Some(served) => match served.reload() {
                     Ok(()) => tracing::info!(
-                        "SIGHUP: TLS_CERT_FILE and TLS_KEY_FILE read again; new connections get them"
+                        "SIGHUP: TLS_CERT_FILE and TLS_KEY_FILE read again; new handshakes get them"
                     ),
                     Err(e) => tracing::error!(
                         error = %format!("{e:#}"),
@@ -585,7 +598,7 @@ fn spawn_reloader(
                 None => tracing::info!("SIGHUP: no TLS_CERT_FILE to read again; ignored"),
             }
         }
-    }))
+    })
 }
 
 /// Prunes once an hour (the first time a minute after start-up), until

@@ -29,12 +29,15 @@ pub fn server_config(
         ),
     };
     let provider = server_provider();
+    let (certified, valid) = certified_key(cert_file, key_file, &provider)?;
     let served = Arc::new(ServedCertificate {
-        current: RwLock::new(Arc::new(certified_key(cert_file, key_file, &provider)?)),
+        current: RwLock::new(Arc::new(certified)),
+        valid: RwLock::new(valid),
         cert_file: cert_file.clone(),
         key_file: key_file.clone(),
         provider: provider.clone(),
     });
+    served.log_expiry();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?
@@ -61,6 +64,8 @@ pub fn server_config(
 #[derive(Debug)]
 pub struct ServedCertificate {
     current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+    /// The served leaf's validity, as Unix seconds: not before, not after.
+    valid: RwLock<Option<(i64, i64)>>,
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -68,12 +73,52 @@ pub struct ServedCertificate {
 
 impl ServedCertificate {
     /// Reads both files again and serves them if they check out as at
-    /// start-up; otherwise says why and keeps what is served.
+    /// start-up and their certificate is valid now (a stale copy restored
+    /// over a renewed one would be refused by every client); otherwise
+    /// says why and keeps what is served.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let fresh = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        let (fresh, valid) = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some((from, until)) = valid
+            && !(from..until).contains(&now)
+        {
+            anyhow::bail!(
+                "TLS_CERT_FILE {}: its certificate is valid from {} until {}, not now",
+                self.cert_file.display(),
+                text(from),
+                text(until)
+            );
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        *self.valid.write().unwrap_or_else(|e| e.into_inner()) = valid;
+        self.log_expiry();
         Ok(())
     }
+
+    /// Logs an expired certificate (`ERROR`), or one that expires within
+    /// 14 days (`WARN`); at start-up, on reload, and daily (a renewal that
+    /// failed sends no SIGHUP). It is still served: the operator may be
+    /// about to renew it.
+    pub fn log_expiry(&self) {
+        let Some((_, until)) = *self.valid.read().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        let left = until - time::OffsetDateTime::now_utc().unix_timestamp();
+        let file = self.cert_file.display();
+        if left <= 0 {
+            tracing::error!(%file, expired_at = %text(until), "TLS_CERT_FILE's certificate has expired: clients refuse it; renew it and send SIGHUP");
+        } else if left < 14 * 86_400 {
+            let days_left = (left + 86_399) / 86_400;
+            tracing::warn!(%file, expires_at = %text(until), days_left, "TLS_CERT_FILE's certificate expires soon: renew it and send SIGHUP");
+        }
+    }
+}
+
+/// Unix seconds as the timestamps bouncer writes elsewhere.
+fn text(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| crate::time::Timestamp::from_datetime(t).to_text())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 impl rustls::server::ResolvesServerCert for ServedCertificate {
@@ -91,20 +136,24 @@ impl rustls::server::ResolvesServerCert for ServedCertificate {
 }
 
 /// The pair of files as one served certificate, each problem told by the
-/// setting that names the file; an expired certificate, or one that
-/// expires within 14 days, is logged (it is still served: the operator
-/// may be about to renew it).
+/// setting that names the file, with its leaf's validity (Unix seconds).
 fn certified_key(
     cert_file: &Path,
     key_file: &Path,
     provider: &rustls::crypto::CryptoProvider,
-) -> anyhow::Result<rustls::sign::CertifiedKey> {
+) -> anyhow::Result<(rustls::sign::CertifiedKey, Option<(i64, i64)>)> {
     let chain = certificates(cert_file)?;
     let key = private_key(key_file)?;
-    let expires = chain
+    let valid = chain
         .first()
         .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-        .map(|(_, cert)| cert.validity().not_after.timestamp());
+        .map(|(_, cert)| {
+            let validity = cert.validity();
+            (
+                validity.not_before.timestamp(),
+                validity.not_after.timestamp(),
+            )
+        });
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         match e {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => anyhow!(
@@ -119,18 +168,7 @@ fn certified_key(
             ),
         }
     })?;
-    if let Some(expires) = expires {
-        let left = expires - time::OffsetDateTime::now_utc().unix_timestamp();
-        let at = time::OffsetDateTime::from_unix_timestamp(expires)
-            .map(|t| crate::time::Timestamp::from_datetime(t).to_text())
-            .unwrap_or_else(|_| expires.to_string());
-        if left <= 0 {
-            tracing::error!(file = %cert_file.display(), expired_at = %at, "TLS_CERT_FILE's certificate has expired: clients refuse it; renew it and send SIGHUP");
-        } else if left < 14 * 86_400 {
-            tracing::warn!(file = %cert_file.display(), expires_at = %at, days_left = left / 86_400, "TLS_CERT_FILE's certificate expires soon: renew it and send SIGHUP");
-        }
-    }
-    Ok(certified)
+    Ok((certified, valid))
 }
 
 /// ring's suites with AES-128-GCM first in each version, the rest in

@@ -262,6 +262,14 @@ async fn sighup_serves_a_renewed_certificate() {
     install(RSA);
     let port = crate::helpers::free_port();
     let log = dir.path().join("serve.log");
+    /// Ends the child whatever the test's outcome.
+    struct Serve(std::process::Child);
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = crate::cli::bouncer(dir.path())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("TLS_CERT_FILE", &cert)
@@ -273,6 +281,7 @@ async fn sighup_serves_a_renewed_certificate() {
         ))
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Serve)
         .expect("starts");
     let root = std::fs::read(crate::helpers::fixture(
         "fixtures/test-only/TEST-ONLY-ca-cert.pem",
@@ -304,7 +313,7 @@ async fn sighup_serves_a_renewed_certificate() {
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
     };
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let signal = |name: &str| {
         assert!(
             std::process::Command::new("kill")
@@ -336,21 +345,18 @@ async fn sighup_serves_a_renewed_certificate() {
     .await;
     assert_eq!(served().await, Some(leaf(ECDSA.0)));
     assert!(
-        child.try_wait().expect("wait").is_none(),
+        child.0.try_wait().expect("wait").is_none(),
         "SIGHUP does not end the process"
     );
     signal("TERM");
     let mut exited = None;
     for _ in 0..100 {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             exited = Some(status);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let status = exited.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("bouncer did not stop on SIGTERM")
-    });
+    let status = exited.expect("bouncer stops on SIGTERM");
     assert!(status.success(), "{status}");
 }
