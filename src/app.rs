@@ -365,8 +365,8 @@ impl Application {
             );
         }
         let stop_worker = CancellationToken::new();
-        // Ends with the other workers.
-        let _reloader = spawn_reloader(hangups, served, stop_worker.clone());
+        // Detached: it ends when the workers are told to stop.
+        let _reloader = spawn_reloader(hangups, served, state.metrics.clone(), stop_worker.clone());
         let ses_worker = crate::ses_account::spawn(
             store.clone(),
             ses,
@@ -560,15 +560,25 @@ impl Retention {
 }
 
 /// SIGHUP reads the TLS certificate and key again (a renewal, certbot's
-/// deploy hook): new handshakes get them, a pair that does not check out
-/// (or a certificate not valid now) is logged and the one served kept. Without TLS there is nothing to
-/// read again, and the signal is logged rather than ending the process
-/// (its default), which would skip SIGTERM's drain.
+/// deploy hook): new handshakes get them, and a pair that does not check
+/// out (or a certificate not valid now) is logged and the one served kept.
+/// Without TLS there is nothing to read again, and the signal is logged
+/// rather than ending the process (its default), which would skip
+/// SIGTERM's drain.
 fn spawn_reloader(
     mut hangups: tokio::signal::unix::Signal,
     served: Option<Arc<crate::tls::ServedCertificate>>,
+    metrics: Metrics,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let expiry = move |served: &crate::tls::ServedCertificate| {
+        if let Some(at) = served.expires_at() {
+            metrics.tls_expiry(served.cert_file(), at);
+        }
+    };
+    if let Some(served) = &served {
+        expiry(served);
+    }
     tokio::spawn(async move {
         // A renewal that failed sends no SIGHUP: the expiry is looked at
         // daily too (the first tick is at once, and start-up has logged).
@@ -587,9 +597,12 @@ fn spawn_reloader(
             }
             match &served {
                 Some(served) => match served.reload() {
-                    Ok(()) => tracing::info!(
-                        "SIGHUP: TLS_CERT_FILE and TLS_KEY_FILE read again; new handshakes get them"
-                    ),
+                    Ok(()) => {
+                        expiry(served);
+                        tracing::info!(
+                            "SIGHUP: TLS_CERT_FILE and TLS_KEY_FILE read again; new handshakes get them"
+                        );
+                    }
                     Err(e) => tracing::error!(
                         error = %format!("{e:#}"),
                         "SIGHUP: the TLS files do not check out; still serving the certificate read before"

@@ -26,6 +26,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SesLabels {
     r#type: String,
     action: String,
@@ -50,6 +55,7 @@ struct Inner {
     spool: Family<EventLabels, Counter>,
     spool_pending: Gauge,
     database_up: Gauge,
+    tls_expiry: Family<FileLabels, Gauge>,
     set_aside: Counter,
     write_retries: Counter,
     batch_size: Histogram,
@@ -138,6 +144,14 @@ impl Metrics {
             "1 while the writer writes to the database and the database answered this scrape's reads in time; 0 while the writer spools or the reads failed",
             database_up.clone(),
         );
+        // A family, so that a server without TLS shows no sample (a 0
+        // would read as long expired to an alert on it).
+        let tls_expiry = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served from TLS_CERT_FILE expires, as Unix seconds",
+            tls_expiry.clone(),
+        );
         let set_aside = Counter::default();
         registry.register(
             "set_aside_messages",
@@ -208,6 +222,7 @@ impl Metrics {
                 cert_cache,
                 spool,
                 spool_pending,
+                tls_expiry,
                 database_up,
                 set_aside,
                 write_retries,
@@ -286,6 +301,15 @@ impl Metrics {
         self.inner
             .spool_pending
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The served certificate's expiry (its file as the label).
+    pub fn tls_expiry(&self, file: &std::path::Path, expires_at: i64) {
+        let labels = FileLabels {
+            file: file.display().to_string(),
+        };
+        self.inner.tls_expiry.clear();
+        self.inner.tls_expiry.get_or_create(&labels).set(expires_at);
     }
 
     pub fn database_up(&self, up: bool) {

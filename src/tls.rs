@@ -95,6 +95,18 @@ impl ServedCertificate {
         Ok(())
     }
 
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    /// When the served certificate expires, as Unix seconds.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.valid
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, until)| until)
+    }
+
     /// Logs an expired certificate (`ERROR`), or one that expires within
     /// 14 days (`WARN`); at start-up, on reload, and daily (a renewal that
     /// failed sends no SIGHUP). It is still served: the operator may be

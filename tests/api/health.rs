@@ -261,6 +261,7 @@ async fn sighup_serves_a_renewed_certificate() {
     };
     install(RSA);
     let port = crate::helpers::free_port();
+    let admin = crate::helpers::free_port();
     let log = dir.path().join("serve.log");
     /// Ends the child whatever the test's outcome.
     struct Serve(std::process::Child);
@@ -272,6 +273,7 @@ async fn sighup_serves_a_renewed_certificate() {
     }
     let mut child = crate::cli::bouncer(dir.path())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
         .env("TLS_CERT_FILE", &cert)
         .env("TLS_KEY_FILE", &key)
         .env("LOG_LEVEL", "info")
@@ -313,6 +315,26 @@ async fn sighup_serves_a_renewed_certificate() {
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
     };
+    // What `/metrics` says of the served certificate's expiry.
+    let expiry = || async {
+        let text = client
+            .get(format!("https://localhost:{admin}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("bouncer_tls_certificate_expiry_timestamp_seconds{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let not_after = |fixture: &str| {
+        let der = leaf(fixture);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+        Some(cert.validity().not_after.timestamp())
+    };
     let pid = child.0.id().to_string();
     let signal = |name: &str| {
         assert!(
@@ -327,12 +349,14 @@ async fn sighup_serves_a_renewed_certificate() {
         served().await == Some(leaf(RSA.0))
     })
     .await;
+    assert_eq!(expiry().await, not_after(RSA.0));
     install(ECDSA);
     signal("HUP");
     eventually("the renewed certificate is served", || async {
         served().await == Some(leaf(ECDSA.0))
     })
     .await;
+    assert_eq!(expiry().await, not_after(ECDSA.0));
     // A key that is not the certificate's: refused, the served one kept.
     std::fs::copy(crate::helpers::fixture(RSA.1), &key).expect("key");
     signal("HUP");
