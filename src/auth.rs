@@ -149,7 +149,17 @@ pub async fn require_token(
             req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_left_body())
         }
-        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+        Err(refused) => {
+            // Counted, not logged: someone trying tokens would otherwise
+            // write the log for them.
+            if let Some(state) = req.app_data::<web::Data<crate::app::AppState>>() {
+                let presented = req.headers().contains_key(AUTHORIZATION);
+                state
+                    .metrics
+                    .admin_refused(if presented { "wrong_token" } else { "no_token" });
+            }
+            Ok(req.error_response(refused).map_into_right_body())
+        }
     }
 }
 

@@ -56,6 +56,7 @@ struct Inner {
     spool_pending: Gauge,
     database_up: Gauge,
     tls_expiry: Family<FileLabels, Gauge>,
+    admin_refusals: Family<ReasonLabels, Counter>,
     set_aside: Counter,
     write_retries: Counter,
     batch_size: Histogram,
@@ -152,6 +153,12 @@ impl Metrics {
             "When the certificate served from TLS_CERT_FILE expires, as Unix seconds",
             tls_expiry.clone(),
         );
+        let admin_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admin_refusals",
+            "Admin requests answered 401: no token, or a token that is not one of API_TOKENS",
+            admin_refusals.clone(),
+        );
         let set_aside = Counter::default();
         registry.register(
             "set_aside_messages",
@@ -223,6 +230,7 @@ impl Metrics {
                 spool,
                 spool_pending,
                 tls_expiry,
+                admin_refusals,
                 database_up,
                 set_aside,
                 write_retries,
@@ -301,6 +309,15 @@ impl Metrics {
         self.inner
             .spool_pending
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn admin_refused(&self, reason: &str) {
+        self.inner
+            .admin_refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The served certificate's expiry (its file as the label).

@@ -181,6 +181,16 @@ async fn with_tokens_every_admin_request_needs_one_even_from_loopback(backend: B
             .is_some_and(|m| m.contains("bouncer_sending_paused 0")),
         "{metrics}"
     );
+    // Each refusal counted: seven without a token, one with a wrong one.
+    for line in [
+        "bouncer_admin_refusals_total{reason=\"no_token\"} 7",
+        "bouncer_admin_refusals_total{reason=\"wrong_token\"} 1",
+    ] {
+        assert!(
+            metrics.as_str().is_some_and(|m| m.contains(line)),
+            "{line}: {metrics}"
+        );
+    }
     app.stop().await;
 }
 
