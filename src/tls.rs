@@ -29,10 +29,8 @@ pub fn server_config(
         ),
     };
     let provider = server_provider();
-    let (certified, valid) = certified_key(cert_file, key_file, &provider)?;
     let served = Arc::new(ServedCertificate {
-        current: RwLock::new(Arc::new(certified)),
-        valid: RwLock::new(valid),
+        current: RwLock::new(Arc::new(certified_key(cert_file, key_file, &provider)?)),
         cert_file: cert_file.clone(),
         key_file: key_file.clone(),
         provider: provider.clone(),
@@ -64,8 +62,6 @@ pub fn server_config(
 #[derive(Debug)]
 pub struct ServedCertificate {
     current: RwLock<Arc<rustls::sign::CertifiedKey>>,
-    /// The served leaf's validity, as Unix seconds: not before, not after.
-    valid: RwLock<Option<(i64, i64)>>,
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -77,9 +73,9 @@ impl ServedCertificate {
     /// over a renewed one would be refused by every client); otherwise
     /// says why and keeps what is served.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let (fresh, valid) = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        let fresh = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some((from, until)) = valid
+        if let Some((from, until)) = validity(&fresh)
             && !(from..until).contains(&now)
         {
             anyhow::bail!(
@@ -90,7 +86,6 @@ impl ServedCertificate {
             );
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        *self.valid.write().unwrap_or_else(|e| e.into_inner()) = valid;
         self.log_expiry();
         Ok(())
     }
@@ -99,12 +94,16 @@ impl ServedCertificate {
         &self.cert_file
     }
 
-    /// When the served certificate expires, as Unix seconds.
-    pub fn expires_at(&self) -> Option<i64> {
-        self.valid
+    fn served(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .map(|(_, until)| until)
+            .clone()
+    }
+
+    /// When the served certificate expires, as Unix seconds.
+    pub fn expires_at(&self) -> Option<i64> {
+        validity(&self.served()).map(|(_, until)| until)
     }
 
     /// Logs an expired certificate (`ERROR`), or one that expires within
@@ -112,7 +111,7 @@ impl ServedCertificate {
     /// failed sends no SIGHUP). It is still served: the operator may be
     /// about to renew it.
     pub fn log_expiry(&self) {
-        let Some((_, until)) = *self.valid.read().unwrap_or_else(|e| e.into_inner()) else {
+        let Some(until) = self.expires_at() else {
             return;
         };
         let left = until - time::OffsetDateTime::now_utc().unix_timestamp();
@@ -126,11 +125,21 @@ impl ServedCertificate {
     }
 }
 
+/// The served leaf's validity, as Unix seconds: not before, not after.
+fn validity(key: &rustls::sign::CertifiedKey) -> Option<(i64, i64)> {
+    let leaf = key.end_entity_cert().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let validity = cert.validity();
+    Some((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
 /// Unix seconds as the timestamps bouncer writes elsewhere.
 fn text(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .map(|t| crate::time::Timestamp::from_datetime(t).to_text())
-        .unwrap_or_else(|_| secs.to_string())
+    crate::time::Timestamp::from_unix_millis(secs.saturating_mul(1000))
+        .map_or_else(|| secs.to_string(), crate::time::Timestamp::to_text)
 }
 
 impl rustls::server::ResolvesServerCert for ServedCertificate {
@@ -138,49 +147,31 @@ impl rustls::server::ResolvesServerCert for ServedCertificate {
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.served())
     }
 }
 
 /// The pair of files as one served certificate, each problem told by the
-/// setting that names the file, with its leaf's validity (Unix seconds).
+/// setting that names the file.
 fn certified_key(
     cert_file: &Path,
     key_file: &Path,
     provider: &rustls::crypto::CryptoProvider,
-) -> anyhow::Result<(rustls::sign::CertifiedKey, Option<(i64, i64)>)> {
+) -> anyhow::Result<rustls::sign::CertifiedKey> {
     let chain = certificates(cert_file)?;
     let key = private_key(key_file)?;
-    let valid = chain
-        .first()
-        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
-        .map(|(_, cert)| {
-            let validity = cert.validity();
-            (
-                validity.not_before.timestamp(),
-                validity.not_after.timestamp(),
-            )
-        });
-    let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        match e {
-            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => anyhow!(
-                "TLS_KEY_FILE {} is not the key of the certificate in TLS_CERT_FILE {} (the server's own certificate must come first in that file)",
-                key_file.display(),
-                cert_file.display()
-            ),
-            other => anyhow!(
-                "TLS_CERT_FILE {} and TLS_KEY_FILE {} cannot be used together: {other}",
-                cert_file.display(),
-                key_file.display()
-            ),
-        }
-    })?;
-    Ok((certified, valid))
+    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => anyhow!(
+            "TLS_KEY_FILE {} is not the key of the certificate in TLS_CERT_FILE {} (the server's own certificate must come first in that file)",
+            key_file.display(),
+            cert_file.display()
+        ),
+        other => anyhow!(
+            "TLS_CERT_FILE {} and TLS_KEY_FILE {} cannot be used together: {other}",
+            cert_file.display(),
+            key_file.display()
+        ),
+    })
 }
 
 /// ring's suites with AES-128-GCM first in each version, the rest in
