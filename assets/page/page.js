@@ -465,6 +465,11 @@ function deliveryText(d) {
   return `${d.channel}: pending`;
 }
 
+// An alert's text is the webhook's, for Slack and its kin to draw the emoji
+// it opens with (":warning: "); here, as in the email, it would be read as
+// written.
+const plainText = (text) => text.replace(/^:[a-z0-9_+-]+: /, "");
+
 function renderAlerts(items) {
   const body = $("alert-table").tBodies[0];
   body.replaceChildren();
@@ -477,7 +482,7 @@ function renderAlerts(items) {
       el("tr", { "data-alert": a.id },
         el("td", { text: when(a.created_at) }),
         el("td", {}, el("span", { class: "kind kind-" + a.kind, text: a.kind })),
-        el("td", {}, el("details", {}, el("summary", { text: a.subject }), el("p", { class: "alert-text", text: a.text }))),
+        el("td", {}, el("details", {}, el("summary", { text: a.subject }), el("p", { class: "alert-text", text: plainText(a.text) }))),
         el("td", {}, deliveries)),
     );
   }

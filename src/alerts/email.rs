@@ -88,7 +88,7 @@ impl EmailChannel {
             serde_json::from_str(&alert.details_json).unwrap_or(serde_json::Value::Null);
         let body = format!(
             "{}\n\nAlert {} ({}) raised at {}.\n\nDetails:\n{}\n",
-            alert.text,
+            alert.plain_text(),
             alert.id,
             alert.kind,
             alert.created_at,

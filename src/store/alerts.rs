@@ -32,6 +32,29 @@ pub struct Alert {
     pub created_at: Timestamp,
 }
 
+impl Alert {
+    /// The text without the Slack emoji code it opens with (`:warning: `):
+    /// the webhook posts `text` for Slack and its kin to draw the emoji, but
+    /// in an email the code is read as written.
+    pub fn plain_text(&self) -> &str {
+        without_emoji_code(&self.text)
+    }
+}
+
+fn without_emoji_code(text: &str) -> &str {
+    let Some(rest) = text.strip_prefix(':') else {
+        return text;
+    };
+    let Some((name, after)) = rest.split_once(": ") else {
+        return text;
+    };
+    let is_code = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_+-".contains(&b));
+    if is_code { after } else { text }
+}
+
 /// A delivery claimed by this worker until its lease ends.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
@@ -219,5 +242,30 @@ impl Store {
                 created_at: a.created_at,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_emoji_code;
+
+    #[test]
+    fn the_leading_emoji_code_is_left_out_and_nothing_else() {
+        assert_eq!(
+            without_emoji_code(":rotating_light: bouncer paused sending: x"),
+            "bouncer paused sending: x"
+        );
+        assert_eq!(without_emoji_code(":+1: ok"), "ok");
+        // Not a code: kept as written.
+        for text in [
+            "bouncer paused sending: rate 6%",
+            ":: empty",
+            ":Warning: capital",
+            ":two words: here",
+            ":no_space:after",
+            "",
+        ] {
+            assert_eq!(without_emoji_code(text), text);
+        }
     }
 }

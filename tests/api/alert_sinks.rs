@@ -110,6 +110,40 @@ pub struct Mail {
     pub data: String,
 }
 
+impl Mail {
+    /// The body as a mail client shows it: after the headers, with a
+    /// quoted-printable encoding undone (its soft line breaks joined).
+    pub fn text(&self) -> String {
+        let data = self.data.replace("\r\n", "\n");
+        let (headers, body) = data.split_once("\n\n").unwrap_or((&data, ""));
+        if !headers
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("Content-Transfer-Encoding: quoted-printable"))
+        {
+            return body.to_owned();
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut bytes = body.bytes();
+        while let Some(b) = bytes.next() {
+            if b != b'=' {
+                out.push(b);
+                continue;
+            }
+            match (bytes.next(), bytes.next()) {
+                (Some(b'\n'), Some(next)) => out.push(next),
+                (Some(b'\n'), None) => {}
+                (Some(hi), Some(lo)) => {
+                    let hex = [hi, lo];
+                    let hex = std::str::from_utf8(&hex).expect("ASCII");
+                    out.push(u8::from_str_radix(hex, 16).expect("a quoted-printable escape"));
+                }
+                _ => panic!("a cut quoted-printable escape in {body}"),
+            }
+        }
+        String::from_utf8(out).expect("UTF-8")
+    }
+}
+
 /// A minimal SMTP server on 127.0.0.1 (no TLS, no auth).
 pub struct SmtpSink {
     pub port: u16,

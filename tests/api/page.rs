@@ -341,6 +341,17 @@ async fn resume_asks_who_and_why_and_changes_sending_state(backend: Backend) {
         "{banner}"
     );
     assert_eq!(browser.text("#state-badge").await, "Paused");
+    // The pause's alert as people read it: without the emoji code the
+    // webhook's text opens with for Slack (":octagonal_sign: ").
+    assert_eq!(
+        browser
+            .run(
+                "return Array.from(document.querySelectorAll('.alert-text'), p => p.textContent);",
+                json!([])
+            )
+            .await,
+        json!(["Sending paused by ops (api:loopback): bounce storm after a list import"])
+    );
     browser.click("#resume-button").await;
     browser
         .wait_for(
