@@ -12,7 +12,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     refuse_huge_pages();
-    statement_journals_in_memory();
     bouncer::memory::set_give_back(give_back);
     bouncer::cli::main()
 }
@@ -41,33 +40,5 @@ fn refuse_huge_pages() {
     // depends on the outcome.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
-/// How much of a statement's journal SQLite keeps in memory before it
-/// moves it to a temporary file (SQLite's default: 64 KiB).
-const STATEMENT_JOURNAL_IN_MEMORY: std::ffi::c_int = 2 << 20;
-
-/// Inside a transaction, SQLite keeps the pages each statement that writes
-/// many rows changes, so that it can undo that statement alone. Past
-/// 64 KiB it moved them to a temporary file, created and unlinked on the
-/// serial writer's path about every other commit of a bounce storm (a
-/// batch of ~20 bounces changes a leaf in each index keyed by address or
-/// message id). 2 MiB holds a live batch's journal in memory; a larger
-/// statement (the drain's 512-message batches, an import) still spills,
-/// so memory stays bounded. SQLite takes the in-memory journal in chunks
-/// of this size: peak memory under load rose by 3–5 MiB (BENCHMARKS.md,
-/// "The writer's statement journals in memory").
-fn statement_journals_in_memory() {
-    // SAFETY: `sqlite3_config` must run before SQLite is initialized and
-    // while no other thread calls SQLite: this is the first thing `main`
-    // does, on the only thread there is. It takes one `int` for this
-    // option. Should SQLite refuse (SQLITE_MISUSE), its default stays,
-    // which is only slower.
-    unsafe {
-        libsqlite3_sys::sqlite3_config(
-            libsqlite3_sys::SQLITE_CONFIG_STMTJRNL_SPILL,
-            STATEMENT_JOURNAL_IN_MEMORY,
-        );
     }
 }

@@ -15,11 +15,15 @@ use crate::signing::{Msg, TOPIC};
 /// `bouncer serve` on `port`, committing at most two messages at a time so
 /// that a drain takes many commits.
 fn serve(dir: &std::path::Path, db_url: &str, port: u16) -> Child {
+    serve_batches_of(dir, db_url, port, 2)
+}
+
+fn serve_batches_of(dir: &std::path::Path, db_url: &str, port: u16, batch_max: usize) -> Child {
     let mut cmd = bouncer(dir);
     test_env(&mut cmd, db_url, dir);
     cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SNS_CONFIRM_MODE", "off")
-        .env("WRITE_BATCH_MAX", "2")
+        .env("WRITE_BATCH_MAX", batch_max.to_string())
         .env("SQLITE_BUSY_TIMEOUT_MS", "200")
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")
         .arg("serve")
@@ -128,6 +132,137 @@ async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
 }
 
 on_both_databases!(kill_9_in_the_middle_of_a_drain_loses_nothing);
+
+/// A drain's chunk of 1,200 bounces in one transaction (`WRITE_BATCH_MAX`
+/// allows up to 10,000) applied to a SQLite database that has grown. Each
+/// of the batch's inserts then changes hundreds of pages that were there
+/// before, and SQLite moves the statement's journal of them from memory to
+/// a temporary file (the trial's were 512-message batches on a database
+/// of 20,000 messages, just past the point). The binary once set that point so that the move wrote
+/// 2 MiB at once, which SQLite's file layer cannot (it writes less than
+/// 128 KiB a call) and answered `database or disk is full` with the disk
+/// nearly empty: every chunk failed, the spool never drained, and the
+/// sender went on sending to addresses that had bounced (an outside trial:
+/// 3,365 acknowledged bounces never applied). The real binary, since the
+/// setting is made in `main`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
+    bouncer::outbound::install_default_provider();
+    let dir = TempDir::new();
+    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+    let port = free_port();
+    let _child = Serve(serve_batches_of(dir.path(), &db.url, port, 2000));
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
+
+    // Months of feedback, as far as the pages of the indexes keyed by
+    // random values (message id, event key, address) go.
+    let mut conn = sqlx::SqliteConnection::connect(&db.url)
+        .await
+        .expect("connect");
+    // 60,000 rows each.
+    macro_rules! grown {
+        ($insert:literal) => {
+            concat!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) ",
+                $insert
+            )
+        };
+    }
+    for grow in [
+        grown!(
+            "INSERT INTO sns_messages (message_id, message_type, topic_arn, sns_timestamp, received_at, \
+                                   stored_at, signature_version, outcome, body) \
+         SELECT lower(hex(randomblob(18))), 'Notification', 'grown', '2026-01-01T00:00:00.000Z', \
+                '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, 'stored', '{}' FROM n"
+        ),
+        grown!(
+            "INSERT INTO feedback_events (event_key, sns_message_id, event_type, format, ses_message_id, \
+                                      email, action, occurred_at, received_at) \
+         SELECT lower(hex(randomblob(20))), 'grown', 'Bounce', 'notification', 'grown', \
+                lower(hex(randomblob(12))) || '@grown.example', 'suppressed', \
+                '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z' FROM n"
+        ),
+        grown!(
+            "INSERT INTO suppressions (email, reason, first_seen_at, last_seen_at, source) \
+         SELECT lower(hex(randomblob(12))) || '@grown.example', 'bounce', \
+                '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 'grown' FROM n"
+        ),
+    ] {
+        conn.execute(grow).await.expect("grow");
+    }
+
+    // Another process holds the file while SNS delivers: everything is
+    // spooled.
+    conn.execute("BEGIN EXCLUSIVE").await.expect("lock");
+    // Keys spread over the indexes as SNS's and SES's random ids and a
+    // list's addresses are (the tests' ids, which count up, would all land
+    // on one page).
+    let random = std::hash::RandomState::new();
+    let key = |what: &str, i: usize| {
+        use std::hash::BuildHasher;
+        format!("{:016x}", random.hash_one((what, i)))
+    };
+    let msgs: Vec<Msg> = (0..1200)
+        .map(|i| {
+            let address = format!("storm-{}@bounced.example", key("address", i));
+            let ses = serde_json::json!({
+                "notificationType": "Bounce",
+                "bounce": {
+                    "bounceType": "Permanent", "bounceSubType": "General",
+                    "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+                    "timestamp": "2026-11-01T00:00:00Z", "feedbackId": key("feedback", i),
+                },
+                "mail": {"timestamp": "2026-11-01T00:00:00Z", "messageId": key("mail", i), "source": "a@signals.example", "destination": [address]},
+            });
+            Msg::notification(crate::signing::TOPIC, &ses.to_string())
+                .set("MessageId", &key("message", i))
+                .sign()
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    for chunk in msgs.chunks(64) {
+        let codes =
+            futures_util::future::join_all(chunk.iter().map(|m| post(&client, port, m))).await;
+        assert!(codes.iter().all(|c| *c == 202), "{codes:?}");
+    }
+    conn.execute("ROLLBACK").await.expect("release");
+    drop(conn);
+
+    let spool = dir.path().join("cli.spool");
+    for _ in 0..600 {
+        if spooled_bytes(&spool) == 0 && db.total_messages().await == 60_000 + msgs.len() as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = 60_000;
+    assert_eq!(
+        db.total_messages().await,
+        grown + msgs.len() as i64,
+        "applied"
+    );
+    assert_eq!(spooled_bytes(&spool), 0, "the spool drained");
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM suppressions WHERE email LIKE 'storm-%@bounced.example'",
+            None
+        )
+        .await,
+        msgs.len() as i64,
+        "each bounced address suppressed"
+    );
+    assert!(answers(port, "/readyz").await, "ready again");
+}
+
+/// Ends the child whatever the test's outcome.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The spool's record boundaries (offset, length of the JSON) in `segment`.
 fn records_of(segment: &[u8]) -> Vec<(usize, usize)> {
