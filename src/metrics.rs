@@ -56,6 +56,7 @@ struct Inner {
     spool_pending: Gauge,
     database_up: Gauge,
     tls_expiry: Family<FileLabels, Gauge>,
+    sqlite_wal: Family<FileLabels, Gauge>,
     admin_refusals: Family<ReasonLabels, Counter>,
     set_aside: Counter,
     write_retries: Counter,
@@ -153,6 +154,13 @@ impl Metrics {
             "When the certificate served from TLS_CERT_FILE expires, as Unix seconds",
             tls_expiry.clone(),
         );
+        // A family for the same reason: no sample on PostgreSQL.
+        let sqlite_wal = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "sqlite_wal_bytes",
+            "Size of the SQLite write-ahead log, read at this scrape: it grows while a reader holds a transaction open",
+            sqlite_wal.clone(),
+        );
         let admin_refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "admin_refusals",
@@ -230,6 +238,7 @@ impl Metrics {
                 spool,
                 spool_pending,
                 tls_expiry,
+                sqlite_wal,
                 admin_refusals,
                 database_up,
                 set_aside,
@@ -327,6 +336,16 @@ impl Metrics {
         };
         self.inner.tls_expiry.clear();
         self.inner.tls_expiry.get_or_create(&labels).set(expires_at);
+    }
+
+    pub fn sqlite_wal(&self, file: &std::path::Path, bytes: u64) {
+        let labels = FileLabels {
+            file: file.display().to_string(),
+        };
+        self.inner
+            .sqlite_wal
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn database_up(&self, up: bool) {

@@ -28,6 +28,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics
         .database_up(state.writer.database_up() && read);
+    // A reader that holds a transaction open keeps checkpoints from
+    // reaching the end of the log, which then grows with every write
+    // (SQLite says nothing). A log not there yet is empty.
+    if let Some(wal) = state.store.writer_wal() {
+        let bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
+        state.metrics.sqlite_wal(wal, bytes);
+    }
     let mut text = state.metrics.render();
     let trimmed = text.trim_end().trim_end_matches("# EOF").to_owned();
     text = trimmed;

@@ -132,6 +132,11 @@ impl Store {
     }
 }
 
+/// The size SQLite cuts its write-ahead log back to after a checkpoint
+/// that emptied it (`journal_size_limit`). A bounce storm's log between
+/// two automatic checkpoints (1,000 pages) stays well under it.
+const WAL_KEPT_BYTES: u64 = 64 << 20;
+
 async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Store> {
     let url = settings.database_url.as_str();
     let connect_timeout = Duration::from_millis(settings.database_acquire_timeout_ms);
@@ -146,13 +151,18 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // WAL with `synchronous=FULL` makes every commit durable before it
     // returns (the writer's connection differs, below). A read-only
     // connection leaves the journal mode as it is.
+    // A reader that held a transaction open lets the log grow past what
+    // checkpoints can reclaim, and SQLite keeps a log file at its largest
+    // size for reuse: cut back to this once a checkpoint has emptied it.
     let options = match access {
         Access::Create => options
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal),
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string()),
         Access::Write => options
             .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal),
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string()),
         Access::Read => options.create_if_missing(false).read_only(true),
     };
     if access != Access::Create && !path.exists() {
