@@ -30,10 +30,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .database_up(state.writer.database_up() && read);
     // A reader that holds a transaction open keeps checkpoints from
     // reaching the end of the log, which then grows with every write
-    // (SQLite says nothing). A log not there yet is empty.
+    // (SQLite says nothing). A log not there yet is empty; one that cannot
+    // be read is left out of this scrape.
     if let Some(wal) = state.store.writer_wal() {
-        let bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
-        state.metrics.sqlite_wal(wal, bytes);
+        match std::fs::metadata(wal) {
+            Ok(m) => state.metrics.sqlite_wal(wal, m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => state.metrics.sqlite_wal(wal, 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot read the size of {}", wal.display())
+            }
+        }
     }
     let mut text = state.metrics.render();
     let trimmed = text.trim_end().trim_end_matches("# EOF").to_owned();

@@ -129,16 +129,19 @@ impl Mail {
                 out.push(b);
                 continue;
             }
-            match (bytes.next(), bytes.next()) {
-                (Some(b'\n'), Some(next)) => out.push(next),
-                (Some(b'\n'), None) => {}
-                (Some(hi), Some(lo)) => {
-                    let hex = [hi, lo];
-                    let hex = std::str::from_utf8(&hex).expect("ASCII");
-                    out.push(u8::from_str_radix(hex, 16).expect("a quoted-printable escape"));
-                }
-                _ => panic!("a cut quoted-printable escape in {body}"),
+            let Some(hi) = bytes.next() else {
+                panic!("a cut quoted-printable escape in {body}")
+            };
+            // A soft line break: the line goes on.
+            if hi == b'\n' {
+                continue;
             }
+            let Some(lo) = bytes.next() else {
+                panic!("a cut quoted-printable escape in {body}")
+            };
+            let hex = [hi, lo];
+            let hex = std::str::from_utf8(&hex).expect("ASCII");
+            out.push(u8::from_str_radix(hex, 16).expect("a quoted-printable escape"));
         }
         String::from_utf8(out).expect("UTF-8")
     }

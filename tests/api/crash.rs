@@ -144,7 +144,7 @@ on_both_databases!(kill_9_in_the_middle_of_a_drain_loses_nothing);
 /// nearly empty: every chunk failed, the spool never drained, and the
 /// sender went on sending to addresses that had bounced (an outside trial:
 /// 3,365 acknowledged bounces never applied). The real binary, since the
-/// setting is made in `main`.
+/// setting was made in `main`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
     bouncer::outbound::install_default_provider();
