@@ -459,8 +459,10 @@ impl Application {
         self.admin_port
     }
 
-    /// Serves until SIGTERM/SIGINT (or the server handle stops it), then
-    /// lets in-flight messages finish and the writer empty its queue.
+    /// Serves until a signal (or the server handle) stops it; then the
+    /// writer empties its queue. On SIGTERM in-flight messages finish
+    /// first; SIGINT and SIGQUIT are actix's forced stop, which drops them
+    /// unanswered (so SNS sends them again).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let admin = self.admin_server.handle();
         let admin_task = tokio::spawn(self.admin_server);

@@ -243,8 +243,11 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 pub fn main() -> ExitCode {
-    match dotenvy::dotenv() {
-        Ok(_) => {}
+    // The working directory's `.env` only, as the README says: dotenvy's
+    // `dotenv()` would also take one from any folder above it (`/.env` in
+    // a container, `/tmp/.env` under a test's folder).
+    match dotenvy::from_path(".env") {
+        Ok(()) => {}
         Err(e) if e.not_found() => {}
         Err(e) => {
             eprintln!("error: cannot read .env: {e}");
@@ -267,11 +270,18 @@ pub fn main() -> ExitCode {
     // more messages a second in 16 of 20 pairs and 3-14% less CPU a
     // message at a steady 1,000 msg/s (BENCHMARKS.md, "One runtime
     // thread"). Tokio's own TOKIO_WORKER_THREADS still sets another number.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
-    let runtime = match builder.enable_all().build() {
+    let workers = match runtime_workers() {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -283,6 +293,25 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `TOKIO_WORKER_THREADS`, read here rather than by tokio, which panics
+/// on a value it cannot use (an empty line in `.env` included) instead of
+/// saying which setting is wrong.
+fn runtime_workers() -> Result<usize, String> {
+    const MAX: usize = 1024;
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Err(std::env::VarError::NotPresent) => Ok(1),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS must be a whole number from 1 to {MAX}, not `{text}`"
+            )),
+        },
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("TOKIO_WORKER_THREADS is not valid UTF-8".to_owned())
         }
     }
 }

@@ -131,6 +131,66 @@ fn numbers_that_cannot_work_are_refused_by_name() {
     assert!(!dir.path().join("bouncer.db").exists());
 }
 
+/// tokio's own variable, which tokio panicked on when it could not use it
+/// (exit 101 and a library's text, an empty line in `.env` included).
+#[test]
+fn runtime_threads_that_cannot_work_are_refused_by_name() {
+    let dir = TempDir::new();
+    for value in ["0", "abc", "", "4096"] {
+        let ran = run(bouncer(dir.path())
+            .env("TOKIO_WORKER_THREADS", value)
+            .arg("status"));
+        refuses(
+            &ran,
+            &format!("TOKIO_WORKER_THREADS must be a whole number from 1 to 1024, not `{value}`"),
+        );
+        assert!(!ran.stderr.contains("panicked"), "{ran}");
+    }
+    // A number it can use runs as usual.
+    let ran = run(bouncer(dir.path())
+        .env("TOKIO_WORKER_THREADS", "3")
+        .env("DATABASE_URL", "sqlite:threads.db")
+        .arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+}
+
+/// `.env` in the working directory is read, and the environment wins over
+/// it; one in a folder above is not read (dotenvy's search would have
+/// taken `/.env` in a container, or `/tmp/.env` above a test's folder).
+#[test]
+fn dot_env_is_read_from_the_working_directory_only() {
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.path().join(".env"),
+        "DATABASE_URL=sqlite:from-dotenv.db\n",
+    )
+    .expect(".env");
+    let ran = run(bouncer(dir.path()).arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(dir.path().join("from-dotenv.db").exists(), "{ran}");
+    assert!(!dir.path().join("bouncer.db").exists(), "{ran}");
+
+    let ran = run(bouncer(dir.path())
+        .env("DATABASE_URL", "sqlite:from-env.db")
+        .arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(dir.path().join("from-env.db").exists(), "{ran}");
+
+    let below = dir.path().join("below");
+    std::fs::create_dir(&below).expect("folder");
+    let ran = run(bouncer(&below).arg("migrate"));
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(
+        below.join("bouncer.db").exists(),
+        "the default, not the parent's .env: {ran}"
+    );
+    assert!(!below.join("from-dotenv.db").exists(), "{ran}");
+
+    std::fs::write(below.join(".env"), "not a setting\n").expect(".env");
+    let ran = run(bouncer(&below).arg("migrate"));
+    refuses(&ran, "cannot read .env");
+}
+
 #[test]
 fn each_subcommand_help_is_short_and_points_to_the_settings() {
     let dir = TempDir::new();
