@@ -35,6 +35,10 @@ pub struct SuppressionWrite<'a> {
     pub note: Option<String>,
 }
 
+/// Newer details replace older ones, and the counts add up. A note already
+/// there stays: it may be a person's (`suppressions add --note`, an
+/// import), which an event's own note ("3 soft bounces within 14 days")
+/// must not replace; an event's note fills only an empty one.
 const ON_CONFLICT: &str = " ON CONFLICT (email) DO UPDATE SET \
       reason = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.reason ELSE suppressions.reason END, \
       bounce_type = CASE WHEN excluded.last_seen_at >= suppressions.last_seen_at THEN excluded.bounce_type ELSE suppressions.bounce_type END, \
@@ -47,7 +51,7 @@ const ON_CONFLICT: &str = " ON CONFLICT (email) DO UPDATE SET \
       first_seen_at = CASE WHEN excluded.first_seen_at < suppressions.first_seen_at THEN excluded.first_seen_at ELSE suppressions.first_seen_at END, \
       last_seen_at = CASE WHEN excluded.last_seen_at > suppressions.last_seen_at THEN excluded.last_seen_at ELSE suppressions.last_seen_at END, \
       event_count = suppressions.event_count + excluded.event_count, \
-      note = COALESCE(excluded.note, suppressions.note)";
+      note = COALESCE(suppressions.note, excluded.note)";
 
 /// Writes the rows (one per address) in as few statements as the bound
 /// parameter limit allows, except a row whose address was removed by hand

@@ -268,6 +268,54 @@ async fn soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count(back
     app.stop().await;
 }
 
+/// A note written by a person stays: a soft-bounce streak's own note
+/// ("3 soft bounces within 14 days") replaced it, where a hard bounce kept
+/// it (an outside trial lost "GDPR erasure request #4711 - never mail").
+async fn an_operators_note_outlives_the_events_that_follow(backend: Backend) {
+    const NOTE: &str = "GDPR erasure request #4711 - never mail";
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let added = app
+        .client
+        .post(format!("{}/v1/suppressions", app.admin_address))
+        .body(format!(
+            r#"{{"email": "erased@example.com", "note": "{NOTE}"}}"#
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(added.status(), 201);
+    let note = || async {
+        app.db
+            .text(
+                "SELECT note FROM suppressions WHERE email = $1",
+                "erased@example.com",
+            )
+            .await
+    };
+    for at in [
+        "2099-01-01T00:00:00Z",
+        "2099-01-02T00:00:00Z",
+        "2099-01-03T00:00:00Z",
+    ] {
+        app.post(&bounce("Transient", "General", "erased@example.com", at))
+            .await;
+    }
+    assert_eq!(
+        note().await.as_deref(),
+        Some(NOTE),
+        "after a soft-bounce streak"
+    );
+    app.post(&bounce(
+        "Permanent",
+        "General",
+        "erased@example.com",
+        "2099-01-04T00:00:00Z",
+    ))
+    .await;
+    assert_eq!(note().await.as_deref(), Some(NOTE), "after a hard bounce");
+    app.stop().await;
+}
+
 async fn soft_bounces_spread_wider_than_the_window_never_suppress(backend: Backend) {
     let app = spawn_app_with(backend, |s, _| {
         s.soft_bounce_limit = 2;
@@ -466,6 +514,7 @@ async fn an_event_from_the_future_counts_from_when_it_was_published(backend: Bac
 }
 
 on_both_databases!(
+    an_operators_note_outlives_the_events_that_follow,
     an_event_from_the_future_counts_from_when_it_was_published,
     replaying_the_fixtures_gives_the_rows_the_policy_predicts,
     soft_bounces_suppress_at_the_limit_and_a_delivery_resets_the_count,
