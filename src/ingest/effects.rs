@@ -8,11 +8,10 @@ use std::collections::HashMap;
 
 use crate::address::EmailAddress;
 use crate::guard::Counts;
-use crate::guard::hour_of;
 use crate::ses::feedback::{Detail, FeedbackEvent};
 use crate::ses::policy::{Action, Rate, Rule};
 use crate::store::events::{EventRow, insert_events};
-use crate::store::guard::{count_volume, counted_at, take_back_sends};
+use crate::store::guard::count_volume;
 use crate::store::soft_bounces::{self, Past};
 use crate::store::suppression_writes::{SuppressionWrite, latest_removals, upsert_suppressions};
 use crate::store::text::storable;
@@ -48,25 +47,6 @@ fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, bool) {
             .collect(),
         from_delivery,
     )
-}
-
-/// The recipients this event says were never sent to: mail to the
-/// account's suppression list (an `OnAccountSuppressionList` bounce) and
-/// rejected mail (a `Reject` event, for the whole mail). SES counts
-/// neither, though with event publishing its `Send` event, which counts
-/// every recipient, came first.
-fn never_sent(event: &FeedbackEvent) -> Vec<&EmailAddress> {
-    let recipients: Vec<&EmailAddress> = match &event.detail {
-        Detail::Bounce { bounce_subtype, .. } if bounce_subtype == "OnAccountSuppressionList" => {
-            event.recipient.iter().collect()
-        }
-        Detail::Other if event.event_type == "Reject" => event.destination.iter().collect(),
-        _ => Vec::new(),
-    };
-    recipients
-        .into_iter()
-        .filter(|r| !is_simulator(r))
-        .collect()
 }
 
 /// What the event adds to the rates' numerators.
@@ -175,7 +155,6 @@ pub async fn apply_events(
         .collect();
     let mut counts = Counts::default();
     let mut volume: Vec<(&str, &str, bool)> = Vec::new();
-    let mut unsent: Vec<(&str, &str)> = Vec::new();
     let mut soft_bounced: Vec<(usize, &EmailAddress)> = Vec::new();
     let mut delivered: Vec<(&EmailAddress, Timestamp)> = Vec::new();
     let mut suppress: Vec<(usize, SuppressionWrite<'_>)> = Vec::new();
@@ -183,11 +162,6 @@ pub async fn apply_events(
         if !fresh[k] {
             continue;
         }
-        unsent.extend(
-            never_sent(event)
-                .into_iter()
-                .map(|r| (event.ses_message_id.as_str(), r.as_str())),
-        );
         let (recipients, from_delivery) = volume_of(event);
         volume.extend(
             recipients
@@ -216,9 +190,6 @@ pub async fn apply_events(
                 counts.delivery_sends += i64::from(*from_delivery);
             }
         }
-    }
-    if !unsent.is_empty() {
-        take_back(tx, unsent, &mut counts, now).await?;
     }
     let filled = soft_bounce_windows(tx, events, &soft_bounced, &delivered, soft, now).await?;
     // Which events each address's row stands for.
@@ -263,44 +234,6 @@ pub async fn apply_events(
         applied[*i].events.push((event.event_type.clone(), outcome));
     }
     Ok(counts)
-}
-
-/// Sends counted for mail that was never sent (`unsent`, from
-/// [`never_sent`]) are taken back from the hour they were counted in: from
-/// `counts` when that is this batch's hour, else from its bucket. A pair not
-/// counted yet is marked counted without counting it, so that the mail's
-/// `Send` event, arriving later, leaves it out.
-async fn take_back(
-    tx: &mut Tx<'_>,
-    mut unsent: Vec<(&str, &str)>,
-    counts: &mut Counts,
-    now: Timestamp,
-) -> DbResult<()> {
-    unsent.sort_unstable();
-    unsent.dedup();
-    let marked = count_volume(tx, &unsent, now).await?;
-    let counted: Vec<(&str, &str)> = unsent
-        .iter()
-        .zip(marked)
-        .filter(|(_, marked_now)| !marked_now)
-        .map(|(pair, _)| *pair)
-        .collect();
-    if counted.is_empty() {
-        return Ok(());
-    }
-    let mut by_hour: std::collections::BTreeMap<Timestamp, i64> = Default::default();
-    for seen in counted_at(tx, &counted).await? {
-        *by_hour.entry(hour_of(seen)).or_default() += 1;
-    }
-    for (hour, n) in by_hour {
-        if hour == hour_of(now) {
-            counts.sends -= n;
-            counts.delivery_sends -= n;
-        } else {
-            take_back_sends(tx, hour, n).await?;
-        }
-    }
-    Ok(())
 }
 
 /// An address whose soft bounces fill the window with this batch.

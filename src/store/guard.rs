@@ -125,43 +125,6 @@ pub async fn count_volume(
     Ok(new_flags(&keys, &inserted))
 }
 
-/// When each of `pairs` (mail, recipient), already in `rate_volume`, was
-/// counted; a pair not there is left out.
-pub async fn counted_at(tx: &mut Tx<'_>, pairs: &[(&str, &str)]) -> DbResult<Vec<Timestamp>> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(MAX_PARAMS / 2) {
-        let rows: Vec<Timestamp> = on_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("SELECT seen_at FROM rate_volume WHERE ");
-            let mut any = qb.separated(" OR ");
-            for (mail, recipient) in chunk {
-                any.push("(mail_id = ")
-                    .push_bind_unseparated(storable(mail).into_owned())
-                    .push_unseparated(" AND recipient = ")
-                    .push_bind_unseparated(storable(recipient).into_owned())
-                    .push_unseparated(")");
-            }
-            qb.build_query_scalar().fetch_all(&mut *conn).await
-        })?;
-        out.extend(rows);
-    }
-    Ok(out)
-}
-
-/// Takes `n` sends back from the bucket of the hour starting at `hour`: they
-/// were counted, and the mail was never sent. A bucket pruned since has
-/// nothing to take back from.
-pub async fn take_back_sends(tx: &mut Tx<'_>, hour: Timestamp, n: i64) -> DbResult<()> {
-    const SQL: &str = "UPDATE rate_buckets SET sends = sends - $2, delivery_sends = delivery_sends - $2 \
-        WHERE bucket_start = $1";
-    on_tx!(tx, conn => sqlx::query(SQL)
-        .bind(hour)
-        .bind(n)
-        .execute(conn)
-        .await
-        .map(|_| ()))?;
-    Ok(())
-}
-
 /// Adds `c` to the bucket of the hour starting at `hour`.
 pub async fn add_counts(tx: &mut Tx<'_>, hour: Timestamp, c: Counts) -> DbResult<()> {
     const SQL: &str = "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \

@@ -1435,96 +1435,6 @@ async fn send_events_count_the_whole_mail_as_volume(backend: Backend) {
     app.stop().await;
 }
 
-/// Mail to the account's suppression list and rejected mail were never
-/// sent, and SES counts neither; with event publishing their `Send` event
-/// (which counts every recipient) comes first, and its count is taken back,
-/// whichever arrives first. (An outside trial: 1,000 sends, 500 to listed
-/// addresses and 60 hard bounces read 4.0% where SES reads 6%.)
-async fn mail_that_was_never_sent_leaves_the_sends(backend: Backend) {
-    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
-    let tag = unique_id();
-    let send = |mail: &str, to: &[String]| {
-        let ses = json!({
-            "eventType": "Send", "send": {},
-            "mail": {"timestamp": AT, "messageId": mail, "source": "a@signals.example", "destination": to},
-        });
-        Msg::notification(TOPIC, &ses.to_string()).sign()
-    };
-    let listed = |mail: &str, to: &str, feedback: &str| {
-        let ses = json!({
-            "eventType": "Bounce",
-            "bounce": {"bounceType": "Permanent", "bounceSubType": "OnAccountSuppressionList",
-                       "bouncedRecipients": [{"emailAddress": to}], "timestamp": AT, "feedbackId": feedback},
-            "mail": {"timestamp": AT, "messageId": mail, "source": "a@signals.example", "destination": [to]},
-        });
-        Msg::notification(TOPIC, &ses.to_string()).sign()
-    };
-    let sends = || async {
-        let (_, sending) = app.admin_get("/v1/sending").await;
-        (
-            sending["rates"]["sends"].as_i64(),
-            sending["rates"]["hard_bounces"].as_i64(),
-        )
-    };
-    let address = |who: &str| format!("{who}-{tag}@example.com");
-
-    // The Send first, then the bounces of the listed recipients.
-    let mail_a = format!("ses-a-{tag}");
-    let to: Vec<String> = (0..10)
-        .map(|i| address(&format!("real{i}")))
-        .chain((0..5).map(|i| address(&format!("listed{i}"))))
-        .collect();
-    post_ok(&app, &send(&mail_a, &to)).await;
-    assert_eq!(sends().await, (Some(15), Some(0)));
-    for i in 0..5 {
-        let msg = listed(
-            &mail_a,
-            &address(&format!("listed{i}")),
-            &format!("fb-a{i}-{tag}"),
-        );
-        post_ok(&app, &msg).await;
-    }
-    assert_eq!(sends().await, (Some(10), Some(0)), "the listed taken back");
-    // The same bounce again under a new SNS MessageId takes nothing more.
-    post_ok(
-        &app,
-        &listed(&mail_a, &address("listed0"), &format!("fb-a0-{tag}")),
-    )
-    .await;
-    assert_eq!(sends().await, (Some(10), Some(0)));
-
-    // The bounce first, then the Send: the listed recipient is left out.
-    let mail_b = format!("ses-b-{tag}");
-    post_ok(
-        &app,
-        &listed(&mail_b, &address("listed-b"), &format!("fb-b-{tag}")),
-    )
-    .await;
-    assert_eq!(sends().await, (Some(10), Some(0)));
-    post_ok(
-        &app,
-        &send(&mail_b, &[address("real-b"), address("listed-b")]),
-    )
-    .await;
-    assert_eq!(
-        sends().await,
-        (Some(11), Some(0)),
-        "only the real one counted"
-    );
-
-    // A rejected mail: its Send's recipients taken back.
-    let mail_c = format!("ses-c-{tag}");
-    post_ok(&app, &send(&mail_c, &[address("c1"), address("c2")])).await;
-    assert_eq!(sends().await, (Some(13), Some(0)));
-    let reject = json!({
-        "eventType": "Reject", "reject": {"reason": "Bad content"},
-        "mail": {"timestamp": AT, "messageId": mail_c, "source": "a@signals.example", "destination": [address("c1"), address("c2")]},
-    });
-    post_ok(&app, &Msg::notification(TOPIC, &reject.to_string()).sign()).await;
-    assert_eq!(sends().await, (Some(11), Some(0)), "never sent");
-    app.stop().await;
-}
-
 /// PostgreSQL is down when the service starts: it cannot migrate, spools
 /// what it acknowledges, and migrates before applying the spool.
 async fn a_service_started_while_postgres_is_down_migrates_before_draining(backend: Backend) {
@@ -1554,7 +1464,6 @@ async fn a_service_started_while_postgres_is_down_migrates_before_draining(backe
 
 on_both_databases!(
     send_events_count_the_whole_mail_as_volume,
-    mail_that_was_never_sent_leaves_the_sends,
     a_service_started_while_postgres_is_down_migrates_before_draining,
 );
 
