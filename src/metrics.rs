@@ -348,6 +348,11 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// The log's size could not be read: no sample, rather than the last.
+    pub fn no_sqlite_wal(&self) {
+        self.inner.sqlite_wal.clear();
+    }
+
     pub fn database_up(&self, up: bool) {
         self.inner.database_up.set(i64::from(up));
     }

@@ -37,6 +37,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             Ok(m) => state.metrics.sqlite_wal(wal, m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => state.metrics.sqlite_wal(wal, 0),
             Err(e) => {
+                state.metrics.no_sqlite_wal();
                 tracing::warn!(error = %e, "metrics: cannot read the size of {}", wal.display())
             }
         }
