@@ -1,7 +1,8 @@
 //! Log lines (SPEC §7: one line per SNS message) stay one line of plain text
-//! whatever a sender writes: the `bouncer serve` binary, with text logs to a
-//! pipe, gets a `MessageId` and an SES recipient holding line breaks and
-//! terminal escape codes; the first is refused, the second logged escaped.
+//! whatever a sender writes: the `bouncer serve` binary, with text or JSON
+//! logs to a pipe, gets a `MessageId` and an SES recipient holding line
+//! breaks and terminal escape codes; the first is refused, the second
+//! logged escaped.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,8 +18,9 @@ use crate::signing::{Msg, TOPIC, now_text};
 const INJECTED: &str =
     "\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\u{1b}[2J\u{1b}]0;owned\u{7}\r";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
+/// What `serve` logged to standard output while a sender's message with
+/// line breaks and escape codes came in, in `format` (`text` or `json`).
+async fn logs_of_a_hostile_sender(format: &str) -> String {
     let dir = TempDir::new();
     let port = crate::helpers::free_port();
     let mut cmd = bouncer(dir.path());
@@ -30,7 +32,7 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
     let child = cmd
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_LEVEL", "info")
-        .env("LOG_FORMAT", "text")
+        .env("LOG_FORMAT", format)
         .env("SNS_CONFIRM_MODE", "off")
         .arg("serve")
         .stdout(Stdio::piped())
@@ -98,7 +100,12 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
         .status();
     let output = child.wait_with_output().expect("stops");
     assert_eq!(answers, [400, 200]);
-    let logs = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
+    let logs = logs_of_a_hostile_sender("text").await;
     let escaped = "\\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\r";
     assert!(
         logs.lines()
@@ -127,5 +134,43 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
             .count(),
         2,
         "{logs}"
+    );
+}
+
+/// The same in JSON (the Docker image's default): each line is one JSON
+/// object, one per SNS message, with nothing raw from the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_log_line_is_one_object_whatever_the_sender_wrote() {
+    let logs = logs_of_a_hostile_sender("json").await;
+    assert!(
+        !logs.contains(['\u{1b}', '\u{7}', '\r']),
+        "a control character reached the log: {logs:?}"
+    );
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+        })
+        .collect();
+    let message = |v: &serde_json::Value| {
+        v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        lines.iter().filter(|v| message(v) == "sns message").count(),
+        2,
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| message(v) == "SES event recipient skipped"),
+        "{logs}"
+    );
+    assert!(
+        !lines.iter().any(|v| v["level"] == "ERROR"),
+        "a client's malformed request was logged as an error: {logs}"
     );
 }
