@@ -331,21 +331,15 @@ impl Metrics {
 
     /// The served certificate's expiry (its file as the label).
     pub fn tls_expiry(&self, file: &std::path::Path, expires_at: i64) {
-        let labels = FileLabels {
-            file: file.display().to_string(),
-        };
-        self.inner.tls_expiry.clear();
-        self.inner.tls_expiry.get_or_create(&labels).set(expires_at);
+        set_for_file(&self.inner.tls_expiry, file, expires_at);
     }
 
     pub fn sqlite_wal(&self, file: &std::path::Path, bytes: u64) {
-        let labels = FileLabels {
-            file: file.display().to_string(),
-        };
-        self.inner
-            .sqlite_wal
-            .get_or_create(&labels)
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        set_for_file(
+            &self.inner.sqlite_wal,
+            file,
+            i64::try_from(bytes).unwrap_or(i64::MAX),
+        );
     }
 
     /// The log's size could not be read: no sample, rather than the last.
@@ -397,4 +391,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A gauge's one sample, labelled with the file it is about (a file named
+/// differently since replaces it).
+fn set_for_file(family: &Family<FileLabels, Gauge>, file: &std::path::Path, value: i64) {
+    family.clear();
+    family
+        .get_or_create(&FileLabels {
+            file: file.display().to_string(),
+        })
+        .set(value);
 }

@@ -65,15 +65,11 @@ impl WebhookChannel {
                 } else {
                     // reqwest's own text is "error sending request"; the
                     // cause (refused, a certificate not trusted, no such
-                    // host) is in its sources.
-                    let e = e.without_url();
-                    let mut text = format!("webhook unreachable: {e}");
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(cause) = source {
-                        text.push_str(&format!(": {cause}"));
-                        source = cause.source();
-                    }
-                    text
+                    // host) is in its sources, which `{:#}` follows.
+                    format!(
+                        "webhook unreachable: {:#}",
+                        anyhow::Error::new(e.without_url())
+                    )
                 }
             })?;
         if response.status().is_success() {
