@@ -1068,6 +1068,32 @@ async fn a_dead_webhook_and_a_restart_lose_no_alert(backend: Backend) {
     webhook.stop().await;
 }
 
+/// A webhook that cannot be reached says why in the delivery's
+/// `last_error` (reqwest's own text is only "error sending request").
+async fn an_unreachable_webhook_says_why(backend: Backend) {
+    let nothing_there = format!("http://127.0.0.1:{}/hook", crate::helpers::free_port());
+    let app = spawn_app_with(backend, move |s, _| alerting(s, &nothing_there, None)).await;
+    crate::ses_account::set_sending(&app, "paused").await;
+    let last_error = || async {
+        let (_, alerts) = app.admin_get("/v1/alerts").await;
+        alerts["items"][0]["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    eventually("a failed attempt recorded", || async {
+        !last_error().await.is_empty()
+    })
+    .await;
+    let error = last_error().await;
+    assert!(
+        error.starts_with("webhook unreachable: error sending request")
+            && error.contains("Connection refused"),
+        "{error}"
+    );
+    app.stop().await;
+}
+
 async fn alerts_arrive_by_email(backend: Backend) {
     let webhook = Webhook::start().await;
     let smtp = SmtpSink::start().await;
@@ -1174,6 +1200,7 @@ on_both_databases!(
     after_a_resume_the_old_events_do_not_pause_again,
     a_dead_webhook_and_a_restart_lose_no_alert,
     alerts_arrive_by_email,
+    an_unreachable_webhook_says_why,
     an_unsubscribe_raises_an_alert,
 );
 
