@@ -27,10 +27,24 @@ fn serve_batches_of(dir: &std::path::Path, db_url: &str, port: u16, batch_max: u
         .env("SQLITE_BUSY_TIMEOUT_MS", "200")
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")
         .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(log_file(dir)))
+        .stderr(Stdio::from(log_file(dir)))
         .spawn()
         .expect("starts")
+}
+
+/// Where `serve` writes what it says, to read when a test fails.
+fn log_file(dir: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .expect("a log file")
+}
+
+/// What `serve` said, for a failure's message.
+fn logged(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
 }
 
 async fn post(client: &reqwest::Client, port: u16, msg: &Msg) -> u16 {
@@ -152,7 +166,13 @@ async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
     let port = free_port();
     let _child = Serve(serve_batches_of(dir.path(), &db.url, port, 2000));
-    assert!(answers(port, "/healthz").await, "bouncer did not start");
+    // Up to 30 s: a debug build starting beside the whole suite on two
+    // cores once took more than `answers`' 10 s.
+    let mut started = false;
+    for _ in 0..3 {
+        started = started || answers(port, "/healthz").await;
+    }
+    assert!(started, "bouncer did not start: {}", logged(dir.path()));
 
     // Months of feedback, as far as the pages of the indexes keyed by
     // random values (message id, event key, address) go.
@@ -241,7 +261,12 @@ async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
         grown + msgs.len() as i64,
         "applied"
     );
-    assert_eq!(spooled_bytes(&spool), 0, "the spool drained");
+    assert_eq!(
+        spooled_bytes(&spool),
+        0,
+        "the spool drained: {}",
+        logged(dir.path())
+    );
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) FROM suppressions WHERE email LIKE 'storm-%@bounced.example'",
