@@ -3,11 +3,13 @@
 //! alerts) or, a duplicate, not at all. Each table is written with one
 //! multi-row statement for the whole batch (`effects`), whatever its kinds.
 
+use std::collections::BTreeMap;
+
 use crate::guard::{self, Counts, GuardPolicy, hour_of};
 use crate::ses::policy::{self, Rule};
 use crate::sns::confirm::ConfirmMode;
 use crate::store::alerts::{AlertDraft, enqueue};
-use crate::store::guard::add_counts;
+use crate::store::guard::{CountChange, add_counts, guard_state, take_back};
 use crate::store::messages::{MessageRow, insert_messages};
 use crate::store::subscriptions::{SubscriptionChange, record};
 use crate::store::{DbResult, Tx};
@@ -100,9 +102,9 @@ pub async fn apply_batch(
         })
         .flatten()
         .collect();
-    let mut counts = Counts::default();
+    let mut change = CountChange::default();
     if !events.is_empty() {
-        counts = apply_events(tx, batch, &events, policy.soft_bounce, &mut applied, now).await?;
+        change = apply_events(tx, batch, &events, policy.soft_bounce, &mut applied, now).await?;
     }
 
     for i in stored {
@@ -113,11 +115,44 @@ pub async fn apply_batch(
     // minimum volume (a pause), bring both rates back under the warning
     // lines (the warning re-armed), or push a good old hour out of a full
     // window.
-    if !counts.is_zero() {
-        add_counts(tx, hour_of(now), counts).await?;
+    if write_counts(tx, change, now).await? {
         guard::check(tx, &policy.guard, now).await?;
     }
     Ok(applied)
+}
+
+/// Writes what the batch changed in the rates' counts: the batch's own
+/// hour, and the sends taken back from the hours they were counted in, in
+/// hour order (the order in which every writer locks the buckets, so two
+/// replicas cannot deadlock on them). Returns whether anything changed.
+async fn write_counts(tx: &mut Tx<'_>, change: CountChange, now: Timestamp) -> DbResult<bool> {
+    let mut writes: Vec<(Timestamp, Counts, bool)> = Vec::new();
+    if !change.taken_back.is_empty() {
+        // A send counted before the last resume is outside every window
+        // from then on (or, in the resume's hour, in the baseline the
+        // window subtracts): taking it back would undercount the window.
+        let since = guard_state(tx, false).await?.counting_since;
+        let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
+        for (seen_at, c) in change.taken_back {
+            if seen_at >= since {
+                by_hour.entry(hour_of(seen_at)).or_default().add(c);
+            }
+        }
+        writes.extend(by_hour.into_iter().map(|(hour, c)| (hour, c, true)));
+    }
+    if !change.counted.is_zero() {
+        writes.push((hour_of(now), change.counted, false));
+    }
+    // Stable: in the batch's own hour, the counts go in before a take-back.
+    writes.sort_by_key(|(hour, _, back)| (*hour, *back));
+    for (hour, c, back) in &writes {
+        if *back {
+            take_back(tx, *hour, *c).await?;
+        } else {
+            add_counts(tx, *hour, *c).await?;
+        }
+    }
+    Ok(!writes.is_empty())
 }
 
 /// What a stored message does besides SES events: subscription state,

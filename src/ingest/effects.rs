@@ -11,7 +11,7 @@ use crate::guard::Counts;
 use crate::ses::feedback::{Detail, FeedbackEvent};
 use crate::ses::policy::{Action, Rate, Rule};
 use crate::store::events::{EventRow, insert_events};
-use crate::store::guard::count_volume;
+use crate::store::guard::{CountChange, Proof, count_volume};
 use crate::store::soft_bounces::{self, Past};
 use crate::store::suppression_writes::{SuppressionWrite, latest_removals, upsert_suppressions};
 use crate::store::text::storable;
@@ -28,24 +28,34 @@ fn is_simulator(email: &EmailAddress) -> bool {
 }
 
 /// The recipients whose send this event proves (each counted once per mail
-/// later), and whether the proof is a Send event or a delivery.
-fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, bool) {
-    let (recipients, from_delivery): (Vec<&EmailAddress>, bool) = match &event.detail {
-        Detail::Delivery => (event.recipient.iter().collect(), true),
-        Detail::Other if event.event_type == "Send" => (event.destination.iter().collect(), true),
-        // Mail to the account's suppression list is not sent and does not
-        // count (SES excludes it too).
-        Detail::Bounce { bounce_subtype, .. } if bounce_subtype != "OnAccountSuppressionList" => {
-            (event.recipient.iter().collect(), false)
+/// later), or disproves: mail to the account's suppression list, and
+/// rejected mail, was not sent (SES counts neither).
+fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, Proof) {
+    const LISTED: &str = "OnAccountSuppressionList";
+    let (recipients, proof): (Vec<&EmailAddress>, Proof) = match &event.detail {
+        Detail::Delivery => (event.recipient.iter().collect(), Proof::Delivery),
+        Detail::Other if event.event_type == "Send" => {
+            (event.destination.iter().collect(), Proof::Delivery)
         }
-        _ => (Vec::new(), false),
+        Detail::Other if event.event_type == "Reject" => {
+            (event.destination.iter().collect(), Proof::NotSent)
+        }
+        Detail::Bounce { bounce_subtype, .. } if bounce_subtype == LISTED => {
+            (event.recipient.iter().collect(), Proof::NotSent)
+        }
+        Detail::Bounce { .. } => (event.recipient.iter().collect(), Proof::Bounce),
+        Detail::Complaint {
+            complaint_subtype: Some(subtype),
+            ..
+        } if subtype == LISTED => (event.recipient.iter().collect(), Proof::NotSent),
+        _ => (Vec::new(), Proof::Bounce),
     };
     (
         recipients
             .into_iter()
             .filter(|r| !is_simulator(r))
             .collect(),
-        from_delivery,
+        proof,
     )
 }
 
@@ -128,8 +138,8 @@ fn event_row<'a>(batch: &[&'a Accepted], (i, e, rule): &Planned<'a>) -> EventRow
 }
 
 /// Applies the new messages' events (`events`, in arrival order) and
-/// records each one's outcome in `applied`; returns what they add to the
-/// rates' counts.
+/// records each one's outcome in `applied`; returns what they change in
+/// the rates' counts.
 pub async fn apply_events(
     tx: &mut Tx<'_>,
     batch: &[&Accepted],
@@ -137,7 +147,7 @@ pub async fn apply_events(
     soft: SoftBouncePolicy,
     applied: &mut [Applied],
     now: Timestamp,
-) -> DbResult<Counts> {
+) -> DbResult<CountChange> {
     let event_rows: Vec<EventRow<'_>> = events.iter().map(|p| event_row(batch, p)).collect();
     let fresh = insert_events(tx, &event_rows).await?;
     let sources: Vec<String> = batch
@@ -154,7 +164,7 @@ pub async fn apply_events(
         })
         .collect();
     let mut counts = Counts::default();
-    let mut volume: Vec<(&str, &str, bool)> = Vec::new();
+    let mut volume: Vec<(&str, &str, Proof)> = Vec::new();
     let mut soft_bounced: Vec<(usize, &EmailAddress)> = Vec::new();
     let mut delivered: Vec<(&EmailAddress, Timestamp)> = Vec::new();
     let mut suppress: Vec<(usize, SuppressionWrite<'_>)> = Vec::new();
@@ -162,11 +172,11 @@ pub async fn apply_events(
         if !fresh[k] {
             continue;
         }
-        let (recipients, from_delivery) = volume_of(event);
+        let (recipients, proof) = volume_of(event);
         volume.extend(
             recipients
                 .into_iter()
-                .map(|r| (event.ses_message_id.as_str(), r.as_str(), from_delivery)),
+                .map(|r| (event.ses_message_id.as_str(), r.as_str(), proof)),
         );
         counts.add(numerators(event, rule));
         let Some(email) = event.recipient.as_ref() else {
@@ -181,16 +191,11 @@ pub async fn apply_events(
             Action::ContentProblem | Action::NotSpam | Action::Record => {}
         }
     }
+    let mut change = CountChange::default();
     if !volume.is_empty() {
-        let pairs: Vec<(&str, &str)> = volume.iter().map(|(m, r, _)| (*m, *r)).collect();
-        let new_sends = count_volume(tx, &pairs, now).await?;
-        for ((_, _, from_delivery), new) in volume.iter().zip(new_sends) {
-            if new {
-                counts.sends += 1;
-                counts.delivery_sends += i64::from(*from_delivery);
-            }
-        }
+        change = count_volume(tx, &volume, now).await?;
     }
+    change.counted.add(counts);
     let filled = soft_bounce_windows(tx, events, &soft_bounced, &delivered, soft, now).await?;
     // Which events each address's row stands for.
     let mut stands_for: Vec<(usize, &EmailAddress)> =
@@ -233,7 +238,7 @@ pub async fn apply_events(
     for ((i, event, _), outcome) in events.iter().zip(outcomes) {
         applied[*i].events.push((event.event_type.clone(), outcome));
     }
-    Ok(counts)
+    Ok(change)
 }
 
 /// An address whose soft bounces fill the window with this batch.

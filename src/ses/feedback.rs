@@ -64,8 +64,8 @@ pub struct FeedbackEvent {
     pub key: String,
     /// Recipients of the whole mail (`mail.destination`).
     pub destination_count: usize,
-    /// Those recipients, normalized (filled for Send events only, which
-    /// count the whole mail's volume).
+    /// Those recipients, normalized (filled for Send events, which count
+    /// the whole mail's volume, and Reject events, which take it back).
     pub destination: Vec<EmailAddress>,
 }
 
@@ -373,8 +373,9 @@ fn parse_event(
                 own_time.unwrap_or("")
             );
             let mut one = event(None, None, at, Detail::Other, key);
-            if event_type == "Send" {
-                // A Send event proves the send to every recipient of the mail.
+            if event_type == "Send" || event_type == "Reject" {
+                // A Send event proves the send to every recipient of the
+                // mail; a Reject, that none of them was sent to.
                 one.destination = mail
                     .destination
                     .iter()

@@ -9,7 +9,7 @@ use sqlx::QueryBuilder;
 
 use super::conn::Raw;
 use super::keyed::KeyedInsert;
-use super::messages::{MAX_PARAMS, key_order, new_flags};
+use super::messages::{MAX_PARAMS, key_order};
 use super::text::storable;
 use super::{DbResult, Store, Tx, on_db, on_tx};
 use crate::time::Timestamp;
@@ -91,38 +91,166 @@ impl GuardState {
     }
 }
 
-/// Counts each (mail, recipient) once in `rate_volume`; for each pair,
-/// whether it was new.
+/// What says a (mail, recipient) pair was sent, or was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A Send event or a delivery: a send, and one known from deliveries.
+    Delivery,
+    /// A bounce: a send.
+    Bounce,
+    /// SES's word that the mail was not sent (an `OnAccountSuppressionList`
+    /// bounce or complaint, a `Reject`): the pair never counts, and a send
+    /// counted for it before is taken back.
+    NotSent,
+}
+
+impl Proof {
+    /// The `counted` column of a pair this proof is the first word on.
+    fn column(self) -> &'static str {
+        match self {
+            Proof::Delivery => "delivery",
+            Proof::Bounce => "bounce",
+            Proof::NotSent => "none",
+        }
+    }
+}
+
+/// What a batch changes in the rates' counts: its own hour's, and the
+/// sends SES's word took back, each from the hour it was counted in.
+#[derive(Debug, Clone, Default)]
+pub struct CountChange {
+    pub counted: Counts,
+    /// When each send taken back was counted, and what it had counted.
+    pub taken_back: Vec<(Timestamp, Counts)>,
+}
+
+/// Counts each (mail, recipient) once in `rate_volume` (`proofs` in arrival
+/// order): the first word on a pair decides, except that SES's word that it
+/// was not sent wins over any other in the batch and takes back a send
+/// counted before, once (the column changes in the same statement, so a
+/// second word, here or on another replica, finds nothing to take back).
+/// One statement per chunk of pairs in key order, whatever the words, as
+/// every keyed write of the batch: two replicas' writers lock rows in the
+/// same order and cannot deadlock on them.
 pub async fn count_volume(
     tx: &mut Tx<'_>,
-    pairs: &[(&str, &str)],
+    proofs: &[(&str, &str, Proof)],
     now: Timestamp,
-) -> DbResult<Vec<bool>> {
+) -> DbResult<CountChange> {
     // The key is the pair; `\n` cannot occur in either half once stored.
-    let keys: Vec<_> = pairs
+    let keys: Vec<std::borrow::Cow<'_, str>> = proofs
         .iter()
-        .map(|(m, r)| std::borrow::Cow::Owned(format!("{}\n{}", storable(m), storable(r))))
+        .map(|(m, r, _)| std::borrow::Cow::Owned(format!("{}\n{}", storable(m), storable(r))))
+        .collect();
+    let not_sent: HashSet<&str> = keys
+        .iter()
+        .zip(proofs)
+        .filter(|(_, (_, _, p))| *p == Proof::NotSent)
+        .map(|(k, _)| k.as_ref())
         .collect();
     let order = key_order(&keys);
-    let mut inserted = HashSet::new();
-    for chunk in order.chunks(MAX_PARAMS / 3) {
-        let rows = on_tx!(tx, conn => {
-            let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at) ");
-            qb.push_values(chunk, |mut row, i| {
-                let (mail, recipient) = pairs[*i];
-                row.push_bind(storable(mail).into_owned())
-                    .push_bind(storable(recipient).into_owned())
-                    .push_bind(now);
-            });
-            qb.push(" ON CONFLICT (mail_id, recipient) DO NOTHING");
-            conn.keyed_insert(qb, "rate_volume", "mail_id, recipient", chunk.len()).await
-        })?;
-        inserted.extend(rows.keys(
-            chunk.iter().map(|i| keys[*i].as_ref()),
-            |(m, r): (String, String)| format!("{m}\n{r}"),
-        ));
+    let proof_of = |i: usize| {
+        if not_sent.contains(keys[i].as_ref()) {
+            Proof::NotSent
+        } else {
+            proofs[i].2
+        }
+    };
+    let mut change = CountChange::default();
+    if not_sent.is_empty() {
+        // The common case, and the cheap one: nothing to take back, so a
+        // pair stored before stays as it is.
+        let mut inserted = HashSet::new();
+        for chunk in order.chunks(MAX_PARAMS / 4) {
+            let rows = on_tx!(tx, conn => {
+                let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at, counted) ");
+                push_pairs(&mut qb, chunk, proofs, &proof_of, now);
+                qb.push(" ON CONFLICT (mail_id, recipient) DO NOTHING");
+                conn.keyed_insert(qb, "rate_volume", "mail_id, recipient", chunk.len()).await
+            })?;
+            inserted.extend(rows.keys(
+                chunk.iter().map(|i| keys[*i].as_ref()),
+                |(m, r): (String, String)| format!("{m}\n{r}"),
+            ));
+        }
+        for i in &order {
+            if inserted.contains(keys[*i].as_ref()) {
+                change.counted.add(sent(proof_of(*i) == Proof::Delivery));
+            }
+        }
+        return Ok(change);
     }
-    Ok(new_flags(&keys, &inserted))
+    // Each row returned is one this statement inserted (what it counts is
+    // its `counted`) or took back (`..._taken_back`, its `seen_at` the
+    // hour it was counted in); a pair left as it was returns nothing.
+    const TAKE_BACK: &str = " ON CONFLICT (mail_id, recipient) DO UPDATE SET counted = \
+        CASE rate_volume.counted WHEN 'delivery' THEN 'delivery_taken_back' ELSE 'bounce_taken_back' END \
+        WHERE excluded.counted = 'none' AND rate_volume.counted IN ('delivery', 'bounce') \
+        RETURNING seen_at, counted";
+    for chunk in order.chunks(MAX_PARAMS / 4) {
+        let rows: Vec<(Timestamp, String)> = on_tx!(tx, conn => {
+            let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at, counted) ");
+            push_pairs(&mut qb, chunk, proofs, &proof_of, now);
+            qb.push(TAKE_BACK);
+            qb.build_query_as().fetch_all(conn).await
+        })?;
+        for (seen_at, counted) in rows {
+            match counted.as_str() {
+                "delivery" => change.counted.add(sent(true)),
+                "bounce" => change.counted.add(sent(false)),
+                "delivery_taken_back" => change.taken_back.push((seen_at, sent(true))),
+                "bounce_taken_back" => change.taken_back.push((seen_at, sent(false))),
+                _ => {}
+            }
+        }
+    }
+    Ok(change)
+}
+
+/// One send, and whether deliveries knew it.
+fn sent(delivery: bool) -> Counts {
+    Counts {
+        sends: 1,
+        delivery_sends: i64::from(delivery),
+        ..Counts::default()
+    }
+}
+
+fn push_pairs<DB>(
+    qb: &mut QueryBuilder<DB>,
+    chunk: &[usize],
+    proofs: &[(&str, &str, Proof)],
+    proof_of: &dyn Fn(usize) -> Proof,
+    now: Timestamp,
+) where
+    DB: sqlx::Database,
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Timestamp: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    qb.push_values(chunk, |mut row, i| {
+        let (mail, recipient, _) = proofs[*i];
+        row.push_bind(storable(mail).into_owned())
+            .push_bind(storable(recipient).into_owned())
+            .push_bind(now)
+            .push_bind(proof_of(*i).column().to_owned());
+    });
+}
+
+/// Takes `c` (sends counted in the hour starting at `hour`) back from that
+/// hour's bucket, never below zero; a bucket pruned since is left alone.
+pub async fn take_back(tx: &mut Tx<'_>, hour: Timestamp, c: Counts) -> DbResult<()> {
+    const SQL: &str = "UPDATE rate_buckets SET \
+        sends = CASE WHEN sends > $2 THEN sends - $2 ELSE 0 END, \
+        delivery_sends = CASE WHEN delivery_sends > $3 THEN delivery_sends - $3 ELSE 0 END \
+        WHERE bucket_start = $1";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(hour)
+        .bind(c.sends)
+        .bind(c.delivery_sends)
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
 }
 
 /// Adds `c` to the bucket of the hour starting at `hour`.

@@ -413,7 +413,7 @@ async fn a_window_follows_hours_changed_by_hand(backend: Backend) {
 
 /// Days of `rate_days` that differ from the sum of their hours, counted
 /// both ways (a day missing, a day left over, a day with other sums).
-async fn days_unlike_their_hours(db: &TestDb) -> i64 {
+pub async fn days_unlike_their_hours(db: &TestDb) -> i64 {
     const SQLITE: &str = "WITH h AS (SELECT substr(bucket_start, 1, 10) AS day, SUM(sends) AS s, \
         SUM(hard_bounces) AS b, SUM(complaints) AS c, SUM(delivery_sends) AS d FROM rate_buckets GROUP BY 1), \
         r AS (SELECT day, sends AS s, hard_bounces AS b, complaints AS c, delivery_sends AS d FROM rate_days) \

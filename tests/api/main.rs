@@ -26,6 +26,7 @@ mod guard;
 mod health;
 mod list_scale;
 mod logs;
+mod not_sent;
 mod ordering;
 mod outage;
 mod page;

@@ -1,0 +1,14 @@
+-- What counted each (mail, recipient) pair in the rates' sends, so that
+-- SES's word that the mail was not sent (an `OnAccountSuppressionList`
+-- bounce or complaint, a `Reject`) takes the send back from the hour it
+-- was counted in, once:
+--   delivery             counted in sends and delivery_sends (a Send event
+--                        or a delivery proved it)
+--   bounce               counted in sends only (a bounce proved it)
+--   none                 never counted: SES said it was not sent first
+--   delivery_taken_back  counted as `delivery`, then taken back
+--   bounce_taken_back    counted as `bounce`, then taken back
+-- Pairs counted before this column say `bounce`: whether a delivery
+-- counted them is not known, so only their send is taken back.
+ALTER TABLE rate_volume ADD COLUMN counted TEXT NOT NULL DEFAULT 'bounce'
+    CHECK (counted IN ('delivery', 'bounce', 'none', 'delivery_taken_back', 'bounce_taken_back'));

@@ -1,0 +1,354 @@
+//! Mail SES did not send (event publishing): a `Send` event counts every
+//! recipient of the mail, and SES's later word that a recipient was on the
+//! account's suppression list (an `OnAccountSuppressionList` bounce or
+//! complaint) or that the whole mail was rejected (`Reject`) takes the send
+//! back, once, from the hour it was counted in. SES counts neither.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::guard::days_unlike_their_hours;
+use crate::helpers::{
+    Backend, TempDir, TestApp, assert_status, spawn_app_with, start, test_settings,
+};
+use crate::on_both_databases;
+use crate::page::{hour_ago, time_literal};
+use crate::signing::{Msg, TOPIC, unique_id};
+
+const AT: &str = "2026-11-25T08:00:00.000Z";
+
+/// One mail: its SES message id and its recipients.
+struct Mail {
+    id: String,
+    to: Vec<String>,
+}
+
+impl Mail {
+    fn new(recipients: usize) -> Mail {
+        let tag = unique_id();
+        Mail {
+            id: format!("ses-{tag}"),
+            to: (0..recipients)
+                .map(|i| format!("r{i}-{tag}@example.com"))
+                .collect(),
+        }
+    }
+
+    /// An event of this mail as a configuration set publishes it; every
+    /// call is a new SNS message.
+    fn event(&self, event_type: &str, detail: (&str, Value)) -> Msg {
+        let mut ses = json!({
+            "eventType": event_type,
+            "mail": {"timestamp": AT, "messageId": self.id, "source": "a@signals.example", "destination": self.to},
+        });
+        ses[detail.0] = detail.1;
+        Msg::notification(TOPIC, &ses.to_string()).sign()
+    }
+
+    /// The Send event: every recipient sent to. `at` is the event's own
+    /// time (SES's copies of one event share it).
+    fn sent(&self, at: &str) -> Msg {
+        self.event("Send", ("send", json!({"timestamp": at})))
+    }
+
+    /// A bounce of `who`, under a feedbackId of its own.
+    fn bounce(&self, subtype: &str, who: &[String]) -> Msg {
+        let kind = if subtype == "OnAccountSuppressionList" || subtype == "General" {
+            "Permanent"
+        } else {
+            "Transient"
+        };
+        let recipients: Vec<Value> = who
+            .iter()
+            .map(|r| json!({"emailAddress": r, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1"}))
+            .collect();
+        self.event(
+            "Bounce",
+            (
+                "bounce",
+                json!({"bounceType": kind, "bounceSubType": subtype, "bouncedRecipients": recipients,
+                       "timestamp": AT, "feedbackId": format!("fb-{}", unique_id())}),
+            ),
+        )
+    }
+
+    /// SES's word that `who` is on the account's suppression list.
+    fn listed(&self, who: &[String]) -> Msg {
+        self.bounce("OnAccountSuppressionList", who)
+    }
+
+    fn listed_complaint(&self, who: &str) -> Msg {
+        self.event(
+            "Complaint",
+            (
+                "complaint",
+                json!({"complainedRecipients": [{"emailAddress": who}], "timestamp": AT,
+                       "feedbackId": format!("fb-{}", unique_id()), "complaintSubType": "OnAccountSuppressionList"}),
+            ),
+        )
+    }
+
+    fn rejected(&self) -> Msg {
+        self.event("Reject", ("reject", json!({"reason": "Bad content"})))
+    }
+
+    fn delivered(&self, who: &[String]) -> Msg {
+        self.event(
+            "Delivery",
+            (
+                "delivery",
+                json!({"timestamp": AT, "recipients": who, "smtpResponse": "250 ok"}),
+            ),
+        )
+    }
+}
+
+async fn post_ok(app: &TestApp, msg: &Msg) {
+    assert_status(&app.post(msg).await, 200, "stored");
+}
+
+/// The window's sends and whether deliveries made the volume known, as
+/// `GET /v1/sending` shows them.
+async fn sends(app: &TestApp) -> (i64, bool) {
+    let (status, sending) = app.admin_get("/v1/sending").await;
+    assert_eq!(status, 200, "{sending}");
+    (
+        sending["rates"]["sends"].as_i64().unwrap_or(-1),
+        sending["rates"]["volume_known"].as_bool().unwrap_or(false),
+    )
+}
+
+async fn state_of(app: &TestApp) -> Value {
+    app.admin_get("/v1/sending").await.1
+}
+
+/// No hour or day holds a negative count, and every day is the sum of its
+/// hours.
+async fn counts_are_whole(app: &TestApp) {
+    let negative = app
+        .db
+        .scalar(
+            "SELECT COUNT(*) FROM rate_buckets WHERE sends < 0 OR delivery_sends < 0",
+            None,
+        )
+        .await;
+    assert_eq!(negative, 0, "hours with negative counts");
+    assert_eq!(
+        days_unlike_their_hours(&app.db).await,
+        0,
+        "days unlike their hours"
+    );
+}
+
+/// The trial's case: 1,000 real sends, 500 to listed addresses, 60 hard
+/// bounces. SES reads 6%, over the 5% line; counting the listed mail as
+/// sent read 4.0% and never paused.
+async fn mail_to_the_accounts_suppression_list_is_not_counted_as_sent(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let mail = Mail::new(1500);
+    let (real, listed) = mail.to.split_at(1000);
+    post_ok(&app, &mail.sent(AT)).await;
+    assert_eq!(sends(&app).await, (1500, true));
+    post_ok(&app, &mail.listed(listed)).await;
+    assert_eq!(
+        sends(&app).await,
+        (1000, true),
+        "the 500 listed were never sent"
+    );
+    post_ok(&app, &mail.listed_complaint(&listed[0])).await;
+    assert_eq!(sends(&app).await, (1000, true), "taken back once");
+    post_ok(&app, &mail.bounce("General", &real[..50])).await;
+    assert_eq!(state_of(&app).await["state"], "active", "50 of 1,000 is 5%");
+    post_ok(&app, &mail.bounce("General", &real[50..60])).await;
+    let sending = state_of(&app).await;
+    assert_eq!(sending["state"], "paused", "{sending}");
+    assert_eq!(
+        (
+            sending["at_last_pause"]["sends"].as_i64(),
+            sending["at_last_pause"]["hard_bounces"].as_i64()
+        ),
+        (Some(1000), Some(60)),
+        "{sending}"
+    );
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// Every order and every repeat of SES's words: a send is taken back once,
+/// a pair SES said was not sent never counts, and a mail rejected whole
+/// takes back what its Send event counted.
+async fn a_send_is_taken_back_once_whatever_the_order(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let mail = Mail::new(3);
+    post_ok(&app, &mail.sent(AT)).await;
+    assert_eq!(sends(&app).await, (3, true));
+    let first = mail.to[..1].to_vec();
+    post_ok(&app, &mail.listed(&first)).await;
+    assert_eq!(sends(&app).await, (2, true));
+    // The same word again under a new feedbackId, as a complaint, and
+    // with the whole mail rejected: only the two still counted go.
+    post_ok(&app, &mail.listed(&first)).await;
+    post_ok(&app, &mail.listed_complaint(&first[0])).await;
+    assert_eq!(sends(&app).await, (2, true), "the first recipient once");
+    post_ok(&app, &mail.rejected()).await;
+    assert_eq!(
+        sends(&app).await,
+        (0, false),
+        "nothing sent, and no delivery known"
+    );
+    post_ok(&app, &mail.rejected()).await;
+    // A later Send event of the mail (another of its own time) and a
+    // delivery do not count what SES said was not sent.
+    post_ok(&app, &mail.sent("2026-11-25T08:00:01.000Z")).await;
+    post_ok(&app, &mail.delivered(&mail.to[1..2])).await;
+    assert_eq!(sends(&app).await, (0, false));
+
+    // The word first, the Send event after it.
+    let other = Mail::new(2);
+    post_ok(&app, &other.listed(&other.to[..1])).await;
+    assert_eq!(sends(&app).await, (0, false));
+    post_ok(&app, &other.sent(AT)).await;
+    assert_eq!(
+        sends(&app).await,
+        (1, true),
+        "only the recipient not listed"
+    );
+    post_ok(&app, &other.delivered(&other.to)).await;
+    assert_eq!(sends(&app).await, (1, true));
+
+    // Both at once: however the writer batches them, the same.
+    let both = Mail::new(4);
+    let (sent, listed) = (both.sent(AT), both.listed(&both.to[..2]));
+    let (a, b) = tokio::join!(app.post(&sent), app.post(&listed));
+    assert_status(&a, 200, "stored");
+    assert_status(&b, 200, "stored");
+    assert_eq!(sends(&app).await, (3, true));
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// Moves everything counted so far into the hour `hours` ago, as if it had
+/// arrived then (`rate_volume` and `rate_buckets` are documented tables).
+async fn age_counts(app: &TestApp, hours: i64) {
+    let hour = time_literal(&app.db, &hour_ago(hours));
+    app.db
+        .execute(&format!("UPDATE rate_volume SET seen_at = {hour}"))
+        .await;
+    app.db
+        .execute(&format!("UPDATE rate_buckets SET bucket_start = {hour}"))
+        .await;
+}
+
+/// The sends and delivery sends of the hour `hours` ago, as `sends/delivery`.
+async fn hour_sends(app: &TestApp, hours: i64) -> Option<String> {
+    let sql = if app.db.is_sqlite() {
+        "SELECT CAST(sends AS TEXT) || '/' || CAST(delivery_sends AS TEXT) FROM rate_buckets \
+         WHERE bucket_start = $1"
+    } else {
+        "SELECT CAST(sends AS TEXT) || '/' || CAST(delivery_sends AS TEXT) FROM rate_buckets \
+         WHERE bucket_start = CAST($1 AS timestamptz)"
+    };
+    app.db.text(sql, &hour_ago(hours)).await
+}
+
+/// A send counted hours ago is taken back from its own hour, and the
+/// guard asks the rates again: a take-back alone can push them over the
+/// line.
+async fn a_send_counted_hours_ago_is_taken_back_from_its_hour(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let mail = Mail::new(1030);
+    let (real, listed) = mail.to.split_at(1010);
+    post_ok(&app, &mail.sent(AT)).await;
+    post_ok(&app, &mail.bounce("General", &real[..51])).await;
+    assert_eq!(
+        state_of(&app).await["state"],
+        "active",
+        "51 of 1,030 is 4.95%"
+    );
+    age_counts(&app, 2).await;
+    assert_eq!(hour_sends(&app, 2).await.as_deref(), Some("1030/1030"));
+    post_ok(&app, &mail.listed(listed)).await;
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM rate_buckets", None)
+            .await,
+        1,
+        "no bucket for this hour: nothing was counted in it"
+    );
+    assert_eq!(hour_sends(&app, 2).await.as_deref(), Some("1010/1010"));
+    let sending = state_of(&app).await;
+    assert_eq!(
+        sending["state"], "paused",
+        "51 of 1,010 is 5.05%: {sending}"
+    );
+    assert_eq!(sending["at_last_pause"]["sends"], 1010, "{sending}");
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// Counting starts afresh at a resume; a send counted before it is in no
+/// window since, so taking it back would undercount the new one.
+async fn a_send_counted_before_a_resume_stays_out_of_the_new_count(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let before = Mail::new(2);
+    post_ok(&app, &before.sent(AT)).await;
+    for state in ["paused", "active"] {
+        let (status, body) = app
+            .api(
+                reqwest::Method::PUT,
+                "/v1/sending",
+                Some(json!({"state": state, "by": "alice", "reason": "drill"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(sends(&app).await.0, 0, "counting starts afresh");
+    let after = Mail::new(1000);
+    post_ok(&app, &after.sent(AT)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    post_ok(&app, &before.listed(&before.to)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    post_ok(&app, &after.listed(&after.to[..10])).await;
+    assert_eq!(sends(&app).await, (990, true), "sends since the resume go");
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// The same word reaches two replicas at once, under two SNS messages:
+/// the send is taken back by one of them only.
+async fn two_replicas_take_a_send_back_once(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let dir2 = Arc::new(TempDir::new());
+    let mut settings2 = test_settings(&app.db.url, dir2.path());
+    settings2.guard_warn = false;
+    let replica = start(settings2, Default::default(), app.db.clone(), dir2).await;
+    let mail = Mail::new(1200);
+    post_ok(&app, &mail.sent(AT)).await;
+    let words: Vec<(Msg, Msg)> = mail.to[..200]
+        .chunks(5)
+        .map(|who| (mail.listed(who), mail.listed(who)))
+        .collect();
+    let answers = futures_util::future::join_all(
+        words
+            .iter()
+            .flat_map(|(a, b)| [app.post(a), replica.post(b)]),
+    )
+    .await;
+    for answer in &answers {
+        assert_status(answer, 200, "stored");
+    }
+    assert_eq!(sends(&app).await, (1000, true));
+    assert_eq!(sends(&replica).await, (1000, true));
+    counts_are_whole(&app).await;
+    replica.stop().await;
+    app.stop().await;
+}
+
+on_both_databases!(
+    mail_to_the_accounts_suppression_list_is_not_counted_as_sent,
+    a_send_is_taken_back_once_whatever_the_order,
+    a_send_counted_hours_ago_is_taken_back_from_its_hour,
+    a_send_counted_before_a_resume_stays_out_of_the_new_count,
+    two_replicas_take_a_send_back_once,
+);
