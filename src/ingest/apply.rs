@@ -9,7 +9,7 @@ use crate::guard::{self, Counts, GuardPolicy, hour_of};
 use crate::ses::policy::{self, Rule};
 use crate::sns::confirm::ConfirmMode;
 use crate::store::alerts::{AlertDraft, enqueue};
-use crate::store::guard::{CountChange, add_counts, guard_state, take_back};
+use crate::store::guard::{CountChange, add_counts, change_hours, guard_state};
 use crate::store::messages::{MessageRow, insert_messages};
 use crate::store::subscriptions::{SubscriptionChange, record};
 use crate::store::{DbResult, Tx};
@@ -115,44 +115,56 @@ pub async fn apply_batch(
     // minimum volume (a pause), bring both rates back under the warning
     // lines (the warning re-armed), or push a good old hour out of a full
     // window.
-    if write_counts(tx, change, now).await? {
+    if write_counts(tx, change, &policy.guard, now).await? {
         guard::check(tx, &policy.guard, now).await?;
     }
     Ok(applied)
 }
 
-/// Writes what the batch changed in the rates' counts: the batch's own
-/// hour, and the sends taken back from the hours they were counted in, in
-/// hour order (the order in which every writer locks the buckets, so two
-/// replicas cannot deadlock on them). Returns whether anything changed.
-async fn write_counts(tx: &mut Tx<'_>, change: CountChange, now: Timestamp) -> DbResult<bool> {
-    let mut writes: Vec<(Timestamp, Counts, bool)> = Vec::new();
-    if !change.taken_back.is_empty() {
-        // A send counted before the last resume is outside every window
-        // from then on (or, in the resume's hour, in the baseline the
-        // window subtracts): taking it back would undercount the window.
-        let since = guard_state(tx, false).await?.counting_since;
-        let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
-        for (seen_at, c) in change.taken_back {
-            if seen_at >= since {
-                by_hour.entry(hour_of(seen_at)).or_default().add(c);
-            }
+/// Writes what the batch changed in the rates' counts: its own hour's,
+/// and the sends taken back, each from the hour it was counted in.
+/// Returns whether anything changed.
+async fn write_counts(
+    tx: &mut Tx<'_>,
+    change: CountChange,
+    policy: &GuardPolicy,
+    now: Timestamp,
+) -> DbResult<bool> {
+    if change.taken_back.is_empty() {
+        // The common batch: one hour, one upsert.
+        if change.counted.is_zero() {
+            return Ok(false);
         }
-        writes.extend(by_hour.into_iter().map(|(hour, c)| (hour, c, true)));
+        add_counts(tx, hour_of(now), change.counted).await?;
+        return Ok(true);
+    }
+    // A send counted before the last resume is outside every window from
+    // then on (or, in the resume's hour, in the baseline the window
+    // subtracts): taking it back would undercount the window. One counted
+    // before the guard's maximum age is in no window either, and its hour
+    // may be pruned.
+    let since = guard_state(tx, false)
+        .await?
+        .counting_since
+        .max(now.saturating_sub(policy.max_age));
+    let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
+    for (seen_at, c) in change.taken_back {
+        if seen_at >= since {
+            let back = by_hour.entry(hour_of(seen_at)).or_default();
+            back.sends -= c.sends;
+            back.delivery_sends -= c.delivery_sends;
+        }
     }
     if !change.counted.is_zero() {
-        writes.push((hour_of(now), change.counted, false));
+        by_hour.entry(hour_of(now)).or_default().add(change.counted);
     }
-    // Stable: in the batch's own hour, the counts go in before a take-back.
-    writes.sort_by_key(|(hour, _, back)| (*hour, *back));
-    for (hour, c, back) in &writes {
-        if *back {
-            take_back(tx, *hour, *c).await?;
-        } else {
-            add_counts(tx, *hour, *c).await?;
-        }
+    by_hour.retain(|_, c| !c.is_zero());
+    if by_hour.is_empty() {
+        return Ok(false);
     }
-    Ok(!writes.is_empty())
+    let changes: Vec<(Timestamp, Counts)> = by_hour.into_iter().collect();
+    change_hours(tx, &changes).await?;
+    Ok(true)
 }
 
 /// What a stored message does besides SES events: subscription state,

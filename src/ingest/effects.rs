@@ -28,8 +28,9 @@ fn is_simulator(email: &EmailAddress) -> bool {
 }
 
 /// The recipients whose send this event proves (each counted once per mail
-/// later), or disproves: mail to the account's suppression list, and
-/// rejected mail, was not sent (SES counts neither).
+/// later), or disproves: mail to the account's suppression list, rejected
+/// mail and mail whose template did not render were not sent (SES counts
+/// none of them).
 fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, Proof) {
     const LISTED: &str = "OnAccountSuppressionList";
     let (recipients, proof): (Vec<&EmailAddress>, Proof) = match &event.detail {
@@ -37,7 +38,9 @@ fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, Proof) {
         Detail::Other if event.event_type == "Send" => {
             (event.destination.iter().collect(), Proof::Delivery)
         }
-        Detail::Other if event.event_type == "Reject" => {
+        Detail::Other
+            if event.event_type == "Reject" || event.event_type == "Rendering Failure" =>
+        {
             (event.destination.iter().collect(), Proof::NotSent)
         }
         Detail::Bounce { bounce_subtype, .. } if bounce_subtype == LISTED => {

@@ -65,7 +65,8 @@ pub struct FeedbackEvent {
     /// Recipients of the whole mail (`mail.destination`).
     pub destination_count: usize,
     /// Those recipients, normalized (filled for Send events, which count
-    /// the whole mail's volume, and Reject events, which take it back).
+    /// the whole mail's volume, and Reject and Rendering Failure events,
+    /// which take it back).
     pub destination: Vec<EmailAddress>,
 }
 
@@ -373,9 +374,10 @@ fn parse_event(
                 own_time.unwrap_or("")
             );
             let mut one = event(None, None, at, Detail::Other, key);
-            if event_type == "Send" || event_type == "Reject" {
+            if matches!(event_type, "Send" | "Reject" | "Rendering Failure") {
                 // A Send event proves the send to every recipient of the
-                // mail; a Reject, that none of them was sent to.
+                // mail; a Reject or a Rendering Failure, that none of them
+                // was sent to.
                 one.destination = mail
                     .destination
                     .iter()

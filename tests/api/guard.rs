@@ -550,7 +550,7 @@ async fn before_rate_days(db: &TestDb) {
 }
 
 /// Waits until one session of `db` (PostgreSQL) waits for a lock.
-async fn one_session_waits_for_a_lock(db: &TestDb, what: &str) {
+pub async fn one_session_waits_for_a_lock(db: &TestDb, what: &str) {
     eventually(what, || async {
         db.scalar(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -833,7 +833,7 @@ async fn a_window_of_exactly_its_sends_leaves_older_hours_out(backend: Backend) 
 
 /// A new database migrated, its store opened without a service, and the
 /// guard's policy of the same settings, changed by `adjust`.
-async fn migrated_store(
+pub async fn migrated_store(
     backend: &Backend,
     adjust: impl FnOnce(&mut bouncer::config::Settings),
 ) -> (TempDir, TestDb, Store, GuardPolicy) {

@@ -89,8 +89,22 @@ impl Mail {
         )
     }
 
-    fn rejected(&self) -> Msg {
-        self.event("Reject", ("reject", json!({"reason": "Bad content"})))
+    /// A Reject of the whole mail; `at` is the event's own time.
+    fn rejected(&self, at: &str) -> Msg {
+        self.event(
+            "Reject",
+            ("reject", json!({"reason": "Bad content", "timestamp": at})),
+        )
+    }
+
+    fn not_rendered(&self) -> Msg {
+        self.event(
+            "Rendering Failure",
+            (
+                "failure",
+                json!({"templateName": "welcome", "errorMessage": "Attribute 'name' is not present in the rendering data."}),
+            ),
+        )
     }
 
     fn delivered(&self, who: &[String]) -> Msg {
@@ -191,13 +205,23 @@ async fn a_send_is_taken_back_once_whatever_the_order(backend: Backend) {
     post_ok(&app, &mail.listed(&first)).await;
     post_ok(&app, &mail.listed_complaint(&first[0])).await;
     assert_eq!(sends(&app).await, (2, true), "the first recipient once");
-    post_ok(&app, &mail.rejected()).await;
+    post_ok(&app, &mail.rejected(AT)).await;
     assert_eq!(
         sends(&app).await,
         (0, false),
         "nothing sent, and no delivery known"
     );
-    post_ok(&app, &mail.rejected()).await;
+    // Another Reject event (its own time): a new event, nothing to take.
+    post_ok(&app, &mail.rejected("2026-11-25T08:00:02.000Z")).await;
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM feedback_events WHERE event_type = 'Reject'",
+                None
+            )
+            .await,
+        2
+    );
     // A later Send event of the mail (another of its own time) and a
     // delivery do not count what SES said was not sent.
     post_ok(&app, &mail.sent("2026-11-25T08:00:01.000Z")).await;
@@ -215,6 +239,13 @@ async fn a_send_is_taken_back_once_whatever_the_order(backend: Backend) {
         "only the recipient not listed"
     );
     post_ok(&app, &other.delivered(&other.to)).await;
+    assert_eq!(sends(&app).await, (1, true));
+
+    // A template that did not render: the mail was not sent.
+    let templated = Mail::new(2);
+    post_ok(&app, &templated.sent(AT)).await;
+    assert_eq!(sends(&app).await, (3, true));
+    post_ok(&app, &templated.not_rendered()).await;
     assert_eq!(sends(&app).await, (1, true));
 
     // Both at once: however the writer batches them, the same.
@@ -284,6 +315,17 @@ async fn a_send_counted_hours_ago_is_taken_back_from_its_hour(backend: Backend) 
     );
     assert_eq!(sending["at_last_pause"]["sends"], 1010, "{sending}");
     counts_are_whole(&app).await;
+    // The hour's bucket gone (pruned, or deleted by hand): a take-back
+    // writes no bucket of its own, and no negative count.
+    app.db.execute("DELETE FROM rate_buckets").await;
+    post_ok(&app, &mail.listed(&real[100..110])).await;
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM rate_buckets", None)
+            .await,
+        0
+    );
+    counts_are_whole(&app).await;
     app.stop().await;
 }
 
@@ -343,6 +385,90 @@ async fn two_replicas_take_a_send_back_once(backend: Backend) {
     counts_are_whole(&app).await;
     replica.stop().await;
     app.stop().await;
+}
+
+/// A batch that takes sends back from an earlier hour of the day and
+/// counts its own hour, on PostgreSQL, while another replica's batch holds
+/// the own hour and goes on to the day's row (as its upsert's `rate_days`
+/// trigger does): the first holds no day while it waits for the hour, so
+/// neither waits for the other. Written hour by hour in two statements, it
+/// held the day from the earlier hour's trigger, and PostgreSQL found a
+/// deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_back_waiting_for_an_hour_holds_no_day_on_postgres() {
+    use bouncer::guard::Counts;
+    use bouncer::store::guard::{change_hours, day_of};
+    use bouncer::time::Timestamp;
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (_dir, db, store, _) = crate::guard::migrated_store(&backend, |_| {}).await;
+    let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let day = day_of(now, 2).to_text();
+    let at = |hour: usize| format!("{}T{hour:02}:00:00.000Z", &day[..10]);
+    crate::page::seed_hour_in(&db, &at(5), 100, 0, 0).await;
+    crate::page::seed_hour_in(&db, &at(6), 100, 0, 0).await;
+    let mut other = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let mut replica = other.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM rate_buckets WHERE bucket_start = $1::timestamptz FOR UPDATE")
+        .bind(at(6))
+        .fetch_one(&mut *replica)
+        .await
+        .expect("the other replica holds the hour");
+    let hour = |text: String| Timestamp::parse_rfc3339(&text).expect("an hour");
+    let changes = vec![
+        (
+            hour(at(5)),
+            Counts {
+                sends: -3,
+                delivery_sends: -3,
+                ..Counts::default()
+            },
+        ),
+        (
+            hour(at(6)),
+            Counts {
+                sends: 10,
+                delivery_sends: 10,
+                ..Counts::default()
+            },
+        ),
+    ];
+    let writer_store = store.clone();
+    let batch = tokio::spawn(async move {
+        let mut conn = writer_store.connect_writer().await.expect("a writer");
+        let mut tx = conn.begin().await.expect("begin");
+        change_hours(&mut tx, &changes)
+            .await
+            .expect("the hours change");
+        tx.commit().await.expect("commit");
+    });
+    crate::guard::one_session_waits_for_a_lock(&db, "the batch waits for the hour").await;
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *replica)
+        .await
+        .expect("a lock timeout");
+    // Its upsert of the hour, whose trigger then updates the day.
+    sqlx::query(
+        "UPDATE rate_buckets SET sends = sends + 1, delivery_sends = delivery_sends + 1 \
+         WHERE bucket_start = $1::timestamptz",
+    )
+    .bind(at(6))
+    .execute(&mut *replica)
+    .await
+    .expect("the other replica's batch takes the day: nobody holds it");
+    replica.commit().await.expect("the other replica commits");
+    batch.await.expect("the batch commits after it");
+    let hours = db
+        .text(
+            "SELECT string_agg(CAST(sends AS TEXT), ',' ORDER BY bucket_start) FROM rate_buckets WHERE $1 <> ''",
+            "-",
+        )
+        .await;
+    assert_eq!(hours.as_deref(), Some("97,111"));
+    assert_eq!(crate::guard::days_unlike_their_hours(&db).await, 0);
+    store.close().await;
 }
 
 on_both_databases!(
