@@ -1,7 +1,7 @@
 -- What counted each (mail, recipient) pair in the rates' sends, so that
 -- SES's word that the mail was not sent (an `OnAccountSuppressionList`
--- bounce or complaint, a `Reject`) takes the send back from the hour it
--- was counted in, once:
+-- bounce or complaint, a `Reject`, a `Rendering Failure`) takes the send
+-- back from the hour it was counted in, once:
 --   delivery             counted in sends and delivery_sends (a Send event
 --                        or a delivery proved it)
 --   bounce               counted in sends only (a bounce proved it)

@@ -141,16 +141,15 @@ async fn write_counts(
     // A send counted before the last resume is outside every window from
     // then on (or, in the resume's hour, in the baseline the window
     // subtracts): taking it back would undercount the window. One counted
-    // before the guard's maximum age is in no window either, and its hour
-    // may be pruned.
-    let since = guard_state(tx, false)
-        .await?
-        .counting_since
-        .max(now.saturating_sub(policy.max_age));
+    // in an hour older than the window's oldest (the guard's maximum age)
+    // is in no window either, and its hour may be pruned.
+    let since = guard_state(tx, false).await?.counting_since;
+    let oldest_hour = hour_of(now.saturating_sub(policy.max_age));
     let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
     for (seen_at, c) in change.taken_back {
-        if seen_at >= since {
-            let back = by_hour.entry(hour_of(seen_at)).or_default();
+        let hour = hour_of(seen_at);
+        if seen_at >= since && hour >= oldest_hour {
+            let back = by_hour.entry(hour).or_default();
             back.sends -= c.sends;
             back.delivery_sends -= c.delivery_sends;
         }
@@ -163,8 +162,7 @@ async fn write_counts(
         return Ok(false);
     }
     let changes: Vec<(Timestamp, Counts)> = by_hour.into_iter().collect();
-    change_hours(tx, &changes).await?;
-    Ok(true)
+    change_hours(tx, &changes).await
 }
 
 /// What a stored message does besides SES events: subscription state,

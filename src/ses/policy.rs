@@ -219,7 +219,7 @@ pub const RULES: &[Rule] = &[
         "*",
         Action::Record,
         Rate::None,
-        "recorded and counted only",
+        "recorded; a Send counts its mail's recipients as sent, a Reject or Rendering Failure takes them back",
     ),
 ];
 

@@ -99,8 +99,8 @@ pub enum Proof {
     /// A bounce: a send.
     Bounce,
     /// SES's word that the mail was not sent (an `OnAccountSuppressionList`
-    /// bounce or complaint, a `Reject`): the pair never counts, and a send
-    /// counted for it before is taken back.
+    /// bounce or complaint, a `Reject`, a `Rendering Failure`): the pair
+    /// never counts, and a send counted for it before is taken back.
     NotSent,
 }
 
@@ -244,7 +244,13 @@ fn push_pairs<DB>(
 /// it waits for an hour, and two replicas that touch several hours each
 /// cannot deadlock (hour by hour in separate statements, one would hold a
 /// day and wait for an hour the other holds while waiting for that day).
-pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> DbResult<()> {
+/// Returns whether any hour was written.
+///
+/// The bucket's existence is read from the statement's snapshot: an hour
+/// deleted by another transaction while the statement runs (by hand, or
+/// by a prune with a shorter maximum age than this writer's) can come back
+/// with negative sends.
+pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> DbResult<bool> {
     const CLAMPED: &str = ") AS v WHERE (column2 >= 0 AND column5 >= 0) \
         OR EXISTS (SELECT 1 FROM rate_buckets b WHERE b.bucket_start = v.column1) \
         ORDER BY column1 \
@@ -255,7 +261,7 @@ pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> D
           complaints = rate_buckets.complaints + excluded.complaints, \
           delivery_sends = CASE WHEN rate_buckets.delivery_sends + excluded.delivery_sends > 0 \
             THEN rate_buckets.delivery_sends + excluded.delivery_sends ELSE 0 END";
-    on_tx!(tx, conn => {
+    Ok(on_tx!(tx, conn => {
         let mut qb = QueryBuilder::new(
             "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
              SELECT column1, column2, column3, column4, column5 FROM (",
@@ -268,9 +274,8 @@ pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> D
                 .push_bind(c.delivery_sends);
         });
         qb.push(CLAMPED);
-        qb.build().execute(conn).await.map(|_| ())
-    })?;
-    Ok(())
+        qb.build().execute(conn).await.map(|done| done.rows_affected() > 0)
+    })?)
 }
 
 /// Adds `c` to the bucket of the hour starting at `hour`.

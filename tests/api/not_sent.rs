@@ -1,8 +1,9 @@
 //! Mail SES did not send (event publishing): a `Send` event counts every
 //! recipient of the mail, and SES's later word that a recipient was on the
 //! account's suppression list (an `OnAccountSuppressionList` bounce or
-//! complaint) or that the whole mail was rejected (`Reject`) takes the send
-//! back, once, from the hour it was counted in. SES counts neither.
+//! complaint), or that the whole mail was rejected (`Reject`) or its
+//! template did not render (`Rendering Failure`), takes the send back,
+//! once, from the hour it was counted in. SES counts none of them.
 
 use std::sync::Arc;
 
@@ -259,20 +260,32 @@ async fn a_send_is_taken_back_once_whatever_the_order(backend: Backend) {
     app.stop().await;
 }
 
-/// Moves everything counted so far into the hour `hours` ago, as if it had
-/// arrived then (`rate_volume` and `rate_buckets` are documented tables).
-async fn age_counts(app: &TestApp, hours: i64) {
-    let hour = time_literal(&app.db, &hour_ago(hours));
+/// Moves everything counted so far into the hour `hour` (text), as if it
+/// had arrived then (`rate_volume` and `rate_buckets` are documented
+/// tables): the hours counted so far (two, if the test ran across the turn
+/// of an hour) become that one.
+async fn age_counts(app: &TestApp, hour: &str) {
+    let hour = time_literal(&app.db, hour);
     app.db
         .execute(&format!("UPDATE rate_volume SET seen_at = {hour}"))
         .await;
     app.db
-        .execute(&format!("UPDATE rate_buckets SET bucket_start = {hour}"))
+        .execute(&format!(
+            "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+             SELECT {hour}, CAST(SUM(sends) AS BIGINT), CAST(SUM(hard_bounces) AS BIGINT), \
+             CAST(SUM(complaints) AS BIGINT), CAST(SUM(delivery_sends) AS BIGINT) FROM rate_buckets"
+        ))
+        .await;
+    app.db
+        .execute(&format!(
+            "DELETE FROM rate_buckets WHERE bucket_start <> {hour}"
+        ))
         .await;
 }
 
-/// The sends and delivery sends of the hour `hours` ago, as `sends/delivery`.
-async fn hour_sends(app: &TestApp, hours: i64) -> Option<String> {
+/// The sends and delivery sends of the hour `hour` (text), as
+/// `sends/delivery`.
+async fn hour_sends(app: &TestApp, hour: &str) -> Option<String> {
     let sql = if app.db.is_sqlite() {
         "SELECT CAST(sends AS TEXT) || '/' || CAST(delivery_sends AS TEXT) FROM rate_buckets \
          WHERE bucket_start = $1"
@@ -280,7 +293,7 @@ async fn hour_sends(app: &TestApp, hours: i64) -> Option<String> {
         "SELECT CAST(sends AS TEXT) || '/' || CAST(delivery_sends AS TEXT) FROM rate_buckets \
          WHERE bucket_start = CAST($1 AS timestamptz)"
     };
-    app.db.text(sql, &hour_ago(hours)).await
+    app.db.text(sql, hour).await
 }
 
 /// A send counted hours ago is taken back from its own hour, and the
@@ -297,8 +310,9 @@ async fn a_send_counted_hours_ago_is_taken_back_from_its_hour(backend: Backend) 
         "active",
         "51 of 1,030 is 4.95%"
     );
-    age_counts(&app, 2).await;
-    assert_eq!(hour_sends(&app, 2).await.as_deref(), Some("1030/1030"));
+    let aged = hour_ago(2);
+    age_counts(&app, &aged).await;
+    assert_eq!(hour_sends(&app, &aged).await.as_deref(), Some("1030/1030"));
     post_ok(&app, &mail.listed(listed)).await;
     assert_eq!(
         app.db
@@ -307,7 +321,7 @@ async fn a_send_counted_hours_ago_is_taken_back_from_its_hour(backend: Backend) 
         1,
         "no bucket for this hour: nothing was counted in it"
     );
-    assert_eq!(hour_sends(&app, 2).await.as_deref(), Some("1010/1010"));
+    assert_eq!(hour_sends(&app, &aged).await.as_deref(), Some("1010/1010"));
     let sending = state_of(&app).await;
     assert_eq!(
         sending["state"], "paused",
@@ -325,6 +339,44 @@ async fn a_send_counted_hours_ago_is_taken_back_from_its_hour(backend: Backend) 
             .await,
         0
     );
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// The guard's window reaches back to the hour of its maximum age: a send
+/// counted in that hour is taken back, one counted before it is in no
+/// window and stays as it was.
+async fn a_take_back_reaches_back_as_far_as_the_window(backend: Backend) {
+    let app = spawn_app_with(backend, |s, _| {
+        s.guard_warn = false;
+        s.guard_max_age_days = 1;
+    })
+    .await;
+    let (oldest, older) = (hour_ago(24), hour_ago(26));
+    let old = Mail::new(10);
+    post_ok(&app, &old.sent(AT)).await;
+    age_counts(&app, &older).await;
+    let edge = Mail::new(10);
+    post_ok(&app, &edge.sent(AT)).await;
+    let at = time_literal(&app.db, &oldest);
+    let aged = time_literal(&app.db, &older);
+    app.db
+        .execute(&format!(
+            "UPDATE rate_volume SET seen_at = {at} WHERE mail_id = '{}'",
+            edge.id
+        ))
+        .await;
+    app.db
+        .execute(&format!(
+            "UPDATE rate_buckets SET bucket_start = {at} WHERE bucket_start <> {aged}"
+        ))
+        .await;
+    assert_eq!(sends(&app).await, (10, true), "the window's oldest hour");
+    post_ok(&app, &edge.listed(&edge.to)).await;
+    post_ok(&app, &old.listed(&old.to)).await;
+    assert_eq!(hour_sends(&app, &oldest).await.as_deref(), Some("0/0"));
+    assert_eq!(hour_sends(&app, &older).await.as_deref(), Some("10/10"));
+    assert_eq!(sends(&app).await, (0, false));
     counts_are_whole(&app).await;
     app.stop().await;
 }
@@ -475,6 +527,7 @@ on_both_databases!(
     mail_to_the_accounts_suppression_list_is_not_counted_as_sent,
     a_send_is_taken_back_once_whatever_the_order,
     a_send_counted_hours_ago_is_taken_back_from_its_hour,
+    a_take_back_reaches_back_as_far_as_the_window,
     a_send_counted_before_a_resume_stays_out_of_the_new_count,
     two_replicas_take_a_send_back_once,
 );
