@@ -8,13 +8,15 @@
 --   none                 never counted: SES said it was not sent first
 --   delivery_taken_back  counted as `delivery`, then taken back
 --   bounce_taken_back    counted as `bounce`, then taken back
--- Pairs counted before this column say `bounce`: whether a delivery
--- counted them is not known, so only their send is taken back.
+-- Pairs counted before this column (or by a replica of the version before,
+-- still running in a rolling upgrade) say `delivery`: the pairs SES later
+-- says were not sent are those a Send event counted (a bounce of a pair
+-- contradicts SES's word that it was not sent).
 -- The column with a constant default changes no row; the check holds for
 -- every row written from now on (`NOT VALID`: the rows before hold the
 -- default), so the table, one row per recipient of every mail of the
 -- guard's maximum age, is not scanned under an exclusive lock while other
 -- replicas wait to write.
-ALTER TABLE rate_volume ADD COLUMN counted TEXT NOT NULL DEFAULT 'bounce';
+ALTER TABLE rate_volume ADD COLUMN counted TEXT NOT NULL DEFAULT 'delivery';
 ALTER TABLE rate_volume ADD CONSTRAINT rate_volume_counted
     CHECK (counted IN ('delivery', 'bounce', 'none', 'delivery_taken_back', 'bounce_taken_back')) NOT VALID;

@@ -8,7 +8,9 @@
 --   none                 never counted: SES said it was not sent first
 --   delivery_taken_back  counted as `delivery`, then taken back
 --   bounce_taken_back    counted as `bounce`, then taken back
--- Pairs counted before this column say `bounce`: whether a delivery
--- counted them is not known, so only their send is taken back.
-ALTER TABLE rate_volume ADD COLUMN counted TEXT NOT NULL DEFAULT 'bounce'
+-- Pairs counted before this column (or by a replica of the version before,
+-- still running in a rolling upgrade) say `delivery`: the pairs SES later
+-- says were not sent are those a Send event counted (a bounce of a pair
+-- contradicts SES's word that it was not sent).
+ALTER TABLE rate_volume ADD COLUMN counted TEXT NOT NULL DEFAULT 'delivery'
     CHECK (counted IN ('delivery', 'bounce', 'none', 'delivery_taken_back', 'bounce_taken_back'));

@@ -145,15 +145,12 @@ async fn write_counts(
     // is in no window either, and its hour may be pruned.
     let since = guard_state(tx, false).await?.counting_since;
     let oldest_hour = hour_of(now.saturating_sub(policy.max_age));
-    let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
-    for (seen_at, c) in change.taken_back {
-        let hour = hour_of(seen_at);
-        if seen_at >= since && hour >= oldest_hour {
-            let back = by_hour.entry(hour).or_default();
-            back.sends -= c.sends;
-            back.delivery_sends -= c.delivery_sends;
-        }
-    }
+    let taken: Vec<(Timestamp, Counts)> = change
+        .taken_back
+        .into_iter()
+        .filter(|(seen_at, _)| *seen_at >= since && hour_of(*seen_at) >= oldest_hour)
+        .collect();
+    let mut by_hour = signed_by_hour(&taken, -1);
     if !change.counted.is_zero() {
         by_hour.entry(hour_of(now)).or_default().add(change.counted);
     }
@@ -162,7 +159,36 @@ async fn write_counts(
         return Ok(false);
     }
     let changes: Vec<(Timestamp, Counts)> = by_hour.into_iter().collect();
-    change_hours(tx, &changes).await
+    let wrote = change_hours(tx, &changes).await?;
+    // `since` was read without a lock: a resume that committed since made
+    // the sends counted before it part of its hour's baseline, and what
+    // was taken back of them goes back in. Locking the state row here is
+    // every writer's order (hours, days, then the state row), and the lock
+    // waits for a resume in flight (PostgreSQL; on SQLite none can be).
+    let resumed = guard_state(tx, true).await?.counting_since;
+    if resumed > since {
+        let before: Vec<(Timestamp, Counts)> = taken
+            .into_iter()
+            .filter(|(seen_at, _)| *seen_at < resumed)
+            .collect();
+        let again: Vec<(Timestamp, Counts)> = signed_by_hour(&before, 1).into_iter().collect();
+        if !again.is_empty() {
+            change_hours(tx, &again).await?;
+        }
+    }
+    Ok(wrote)
+}
+
+/// The sends and delivery sends of `taken`, summed by the hour each was
+/// counted in, with `sign`.
+fn signed_by_hour(taken: &[(Timestamp, Counts)], sign: i64) -> BTreeMap<Timestamp, Counts> {
+    let mut by_hour: BTreeMap<Timestamp, Counts> = BTreeMap::new();
+    for (seen_at, c) in taken {
+        let hour = by_hour.entry(hour_of(*seen_at)).or_default();
+        hour.sends += sign * c.sends;
+        hour.delivery_sends += sign * c.delivery_sends;
+    }
+    by_hour
 }
 
 /// What a stored message does besides SES events: subscription state,

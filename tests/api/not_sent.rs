@@ -409,6 +409,66 @@ async fn a_send_counted_before_a_resume_stays_out_of_the_new_count(backend: Back
     app.stop().await;
 }
 
+/// A resume by hand commits while a batch takes sends back (PostgreSQL:
+/// the batch read the resume time before the resume committed). The sends
+/// counted before the resume are in the resume hour's baseline, so what
+/// the batch took back of them goes back in, and the new window counts
+/// every send since the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_postgres() {
+    use bouncer::store::{Access, Store};
+    use bouncer::time::Timestamp;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let mail = Mail::new(10);
+    post_ok(&app, &mail.sent(AT)).await;
+    let (status, body) = app
+        .api(
+            reqwest::Method::PUT,
+            "/v1/sending",
+            Some(json!({"state": "paused", "by": "alice", "reason": "drill"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dir = TempDir::new();
+    let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
+        .await
+        .expect("the store opens");
+    let mut conn = store.connect_writer().await.expect("a connection");
+    let mut resume = conn.begin().await.expect("begin");
+    let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let resumed = bouncer::store::guard::resume(
+        &mut resume,
+        "alice",
+        "drill",
+        now,
+        bouncer::guard::hour_of(now),
+    )
+    .await
+    .expect("the resume");
+    assert!(resumed);
+    let word = mail.listed(&mail.to);
+    let (answer, ()) = tokio::join!(app.post(&word), async {
+        crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
+            .await;
+        resume.commit().await.expect("the resume commits");
+    });
+    assert_status(&answer, 200, "stored");
+    assert_eq!(
+        sends(&app).await.0,
+        0,
+        "counting starts afresh at the resume"
+    );
+    post_ok(&app, &crate::guard::deliveries(1000)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    counts_are_whole(&app).await;
+    drop(conn);
+    store.close().await;
+    app.stop().await;
+}
+
 /// The same word reaches two replicas at once, under two SNS messages:
 /// the send is taken back by one of them only.
 async fn two_replicas_take_a_send_back_once(backend: Backend) {
