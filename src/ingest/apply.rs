@@ -166,7 +166,7 @@ async fn write_counts(
     // every writer's order (hours, days, then the state row), and the lock
     // waits for a resume in flight (PostgreSQL; on SQLite none can be).
     let resumed = guard_state(tx, true).await?.counting_since;
-    if resumed > since {
+    if wrote && resumed > since {
         let before: Vec<(Timestamp, Counts)> = taken
             .into_iter()
             .filter(|(seen_at, _)| *seen_at < resumed)
