@@ -150,33 +150,39 @@ async fn write_counts(
         .into_iter()
         .filter(|(seen_at, _)| *seen_at >= since && hour_of(*seen_at) >= oldest_hour)
         .collect();
+    // Every hour with a take-back is written, even when the batch's own
+    // counts cancel it: the statement then holds it before the state row,
+    // and a put-back below writes no hour it does not hold.
     let mut by_hour = signed_by_hour(&taken, -1);
     if !change.counted.is_zero() {
         by_hour.entry(hour_of(now)).or_default().add(change.counted);
     }
-    by_hour.retain(|_, c| !c.is_zero());
     if by_hour.is_empty() {
         return Ok(false);
     }
     let changes: Vec<(Timestamp, Counts)> = by_hour.into_iter().collect();
-    let wrote = change_hours(tx, &changes).await?;
+    let written = change_hours(tx, &changes).await?;
+    if written.is_empty() {
+        return Ok(false);
+    }
     // `since` was read without a lock: a resume that committed since made
     // the sends counted before it part of its hour's baseline, and what
-    // was taken back of them goes back in. Locking the state row here is
-    // every writer's order (hours, days, then the state row), and the lock
-    // waits for a resume in flight (PostgreSQL; on SQLite none can be).
+    // was taken back of them goes back in. The state row is locked after
+    // the hours and days, as by every writer (a resume locks it first and
+    // then only reads hours), and the lock waits for a resume in flight
+    // (PostgreSQL; on SQLite none can be).
     let resumed = guard_state(tx, true).await?.counting_since;
-    if wrote && resumed > since {
+    if resumed > since {
         let before: Vec<(Timestamp, Counts)> = taken
             .into_iter()
-            .filter(|(seen_at, _)| *seen_at < resumed)
+            .filter(|(seen_at, _)| *seen_at < resumed && written.contains(&hour_of(*seen_at)))
             .collect();
         let again: Vec<(Timestamp, Counts)> = signed_by_hour(&before, 1).into_iter().collect();
         if !again.is_empty() {
             change_hours(tx, &again).await?;
         }
     }
-    Ok(wrote)
+    Ok(true)
 }
 
 /// The sends and delivery sends of `taken`, summed by the hour each was

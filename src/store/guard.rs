@@ -244,13 +244,16 @@ fn push_pairs<DB>(
 /// it waits for an hour, and two replicas that touch several hours each
 /// cannot deadlock (hour by hour in separate statements, one would hold a
 /// day and wait for an hour the other holds while waiting for that day).
-/// Returns whether any hour was written.
+/// Returns the hours written.
 ///
 /// The bucket's existence is read from the statement's snapshot: an hour
 /// deleted by another transaction while the statement runs (by hand, or
 /// by a prune with a shorter maximum age than this writer's) can come back
 /// with negative sends.
-pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> DbResult<bool> {
+pub async fn change_hours(
+    tx: &mut Tx<'_>,
+    changes: &[(Timestamp, Counts)],
+) -> DbResult<Vec<Timestamp>> {
     const CLAMPED: &str = ") AS v WHERE (column2 >= 0 AND column5 >= 0) \
         OR EXISTS (SELECT 1 FROM rate_buckets b WHERE b.bucket_start = v.column1) \
         ORDER BY column1 \
@@ -260,7 +263,8 @@ pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> D
           hard_bounces = rate_buckets.hard_bounces + excluded.hard_bounces, \
           complaints = rate_buckets.complaints + excluded.complaints, \
           delivery_sends = CASE WHEN rate_buckets.delivery_sends + excluded.delivery_sends > 0 \
-            THEN rate_buckets.delivery_sends + excluded.delivery_sends ELSE 0 END";
+            THEN rate_buckets.delivery_sends + excluded.delivery_sends ELSE 0 END \
+        RETURNING bucket_start";
     Ok(on_tx!(tx, conn => {
         let mut qb = QueryBuilder::new(
             "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
@@ -274,7 +278,7 @@ pub async fn change_hours(tx: &mut Tx<'_>, changes: &[(Timestamp, Counts)]) -> D
                 .push_bind(c.delivery_sends);
         });
         qb.push(CLAMPED);
-        qb.build().execute(conn).await.map(|done| done.rows_affected() > 0)
+        qb.build_query_scalar().fetch_all(conn).await
     })?)
 }
 
@@ -700,6 +704,12 @@ pub async fn resume(
     now: Timestamp,
     hour: Timestamp,
 ) -> DbResult<bool> {
+    // The row first, then the baseline in a statement of its own: on
+    // PostgreSQL an UPDATE's subqueries read the snapshot the statement
+    // began with, so an UPDATE that waited for a batch holding the row
+    // would take the baseline from before that batch's counts and
+    // take-backs, and the new window would count them (or miss them).
+    guard_state(tx, true).await?;
     const SQL: &str = "UPDATE sending_state SET state = 'active', changed_at = $1, changed_by = $2, reason = $3, \
         counting_since = $1, warned_at = NULL, \
         baseline_sends = COALESCE((SELECT sends FROM rate_buckets WHERE bucket_start = $4), 0), \

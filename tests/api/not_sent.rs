@@ -469,6 +469,57 @@ async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_po
     app.stop().await;
 }
 
+/// A resume by hand waits for another replica's batch that holds the
+/// state row (between its take-back and its commit), and takes its
+/// baseline after that batch: the new window counts every send since the
+/// resume. With the baseline read in the statement that waited, it came
+/// from before the batch, and the window counted 995 of 1,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    let mail = Mail::new(10);
+    post_ok(&app, &mail.sent(AT)).await;
+    let sending = |state: &str| Some(json!({"state": state, "by": "alice", "reason": "drill"}));
+    let (status, body) = app
+        .api(reqwest::Method::PUT, "/v1/sending", sending("paused"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut other = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    let mut batch = other.begin().await.expect("begin");
+    sqlx::query("UPDATE rate_buckets SET sends = sends - 5, delivery_sends = delivery_sends - 5")
+        .execute(&mut *batch)
+        .await
+        .expect("the other replica takes five sends back");
+    sqlx::query("SELECT 1 FROM sending_state FOR UPDATE")
+        .fetch_one(&mut *batch)
+        .await
+        .expect("and holds the state row");
+    let ((status, body), ()) = tokio::join!(
+        app.api(reqwest::Method::PUT, "/v1/sending", sending("active")),
+        async {
+            crate::guard::one_session_waits_for_a_lock(&app.db, "the resume waits for the batch")
+                .await;
+            batch.commit().await.expect("the batch commits");
+        }
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        sends(&app).await.0,
+        0,
+        "counting starts afresh at the resume"
+    );
+    post_ok(&app, &crate::guard::deliveries(1000)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
 /// The same word reaches two replicas at once, under two SNS messages:
 /// the send is taken back by one of them only.
 async fn two_replicas_take_a_send_back_once(backend: Backend) {
