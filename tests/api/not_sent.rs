@@ -134,6 +134,18 @@ async fn sends(app: &TestApp) -> (i64, bool) {
     )
 }
 
+/// Pauses or resumes by hand, through the API.
+async fn set_sending(app: &TestApp, state: &str) {
+    let (status, body) = app
+        .api(
+            reqwest::Method::PUT,
+            "/v1/sending",
+            Some(json!({"state": state, "by": "alice", "reason": "drill"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn state_of(app: &TestApp) -> Value {
     app.admin_get("/v1/sending").await.1
 }
@@ -387,16 +399,8 @@ async fn a_send_counted_before_a_resume_stays_out_of_the_new_count(backend: Back
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
     let before = Mail::new(2);
     post_ok(&app, &before.sent(AT)).await;
-    for state in ["paused", "active"] {
-        let (status, body) = app
-            .api(
-                reqwest::Method::PUT,
-                "/v1/sending",
-                Some(json!({"state": state, "by": "alice", "reason": "drill"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    set_sending(&app, "paused").await;
+    set_sending(&app, "active").await;
     assert_eq!(sends(&app).await.0, 0, "counting starts afresh");
     let after = Mail::new(1000);
     post_ok(&app, &after.sent(AT)).await;
@@ -424,14 +428,7 @@ async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_po
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
     let mail = Mail::new(10);
     post_ok(&app, &mail.sent(AT)).await;
-    let (status, body) = app
-        .api(
-            reqwest::Method::PUT,
-            "/v1/sending",
-            Some(json!({"state": "paused", "by": "alice", "reason": "drill"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    set_sending(&app, "paused").await;
     let dir = TempDir::new();
     let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
         .await
@@ -483,11 +480,7 @@ async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() 
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
     let mail = Mail::new(10);
     post_ok(&app, &mail.sent(AT)).await;
-    let sending = |state: &str| Some(json!({"state": state, "by": "alice", "reason": "drill"}));
-    let (status, body) = app
-        .api(reqwest::Method::PUT, "/v1/sending", sending("paused"))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    set_sending(&app, "paused").await;
     let mut other = sqlx::PgConnection::connect(&app.db.url)
         .await
         .expect("connect");
@@ -500,15 +493,10 @@ async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() 
         .fetch_one(&mut *batch)
         .await
         .expect("and holds the state row");
-    let ((status, body), ()) = tokio::join!(
-        app.api(reqwest::Method::PUT, "/v1/sending", sending("active")),
-        async {
-            crate::guard::one_session_waits_for_a_lock(&app.db, "the resume waits for the batch")
-                .await;
-            batch.commit().await.expect("the batch commits");
-        }
-    );
-    assert_eq!(status, 200, "{body}");
+    let ((), ()) = tokio::join!(set_sending(&app, "active"), async {
+        crate::guard::one_session_waits_for_a_lock(&app.db, "the resume waits for the batch").await;
+        batch.commit().await.expect("the batch commits");
+    });
     assert_eq!(
         sends(&app).await.0,
         0,
