@@ -80,10 +80,10 @@ pub async fn set_sending(
     let store = Store::open(settings, Access::Write).await?;
     let user = crate::cli_suppressions::operator();
     let by = format!("{} (cli:{user})", by.trim());
-    let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
     let policy = crate::guard::GuardPolicy::from_settings(settings)?;
+    let clock = crate::clock::Clock::system();
     let changed =
-        crate::guard::set_sending(&store, &policy, paused, &by, reason.trim(), now).await?;
+        crate::guard::set_sending(&store, &policy, paused, &by, reason.trim(), &clock).await?;
     let word = if paused { "paused" } else { "active" };
     if changed {
         say!("sending is now {word}");

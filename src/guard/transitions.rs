@@ -4,10 +4,11 @@
 //! SES pausing on, the intent for SES is written with each pause and resume.
 
 use super::{GuardPolicy, Rates, decide, hour_of, rates_for, rates_matter};
+use crate::clock::Clock;
 use crate::store::alerts::{AlertDraft, enqueue};
 use crate::store::guard::{
-    PauseRecord, guard_state, mark_warned, pause_automatically, pause_by_hand, rearm_warning,
-    resume,
+    Counts, PauseRecord, add_to_baseline, guard_state, mark_warned, pause_automatically,
+    pause_by_hand, rearm_warning, resume,
 };
 use crate::store::ses::record_sending_intent;
 use crate::store::{DbResult, Store, Tx};
@@ -45,8 +46,25 @@ fn summary(rates: &Rates) -> String {
 /// concurrent batches on any replica check one at a time and each sees what
 /// the others committed, and makes the transitions they call for: at most
 /// one pause, one warning per crossing.
-pub async fn check(tx: &mut Tx<'_>, policy: &GuardPolicy, now: Timestamp) -> DbResult<()> {
-    let state = guard_state(tx, true).await?;
+/// `counted` is what the batch added to the hour of `now`.
+pub async fn check(
+    tx: &mut Tx<'_>,
+    policy: &GuardPolicy,
+    now: Timestamp,
+    counted: Counts,
+) -> DbResult<()> {
+    let mut state = guard_state(tx, true).await?;
+    // A resume committed between this batch's write of its hour and this
+    // lock: the batch's messages came before it (`now` is earlier), but the
+    // resume read its hour's baseline without them. They go into the
+    // baseline now, so that the new window counts only what came after.
+    if state.counting_since > now
+        && hour_of(state.counting_since) == hour_of(now)
+        && !counted.is_zero()
+    {
+        add_to_baseline(tx, counted).await?;
+        state.baseline.add(counted);
+    }
     if !rates_matter(state.paused, state.warned) {
         return Ok(());
     }
@@ -107,10 +125,15 @@ pub async fn set_sending(
     paused: bool,
     by: &str,
     reason: &str,
-    now: Timestamp,
+    clock: &Clock,
 ) -> DbResult<bool> {
     let mut conn = store.conn().await?;
     let mut tx = conn.begin().await?;
+    // The time is read once the row is held: every batch that committed
+    // before is then earlier than the resume, as its counts in the
+    // baseline say, and every batch that commits after sees the resume.
+    guard_state(&mut tx, true).await?;
+    let now = clock.now();
     let changed = if paused {
         pause_by_hand(&mut tx, by, reason, now).await?
     } else {

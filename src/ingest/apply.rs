@@ -115,8 +115,9 @@ pub async fn apply_batch(
     // minimum volume (a pause), bring both rates back under the warning
     // lines (the warning re-armed), or push a good old hour out of a full
     // window.
+    let counted = change.counted;
     if write_counts(tx, change, &policy.guard, now).await? {
-        guard::check(tx, &policy.guard, now).await?;
+        guard::check(tx, &policy.guard, now, counted).await?;
     }
     Ok(applied)
 }

@@ -673,7 +673,7 @@ async fn set_sending(
         paused,
         &by,
         reason,
-        state.verifier.clock().now(),
+        state.verifier.clock(),
     )
     .await?;
     let mut report = sending_report(&state.store, &state.guard).await?;

@@ -695,6 +695,24 @@ pub async fn pause_by_hand(
     Ok(changed == 1)
 }
 
+/// Adds `c` to the resume's baseline: counts of the resume's hour that
+/// came before the resume but were written by a batch that committed
+/// after it (`guard::check`).
+pub async fn add_to_baseline(tx: &mut Tx<'_>, c: Counts) -> DbResult<()> {
+    const SQL: &str = "UPDATE sending_state SET baseline_sends = baseline_sends + $1, \
+        baseline_hard_bounces = baseline_hard_bounces + $2, baseline_complaints = baseline_complaints + $3, \
+        baseline_delivery_sends = baseline_delivery_sends + $4 WHERE id = 1";
+    on_tx!(tx, conn => sqlx::query(SQL)
+        .bind(c.sends)
+        .bind(c.hard_bounces)
+        .bind(c.complaints)
+        .bind(c.delivery_sends)
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
 /// Resumes, if paused: counting starts afresh at `now`, and the counts the
 /// hour starting at `hour` holds now are recorded to be subtracted.
 pub async fn resume(

@@ -15,6 +15,7 @@ use crate::helpers::{
 };
 use crate::on_both_databases;
 use crate::page::{hour_ago, time_literal};
+use crate::ses_account::set_sending;
 use crate::signing::{Msg, TOPIC, unique_id};
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
@@ -132,18 +133,6 @@ async fn sends(app: &TestApp) -> (i64, bool) {
         sending["rates"]["sends"].as_i64().unwrap_or(-1),
         sending["rates"]["volume_known"].as_bool().unwrap_or(false),
     )
-}
-
-/// Pauses or resumes by hand, through the API.
-async fn set_sending(app: &TestApp, state: &str) {
-    let (status, body) = app
-        .api(
-            reqwest::Method::PUT,
-            "/v1/sending",
-            Some(json!({"state": state, "by": "alice", "reason": "drill"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
 }
 
 async fn state_of(app: &TestApp) -> Value {
@@ -503,6 +492,111 @@ async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() 
         "counting starts afresh at the resume"
     );
     post_ok(&app, &crate::guard::deliveries(1000)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    counts_are_whole(&app).await;
+    app.stop().await;
+}
+
+/// The other order: a resume takes the state row first, while a batch
+/// that received its messages before it has written its hour and waits
+/// for the row. The resume's baseline was read without that batch, so the
+/// batch adds its counts to it: the new window counts none of the
+/// messages that came before the resume (it counted all 1,000 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_from_before_a_resume_that_commits_after_it_stays_out_of_the_new_window_on_postgres()
+ {
+    use bouncer::store::{Access, Store};
+    use bouncer::time::Timestamp;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    set_sending(&app, "paused").await;
+    let dir = TempDir::new();
+    let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
+        .await
+        .expect("the store opens");
+    let mut conn = store.connect_writer().await.expect("a connection");
+    let mut resume = conn.begin().await.expect("begin");
+    bouncer::store::guard::guard_state(&mut resume, true)
+        .await
+        .expect("the resume holds the state row");
+    let before = crate::guard::deliveries(1000);
+    let (answer, ()) = tokio::join!(app.post(&before), async {
+        crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
+            .await;
+        let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+        let resumed = bouncer::store::guard::resume(
+            &mut resume,
+            "alice",
+            "drill",
+            now,
+            bouncer::guard::hour_of(now),
+        )
+        .await
+        .expect("the resume");
+        assert!(resumed);
+        resume.commit().await.expect("the resume commits");
+    });
+    assert_status(&answer, 200, "stored");
+    assert_eq!(sends(&app).await.0, 0, "the batch came before the resume");
+    post_ok(&app, &crate::guard::deliveries(1000)).await;
+    assert_eq!(sends(&app).await, (1000, true));
+    counts_are_whole(&app).await;
+    drop(conn);
+    store.close().await;
+    app.stop().await;
+}
+
+/// A resume by hand that has to wait for the state row takes its time
+/// once it holds the row: a batch that committed while it waited, with
+/// sends counted after the operator asked, is in the resume's baseline
+/// and before it, so a later take-back of one of them leaves the new
+/// window alone (with the time taken before the wait, 999 of 1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_takes_its_time_once_it_holds_the_state_row_on_postgres() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
+    set_sending(&app, "paused").await;
+    let mut other = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    let mut batch = other.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sending_state FOR UPDATE")
+        .fetch_one(&mut *batch)
+        .await
+        .expect("another replica's batch holds the state row");
+    let mail = Mail::new(1);
+    let ((), ()) = tokio::join!(set_sending(&app, "active"), async {
+        crate::guard::one_session_waits_for_a_lock(&app.db, "the resume waits for the batch").await;
+        // The batch counts a send now, after the operator asked.
+        let hour = hour_ago(0);
+        sqlx::query(
+            "INSERT INTO rate_volume (mail_id, recipient, seen_at, counted) \
+             VALUES ($1, $2, clock_timestamp(), 'delivery')",
+        )
+        .bind(&mail.id)
+        .bind(&mail.to[0])
+        .execute(&mut *batch)
+        .await
+        .expect("the batch's send");
+        sqlx::query(
+            "INSERT INTO rate_buckets (bucket_start, sends, hard_bounces, complaints, delivery_sends) \
+             VALUES (CAST($1 AS timestamptz), 1, 0, 0, 1) ON CONFLICT (bucket_start) DO UPDATE SET \
+             sends = rate_buckets.sends + 1, delivery_sends = rate_buckets.delivery_sends + 1",
+        )
+        .bind(hour)
+        .execute(&mut *batch)
+        .await
+        .expect("its hour");
+        batch.commit().await.expect("the batch commits");
+    });
+    assert_eq!(sends(&app).await.0, 0, "the batch is in the baseline");
+    post_ok(&app, &crate::guard::deliveries(1000)).await;
+    post_ok(&app, &mail.listed(&mail.to)).await;
     assert_eq!(sends(&app).await, (1000, true));
     counts_are_whole(&app).await;
     app.stop().await;
