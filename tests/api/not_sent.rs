@@ -402,6 +402,40 @@ async fn a_send_counted_before_a_resume_stays_out_of_the_new_count(backend: Back
     app.stop().await;
 }
 
+/// The service's store, opened beside it as another process would (to
+/// hold a resume's transaction open).
+async fn store_beside(app: &TestApp) -> (TempDir, bouncer::store::Store) {
+    use bouncer::store::{Access, Store};
+    let dir = TempDir::new();
+    let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
+        .await
+        .expect("the store opens");
+    (dir, store)
+}
+
+/// Resumes in `tx`, at the time now.
+async fn resume_now(tx: &mut bouncer::store::Tx<'_>) {
+    let now = bouncer::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+    let resumed =
+        bouncer::store::guard::resume(tx, "alice", "drill", now, bouncer::guard::hour_of(now))
+            .await
+            .expect("the resume");
+    assert!(resumed, "the state was paused");
+}
+
+/// After a resume: the window counts nothing yet, and 1,000 sends after
+/// it are 1,000.
+async fn the_new_window_counts_from_the_resume(app: &TestApp) {
+    assert_eq!(
+        sends(app).await.0,
+        0,
+        "counting starts afresh at the resume"
+    );
+    post_ok(app, &crate::guard::deliveries(1000)).await;
+    assert_eq!(sends(app).await, (1000, true));
+    counts_are_whole(app).await;
+}
+
 /// A resume by hand commits while a batch takes sends back (PostgreSQL:
 /// the batch read the resume time before the resume committed). The sends
 /// counted before the resume are in the resume hour's baseline, so what
@@ -409,8 +443,6 @@ async fn a_send_counted_before_a_resume_stays_out_of_the_new_count(backend: Back
 /// every send since the resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_postgres() {
-    use bouncer::store::{Access, Store};
-    use bouncer::time::Timestamp;
     let Some(backend) = Backend::postgres().await else {
         return;
     };
@@ -418,23 +450,10 @@ async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_po
     let mail = Mail::new(10);
     post_ok(&app, &mail.sent(AT)).await;
     set_sending(&app, "paused").await;
-    let dir = TempDir::new();
-    let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
-        .await
-        .expect("the store opens");
+    let (_dir, store) = store_beside(&app).await;
     let mut conn = store.connect_writer().await.expect("a connection");
     let mut resume = conn.begin().await.expect("begin");
-    let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-    let resumed = bouncer::store::guard::resume(
-        &mut resume,
-        "alice",
-        "drill",
-        now,
-        bouncer::guard::hour_of(now),
-    )
-    .await
-    .expect("the resume");
-    assert!(resumed);
+    resume_now(&mut resume).await;
     let word = mail.listed(&mail.to);
     let (answer, ()) = tokio::join!(app.post(&word), async {
         crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
@@ -442,14 +461,7 @@ async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_po
         resume.commit().await.expect("the resume commits");
     });
     assert_status(&answer, 200, "stored");
-    assert_eq!(
-        sends(&app).await.0,
-        0,
-        "counting starts afresh at the resume"
-    );
-    post_ok(&app, &crate::guard::deliveries(1000)).await;
-    assert_eq!(sends(&app).await, (1000, true));
-    counts_are_whole(&app).await;
+    the_new_window_counts_from_the_resume(&app).await;
     drop(conn);
     store.close().await;
     app.stop().await;
@@ -486,14 +498,7 @@ async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() 
         crate::guard::one_session_waits_for_a_lock(&app.db, "the resume waits for the batch").await;
         batch.commit().await.expect("the batch commits");
     });
-    assert_eq!(
-        sends(&app).await.0,
-        0,
-        "counting starts afresh at the resume"
-    );
-    post_ok(&app, &crate::guard::deliveries(1000)).await;
-    assert_eq!(sends(&app).await, (1000, true));
-    counts_are_whole(&app).await;
+    the_new_window_counts_from_the_resume(&app).await;
     app.stop().await;
 }
 
@@ -505,17 +510,12 @@ async fn a_resume_waiting_for_a_batch_takes_its_baseline_after_it_on_postgres() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_from_before_a_resume_that_commits_after_it_stays_out_of_the_new_window_on_postgres()
  {
-    use bouncer::store::{Access, Store};
-    use bouncer::time::Timestamp;
     let Some(backend) = Backend::postgres().await else {
         return;
     };
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
     set_sending(&app, "paused").await;
-    let dir = TempDir::new();
-    let store = Store::open(&test_settings(&app.db.url, dir.path()), Access::Create)
-        .await
-        .expect("the store opens");
+    let (_dir, store) = store_beside(&app).await;
     let mut conn = store.connect_writer().await.expect("a connection");
     let mut resume = conn.begin().await.expect("begin");
     bouncer::store::guard::guard_state(&mut resume, true)
@@ -525,24 +525,11 @@ async fn a_batch_from_before_a_resume_that_commits_after_it_stays_out_of_the_new
     let (answer, ()) = tokio::join!(app.post(&before), async {
         crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
             .await;
-        let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-        let resumed = bouncer::store::guard::resume(
-            &mut resume,
-            "alice",
-            "drill",
-            now,
-            bouncer::guard::hour_of(now),
-        )
-        .await
-        .expect("the resume");
-        assert!(resumed);
+        resume_now(&mut resume).await;
         resume.commit().await.expect("the resume commits");
     });
     assert_status(&answer, 200, "stored");
-    assert_eq!(sends(&app).await.0, 0, "the batch came before the resume");
-    post_ok(&app, &crate::guard::deliveries(1000)).await;
-    assert_eq!(sends(&app).await, (1000, true));
-    counts_are_whole(&app).await;
+    the_new_window_counts_from_the_resume(&app).await;
     drop(conn);
     store.close().await;
     app.stop().await;
