@@ -413,6 +413,47 @@ async fn store_beside(app: &TestApp) -> (TempDir, bouncer::store::Store) {
     (dir, store)
 }
 
+/// When a resume held open beside the service makes its change, against
+/// a message posted meanwhile.
+enum Resume {
+    /// Resumed before the message is posted; committed once the batch
+    /// waits for the state row.
+    Before,
+    /// The state row held before; resumed and committed once the batch
+    /// waits for it.
+    After,
+}
+
+/// Pauses, then posts `msg` while a resume by hand, in a transaction of a
+/// store opened beside the service, holds the state row (`when` says at
+/// which moment it resumes), and commits the resume once the message's
+/// batch waits for the row.
+async fn post_beside_a_resume(app: &TestApp, msg: &Msg, when: Resume) {
+    set_sending(app, "paused").await;
+    let (_dir, store) = store_beside(app).await;
+    let mut conn = store.connect_writer().await.expect("a connection");
+    let mut tx = conn.begin().await.expect("begin");
+    match when {
+        Resume::Before => resume_now(&mut tx).await,
+        Resume::After => {
+            bouncer::store::guard::guard_state(&mut tx, true)
+                .await
+                .expect("the resume holds the state row");
+        }
+    }
+    let (answer, ()) = tokio::join!(app.post(msg), async {
+        crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
+            .await;
+        if let Resume::After = when {
+            resume_now(&mut tx).await;
+        }
+        tx.commit().await.expect("the resume commits");
+    });
+    assert_status(&answer, 200, "stored");
+    drop(conn);
+    store.close().await;
+}
+
 /// Resumes in `tx`, at the time now.
 async fn resume_now(tx: &mut bouncer::store::Tx<'_>) {
     let now = bouncer::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
@@ -449,21 +490,8 @@ async fn a_resume_committed_during_a_take_back_leaves_the_new_window_whole_on_po
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
     let mail = Mail::new(10);
     post_ok(&app, &mail.sent(AT)).await;
-    set_sending(&app, "paused").await;
-    let (_dir, store) = store_beside(&app).await;
-    let mut conn = store.connect_writer().await.expect("a connection");
-    let mut resume = conn.begin().await.expect("begin");
-    resume_now(&mut resume).await;
-    let word = mail.listed(&mail.to);
-    let (answer, ()) = tokio::join!(app.post(&word), async {
-        crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
-            .await;
-        resume.commit().await.expect("the resume commits");
-    });
-    assert_status(&answer, 200, "stored");
+    post_beside_a_resume(&app, &mail.listed(&mail.to), Resume::Before).await;
     the_new_window_counts_from_the_resume(&app).await;
-    drop(conn);
-    store.close().await;
     app.stop().await;
 }
 
@@ -514,24 +542,8 @@ async fn a_batch_from_before_a_resume_that_commits_after_it_stays_out_of_the_new
         return;
     };
     let app = spawn_app_with(backend, |s, _| s.guard_warn = false).await;
-    set_sending(&app, "paused").await;
-    let (_dir, store) = store_beside(&app).await;
-    let mut conn = store.connect_writer().await.expect("a connection");
-    let mut resume = conn.begin().await.expect("begin");
-    bouncer::store::guard::guard_state(&mut resume, true)
-        .await
-        .expect("the resume holds the state row");
-    let before = crate::guard::deliveries(1000);
-    let (answer, ()) = tokio::join!(app.post(&before), async {
-        crate::guard::one_session_waits_for_a_lock(&app.db, "the batch waits for the state row")
-            .await;
-        resume_now(&mut resume).await;
-        resume.commit().await.expect("the resume commits");
-    });
-    assert_status(&answer, 200, "stored");
+    post_beside_a_resume(&app, &crate::guard::deliveries(1000), Resume::After).await;
     the_new_window_counts_from_the_resume(&app).await;
-    drop(conn);
-    store.close().await;
     app.stop().await;
 }
 
