@@ -4,8 +4,11 @@
 //! HTTP in front and nothing else on the cores. The time per batch, and per
 //! message, for both workloads and a few batch sizes, on SQLite and
 //! PostgreSQL: what caps the throughput when requests wait on the writer.
+//! A third workload, the listed storm, times batches that take sends back:
+//! SES's `OnAccountSuppressionList` bounces for mails whose Send events were
+//! applied before (not timed).
 //!
-//! cargo bench --bench apply          (BENCH_BATCHES=200 batches per case)
+//! cargo bench --bench apply          (BENCH_BATCHES=100 batches per case)
 //!
 //! BENCH_SOFT_BOUNCES=100000 starts from a lived-in database: that many
 //! streaks of addresses that soft-bounced long ago and were never delivered
@@ -76,65 +79,133 @@ fn run(label: &str, database_url: &str, batches: usize) {
             started.elapsed()
         );
     }
+    let verify = |bodies: Vec<String>| -> Vec<Accepted> {
+        bodies
+            .into_iter()
+            .map(|body| {
+                let envelope =
+                    Envelope::parse(body.as_bytes(), Some("Notification")).expect("envelope");
+                let verified = runtime
+                    .block_on(verifier.verify(envelope, body.as_bytes()))
+                    .expect("verifies");
+                Accepted::new(verified, false)
+            })
+            .collect()
+    };
     for workload in [Workload::BounceStorm, Workload::FeedMix] {
         for size in [1usize, 32, 128] {
             let n = size * batches;
             let tag = format!("apply-{label}-{workload:?}-{size}-{}", std::process::id());
-            let accepted: Vec<Accepted> = envelopes(workload, n, &tag)
-                .into_iter()
-                .map(|body| {
-                    let envelope =
-                        Envelope::parse(body.as_bytes(), Some("Notification")).expect("envelope");
-                    let verified = runtime
-                        .block_on(verifier.verify(envelope, body.as_bytes()))
-                        .expect("verifies");
-                    Accepted::new(verified, false)
-                })
-                .collect();
-            let cpu = load::server::cpu_seconds("/proc/self/stat");
-            let wall = Instant::now();
-            let mut times: Vec<Duration> = runtime.block_on(async {
-                let mut conn = store.connect_writer().await.expect("writer connection");
-                let mut times = Vec::with_capacity(batches);
-                for batch in accepted.chunks(size) {
-                    let refs: Vec<&Accepted> = batch.iter().collect();
-                    let started = Instant::now();
-                    let now =
-                        bouncer::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
-                    let mut tx = conn.begin().await.expect("begin");
-                    apply_batch(&mut tx, &refs, &policy, now)
-                        .await
-                        .expect("apply");
-                    tx.commit().await.expect("commit");
-                    // Durable, as the service answers only then: on SQLite
-                    // the writer's commit leaves the WAL's fsync to a thread
-                    // beside the next batch; here it is done in line.
-                    if let Some(wal) = store.writer_wal() {
-                        std::fs::File::open(wal)
-                            .and_then(|f| f.sync_data())
-                            .expect("sync the WAL");
-                    }
-                    times.push(started.elapsed());
-                }
-                times
-            });
-            let cpu = load::server::cpu_seconds("/proc/self/stat") - cpu;
-            let wall = wall.elapsed();
-            times.sort();
-            let median = times[times.len() / 2];
-            println!(
-                "{label} | {}, {size} per batch | median {:.2} ms per batch, {:.0} µs per message | p90 {:.2} ms | at most {:.0} msg/s | CPU {:.0}% of the time, {:.0} µs per message",
-                workload.name(),
-                median.as_secs_f64() * 1e3,
-                median.as_secs_f64() * 1e6 / size as f64,
-                times[times.len() * 9 / 10].as_secs_f64() * 1e3,
-                size as f64 / median.as_secs_f64(),
-                cpu * 100.0 / wall.as_secs_f64(),
-                cpu * 1e6 / n as f64,
-            );
+            let accepted = verify(envelopes(workload, n, &tag));
+            let timed = runtime.block_on(apply_in_batches(&store, &policy, &accepted, size));
+            timed.print(label, workload.name(), size);
         }
     }
+    // Take-backs: the Send events applied first (not timed), then SES's
+    // word for each of those mails that it was not sent, in batches.
+    for size in [1usize, 32, 128] {
+        let n = size * batches;
+        let tag = format!("apply-{label}-listed-{size}-{}", std::process::id());
+        let (sends, listed) = load::ses::listed_storm(n, &tag);
+        let (sends, listed) = (verify(sends), verify(listed));
+        runtime.block_on(apply_in_batches(&store, &policy, &sends, 128));
+        let timed = runtime.block_on(apply_in_batches(&store, &policy, &listed, size));
+        // What was timed took each send back, or the figure means nothing.
+        let taken_back = runtime.block_on(taken_back(database_url, &tag));
+        assert_eq!(taken_back, n as i64, "sends taken back of {tag}");
+        timed.print(label, "listed storm (each a send taken back)", size);
+    }
     runtime.block_on(store.close());
+}
+
+/// What applying a workload in batches took.
+struct Timed {
+    times: Vec<Duration>,
+    cpu: f64,
+    wall: Duration,
+    messages: usize,
+}
+
+impl Timed {
+    fn print(mut self, label: &str, workload: &str, size: usize) {
+        self.times.sort();
+        let median = self.times[self.times.len() / 2];
+        println!(
+            "{label} | {workload}, {size} per batch | median {:.2} ms per batch, {:.0} µs per message | p90 {:.2} ms | at most {:.0} msg/s | CPU {:.0}% of the time, {:.0} µs per message",
+            median.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e6 / size as f64,
+            self.times[self.times.len() * 9 / 10].as_secs_f64() * 1e3,
+            size as f64 / median.as_secs_f64(),
+            self.cpu * 100.0 / self.wall.as_secs_f64(),
+            self.cpu * 1e6 / self.messages as f64,
+        );
+    }
+}
+
+/// Applies `accepted` in batches of `size` on the writer's own connection,
+/// each batch committed and made durable before the next.
+async fn apply_in_batches(
+    store: &Store,
+    policy: &bouncer::ingest::apply::ApplyPolicy,
+    accepted: &[Accepted],
+    size: usize,
+) -> Timed {
+    let cpu = load::server::cpu_seconds("/proc/self/stat");
+    let wall = Instant::now();
+    let mut conn = store.connect_writer().await.expect("writer connection");
+    let mut times = Vec::with_capacity(accepted.len().div_ceil(size));
+    for batch in accepted.chunks(size) {
+        let refs: Vec<&Accepted> = batch.iter().collect();
+        let started = Instant::now();
+        let now = bouncer::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
+        let mut tx = conn.begin().await.expect("begin");
+        apply_batch(&mut tx, &refs, policy, now)
+            .await
+            .expect("apply");
+        tx.commit().await.expect("commit");
+        // Durable, as the service answers only then: on SQLite the
+        // writer's commit leaves the WAL's fsync to a thread beside the
+        // next batch; here it is done in line.
+        if let Some(wal) = store.writer_wal() {
+            std::fs::File::open(wal)
+                .and_then(|f| f.sync_data())
+                .expect("sync the WAL");
+        }
+        times.push(started.elapsed());
+    }
+    Timed {
+        times,
+        cpu: load::server::cpu_seconds("/proc/self/stat") - cpu,
+        wall: wall.elapsed(),
+        messages: accepted.len(),
+    }
+}
+
+/// How many (mail, recipient) pairs of mails `tag` made are taken back.
+async fn taken_back(database_url: &str, tag: &str) -> i64 {
+    use sqlx::Connection;
+    let sql =
+        "SELECT COUNT(*) FROM rate_volume WHERE counted LIKE '%taken_back' AND mail_id LIKE $1";
+    let pattern = format!("{tag}-%");
+    if database_url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(database_url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar(sql)
+            .bind(pattern)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    } else {
+        let mut c = sqlx::PgConnection::connect(database_url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar(sql)
+            .bind(pattern)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    }
 }
 
 /// `n` soft-bounce streaks of other addresses, a year old.

@@ -124,6 +124,53 @@ fn open(ses_id: &str, at: &str, recipient: &str) -> Value {
     })
 }
 
+/// A Send event, as a configuration set publishes it: every recipient of
+/// the mail counted as sent.
+fn send_event(ses_id: &str, at: &str, recipient: &str) -> Value {
+    json!({
+        "eventType": "Send",
+        "send": {},
+        "mail": mail(ses_id, at, recipient)
+    })
+}
+
+/// SES's word that it did not send to `recipient`: the address is on the
+/// account's suppression list. It takes back the Send event's count.
+fn listed_bounce(ses_id: &str, at: &str, recipient: &str) -> Value {
+    json!({
+        "eventType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "OnAccountSuppressionList",
+            "bouncedRecipients": [{"emailAddress": recipient, "action": "failed", "status": "5.1.1",
+                "diagnosticCode": "Amazon SES did not send the message to this address because it is on the suppression list for your account. For more information about removing addresses from the suppression list, see the Amazon SES Developer Guide at https://docs.aws.amazon.com/ses/latest/DeveloperGuide/sending-email-suppression-list.html"}],
+            "timestamp": at, "feedbackId": format!("0100019a-{ses_id}-listed"),
+            "reportingMTA": "dns; amazonses.com"
+        },
+        "mail": mail(ses_id, at, recipient)
+    })
+}
+
+/// A campaign sent to a list that holds addresses on the account's
+/// suppression list, with event publishing: `n` Send events, then SES's
+/// word for each of those mails that it did not send it (each takes a send
+/// back). The Sends come first, as SES publishes them.
+pub fn listed_storm(n: usize, tag: &str) -> (Vec<String>, Vec<String>) {
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("now");
+    let who = |i: usize| format!("listed-{tag}-{i}@example.com");
+    let sends = (0..n)
+        .map(|i| send_event(&format!("{tag}-{i:08}"), &at, &who(i)))
+        .collect();
+    let listed = (0..n)
+        .map(|i| listed_bounce(&format!("{tag}-{i:08}"), &at, &who(i)))
+        .collect();
+    (
+        sign_in_parallel(sends, &format!("{tag}-send")),
+        sign_in_parallel(listed, &format!("{tag}-listed")),
+    )
+}
+
 /// The two workloads of SPEC §9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
