@@ -63,6 +63,7 @@ struct Inner {
     batch_size: Histogram,
     batch_seconds: Histogram,
     wal_sync_seconds: Histogram,
+    checkpoint_seconds: Histogram,
     latency: Histogram,
 }
 
@@ -204,6 +205,12 @@ impl Metrics {
             "SQLite: time to make the write-ahead log durable (one fdatasync covering every batch committed since the last; their answers wait for it)",
             wal_sync_seconds.clone(),
         );
+        let checkpoint_seconds = Histogram::new(DISK_SECONDS);
+        registry.register(
+            "sqlite_checkpoint_seconds",
+            "SQLite: time of one passive checkpoint beside the writer (the write-ahead log copied into the database file, which is synced when the whole log was copied)",
+            checkpoint_seconds.clone(),
+        );
         let latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
@@ -246,6 +253,7 @@ impl Metrics {
                 batch_size,
                 batch_seconds,
                 wal_sync_seconds,
+                checkpoint_seconds,
                 latency,
             }),
         }
@@ -365,6 +373,10 @@ impl Metrics {
 
     pub fn observe_wal_sync(&self, seconds: f64) {
         self.inner.wal_sync_seconds.observe(seconds);
+    }
+
+    pub fn observe_checkpoint(&self, seconds: f64) {
+        self.inner.checkpoint_seconds.observe(seconds);
     }
 
     pub fn observe_batch(&self, n: usize) {

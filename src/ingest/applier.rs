@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::accepted::{Accepted, Applied};
 use super::apply::{ApplyPolicy, apply_batch};
+use super::checkpoint::Checkpoints;
 use super::durable::Durability;
 use super::set_aside::{SetAside, SetAsideRecord};
 use crate::clock::Clock;
@@ -66,6 +67,8 @@ pub struct Applier {
     migrated: bool,
     set_aside: Option<SetAside>,
     durability: Durability,
+    /// SQLite: the checkpoints beside this writer.
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Applier {
@@ -79,8 +82,15 @@ impl Applier {
         set_aside: Option<SetAside>,
     ) -> Applier {
         let durability = Durability::new(store.writer_wal(), &metrics);
+        let checkpoints = match (durability.failure(), store.sqlite_options()) {
+            (Some(failed), Some(options)) => {
+                Some(Checkpoints::start(options, failed, metrics.clone()))
+            }
+            _ => None,
+        };
         Applier {
             durability,
+            checkpoints,
             store,
             policy,
             clock,
@@ -111,7 +121,8 @@ impl Applier {
 
     /// One round trip on the writer's connection: can it write again?
     pub async fn probe(&mut self) -> DbResult<()> {
-        // After a failed sync of SQLite's log, not until a restart.
+        // After a failed sync of SQLite's log or database file, not until a
+        // restart.
         if let Some(why) = self.durability.failed() {
             return Err(DbError::unavailable(why));
         }
@@ -157,7 +168,7 @@ impl Applier {
     /// for their answer.
     pub async fn apply(&mut self, items: Vec<Item>) -> Vec<Item> {
         if let Some(why) = self.durability.failed() {
-            tracing::warn!(error = %why, messages = items.len(), "not writing to the database after a failed sync of its log; restart bouncer");
+            tracing::warn!(error = %why, messages = items.len(), "not writing to the database after a failed sync of its log or file; restart bouncer");
             return items;
         }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
@@ -171,6 +182,9 @@ impl Applier {
                 Ok(applied) => {
                     for (item, applied) in group.iter().zip(&applied) {
                         self.after_commit(&item.accepted, applied);
+                    }
+                    if let Some(checkpoints) = &mut self.checkpoints {
+                        checkpoints.committed(group.len());
                     }
                     // Answered once durable; the next group (or batch)
                     // runs meanwhile.

@@ -75,6 +75,15 @@ impl Durability {
         }
     }
 
+    /// Where a failed sync is marked for good: shared with the checkpoints
+    /// beside the writer (SQLite only).
+    pub(super) fn failure(&self) -> Option<Arc<OnceLock<String>>> {
+        match self {
+            Durability::AtCommit => None,
+            Durability::WalSync(syncer) => Some(syncer.failed.clone()),
+        }
+    }
+
     /// Why nothing can be answered as stored any more, once a sync failed.
     pub(super) fn failed(&self) -> Option<String> {
         match self {
@@ -138,7 +147,8 @@ pub(super) struct WalSyncer {
     /// The log of the writer's current connection (kept after the
     /// connection is dropped, until the next one opens its own).
     log: Option<Arc<File>>,
-    /// Set once, by the first failed sync (or a sync thread that is gone).
+    /// Set once, by the first failed sync (of the log here, or of the
+    /// database file in a checkpoint), or a sync thread that is gone.
     failed: Arc<OnceLock<String>>,
     /// `None` only while being dropped.
     sender: Option<mpsc::Sender<Handover>>,
@@ -211,11 +221,13 @@ impl Drop for WalSyncer {
     }
 }
 
-fn fail(failed: &OnceLock<String>, why: String) {
+/// Marks the failure that stops every answer as stored, once (also after a
+/// failed sync of the database file in a checkpoint: `checkpoint`).
+pub(super) fn fail(failed: &OnceLock<String>, why: String) {
     if failed.set(why).is_ok() {
         tracing::error!(
             error = %failed.get().map_or("", String::as_str),
-            "SQLite's write-ahead log could not be made durable: what it held may be lost while the cache says it is written, so nothing is answered as stored any more; messages go to the spool until bouncer is restarted"
+            "SQLite's files could not be made durable: what they held may be lost while the cache says it is written, so nothing is answered as stored any more; messages go to the spool until bouncer is restarted"
         );
     }
 }

@@ -9,6 +9,8 @@
 //!   the `spool` in order;
 //! - `durable`: no answer before the disk has the message (SQLite's
 //!   writer syncs its WAL beside the next batch);
+//! - `checkpoint`: SQLite's checkpoints on a connection beside the writer,
+//!   not inside its commits;
 //! - `applier`: the writer's connection, time limit and retries, and the
 //!   isolation of a message the database refuses, which goes to the
 //!   `set_aside` file instead of stopping the pipeline.
@@ -16,6 +18,7 @@
 pub mod accepted;
 pub mod applier;
 pub mod apply;
+mod checkpoint;
 mod drain;
 mod durable;
 mod effects;

@@ -287,6 +287,17 @@ impl Store {
         }
     }
 
+    /// SQLite: the pool's connection settings, for the connection the
+    /// checkpoints beside the writer run on (`ingest::checkpoint`). They
+    /// sync at `synchronous=FULL`; any level but OFF would do, since OFF
+    /// alone skips the checkpoint's syncs of the log and the database file.
+    pub fn sqlite_options(&self) -> Option<SqliteConnectOptions> {
+        match &self.db {
+            Db::Sqlite(pool) => Some(pool.connect_options().as_ref().clone()),
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// The file to fdatasync after a commit on [`Store::connect_writer`]'s
     /// connection and before answering for it; `None`: the commit was
     /// durable when it returned (PostgreSQL, `synchronous_commit` on).

@@ -134,8 +134,17 @@ impl Store {
 
 /// The size SQLite cuts its write-ahead log back to after a checkpoint
 /// that emptied it (`journal_size_limit`). A bounce storm's log between
-/// two automatic checkpoints (1,000 pages) stays well under it.
+/// two automatic checkpoints (`WAL_CHECKPOINT_PAGES` of 4 KiB) stays well
+/// under it.
 const WAL_KEPT_BYTES: u64 = 64 << 20;
+
+/// The log's length, in pages, past which a connection's own commit runs
+/// an automatic checkpoint (`wal_autocheckpoint`; SQLite's default is
+/// 1,000). A serving bouncer checkpoints beside its writer long before
+/// (`ingest::checkpoint`), so this is the bound on the log when those
+/// checkpoints fall behind or fail; every connection that writes has it,
+/// or an API write would run the checkpoint inside its own request.
+const WAL_CHECKPOINT_PAGES: u32 = 4_000;
 
 async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Store> {
     let url = settings.database_url.as_str();
@@ -155,14 +164,11 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // checkpoints can reclaim, and SQLite keeps a log file at its largest
     // size for reuse: cut back to this once a checkpoint has emptied it.
     let options = match access {
-        Access::Create => options
-            .create_if_missing(true)
+        Access::Create | Access::Write => options
+            .create_if_missing(access == Access::Create)
             .journal_mode(SqliteJournalMode::Wal)
-            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string()),
-        Access::Write => options
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string()),
+            .pragma("journal_size_limit", WAL_KEPT_BYTES.to_string())
+            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string()),
         Access::Read => options.create_if_missing(false).read_only(true),
     };
     if access != Access::Create && !path.exists() {

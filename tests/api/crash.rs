@@ -18,7 +18,19 @@ fn serve(dir: &std::path::Path, db_url: &str, port: u16) -> Child {
     serve_batches_of(dir, db_url, port, 2)
 }
 
-fn serve_batches_of(dir: &std::path::Path, db_url: &str, port: u16, batch_max: usize) -> Child {
+pub fn serve_batches_of(dir: &std::path::Path, db_url: &str, port: u16, batch_max: usize) -> Child {
+    serve_command(dir, db_url, port, batch_max)
+        .spawn()
+        .expect("starts")
+}
+
+/// The command `serve_batches_of` runs, for a test to add to.
+pub fn serve_command(
+    dir: &std::path::Path,
+    db_url: &str,
+    port: u16,
+    batch_max: usize,
+) -> std::process::Command {
     let mut cmd = bouncer(dir);
     test_env(&mut cmd, db_url, dir);
     cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -28,9 +40,8 @@ fn serve_batches_of(dir: &std::path::Path, db_url: &str, port: u16, batch_max: u
         .env("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")
         .arg("serve")
         .stdout(Stdio::from(log_file(dir)))
-        .stderr(Stdio::from(log_file(dir)))
-        .spawn()
-        .expect("starts")
+        .stderr(Stdio::from(log_file(dir)));
+    cmd
 }
 
 /// Where `serve` writes what it says, to read when a test fails.
@@ -43,11 +54,11 @@ fn log_file(dir: &std::path::Path) -> std::fs::File {
 }
 
 /// What `serve` said, for a failure's message.
-fn logged(dir: &std::path::Path) -> String {
+pub fn logged(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
 }
 
-async fn post(client: &reqwest::Client, port: u16, msg: &Msg) -> u16 {
+pub async fn post(client: &reqwest::Client, port: u16, msg: &Msg) -> u16 {
     client
         .post(format!("http://127.0.0.1:{port}/sns"))
         .header("x-amz-sns-message-type", "Notification")

@@ -9,6 +9,7 @@ mod alert_sinks;
 mod api_leniency;
 mod aws_real;
 mod cert_fetch;
+mod checkpoints;
 mod cli;
 mod cli_database;
 mod cli_guard;

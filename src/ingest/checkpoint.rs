@@ -1,0 +1,220 @@
+//! SQLite's checkpoints beside the writer, not inside its commits.
+//!
+//! A checkpoint copies the write-ahead log back into the database file. By
+//! default SQLite runs one inside the commit that takes the log past 1,000
+//! pages, on the connection that made it: on bouncer's one writer that was
+//! 11% of its time in a bounce storm, nearly all of it waiting for the disk
+//! (BENCHMARKS.md, "A fast machine, and checkpoints beside the writer").
+//! Here a connection of
+//! its own runs a passive checkpoint every `EVERY_MESSAGES` messages or
+//! `EVERY_COMMITS` commits, while the writer goes on with the next
+//! batch.
+//! Every connection's own automatic checkpoint is raised to 4,000 pages
+//! (`store::open`): that stays the bound on the log when these fall behind
+//! (a checkpoint that runs beside a storm's commits never quite reaches
+//! the log's end) or fail.
+//!
+//! Why it loses nothing:
+//! - A passive checkpoint takes no lock that the writer or a reader waits
+//!   for. It copies frames up to the oldest snapshot a reader still holds,
+//!   syncs the log before it copies, and syncs the database file when it
+//!   has copied the whole log. The log is written again from its start only
+//!   after such a checkpoint, so one that stopped short loses nothing.
+//! - Nothing here opens the database file outside SQLite. On Linux, closing
+//!   any descriptor of a file drops every POSIX lock the process holds on
+//!   it; SQLite keeps track of its own descriptors, but not of ours, and
+//!   another process closing its connection could then delete the log
+//!   bouncer goes on writing (docs/decisions.md).
+//! - A failed sync is final, as a failed sync of the log is (`durable`):
+//!   the pages the checkpoint copied may be gone while the cache says they
+//!   are written, and the next checkpoint that succeeded would let the log
+//!   be reused over them. From then on nothing is answered as stored, and
+//!   messages go to the spool until bouncer is restarted.
+//!
+//! Any other failure (a full disk, say) leaves the log where it was, and
+//! is logged once; the next checkpoint is tried after the next commits, on
+//! the same connection unless it broke. The connection is kept because
+//! Linux reports a failed write-back once to each descriptor open at the
+//! time: one opened later could be told all is well.
+//!
+//! Left as it is: after a failed sync (of the log or of the file), the
+//! last connection that closes at shutdown still checkpoints and deletes
+//! the log, as SQLite does on every close; what the failed sync lost may
+//! then be lost for good. That needs SQLite's `NO_CKPT_ON_CLOSE`, which
+//! sqlx does not offer (docs/decisions.md).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::durable::fail;
+use crate::metrics::Metrics;
+
+/// A checkpoint once this many messages were committed since the last, or
+/// `EVERY_COMMITS` commits, whichever comes first. In a bounce storm
+/// (about 20 messages a commit) that is about every 13 commits, a log of
+/// about 1,000 pages; one message a commit copies about 64 commits' pages.
+const EVERY_MESSAGES: usize = 256;
+const EVERY_COMMITS: usize = 64;
+
+/// `SQLITE_IOERR_FSYNC`: a sync SQLite asked for (of the log before a
+/// checkpoint copies it, or of the database file after) failed.
+const SQLITE_IOERR_FSYNC: i64 = 10 | (4 << 8);
+
+/// The writer's side: counts commits and wakes the checkpointing task.
+pub(super) struct Checkpoints {
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    messages: usize,
+    commits: usize,
+}
+
+impl Checkpoints {
+    /// Starts the task, connecting with the pool's `options`; `failed`: the
+    /// mark a failed sync sets for good (shared with `durable`).
+    pub(super) fn start(
+        options: SqliteConnectOptions,
+        failed: Arc<OnceLock<String>>,
+        metrics: Metrics,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        tokio::spawn(run(options, wake.clone(), stop.clone(), failed, metrics));
+        Checkpoints {
+            wake,
+            stop,
+            messages: 0,
+            commits: 0,
+        }
+    }
+
+    /// A commit of `messages` messages returned.
+    pub(super) fn committed(&mut self, messages: usize) {
+        self.messages += messages;
+        self.commits += 1;
+        if self.messages >= EVERY_MESSAGES || self.commits >= EVERY_COMMITS {
+            self.messages = 0;
+            self.commits = 0;
+            // Stored if the task is busy: one more checkpoint right after
+            // the current one, not one for each wake.
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn run(
+    options: SqliteConnectOptions,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    failed: Arc<OnceLock<String>>,
+    metrics: Metrics,
+) {
+    let mut conn: Option<SqliteConnection> = None;
+    // Only the first of a run of failures is logged.
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {}
+        }
+        if failed.get().is_some() {
+            break;
+        }
+        let started = Instant::now();
+        match checkpoint(&options, &mut conn).await {
+            Ok(Done::Copied) => {
+                metrics.observe_checkpoint(started.elapsed().as_secs_f64());
+                if std::mem::take(&mut failing) {
+                    tracing::info!("SQLite's checkpoints beside the writer work again");
+                }
+            }
+            // Another connection's checkpoint was running (the writer's own
+            // at 4,000 pages, or another process's): it does the work.
+            Ok(Done::Busy) => {}
+            Err(Failure::Sync(why)) => {
+                fail(
+                    &failed,
+                    format!(
+                        "a checkpoint of {} failed to sync: {why}",
+                        options.get_filename().display()
+                    ),
+                );
+                break;
+            }
+            Err(Failure::Other { why, broken }) => {
+                if broken {
+                    conn = None;
+                }
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %why, "a SQLite checkpoint beside the writer failed; the writer's own checkpoints keep the log bounded, and the next is tried after the next commits");
+                }
+            }
+        }
+    }
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
+    }
+}
+
+enum Done {
+    /// Copied what the oldest reader's snapshot allowed.
+    Copied,
+    /// Another checkpoint held SQLite's checkpoint lock.
+    Busy,
+}
+
+enum Failure {
+    /// A sync failed: final.
+    Sync(String),
+    /// `broken`: the connection is not used again.
+    Other { why: String, broken: bool },
+}
+
+/// One passive checkpoint, on the task's connection (made first if there is
+/// none). A local file opens at once or fails; a hung file system holds
+/// this task, not the writer.
+async fn checkpoint(
+    options: &SqliteConnectOptions,
+    conn: &mut Option<SqliteConnection>,
+) -> Result<Done, Failure> {
+    let conn = match conn {
+        Some(conn) => conn,
+        None => conn.insert(options.connect().await.map_err(|e| Failure::Other {
+            why: format!("cannot connect: {e}"),
+            broken: true,
+        })?),
+    };
+    // Three numbers: 1 if another checkpoint held the lock (SQLite answers
+    // a passive checkpoint's BUSY so), the log's frames, and how many of
+    // them are now in the database file.
+    let result = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await;
+    match result {
+        Ok((0, _, _)) => Ok(Done::Copied),
+        Ok(_) => Ok(Done::Busy),
+        Err(e) if sqlite_code(&e) == Some(SQLITE_IOERR_FSYNC) => Err(Failure::Sync(e.to_string())),
+        Err(e) => Err(Failure::Other {
+            broken: matches!(e, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// SQLite's extended result code of a statement's failure.
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse().ok())
+}
