@@ -10,6 +10,10 @@
 //!
 //! cargo bench --bench apply          (BENCH_BATCHES=100 batches per case)
 //!
+//! BENCH_SIZES=1,32,128 the batch sizes (the default); BENCH_WORKLOADS=
+//! storm,mix,listed the workloads (the default: all three), e.g. to
+//! profile one case alone.
+//!
 //! BENCH_SOFT_BOUNCES=100000 starts from a lived-in database: that many
 //! streaks of addresses that soft-bounced long ago and were never delivered
 //! to again (nothing removes them but a delivery or an operator), so that
@@ -92,8 +96,21 @@ fn run(label: &str, database_url: &str, batches: usize) {
             })
             .collect()
     };
-    for workload in [Workload::BounceStorm, Workload::FeedMix] {
-        for size in [1usize, 32, 128] {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "1,32,128".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_SIZES: batch sizes, comma-separated")
+        })
+        .collect();
+    let workloads = std::env::var("BENCH_WORKLOADS").unwrap_or_else(|_| "storm,mix,listed".into());
+    let chosen = [(Workload::BounceStorm, "storm"), (Workload::FeedMix, "mix")]
+        .into_iter()
+        .filter(|(_, name)| workloads.split(',').any(|w| w.trim() == *name));
+    for (workload, _) in chosen {
+        for &size in &sizes {
             let n = size * batches;
             let tag = format!("apply-{label}-{workload:?}-{size}-{}", std::process::id());
             let accepted = verify(envelopes(workload, n, &tag));
@@ -103,7 +120,8 @@ fn run(label: &str, database_url: &str, batches: usize) {
     }
     // Take-backs: the Send events applied first (not timed), then SES's
     // word for each of those mails that it was not sent, in batches.
-    for size in [1usize, 32, 128] {
+    let listed = workloads.split(',').any(|w| w.trim() == "listed");
+    for &size in sizes.iter().filter(|_| listed) {
         let n = size * batches;
         let tag = format!("apply-{label}-listed-{size}-{}", std::process::id());
         let (sends, listed) = load::ses::listed_storm(n, &tag);
