@@ -267,6 +267,7 @@ async fn apply(
                 apply_batch(&mut tx, &[accepted], policy, verifier.clock().now()).await?;
             tx.commit().await?;
             applied
+                .messages
                 .pop()
                 .ok_or_else(|| sqlx::Error::Protocol("no result for the message".into()).into())
         }

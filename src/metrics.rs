@@ -48,6 +48,7 @@ struct Inner {
     ses_events: Family<SesLabels, Counter>,
     unrecognized: Counter,
     unsubscribed: Counter,
+    sends_taken_back: Counter,
     suppressions: Counter,
     messages: Family<MessageLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
@@ -116,6 +117,12 @@ impl Metrics {
             "feed_unsubscribed",
             "UnsubscribeConfirmations received: a feedback feed stopped",
             unsubscribed.clone(),
+        );
+        let sends_taken_back = Counter::default();
+        registry.register(
+            "sends_taken_back",
+            "Sends counted before that SES later said were not sent (an OnAccountSuppressionList bounce or complaint, a Reject, a Rendering Failure), each once; no window of the rates counts them any more. Mostly mail sent to addresses on the SES account's suppression list",
+            sends_taken_back.clone(),
         );
         let suppressions = Counter::default();
         registry.register(
@@ -238,6 +245,7 @@ impl Metrics {
                 ses_events,
                 unrecognized,
                 unsubscribed,
+                sends_taken_back,
                 suppressions,
                 messages,
                 refusals,
@@ -288,6 +296,12 @@ impl Metrics {
         }
         if applied.unsubscribed {
             self.inner.unsubscribed.inc();
+        }
+    }
+
+    pub fn sends_taken_back(&self, n: usize) {
+        if n > 0 {
+            self.inner.sends_taken_back.inc_by(n as u64);
         }
     }
 

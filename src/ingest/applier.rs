@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::accepted::{Accepted, Applied};
-use super::apply::{ApplyPolicy, apply_batch};
+use super::apply::{ApplyPolicy, BatchApplied, apply_batch};
 use super::checkpoint::Checkpoints;
 use super::durable::Durability;
 use super::set_aside::{SetAside, SetAsideRecord};
@@ -179,10 +179,12 @@ impl Applier {
                 continue;
             }
             match self.commit_group(&group).await {
-                Ok(applied) => {
+                Ok(batch) => {
+                    let applied = batch.messages;
                     for (item, applied) in group.iter().zip(&applied) {
                         self.after_commit(&item.accepted, applied);
                     }
+                    self.metrics.sends_taken_back(batch.sends_taken_back);
                     if let Some(checkpoints) = &mut self.checkpoints {
                         checkpoints.committed(group.len());
                     }
@@ -226,7 +228,7 @@ impl Applier {
 
     /// One transaction for the group, tried again at once on a transient
     /// conflict, within the write time limit.
-    async fn commit_group(&mut self, group: &[Item]) -> DbResult<Vec<Applied>> {
+    async fn commit_group(&mut self, group: &[Item]) -> DbResult<BatchApplied> {
         let refs: Vec<&Accepted> = group.iter().map(|i| &i.accepted).collect();
         let mut attempt = 0;
         loop {
@@ -255,7 +257,7 @@ impl Applier {
         }
     }
 
-    async fn commit_once(&mut self, batch: &[&Accepted]) -> DbResult<Vec<Applied>> {
+    async fn commit_once(&mut self, batch: &[&Accepted]) -> DbResult<BatchApplied> {
         let now = self.clock.now();
         let policy = self.policy.clone();
         let conn = self.connection().await?;

@@ -65,14 +65,24 @@ fn message_row(accepted: &Accepted) -> MessageRow<'_> {
     }
 }
 
-/// Applies `batch` in `tx` (the caller commits). Returns what became of
-/// each message, in the batch's order.
+/// What a batch did.
+#[derive(Debug)]
+pub struct BatchApplied {
+    /// What became of each message, in the batch's order.
+    pub messages: Vec<Applied>,
+    /// Sends counted before that SES's word in this batch took back (an
+    /// `OnAccountSuppressionList` bounce or complaint, a `Reject`, a
+    /// `Rendering Failure`), once each.
+    pub sends_taken_back: usize,
+}
+
+/// Applies `batch` in `tx` (the caller commits).
 pub async fn apply_batch(
     tx: &mut Tx<'_>,
     batch: &[&Accepted],
     policy: &ApplyPolicy,
     now: Timestamp,
-) -> DbResult<Vec<Applied>> {
+) -> DbResult<BatchApplied> {
     let rows: Vec<MessageRow<'_>> = batch.iter().map(|a| message_row(a)).collect();
     let new = insert_messages(tx, &rows, now).await?;
     let mut applied: Vec<Applied> = new
@@ -116,10 +126,14 @@ pub async fn apply_batch(
     // lines (the warning re-armed), or push a good old hour out of a full
     // window.
     let counted = change.counted;
+    let sends_taken_back = change.taken_back.len();
     if write_counts(tx, change, &policy.guard, now).await? {
         guard::check(tx, &policy.guard, now, counted).await?;
     }
-    Ok(applied)
+    Ok(BatchApplied {
+        messages: applied,
+        sends_taken_back,
+    })
 }
 
 /// Writes what the batch changed in the rates' counts: its own hour's,

@@ -29,7 +29,7 @@ pub mod spool;
 pub mod writer;
 
 pub use self::accepted::{Accepted, Applied, Content, StoreOutcome};
-pub use self::apply::{ApplyPolicy, SoftBouncePolicy};
+pub use self::apply::{ApplyPolicy, BatchApplied, SoftBouncePolicy};
 
 /// A fresh, empty directory of a unit test's own (`bouncer-{name}-` the
 /// process and thread), for the files the spool and the log sync write.

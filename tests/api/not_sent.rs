@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 use crate::on_both_databases;
 use crate::page::{hour_ago, time_literal};
-use crate::ses_account::set_sending;
+use crate::ses_account::{metrics, set_sending};
 use crate::signing::{Msg, TOPIC, unique_id};
 
 const AT: &str = "2026-11-25T08:00:00.000Z";
@@ -174,6 +174,13 @@ async fn mail_to_the_accounts_suppression_list_is_not_counted_as_sent(backend: B
     );
     post_ok(&app, &mail.listed_complaint(&listed[0])).await;
     assert_eq!(sends(&app).await, (1000, true), "taken back once");
+    // The operator sees how many: mail that went to listed addresses.
+    let text = metrics(&app).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "bouncer_sends_taken_back_total 500"),
+        "{text}"
+    );
     post_ok(&app, &mail.bounce("General", &real[..50])).await;
     assert_eq!(state_of(&app).await["state"], "active", "50 of 1,000 is 5%");
     post_ok(&app, &mail.bounce("General", &real[50..60])).await;
