@@ -121,7 +121,7 @@ impl Metrics {
         let sends_taken_back = Counter::default();
         registry.register(
             "sends_taken_back",
-            "Sends counted before that SES later said were not sent (an OnAccountSuppressionList bounce or complaint, a Reject, a Rendering Failure), each once; no window of the rates counts them any more. Mostly mail sent to addresses on the SES account's suppression list",
+            "Sends counted before that SES later said were not sent (an OnAccountSuppressionList bounce or complaint, a Reject, a Rendering Failure), once each, whether or not a window of the rates still held them. Mostly mail sent to addresses on the SES account's suppression list",
             sends_taken_back.clone(),
         );
         let suppressions = Counter::default();

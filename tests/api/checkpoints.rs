@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor};
 
-use crate::crash::{logged, post, serve_batches_of, serve_command};
+use crate::crash::{Serve, logged, post, serve_batches_of, serve_command};
 use crate::helpers::{Backend, TempDir, TestDb, answers};
 use crate::signing::{Msg, TOPIC};
 
@@ -90,10 +90,12 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
     let db_file = dir.path().join("bouncer.db");
     let (port, admin) = (crate::helpers::free_port(), crate::helpers::free_port());
-    let mut child = serve_command(dir.path(), &db.url, port, 1)
-        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-        .spawn()
-        .expect("starts");
+    let mut child = Serve(
+        serve_command(dir.path(), &db.url, port, 1)
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+            .spawn()
+            .expect("starts"),
+    );
     assert!(answers(port, "/healthz").await, "{}", logged(dir.path()));
     let client = reqwest::Client::new();
 
@@ -153,8 +155,8 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
     assert_eq!(log_inode(&db_file), inode, "the log was replaced");
     // The operator sees them counted: one after every 64th commit.
     assert_eq!(checkpoints_counted(admin, 3.0).await, 3.0);
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    child.0.kill().expect("kill -9");
+    let _ = child.0.wait();
 
     // The file alone holds what the last checkpoint found committed, the
     // 192nd commit at least.
@@ -165,12 +167,10 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
     );
 
     // Started again: every answered message is there, once.
-    let mut child = serve_batches_of(dir.path(), &db.url, port, 1);
+    let _child = Serve(serve_batches_of(dir.path(), &db.url, port, 1));
     assert!(answers(port, "/healthz").await, "{}", logged(dir.path()));
     assert_eq!(db.total_messages().await, 200);
     for msg in &msgs {
         assert_eq!(db.count_messages(&msg.id()).await, 1, "{}", msg.id());
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

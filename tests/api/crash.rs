@@ -291,7 +291,7 @@ async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
 }
 
 /// Ends the child whatever the test's outcome.
-struct Serve(Child);
+pub struct Serve(pub Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
