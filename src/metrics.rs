@@ -215,7 +215,7 @@ impl Metrics {
         let checkpoint_seconds = Histogram::new(DISK_SECONDS);
         registry.register(
             "sqlite_checkpoint_seconds",
-            "SQLite: time of one passive checkpoint beside the writer (the write-ahead log copied into the database file, which is synced when the whole log was copied)",
+            "SQLite: time of one checkpoint beside the writer (the write-ahead log copied into the database file, which is synced when the whole log was copied; also the cut of an oversized log while idle)",
             checkpoint_seconds.clone(),
         );
         let latency = Histogram::new([

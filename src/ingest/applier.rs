@@ -82,10 +82,17 @@ impl Applier {
         set_aside: Option<SetAside>,
     ) -> Applier {
         let durability = Durability::new(store.writer_wal(), &metrics);
-        let checkpoints = match (durability.failure(), store.sqlite_options()) {
-            (Some(failed), Some(options)) => {
-                Some(Checkpoints::start(options, failed, metrics.clone()))
-            }
+        let checkpoints = match (
+            durability.failure(),
+            store.sqlite_options(),
+            store.writer_wal(),
+        ) {
+            (Some(failed), Some(options), Some(wal)) => Some(Checkpoints::start(
+                options,
+                wal.to_owned(),
+                failed,
+                metrics.clone(),
+            )),
             _ => None,
         };
         Applier {

@@ -31,6 +31,17 @@
 //!   be reused over them. From then on nothing is answered as stored, and
 //!   messages go to the spool until bouncer is restarted.
 //!
+//! After a burst, a long reader can leave the log's file far larger than
+//! SQLite keeps for reuse (`journal_size_limit`, 64 MiB), and SQLite cuts
+//! it back only when a write starts the log again: a server left idle kept
+//! 1.7 GB in an outside trial. So while the file is that large, the task
+//! tries every `IDLE_CUT` between its checkpoints to copy what is left and
+//! cut the file to nothing (`wal_checkpoint(TRUNCATE)`). Its connection
+//! never waits for a lock: the cut takes the writer's lock only when it is
+//! free, holds it while it copies the last frames, and gives up at once if
+//! a reader still needs the log. Under traffic SQLite cuts the file itself
+//! at the next start of the log; this is for the server left idle.
+//!
 //! Any other failure (a full disk, say) leaves the log where it was, and
 //! is logged once; the next checkpoint is tried after the next commits, on
 //! the same connection unless it broke. The connection is kept because
@@ -43,8 +54,9 @@
 //! then be lost for good. That needs SQLite's `NO_CKPT_ON_CLOSE`, which
 //! sqlx does not offer (docs/decisions.md).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -53,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::durable::fail;
 use crate::metrics::Metrics;
+use crate::store::WAL_KEPT_BYTES;
 
 /// A checkpoint once this many messages were committed since the last, or
 /// `EVERY_COMMITS` commits, whichever comes first. In a bounce storm
@@ -60,6 +73,10 @@ use crate::metrics::Metrics;
 /// about 1,000 pages; one message a commit copies about 64 commits' pages.
 const EVERY_MESSAGES: usize = 256;
 const EVERY_COMMITS: usize = 64;
+
+/// How often an oversized log's file is tried to be cut, between the
+/// checkpoints the commits wake.
+const IDLE_CUT: Duration = Duration::from_secs(2);
 
 /// `SQLITE_IOERR_FSYNC`: a sync SQLite asked for (of the log before a
 /// checkpoint copies it, or of the database file after) failed.
@@ -74,16 +91,26 @@ pub(super) struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Starts the task, connecting with the pool's `options`; `failed`: the
-    /// mark a failed sync sets for good (shared with `durable`).
+    /// Starts the task, connecting with the pool's `options` to the
+    /// database whose log is `wal`; `failed`: the mark a failed sync sets
+    /// for good (shared with `durable`).
     pub(super) fn start(
         options: SqliteConnectOptions,
+        wal: PathBuf,
         failed: Arc<OnceLock<String>>,
         metrics: Metrics,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        tokio::spawn(run(options, wake.clone(), stop.clone(), failed, metrics));
+        // Never waits for a lock (see the module comment).
+        let options = options.busy_timeout(Duration::ZERO);
+        let task = Task {
+            options,
+            wal,
+            failed,
+            metrics,
+        };
+        tokio::spawn(task.run(wake.clone(), stop.clone()));
         Checkpoints {
             wake,
             stop,
@@ -112,59 +139,84 @@ impl Drop for Checkpoints {
     }
 }
 
-async fn run(
+struct Task {
     options: SqliteConnectOptions,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
+    wal: PathBuf,
     failed: Arc<OnceLock<String>>,
     metrics: Metrics,
-) {
-    let mut conn: Option<SqliteConnection> = None;
-    // Only the first of a run of failures is logged.
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = wake.notified() => {}
-        }
-        if failed.get().is_some() {
-            break;
-        }
-        let started = Instant::now();
-        match checkpoint(&options, &mut conn).await {
-            Ok(Done::Copied) => {
-                metrics.observe_checkpoint(started.elapsed().as_secs_f64());
-                if std::mem::take(&mut failing) {
-                    tracing::info!("SQLite's checkpoints beside the writer work again");
-                }
-            }
-            // Another connection's checkpoint was running (the writer's own
-            // at 4,000 pages, or another process's): it does the work.
-            Ok(Done::Busy) => {}
-            Err(Failure::Sync(why)) => {
-                fail(
-                    &failed,
-                    format!(
-                        "a checkpoint of {} failed to sync: {why}",
-                        options.get_filename().display()
-                    ),
-                );
+}
+
+impl Task {
+    async fn run(self, wake: Arc<Notify>, stop: CancellationToken) {
+        let mut conn: Option<SqliteConnection> = None;
+        // Only the first of a run of failures is logged.
+        let mut failing = false;
+        // The log's file is larger than SQLite keeps: cut it when idle.
+        let mut oversized = false;
+        loop {
+            let mode = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = wake.notified() => Mode::Passive,
+                _ = tokio::time::sleep(IDLE_CUT), if oversized => Mode::Cut,
+            };
+            if self.failed.get().is_some() {
                 break;
             }
-            Err(Failure::Other { why, broken }) => {
-                if broken {
-                    conn = None;
+            let started = Instant::now();
+            match checkpoint(&self.options, &mut conn, mode).await {
+                Ok(Done::Copied) => {
+                    self.metrics
+                        .observe_checkpoint(started.elapsed().as_secs_f64());
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("SQLite's checkpoints beside the writer work again");
+                    }
+                    if mode == Mode::Cut {
+                        tracing::info!(file = %self.wal.display(), "cut SQLite's write-ahead log back to nothing after a burst (it was over 64 MiB)");
+                    }
                 }
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %why, "a SQLite checkpoint beside the writer failed; the writer's own checkpoints keep the log bounded, and the next is tried after the next commits");
+                // Another connection's checkpoint was running (the writer's
+                // own at 4,000 pages, or another process's), or the cut
+                // found the writer or a reader in the log: tried again.
+                Ok(Done::Busy) => {}
+                Err(Failure::Sync(why)) => {
+                    fail(
+                        &self.failed,
+                        format!(
+                            "a checkpoint of {} failed to sync: {why}",
+                            self.options.get_filename().display()
+                        ),
+                    );
+                    break;
+                }
+                Err(Failure::Other { why, broken }) => {
+                    if broken {
+                        conn = None;
+                    }
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %why, "a SQLite checkpoint beside the writer failed; the writer's own checkpoints keep the log bounded, and the next is tried after the next commits");
+                    }
                 }
             }
+            oversized = file_len(&self.wal) > WAL_KEPT_BYTES;
+        }
+        if let Some(conn) = conn {
+            let _ = conn.close().await;
         }
     }
-    if let Some(conn) = conn {
-        let _ = conn.close().await;
-    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Copies what it can, waits for nothing.
+    Passive,
+    /// Copies what is left and cuts the log's file to nothing, or gives up
+    /// at once.
+    Cut,
 }
 
 enum Done {
@@ -181,12 +233,13 @@ enum Failure {
     Other { why: String, broken: bool },
 }
 
-/// One passive checkpoint, on the task's connection (made first if there is
-/// none). A local file opens at once or fails; a hung file system holds
-/// this task, not the writer.
+/// One checkpoint, on the task's connection (made first if there is none).
+/// A local file opens at once or fails; a hung file system holds this
+/// task, not the writer.
 async fn checkpoint(
     options: &SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
+    mode: Mode,
 ) -> Result<Done, Failure> {
     let conn = match conn {
         Some(conn) => conn,
@@ -195,20 +248,39 @@ async fn checkpoint(
             broken: true,
         })?),
     };
-    // Three numbers: 1 if another checkpoint held the lock (SQLite answers
-    // a passive checkpoint's BUSY so), the log's frames, and how many of
-    // them are now in the database file.
-    let result = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+    // Three numbers: 1 if a lock it needed was held (SQLite answers a
+    // checkpoint's BUSY so), the log's frames, and how many of them are now
+    // in the database file. The cut copies first without any lock, so that
+    // it holds the writer's for the last frames only.
+    if mode == Mode::Cut {
+        let copied = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await;
+        if let Err(e) = copied {
+            return Err(failure(e));
+        }
+    }
+    let sql = match mode {
+        Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Mode::Cut => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let result = sqlx::query_as::<_, (i64, i64, i64)>(sql)
         .fetch_one(conn)
         .await;
     match result {
         Ok((0, _, _)) => Ok(Done::Copied),
         Ok(_) => Ok(Done::Busy),
-        Err(e) if sqlite_code(&e) == Some(SQLITE_IOERR_FSYNC) => Err(Failure::Sync(e.to_string())),
-        Err(e) => Err(Failure::Other {
-            broken: matches!(e, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
-            why: e.to_string(),
-        }),
+        Err(e) => Err(failure(e)),
+    }
+}
+
+fn failure(e: sqlx::Error) -> Failure {
+    if sqlite_code(&e) == Some(SQLITE_IOERR_FSYNC) {
+        return Failure::Sync(e.to_string());
+    }
+    Failure::Other {
+        broken: matches!(e, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
+        why: e.to_string(),
     }
 }
 

@@ -34,6 +34,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use self::conn::{Conn, Tx};
 pub use self::error::{DbError, DbErrorKind};
 pub use self::open::Access;
+pub(crate) use self::open::WAL_KEPT_BYTES;
 use crate::config::Settings;
 
 /// A store call's result: a failure carries its classification.

@@ -136,7 +136,7 @@ impl Store {
 /// that emptied it (`journal_size_limit`). A bounce storm's log between
 /// two automatic checkpoints (`WAL_CHECKPOINT_PAGES` of 4 KiB) stays well
 /// under it.
-const WAL_KEPT_BYTES: u64 = 64 << 20;
+pub(crate) const WAL_KEPT_BYTES: u64 = 64 << 20;
 
 /// The log's length, in pages, past which a connection's own commit runs
 /// an automatic checkpoint (`wal_autocheckpoint`; SQLite's default is
