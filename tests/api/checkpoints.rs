@@ -66,6 +66,21 @@ fn log_inode(db_file: &Path) -> u64 {
         .expect("the -wal file")
 }
 
+/// A connection of this process (not bouncer's) in a reading transaction
+/// that has read the empty table: it holds that snapshot until it ends.
+async fn holding_a_snapshot(url: &str) -> sqlx::SqliteConnection {
+    let mut reader = sqlx::SqliteConnection::connect(url)
+        .await
+        .expect("a reader");
+    reader.execute("BEGIN").await.expect("begin");
+    let (seen,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sns_messages")
+        .fetch_one(&mut reader)
+        .await
+        .expect("read");
+    assert_eq!(seen, 0);
+    reader
+}
+
 /// A sample of the admin listener's `/metrics`; -1 when it is missing.
 async fn metric(admin: u16, name: &str) -> f64 {
     let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
@@ -101,15 +116,7 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
 
     // Another process reads and keeps its snapshot: the checkpoints of the
     // first hundred commits cannot pass it.
-    let mut reader = sqlx::SqliteConnection::connect(&db.url)
-        .await
-        .expect("a reader");
-    reader.execute("BEGIN").await.expect("begin");
-    let (seen,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sns_messages")
-        .fetch_one(&mut reader)
-        .await
-        .expect("read");
-    assert_eq!(seen, 0);
+    let mut reader = holding_a_snapshot(&db.url).await;
     let msgs: Vec<Msg> = (0..200)
         .map(|i| Msg::notification(TOPIC, &format!("checkpointed {i}")).sign())
         .collect();
@@ -194,15 +201,7 @@ async fn an_oversized_log_is_cut_back_while_the_server_is_idle() {
     assert!(answers(port, "/healthz").await, "{}", logged(dir.path()));
     let client = reqwest::Client::new();
 
-    let mut reader = sqlx::SqliteConnection::connect(&db.url)
-        .await
-        .expect("a reader");
-    reader.execute("BEGIN").await.expect("begin");
-    let (seen,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sns_messages")
-        .fetch_one(&mut reader)
-        .await
-        .expect("read");
-    assert_eq!(seen, 0);
+    let mut reader = holding_a_snapshot(&db.url).await;
     // 200 messages of 400 KB: about 80 MB of log behind the reader.
     let filler = "x".repeat(400_000);
     let msgs: Vec<Msg> = (0..200)
