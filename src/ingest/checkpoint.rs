@@ -34,13 +34,16 @@
 //! After a burst, a long reader can leave the log's file far larger than
 //! SQLite keeps for reuse (`journal_size_limit`, 64 MiB), and SQLite cuts
 //! it back only when a write starts the log again: a server left idle kept
-//! 1.7 GB in an outside trial. So while the file is that large, the task
-//! tries every `IDLE_CUT` between its checkpoints to copy what is left and
-//! cut the file to nothing (`wal_checkpoint(TRUNCATE)`). Its connection
-//! never waits for a lock: the cut takes the writer's lock only when it is
-//! free, holds it while it copies the last frames, and gives up at once if
-//! a reader still needs the log. Under traffic SQLite cuts the file itself
-//! at the next start of the log; this is for the server left idle.
+//! 1.7 GB in an outside trial. So the task looks at the file every
+//! `IDLE_CUT` between its checkpoints and, while it is that large, copies
+//! what it can without a lock; only if that reached the log's end does it
+//! cut the file to nothing (`wal_checkpoint(TRUNCATE)`), on a connection
+//! that waits for no lock: the cut takes the writer's lock only when it
+//! is free, holds it for the frames committed since (none, when idle), and
+//! gives up at once if a reader still needs the log. A cut kept off that
+//! way is tried again after twice as long, up to `CUT_AT_MOST`. Under
+//! traffic SQLite cuts the file itself at the next start of the log; this
+//! is for the server left idle.
 //!
 //! Any other failure (a full disk, say) leaves the log where it was, and
 //! is logged once; the next checkpoint is tried after the next commits, on
@@ -74,9 +77,12 @@ use crate::store::WAL_KEPT_BYTES;
 const EVERY_MESSAGES: usize = 256;
 const EVERY_COMMITS: usize = 64;
 
-/// How often an oversized log's file is tried to be cut, between the
-/// checkpoints the commits wake.
+/// How often the log's file is looked at between the checkpoints the
+/// commits wake, and cut if it is oversized.
 const IDLE_CUT: Duration = Duration::from_secs(2);
+
+/// The longest wait between two cuts that a reader kept off.
+const CUT_AT_MOST: Duration = Duration::from_secs(64);
 
 /// `SQLITE_IOERR_FSYNC`: a sync SQLite asked for (of the log before a
 /// checkpoint copies it, or of the database file after) failed.
@@ -102,8 +108,6 @@ impl Checkpoints {
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        // Never waits for a lock (see the module comment).
-        let options = options.busy_timeout(Duration::ZERO);
         let task = Task {
             options,
             wal,
@@ -151,14 +155,20 @@ impl Task {
         let mut conn: Option<SqliteConnection> = None;
         // Only the first of a run of failures is logged.
         let mut failing = false;
-        // The log's file is larger than SQLite keeps: cut it when idle.
-        let mut oversized = false;
+        // When the log's file is looked at next (see the module comment).
+        let mut look_in = IDLE_CUT;
         loop {
             let mode = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = wake.notified() => Mode::Passive,
-                _ = tokio::time::sleep(IDLE_CUT), if oversized => Mode::Cut,
+                _ = tokio::time::sleep(look_in) => {
+                    if file_len(&self.wal) <= WAL_KEPT_BYTES {
+                        look_in = IDLE_CUT;
+                        continue;
+                    }
+                    Mode::Cut
+                }
             };
             if self.failed.get().is_some() {
                 break;
@@ -173,12 +183,17 @@ impl Task {
                     }
                     if mode == Mode::Cut {
                         tracing::info!(file = %self.wal.display(), "cut SQLite's write-ahead log back to nothing after a burst (it was over 64 MiB)");
+                        look_in = IDLE_CUT;
                     }
                 }
                 // Another connection's checkpoint was running (the writer's
-                // own at 4,000 pages, or another process's), or the cut
-                // found the writer or a reader in the log: tried again.
-                Ok(Done::Busy) => {}
+                // own at 4,000 pages, or another process's), or a reader
+                // or the writer kept the cut off: tried again, a cut later.
+                Ok(Done::Busy) => {
+                    if mode == Mode::Cut {
+                        look_in = (look_in * 2).min(CUT_AT_MOST);
+                    }
+                }
                 Err(Failure::Sync(why)) => {
                     fail(
                         &self.failed,
@@ -194,11 +209,10 @@ impl Task {
                         conn = None;
                     }
                     if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(error = %why, "a SQLite checkpoint beside the writer failed; the writer's own checkpoints keep the log bounded, and the next is tried after the next commits");
+                        tracing::warn!(error = %why, "a SQLite checkpoint beside the writer failed; the writer's own checkpoints keep the log bounded, and the next is tried later");
                     }
                 }
             }
-            oversized = file_len(&self.wal) > WAL_KEPT_BYTES;
         }
         if let Some(conn) = conn {
             let _ = conn.close().await;
@@ -243,7 +257,7 @@ async fn checkpoint(
 ) -> Result<Done, Failure> {
     let conn = match conn {
         Some(conn) => conn,
-        None => conn.insert(options.connect().await.map_err(|e| Failure::Other {
+        None => conn.insert(connect(options).await.map_err(|e| Failure::Other {
             why: format!("cannot connect: {e}"),
             broken: true,
         })?),
@@ -255,9 +269,13 @@ async fn checkpoint(
     if mode == Mode::Cut {
         let copied = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *conn)
-            .await;
-        if let Err(e) = copied {
-            return Err(failure(e));
+            .await
+            .map_err(failure)?;
+        // Short of the log's end (a reader's snapshot, another
+        // checkpoint): the cut would copy the rest holding the writer's
+        // lock, or wait.
+        if !matches!(copied, (0, log, done) if log == done) {
+            return Ok(Done::Busy);
         }
     }
     let sql = match mode {
@@ -272,6 +290,17 @@ async fn checkpoint(
         Ok(_) => Ok(Done::Busy),
         Err(e) => Err(failure(e)),
     }
+}
+
+/// The task's connection: made with the pool's settings and busy time-out
+/// (its pragmas may meet a lock held for a moment), then waiting for no
+/// lock, so that the cut never holds the writer's lock while it waits.
+async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+    let mut conn = options.connect().await?;
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
 }
 
 fn failure(e: sqlx::Error) -> Failure {
