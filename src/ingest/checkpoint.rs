@@ -155,15 +155,18 @@ impl Task {
         let mut conn: Option<SqliteConnection> = None;
         // Only the first of a run of failures is logged.
         let mut failing = false;
-        // When the log's file is looked at next (see the module comment).
+        // When the log's file is looked at next (see the module comment),
+        // and its size when it was.
         let mut look_in = IDLE_CUT;
+        let mut looked = 0;
         loop {
             let mode = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = wake.notified() => Mode::Passive,
                 _ = tokio::time::sleep(look_in) => {
-                    if file_len(&self.wal) <= WAL_KEPT_BYTES {
+                    looked = file_len(&self.wal);
+                    if looked <= WAL_KEPT_BYTES {
                         look_in = IDLE_CUT;
                         continue;
                     }
@@ -182,7 +185,12 @@ impl Task {
                         tracing::info!("SQLite's checkpoints beside the writer work again");
                     }
                     if mode == Mode::Cut {
-                        tracing::info!(file = %self.wal.display(), "cut SQLite's write-ahead log back to nothing after a burst (it was over 64 MiB)");
+                        tracing::info!(
+                            file = %self.wal.display(),
+                            bytes = looked,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "cut SQLite's write-ahead log back to nothing after a burst (it was over 64 MiB)"
+                        );
                         look_in = IDLE_CUT;
                     }
                 }
