@@ -68,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::durable::fail;
 use crate::metrics::Metrics;
-use crate::store::WAL_KEPT_BYTES;
+use crate::store::{WAL_KEPT_BYTES, sqlite_code};
 
 /// A checkpoint once this many messages were committed since the last, or
 /// `EVERY_COMMITS` commits, whichever comes first. In a bounce storm
@@ -244,7 +244,8 @@ enum Mode {
 enum Done {
     /// Copied what the oldest reader's snapshot allowed.
     Copied,
-    /// Another checkpoint held SQLite's checkpoint lock.
+    /// Kept off: another checkpoint held SQLite's checkpoint lock, or (a
+    /// cut) the writer or a reader was in the log.
     Busy,
 }
 
@@ -319,11 +320,4 @@ fn failure(e: sqlx::Error) -> Failure {
         broken: matches!(e, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
         why: e.to_string(),
     }
-}
-
-/// SQLite's extended result code of a statement's failure.
-fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
-    e.as_database_error()
-        .and_then(|db| db.code())
-        .and_then(|code| code.parse().ok())
 }

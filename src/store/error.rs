@@ -110,7 +110,7 @@ impl From<sqlx::Error> for DbError {
 
 /// SQLite's result code (extended codes included), for an error SQLite
 /// gave; `None` for any other.
-fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
+pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
     match error {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<SqliteError>()

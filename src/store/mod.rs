@@ -32,6 +32,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{PgPool, SqlitePool};
 
 pub use self::conn::{Conn, Tx};
+pub(crate) use self::error::sqlite_code;
 pub use self::error::{DbError, DbErrorKind};
 pub use self::open::Access;
 pub(crate) use self::open::WAL_KEPT_BYTES;

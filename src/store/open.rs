@@ -308,10 +308,7 @@ const FULL_BELOW: u64 = 1 << 20;
 /// SQLite's "disk I/O error" or "database or disk is full" (its primary
 /// codes 10 and 13, under any extended code).
 fn is_io_or_full(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|db| db.code())
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 10 | 13))
+    super::sqlite_code(e).is_some_and(|code| matches!(code & 0xff, 10 | 13))
 }
 
 /// The bytes this process may still write on the file system holding

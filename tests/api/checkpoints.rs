@@ -4,7 +4,7 @@
 //! another process opened and closed meanwhile, then kill -9.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::{Connection, Executor};
@@ -57,13 +57,25 @@ async fn checkpoints_counted(admin: u16, n: f64) -> f64 {
     seen
 }
 
-/// The log's inode: the same file before and after.
-fn log_inode(db_file: &Path) -> u64 {
+/// The database's write-ahead log, beside it.
+fn log_of(db_file: &Path) -> PathBuf {
     let mut wal = db_file.as_os_str().to_owned();
     wal.push("-wal");
-    std::fs::metadata(&wal)
+    PathBuf::from(wal)
+}
+
+/// The log's inode: the same file before and after.
+fn log_inode(db_file: &Path) -> u64 {
+    std::fs::metadata(log_of(db_file))
         .map(|m| m.ino())
         .expect("the -wal file")
+}
+
+/// Posts each message in turn; every one answered 200.
+async fn post_each_stored(client: &reqwest::Client, port: u16, msgs: &[Msg], dir: &Path) {
+    for msg in msgs {
+        assert_eq!(post(client, port, msg).await, 200, "{}", logged(dir));
+    }
 }
 
 /// A connection of this process (not bouncer's) in a reading transaction
@@ -120,14 +132,7 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
     let msgs: Vec<Msg> = (0..200)
         .map(|i| Msg::notification(TOPIC, &format!("checkpointed {i}")).sign())
         .collect();
-    for msg in &msgs[..100] {
-        assert_eq!(
-            post(&client, port, msg).await,
-            200,
-            "{}",
-            logged(dir.path())
-        );
-    }
+    post_each_stored(&client, port, &msgs[..100], dir.path()).await;
     // The checkpoint after the 64th commit stopped at the reader's
     // snapshot: the file alone has the schema and none of the messages.
     assert_eq!(checkpoints_counted(admin, 1.0).await, 1.0);
@@ -151,14 +156,7 @@ async fn checkpoints_beside_the_writer_lose_nothing_with_readers_and_other_proce
         assert_eq!(rows, 100);
         other.close().await.expect("close");
     }
-    for msg in &msgs[100..] {
-        assert_eq!(
-            post(&client, port, msg).await,
-            200,
-            "{}",
-            logged(dir.path())
-        );
-    }
+    post_each_stored(&client, port, &msgs[100..], dir.path()).await;
     assert_eq!(log_inode(&db_file), inode, "the log was replaced");
     // The operator sees them counted: one after every 64th commit.
     assert_eq!(checkpoints_counted(admin, 3.0).await, 3.0);
@@ -193,8 +191,7 @@ async fn an_oversized_log_is_cut_back_while_the_server_is_idle() {
     let dir = TempDir::new();
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
     let db_file = dir.path().join("bouncer.db");
-    let mut wal = db_file.as_os_str().to_owned();
-    wal.push("-wal");
+    let wal = log_of(&db_file);
     let log_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let port = crate::helpers::free_port();
     let _child = Serve(serve_batches_of(dir.path(), &db.url, port, 16));
