@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::QueryBuilder;
 
 use super::keyed::KeyedInsert;
-use super::messages::{MAX_PARAMS, key_order, new_flags};
+use super::messages::{key_order, new_flags, statements};
 use super::text::{storable, storable_opt};
 use super::{DbResult, Tx, on_tx};
 use crate::time::Timestamp;
@@ -40,7 +40,7 @@ pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> DbResult<V
     let keys: Vec<_> = rows.iter().map(|r| storable(r.event_key)).collect();
     let order = key_order(&keys);
     let mut inserted = HashSet::new();
-    for chunk in order.chunks(MAX_PARAMS / 15) {
+    for chunk in statements(&order, 15, |i| rows[*i].diagnostic_code.map_or(0, str::len)) {
         let returned = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO feedback_events (event_key, sns_message_id, event_type, format, ses_message_id, \

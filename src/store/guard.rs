@@ -9,7 +9,7 @@ use sqlx::QueryBuilder;
 
 use super::conn::Raw;
 use super::keyed::KeyedInsert;
-use super::messages::{MAX_PARAMS, key_order};
+use super::messages::{key_order, rows_per_statement};
 use super::text::storable;
 use super::{DbResult, Store, Tx, on_db, on_tx};
 use crate::time::Timestamp;
@@ -161,7 +161,7 @@ pub async fn count_volume(
         // The common case, and the cheap one: nothing to take back, so a
         // pair stored before stays as it is.
         let mut inserted = HashSet::new();
-        for chunk in order.chunks(MAX_PARAMS / 4) {
+        for chunk in order.chunks(rows_per_statement(4)) {
             let rows = on_tx!(tx, conn => {
                 let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at, counted) ");
                 push_pairs(&mut qb, chunk, proofs, &proof_of, now);
@@ -187,7 +187,7 @@ pub async fn count_volume(
         CASE rate_volume.counted WHEN 'delivery' THEN 'delivery_taken_back' ELSE 'bounce_taken_back' END \
         WHERE excluded.counted = 'none' AND rate_volume.counted IN ('delivery', 'bounce') \
         RETURNING seen_at, counted";
-    for chunk in order.chunks(MAX_PARAMS / 4) {
+    for chunk in order.chunks(rows_per_statement(4)) {
         let rows: Vec<(Timestamp, String)> = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO rate_volume (mail_id, recipient, seen_at, counted) ");
             push_pairs(&mut qb, chunk, proofs, &proof_of, now);

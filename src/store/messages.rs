@@ -14,6 +14,61 @@ use crate::time::Timestamp;
 /// SQLite allows 32,766 bound parameters per statement; stay well below.
 pub(crate) const MAX_PARAMS: usize = 30_000;
 
+/// The most rows one writing statement of a batch carries, and the most
+/// bytes of message text (bodies, diagnostic codes) past its first row.
+/// Inside a transaction SQLite keeps the original of every existing page a
+/// statement changes, so that it can undo that statement alone; the writer
+/// keeps those in memory (`temp_store=MEMORY`, `open.rs`), where these two
+/// bound them. A row changes a page of 4 KiB in its table and in each
+/// index (and a trigger's table) it touches, up to a dozen for a
+/// suppression with SES push on: about 12 MiB at 256 rows on a grown
+/// database. Text longer than a page goes to pages of its own, which may
+/// be pages freed by pruning and kept in full too: the byte bound caps
+/// those. A batch of a dozen messages or so, the usual, is one statement a
+/// table either way.
+pub(crate) const MAX_ROWS: usize = 256;
+pub(crate) const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// How many rows of `columns` bound parameters each go in one writing
+/// statement.
+pub(crate) const fn rows_per_statement(columns: usize) -> usize {
+    let by_params = MAX_PARAMS / columns;
+    if by_params < MAX_ROWS {
+        by_params
+    } else {
+        MAX_ROWS
+    }
+}
+
+/// `rows` cut into statements of at most `rows_per_statement(columns)`
+/// rows and, past each statement's first row, `MAX_TEXT_BYTES` of
+/// `text(row)`.
+pub(crate) fn statements<T>(
+    rows: &[T],
+    columns: usize,
+    text: impl Fn(&T) -> usize,
+) -> impl Iterator<Item = &[T]> {
+    let max_rows = rows_per_statement(columns);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && n < max_rows {
+            bytes += text(&rest[n]);
+            if n > 0 && bytes > MAX_TEXT_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
+        Some(chunk)
+    })
+}
+
 /// One SNS message to record.
 #[derive(Debug, Clone)]
 pub struct MessageRow<'a> {
@@ -66,7 +121,7 @@ pub async fn insert_messages(
     let keys: Vec<_> = rows.iter().map(|r| storable(r.message_id)).collect();
     let order = key_order(&keys);
     let mut inserted = HashSet::new();
-    for chunk in order.chunks(MAX_PARAMS / 12) {
+    for chunk in statements(&order, 12, |i| rows[*i].body.len()) {
         let ids = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO sns_messages (message_id, message_type, topic_arn, subject, sns_timestamp, \
@@ -113,6 +168,20 @@ impl Store {
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    #[test]
+    fn statements_stop_at_their_rows_or_their_text_and_take_at_least_one_row() {
+        let lens: Vec<usize> = [10, 20, MAX_TEXT_BYTES, 5, MAX_TEXT_BYTES * 3]
+            .into_iter()
+            .chain(std::iter::repeat_n(1, MAX_ROWS + 1))
+            .collect();
+        let sizes: Vec<usize> = statements(&lens, 2, |l| *l).map(<[usize]>::len).collect();
+        // The third row would take the first statement past the bound; a
+        // row at or past the bound goes alone; then rows stop at MAX_ROWS.
+        assert_eq!(sizes, [2, 1, 1, 1, MAX_ROWS, 1]);
+        assert_eq!(sizes.iter().sum::<usize>(), lens.len());
+        assert_eq!(statements(&[0usize; 0], 2, |l| *l).count(), 0);
+    }
 
     #[test]
     fn keys_go_in_order_once_and_the_first_copy_is_the_new_one() {

@@ -222,12 +222,25 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // since the last) before any of those messages is answered
     // (`ingest::durable`), so that the next batch runs during the fsync.
     // SQLite names the log after the resolved path of the database file.
+    // Its statement journals stay in memory (`temp_store=MEMORY`): a
+    // statement inside a transaction keeps the pages it changes there, in
+    // case it must be undone alone, and past 64 KiB (a batch of a dozen
+    // messages) SQLite moved them to a temporary file, opened, written and
+    // deleted on the writer's serial path, so that a full or read-only
+    // temporary directory stopped the writer while the database's own
+    // disk had room. The writer's statements are bounded in rows and text
+    // (`messages::statements`), so are their journals; the pool's
+    // statements are not (a sort of a whole list), and keep SQLite's
+    // default.
     let (writer, writer_wal) = match std::fs::canonicalize(&path) {
         Ok(resolved) if access != Access::Read => {
             let mut wal = resolved.into_os_string();
             wal.push("-wal");
             (
-                options.clone().synchronous(SqliteSynchronous::Normal),
+                options
+                    .clone()
+                    .synchronous(SqliteSynchronous::Normal)
+                    .pragma("temp_store", "MEMORY"),
                 Some(PathBuf::from(wal)),
             )
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
 
-use super::messages::MAX_PARAMS;
+use super::messages::{MAX_PARAMS, rows_per_statement};
 use super::{DbResult, Tx, on_tx};
 use crate::address::EmailAddress;
 use crate::time::Timestamp;
@@ -103,7 +103,7 @@ pub async fn lock(tx: &mut Tx<'_>, emails: &[&EmailAddress], now: Timestamp) -> 
     let mut sorted: Vec<&EmailAddress> = emails.to_vec();
     sorted.sort();
     sorted.dedup();
-    for chunk in sorted.chunks(MAX_PARAMS / 4) {
+    for chunk in sorted.chunks(rows_per_statement(4)) {
         on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO soft_bounces (email, count, first_at, last_at) ");
             qb.push_values(chunk, |mut row, email| {
@@ -131,7 +131,7 @@ pub async fn write(tx: &mut Tx<'_>, rows: &[(&EmailAddress, Option<Streak>)]) ->
         .filter(|(_, s)| s.is_none())
         .map(|(e, _)| *e)
         .collect();
-    for chunk in kept.chunks(MAX_PARAMS / 4) {
+    for chunk in kept.chunks(rows_per_statement(4)) {
         on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("INSERT INTO soft_bounces (email, count, first_at, last_at) ");
             qb.push_values(chunk, |mut row, (email, s)| {
@@ -147,7 +147,7 @@ pub async fn write(tx: &mut Tx<'_>, rows: &[(&EmailAddress, Option<Streak>)]) ->
             qb.build().execute(conn).await.map(|_| ())
         })?;
     }
-    for chunk in reset.chunks(MAX_PARAMS) {
+    for chunk in reset.chunks(rows_per_statement(1)) {
         on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("DELETE FROM soft_bounces WHERE email IN (");
             let mut list = qb.separated(", ");
@@ -164,7 +164,10 @@ pub async fn write(tx: &mut Tx<'_>, rows: &[(&EmailAddress, Option<Streak>)]) ->
 /// Deliveries reset their addresses' counts, unless the bounces came after
 /// the delivery (for addresses without soft bounces in the same batch).
 pub async fn reset(tx: &mut Tx<'_>, deliveries: &[(&EmailAddress, Timestamp)]) -> DbResult<()> {
-    for chunk in deliveries.chunks(MAX_PARAMS / 2) {
+    // In address order, as every writer locks rows, also across statements.
+    let mut sorted = deliveries.to_vec();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for chunk in sorted.chunks(rows_per_statement(2)) {
         on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new("WITH delivered (email, at) AS (");
             qb.push_values(chunk, |mut row, (email, at)| {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::QueryBuilder;
 
-use super::messages::MAX_PARAMS;
+use super::messages::{MAX_PARAMS, statements};
 use super::text::{storable, storable_opt};
 use super::{DbResult, Tx, on_tx};
 use crate::address::EmailAddress;
@@ -65,7 +65,7 @@ pub async fn upsert_suppressions(
     let mut order: Vec<&SuppressionWrite<'_>> = rows.iter().collect();
     order.sort_by(|a, b| a.email.cmp(b.email));
     let mut kept_out = HashSet::new();
-    for chunk in order.chunks(MAX_PARAMS / 13) {
+    for chunk in statements(&order, 13, |w| w.diagnostic_code.map_or(0, str::len)) {
         let written = on_tx!(tx, conn => {
             let mut qb = QueryBuilder::new(
                 "INSERT INTO suppressions (email, reason, bounce_type, bounce_subtype, complaint_feedback_type, \
