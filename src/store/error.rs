@@ -192,6 +192,13 @@ pub fn describe(e: &sqlx::Error) -> String {
                 Some("25006") => format!(
                     "{message}: the role or server only reads (a read-only role suits only the reading commands)"
                 ),
+                // SQLITE_FULL (PostgreSQL's codes have five characters).
+                // SQLite says the same when its temporary folder is full,
+                // where a large statement or sort keeps what does not fit
+                // in memory: a full database disk is not the only cause.
+                Some("13") => format!(
+                    "{message}: the disk holding the database, or SQLite's temporary folder (SQLITE_TMPDIR, else TMPDIR, /var/tmp, /usr/tmp, /tmp), has no room; free some, or set SQLITE_TMPDIR to a folder that has"
+                ),
                 _ => message.to_owned(),
             }
         }
@@ -276,6 +283,27 @@ mod tests {
         let told = DbError::from(missing).to_string();
         assert!(told.contains("no such table: sns_messages"), "{told}");
         assert!(told.ends_with("run `bouncer migrate`"), "{told}");
+    }
+
+    /// Found by an outside trial: an import on a full temporary folder
+    /// said only "database or disk is full", with the database's disk
+    /// far from full.
+    #[tokio::test]
+    async fn a_full_sqlite_names_its_temporary_folder_too() {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        conn.execute("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 4")
+            .await
+            .expect("a small database");
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(100000))")
+            .execute(&mut conn)
+            .await
+            .expect_err("no room");
+        let told = DbError::from(full).to_string();
+        assert!(told.contains("database or disk is full: "), "{told}");
+        assert!(told.contains("SQLITE_TMPDIR"), "{told}");
     }
 
     #[test]
