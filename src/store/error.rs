@@ -268,14 +268,18 @@ fn sqlite(code: i64) -> DbErrorKind {
 mod tests {
     use super::*;
 
+    async fn in_memory() -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database")
+    }
+
     /// A database without bouncer's tables (made again under a running
     /// `serve`) says what to run, in the words the log and the CLI show.
     #[tokio::test]
     async fn a_missing_table_says_to_migrate() {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .expect("an in-memory database");
+        let mut conn = in_memory().await;
         let missing = sqlx::query("SELECT message_id FROM sns_messages")
             .fetch_all(&mut conn)
             .await
@@ -290,10 +294,8 @@ mod tests {
     /// far from full.
     #[tokio::test]
     async fn a_full_sqlite_names_its_temporary_folder_too() {
-        use sqlx::{Connection, Executor};
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .expect("an in-memory database");
+        use sqlx::Executor;
+        let mut conn = in_memory().await;
         conn.execute("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 4")
             .await
             .expect("a small database");
