@@ -226,9 +226,9 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // statement inside a transaction keeps the pages it changes there, in
     // case it must be undone alone, and past 64 KiB (a batch of a dozen
     // messages) SQLite moved them to a temporary file, opened, written and
-    // deleted on the writer's serial path, so that a full or read-only
-    // temporary directory stopped the writer while the database's own
-    // disk had room. The writer's statements are bounded in rows and text
+    // deleted on the writer's serial path, so that a full temporary
+    // directory (or none that SQLite could write to) stopped the writer
+    // while the database's own disk had room. The writer's statements are bounded in rows and text
     // (`messages::statements`), so are their journals; the pool's
     // statements are not (a sort of a whole list), and keep SQLite's
     // default.
