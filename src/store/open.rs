@@ -228,10 +228,10 @@ async fn open_sqlite(settings: &Settings, access: Access) -> anyhow::Result<Stor
     // messages) SQLite moved them to a temporary file, opened, written and
     // deleted on the writer's serial path, so that a full temporary
     // directory (or none that SQLite could write to) stopped the writer
-    // while the database's own disk had room. The writer's statements are bounded in rows and text
-    // (`messages::statements`), so are their journals; the pool's
-    // statements are not (a sort of a whole list), and keep SQLite's
-    // default.
+    // while the database's own disk had room. The writer's statements are
+    // bounded in rows and text (`messages::statements`), so are their
+    // journals; the pool's statements are not (a sort of a whole list),
+    // and keep SQLite's default.
     let (writer, writer_wal) = match std::fs::canonicalize(&path) {
         Ok(resolved) if access != Access::Read => {
             let mut wal = resolved.into_os_string();

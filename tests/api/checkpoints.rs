@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor};
 
-use crate::crash::{Serve, logged, post, serve_batches_of, serve_command};
+use crate::crash::{Serve, logged, post, post_all_answered, serve_batches_of, serve_command};
 use crate::helpers::{Backend, TempDir, TestDb, answers};
 use crate::signing::{Msg, TOPIC};
 
@@ -211,11 +211,7 @@ async fn an_oversized_log_is_cut_back_while_the_server_is_idle() {
     let msgs: Vec<Msg> = (0..200)
         .map(|i| Msg::notification(TOPIC, &format!("burst {i} {filler}")).sign())
         .collect();
-    for chunk in msgs.chunks(16) {
-        let codes =
-            futures_util::future::join_all(chunk.iter().map(|m| post(&client, port, m))).await;
-        assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
-    }
+    post_all_answered(&client, port, &msgs, 16, 200).await;
     let grown = log_len();
     assert!(grown > 64 << 20, "the log grew to {grown} bytes only");
     // The same file, cut in place: the writer's sync goes on covering it.

@@ -69,6 +69,22 @@ pub async fn post(client: &reqwest::Client, port: u16, msg: &Msg) -> u16 {
         .unwrap_or(0)
 }
 
+/// Posts `msgs` to the binary `at_once` at a time, one connection each;
+/// every answer must be `expected`.
+pub async fn post_all_answered(
+    client: &reqwest::Client,
+    port: u16,
+    msgs: &[Msg],
+    at_once: usize,
+    expected: u16,
+) {
+    for group in msgs.chunks(at_once) {
+        let codes =
+            futures_util::future::join_all(group.iter().map(|m| post(client, port, m))).await;
+        assert!(codes.iter().all(|c| *c == expected), "{codes:?}");
+    }
+}
+
 async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     bouncer::outbound::install_default_provider();
     let dir = TempDir::new();
@@ -98,11 +114,7 @@ async fn kill_9_in_the_middle_of_a_drain_loses_nothing(backend: Backend) {
     let msgs: Vec<Msg> = (0..300)
         .map(|i| Msg::notification(TOPIC, &format!("spooled {i}")).sign())
         .collect();
-    for chunk in msgs.chunks(50) {
-        let codes =
-            futures_util::future::join_all(chunk.iter().map(|m| post(&client, port, m))).await;
-        assert!(codes.iter().all(|c| *c == 202), "{codes:?}");
-    }
+    post_all_answered(&client, port, &msgs, 50, 202).await;
     let spool = dir.path().join("cli.spool");
     assert!(spooled_bytes(&spool) > 0);
 
@@ -251,11 +263,7 @@ async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
         })
         .collect();
     let client = reqwest::Client::new();
-    for chunk in msgs.chunks(64) {
-        let codes =
-            futures_util::future::join_all(chunk.iter().map(|m| post(&client, port, m))).await;
-        assert!(codes.iter().all(|c| *c == 202), "{codes:?}");
-    }
+    post_all_answered(&client, port, &msgs, 64, 202).await;
     conn.execute("ROLLBACK").await.expect("release");
     drop(conn);
 

@@ -8,10 +8,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use futures_util::StreamExt;
 use sqlx::{Connection, Executor};
 
-use crate::crash::{Serve, logged, post, serve_command};
+use crate::crash::{Serve, logged, post_all_answered, serve_command};
 use crate::feedback::bounce;
 use crate::helpers::{
     Backend, TempDir, TestDb, answers, assert_status, eventually, spooled_bytes, start,
@@ -219,19 +218,6 @@ async fn a_full_temporary_directory_does_not_stop_the_writer() {
     )
     .await;
     let client = reqwest::Client::new();
-    let post_all = |msgs: Vec<Msg>| {
-        let client = client.clone();
-        async move {
-            futures_util::stream::iter(msgs)
-                .map(|msg| {
-                    let client = client.clone();
-                    async move { post(&client, port, &msg).await }
-                })
-                .buffer_unordered(64)
-                .collect::<Vec<u16>>()
-                .await
-        }
-    };
     // Bounces for addresses already on the list, 300 rows apart: each
     // updates a page of its own, as a batch on a lived-in list does.
     let bounces = |from: usize| -> Vec<Msg> {
@@ -248,8 +234,7 @@ async fn a_full_temporary_directory_does_not_stop_the_writer() {
         .await
         .expect("connect");
     lock.execute("BEGIN EXCLUSIVE").await.expect("lock");
-    let answered = post_all(bounces(0)).await;
-    assert!(answered.iter().all(|s| *s == 202), "{answered:?}");
+    post_all_answered(&client, port, &bounces(0), 64, 202).await;
     lock.execute("ROLLBACK").await.expect("release");
     eventually("the spooled messages reach the database", || async {
         db.total_messages().await == 64
@@ -263,12 +248,7 @@ async fn a_full_temporary_directory_does_not_stop_the_writer() {
     assert!(answers(port, "/readyz").await, "{}", logged(dir.path()));
 
     // Posted 64 at a time: each stored at once, none spooled.
-    let answered = post_all(bounces(64)).await;
-    assert!(
-        answered.iter().all(|s| *s == 200),
-        "{answered:?}\n{}",
-        logged(dir.path())
-    );
+    post_all_answered(&client, port, &bounces(64), 64, 200).await;
     assert_eq!(db.total_messages().await, 128);
     let replaced = db
         .scalar(
