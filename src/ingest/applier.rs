@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::accepted::{Accepted, Applied};
+use super::accepted::{Accepted, Applied, StoreOutcome};
 use super::apply::{ApplyPolicy, BatchApplied, apply_batch};
 use super::checkpoint::Checkpoints;
 use super::durable::Durability;
@@ -56,6 +56,20 @@ impl Item {
 /// How many times a batch that met a serialization failure or a deadlock
 /// is tried again at once before the database counts as unavailable.
 const TRANSIENT_RETRIES: u32 = 3;
+
+/// What [`Applier::apply`] did with its items.
+pub struct ApplyOutcome {
+    /// The items not handled because the database is unavailable.
+    pub left: Vec<Item>,
+    /// How many of the items handled were stored before (a message SNS
+    /// sent again, or a spooled chunk that a crash kept in the spool after
+    /// its commit): each changed nothing.
+    pub duplicates: usize,
+    /// How many of the items handled the database refused on their own:
+    /// kept in the set-aside file (or, without one, answered with an
+    /// error).
+    pub set_aside: usize,
+}
 
 pub struct Applier {
     store: Store,
@@ -171,15 +185,21 @@ impl Applier {
 
     /// Applies the items in order, in as few transactions as the database
     /// allows, answering each. Returns the items not handled because the
-    /// database is unavailable: always a suffix, in order, still waiting
-    /// for their answer.
-    pub async fn apply(&mut self, items: Vec<Item>) -> Vec<Item> {
+    /// database is unavailable (always a suffix, in order, still waiting
+    /// for their answer), and how many of the others were stored before.
+    pub async fn apply(&mut self, items: Vec<Item>) -> ApplyOutcome {
         if let Some(why) = self.durability.failed() {
             tracing::warn!(error = %why, messages = items.len(), "not writing to the database after a failed sync of its log or file; restart bouncer");
-            return items;
+            return ApplyOutcome {
+                left: items,
+                duplicates: 0,
+                set_aside: 0,
+            };
         }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
         let mut left: Vec<Item> = Vec::new();
+        let mut duplicates = 0;
+        let mut set_aside = 0;
         while let Some(group) = work.pop_front() {
             if !left.is_empty() {
                 left.extend(group);
@@ -188,6 +208,10 @@ impl Applier {
             match self.commit_group(&group).await {
                 Ok(batch) => {
                     let applied = batch.messages;
+                    duplicates += applied
+                        .iter()
+                        .filter(|a| a.outcome == StoreOutcome::Duplicate)
+                        .count();
                     for (item, applied) in group.iter().zip(&applied) {
                         self.after_commit(&item.accepted, applied);
                     }
@@ -216,15 +240,20 @@ impl Applier {
                     }
                     DbErrorKind::Content | DbErrorKind::Other => {
                         for item in group {
-                            if let Err(unkept) = self.set_aside(item, &e).await {
-                                left.push(unkept);
+                            match self.set_aside(item, &e).await {
+                                Ok(()) => set_aside += 1,
+                                Err(unkept) => left.push(unkept),
                             }
                         }
                     }
                 },
             }
         }
-        left
+        ApplyOutcome {
+            left,
+            duplicates,
+            set_aside,
+        }
     }
 
     /// Waits until everything this applier committed is durable (see

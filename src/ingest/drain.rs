@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, Item};
+use super::applier::{Applier, ApplyOutcome, Item};
 use super::spool::{Chunk, Position, SpoolRecord};
 use super::writer::Shared;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
@@ -131,7 +131,11 @@ async fn step(
         }
     }
     let handled_items = items.len();
-    let left = applier.apply(items).await;
+    let ApplyOutcome {
+        left,
+        duplicates,
+        set_aside,
+    } = applier.apply(items).await;
     // The spool lets go of nothing the disk does not have yet.
     if left.len() < handled_items
         && let Err(e) = applier.settled().await
@@ -151,10 +155,22 @@ async fn step(
         } else {
             ends[handled - 1]
         };
-        advance(shared, through).await;
         let applied = handled_items.saturating_sub(left.len());
+        // Messages the spool still held though they were stored (a chunk
+        // committed just before a crash, or the rest of a segment the
+        // spool had not let go of) are applied again as duplicates: said
+        // apart, so is what the database refused (each also on a line of
+        // its own). Said before the spool lets go, so that a crash in
+        // between leaves no stored message unmentioned: it is said again
+        // after the restart, as already stored.
+        tracing::info!(
+            messages = applied.saturating_sub(duplicates + set_aside),
+            already_stored = duplicates,
+            set_aside,
+            "applied spooled messages"
+        );
+        advance(shared, through).await;
         shared.metrics.unspooled(applied);
-        tracing::info!(messages = applied, "applied spooled messages");
     }
     if left.is_empty() {
         Step::Progress

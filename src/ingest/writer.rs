@@ -176,7 +176,7 @@ impl IntakeTask {
                 Some(batch) => batch,
                 None => continue,
             };
-            let left = self.applier.lock().await.apply(batch).await;
+            let left = self.applier.lock().await.apply(batch).await.left;
             if !left.is_empty() {
                 self.go_down_and_spool(left).await;
             }

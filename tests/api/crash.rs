@@ -320,6 +320,21 @@ fn records_of(segment: &[u8]) -> Vec<(usize, usize)> {
     records
 }
 
+/// A SQLite database, and a spool in `dir` holding ten messages that
+/// `bouncer serve` on `port` accepted while the database was locked, its
+/// process killed: what the caller starts again.
+async fn ten_spooled_then_killed() -> (TempDir, TestDb, u16, reqwest::Client, Vec<Msg>) {
+    bouncer::outbound::install_default_provider();
+    let dir = TempDir::new();
+    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+    let port = free_port();
+    let child = serve(dir.path(), &db.url, port);
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
+    let client = reqwest::Client::new();
+    let msgs = spool_ten_then_kill_9(child, &client, port, &db.url).await;
+    (dir, db, port, client, msgs)
+}
+
 /// Holds the SQLite database at `db_url` so that ten messages posted one at
 /// a time (record i is message i) are spooled, then kills `child` with
 /// SIGKILL and lets the database go.
@@ -363,14 +378,7 @@ fn the_segment(spool: &std::path::Path) -> std::path::PathBuf {
 /// 503 for good). Each fault alone was handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties() {
-    bouncer::outbound::install_default_provider();
-    let dir = TempDir::new();
-    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
-    let port = free_port();
-    let child = serve(dir.path(), &db.url, port);
-    assert!(answers(port, "/healthz").await, "bouncer did not start");
-    let client = reqwest::Client::new();
-    let msgs = spool_ten_then_kill_9(child, &client, port, &db.url).await;
+    let (dir, db, port, client, msgs) = ten_spooled_then_killed().await;
     let spool = dir.path().join("cli.spool");
     let segment = the_segment(&spool);
     let mut bytes = std::fs::read(&segment).expect("segment");
@@ -428,6 +436,67 @@ async fn damage_in_the_middle_and_a_torn_tail_drain_once_and_the_spool_empties()
         post(&client, port, &Msg::notification(TOPIC, "after").sign()).await,
         200
     );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A spooled message already in the database (as after a kill -9 between
+/// a drain's commit and its letting go of the chunk) is applied again as a
+/// duplicate, and the drain's line counts it apart: an outside trial read
+/// the restart's "applied" count as one chunk more than the spool held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_counts_messages_already_stored_apart() {
+    let (dir, db, port, client, msgs) = ten_spooled_then_killed().await;
+
+    // Five of them reach the database through another process first:
+    // drained two at a time, one chunk holds one of each kind.
+    let other = TempDir::new();
+    let other_port = free_port();
+    let mut second = serve(other.path(), &db.url, other_port);
+    assert!(
+        answers(other_port, "/healthz").await,
+        "the second did not start"
+    );
+    for msg in &msgs[..5] {
+        assert_eq!(post(&client, other_port, msg).await, 200);
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+
+    // The drain's line is said at `info`.
+    let mut child = serve_command(dir.path(), &db.url, port, 2)
+        .env("LOG_LEVEL", "info")
+        .spawn()
+        .expect("starts");
+    assert!(answers(port, "/healthz").await, "bouncer did not start");
+    let spool = dir.path().join("cli.spool");
+    crate::helpers::eventually("the spool empties", || async { spooled_bytes(&spool) == 0 }).await;
+    for msg in &msgs {
+        assert_eq!(db.count_messages(&msg.id()).await, 1, "{}", msg.id());
+    }
+    // Read until the lines account for all ten (each is written before its
+    // chunk leaves the spool, but the log file is read from outside).
+    let field = |line: &str, name: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let counts = || {
+        let said = logged(dir.path());
+        let drained: Vec<&str> = said
+            .lines()
+            .filter(|l| l.contains("applied spooled messages messages="))
+            .collect();
+        let sum = |name: &str| -> usize { drained.iter().map(|l| field(l, name)).sum() };
+        (sum("messages"), sum("already_stored"), sum("set_aside"))
+    };
+    crate::helpers::eventually("the drain's lines account for all ten", || async {
+        let (new, again, aside) = counts();
+        new + again + aside >= msgs.len()
+    })
+    .await;
+    assert_eq!(counts(), (5, 5, 0), "{}", logged(dir.path()));
     let _ = child.kill();
     let _ = child.wait();
 }
