@@ -111,7 +111,7 @@ async fn a_nul_in_text_is_stored_escaped_and_the_messages_after_it_are_stored(ba
 /// An SES message id far longer than any SES makes, and random so that it
 /// cannot be compressed: PostgreSQL refuses it as a key (index rows are
 /// limited to about 2.7 kB). Nothing in it is wrong for SQLite.
-fn delivery_with_huge_message_id(recipient: &str) -> Msg {
+pub fn delivery_with_huge_message_id(recipient: &str) -> Msg {
     let at = now_text();
     let huge: String = (0..2000).map(|_| unique_id().replace('-', "")).collect();
     let ses = json!({
