@@ -452,7 +452,7 @@ async fn a_drain_counts_messages_already_stored_apart() {
     // drained two at a time, one chunk holds one of each kind.
     let other = TempDir::new();
     let other_port = free_port();
-    let mut second = serve(other.path(), &db.url, other_port);
+    let second = Serve(serve(other.path(), &db.url, other_port));
     assert!(
         answers(other_port, "/healthz").await,
         "the second did not start"
@@ -460,14 +460,15 @@ async fn a_drain_counts_messages_already_stored_apart() {
     for msg in &msgs[..5] {
         assert_eq!(post(&client, other_port, msg).await, 200);
     }
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
 
     // The drain's line is said at `info`.
-    let mut child = serve_command(dir.path(), &db.url, port, 2)
-        .env("LOG_LEVEL", "info")
-        .spawn()
-        .expect("starts");
+    let _serving = Serve(
+        serve_command(dir.path(), &db.url, port, 2)
+            .env("LOG_LEVEL", "info")
+            .spawn()
+            .expect("starts"),
+    );
     assert!(answers(port, "/healthz").await, "bouncer did not start");
     let spool = dir.path().join("cli.spool");
     crate::helpers::eventually("the spool empties", || async { spooled_bytes(&spool) == 0 }).await;
@@ -475,8 +476,6 @@ async fn a_drain_counts_messages_already_stored_apart() {
         assert_eq!(db.count_messages(&msg.id()).await, 1, "{}", msg.id());
     }
     assert_eq!(drained(dir.path(), msgs.len()).await, (5, 5, 0));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A spooled message that the database refuses on its own is set aside by
@@ -496,10 +495,12 @@ async fn a_drain_counts_what_the_database_refused_apart() {
         .url
         .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", outage.port), 1);
     let port = free_port();
-    let mut child = serve_command(dir.path(), &url, port, 2)
-        .env("LOG_LEVEL", "info")
-        .spawn()
-        .expect("starts");
+    let _serving = Serve(
+        serve_command(dir.path(), &url, port, 2)
+            .env("LOG_LEVEL", "info")
+            .spawn()
+            .expect("starts"),
+    );
     assert!(answers(port, "/healthz").await, "bouncer did not start");
     let client = reqwest::Client::new();
     outage.cut();
@@ -521,8 +522,6 @@ async fn a_drain_counts_what_the_database_refused_apart() {
         .expect("the set-aside file");
     assert_eq!(kept.lines().count(), 1, "{kept}");
     assert!(kept.contains(&poison.id()), "{kept}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Waits until the drain's lines in `dir`'s log (`serve` at `info`)
