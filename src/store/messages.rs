@@ -31,13 +31,8 @@ pub(crate) const MAX_TEXT_BYTES: usize = 1 << 20;
 
 /// How many rows of `columns` bound parameters each go in one writing
 /// statement.
-pub(crate) const fn rows_per_statement(columns: usize) -> usize {
-    let by_params = MAX_PARAMS / columns;
-    if by_params < MAX_ROWS {
-        by_params
-    } else {
-        MAX_ROWS
-    }
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (MAX_PARAMS / columns).min(MAX_ROWS)
 }
 
 /// `rows` cut into statements of at most `rows_per_statement(columns)`
