@@ -18,17 +18,8 @@ use crate::error::SnsError;
 use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
 use crate::intake::{Room, SLOW_BODY};
-use crate::sns::envelope::Envelope;
+use crate::sns::envelope::{Envelope, MessageType, Named};
 use crate::telemetry::escaped;
-
-/// What is known of a message for the log line, as far as parsing got: as
-/// the sender wrote it, escaped when logged.
-#[derive(Default)]
-struct Seen {
-    message_id: String,
-    message_type: String,
-    topic_arn: String,
-}
 
 pub async fn receive(
     req: HttpRequest,
@@ -36,7 +27,8 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let mut seen = Seen::default();
+    // For the log line, as the sender wrote it (escaped when logged).
+    let mut seen = Named::default();
     let result = handle(&req, &mut payload, &state, &mut seen).await;
     // A refusal may leave the body unread; a message taken was read whole.
     let refused = result.is_err();
@@ -69,11 +61,9 @@ pub async fn receive(
             (error.error_response(), error.code())
         }
     };
-    let type_label = if seen.message_type.is_empty() {
-        "unknown"
-    } else {
-        &seen.message_type
-    };
+    // A label takes only the three types: a refused body's `Type` is the
+    // sender's text, and each new value would be a new series.
+    let type_label = MessageType::parse(&seen.message_type).map_or("unknown", MessageType::as_str);
     state.metrics.message(type_label, outcome);
     state
         .metrics
@@ -130,13 +120,14 @@ async fn handle(
     req: &HttpRequest,
     payload: &mut web::Payload,
     state: &AppState,
-    seen: &mut Seen,
+    seen: &mut Named,
 ) -> Result<Written, SnsError> {
     let body = read_body(req, payload, state).await?;
     if header(req, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(SnsError::RawDelivery);
     }
-    let envelope = Envelope::parse(&body, header(req, "x-amz-sns-message-type"))?;
+    let envelope = Envelope::parse(&body, header(req, "x-amz-sns-message-type"))
+        .inspect_err(|_| *seen = Named::read(&body))?;
     seen.message_id = envelope.message_id.clone();
     seen.message_type = envelope.message_type.as_str().to_owned();
     seen.topic_arn = envelope.topic_arn.clone();

@@ -126,6 +126,48 @@ fn without(
     }
 }
 
+/// What a refused body says it is, for its log line: its `MessageId`,
+/// `Type` and `TopicArn` as written (each cut to [`NAMED_CHARS`]), or empty
+/// where the body holds no such text field. Read only on refusal: a body
+/// refused for its header or a field is still findable by its id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub message_id: String,
+    pub message_type: String,
+    pub topic_arn: String,
+}
+
+/// A refused field in a log line is at most this long: a sender could
+/// otherwise write a line as long as the body cap.
+pub const NAMED_CHARS: usize = 256;
+
+impl Named {
+    pub fn read(body: &[u8]) -> Named {
+        // Any JSON type: one field of the wrong type must not hide the others.
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(rename = "MessageId")]
+            message_id: Option<serde_json::Value>,
+            #[serde(rename = "Type")]
+            message_type: Option<serde_json::Value>,
+            #[serde(rename = "TopicArn")]
+            topic_arn: Option<serde_json::Value>,
+        }
+        let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
+            return Named::default();
+        };
+        let text = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => s.chars().take(NAMED_CHARS).collect(),
+            _ => String::new(),
+        };
+        Named {
+            message_id: text(fields.message_id),
+            message_type: text(fields.message_type),
+            topic_arn: text(fields.topic_arn),
+        }
+    }
+}
+
 impl Envelope {
     /// Parses the body and checks it against the `x-amz-sns-message-type`
     /// header. `Message` may be empty (SNS allows it); every other field the

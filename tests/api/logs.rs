@@ -18,6 +18,8 @@ use crate::signing::{Msg, TOPIC, now_text};
 const INJECTED: &str =
     "\n2026-11-25T08:00:00.000000Z  INFO sns message outcome=stored\u{1b}[2J\u{1b}]0;owned\u{7}\r";
 
+const MISMATCHED_ID: &str = "a-message-sent-with-another-type";
+
 /// What `serve` logged to standard output while a sender's message with
 /// line breaks and escape codes came in, in `format` (`text` or `json`).
 async fn logs_of_a_hostile_sender(format: &str) -> String {
@@ -61,12 +63,21 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
         "mail": {"timestamp": now_text(), "messageId": "ses-logs", "destination": []},
     });
     let stored = Msg::notification(TOPIC, &ses.to_string()).sign();
+    // Refused for its header before its fields are checked: its line still
+    // names it.
+    let mismatched = Msg::notification(TOPIC, "x")
+        .set("MessageId", MISMATCHED_ID)
+        .sign();
     let mut answers = Vec::new();
-    for msg in [&refused, &stored] {
+    for (msg, header) in [
+        (&refused, "Notification"),
+        (&stored, "Notification"),
+        (&mismatched, "SubscriptionConfirmation"),
+    ] {
         for _ in 0..100 {
             let sent = client
                 .post(format!("{base}/sns"))
-                .header("x-amz-sns-message-type", "Notification")
+                .header("x-amz-sns-message-type", header)
                 .body(msg.body())
                 .send()
                 .await;
@@ -99,7 +110,7 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
         .args(["-TERM", &pid])
         .status();
     let output = child.wait_with_output().expect("stops");
-    assert_eq!(answers, [400, 200]);
+    assert_eq!(answers, [400, 200, 400]);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -127,13 +138,31 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
         !logs.lines().any(|l| l.contains("ERROR")),
         "a client's malformed request was logged as an error: {logs}"
     );
-    // Each message is one line.
+    // Each message is one line, and a refused one names what its body
+    // says it is (escaped like the rest).
     assert_eq!(
         logs.lines()
             .filter(|l| l.contains("sns message") && !l.contains("recipient skipped"))
             .count(),
-        2,
+        3,
         "{logs}"
+    );
+    let line_of = |outcome: &str| {
+        logs.lines()
+            .find(|l| l.contains("sns message") && l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no line for {outcome}: {logs}"))
+            .to_owned()
+    };
+    let named = format!("message_type=Notification topic={TOPIC}");
+    let mismatch = line_of("message_type_mismatch");
+    assert!(
+        mismatch.contains(&format!("message_id={MISMATCHED_ID} {named}")),
+        "{mismatch}"
+    );
+    let malformed = line_of("malformed_field");
+    assert!(
+        malformed.contains(&format!("message_id=id{escaped} {named}")),
+        "{malformed}"
     );
 }
 
@@ -160,7 +189,15 @@ async fn a_json_log_line_is_one_object_whatever_the_sender_wrote() {
     };
     assert_eq!(
         lines.iter().filter(|v| message(v) == "sns message").count(),
-        2,
+        3,
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["outcome"] == "message_type_mismatch"
+                && v["fields"]["message_id"] == MISMATCHED_ID
+                && v["fields"]["topic"] == TOPIC),
         "{logs}"
     );
     assert!(
