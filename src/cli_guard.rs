@@ -104,17 +104,18 @@ pub async fn alerts_test(settings: &Settings) -> anyhow::Result<ExitCode> {
         // A missing setting is an error (2), not a channel that failed (1).
         return Ok(ExitCode::from(2));
     }
+    let now = crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc());
     let alert = crate::store::alerts::Alert {
         id: 0,
         kind: "test".into(),
         subject: "bouncer test alert".into(),
         text: ":test_tube: bouncer test alert: if you read this, admin alerts reach you.".into(),
         details_json: "{}".into(),
-        created_at: crate::time::Timestamp::from_datetime(time::OffsetDateTime::now_utc()),
+        created_at: now,
     };
     let mut failed = false;
     for name in names {
-        match channels.send(name, &alert).await {
+        match channels.send(name, &alert, now).await {
             Ok(()) => say!("{name}: sent"),
             Err(e) => {
                 failed = true;

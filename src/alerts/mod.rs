@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::outbound::OutboundOverrides;
 use crate::store::alerts::Alert;
 use crate::store::{DbResult, Store};
+use crate::time::Timestamp;
 
 pub use self::email::EmailChannel;
 pub use self::webhook::WebhookChannel;
@@ -54,16 +55,16 @@ impl Channels {
     /// One attempt on `channel`, never longer than [`ATTEMPT_TIMEOUT`]: an
     /// SMTP server that takes the connection and then says nothing would
     /// otherwise hold the channel (and a shutdown) for ever.
-    pub async fn send(&self, channel: &str, alert: &Alert) -> Result<(), String> {
-        tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(channel, alert))
+    pub async fn send(&self, channel: &str, alert: &Alert, now: Timestamp) -> Result<(), String> {
+        tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(channel, alert, now))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())))
     }
 
-    async fn attempt(&self, channel: &str, alert: &Alert) -> Result<(), String> {
+    async fn attempt(&self, channel: &str, alert: &Alert, now: Timestamp) -> Result<(), String> {
         match channel {
             "webhook" => match &self.webhook {
-                Some(w) => w.send(alert).await,
+                Some(w) => w.send(alert, now).await,
                 None => Err("no ALERT_WEBHOOK_URL is configured".into()),
             },
             "email" => match &self.email {
@@ -158,7 +159,7 @@ async fn deliver_due(
         let Some(alert) = store.alert(claim.alert_id).await? else {
             continue;
         };
-        match channels.send(&claim.channel, &alert).await {
+        match channels.send(&claim.channel, &alert, clock.now()).await {
             Ok(()) => {
                 tracing::info!(alert = alert.id, channel = %claim.channel, attempts = claim.attempts, "alert delivered");
                 store.delivery_done(claim.id, clock.now()).await?;

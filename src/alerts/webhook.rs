@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::store::alerts::Alert;
+use crate::time::Timestamp;
 
 /// How long the webhook has to answer an alert.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,11 +40,11 @@ impl WebhookChannel {
         }))
     }
 
-    pub async fn send(&self, alert: &Alert) -> Result<(), String> {
+    pub async fn send(&self, alert: &Alert, now: Timestamp) -> Result<(), String> {
         let details: serde_json::Value =
             serde_json::from_str(&alert.details_json).unwrap_or(serde_json::Value::Null);
         let body = serde_json::json!({
-            "text": alert.text,
+            "text": alert.text_at(now),
             "alert_id": alert.id,
             "kind": alert.kind,
             "subject": alert.subject,

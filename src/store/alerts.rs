@@ -32,12 +32,47 @@ pub struct Alert {
     pub created_at: Timestamp,
 }
 
+/// An alert sent this long after it was raised says when it was raised:
+/// a channel configured later (or a webhook back after an outage) gets
+/// the alerts of the last days, and "sending paused" read days after the
+/// pause is history, not news.
+pub const LATE_AFTER: time::Duration = time::Duration::minutes(5);
+
 impl Alert {
+    /// The text as sent at `now`: a late alert gains a line saying when it
+    /// was raised.
+    pub fn text_at(&self, now: Timestamp) -> std::borrow::Cow<'_, str> {
+        let late = now
+            .unix_millis()
+            .saturating_sub(self.created_at.unix_millis());
+        if late < LATE_AFTER.whole_milliseconds() as i64 {
+            return self.text.as_str().into();
+        }
+        format!(
+            "{}\n(raised at {}, sent {} later)",
+            self.text,
+            self.created_at,
+            how_long(time::Duration::milliseconds(late))
+        )
+        .into()
+    }
+
     /// The text without the Slack emoji code it opens with (`:warning: `):
     /// the webhook posts `text` for Slack and its kin to draw the emoji, but
     /// in an email the code is read as written.
     pub fn plain_text(&self) -> &str {
         without_emoji_code(&self.text)
+    }
+}
+
+/// Minutes up to two hours, hours up to two days, then days.
+fn how_long(d: time::Duration) -> String {
+    if d < time::Duration::hours(2) {
+        format!("{} min", d.whole_minutes())
+    } else if d < time::Duration::days(2) {
+        format!("{} h", d.whole_hours())
+    } else {
+        format!("{} days", d.whole_days())
     }
 }
 
@@ -247,7 +282,32 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::without_emoji_code;
+    use super::{Alert, LATE_AFTER, how_long, without_emoji_code};
+    use crate::time::Timestamp;
+
+    #[test]
+    fn an_alert_sent_late_says_when_it_was_raised() {
+        let raised = Timestamp::parse_rfc3339("2026-12-07T01:27:39.123Z").expect("time");
+        let alert = Alert {
+            id: 1,
+            kind: "paused".into(),
+            subject: "s".into(),
+            text: ":octagonal_sign: Sending paused".into(),
+            details_json: "{}".into(),
+            created_at: raised,
+        };
+        let at = |d: time::Duration| alert.text_at(raised.saturating_add(d)).into_owned();
+        let just_before = LATE_AFTER - time::Duration::milliseconds(1);
+        assert_eq!(at(just_before), ":octagonal_sign: Sending paused");
+        assert_eq!(
+            at(LATE_AFTER),
+            ":octagonal_sign: Sending paused\n(raised at 2026-12-07T01:27:39.123Z, sent 5 min later)"
+        );
+        assert_eq!(how_long(time::Duration::minutes(119)), "119 min");
+        assert_eq!(how_long(time::Duration::hours(2)), "2 h");
+        assert_eq!(how_long(time::Duration::hours(47)), "47 h");
+        assert_eq!(how_long(time::Duration::days(6)), "6 days");
+    }
 
     #[test]
     fn the_leading_emoji_code_is_left_out_and_nothing_else() {

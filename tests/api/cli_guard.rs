@@ -7,6 +7,8 @@ use crate::cli::{bouncer, migrate, run, run_with};
 use crate::guard::alerting;
 use crate::helpers::{Backend, TempDir, TestDb, eventually, spawn_app_with};
 use crate::on_both_databases;
+use bouncer::clock::Clock;
+use bouncer::time::Timestamp;
 
 async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend) {
     let webhook = Webhook::start().await;
@@ -28,6 +30,44 @@ async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend
     let alert = &webhook.received()[0];
     assert_eq!(
         alert["text"], ":octagonal_sign: Sending paused by carol (cli:ops): incident 7",
+        "{alert}"
+    );
+    app.stop().await;
+    webhook.stop().await;
+}
+
+/// An alert raised while no process could deliver it (here: three and a half hours
+/// before the service's clock) reaches the webhook saying when it was
+/// raised, so that a pause long since resumed does not read as news.
+async fn an_alert_sent_late_says_when_it_was_raised(backend: Backend) {
+    let webhook = Webhook::start().await;
+    let url = webhook.url.clone();
+    // Three and a half hours: the command runs a little after `later` was read.
+    let later =
+        Timestamp::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::minutes(210));
+    let app = spawn_app_with(backend, move |s, hooks| {
+        alerting(s, &url, None);
+        hooks.clock = Clock::fixed(later);
+    })
+    .await;
+    let dir = TempDir::new();
+    let ran = run(bouncer(dir.path())
+        .env("DATABASE_URL", &app.db.url)
+        .env("USER", "ops")
+        .args(["pause", "--by", "carol", "--reason", "incident 8"]));
+    assert_eq!(ran.code, 0, "{ran}");
+    eventually("the service delivers the CLI's pause alert", || async {
+        webhook.kinds() == ["paused"]
+    })
+    .await;
+    let alert = &webhook.received()[0];
+    let raised = alert["created_at"].as_str().unwrap_or_default();
+    assert!(raised.starts_with("20"), "{alert}");
+    assert_eq!(
+        alert["text"],
+        format!(
+            ":octagonal_sign: Sending paused by carol (cli:ops): incident 8\n(raised at {raised}, sent 3 h later)"
+        ),
         "{alert}"
     );
     app.stop().await;
@@ -62,6 +102,7 @@ async fn status_counts_since_the_start_then_since_the_resume(backend: Backend) {
 
 on_both_databases!(
     a_pause_from_the_cli_is_alerted_by_the_running_service,
+    an_alert_sent_late_says_when_it_was_raised,
     status_counts_since_the_start_then_since_the_resume,
 );
 
