@@ -133,7 +133,7 @@ impl Applier {
                     self.migrated = true;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "database not migrated yet; messages wait in the spool")
+                    tracing::warn!(error = %format!("{e:#}"), "cannot migrate the database; messages wait in the spool")
                 }
             }
         }

@@ -187,6 +187,13 @@ impl Store {
                 MigrateError::ExecuteMigration(e, version) => {
                     format!("migration {version} failed: {}", error::describe(e))
                 }
+                // As `check_schema` says it (the commands that read).
+                MigrateError::VersionMissing(version) => format!(
+                    "it was migrated by a newer bouncer (migration {version} is unknown to this one): use that bouncer"
+                ),
+                MigrateError::VersionMismatch(version) => format!(
+                    "its migration {version} is not this bouncer's (another build applied it): use the bouncer that migrated it"
+                ),
                 other => other.to_string(),
             };
             anyhow::anyhow!("cannot migrate the {}: {why}", self.location)

@@ -107,6 +107,15 @@ async fn commands_refuse_a_database_that_is_not_migrated(backend: Backend) {
             .contains("was migrated by a newer bouncer (migration 99990101"),
         "{ran}"
     );
+    // `migrate` says the same, not the migration library's words.
+    let ran = run_with(dir.path(), &db.url, &["migrate"]);
+    assert_ne!(ran.code, 0, "{ran}");
+    assert!(
+        ran.stderr.contains(
+            "it was migrated by a newer bouncer (migration 99990101 is unknown to this one): use that bouncer"
+        ) && !ran.stderr.contains("resolved migrations"),
+        "{ran}"
+    );
     db.execute("DELETE FROM _sqlx_migrations WHERE version >= 4")
         .await;
     let ran = run_with(dir.path(), &db.url, &["status"]);
