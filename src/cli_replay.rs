@@ -229,7 +229,14 @@ async fn directly(
             }
             Err(e) => {
                 tally.refused += 1;
-                format!("refused: {e}")
+                // A code like the verifier's, so that each refusal reads
+                // `refused CODE: why`.
+                let code = if e.kind() == DbErrorKind::Content {
+                    "database_refused"
+                } else {
+                    "database_error"
+                };
+                format!("refused {code}: {e}")
             }
         };
         say!("{}\t{}\t{what}", m.source, m.message_id);

@@ -33,13 +33,18 @@ fn details(rates: &Rates, policy: &GuardPolicy) -> serde_json::Value {
 
 fn summary(rates: &Rates) -> String {
     format!(
-        "bounce rate {} ({} hard bounces), complaint rate {} ({} complaints), over the last {} sends",
+        "bounce rate {} ({}), complaint rate {} ({}), over the last {}",
         percent(rates.bounce_rate),
-        rates.hard_bounces,
+        counted(rates.hard_bounces, "hard bounce", "hard bounces"),
         percent(rates.complaint_rate),
-        rates.complaints,
-        rates.sends
+        counted(rates.complaints, "complaint", "complaints"),
+        counted(rates.sends, "send", "sends")
     )
+}
+
+/// `1 complaint`, `2 complaints`.
+fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Re-reads the rates inside `tx`, with the state row locked so that

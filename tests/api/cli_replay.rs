@@ -194,6 +194,45 @@ async fn replay_reads_the_lines_bouncer_set_aside(backend: Backend) {
 
 on_both_databases!(replay_reads_the_lines_bouncer_set_aside);
 
+/// A message PostgreSQL refuses (an SES message id too long for its index)
+/// is refused by replay too, with a code like every other refusal, and the
+/// rest of the file is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_names_a_refusal_by_the_database_with_a_code() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let dir = TempDir::new();
+    let db = crate::helpers::TestDb::create(&backend, dir.path()).await;
+    crate::cli::migrate(dir.path(), &db.url);
+    // One envelope a line.
+    let line = |body: &str| serde_json::from_str::<serde_json::Value>(body).expect("json");
+    let poison = line(&crate::poison::delivery_with_huge_message_id("poison@example.com").body());
+    let delivery =
+        line(&std::fs::read_to_string(fixture("fixtures/signed/ses-delivery.json")).expect("read"));
+    let file = dir.path().join("two.jsonl");
+    std::fs::write(&file, format!("{poison}\n{delivery}\n")).expect("write");
+    let mut cmd = bouncer(dir.path());
+    test_env(&mut cmd, &db.url, dir.path());
+    let ran = run(cmd.args(["replay", "--ignore-age"]).arg(&file));
+    let refused = format!(
+        "{}:1\t{}\trefused database_refused: the database refused the data",
+        file.display(),
+        poison["MessageId"].as_str().unwrap_or_default()
+    );
+    assert!(
+        ran.stdout.lines().any(|l| l.starts_with(&refused)),
+        "{refused}: {ran}"
+    );
+    assert!(
+        ran.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:2\t", file.display())) && l.contains("\tstored: ")),
+        "{ran}"
+    );
+    assert_eq!(db.total_messages().await, 1);
+}
+
 /// `--ignore-age` replays old messages; one dated in the future is still
 /// refused (found by an outside trial: it was stored, and its 2099 date held
 /// the row's details against every real event).
