@@ -127,19 +127,15 @@ fn without(
 }
 
 /// What a refused body says it is, for its log line: its `MessageId`,
-/// `Type` and `TopicArn` as written (each cut to [`NAMED_CHARS`]), or empty
-/// where the body holds no such text field. Read only on refusal: a body
-/// refused for its header or a field is still findable by its id.
+/// `Type` and `TopicArn` as written, or empty where the body holds no such
+/// text field. Read only on refusal: a body refused for its header or a
+/// field is still findable by its id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Named {
     pub message_id: String,
     pub message_type: String,
     pub topic_arn: String,
 }
-
-/// A refused field in a log line is at most this long: a sender could
-/// otherwise write a line as long as the body cap.
-pub const NAMED_CHARS: usize = 256;
 
 impl Named {
     pub fn read(body: &[u8]) -> Named {
@@ -157,7 +153,7 @@ impl Named {
             return Named::default();
         };
         let text = |v: Option<serde_json::Value>| match v {
-            Some(serde_json::Value::String(s)) => s.chars().take(NAMED_CHARS).collect(),
+            Some(serde_json::Value::String(s)) => s,
             _ => String::new(),
         };
         Named {

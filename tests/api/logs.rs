@@ -68,11 +68,15 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
     let mismatched = Msg::notification(TOPIC, "x")
         .set("MessageId", MISMATCHED_ID)
         .sign();
+    // A topic no ARN is as long as (refused as not allowed): its line is
+    // not as long as the body.
+    let long_topic = Msg::notification(&format!("arn:{}", "a".repeat(20_000)), "x").sign();
     let mut answers = Vec::new();
     for (msg, header) in [
         (&refused, "Notification"),
         (&stored, "Notification"),
         (&mismatched, "SubscriptionConfirmation"),
+        (&long_topic, "Notification"),
     ] {
         for _ in 0..100 {
             let sent = client
@@ -110,7 +114,7 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
         .args(["-TERM", &pid])
         .status();
     let output = child.wait_with_output().expect("stops");
-    assert_eq!(answers, [400, 200, 400]);
+    assert_eq!(answers, [400, 200, 400, 403]);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -144,7 +148,7 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
         logs.lines()
             .filter(|l| l.contains("sns message") && !l.contains("recipient skipped"))
             .count(),
-        3,
+        4,
         "{logs}"
     );
     let line_of = |outcome: &str| {
@@ -163,6 +167,11 @@ async fn a_log_line_never_holds_a_raw_line_break_or_escape_from_the_sender() {
     assert!(
         malformed.contains(&format!("message_id=id{escaped} {named}")),
         "{malformed}"
+    );
+    let long = line_of("topic_not_allowed");
+    assert!(
+        long.contains(&format!(" topic=arn:{} outcome=", "a".repeat(252))) && long.len() < 1_000,
+        "{long}"
     );
 }
 
@@ -189,7 +198,7 @@ async fn a_json_log_line_is_one_object_whatever_the_sender_wrote() {
     };
     assert_eq!(
         lines.iter().filter(|v| message(v) == "sns message").count(),
-        3,
+        4,
         "{logs}"
     );
     assert!(
