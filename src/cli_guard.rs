@@ -14,8 +14,7 @@ pub fn print_status(report: &serde_json::Value) {
     let p = &report["policy"];
     let pct = |v: &serde_json::Value| format!("{:.3}%", v.as_f64().unwrap_or(0.0));
     let counted = |v: &serde_json::Value, one: &str, many: &str| {
-        let n = v.as_i64().unwrap_or(0);
-        format!("{n} {}", if n == 1 { one } else { many })
+        crate::guard::counted(v.as_i64().unwrap_or(0), one, many)
     };
     // Before any resume the rates count from the start of the history.
     let counting_since = match r["counting_since"].as_str() {
@@ -45,9 +44,9 @@ pub fn print_status(report: &serde_json::Value) {
         p["complaint_pause_percent"]
     );
     say!(
-        "window:         {} sends (last {} sends, at most {} days; from {}; {counting_since})",
-        r["sends"],
-        p["window_sends"],
+        "window:         {} (last {}, at most {} days; from {}; {counting_since})",
+        counted(&r["sends"], "send", "sends"),
+        counted(&p["window_sends"], "send", "sends"),
         p["max_age_days"],
         r["window_start"].as_str().unwrap_or("-"),
     );
@@ -60,8 +59,8 @@ pub fn print_status(report: &serde_json::Value) {
             "the guard does not act yet"
         };
         say!(
-            "note:           fewer than {} sends in the window: {acts}",
-            p["min_volume"]
+            "note:           fewer than {} in the window: {acts}",
+            counted(&p["min_volume"], "send", "sends")
         );
     }
     if r["volume_known"] != serde_json::Value::Bool(true) && r["sends"].as_i64().unwrap_or(0) > 0 {

@@ -233,6 +233,11 @@ pub fn decide(rates: &Rates, policy: &GuardPolicy, paused: bool, warned: bool) -
     }
 }
 
+/// `1 complaint`, `2 complaints`: counts in alert texts and `bouncer status`.
+pub fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

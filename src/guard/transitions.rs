@@ -3,7 +3,7 @@
 //! pushed a rate over its line, a pause or resume by hand in its own. With
 //! SES pausing on, the intent for SES is written with each pause and resume.
 
-use super::{GuardPolicy, Rates, decide, hour_of, rates_for, rates_matter};
+use super::{GuardPolicy, Rates, counted, decide, hour_of, rates_for, rates_matter};
 use crate::clock::Clock;
 use crate::store::alerts::{AlertDraft, enqueue};
 use crate::store::guard::{
@@ -40,11 +40,6 @@ fn summary(rates: &Rates) -> String {
         counted(rates.complaints, "complaint", "complaints"),
         counted(rates.sends, "send", "sends")
     )
-}
-
-/// `1 complaint`, `2 complaints`.
-fn counted(n: i64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Re-reads the rates inside `tx`, with the state row locked so that
@@ -167,4 +162,32 @@ pub async fn set_sending(
     }
     tx.commit().await?;
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_one_in_the_singular() {
+        let rates = |sends, hard_bounces, complaints| Rates {
+            sends,
+            hard_bounces,
+            complaints,
+            bounce_rate: 1.0,
+            complaint_rate: 1.0,
+            window_start: None,
+            counting_since: Timestamp::from_unix_millis(0).expect("epoch"),
+            enough_volume: true,
+            volume_known: true,
+        };
+        assert_eq!(
+            summary(&rates(1, 1, 1)),
+            "bounce rate 100.000% (1 hard bounce), complaint rate 100.000% (1 complaint), over the last 1 send"
+        );
+        assert_eq!(
+            summary(&rates(2, 0, 2)),
+            "bounce rate 100.000% (0 hard bounces), complaint rate 100.000% (2 complaints), over the last 2 sends"
+        );
+    }
 }
