@@ -154,6 +154,9 @@ async fn over_http(url: &str, messages: &[Stored]) -> anyhow::Result<Tally> {
             match outcome.as_str() {
                 "duplicate" => tally.duplicate += 1,
                 "spooled" => tally.spooled += 1,
+                // Taken, but the database refused it: it waits in the
+                // service's set-aside file, not in the database.
+                "set_aside" => tally.refused += 1,
                 _ => tally.stored += 1,
             }
             match answer["unrecognized"].as_str() {

@@ -187,9 +187,12 @@ impl Store {
                 MigrateError::ExecuteMigration(e, version) => {
                     format!("migration {version} failed: {}", error::describe(e))
                 }
-                // As `check_schema` says it (the commands that read).
+                // In bouncer's words (a newer schema as `check_schema` says it).
                 MigrateError::VersionMissing(version) => format!(
                     "it was migrated by a newer bouncer (migration {version} is unknown to this one): use that bouncer"
+                ),
+                MigrateError::Dirty(version) => format!(
+                    "its migration {version} failed halfway; fix the cause, delete that row of _sqlx_migrations, and run `bouncer migrate` again"
                 ),
                 MigrateError::VersionMismatch(version) => format!(
                     "its migration {version} is not this bouncer's (another build applied it): use the bouncer that migrated it"

@@ -106,7 +106,7 @@ impl Store {
             .collect();
         if let Some((version, _)) = applied.iter().find(|(_, success)| !success) {
             bail!(
-                "migration {version} of the {} failed halfway; fix the cause and run `bouncer migrate`",
+                "migration {version} of the {} failed halfway; fix the cause, delete that row of _sqlx_migrations, and run `bouncer migrate` again",
                 self.location
             );
         }
