@@ -29,6 +29,9 @@ const FIRST: Timestamp = Timestamp(time::macros::datetime!(0000-01-01 00:00:00 U
 const LAST: Timestamp = Timestamp(time::macros::datetime!(9999-12-31 23:59:59.999 UTC));
 
 impl Timestamp {
+    /// The latest instant a `Timestamp` holds: an open end of a range.
+    pub const LAST: Timestamp = LAST;
+
     /// Truncates to whole milliseconds, the precision both databases keep;
     /// an instant outside the years 0000 to 9999 (UTC) is taken as the
     /// nearest end of that range.

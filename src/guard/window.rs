@@ -65,7 +65,7 @@ pub async fn rates_for(
 /// a resume or a batch committed meanwhile is in both or in neither.
 pub async fn current_rates(store: &Store, policy: &GuardPolicy) -> DbResult<(SendingState, Rates)> {
     let mut conn = store.conn().await?;
-    let mut tx = conn.begin_read().await?;
+    let mut tx = conn.begin_read_planned_once().await?;
     let now = Timestamp::from_datetime(time::OffsetDateTime::now_utc());
     let (shown, state) = sending_state_in(&mut tx).await?;
     let rates = rates_for(&mut tx, policy, now, &state).await?;

@@ -592,14 +592,18 @@ pub async fn spans(
     which: Spans,
     mut take: impl FnMut(Span) -> bool,
 ) -> DbResult<()> {
+    // Both ends always bound (an open one as the last instant): a plan
+    // made without the values (PostgreSQL's generic plans, which the rates
+    // read asks for, and SQLite's) then scans just the range of the key,
+    // where `$2 IS NULL OR ...` left it every row newer than the range.
     const HOURS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
-        WHERE bucket_start >= $1 AND ($2 IS NULL OR bucket_start < $2) ORDER BY bucket_start DESC";
+        WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY bucket_start DESC";
     const DAYS_SQLITE: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
-        FROM rate_days WHERE day >= substr($1, 1, 10) AND ($2 IS NULL OR day < substr($2, 1, 10)) \
+        FROM rate_days WHERE day >= substr($1, 1, 10) AND day < substr($2, 1, 10) \
         ORDER BY day DESC";
     const DAYS_POSTGRES: &str = "SELECT day::timestamp AT TIME ZONE 'UTC', sends, hard_bounces, complaints, \
         delivery_sends FROM rate_days WHERE day >= ($1 AT TIME ZONE 'UTC')::date \
-        AND ($2::timestamptz IS NULL OR day < ($2 AT TIME ZONE 'UTC')::date) ORDER BY day DESC";
+        AND day < ($2 AT TIME ZONE 'UTC')::date ORDER BY day DESC";
     type SpanRow = (Timestamp, i64, i64, i64, i64);
     let days = if tx.is_sqlite() {
         DAYS_SQLITE
@@ -608,10 +612,12 @@ pub async fn spans(
     };
     on_tx!(tx, conn => {
         let query = match which {
-            Spans::Hours { cutoff, older_than } => {
-                sqlx::query_as::<_, SpanRow>(HOURS).bind(cutoff).bind(older_than)
-            }
-            Spans::Days { from, before } => sqlx::query_as::<_, SpanRow>(days).bind(from).bind(before),
+            Spans::Hours { cutoff, older_than } => sqlx::query_as::<_, SpanRow>(HOURS)
+                .bind(cutoff)
+                .bind(older_than.unwrap_or(Timestamp::LAST)),
+            Spans::Days { from, before } => sqlx::query_as::<_, SpanRow>(days)
+                .bind(from)
+                .bind(before.unwrap_or(Timestamp::LAST)),
         };
         let mut rows = query.fetch(&mut *conn);
         while let Some((oldest, sends, hard_bounces, complaints, delivery_sends)) =
