@@ -131,13 +131,19 @@ impl Conn {
     /// and PostgreSQL kept planning them afresh (it judged the generic plan
     /// dearer), which cost ~0.3 ms a statement, more than running them. Not
     /// for a list whose `LIKE` prefix or filters need the values to plan.
+    /// PostgreSQL before 12 has no `plan_cache_mode`: a plain snapshot there.
     pub async fn begin_read_planned_once(&mut self) -> DbResult<Tx<'_>> {
-        let sql = if self.is_sqlite() {
-            "BEGIN"
-        } else {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL plan_cache_mode = force_generic_plan"
+        let planned_once = match self.raw() {
+            Raw::Postgres(c) => c.server_version_num().is_some_and(|v| v >= 120_000),
+            Raw::Sqlite(_) => false,
         };
-        self.start(sql).await
+        if !planned_once {
+            return self.begin_read().await;
+        }
+        self.start(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL plan_cache_mode = force_generic_plan",
+        )
+        .await
     }
 
     async fn start(&mut self, sql: &'static str) -> DbResult<Tx<'_>> {

@@ -484,8 +484,10 @@ pub async fn totals_and_newest_hours(
     newest_from: Timestamp,
     baseline: Option<(Timestamp, Counts)>,
 ) -> DbResult<(Counts, Option<Timestamp>, Vec<Span>)> {
-    // The condition inside the lateral query is on the totals alone:
-    // PostgreSQL tests it once and skips the scan when it is false.
+    // The condition inside the lateral query is on the totals alone; its
+    // plans apply it as a join filter, so the scan of the newest hours (a
+    // few days of rows, cheap) runs either way, and its rows are dropped
+    // when the window is not full.
     // The hour's counts are NOT NULL columns: COALESCE only fills the one
     // row without an hour (bucket_start NULL), which is dropped.
     const SQL: &str = "SELECT t.sends, t.hard_bounces, t.complaints, t.delivery_sends, t.oldest, \
@@ -596,6 +598,8 @@ pub async fn spans(
     // made without the values (PostgreSQL's generic plans, which the rates
     // read asks for, and SQLite's) then scans just the range of the key,
     // where `$2 IS NULL OR ...` left it every row newer than the range.
+    // The open end leaves out the day 9999-12-31, which no bucket reaches:
+    // buckets are hours of the server's clock.
     const HOURS: &str = "SELECT bucket_start, sends, hard_bounces, complaints, delivery_sends FROM rate_buckets \
         WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY bucket_start DESC";
     const DAYS_SQLITE: &str = "SELECT day || 'T00:00:00.000Z', sends, hard_bounces, complaints, delivery_sends \
