@@ -137,24 +137,39 @@ pub fn init_to(level: &str, format: LogFormat, to: LogTo) {
 /// log line nor drive the operator's terminal, and the escaped text reads
 /// back unambiguously. Nothing is allocated.
 pub fn escaped(text: &str) -> Escaped<'_> {
-    Escaped(text)
+    Escaped { text, word: false }
 }
 
-pub struct Escaped<'a>(&'a str);
+/// [`escaped`], and spaces, `"` and `=` as `\u{20}`, `\u{22}`, `\u{3d}`
+/// too: for a field that is one word when real (an SNS `MessageId`, `Type`,
+/// `TopicArn`), so that in a text log line its value cannot pose as the
+/// line's other fields (`x outcome="stored"`).
+pub fn escaped_word(text: &str) -> Escaped<'_> {
+    Escaped { text, word: true }
+}
+
+pub struct Escaped<'a> {
+    text: &'a str,
+    word: bool,
+}
 
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || c == '\\'
         || matches!(
             c,
-            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            // The line and paragraph separators; the bidirectional controls.
+            '\u{2028}' | '\u{2029}' | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
 }
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(needs_escape) {
+        let word = self.word;
+        let mut rest = self.text;
+        while let Some(at) =
+            rest.find(|c| needs_escape(c) || (word && matches!(c, ' ' | '"' | '=')))
+        {
             f.write_str(&rest[..at])?;
             let Some(c) = rest[at..].chars().next() else {
                 break;
@@ -181,6 +196,16 @@ impl fmt::Debug for Escaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_word_cannot_pose_as_other_fields_and_every_bidi_control_is_escaped() {
+        assert_eq!(
+            escaped_word("x outcome=\"stored\"").to_string(),
+            "x\\u{20}outcome\\u{3d}\\u{22}stored\\u{22}"
+        );
+        assert_eq!(escaped("a b=\"c\"").to_string(), "a b=\"c\"");
+        assert_eq!(escaped("\u{61c}\u{202e}").to_string(), "\\u{61c}\\u{202e}");
+    }
 
     #[test]
     fn a_misspelt_level_is_refused_and_a_target_with_a_level_is_not() {

@@ -19,7 +19,7 @@ use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
 use crate::intake::{Room, SLOW_BODY};
 use crate::sns::envelope::{Envelope, MessageType, Named};
-use crate::telemetry::escaped;
+use crate::telemetry::escaped_word;
 
 pub async fn receive(
     req: HttpRequest,
@@ -69,9 +69,9 @@ pub async fn receive(
         .metrics
         .observe_latency(started.elapsed().as_secs_f64());
     tracing::info!(
-        message_id = %escaped(cut(&seen.message_id)),
-        message_type = %escaped(cut(&seen.message_type)),
-        topic = %escaped(cut(&seen.topic_arn)),
+        message_id = %escaped_word(cut(&seen.message_id)),
+        message_type = %escaped_word(cut(&seen.message_type)),
+        topic = %escaped_word(cut(&seen.topic_arn)),
         outcome,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
