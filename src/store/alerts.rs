@@ -42,17 +42,18 @@ impl Alert {
     /// The text as sent at `now`: a late alert gains a line saying when it
     /// was raised.
     pub fn text_at(&self, now: Timestamp) -> std::borrow::Cow<'_, str> {
-        let late = now
-            .unix_millis()
-            .saturating_sub(self.created_at.unix_millis());
-        if late < LATE_AFTER.whole_milliseconds() as i64 {
+        let late = time::Duration::milliseconds(
+            now.unix_millis()
+                .saturating_sub(self.created_at.unix_millis()),
+        );
+        if late < LATE_AFTER {
             return self.text.as_str().into();
         }
         format!(
             "{}\n(raised at {}, sent {} later)",
             self.text,
             self.created_at,
-            how_long(time::Duration::milliseconds(late))
+            how_long(late)
         )
         .into()
     }

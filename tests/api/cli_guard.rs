@@ -10,12 +10,23 @@ use crate::on_both_databases;
 use bouncer::clock::Clock;
 use bouncer::time::Timestamp;
 
-async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend) {
+/// The alert a `bouncer pause` run with no alert channel in its
+/// environment reaches the running service's webhook as, the service
+/// reading `clock` (the system's when `None`).
+async fn a_cli_pause_as_the_webhook_gets_it(
+    backend: Backend,
+    clock: Option<Clock>,
+) -> serde_json::Value {
     let webhook = Webhook::start().await;
     let url = webhook.url.clone();
-    let app = spawn_app_with(backend, move |s, _| alerting(s, &url, None)).await;
+    let app = spawn_app_with(backend, move |s, hooks| {
+        alerting(s, &url, None);
+        if let Some(clock) = clock {
+            hooks.clock = clock;
+        }
+    })
+    .await;
     let dir = TempDir::new();
-    // The command's environment names no alert channel at all.
     let ran = run(bouncer(dir.path())
         .env("DATABASE_URL", &app.db.url)
         .env("USER", "ops")
@@ -27,51 +38,37 @@ async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend
         || async { webhook.kinds() == ["paused"] },
     )
     .await;
-    let alert = &webhook.received()[0];
+    let alert = webhook.received()[0].clone();
+    app.stop().await;
+    webhook.stop().await;
+    alert
+}
+
+async fn a_pause_from_the_cli_is_alerted_by_the_running_service(backend: Backend) {
+    let alert = a_cli_pause_as_the_webhook_gets_it(backend, None).await;
     assert_eq!(
         alert["text"], ":octagonal_sign: Sending paused by carol (cli:ops): incident 7",
         "{alert}"
     );
-    app.stop().await;
-    webhook.stop().await;
 }
 
-/// An alert raised while no process could deliver it (here: three and a half hours
-/// before the service's clock) reaches the webhook saying when it was
-/// raised, so that a pause long since resumed does not read as news.
+/// An alert raised while no process could deliver it (here: three and a
+/// half hours before the service's clock) reaches the webhook saying when
+/// it was raised, so that a pause long since resumed does not read as news.
 async fn an_alert_sent_late_says_when_it_was_raised(backend: Backend) {
-    let webhook = Webhook::start().await;
-    let url = webhook.url.clone();
     // Three and a half hours: the command runs a little after `later` was read.
     let later =
         Timestamp::from_datetime(time::OffsetDateTime::now_utc() + time::Duration::minutes(210));
-    let app = spawn_app_with(backend, move |s, hooks| {
-        alerting(s, &url, None);
-        hooks.clock = Clock::fixed(later);
-    })
-    .await;
-    let dir = TempDir::new();
-    let ran = run(bouncer(dir.path())
-        .env("DATABASE_URL", &app.db.url)
-        .env("USER", "ops")
-        .args(["pause", "--by", "carol", "--reason", "incident 8"]));
-    assert_eq!(ran.code, 0, "{ran}");
-    eventually("the service delivers the CLI's pause alert", || async {
-        webhook.kinds() == ["paused"]
-    })
-    .await;
-    let alert = &webhook.received()[0];
+    let alert = a_cli_pause_as_the_webhook_gets_it(backend, Some(Clock::fixed(later))).await;
     let raised = alert["created_at"].as_str().unwrap_or_default();
     assert!(raised.starts_with("20"), "{alert}");
     assert_eq!(
         alert["text"],
         format!(
-            ":octagonal_sign: Sending paused by carol (cli:ops): incident 8\n(raised at {raised}, sent 3 h later)"
+            ":octagonal_sign: Sending paused by carol (cli:ops): incident 7\n(raised at {raised}, sent 3 h later)"
         ),
         "{alert}"
     );
-    app.stop().await;
-    webhook.stop().await;
 }
 
 async fn status_counts_since_the_start_then_since_the_resume(backend: Backend) {
