@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{bouncer, run, test_env};
-use crate::helpers::{Backend, TempDir, fixture, spawn_app};
+use crate::helpers::{Backend, TempDir, fixture, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 
 /// The shell block that follows `marker` in `file`.
@@ -194,6 +194,18 @@ async fn replay_reads_the_lines_bouncer_set_aside(backend: Backend) {
 
 on_both_databases!(replay_reads_the_lines_bouncer_set_aside);
 
+/// A file of two envelopes, one a line: a delivery whose SES message id is
+/// too long for PostgreSQL's index, then the signed delivery fixture.
+fn poison_then_delivery(dir: &Path) -> (PathBuf, serde_json::Value, serde_json::Value) {
+    let line = |body: &str| serde_json::from_str::<serde_json::Value>(body).expect("json");
+    let poison = line(&crate::poison::delivery_with_huge_message_id("poison@example.com").body());
+    let delivery =
+        line(&std::fs::read_to_string(fixture("fixtures/signed/ses-delivery.json")).expect("read"));
+    let file = dir.join("two.jsonl");
+    std::fs::write(&file, format!("{poison}\n{delivery}\n")).expect("write");
+    (file, poison, delivery)
+}
+
 /// A message PostgreSQL refuses (an SES message id too long for its index)
 /// is refused by replay too, with a code like every other refusal, and the
 /// rest of the file is applied.
@@ -205,13 +217,7 @@ async fn replay_names_a_refusal_by_the_database_with_a_code() {
     let dir = TempDir::new();
     let db = crate::helpers::TestDb::create(&backend, dir.path()).await;
     crate::cli::migrate(dir.path(), &db.url);
-    // One envelope a line.
-    let line = |body: &str| serde_json::from_str::<serde_json::Value>(body).expect("json");
-    let poison = line(&crate::poison::delivery_with_huge_message_id("poison@example.com").body());
-    let delivery =
-        line(&std::fs::read_to_string(fixture("fixtures/signed/ses-delivery.json")).expect("read"));
-    let file = dir.path().join("two.jsonl");
-    std::fs::write(&file, format!("{poison}\n{delivery}\n")).expect("write");
+    let (file, poison, _) = poison_then_delivery(dir.path());
     let mut cmd = bouncer(dir.path());
     test_env(&mut cmd, &db.url, dir.path());
     let ran = run(cmd.args(["replay", "--ignore-age"]).arg(&file));
@@ -231,6 +237,41 @@ async fn replay_names_a_refusal_by_the_database_with_a_code() {
         "{ran}"
     );
     assert_eq!(db.total_messages().await, 1);
+}
+
+/// `replay --url` counts a message the service set aside (`202
+/// set_aside`: taken, but refused by the database, so not stored) as
+/// refused, and says so in its exit code; the rest of the file is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_over_http_counts_a_message_set_aside_as_refused() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s, _| s.sns_max_age_secs = 100 * 365 * 86400).await;
+    let dir = TempDir::new();
+    let (file, poison, delivery) = poison_then_delivery(dir.path());
+    let ran = run(bouncer(dir.path())
+        .args(["replay", "--url", &format!("{}/sns", app.address)])
+        .arg(&file));
+    assert_eq!(ran.code, 1, "a message not stored fails the run: {ran}");
+    let id = |v: &serde_json::Value| v["MessageId"].as_str().unwrap_or_default().to_owned();
+    let first = format!("{}:1\t{}\t202 set_aside", file.display(), id(&poison));
+    let second = format!("{}:2\t{}\t200 stored", file.display(), id(&delivery));
+    assert!(
+        ran.stdout.lines().any(|l| l.starts_with(&first)),
+        "{first}: {ran}"
+    );
+    assert!(
+        ran.stdout.lines().any(|l| l.starts_with(&second)),
+        "{second}: {ran}"
+    );
+    assert!(
+        ran.stderr
+            .contains("replayed 2 messages: 1 stored, 0 duplicate, 0 spooled, 1 refused"),
+        "{ran}"
+    );
+    assert_eq!(app.db.total_messages().await, 1);
+    app.stop().await;
 }
 
 /// `--ignore-age` replays old messages; one dated in the future is still

@@ -20,6 +20,7 @@ mod confirm_failures;
 mod crash;
 mod disk_full;
 mod durability;
+mod failed_sync;
 mod feedback;
 mod fixtures;
 mod grafana;
