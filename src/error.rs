@@ -212,6 +212,14 @@ pub enum ApiError {
     BodyTimeout { ms: u64 },
     #[error("the body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("a body with Content-Encoding `{got}` is not read: this call takes {takes}")]
+    UnsupportedEncoding {
+        got: String,
+        /// What the call takes, as said to the client.
+        takes: &'static str,
+        /// The codings it takes, for the `Accept-Encoding` header.
+        accept: &'static str,
+    },
     #[error("other batch checks' bodies fill the memory set aside for them; try again in a moment")]
     Busy,
     #[error("internal error; the server's log has the details")]
@@ -227,6 +235,7 @@ impl ApiError {
             ApiError::TooManyAddresses { .. } => "too_many_addresses",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedEncoding { .. } => "unsupported_encoding",
             ApiError::Busy => "server_busy",
             ApiError::NotSuppressed(_) => "not_suppressed",
             ApiError::ReasonRequired => "reason_required",
@@ -273,6 +282,7 @@ impl ResponseError for ApiError {
             }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -300,6 +310,14 @@ impl ResponseError for ApiError {
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static("1"),
+            );
+        }
+        if let ApiError::UnsupportedEncoding { accept, .. } = self {
+            // RFC 9110, 15.5.16: a refused content coding names the ones
+            // taken.
+            response.headers_mut().insert(
+                actix_web::http::header::ACCEPT_ENCODING,
+                actix_web::http::header::HeaderValue::from_static(accept),
             );
         }
         if matches!(

@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use actix_web::body::SizedStream;
-use actix_web::dev::Decompress;
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header::{self, ContentType};
 use actix_web::web::{Bytes, BytesMut};
@@ -24,6 +23,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::guard::GuardPolicy;
 use crate::memory::GiveBackOnDrop;
+use crate::routes::inflate::{self, Coding, InflateError, Inflating};
 use crate::store::suppressions::{ListFilter, Suppression};
 use crate::store::{DbResult, Store};
 use crate::time::Timestamp;
@@ -52,13 +52,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     // A change's body is a few fields; the check reads its
                     // own, larger one (`read_check_body`).
                     .limit(OTHER_BODY_LIMIT)
-                    .error_handler(|e, _| match e {
+                    .error_handler(|e, request| match e {
                         JsonPayloadError::Overflow { .. }
                         | JsonPayloadError::OverflowKnownLength { .. } => ApiError::BodyTooLarge {
                             limit: OTHER_BODY_LIMIT,
                         }
                         .into(),
-                        e => ApiError::InvalidRequest(format!("body: {e}")).into(),
+                        // A body of a few fields comes as is; only the
+                        // check's may be compressed (`read_check_body`).
+                        e if Coding::of(request.headers()) == Ok(Coding::Identity) => {
+                            ApiError::InvalidRequest(format!("body: {e}")).into()
+                        }
+                        _ => {
+                            refused_coding(request, "its JSON body uncompressed", "identity").into()
+                        }
                     }),
             )
             .app_data(
@@ -182,11 +189,25 @@ impl CheckTurns {
     }
 }
 
+/// A body whose `Content-Encoding` the call does not take.
+fn refused_coding(request: &HttpRequest, takes: &'static str, accept: &'static str) -> ApiError {
+    let named: Vec<&str> = request
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect();
+    ApiError::UnsupportedEncoding {
+        got: named.join(", ").chars().take(64).collect(),
+        takes,
+        accept,
+    }
+}
+
 /// Reads a check's body within `HTTP_BODY_TIMEOUT_MS` and
-/// [`CHECK_BODY_LIMIT`] (after decompressing it, as actix's JSON extractor
-/// did), after waiting for its bytes in [`CheckTurns::bodies`]; the permit
-/// comes back with the body. A body that announces no length, or comes
-/// compressed, may grow to the limit and is charged the limit.
+/// [`CHECK_BODY_LIMIT`] (after decompressing it, a chunk at a time:
+/// `inflate`), after waiting for its bytes in [`CheckTurns::bodies`]; the
+/// permit comes back with the body. A body that announces no length, or
+/// comes compressed, may grow to the limit and is charged the limit.
 async fn read_check_body<'a>(
     state: &'a AppState,
     request: &HttpRequest,
@@ -203,9 +224,15 @@ async fn read_check_body<'a>(
     if announced.is_some_and(|n| n > CHECK_BODY_LIMIT) {
         return Err(too_large());
     }
-    let compressed = request.headers().contains_key(header::CONTENT_ENCODING);
+    let coding = Coding::of(request.headers()).map_err(|_| {
+        refused_coding(
+            request,
+            "its JSON body as is, gzip or deflate",
+            inflate::ACCEPTED,
+        )
+    })?;
     let share = match announced {
-        Some(n) if !compressed => n,
+        Some(n) if coding == Coding::Identity => n,
         _ => CHECK_BODY_LIMIT,
     };
     // At most 4 MiB, so within u32.
@@ -219,17 +246,27 @@ async fn read_check_body<'a>(
     .await
     .map_err(|_| ApiError::Busy)?
     .map_err(|_| ApiError::Internal)?;
-    let mut payload = Decompress::from_headers(payload.into_inner(), request.headers());
+    let mut payload = payload.into_inner();
     let read = async {
-        let mut body = BytesMut::with_capacity(share);
+        let mut inflating = Inflating::new(coding, share);
+        let mut body = BytesMut::with_capacity(if inflating.is_some() { 0 } else { share });
+        // The bytes sent, compressed or not, are held to the limit too.
+        let mut received = 0;
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?;
-            if body.len() + chunk.len() > share {
+            received += chunk.len();
+            if received > share {
                 return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
+            match inflating.as_mut() {
+                Some(inflating) => inflating.feed(&chunk).map_err(inflate_error)?,
+                None => body.extend_from_slice(&chunk),
+            }
         }
-        Ok(body)
+        match inflating {
+            Some(inflating) => inflating.finish().map_err(inflate_error),
+            None => Ok(body),
+        }
     };
     let body = tokio::time::timeout(state.body_timeout, read)
         .await
@@ -237,6 +274,17 @@ async fn read_check_body<'a>(
             ms: state.body_timeout.as_millis() as u64,
         })??;
     Ok((permit, body))
+}
+
+fn inflate_error(e: InflateError) -> ApiError {
+    match e {
+        InflateError::TooLarge => ApiError::BodyTooLarge {
+            limit: CHECK_BODY_LIMIT,
+        },
+        InflateError::Corrupt(why) => {
+            ApiError::InvalidRequest(format!("body: cannot be decompressed: {why}"))
+        }
+    }
 }
 
 /// Addresses looked up per statement in a batch check.

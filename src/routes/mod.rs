@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod api;
 pub mod health;
+pub mod inflate;
 pub mod metrics;
 pub mod page;
 pub mod rates;
