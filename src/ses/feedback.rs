@@ -221,6 +221,74 @@ fn text(raw: Option<&RawValue>) -> Option<String> {
 /// when neither the event nor its mail has a usable one (a bounce must not
 /// be dropped for a malformed date).
 pub fn parse(message: &str, published: Timestamp) -> Parsed {
+    match parse_as_sent(message, published) {
+        // Half of a UTF-16 pair, escaped (`\ud83d` alone): JSON allows it,
+        // a Rust string cannot hold it, and serde_json refuses the field.
+        // Text that was cut in the middle of a pair (a remote server's
+        // diagnostic code, say) would otherwise drop the whole bounce, and
+        // the address would stay on the list of those sent to. Such halves
+        // are read as U+FFFD, as a decoder reads bytes it cannot decode.
+        Parsed::Unrecognized(why) => match mend_lone_surrogates(message) {
+            Some(mended) => match parse_as_sent(&mended, published) {
+                Parsed::Unrecognized(_) => Parsed::Unrecognized(why),
+                parsed => parsed,
+            },
+            None => Parsed::Unrecognized(why),
+        },
+        parsed => parsed,
+    }
+}
+
+/// `json` with every escaped half of a UTF-16 pair that has no other half
+/// beside it written as `\ufffd`; `None` when it has none. Backslashes
+/// and `u` are ASCII, never inside a multi-byte character, so the bytes
+/// are scanned as they are; an escaped backslash is stepped over whole.
+fn mend_lone_surrogates(json: &str) -> Option<String> {
+    let bytes = json.as_bytes();
+    let unit_at = |at: usize| -> Option<u16> {
+        let escape = bytes.get(at..at + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()
+    };
+    let (mut mended, mut copied, mut at) = (String::new(), 0, 0);
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        let Some(unit) = unit_at(at) else {
+            // Any other escape: the backslash and the character after it.
+            at += 2;
+            continue;
+        };
+        let lone = match unit {
+            0xD800..=0xDBFF => match unit_at(at + 6) {
+                Some(0xDC00..=0xDFFF) => {
+                    at += 12;
+                    continue;
+                }
+                _ => true,
+            },
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            mended.push_str(&json[copied..at]);
+            mended.push_str("\\ufffd");
+            copied = at + 6;
+        }
+        at += 6;
+    }
+    if copied == 0 {
+        return None;
+    }
+    mended.push_str(&json[copied..]);
+    Some(mended)
+}
+
+fn parse_as_sent(message: &str, published: Timestamp) -> Parsed {
     let top: Top<'_> = match serde_json::from_str(message) {
         Ok(top) => top,
         Err(_) => return Parsed::Unrecognized("the Message is not a JSON object".into()),
@@ -393,6 +461,44 @@ fn parse_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A diagnostic code holding half of a UTF-16 pair, escaped: the bounce
+    /// is applied, the half read as U+FFFD (it was dropped whole as
+    /// unrecognized, and the address not suppressed).
+    #[test]
+    fn a_lone_half_of_a_utf16_pair_is_read_as_a_replacement_character() {
+        let message = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"a@example.com","diagnosticCode":"smtp; 550 cut \ud83d"}],"timestamp":"2026-01-01T00:00:00.000Z","feedbackId":"fb-1"},"mail":{"messageId":"m-1","timestamp":"2026-01-01T00:00:00.000Z","destination":["a@example.com"]}}"#;
+        let Parsed::Feedback(events) = parse(message, published()) else {
+            panic!("not feedback")
+        };
+        assert_eq!(
+            events[0].recipient.as_ref().map(EmailAddress::as_str),
+            Some("a@example.com")
+        );
+        let Detail::Bounce {
+            diagnostic_code, ..
+        } = &events[0].detail
+        else {
+            panic!("a bounce")
+        };
+        assert_eq!(diagnostic_code.as_deref(), Some("smtp; 550 cut \u{fffd}"));
+    }
+
+    #[test]
+    fn only_lone_halves_are_mended() {
+        // A whole pair, an escaped backslash before `ud800`, other escapes.
+        let whole = r#"{"a":"\ud83d\ude00 \\ud800 \n \u00e9"}"#;
+        assert_eq!(mend_lone_surrogates(whole), None);
+        assert_eq!(
+            mend_lone_surrogates(r#"{"a":"x\udc80y\ud800\u0041\ud83d"}"#).as_deref(),
+            Some(r#"{"a":"x\ufffdy\ufffd\u0041\ufffd"}"#)
+        );
+        // A high half followed by another high half: both lone.
+        assert_eq!(
+            mend_lone_surrogates(r#""\ud800\ud800\udc00""#).as_deref(),
+            Some(r#""\ufffd\ud800\udc00""#)
+        );
+    }
 
     fn published() -> Timestamp {
         Timestamp::parse_rfc3339("2026-01-02T00:00:00Z").unwrap()

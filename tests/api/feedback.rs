@@ -513,7 +513,38 @@ async fn an_event_from_the_future_counts_from_when_it_was_published(backend: Bac
     app.stop().await;
 }
 
+/// A remote server's diagnostic code cut in the middle of a UTF-16 pair
+/// reaches bouncer as half a pair, escaped (`\ud83d`), which no Rust
+/// string holds: the bounce still suppresses its recipient, the half read
+/// as U+FFFD (the whole message was stored as unrecognized, and the address
+/// stayed sendable).
+async fn a_bounce_whose_diagnostic_holds_half_a_utf16_pair_suppresses(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let at = crate::signing::now_text();
+    let ses = format!(
+        r#"{{"notificationType":"Bounce","bounce":{{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{{"emailAddress":"cut@example.com","diagnosticCode":"smtp; 550 mailbox full \ud83d"}}],"timestamp":"{at}","feedbackId":"fb-{id}"}},"mail":{{"messageId":"ses-{id}","timestamp":"{at}","destination":["cut@example.com"]}}}}"#,
+        id = unique_id()
+    );
+    let answer = app.post(&Msg::notification(TOPIC, &ses).sign()).await;
+    assert_status(&answer, 200, "stored");
+    assert!(answer.1.get("unrecognized").is_none(), "{}", answer.1);
+    assert!(is_suppressed(&app, "cut@example.com").await);
+    let diagnostic = app
+        .db
+        .text(
+            "SELECT diagnostic_code FROM suppressions WHERE email = $1",
+            "cut@example.com",
+        )
+        .await;
+    assert_eq!(
+        diagnostic.as_deref(),
+        Some("smtp; 550 mailbox full \u{fffd}")
+    );
+    app.stop().await;
+}
+
 on_both_databases!(
+    a_bounce_whose_diagnostic_holds_half_a_utf16_pair_suppresses,
     an_operators_note_outlives_the_events_that_follow,
     an_event_from_the_future_counts_from_when_it_was_published,
     replaying_the_fixtures_gives_the_rows_the_policy_predicts,
