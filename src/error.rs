@@ -322,7 +322,9 @@ impl ResponseError for ApiError {
         }
         if matches!(
             self,
-            ApiError::BodyTimeout { .. } | ApiError::BodyTooLarge { .. }
+            ApiError::BodyTimeout { .. }
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::UnsupportedEncoding { .. }
         ) {
             // The rest of the body is not read: the connection cannot carry
             // another request.

@@ -52,20 +52,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     // A change's body is a few fields; the check reads its
                     // own, larger one (`read_check_body`).
                     .limit(OTHER_BODY_LIMIT)
-                    .error_handler(|e, request| match e {
+                    .error_handler(|e, _| match e {
                         JsonPayloadError::Overflow { .. }
                         | JsonPayloadError::OverflowKnownLength { .. } => ApiError::BodyTooLarge {
                             limit: OTHER_BODY_LIMIT,
                         }
                         .into(),
-                        // A body of a few fields comes as is; only the
-                        // check's may be compressed (`read_check_body`).
-                        e if Coding::of(request.headers()) == Ok(Coding::Identity) => {
-                            ApiError::InvalidRequest(format!("body: {e}")).into()
-                        }
-                        _ => {
-                            refused_coding(request, "its JSON body uncompressed", "identity").into()
-                        }
+                        e => ApiError::InvalidRequest(format!("body: {e}")).into(),
                     }),
             )
             .app_data(
@@ -186,6 +179,27 @@ impl CheckTurns {
             bodies: Semaphore::new(2 * CHECK_BODY_LIMIT),
             addresses: Semaphore::new(MAX_BATCH),
         })
+    }
+}
+
+/// A JSON body of a few fields, sent as is: one that names any coding but
+/// `identity` is refused before it is read. Only the batch check takes a
+/// compressed body (`read_check_body`, which decompresses within its
+/// limit); actix's own decompression, which expanded each chunk whole, is
+/// not built in.
+pub struct PlainJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for PlainJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        if Coding::of(request.headers()) != Ok(Coding::Identity) {
+            let refused = refused_coding(request, "its JSON body uncompressed", "identity");
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        let json = web::Json::<T>::from_request(request, payload);
+        Box::pin(async move { json.await.map(|json| PlainJson(json.into_inner())) })
     }
 }
 
@@ -587,7 +601,7 @@ struct AddRequest {
 async fn add(
     caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
-    body: web::Json<AddRequest>,
+    PlainJson(body): PlainJson<AddRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = address(&body.email)?;
     let now = state.verifier.clock().now();
@@ -702,7 +716,7 @@ struct SetSending {
 async fn set_sending(
     caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
-    body: web::Json<SetSending>,
+    PlainJson(body): PlainJson<SetSending>,
 ) -> Result<HttpResponse, ApiError> {
     let paused = match body.state.as_str() {
         "paused" => true,

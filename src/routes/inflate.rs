@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::BytesMut;
-use flate2::write::{GzDecoder, ZlibDecoder};
+use flate2::write::{MultiGzDecoder, ZlibDecoder};
 
 /// How a request body was compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,9 @@ impl Coding {
                 false => Ok(Coding::Identity),
             };
         };
-        let text = value.to_str().unwrap_or_default().trim();
+        let Ok(text) = value.to_str().map(str::trim) else {
+            return Err("(not ASCII)".into());
+        };
         match text.to_ascii_lowercase().as_str() {
             "" | "identity" => Ok(Coding::Identity),
             "gzip" | "x-gzip" => Ok(Coding::Gzip),
@@ -56,7 +58,7 @@ pub enum InflateError {
 pub struct Inflating(Decoder);
 
 enum Decoder {
-    Gzip(GzDecoder<Capped>),
+    Gzip(MultiGzDecoder<Capped>),
     Deflate(ZlibDecoder<Capped>),
 }
 
@@ -70,7 +72,7 @@ impl Inflating {
         };
         match coding {
             Coding::Identity => None,
-            Coding::Gzip => Some(Inflating(Decoder::Gzip(GzDecoder::new(out)))),
+            Coding::Gzip => Some(Inflating(Decoder::Gzip(MultiGzDecoder::new(out)))),
             Coding::Deflate => Some(Inflating(Decoder::Deflate(ZlibDecoder::new(out)))),
         }
     }
@@ -106,6 +108,9 @@ impl Inflating {
         };
         if capped.overflowed {
             InflateError::TooLarge
+        } else if e.kind() == io::ErrorKind::WriteZero {
+            // The decoder takes nothing once its stream has ended.
+            InflateError::Corrupt("bytes after the end of the compressed stream".into())
         } else {
             InflateError::Corrupt(e.to_string())
         }
@@ -204,6 +209,28 @@ mod tests {
     }
 
     #[test]
+    fn gzip_members_one_after_another_are_one_body() {
+        let mut body = gzip(b"{\"addresses\":");
+        body.extend(gzip(b"[\"a@example.com\"]}"));
+        assert_eq!(
+            &inflate(Coding::Gzip, &body, 1 << 20).expect("two members")[..],
+            b"{\"addresses\":[\"a@example.com\"]}"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_stream_are_named() {
+        let mut body = zlib(b"{}");
+        body.push(b'\n');
+        assert_eq!(
+            inflate(Coding::Deflate, &body, 1 << 20),
+            Err(InflateError::Corrupt(
+                "bytes after the end of the compressed stream".into()
+            ))
+        );
+    }
+
+    #[test]
     fn a_cut_or_damaged_body_is_corrupt() {
         let body = gzip(b"{\"addresses\":[]}");
         let cut = &body[..body.len() - 4];
@@ -233,6 +260,12 @@ mod tests {
         assert_eq!(with(&["deflate"]), Ok(Coding::Deflate));
         assert_eq!(with(&["br"]), Err("br".into()));
         assert_eq!(with(&["gzip, br"]), Err("gzip, br".into()));
+        let mut latin1 = HeaderMap::new();
+        latin1.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_bytes(b"gz\xe9p").expect("a header value"),
+        );
+        assert_eq!(Coding::of(&latin1), Err("(not ASCII)".into()));
         assert_eq!(
             with(&["gzip", "gzip"]),
             Err("more than one Content-Encoding".into())

@@ -15,10 +15,12 @@ use crate::feedback::bounce;
 use crate::helpers::{Backend, TempDir, TestDb, answers, free_port, spooled_bytes};
 use crate::signing::{Msg, now_text};
 
-/// The preloaded library, built into `dir` with the C compiler that Rust
-/// links with.
+/// The preloaded library, built with the C compiler that Rust links with,
+/// into the target directory (the loader ignores a library on a file
+/// system mounted `noexec`, as `/tmp` may be), one file per test.
 fn failsync_library(dir: &Path) -> PathBuf {
-    let out = dir.join("libfailsync.so");
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("test");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("libfailsync-{name}.so"));
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/failsync.c");
     let built = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-o"])
@@ -219,7 +221,9 @@ async fn a_failed_sync_in_a_checkpoint_spools_what_follows_until_a_restart() {
     let stored = answered.iter().take_while(|a| **a == 200).count();
     let unsure = answered[stored..].iter().take_while(|a| **a == 503).count();
     assert!(
-        stored >= 64
+        // The 64th's answer may be the one caught waiting (the checkpoint
+        // is woken before that answer is handed to the log's sync).
+        stored + unsure >= 64
             && unsure <= 1
             && answered[stored + unsure..].iter().all(|a| *a == 202)
             && answered.ends_with(&[202; 5]),

@@ -2,10 +2,11 @@
  * into the real binary (LD_PRELOAD), it makes fsync and fdatasync fail
  * with EIO for the file whose path ends with FAILSYNC_SUFFIX, from the
  * moment the file FAILSYNC_WHEN exists; every other call, and every call
- * before that, goes to the C library. A failed write-back on a real disk
- * is reported the same way (the data stays in the cache here, which the
- * tests do not rely on). Built by the test with the C compiler Rust links
- * with. */
+ * before that, goes to the C library. A real disk's failed write-back
+ * is reported once per open file, and later syncs may succeed; here every
+ * sync fails from then on, and the data stays in the cache. The tests rely
+ * on neither: bouncer stops at the first failure. Built by the test with
+ * the C compiler Rust links with. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>

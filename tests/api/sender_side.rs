@@ -131,6 +131,15 @@ fn the_readme_python_normalizes_as_bouncer_does() {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    // Every character Rust counts as white space, and those Python's
+    // `strip()` also takes (U+001C to U+001F, which bouncer refuses).
+    let spaces = (0..0x11_0000)
+        .filter_map(char::from_u32)
+        .filter(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(c));
+    for w in spaces {
+        inputs.push(format!("{w}Jane@Example.com{w}"));
+        inputs.push(format!("Jane <{w}JANE@EXAMPLE.COM{w}>{w}"));
+    }
     for c in (0..0x11_0000).filter_map(char::from_u32) {
         if c.to_lowercase().ne(std::iter::once(c)) {
             inputs.push(format!("{c}x@Example.com"));

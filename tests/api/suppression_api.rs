@@ -637,6 +637,50 @@ pub fn zeros_bomb() -> Vec<u8> {
     e.finish().expect("compress")
 }
 
+/// gzip of about 5 MB of empty blocks (each a flush), then `body`: it
+/// decompresses to `body` alone.
+fn empty_blocks_then(body: &[u8]) -> Vec<u8> {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    while e.get_ref().len() < 5_000_000 {
+        e.flush().expect("an empty block");
+    }
+    e.write_all(body).expect("compress");
+    e.finish().expect("compress")
+}
+
+/// A gzip check sent with no length (chunked, as a stream is): its status.
+async fn post_chunked_gzip(app: &TestApp, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.admin_address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST /v1/suppressions/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    for chunk in body.chunks(64 << 10) {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        // The server may refuse and close before the whole body is sent.
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
 /// A body sent with `Content-Encoding: coding` to `path`: the answer and
 /// its `Accept-Encoding` header.
 pub async fn post_encoded(
@@ -718,17 +762,30 @@ async fn a_check_may_come_compressed_up_to_its_limit(backend: Backend) {
     .await;
     assert_refused(&other, 415, "unsupported_encoding");
     assert_eq!(accept.as_deref(), Some("gzip, deflate"));
-    // A change's body comes as is: nothing is added.
-    let add = json!({"email": "c@example.com"}).to_string();
-    let (refused, accept) = post_encoded(
+    // An empty header is no coding.
+    let ((status, body), _) = post_encoded(
         &app,
-        "/v1/suppressions",
-        "gzip",
-        compressed("gzip", add.as_bytes()),
+        "/v1/suppressions/check",
+        "",
+        check.clone().into_bytes(),
     )
     .await;
-    assert_refused(&refused, 415, "unsupported_encoding");
-    assert_eq!(accept.as_deref(), Some("identity"));
+    assert_eq!(status, 200, "{body}");
+    // Compressed, the bytes as sent are held to the limit too: 5 MB of
+    // empty blocks that decompress to a small check, sent without a length.
+    let (status, _) = post_chunked_gzip(&app, &empty_blocks_then(check.as_bytes())).await;
+    assert_eq!(status, 413);
+    // A change's body comes as is, and one that says otherwise is refused
+    // even when it parses: nothing is added.
+    let add = json!({"email": "c@example.com"}).to_string();
+    for (coding, body) in [
+        ("gzip", compressed("gzip", add.as_bytes())),
+        ("br", add.clone().into_bytes()),
+    ] {
+        let (refused, accept) = post_encoded(&app, "/v1/suppressions", coding, body).await;
+        assert_refused(&refused, 415, "unsupported_encoding");
+        assert_eq!(accept.as_deref(), Some("identity"));
+    }
     let (status, _) = app
         .api(reqwest::Method::GET, "/v1/suppressions/c@example.com", None)
         .await;
