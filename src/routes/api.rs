@@ -187,7 +187,7 @@ impl CheckTurns {
 /// compressed body (`read_check_body`, which decompresses within its
 /// limit); actix's own decompression, which expanded each chunk whole, is
 /// not built in.
-pub struct PlainJson<T>(pub T);
+struct PlainJson<T>(T);
 
 impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for PlainJson<T> {
     type Error = actix_web::Error;
