@@ -125,14 +125,24 @@ fn same_authority(origin: &str, host: &str) -> bool {
 }
 
 /// `localhost` (and `*.localhost`, which browsers resolve to loopback
-/// themselves), or a loopback IP address, with or without a port.
+/// themselves), or a loopback IP address, with or without a port (digits:
+/// `localhost:8081@evil.example` names no port, an outside trial found it
+/// taken for one).
 fn names_loopback(authority: &str) -> bool {
-    let host = match authority.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _port)| host),
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or("?"))),
+            None => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
     };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
     host == "localhost"
         || host.ends_with(".localhost")
         || host
@@ -164,6 +174,11 @@ mod tests {
             "localhost.evil.example",
             "[::2]:8081",
             "",
+            "localhost:8081@evil.example",
+            "127.0.0.1:80x",
+            "localhost:",
+            "[::1]evil",
+            "[::1]:8081@evil.example",
         ] {
             assert!(!names_loopback(host), "{host}");
         }

@@ -443,11 +443,15 @@ async fn without_tokens_only_requests_to_a_loopback_name_are_served(backend: Bac
         .await;
         assert_eq!(status, 200, "{host}");
     }
-    // A name rebound to 127.0.0.1 by its DNS is another site's page.
+    // A name rebound to 127.0.0.1 by its DNS is another site's page; a
+    // "port" that is not digits names no port (an attacker's trial found
+    // `localhost:PORT@evil.example` taken for loopback).
     let rebound = format!("rebound.example:{port}");
-    for path in ["/v1/sending", "/metrics", "/"] {
-        let refused = send(&app, Method::GET, path, &[("host", rebound.as_str())], "").await;
-        assert_refused(&refused, 403, "host_not_loopback");
+    for host in [rebound.clone(), format!("localhost:{port}@rebound.example")] {
+        for path in ["/v1/sending", "/metrics", "/"] {
+            let refused = send(&app, Method::GET, path, &[("host", host.as_str())], "").await;
+            assert_refused(&refused, 403, "host_not_loopback");
+        }
     }
     // An empty Host, or one that is not text, names no loopback host
     // either (an outside trial found both let through).
