@@ -136,9 +136,11 @@ impl Pipeline {
                 max_body_bytes: settings.sns_max_body_bytes,
                 body_timeout: Duration::from_millis(settings.http_body_timeout_ms.max(1)),
                 // Room for 64 bodies of the largest size at once, and never
-                // less than 32 MiB.
+                // less than 32 MiB; slow bodies give way once three in four
+                // of the connections are reading one.
                 body_budget: BodyBudget::new(
                     settings.sns_max_body_bytes.saturating_mul(64).max(32 << 20),
+                    (settings.http_max_connections / 4 * 3).max(1),
                 ),
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)?),
                 check_turns: CheckTurns::new(),

@@ -40,9 +40,17 @@ pub enum Room {
 /// process. When a body would pass it, the bodies that have been arriving
 /// for longer than [`SLOW_BODY`] are cut (408) to make room; a request that
 /// finds none within [`ROOM_WAIT`] is answered 503 (SNS retries).
+///
+/// Connections are the other thing stalled bodies hold: a client that sends
+/// a head and then nothing keeps its connection, one of
+/// `HTTP_MAX_CONNECTIONS`, for `HTTP_BODY_TIMEOUT_MS`, and past the cap real
+/// messages wait in the backlog (an outside trial: up to 35 s, one 408,
+/// under 2,000 such clients). So while `crowd` or more bodies are being
+/// read, a body still arriving after [`SLOW_BODY`] is cut as well.
 #[derive(Debug)]
 pub struct BodyBudget {
     limit: usize,
+    crowd: usize,
     held: AtomicUsize,
     /// The bodies being received, oldest first, each with what cuts it.
     reading: Mutex<BTreeMap<(Instant, u64), CancellationToken>>,
@@ -62,9 +70,10 @@ pub struct BodyShare {
 }
 
 impl BodyBudget {
-    pub fn new(limit: usize) -> Arc<BodyBudget> {
+    pub fn new(limit: usize, crowd: usize) -> Arc<BodyBudget> {
         Arc::new(BodyBudget {
             limit,
+            crowd: crowd.max(1),
             held: AtomicUsize::new(0),
             reading: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
@@ -160,9 +169,29 @@ impl BodyShare {
         taken
     }
 
-    /// Resolves when this body is cut to make room for others.
+    /// Resolves when this body is cut to make room for others: for their
+    /// bytes, or, once it has been arriving for [`SLOW_BODY`], for their
+    /// connections while the bodies being read are a crowd.
     pub async fn cut(&self) {
-        self.cut.cancelled().await
+        let budget = &self.budget;
+        let crowded = async {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(self.key.0 + SLOW_BODY)).await;
+            loop {
+                let reading = budget
+                    .reading
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len();
+                if reading >= budget.crowd {
+                    return;
+                }
+                tokio::time::sleep(RECHECK).await;
+            }
+        };
+        tokio::select! {
+            () = self.cut.cancelled() => {}
+            () = crowded => {}
+        }
     }
 }
 
@@ -233,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_is_shared_and_given_back() {
-        let budget = BodyBudget::new(10);
+        let budget = BodyBudget::new(10, usize::MAX);
         let mut a = budget.share();
         let mut b = budget.share();
         assert_eq!(a.grow(6).await, Room::Granted);
@@ -247,7 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_budget_cuts_slow_bodies_for_a_new_one() {
-        let budget = BodyBudget::new(10);
+        let budget = BodyBudget::new(10, usize::MAX);
         let mut slow = budget.share();
         assert_eq!(slow.grow(10).await, Room::Granted);
         tokio::time::sleep(SLOW_BODY + Duration::from_millis(50)).await;
@@ -269,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_request_cuts_a_body_that_becomes_slow_meanwhile() {
-        let budget = BodyBudget::new(10);
+        let budget = BodyBudget::new(10, usize::MAX);
         let mut holder = budget.share();
         assert_eq!(holder.grow(10).await, Room::Granted);
         // Young when `new` arrives; slow before `new` gives up.
@@ -285,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_cut_while_it_waits_is_told_so() {
-        let budget = BodyBudget::new(10);
+        let budget = BodyBudget::new(10, usize::MAX);
         let mut full = budget.share();
         assert_eq!(full.grow(10).await, Room::Granted);
         let mut waiting = budget.share();
