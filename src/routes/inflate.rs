@@ -62,6 +62,36 @@ enum Decoder {
     Deflate(ZlibDecoder<Capped>),
 }
 
+impl Decoder {
+    fn write_all(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.write_all(chunk),
+            Decoder::Deflate(d) => d.write_all(chunk),
+        }
+    }
+
+    fn try_finish(&mut self) -> io::Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.try_finish(),
+            Decoder::Deflate(d) => d.try_finish(),
+        }
+    }
+
+    fn capped(&self) -> &Capped {
+        match self {
+            Decoder::Gzip(d) => d.get_ref(),
+            Decoder::Deflate(d) => d.get_ref(),
+        }
+    }
+
+    fn into_capped(self) -> io::Result<Capped> {
+        match self {
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Deflate(d) => d.finish(),
+        }
+    }
+}
+
 impl Inflating {
     /// `None` for a body sent as is.
     pub fn new(coding: Coding, limit: usize) -> Option<Inflating> {
@@ -79,34 +109,22 @@ impl Inflating {
 
     /// Decompresses the next chunk of the body.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), InflateError> {
-        let written = match &mut self.0 {
-            Decoder::Gzip(d) => d.write_all(chunk),
-            Decoder::Deflate(d) => d.write_all(chunk),
-        };
-        written.map_err(|e| self.why(e))
+        self.0.write_all(chunk).map_err(|e| self.why(e))
     }
 
-    /// The whole body, once its last chunk was fed.
+    /// The whole body, once its last chunk was fed. The last output is
+    /// written (and may pass the limit) while the decoder is still there
+    /// to tell why; taking it apart after that only hands the buffer back.
     pub fn finish(mut self) -> Result<BytesMut, InflateError> {
-        let finished = match &mut self.0 {
-            Decoder::Gzip(d) => d.try_finish(),
-            Decoder::Deflate(d) => d.try_finish(),
-        };
-        finished.map_err(|e| self.why(e))?;
-        let out = match self.0 {
-            Decoder::Gzip(d) => d.finish(),
-            Decoder::Deflate(d) => d.finish(),
-        };
-        out.map(|capped| capped.out)
+        self.0.try_finish().map_err(|e| self.why(e))?;
+        self.0
+            .into_capped()
+            .map(|capped| capped.out)
             .map_err(|e| InflateError::Corrupt(e.to_string()))
     }
 
     fn why(&self, e: io::Error) -> InflateError {
-        let capped = match &self.0 {
-            Decoder::Gzip(d) => d.get_ref(),
-            Decoder::Deflate(d) => d.get_ref(),
-        };
-        if capped.overflowed {
+        if self.0.capped().overflowed {
             InflateError::TooLarge
         } else if e.kind() == io::ErrorKind::WriteZero {
             // The decoder takes nothing once its stream has ended.
@@ -200,11 +218,7 @@ mod tests {
             }
             assert_eq!(result, Err(InflateError::TooLarge));
             // Nothing past the limit was kept.
-            let capped = match &inflating.0 {
-                Decoder::Gzip(d) => d.get_ref(),
-                Decoder::Deflate(d) => d.get_ref(),
-            };
-            assert!(capped.out.len() <= 1 << 20);
+            assert!(inflating.0.capped().out.len() <= 1 << 20);
         }
     }
 

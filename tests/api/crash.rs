@@ -53,6 +53,18 @@ fn log_file(dir: &std::path::Path) -> std::fs::File {
         .expect("a log file")
 }
 
+/// Waits until the binary started in `dir` answers on `port`: up to 30 s,
+/// since a debug build starting beside the whole suite on two cores once
+/// took more than `answers`' 10 s. Fails with what it logged.
+pub async fn assert_started(port: u16, dir: &std::path::Path) {
+    for _ in 0..3 {
+        if answers(port, "/healthz").await {
+            return;
+        }
+    }
+    panic!("bouncer did not start: {}", logged(dir));
+}
+
 /// What `serve` said, for a failure's message.
 pub fn logged(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
@@ -189,13 +201,7 @@ async fn a_full_drain_chunk_applies_on_a_grown_sqlite_database() {
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
     let port = free_port();
     let _child = Serve(serve_batches_of(dir.path(), &db.url, port, 2000));
-    // Up to 30 s: a debug build starting beside the whole suite on two
-    // cores once took more than `answers`' 10 s.
-    let mut started = false;
-    for _ in 0..3 {
-        started = started || answers(port, "/healthz").await;
-    }
-    assert!(started, "bouncer did not start: {}", logged(dir.path()));
+    assert_started(port, dir.path()).await;
 
     // Months of feedback, as far as the pages of the indexes keyed by
     // random values (message id, event key, address) go.

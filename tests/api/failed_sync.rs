@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::crash::{Serve, logged, post, serve_batches_of, serve_command};
+use crate::crash::{Serve, assert_started, logged, post, serve_batches_of, serve_command};
 use crate::feedback::bounce;
 use crate::helpers::{Backend, TempDir, TestDb, answers, free_port, spooled_bytes};
 use crate::signing::{Msg, now_text};
@@ -37,106 +37,117 @@ fn failsync_library(dir: &Path) -> PathBuf {
     out
 }
 
-/// `serve` (SQLite in `dir`, each message its own commit) whose syncs of
-/// the file ending in `suffix` fail once `trigger` exists.
-async fn serve_with_failing_syncs(
-    dir: &Path,
-    db_url: &str,
+/// `serve` on SQLite, each message its own commit, whose syncs of one
+/// file fail once [`Failing::fail_syncs`] is called.
+struct Failing {
+    dir: TempDir,
+    db: TestDb,
     port: u16,
-    suffix: &str,
-    trigger: &Path,
-) -> Serve {
-    let mut cmd = serve_command(dir, db_url, port, 1);
-    cmd.env("LD_PRELOAD", failsync_library(dir))
-        .env("FAILSYNC_WHEN", trigger)
-        .env("FAILSYNC_SUFFIX", suffix);
-    let child = Serve(cmd.spawn().expect("starts"));
-    assert!(
-        started(port).await,
-        "bouncer did not start: {}",
-        logged(dir)
-    );
-    child
+    trigger: PathBuf,
+    child: Serve,
+    client: reqwest::Client,
 }
 
-/// Up to 30 s: a debug build starting beside the whole suite on two cores
-/// can take longer than `answers`' 10 s.
-async fn started(port: u16) -> bool {
-    for _ in 0..3 {
-        if answers(port, "/healthz").await {
-            return true;
+impl Failing {
+    /// Syncs of the file whose path ends with `suffix` will fail.
+    async fn serve(suffix: &str) -> Failing {
+        bouncer::outbound::install_default_provider();
+        let dir = TempDir::new();
+        let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+        let port = free_port();
+        let trigger = dir.path().join("fail-syncs-now");
+        let mut cmd = serve_command(dir.path(), &db.url, port, 1);
+        cmd.env("LD_PRELOAD", failsync_library(dir.path()))
+            .env("FAILSYNC_WHEN", &trigger)
+            .env("FAILSYNC_SUFFIX", suffix);
+        let child = Serve(cmd.spawn().expect("starts"));
+        assert_started(port, dir.path()).await;
+        Failing {
+            dir,
+            db,
+            port,
+            trigger,
+            child,
+            client: reqwest::Client::new(),
         }
     }
-    false
-}
 
-async fn status_of(client: &reqwest::Client, port: u16, path: &str) -> u16 {
-    client
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    fn fail_syncs(&self) {
+        std::fs::write(&self.trigger, "").expect("the trigger");
+    }
+
+    /// The answer's status to `msg`.
+    async fn post(&self, msg: &Msg) -> u16 {
+        post(&self.client, self.port, msg).await
+    }
+
+    async fn status_of(&self, path: &str) -> u16 {
+        self.client
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        logged(self.dir.path())
+    }
+
+    /// kill -9, the disk mended, and bouncer started again on the same
+    /// files without the library: everything `answered` is applied once,
+    /// the spool emptied, each bounce's address suppressed, and the service
+    /// ready and storing again.
+    async fn mended_and_restarted(self, answered: &[(String, Msg)]) {
+        let Failing {
+            dir,
+            db,
+            port,
+            trigger,
+            child,
+            client,
+        } = self;
+        drop(child);
+        std::fs::remove_file(&trigger).expect("the trigger goes");
+        let dir = dir.path();
+        let _child = Serve(serve_batches_of(dir, &db.url, port, 64));
+        assert_started(port, dir).await;
+        let spool = dir.join("cli.spool");
+        for _ in 0..600 {
+            if db.total_messages().await == answered.len() as i64 && spooled_bytes(&spool) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(spooled_bytes(&spool), 0, "{}", logged(dir));
+        for (to, msg) in answered {
+            assert_eq!(db.count_messages(&msg.id()).await, 1, "{to}");
+            let suppressed = db
+                .scalar(
+                    "SELECT COUNT(*) FROM suppressions WHERE email = $1",
+                    Some(to),
+                )
+                .await;
+            assert_eq!(suppressed, 1, "{to} is suppressed");
+        }
+        assert_eq!(db.total_messages().await, answered.len() as i64);
+        assert!(answers(port, "/readyz").await, "ready again");
+        assert_eq!(
+            post(&client, port, &hard_bounce("fresh@example.com")).await,
+            200
+        );
+    }
 }
 
 fn hard_bounce(to: &str) -> Msg {
     bounce("Permanent", "General", to, &now_text())
 }
 
-/// The same files without the failing library: everything answered is
-/// applied once, the spool emptied, each bounce's address suppressed, and
-/// the service ready and storing again.
-async fn restarted_applies_everything_once(
-    dir: &Path,
-    db: &TestDb,
-    port: u16,
-    answered: &[(String, Msg)],
-) {
-    let _child = Serve(serve_batches_of(dir, &db.url, port, 64));
-    assert!(
-        started(port).await,
-        "bouncer did not start: {}",
-        logged(dir)
-    );
-    let spool = dir.join("cli.spool");
-    for _ in 0..600 {
-        if db.total_messages().await == answered.len() as i64 && spooled_bytes(&spool) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(spooled_bytes(&spool), 0, "{}", logged(dir));
-    for (to, msg) in answered {
-        assert_eq!(db.count_messages(&msg.id()).await, 1, "{to}");
-        let suppressed = db
-            .scalar(
-                "SELECT COUNT(*) FROM suppressions WHERE email = $1",
-                Some(to),
-            )
-            .await;
-        assert_eq!(suppressed, 1, "{to} is suppressed");
-    }
-    assert_eq!(db.total_messages().await, answered.len() as i64);
-    assert!(answers(port, "/readyz").await, "ready again");
-    let client = reqwest::Client::new();
-    assert_eq!(
-        post(&client, port, &hard_bounce("fresh@example.com")).await,
-        200
-    );
-}
-
 /// The log's sync (bouncer's own `fdatasync` of `-wal`, which every
 /// answer waits for) fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_of_the_log_is_answered_503_and_spools_until_a_restart() {
-    bouncer::outbound::install_default_provider();
-    let dir = TempDir::new();
-    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
-    let port = free_port();
-    let trigger = dir.path().join("fail-syncs-now");
-    let child =
-        serve_with_failing_syncs(dir.path(), &db.url, port, "/bouncer.db-wal", &trigger).await;
-    let client = reqwest::Client::new();
+    let serving = Failing::serve("/bouncer.db-wal").await;
     let sent: Vec<(String, Msg)> = ["before", "covered", "after"]
         .iter()
         .map(|name| {
@@ -148,47 +159,22 @@ async fn a_failed_sync_of_the_log_is_answered_503_and_spools_until_a_restart() {
     let [before, covered, after] = &sent[..] else {
         unreachable!("three messages")
     };
-    assert_eq!(
-        post(&client, port, &before.1).await,
-        200,
-        "{}",
-        logged(dir.path())
-    );
-    assert_eq!(status_of(&client, port, "/readyz").await, 200);
+    assert_eq!(serving.post(&before.1).await, 200, "{}", serving.log());
+    assert_eq!(serving.status_of("/readyz").await, 200);
 
-    std::fs::write(&trigger, "").expect("the trigger");
+    serving.fail_syncs();
     // The message whose commit the failed sync covered: not stored, as
-    // far as SNS knows.
-    assert_eq!(
-        post(&client, port, &covered.1).await,
-        503,
-        "{}",
-        logged(dir.path())
-    );
-    // From then on, spooled: also SNS's retry of the one answered 503.
-    assert_eq!(
-        post(&client, port, &after.1).await,
-        202,
-        "{}",
-        logged(dir.path())
-    );
-    assert_eq!(
-        post(&client, port, &covered.1).await,
-        202,
-        "{}",
-        logged(dir.path())
-    );
-    assert_eq!(status_of(&client, port, "/readyz").await, 503);
-    let log = logged(dir.path());
+    // far as SNS knows; from then on, spooled: also SNS's retry of it.
+    for (msg, status) in [(covered, 503), (after, 202), (covered, 202)] {
+        assert_eq!(serving.post(&msg.1).await, status, "{}", serving.log());
+    }
+    assert_eq!(serving.status_of("/readyz").await, 503);
+    let log = serving.log();
     assert!(
         log.contains("fdatasync of") && log.contains("bouncer.db-wal"),
         "the log names the failed sync: {log}"
     );
-
-    // kill -9, the disk mended, and bouncer started again.
-    drop(child);
-    std::fs::remove_file(&trigger).expect("the trigger goes");
-    restarted_applies_everything_once(dir.path(), &db, port, &sent).await;
+    serving.mended_and_restarted(&sent).await;
 }
 
 /// A checkpoint beside the writer fails to sync the database file: final
@@ -196,14 +182,8 @@ async fn a_failed_sync_of_the_log_is_answered_503_and_spools_until_a_restart() {
 /// synced (`ingest::checkpoint`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_in_a_checkpoint_spools_what_follows_until_a_restart() {
-    bouncer::outbound::install_default_provider();
-    let dir = TempDir::new();
-    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
-    let port = free_port();
-    let trigger = dir.path().join("fail-syncs-now");
-    let child = serve_with_failing_syncs(dir.path(), &db.url, port, "/bouncer.db", &trigger).await;
-    let client = reqwest::Client::new();
-    std::fs::write(&trigger, "").expect("the trigger");
+    let serving = Failing::serve("/bouncer.db").await;
+    serving.fail_syncs();
     // A checkpoint runs after every 64 commits: each message here is one.
     // Sent one at a time until five in a row were spooled.
     let mut sent: Vec<(String, Msg)> = Vec::new();
@@ -211,7 +191,7 @@ async fn a_failed_sync_in_a_checkpoint_spools_what_follows_until_a_restart() {
     while answered.len() < 400 && !answered.ends_with(&[202; 5]) {
         let to = format!("checkpointed-{}@example.com", sent.len());
         let msg = hard_bounce(&to);
-        answered.push(post(&client, port, &msg).await);
+        answered.push(serving.post(&msg).await);
         sent.push((to, msg));
     }
     // Stored until the checkpoint failed, then spooled. A message whose
@@ -228,23 +208,16 @@ async fn a_failed_sync_in_a_checkpoint_spools_what_follows_until_a_restart() {
             && answered[stored + unsure..].iter().all(|a| *a == 202)
             && answered.ends_with(&[202; 5]),
         "{answered:?}: {}",
-        logged(dir.path())
+        serving.log()
     );
     for (_, msg) in &sent[stored..stored + unsure] {
-        assert_eq!(
-            post(&client, port, msg).await,
-            202,
-            "SNS's retry is spooled"
-        );
+        assert_eq!(serving.post(msg).await, 202, "SNS's retry is spooled");
     }
-    assert_eq!(status_of(&client, port, "/readyz").await, 503);
-    let log = logged(dir.path());
+    assert_eq!(serving.status_of("/readyz").await, 503);
+    let log = serving.log();
     assert!(
         log.contains("failed to sync"),
         "the log names the failed checkpoint: {log}"
     );
-
-    drop(child);
-    std::fs::remove_file(&trigger).expect("the trigger goes");
-    restarted_applies_everything_once(dir.path(), &db, port, &sent).await;
+    serving.mended_and_restarted(&sent).await;
 }

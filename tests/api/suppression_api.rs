@@ -605,50 +605,46 @@ async fn a_large_check_answers_in_input_order_across_its_slices(backend: Backend
     app.stop().await;
 }
 
-/// `body` compressed with `Content-Encoding: coding`.
+/// What `write` puts into a gzip stream at `level`, compressed.
+fn gzip_of(
+    level: flate2::Compression,
+    write: impl FnOnce(&mut flate2::write::GzEncoder<Vec<u8>>) -> std::io::Result<()>,
+) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+    write(&mut e).expect("compress");
+    e.finish().expect("compress")
+}
+
+/// `body` compressed with `Content-Encoding: coding` (`gzip` or `deflate`).
 fn compressed(coding: &str, body: &[u8]) -> Vec<u8> {
-    use flate2::Compression;
-    use flate2::write::{GzEncoder, ZlibEncoder};
     use std::io::Write;
-    match coding {
-        "gzip" => {
-            let mut e = GzEncoder::new(Vec::new(), Compression::best());
-            e.write_all(body).expect("compress");
-            e.finish().expect("compress")
-        }
-        _ => {
-            let mut e = ZlibEncoder::new(Vec::new(), Compression::best());
-            e.write_all(body).expect("compress");
-            e.finish().expect("compress")
-        }
+    if coding == "gzip" {
+        return gzip_of(flate2::Compression::best(), |e| e.write_all(body));
     }
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(body).expect("compress");
+    e.finish().expect("compress")
 }
 
 /// 256 MiB of zeros, gzip-compressed to about 250 KB.
 pub fn zeros_bomb() -> Vec<u8> {
-    use flate2::Compression;
-    use flate2::write::GzEncoder;
     use std::io::Write;
-    let mut e = GzEncoder::new(Vec::new(), Compression::best());
     let zeros = vec![0u8; 1 << 20];
-    for _ in 0..256 {
-        e.write_all(&zeros).expect("compress");
-    }
-    e.finish().expect("compress")
+    gzip_of(flate2::Compression::best(), |e| {
+        (0..256).try_for_each(|_| e.write_all(&zeros))
+    })
 }
 
 /// gzip of about 5 MB of empty blocks (each a flush), then `body`: it
 /// decompresses to `body` alone.
 fn empty_blocks_then(body: &[u8]) -> Vec<u8> {
-    use flate2::Compression;
-    use flate2::write::GzEncoder;
     use std::io::Write;
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    while e.get_ref().len() < 5_000_000 {
-        e.flush().expect("an empty block");
-    }
-    e.write_all(body).expect("compress");
-    e.finish().expect("compress")
+    gzip_of(flate2::Compression::fast(), |e| {
+        while e.get_ref().len() < 5_000_000 {
+            e.flush()?;
+        }
+        e.write_all(body)
+    })
 }
 
 /// A gzip check sent with no length (chunked, as a stream is): its status.
@@ -810,8 +806,8 @@ fn peak_kib(pid: u32) -> u64 {
 /// within a few limits of what it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_checks_that_expand_past_the_limit_leave_memory_as_it_was() {
-    use crate::crash::{Serve, logged, serve_command};
-    use crate::helpers::{TempDir, TestDb, answers, free_port};
+    use crate::crash::{Serve, assert_started, serve_command};
+    use crate::helpers::{TempDir, TestDb, free_port};
     bouncer::outbound::install_default_provider();
     let dir = TempDir::new();
     let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
@@ -819,11 +815,7 @@ async fn compressed_checks_that_expand_past_the_limit_leave_memory_as_it_was() {
     let mut cmd = serve_command(dir.path(), &db.url, port, 64);
     cmd.env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"));
     let child = Serve(cmd.spawn().expect("starts"));
-    let mut started = false;
-    for _ in 0..3 {
-        started = started || answers(port, "/healthz").await;
-    }
-    assert!(started, "bouncer did not start: {}", logged(dir.path()));
+    assert_started(port, dir.path()).await;
     let url = format!("http://127.0.0.1:{admin}/v1/suppressions/check");
     let client = reqwest::Client::new();
     let check = |body: Vec<u8>, coding: &'static str| {
