@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::cross_site::refuse_cross_site;
 use crate::guard::GuardPolicy;
+use crate::http_server::{Listen, serve};
 use crate::ingest::applier::Applier;
 use crate::ingest::set_aside::SetAside;
 use crate::ingest::spool::Spool;
@@ -301,30 +302,6 @@ fn bind_admin(settings: &Settings, public: SocketAddr) -> anyhow::Result<TcpList
     Ok(listener)
 }
 
-/// Starts an `HttpServer` on a bound listener, over TLS when a rustls
-/// configuration is given. (A macro: the two servers' app types differ, and
-/// actix does not export the traits a generic function would name.)
-macro_rules! listen {
-    ($server:expr, $listener:expr, $tls:expr, $name:literal) => {{
-        let addr = $listener.local_addr()?;
-        match $tls {
-            Some(config) => {
-                tracing::info!(listener = $name, %addr, "serving HTTPS");
-                $server.listen_rustls_0_23($listener, config)?
-            }
-            None => {
-                if $name == "public" {
-                    tracing::info!(listener = $name, %addr, "serving plain HTTP (SNS needs HTTPS: put a TLS proxy in front of this listener)");
-                } else {
-                    tracing::info!(listener = $name, %addr, "serving plain HTTP");
-                }
-                $server.listen($listener)?
-            }
-        }
-        .run()
-    }};
-}
-
 pub struct Application {
     port: u16,
     admin_port: u16,
@@ -400,34 +377,48 @@ impl Application {
             std::thread::available_parallelism().map_or(1, usize::from)
         };
         let per_worker = connection_cap(settings.http_max_connections).div_ceil(workers);
-        let public_data = data.clone();
-        let server = HttpServer::new(move || {
-            App::new().configure(|cfg| configure_public(cfg, public_data.clone()))
-        })
-        .shutdown_timeout(settings.shutdown_timeout_secs)
-        .workers(workers)
-        .max_connections(per_worker)
+        let send_timeout = Duration::from_millis(settings.http_send_timeout_ms.max(1));
         // actix stops accepting on a worker while 256 TLS handshakes are
         // under way (its default): clients that connect and say nothing
         // then held real senders back until the handshake time-out (3 s)
         // let each go. A silent handshake costs no CPU; the connection cap
-        // bounds them as it bounds plain connections.
-        .max_connection_rate(per_worker);
-        let server = listen!(server, listener, tls.clone(), "public");
+        // bounds them as it bounds plain connections. (A process-wide
+        // setting of actix-tls, read by both listeners' workers.)
+        actix_tls::accept::max_concurrent_tls_connect(per_worker);
+        let public_data = data.clone();
+        let server = serve(
+            Listen {
+                name: "public",
+                listener,
+                tls: tls.clone(),
+                workers,
+                per_worker,
+                signals: true,
+                shutdown_timeout_secs: settings.shutdown_timeout_secs,
+                send_timeout,
+            },
+            move || App::new().configure(|cfg| configure_public(cfg, public_data.clone())),
+        )?;
         // Stopped by `run_until_stopped` once the public server has stopped,
         // so that SIGTERM ends both in order; one worker is plenty for it.
-        let admin_server =
-            HttpServer::new(move || App::new().configure(|cfg| configure_admin(cfg, data.clone())))
-                .workers(1)
+        let admin_server = serve(
+            Listen {
+                name: "admin",
+                listener: admin_listener,
+                tls,
+                workers: 1,
                 // Every connection can hold a body being read (64 KiB, a
                 // check's in its turn): without a cap, actix's default
                 // (25,000) lets stalled clients hold far past SPEC §9's
                 // 64 MiB. People, Prometheus and a sending application's
                 // workers need far fewer.
-                .max_connections(ADMIN_MAX_CONNECTIONS)
-                .disable_signals()
-                .shutdown_timeout(settings.shutdown_timeout_secs);
-        let admin_server = listen!(admin_server, admin_listener, tls, "admin");
+                per_worker: ADMIN_MAX_CONNECTIONS,
+                signals: false,
+                shutdown_timeout_secs: settings.shutdown_timeout_secs,
+                send_timeout,
+            },
+            move || App::new().configure(|cfg| configure_admin(cfg, data.clone())),
+        )?;
         let pruner = (settings.retention_days > 0).then(|| {
             spawn_pruner(
                 store.clone(),

@@ -287,6 +287,13 @@ pub struct Settings {
           value_parser = millis())]
     pub http_body_timeout_ms: u64,
 
+    /// Longest a client may take none of an answer's bytes while bouncer
+    /// has more to send it (its connection is then closed): a client that
+    /// reads nothing holds neither memory nor a connection for longer.
+    #[arg(long, env = "HTTP_SEND_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = millis())]
+    pub http_send_timeout_ms: u64,
+
     /// Most connections served at once; more wait in the listen backlog.
     /// Kept below the process's file descriptor limit, which `serve` raises
     /// to its hard limit. Each one held open costs about 32 KiB however

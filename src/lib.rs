@@ -47,6 +47,7 @@ pub mod config;
 pub mod cross_site;
 pub mod error;
 pub mod guard;
+pub mod http_server;
 pub mod ingest;
 pub mod intake;
 pub mod memory;

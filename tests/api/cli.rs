@@ -107,6 +107,7 @@ fn help_lists_every_setting_with_its_variable_and_default() {
         ("SPOOL_PATH", Some("bouncer.spool")),
         ("WRITE_BATCH_MAX", Some("512")),
         ("HTTP_BODY_TIMEOUT_MS", Some("10000")),
+        ("HTTP_SEND_TIMEOUT_MS", Some("10000")),
         ("HTTP_MAX_CONNECTIONS", Some("1024")),
         ("HTTP_WORKERS", Some("0")),
         ("SHUTDOWN_TIMEOUT_SECS", Some("30")),

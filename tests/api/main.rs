@@ -35,6 +35,7 @@ mod page;
 mod page_api;
 mod page_screenshots;
 mod pg_faults;
+mod pipelining;
 mod poison;
 mod readme;
 mod regions;

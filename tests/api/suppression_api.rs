@@ -790,7 +790,7 @@ async fn a_check_may_come_compressed_up_to_its_limit(backend: Backend) {
 }
 
 /// The binary's peak resident memory, in KiB (`VmHWM`).
-fn peak_kib(pid: u32) -> u64 {
+pub(crate) fn peak_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("the process's status")
         .lines()

@@ -1,0 +1,257 @@
+//! Clients that pipeline requests (send the next before reading the answer
+//! to the last) are answered in order, one request at a time, as fast as
+//! they read: one that reads nothing holds neither memory nor, past
+//! `HTTP_SEND_TIMEOUT_MS`, its connection.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::helpers::{Backend, spawn_app_with};
+use crate::signing::{Msg, TOPIC};
+
+/// One answer read off a connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+/// Splits what a connection answered into its answers, each framed by its
+/// `Content-Length` (bouncer's answers always have one).
+fn answers(mut bytes: &[u8]) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a whole head")
+            + 4;
+        let head = String::from_utf8_lossy(&bytes[..end]).to_lowercase();
+        let status = head[9..12].parse().expect("a status");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("a length"));
+        let body = &bytes[end..end + length];
+        answers.push(Answer {
+            status,
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        });
+        bytes = &bytes[end + length..];
+    }
+    answers
+}
+
+/// `body` as chunked transfer coding, in chunks of `size`.
+fn chunked(body: &str, size: usize) -> String {
+    let mut coded = String::new();
+    for chunk in body.as_bytes().chunks(size) {
+        coded.push_str(&format!("{:x}\r\n", chunk.len()));
+        coded.push_str(std::str::from_utf8(chunk).expect("ASCII"));
+        coded.push_str("\r\n");
+    }
+    coded + "0\r\n\r\n"
+}
+
+/// A body with blank lines and a request inside.
+const UNREAD: &str = "line\n\nGET /healthz HTTP/1.1\r\n\r\n";
+
+/// Requests of every framing, pipelined in one write while the answers are
+/// read: each is answered once, in order, and every message is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_one_by_one_in_order() {
+    let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let messages: Vec<Msg> = (0..40)
+        .map(|i| Msg::notification(TOPIC, &format!("pipelined {i}")).sign())
+        .collect();
+    let mut sent = String::new();
+    let mut expected = Vec::new();
+    for (i, msg) in messages.iter().enumerate() {
+        let body = msg.body();
+        let sns = format!(
+            "POST /sns HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
+             x-amz-sns-message-type: Notification\r\n"
+        );
+        // A body with a length, one chunked (a blank line of its own in
+        // the middle of a chunk, too), a head with bare line feeds, and
+        // a request that stray line ends precede.
+        if i % 2 == 0 {
+            sent += &format!("{sns}Content-Length: {}\r\n\r\n{body}", body.len());
+        } else {
+            let body = body.replacen("{", "{\n\n", 1);
+            sent += &format!(
+                "{sns}Transfer-Encoding: chunked\r\n\r\n{}",
+                chunked(&body, 300)
+            );
+        }
+        expected.push((200, "stored"));
+        sent += &format!("GET /healthz HTTP/1.1\nHost: {host}\n\n");
+        expected.push((200, "alive"));
+        sent += &format!("\r\nGET /nowhere HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        expected.push((404, "not_found"));
+        // A chunked body no handler reads, with blank lines and a chunk
+        // that ends in a line feed: actix reads it to its end and goes on.
+        sent += &format!(
+            "POST /nowhere HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunked(UNREAD, 5)
+        );
+        expected.push((404, "not_found"));
+    }
+    sent += &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    expected.push((200, "alive"));
+    // One with a length that no handler reads ends the connection (actix
+    // answers it `Connection: close`): what follows is not answered.
+    sent += &format!(
+        "POST /nowhere HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{UNREAD}",
+        UNREAD.len()
+    );
+    expected.push((404, "not_found"));
+    sent += &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+    let stream = TcpStream::connect(&host).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move { writer.write_all(sent.as_bytes()).await });
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut received))
+        .await
+        .expect("every answer within 30 s")
+        .expect("read");
+    write.await.expect("writer").expect("every request written");
+
+    let answers = answers(&received);
+    let got: Vec<(u16, &str)> = answers
+        .iter()
+        .map(|a| {
+            let word = a.body["status"].as_str().or(a.body["error"].as_str());
+            (a.status, word.unwrap_or("?"))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for msg in &messages {
+        assert_eq!(app.db.count_messages(msg.get("MessageId")).await, 1);
+    }
+    app.stop().await;
+}
+
+/// A connection whose client reads nothing: with a small receive window it
+/// fills the socket's buffers, then bouncer reads none of its requests
+/// (they would be answered into memory) and, once it has taken none of the
+/// answers for `HTTP_SEND_TIMEOUT_MS`, closes it.
+async fn pipeline_without_reading(host: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive window");
+    let mut stream = socket
+        .connect(host.parse().expect("address"))
+        .await
+        .expect("connect");
+    let requests = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").repeat(2000);
+    // Until bouncer stops reading: its socket's buffers and then ours fill.
+    while tokio::time::timeout(
+        Duration::from_millis(500),
+        stream.write_all(requests.as_bytes()),
+    )
+    .await
+    .is_ok_and(|written| written.is_ok())
+    {}
+    stream
+}
+
+/// A client that pipelines and reads nothing is disconnected once it has
+/// taken none of its answers for `HTTP_SEND_TIMEOUT_MS`, and others are
+/// served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_answers_is_disconnected_after_the_send_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |s, _| s.http_send_timeout_ms = 700).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut stalled = pipeline_without_reading(&host).await;
+    let (status, body) = app.get("/healthz").await;
+    assert_eq!((status, &body["status"]), (200, &Value::from("alive")));
+    // Reading would take answers, so the client watches its socket's state
+    // instead, until bouncer has closed its side.
+    let waited = std::time::Instant::now();
+    while !peer_closed(&stalled) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "still open after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then it finds the answers its sockets held and the end (or a reset),
+    // where the old server answered everything it was sent.
+    let mut held = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut held))
+        .await
+        .expect("the connection ends");
+    app.stop().await;
+}
+
+/// Whether the other side has closed the connection (its state is
+/// `CLOSE_WAIT`, or `CLOSE` after a reset), read without taking data.
+fn peer_closed(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` describe a buffer of the size given, and the
+    // descriptor is the stream's own, open for the call.
+    let read = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(read, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    // SAFETY: zeroed, then filled by the kernel; every field is an integer.
+    let state = unsafe { info.assume_init() }.tcpi_state;
+    // Linux's TCP_CLOSE (7) and TCP_CLOSE_WAIT (8), which libc does not name.
+    matches!(state, 7 | 8)
+}
+
+/// Found by an attacker's trial: 50 connections that pipelined `GET`s
+/// and read nothing took the binary past 1 GB in a second, and one that
+/// read every answer of 3,000 pipelined requests still added 37 MB
+/// (actix-http decoded every request it had read at once, about 12 KB
+/// each). Twenty such clients now leave its peak where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_pipeline_without_reading_leave_memory_as_it_was() {
+    use crate::crash::{Serve, assert_started, serve_command};
+    use crate::helpers::{TempDir, TestDb, free_port};
+    use crate::suppression_api::peak_kib;
+    let dir = TempDir::new();
+    let db = TestDb::create(&Backend::Sqlite, dir.path()).await;
+    let port = free_port();
+    let child = Serve(
+        serve_command(dir.path(), &db.url, port, 64)
+            .spawn()
+            .expect("starts"),
+    );
+    assert_started(port, dir.path()).await;
+    let host = format!("127.0.0.1:{port}");
+    let before = peak_kib(child.0.id());
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { pipeline_without_reading(&host).await })
+        })
+        .collect();
+    let mut stalled = Vec::new();
+    for client in clients {
+        stalled.push(client.await.expect("client"));
+    }
+    let after = peak_kib(child.0.id());
+    assert!(
+        after < before + 32 * 1024,
+        "peak went from {before} KiB to {after} KiB"
+    );
+    let health = reqwest::get(format!("http://{host}/healthz"))
+        .await
+        .expect("answered");
+    assert_eq!(health.status(), 200);
+    drop(stalled);
+}
