@@ -21,6 +21,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -510,13 +511,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             ready!(this.flow.park(cx));
         }
         if this.held.is_empty() {
-            this.held.reserve(READ_SIZE);
+            // Read on the stack: a connection waiting for its client holds
+            // no buffer (thousands of idle ones would hold 8 KiB each).
+            let mut bytes = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut read = ReadBuf::uninit(&mut bytes);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
             // Nothing read is the end of the stream, passed on as such.
-            ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut this.held
-            ))?;
+            this.held.extend_from_slice(read.filled());
         }
         let Some((give, left)) = this.may_give(body, buf.remaining()) else {
             ready!(this.flow.park(cx));
