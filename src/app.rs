@@ -378,6 +378,7 @@ impl Application {
         };
         let per_worker = connection_cap(settings.http_max_connections).div_ceil(workers);
         let send_timeout = Duration::from_millis(settings.http_send_timeout_ms.max(1));
+        let body_timeout = Duration::from_millis(settings.http_body_timeout_ms.max(1));
         // actix stops accepting on a worker while 256 TLS handshakes are
         // under way (its default): clients that connect and say nothing
         // then held real senders back until the handshake time-out (3 s)
@@ -396,6 +397,7 @@ impl Application {
                 signals: true,
                 shutdown_timeout_secs: settings.shutdown_timeout_secs,
                 send_timeout,
+                body_timeout,
             },
             move || App::new().configure(|cfg| configure_public(cfg, public_data.clone())),
         )?;
@@ -416,6 +418,7 @@ impl Application {
                 signals: false,
                 shutdown_timeout_secs: settings.shutdown_timeout_secs,
                 send_timeout,
+                body_timeout,
             },
             move || App::new().configure(|cfg| configure_admin(cfg, data.clone())),
         )?;

@@ -58,6 +58,9 @@ pub struct Listen {
     pub shutdown_timeout_secs: u64,
     /// How long a client may take none of an answer's bytes.
     pub send_timeout: Duration,
+    /// How long the rest of a body no handler read may take to arrive
+    /// after its answer (`HTTP_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
 }
 
 /// Starts serving `factory`'s application on `how.listener`.
@@ -82,7 +85,12 @@ where
         signals,
         shutdown_timeout_secs,
         send_timeout,
+        body_timeout,
     } = how;
+    let limits = Limits {
+        send_timeout,
+        body_timeout,
+    };
     let addr = listener.local_addr()?;
     let mut builder = ServerBuilder::new()
         .workers(workers)
@@ -103,9 +111,13 @@ where
                 let http = http(&factory, &shutdown, true, addr);
                 Acceptor::new(config.clone())
                     .map_err(TlsError::into_service_error)
-                    .and_then(move |io: TlsStream<TcpStream>| {
+                    .and_then(move |mut io: TlsStream<TcpStream>| {
                         let peer = io.get_ref().0.peer_addr().ok();
-                        ready(Ok((Metered::new(io, send_timeout), Protocol::Http1, peer)))
+                        // rustls takes up to 64 KiB of answers before its
+                        // writes block: as far as `Metered` can tell they
+                        // have left. A read's worth keeps the bound.
+                        io.get_mut().1.set_buffer_limit(Some(READ_SIZE));
+                        ready(Ok((Metered::new(io, limits), Protocol::Http1, peer)))
                     })
                     .and_then(http.map_err(TlsError::Service))
             })?
@@ -119,7 +131,7 @@ where
             builder.listen(format!("bouncer-{name}"), listener, move || {
                 fn_service(move |io: TcpStream| {
                     let peer = io.peer_addr().ok();
-                    ready(Ok((Metered::new(io, send_timeout), Protocol::Http1, peer)))
+                    ready(Ok((Metered::new(io, limits), Protocol::Http1, peer)))
                 })
                 .and_then(http(&factory, &shutdown, false, addr))
             })?
@@ -283,43 +295,59 @@ struct Metered<IO> {
     /// How far the bytes given since the last head have gone into the blank
     /// line that ends the next one.
     blank: BlankLine,
-    send_timeout: Duration,
+    limits: Limits,
     /// Armed when a write finds the client taking nothing; reset by any
     /// byte taken.
-    stall: Option<Pin<Box<Sleep>>>,
-    stalled: bool,
+    stall: Deadline,
+    /// Armed when a request is answered before its body has all arrived.
+    drain: Deadline,
+}
+
+/// A connection's time limits.
+#[derive(Clone, Copy)]
+struct Limits {
+    send_timeout: Duration,
+    body_timeout: Duration,
+}
+
+/// A timer armed when something starts waiting on the client, and
+/// disarmed when it stops; allocated the first time it is armed.
+#[derive(Default)]
+struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Deadline {
+    /// Ready once `after` has passed since the first call since
+    /// [`Deadline::disarm`].
+    fn poll(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<()> {
+        let deadline = Instant::now() + after;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl<IO> Metered<IO> {
-    fn new(io: IO, send_timeout: Duration) -> Self {
+    fn new(io: IO, limits: Limits) -> Self {
         Metered {
             io,
             flow: Rc::default(),
             held: BytesMut::new(),
             blank: BlankLine::default(),
-            send_timeout,
-            stall: None,
-            stalled: false,
-        }
-    }
-
-    /// Ready with an error once the client has taken nothing for the send
-    /// time-out; arms the timer at the first write it did not take.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let deadline = Instant::now() + self.send_timeout;
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.stalled {
-            stall.as_mut().reset(deadline);
-            self.stalled = true;
-        }
-        match stall.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client took none of its answer within HTTP_SEND_TIMEOUT_MS",
-            )),
-            Poll::Pending => Poll::Pending,
+            limits,
+            stall: Deadline::default(),
+            drain: Deadline::default(),
         }
     }
 
@@ -328,11 +356,14 @@ impl<IO> Metered<IO> {
     fn watch<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match done {
             Poll::Ready(done) => {
-                self.stalled = false;
+                self.stall.disarm();
                 Poll::Ready(done)
             }
-            Poll::Pending => match self.poll_stall(cx) {
-                Poll::Ready(error) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.stall.poll(cx, self.limits.send_timeout) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took none of its answer within HTTP_SEND_TIMEOUT_MS",
+                ))),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -510,6 +541,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         if body == Body::Done && (this.flow.head_given.get() || this.flow.answering.get()) {
             ready!(this.flow.park(cx));
         }
+        if body != Body::Done && !this.flow.answering.get() {
+            // Answered before its body all came: actix reads a chunked one
+            // to its end (no keep-alive timer runs meanwhile), so a client
+            // that stops sending it would hold the connection for ever.
+            if this.drain.poll(cx, this.limits.body_timeout).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the rest of a body no handler read did not arrive within HTTP_BODY_TIMEOUT_MS",
+                )));
+            }
+        } else {
+            this.drain.disarm();
+        }
         if this.held.is_empty() {
             // Read on the stack: a connection waiting for its client holds
             // no buffer (thousands of idle ones would hold 8 KiB each).
@@ -630,7 +674,8 @@ where
 /// first, then a WebSocket upgrade (to the end), then the length it has
 /// checked.
 fn body_framing(request: &Request) -> Body {
-    let headers = &request.head().headers;
+    let head = request.head();
+    let headers = &head.headers;
     if headers.contains_key(actix_http::header::TRANSFER_ENCODING) {
         return Body::Chunked(Chunked::default());
     }
@@ -643,6 +688,9 @@ fn body_framing(request: &Request) -> Body {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     match length {
+        // actix drops a length of 0 and reads a CONNECT without one to
+        // the end of the connection.
+        Some(0) | None if head.method == actix_http::Method::CONNECT => Body::ToEnd,
         Some(length) if !websocket => Body::length(length),
         _ => Body::ToEnd,
     }
