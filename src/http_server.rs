@@ -23,6 +23,7 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker, ready};
@@ -156,7 +157,7 @@ fn http<IO, F, I, S, B>(
     InitError = (),
 > + use<IO, F, I, S, B>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+    IO: AsyncRead + AsyncWrite + Socket + Unpin + 'static,
     F: Fn() -> I,
     I: IntoServiceFactory<S, Request>,
     S: ServiceFactory<Request, Config = AppConfig> + 'static,
@@ -186,6 +187,38 @@ where
             data.insert(io.flow.clone());
         })
         .finish(AnswersFirstFactory(app))
+}
+
+/// The socket under a connection's stream: how many bytes written to it
+/// the client has not yet acknowledged (`SIOCOUTQ`), to tell a slow reader
+/// from one that reads nothing.
+trait Socket {
+    fn unacknowledged(&self) -> Option<usize>;
+}
+
+impl Socket for TcpStream {
+    fn unacknowledged(&self) -> Option<usize> {
+        output_queue(self.as_raw_fd())
+    }
+}
+
+impl Socket for TlsStream<TcpStream> {
+    fn unacknowledged(&self) -> Option<usize> {
+        output_queue(self.get_ref().0.as_raw_fd())
+    }
+}
+
+fn output_queue(fd: RawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on a TCP socket) writes one int through
+    // the pointer given; the descriptor is the stream's own, open for the
+    // call.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    if done == 0 {
+        usize::try_from(queued).ok()
+    } else {
+        None
+    }
 }
 
 /// Where a connection stands between its client's bytes and bouncer's
@@ -281,6 +314,10 @@ impl Flow {
     }
 }
 
+/// How long a request head may take once its first byte has come:
+/// actix-http's own limit for a connection's first one.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Bytes read from the socket in one go (actix reads 8 KiB at a time
 /// itself).
 const READ_SIZE: usize = 8192;
@@ -299,8 +336,12 @@ struct Metered<IO> {
     /// Armed when a write finds the client taking nothing; reset by any
     /// byte taken.
     stall: Deadline,
+    /// What the socket held unacknowledged when `stall` was armed.
+    stall_queued: Option<usize>,
     /// Armed when a request is answered before its body has all arrived.
     drain: Deadline,
+    /// Armed when part of a head has come.
+    head: Deadline,
 }
 
 /// A connection's time limits.
@@ -347,25 +388,9 @@ impl<IO> Metered<IO> {
             blank: BlankLine::default(),
             limits,
             stall: Deadline::default(),
+            stall_queued: None,
             drain: Deadline::default(),
-        }
-    }
-
-    /// A write, flush or shutdown that the client may be holding up: its
-    /// error once the client has taken nothing for the send time-out.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match done {
-            Poll::Ready(done) => {
-                self.stall.disarm();
-                Poll::Ready(done)
-            }
-            Poll::Pending => match self.stall.poll(cx, self.limits.send_timeout) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client took none of its answer within HTTP_SEND_TIMEOUT_MS",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            head: Deadline::default(),
         }
     }
 
@@ -395,6 +420,38 @@ impl<IO> Metered<IO> {
                     Some((end, Body::Done))
                 } else {
                     Some((held.len(), Body::Done))
+                }
+            }
+        }
+    }
+}
+
+impl<IO: Socket> Metered<IO> {
+    /// A write, flush or shutdown that the client may be holding up: its
+    /// error once the client has taken nothing for the send time-out. The
+    /// kernel says a socket is writable again only once a third of its
+    /// buffer has drained, which a client reading a large answer at 64 KB
+    /// a second takes longer than that to do: what it has acknowledged
+    /// meanwhile counts as taken.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if done.is_ready() {
+            self.stall.disarm();
+            return done;
+        }
+        loop {
+            if !self.stall.armed {
+                self.stall_queued = self.io.unacknowledged();
+            }
+            if self.stall.poll(cx, self.limits.send_timeout).is_pending() {
+                return Poll::Pending;
+            }
+            match (self.io.unacknowledged(), self.stall_queued) {
+                (Some(now), Some(before)) if now < before => self.stall.disarm(),
+                _ => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took none of its answer within HTTP_SEND_TIMEOUT_MS",
+                    )));
                 }
             }
         }
@@ -554,6 +611,21 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         } else {
             this.drain.disarm();
         }
+        let between =
+            body == Body::Done && !this.flow.head_given.get() && !this.flow.answering.get();
+        if between && this.blank.text {
+            // Part of the next head came and the rest does not: actix times
+            // only a connection's first head, and stops its keep-alive timer
+            // once any byte has come.
+            if this.head.poll(cx, HEAD_TIMEOUT).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "a request head did not arrive within 5 s",
+                )));
+            }
+        } else {
+            this.head.disarm();
+        }
         if this.held.is_empty() {
             // Read on the stack: a connection waiting for its client holds
             // no buffer (thousands of idle ones would hold 8 KiB each).
@@ -577,7 +649,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Metered<IO> {
+impl<IO: AsyncWrite + Socket + Unpin> AsyncWrite for Metered<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

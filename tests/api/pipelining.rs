@@ -213,6 +213,28 @@ async fn a_body_no_handler_reads_that_stops_coming_is_cut_after_the_body_timeout
     app.stop().await;
 }
 
+/// Found by an outside trial: a request followed in the same write by the
+/// first byte of another held its connection for ever (actix times only a
+/// connection's first head, and stops its keep-alive timer once a byte of
+/// the next has come). The rest of a head now has 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_stops_after_its_first_byte_is_cut_after_five_seconds() {
+    let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).await.expect("connect");
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\nG");
+    stream.write_all(request.as_bytes()).await.expect("written");
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the connection was closed")
+        .expect("read");
+    let answers = answers(&received);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].status, 200);
+    app.stop().await;
+}
+
 /// Whether the other side has closed the connection (its state is
 /// `CLOSE_WAIT`, or `CLOSE` after a reset), read without taking data.
 fn peer_closed(stream: &TcpStream) -> bool {
