@@ -180,7 +180,7 @@ where
             let shutdown = shutdown.clone();
             async move { shutdown.notified().await }
         })
-        .client_request_timeout(Duration::from_secs(5))
+        .client_request_timeout(HEAD_TIMEOUT)
         .client_disconnect_timeout(Duration::from_secs(1))
         .local_addr(addr)
         .on_connect_ext(|io: &Metered<IO>, data| {
@@ -353,6 +353,12 @@ struct Limits {
     body_timeout: Duration,
 }
 
+/// What a connection's stream answers when its client ran out of time: an
+/// error actix-http ends the connection on.
+fn timed_out(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
+}
+
 /// A timer armed when something starts waiting on the client, and
 /// disarmed when it stops; allocated the first time it is armed.
 #[derive(Default)]
@@ -398,13 +404,13 @@ impl<IO> Metered<IO> {
     }
 
     /// How many of the held bytes may be given now, and what is left of the
-    /// body after them; `None` when nothing may be.
-    fn may_give(&mut self, body: Body, room: usize) -> Option<(usize, Body)> {
+    /// body after them (`poll_read` parks while nothing may be).
+    fn may_give(&mut self, body: Body, room: usize) -> (usize, Body) {
         let held = &self.held[..self.held.len().min(room)];
         match body {
             Body::Length(left) => {
                 let give = held.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                Some((give, Body::length(left - give as u64)))
+                (give, Body::length(left - give as u64))
             }
             Body::Chunked(mut chunked) => {
                 let give = chunked.scan(held).unwrap_or(held.len());
@@ -413,18 +419,16 @@ impl<IO> Metered<IO> {
                 } else {
                     Body::Chunked(chunked)
                 };
-                Some((give, left))
+                (give, left)
             }
-            Body::ToEnd => Some((held.len(), Body::ToEnd)),
-            Body::Done if self.flow.head_given.get() || self.flow.answering.get() => None,
-            Body::Done => {
-                if let Some(end) = self.blank.find(held) {
+            Body::ToEnd => (held.len(), Body::ToEnd),
+            Body::Done => match self.blank.find(held) {
+                Some(end) => {
                     self.flow.head_given.set(true);
-                    Some((end, Body::Done))
-                } else {
-                    Some((held.len(), Body::Done))
+                    (end, Body::Done)
                 }
-            }
+                None => (held.len(), Body::Done),
+            },
         }
     }
 }
@@ -462,8 +466,7 @@ impl<IO: Socket> Metered<IO> {
                     self.stalled_since = Some(Instant::now());
                 }
                 _ if since.elapsed() >= self.limits.send_timeout => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
+                    return Poll::Ready(Err(timed_out(
                         "the client took none of its answer within HTTP_SEND_TIMEOUT_MS",
                     )));
                 }
@@ -610,33 +613,30 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         // request moves on (`Flow::unpark`).
         ready!(this.flow.poll_answers_taken(cx));
         let body = this.flow.body.get();
-        if body == Body::Done && (this.flow.head_given.get() || this.flow.answering.get()) {
+        let answering = this.flow.answering.get();
+        let between = body == Body::Done && !answering && !this.flow.head_given.get();
+        if body == Body::Done && !between {
+            // A head given, or its request being answered.
             ready!(this.flow.park(cx));
         }
-        if body != Body::Done && !this.flow.answering.get() {
+        if body != Body::Done && !answering {
             // Answered before its body all came: actix reads a chunked one
             // to its end (no keep-alive timer runs meanwhile), so a client
             // that stops sending it would hold the connection for ever.
             if this.drain.poll(cx, this.limits.body_timeout).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
+                return Poll::Ready(Err(timed_out(
                     "the rest of a body no handler read did not arrive within HTTP_BODY_TIMEOUT_MS",
                 )));
             }
         } else {
             this.drain.disarm();
         }
-        let between =
-            body == Body::Done && !this.flow.head_given.get() && !this.flow.answering.get();
         if between && this.blank.text {
             // Part of the next head came and the rest does not: actix times
             // only a connection's first head, and stops its keep-alive timer
             // once any byte has come.
             if this.head.poll(cx, HEAD_TIMEOUT).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "a request head did not arrive within 5 s",
-                )));
+                return Poll::Ready(Err(timed_out("a request head did not arrive within 5 s")));
             }
         } else {
             this.head.disarm();
@@ -650,10 +650,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             // Nothing read is the end of the stream, passed on as such.
             this.held.extend_from_slice(read.filled());
         }
-        let Some((give, left)) = this.may_give(body, buf.remaining()) else {
-            ready!(this.flow.park(cx));
-            return Poll::Pending;
-        };
+        let (give, left) = this.may_give(body, buf.remaining());
         this.flow.body.set(left);
         buf.put_slice(&this.held.split_to(give));
         if this.held.is_empty() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{Backend, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::signing::{Msg, TOPIC};
 
 /// One answer read off a connection.
@@ -191,18 +191,12 @@ async fn a_client_that_reads_no_answers_is_disconnected_after_the_send_timeout()
     app.stop().await;
 }
 
-/// A chunked body that no handler reads is read to its end after the
-/// answer, by actix, with no time limit of its own: one whose client stops
-/// sending it is cut after `HTTP_BODY_TIMEOUT_MS`, so that it cannot hold
-/// its connection for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_no_handler_reads_that_stops_coming_is_cut_after_the_body_timeout() {
-    let app = spawn_app_with(Backend::Sqlite, |s, _| s.http_body_timeout_ms = 500).await;
-    let host = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&host).await.expect("connect");
-    let request = format!(
-        "GET /healthz HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
-    );
+/// Sends `request` on a connection of its own and reads until bouncer
+/// closes it (within 10 s): one answer, `200`.
+async fn answered_once_then_closed(app: &TestApp, request: &str) {
+    let host = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    let request = request.replace("{host}", host);
     stream.write_all(request.as_bytes()).await.expect("written");
     let mut received = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
@@ -212,6 +206,20 @@ async fn a_body_no_handler_reads_that_stops_coming_is_cut_after_the_body_timeout
     let answers = answers(&received);
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert_eq!(answers[0].status, 200);
+}
+
+/// A chunked body that no handler reads is read to its end after the
+/// answer, by actix, with no time limit of its own: one whose client stops
+/// sending it is cut after `HTTP_BODY_TIMEOUT_MS`, so that it cannot hold
+/// its connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_no_handler_reads_that_stops_coming_is_cut_after_the_body_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |s, _| s.http_body_timeout_ms = 500).await;
+    answered_once_then_closed(
+        &app,
+        "GET /healthz HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -222,18 +230,7 @@ async fn a_body_no_handler_reads_that_stops_coming_is_cut_after_the_body_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_stops_after_its_first_byte_is_cut_after_five_seconds() {
     let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
-    let host = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&host).await.expect("connect");
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\nG");
-    stream.write_all(request.as_bytes()).await.expect("written");
-    let mut received = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
-        .await
-        .expect("the connection was closed")
-        .expect("read");
-    let answers = answers(&received);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert_eq!(answers[0].status, 200);
+    answered_once_then_closed(&app, "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\nG").await;
     app.stop().await;
 }
 
