@@ -186,7 +186,9 @@ impl CheckTurns {
 /// `identity` is refused before it is read. Only the batch check takes a
 /// compressed body (`read_check_body`, which decompresses within its
 /// limit); actix's own decompression, which expanded each chunk whole, is
-/// not built in.
+/// not built in. The body has `HTTP_BODY_TIMEOUT_MS` to arrive, as every
+/// other body has: a `Content-Length` larger than what is sent held the
+/// connection, and the caller's request, for ever.
 struct PlainJson<T>(T);
 
 impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for PlainJson<T> {
@@ -199,7 +201,22 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for PlainJ
             return Box::pin(async move { Err(refused.into()) });
         }
         let json = web::Json::<T>::from_request(request, payload);
-        Box::pin(async move { json.await.map(|json| PlainJson(json.into_inner())) })
+        let Some(within) = request
+            .app_data::<web::Data<AppState>>()
+            .map(|state| state.body_timeout)
+        else {
+            tracing::error!("the API was served without its application state");
+            return Box::pin(async move { Err(ApiError::Internal.into()) });
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(within, json).await {
+                Ok(json) => Ok(PlainJson(json?.into_inner())),
+                Err(_) => Err(ApiError::BodyTimeout {
+                    ms: within.as_millis() as u64,
+                }
+                .into()),
+            }
+        })
     }
 }
 
