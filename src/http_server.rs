@@ -30,7 +30,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use actix_http::body::MessageBody;
-use actix_http::error::DispatchError;
+use actix_http::error::{DispatchError, PayloadError};
 use actix_http::{HttpService, Payload, Protocol, Request, Response};
 use actix_server::{GracefulShutdownSignal, Server, ServerBuilder};
 use actix_service::{
@@ -39,7 +39,8 @@ use actix_service::{
 use actix_tls::accept::TlsError;
 use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::dev::AppConfig;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use futures_util::future::{LocalBoxFuture, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -242,6 +243,15 @@ struct Flow {
     head_given: Cell<bool>,
     /// The service is answering a request.
     answering: Cell<bool>,
+    /// Requests the service was called with, to tell whose body a
+    /// [`Windowed`] is.
+    called: Cell<u64>,
+    /// The request being answered reads its body through a [`Windowed`]
+    /// that is still there.
+    windowed: Cell<bool>,
+    /// Body bytes given to actix since its reader last took as many, or
+    /// waited for more: at most [`BODY_WINDOW`].
+    ahead: Cell<usize>,
     /// The connection's task, parked until one of the above moves on.
     parked: Cell<Option<Waker>>,
 }
@@ -299,12 +309,40 @@ impl Flow {
         }
     }
 
-    /// The service was called with the head given.
-    fn answer(&self, body: Body) {
+    /// The service was called with the head given; `windowed` when its
+    /// body is read through a [`Windowed`].
+    fn answer(&self, body: Body, windowed: bool) -> u64 {
         self.head_given.set(false);
         self.answering.set(true);
         self.body.set(body);
+        self.windowed.set(windowed);
+        self.ahead.set(0);
+        self.called.set(self.called.get() + 1);
         self.unpark();
+        self.called.get()
+    }
+
+    /// Of the body bytes given, the reader took `taken`.
+    fn took(&self, taken: usize) {
+        self.ahead.set(self.ahead.get().saturating_sub(taken));
+        self.unpark();
+    }
+
+    /// The reader waits for more of its body: it has taken all it was
+    /// given that actix could pass on (a chunked body's framing is never
+    /// taken as such, so counting alone could stop its body for good).
+    fn starved(&self) {
+        self.ahead.set(0);
+        self.unpark();
+    }
+
+    /// Body bytes that may be given to actix now.
+    fn body_room(&self) -> usize {
+        if self.answering.get() && self.windowed.get() {
+            BODY_WINDOW.saturating_sub(self.ahead.get())
+        } else {
+            usize::MAX
+        }
     }
 
     /// The service answered (or the connection dropped the request).
@@ -321,6 +359,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the socket in one go (actix reads 8 KiB at a time
 /// itself).
 const READ_SIZE: usize = 8192;
+
+/// How far a request's body may run ahead of the handler reading it.
+/// actix reads up to 128 KiB into a connection's buffer before it looks
+/// whether the body's reader wants more: 100 clients sending 500 KB bodies
+/// to handlers that waited for the body budget held that much each, on
+/// top of the budget itself. The rest waits in the kernel's socket buffer.
+const BODY_WINDOW: usize = 16 * 1024;
 
 /// A connection's stream, giving actix-http one request at a time (see
 /// [`Flow`]) and counting what it was offered to write and did not take.
@@ -641,6 +686,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         } else {
             this.head.disarm();
         }
+        let room = if body == Body::Done {
+            usize::MAX
+        } else {
+            this.flow.body_room()
+        };
+        if room == 0 {
+            // The handler has not taken what it was given (it waits for
+            // room in the body budget, say): woken when it takes some.
+            ready!(this.flow.park(cx));
+        }
         if this.held.is_empty() {
             // Read on the stack: a connection waiting for its client holds
             // no buffer (thousands of idle ones would hold 8 KiB each).
@@ -650,8 +705,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             // Nothing read is the end of the stream, passed on as such.
             this.held.extend_from_slice(read.filled());
         }
-        let (give, left) = this.may_give(body, buf.remaining());
+        let (give, left) = this.may_give(body, buf.remaining().min(room));
         this.flow.body.set(left);
+        if room != usize::MAX {
+            this.flow.ahead.set(this.flow.ahead.get() + give);
+        }
         buf.put_slice(&this.held.split_to(give));
         if this.held.is_empty() {
             // An idle connection keeps no buffer.
@@ -741,11 +799,22 @@ where
             Payload::None => Body::Done,
             _ => body_framing(&request),
         };
+        let windowed = matches!(request.payload(), Payload::H1 { .. });
         Box::pin(async move {
             // A request answered ahead of its client reading the answers
             // before it waits (pipelining; SNS and proxies never do).
             std::future::poll_fn(|cx| flow.poll_answers_taken(cx)).await;
-            flow.answer(body);
+            let call = flow.answer(body, windowed);
+            if windowed {
+                let payload = request.take_payload();
+                *request.payload() = Payload::Stream {
+                    payload: Box::pin(Windowed {
+                        payload,
+                        flow: flow.clone(),
+                        call,
+                    }),
+                };
+            }
             let answered = Answered(flow);
             let answer = service.call(request).await;
             drop(answered);
@@ -777,6 +846,44 @@ fn body_framing(request: &Request) -> Body {
         Some(0) | None if head.method == actix_http::Method::CONNECT => Body::ToEnd,
         Some(length) if !websocket => Body::length(length),
         _ => Body::ToEnd,
+    }
+}
+
+/// A request's body as its handler reads it, telling the connection's
+/// [`Flow`] what it takes, so that no more than [`BODY_WINDOW`] waits in
+/// actix for it.
+struct Windowed {
+    payload: Payload,
+    flow: Rc<Flow>,
+    /// Which of the connection's requests this body is.
+    call: u64,
+}
+
+impl Stream for Windowed {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = Pin::new(&mut this.payload).poll_next(cx);
+        if this.flow.called.get() == this.call {
+            match &next {
+                Poll::Ready(Some(Ok(chunk))) => this.flow.took(chunk.len()),
+                Poll::Pending => this.flow.starved(),
+                Poll::Ready(_) => {}
+            }
+        }
+        next
+    }
+}
+
+impl Drop for Windowed {
+    /// Its reader is gone: actix reads what is left of the body to throw
+    /// it away, or closes the connection.
+    fn drop(&mut self) {
+        if self.flow.called.get() == self.call {
+            self.flow.windowed.set(false);
+            self.flow.unpark();
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
+use actix_web::web;
 use actix_web::web::Bytes;
-use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 
@@ -177,13 +177,11 @@ async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     state: &AppState,
-) -> Result<BytesMut, SnsError> {
+) -> Result<Vec<u8>, SnsError> {
     let limit = state.max_body_bytes;
     let too_large = SnsError::BodyTooLarge { limit };
-    if header(req, "content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > limit as u64)
-    {
+    let announced = header(req, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
         return Err(too_large);
     }
     let mut share = state.body_budget.share();
@@ -191,7 +189,7 @@ async fn read_body(
         ms: SLOW_BODY.as_millis() as u64,
     };
     let read = async {
-        let mut body = BytesMut::new();
+        let mut body = Vec::new();
         loop {
             // The body first: a chunk that is there already is taken
             // without waiting on the cut.
@@ -216,6 +214,16 @@ async fn read_body(
                 Room::Granted => {}
                 Room::Full => return Err(SnsError::Busy),
                 Room::Cut => return Err(cut()),
+            }
+            if body.is_empty() {
+                // Sized once for the length announced: grown by doubling,
+                // a flood of 500 KB bodies left the allocator holding
+                // every size they passed through (16 clients: 21 to 76-90
+                // MB; 49-53 sized once). The budget goes on counting the
+                // bytes received, not the size reserved: charged what it
+                // announces, a client could fill the budget with a few
+                // dozen heads and stall real messages for a second each.
+                body.reserve_exact(announced.map_or(chunk.len(), |len| len as usize));
             }
             body.extend_from_slice(&chunk);
         }
