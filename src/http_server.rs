@@ -324,16 +324,25 @@ impl Flow {
 
     /// Of the body bytes given, the reader took `taken`.
     fn took(&self, taken: usize) {
-        self.ahead.set(self.ahead.get().saturating_sub(taken));
-        self.unpark();
+        self.set_ahead(self.ahead.get().saturating_sub(taken));
     }
 
     /// The reader waits for more of its body: it has taken all it was
     /// given that actix could pass on (a chunked body's framing is never
     /// taken as such, so counting alone could stop its body for good).
     fn starved(&self) {
-        self.ahead.set(0);
-        self.unpark();
+        self.set_ahead(0);
+    }
+
+    /// Wakes the connection only when this opens a window it found shut:
+    /// a handler polled again and again while its connection waits for
+    /// something else (a `100 Continue` that cannot be written) would
+    /// otherwise wake it, and be polled, for ever.
+    fn set_ahead(&self, ahead: usize) {
+        let was = self.ahead.replace(ahead);
+        if was >= BODY_WINDOW && ahead < BODY_WINDOW {
+            self.unpark();
+        }
     }
 
     /// Body bytes that may be given to actix now.

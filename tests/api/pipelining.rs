@@ -427,13 +427,29 @@ async fn a_body_whose_handler_waits_is_not_read_ahead_of_it() {
             .expect("written");
         holding.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Their heads and first bytes taken, their handlers have their turns
+    // (taken in the same poll as the head is read).
+    let taken = std::time::Instant::now();
+    while holding.iter().any(|s| waiting_at_server(port, s) > 0) {
+        assert!(taken.elapsed() < Duration::from_secs(10), "never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let addresses: Vec<String> = (0..10_000)
         .map(|i| format!("{}{i}@example.com", "a".repeat(80)))
         .collect();
     let body = serde_json::json!({ "addresses": addresses }).to_string();
     let request = format!("{}{body}", check_head(body.len())).into_bytes();
-    let mut waiting = TcpStream::connect(&host).await.expect("connect");
+    // A send buffer of a known size, so that more is written than the
+    // window whatever the kernel's defaults.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .set_send_buffer_size(512 * 1024)
+        .expect("send buffer");
+    let mut waiting = socket
+        .connect(host.parse().expect("address"))
+        .await
+        .expect("connect");
     // As much as the kernel takes, without blocking.
     let mut written = 0;
     while written < request.len() {
@@ -451,7 +467,9 @@ async fn a_body_whose_handler_waits_is_not_read_ahead_of_it() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let read_by_bouncer = written - unacknowledged(&waiting) - waiting_at_server(port, &waiting);
+    let read_by_bouncer = written
+        .saturating_sub(unacknowledged(&waiting))
+        .saturating_sub(waiting_at_server(port, &waiting));
     assert!(
         written > 256 * 1024,
         "the kernel took {written} bytes: too few to tell"
