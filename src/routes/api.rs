@@ -98,11 +98,25 @@ fn address(text: &str) -> Result<EmailAddress, ApiError> {
     EmailAddress::parse(text).map_err(|e| ApiError::InvalidAddress(e.to_string()))
 }
 
+/// The address a path ends in, as its client sent it. actix decodes a
+/// path's `%` escapes lossily: `%ff@x.com` reached the handler as
+/// `\u{fffd}@x.com`, looked up and answered 404, where bytes that are no
+/// UTF-8 are no address (400).
+fn path_address(request: &HttpRequest) -> Result<EmailAddress, ApiError> {
+    let last = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let text = percent_encoding::percent_decode_str(last)
+        .decode_utf8()
+        .map_err(|_| {
+            ApiError::InvalidAddress("the path's %-escapes are not UTF-8 text".to_owned())
+        })?;
+    address(&text)
+}
+
 async fn get_one(
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let email = address(&path)?;
+    let email = path_address(&request)?;
     match state.store.suppression(&email).await? {
         Some(row) => {
             Ok(HttpResponse::Ok()
@@ -644,10 +658,10 @@ struct RemoveQuery {
 async fn remove(
     caller: web::ReqData<Caller>,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    request: HttpRequest,
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = address(&path)?;
+    let email = path_address(&request)?;
     let why = required_reason(query.reason.as_deref())?;
     let by = actor(&caller, query.by.as_deref());
     let now = state.verifier.clock().now();

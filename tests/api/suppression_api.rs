@@ -95,6 +95,16 @@ async fn one_address_is_looked_up_in_its_normalized_form(backend: Backend) {
         400,
         "invalid_address",
     );
+    // Escapes that decode to no UTF-8 are no address, not an address
+    // that is not suppressed (an outside trial saw 404).
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        assert_refused(
+            &app.api(method, "/v1/suppressions/%ff@example.com?reason=x", None)
+                .await,
+            400,
+            "invalid_address",
+        );
+    }
     app.stop().await;
 }
 
