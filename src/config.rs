@@ -299,9 +299,11 @@ pub struct Settings {
     /// to its hard limit. Each one held open costs about 32 KiB however
     /// little it sends: 1,024 keeps a flood of stalled clients within SPEC
     /// §9's 64 MiB (4,096 reached 118 MB), and is 16 times the 64 in
-    /// flight at which throughput peaks.
+    /// flight at which throughput peaks. At least 64: the cap was raised
+    /// to that silently before, and fewer would let a handful of slow
+    /// clients hold every slot.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = sized(1..=1_000_000))]
+          value_parser = sized(64..=1_000_000))]
     pub http_max_connections: usize,
 
     /// HTTP worker threads (0: one per CPU).

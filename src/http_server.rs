@@ -705,6 +705,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             // room in the body budget, say): woken when it takes some.
             ready!(this.flow.park(cx));
         }
+        if body != Body::Done && answering {
+            // actix reads before it answers in a poll, and reads again only
+            // when bytes come: woken when the request is answered with its
+            // body still coming (`Flow::answered`), the stream arms the
+            // deadline above. Without it a client that stalled a chunked
+            // body held its connection for ever after its 408.
+            this.flow.parked.set(Some(cx.waker().clone()));
+        }
         if this.held.is_empty() {
             // Read on the stack: a connection waiting for its client holds
             // no buffer (thousands of idle ones would hold 8 KiB each).
@@ -716,6 +724,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         }
         let (give, left) = this.may_give(body, buf.remaining().min(room));
         this.flow.body.set(left);
+        if left == Body::Done && body != Body::Done {
+            // Nothing left to wake it for (see above).
+            this.flow.parked.take();
+        }
         if room != usize::MAX {
             this.flow.ahead.set(this.flow.ahead.get() + give);
         }

@@ -122,6 +122,8 @@ fn numbers_that_cannot_work_are_refused_by_name() {
         ("SOFT_BOUNCE_LIMIT", "0"),
         ("WRITE_BATCH_MAX", "0"),
         ("DATABASE_MAX_CONNECTIONS", "0"),
+        // Served as 64 before, silently (an outside trial).
+        ("HTTP_MAX_CONNECTIONS", "4"),
     ] {
         let ran = run(bouncer(dir.path()).env(var, value).arg("serve"));
         refuses(&ran, var);
