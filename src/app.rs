@@ -398,6 +398,11 @@ impl Application {
                 shutdown_timeout_secs: settings.shutdown_timeout_secs,
                 send_timeout,
                 body_timeout,
+                // SNS sends heads of about 1 KB, and a proxy in front
+                // refuses more than 32 KiB by default (nginx: four lines of
+                // 8 KiB). actix's own limit, 128 KiB, let 1,000 stalled
+                // heads hold 153 MB.
+                max_head: 32 * 1024,
             },
             move || App::new().configure(|cfg| configure_public(cfg, public_data.clone())),
         )?;
@@ -419,6 +424,9 @@ impl Application {
                 shutdown_timeout_secs: settings.shutdown_timeout_secs,
                 send_timeout,
                 body_timeout,
+                // A browser's cookies for localhost are every local app's:
+                // actix's own limit.
+                max_head: 128 * 1024,
             },
             move || App::new().configure(|cfg| configure_admin(cfg, data.clone())),
         )?;

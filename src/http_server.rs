@@ -63,6 +63,9 @@ pub struct Listen {
     /// How long the rest of a body no handler read may take to arrive
     /// after its answer (`HTTP_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
+    /// Largest request head: a longer one closes the connection unanswered
+    /// (actix answers 431 past its own 128 KiB).
+    pub max_head: usize,
 }
 
 /// Starts serving `factory`'s application on `how.listener`.
@@ -88,10 +91,12 @@ where
         shutdown_timeout_secs,
         send_timeout,
         body_timeout,
+        max_head,
     } = how;
     let limits = Limits {
         send_timeout,
         body_timeout,
+        max_head,
     };
     let addr = listener.local_addr()?;
     let mut builder = ServerBuilder::new()
@@ -398,6 +403,8 @@ struct Metered<IO> {
     drain: Deadline,
     /// Armed when part of a head has come.
     head: Deadline,
+    /// Bytes of the head being given so far.
+    head_bytes: usize,
 }
 
 /// A connection's time limits.
@@ -405,6 +412,7 @@ struct Metered<IO> {
 struct Limits {
     send_timeout: Duration,
     body_timeout: Duration,
+    max_head: usize,
 }
 
 /// What a connection's stream answers when its client ran out of time: an
@@ -454,6 +462,7 @@ impl<IO> Metered<IO> {
             stalled_since: None,
             drain: Deadline::default(),
             head: Deadline::default(),
+            head_bytes: 0,
         }
     }
 
@@ -723,6 +732,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             this.held.extend_from_slice(read.filled());
         }
         let (give, left) = this.may_give(body, buf.remaining().min(room));
+        if body == Body::Done {
+            this.head_bytes += give;
+            if this.head_bytes > this.limits.max_head {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a request head passed its listener's limit",
+                )));
+            }
+            if this.flow.head_given.get() {
+                this.head_bytes = 0;
+            }
+        }
         this.flow.body.set(left);
         if left == Body::Done && body != Body::Done {
             // Nothing left to wake it for (see above).

@@ -234,6 +234,41 @@ async fn a_head_that_stops_after_its_first_byte_is_cut_after_five_seconds() {
     app.stop().await;
 }
 
+/// An attacker's trial: 1,000 connections that each sent most of a 128 KiB
+/// head (actix's limit) held 151 MB until the head time-out. The public
+/// listener takes heads of up to 32 KiB (SNS sends about 1 KB; a proxy in
+/// front refuses more by default) and closes a connection whose head
+/// passes that, unanswered; the admin listener keeps actix's limit, for a
+/// browser's cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_head_past_32_kib_closes_its_connection() {
+    let app = spawn_app_with(Backend::Sqlite, |_, _| {}).await;
+    let head = |address: &str, path: &str, pad: usize| {
+        let host = address.trim_start_matches("http://").to_owned();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(pad)
+        );
+        async move {
+            let mut stream = TcpStream::connect(&host).await.expect("connect");
+            // The server may close before all of it is written.
+            let _ = stream.write_all(request.as_bytes()).await;
+            let mut received = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut received))
+                .await
+                .expect("the connection ends");
+            String::from_utf8_lossy(&received).into_owned()
+        }
+    };
+    let under = head(&app.address, "/healthz", 30 * 1024).await;
+    assert!(under.starts_with("HTTP/1.1 200"), "{under}");
+    let past = head(&app.address, "/healthz", 40 * 1024).await;
+    assert_eq!(past, "", "answered a head past the limit");
+    let admin = head(&app.admin_address, "/v1/sending", 40 * 1024).await;
+    assert!(admin.starts_with("HTTP/1.1 200"), "{admin}");
+    app.stop().await;
+}
+
 /// Found by an outside trial: a client reading a 4 MB answer at a steady
 /// 64 KB/s was cut before its end, because the send time-out counted the
 /// time the socket was not writable (Linux waits for a third of its buffer
