@@ -425,8 +425,8 @@ impl Application {
                 send_timeout,
                 body_timeout,
                 // A browser's cookies for localhost are every local app's:
-                // actix's own limit.
-                max_head: 128 * 1024,
+                // actix's own limit (128 KiB), which answers 431 past it.
+                max_head: usize::MAX,
             },
             move || App::new().configure(|cfg| configure_admin(cfg, data.clone())),
         )?;

@@ -64,7 +64,7 @@ pub struct Listen {
     /// after its answer (`HTTP_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
     /// Largest request head: a longer one closes the connection unanswered
-    /// (actix answers 431 past its own 128 KiB).
+    /// (`usize::MAX` leaves actix's own 128 KiB, answered 431).
     pub max_head: usize,
 }
 
@@ -735,6 +735,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
         if body == Body::Done {
             this.head_bytes += give;
             if this.head_bytes > this.limits.max_head {
+                // actix drops the error unlogged; a client cut here shows
+                // at `debug`, as other malformed requests do.
+                tracing::debug!(
+                    limit = this.limits.max_head,
+                    "a request head passed its listener's limit: connection closed"
+                );
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a request head passed its listener's limit",
