@@ -378,7 +378,7 @@ impl Application {
         };
         let per_worker = connection_cap(settings.http_max_connections).div_ceil(workers);
         let send_timeout = Duration::from_millis(settings.http_send_timeout_ms.max(1));
-        let body_timeout = Duration::from_millis(settings.http_body_timeout_ms.max(1));
+        let body_timeout = data.body_timeout;
         // actix stops accepting on a worker while 256 TLS handshakes are
         // under way (its default): clients that connect and say nothing
         // then held real senders back until the handshake time-out (3 s)

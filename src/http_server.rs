@@ -287,8 +287,13 @@ impl Body {
 }
 
 impl Flow {
-    fn park(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Has the task woken at the next [`Flow::unpark`].
+    fn wake_on_move(&self, cx: &Context<'_>) {
         self.parked.set(Some(cx.waker().clone()));
+    }
+
+    fn park(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wake_on_move(cx);
         Poll::Pending
     }
 
@@ -720,7 +725,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Metered<IO> {
             // body still coming (`Flow::answered`), the stream arms the
             // deadline above. Without it a client that stalled a chunked
             // body held its connection for ever after its 408.
-            this.flow.parked.set(Some(cx.waker().clone()));
+            this.flow.wake_on_move(cx);
         }
         if this.held.is_empty() {
             // Read on the stack: a connection waiting for its client holds
