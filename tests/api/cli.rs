@@ -47,6 +47,41 @@ pub fn run(cmd: &mut Command) -> Ran {
     }
 }
 
+/// As [`run`], for a command that may not exit (a `serve` that took what
+/// it should have refused): killed after `limit`, its code -1 and the
+/// time-out said in its stderr, so that the test fails rather than hangs.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Ran {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + limit;
+    let mut timed_out = false;
+    while child.try_wait().expect("waits").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("the binary's output");
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n[still running after {limit:?}: killed]"));
+    }
+    Ran {
+        code: if timed_out {
+            -1
+        } else {
+            output.status.code().unwrap_or(-1)
+        },
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    }
+}
+
 /// The binary in `dir` against `db_url`, with `args`.
 pub fn run_with(dir: &std::path::Path, db_url: &str, args: &[&str]) -> Ran {
     run(bouncer(dir).env("DATABASE_URL", db_url).args(args))

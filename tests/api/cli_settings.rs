@@ -3,8 +3,9 @@
 //! help is short; logs carry no colour codes when they go to a file.
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::cli::{bouncer, run};
+use crate::cli::{bouncer, run, run_within};
 use crate::helpers::{TempDir, fixture};
 
 /// What no message to an operator should contain.
@@ -125,7 +126,11 @@ fn numbers_that_cannot_work_are_refused_by_name() {
         // Served as 64 before, silently (an outside trial).
         ("HTTP_MAX_CONNECTIONS", "4"),
     ] {
-        let ran = run(bouncer(dir.path()).env(var, value).arg("serve"));
+        // A value taken by mistake would start the service.
+        let ran = run_within(
+            bouncer(dir.path()).env(var, value).arg("serve"),
+            Duration::from_secs(30),
+        );
         refuses(&ran, var);
         assert!(ran.stderr.contains(value), "{var}: {ran}");
         assert!(!ran.stderr.contains("panicked"), "{var}: {ran}");
