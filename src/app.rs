@@ -30,12 +30,13 @@ use crate::ingest::spool::Spool;
 use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ApplyPolicy, SoftBouncePolicy};
 use crate::intake::{BodyBudget, connection_cap};
+use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundOverrides, http_client};
 use crate::routes;
 use crate::routes::api::CheckTurns;
 use crate::ses_account::SesSettings;
-use crate::sns::cert::CertStore;
+use crate::sns::cert_store::{CertSettings, CertStore};
 use crate::sns::confirm::Confirmer;
 use crate::sns::region::TopicArn;
 use crate::sns::verify::{Verifier, VerifierPolicy};
@@ -68,6 +69,8 @@ pub struct AppState {
     pub confirmer: Confirmer,
     /// What batch checks may hold at once (see `CheckTurns`).
     pub check_turns: Arc<CheckTurns>,
+    /// How many refused `POST /sns` requests are logged a second.
+    pub refusal_lines: Arc<LogBudget>,
 }
 
 /// The parts of the pipeline without the HTTP server: what `serve` runs
@@ -145,6 +148,7 @@ impl Pipeline {
                 ),
                 api_tokens: Arc::new(ApiTokens::parse(&settings.api_tokens)?),
                 check_turns: CheckTurns::new(),
+                refusal_lines: Arc::new(LogBudget::refusals()),
                 confirmer: Confirmer::new(
                     settings.sns_confirm_mode,
                     settings.sns_api_endpoint.clone(),
@@ -173,9 +177,13 @@ pub fn build_verifier(
     )?;
     let certs = CertStore::new(
         &settings.sns_cert_pins,
-        settings.sns_cert_cache_size,
-        settings.sns_cert_max_bytes,
+        CertSettings {
+            capacity: settings.sns_cert_cache_size,
+            max_bytes: settings.sns_cert_max_bytes,
+            fetch_timeout: Duration::from_millis(settings.sns_cert_fetch_timeout_ms),
+        },
         client,
+        hooks.clock.clone(),
         metrics.clone(),
     )?;
     let allowed_topics = allowed_topics(&settings.sns_topic_arns)?;
@@ -312,6 +320,7 @@ pub struct Application {
     ses_worker: JoinHandle<()>,
     rules_recorder: JoinHandle<()>,
     pruner: Option<JoinHandle<()>>,
+    refusal_lines: JoinHandle<()>,
     stop_worker: CancellationToken,
     store: Store,
 }
@@ -346,6 +355,11 @@ impl Application {
         let stop_worker = CancellationToken::new();
         // Detached: it ends when the workers are told to stop.
         let _reloader = spawn_reloader(hangups, served, state.metrics.clone(), stop_worker.clone());
+        let refusal_lines = crate::log_budget::spawn_flusher(
+            state.refusal_lines.clone(),
+            stop_worker.clone(),
+            crate::routes::sns::report_left_out,
+        );
         let ses_worker = crate::ses_account::spawn(
             store.clone(),
             ses,
@@ -448,6 +462,7 @@ impl Application {
             ses_worker,
             rules_recorder,
             pruner,
+            refusal_lines,
             stop_worker,
             store,
         })
@@ -489,6 +504,7 @@ impl Application {
         if let Some(pruner) = self.pruner {
             let _ = pruner.await;
         }
+        let _ = self.refusal_lines.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -50,6 +50,7 @@ pub mod guard;
 pub mod http_server;
 pub mod ingest;
 pub mod intake;
+pub mod log_budget;
 pub mod memory;
 pub mod metrics;
 pub mod outbound;

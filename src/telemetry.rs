@@ -137,7 +137,11 @@ pub fn init_to(level: &str, format: LogFormat, to: LogTo) {
 /// log line nor drive the operator's terminal, and the escaped text reads
 /// back unambiguously. Nothing is allocated.
 pub fn escaped(text: &str) -> Escaped<'_> {
-    Escaped { text, word: false }
+    Escaped {
+        text,
+        word: false,
+        max_bytes: usize::MAX,
+    }
 }
 
 /// [`escaped`], and spaces, `"` and `=` as `\u{20}`, `\u{22}`, `\u{3d}`
@@ -145,12 +149,38 @@ pub fn escaped(text: &str) -> Escaped<'_> {
 /// `TopicArn`), so that in a text log line its value cannot pose as the
 /// line's other fields (`x outcome="stored"`).
 pub fn escaped_word(text: &str) -> Escaped<'_> {
-    Escaped { text, word: true }
+    Escaped {
+        text,
+        word: true,
+        max_bytes: usize::MAX,
+    }
 }
 
 pub struct Escaped<'a> {
     text: &'a str,
     word: bool,
+    max_bytes: usize,
+}
+
+impl Escaped<'_> {
+    /// Written to at most `max_bytes` once escaped, cut at a character or
+    /// before an escape, never inside one: an escaped character takes up to
+    /// eight bytes, so a cut before escaping would not bound the line.
+    pub fn within(self, max_bytes: usize) -> Self {
+        Escaped { max_bytes, ..self }
+    }
+}
+
+/// Writes what fits of the bytes left; false once something did not fit.
+fn fits(f: &mut fmt::Formatter<'_>, left: &mut usize, text: &str) -> Result<bool, fmt::Error> {
+    if text.len() <= *left {
+        f.write_str(text)?;
+        *left -= text.len();
+        return Ok(true);
+    }
+    f.write_str(&text[..text.floor_char_boundary(*left)])?;
+    *left = 0;
+    Ok(false)
 }
 
 fn needs_escape(c: char) -> bool {
@@ -166,24 +196,39 @@ fn needs_escape(c: char) -> bool {
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = self.word;
+        let mut left = self.max_bytes;
         let mut rest = self.text;
         while let Some(at) =
             rest.find(|c| needs_escape(c) || (word && matches!(c, ' ' | '"' | '=')))
         {
-            f.write_str(&rest[..at])?;
+            if !fits(f, &mut left, &rest[..at])? {
+                return Ok(());
+            }
             let Some(c) = rest[at..].chars().next() else {
                 break;
             };
-            match c {
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                '\\' => f.write_str("\\\\")?,
-                other => write!(f, "\\u{{{:x}}}", u32::from(other))?,
+            let short = match c {
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                '\\' => Some("\\\\"),
+                _ => None,
+            };
+            let code = u32::from(c);
+            // `\u{` and `}` around the code's hex digits.
+            let hex_digits = ((32 - code.leading_zeros()).div_ceil(4)).max(1) as usize;
+            let len = short.map_or(4 + hex_digits, str::len);
+            if len > left {
+                return Ok(());
             }
+            match short {
+                Some(short) => f.write_str(short)?,
+                None => write!(f, "\\u{{{code:x}}}")?,
+            }
+            left -= len;
             rest = &rest[at + c.len_utf8()..];
         }
-        f.write_str(rest)
+        fits(f, &mut left, rest).map(|_| ())
     }
 }
 
@@ -205,6 +250,24 @@ mod tests {
         );
         assert_eq!(escaped("a b=\"c\"").to_string(), "a b=\"c\"");
         assert_eq!(escaped("\u{61c}\u{202e}").to_string(), "\\u{61c}\\u{202e}");
+    }
+
+    #[test]
+    fn a_field_within_a_size_is_cut_between_characters_or_escapes() {
+        let cut = |text: &str, max: usize| escaped_word(text).within(max).to_string();
+        assert_eq!(cut("abcdef", 4), "abcd");
+        assert_eq!(cut("ab\u{202e}cd", 10), "ab\\u{202e}");
+        // An escape that does not fit whole is left out.
+        assert_eq!(cut("ab\u{202e}cd", 9), "ab");
+        assert_eq!(cut("a b", 5), "a");
+        assert_eq!(cut("a\nb", 3), "a\\n");
+        assert_eq!(cut("\u{0}", 5), "\\u{0}");
+        assert_eq!(cut("\u{2069}\u{85}", 13), "\\u{2069}");
+        // A character is not split.
+        assert_eq!(cut("aé", 2), "a");
+        // A thousand escaped characters are 256 bytes at most.
+        assert!(cut(&"\u{202e}".repeat(1000), 256).len() <= 256);
+        assert_eq!(cut("short", 256), "short");
     }
 
     #[test]

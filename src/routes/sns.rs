@@ -12,12 +12,15 @@ use actix_web::web;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::app::AppState;
 use crate::error::SnsError;
 use crate::ingest::applier::Written;
 use crate::ingest::{Accepted, Content};
 use crate::intake::{Room, SLOW_BODY};
+use crate::log_budget::{LeftOut, REFUSALS_LOGGED_A_SECOND, Turn};
 use crate::sns::envelope::{Envelope, MessageType, Named};
 use crate::telemetry::escaped_word;
 
@@ -29,7 +32,8 @@ pub async fn receive(
     let started = Instant::now();
     // For the log line, as the sender wrote it (escaped when logged).
     let mut seen = Named::default();
-    let result = handle(&req, &mut payload, &state, &mut seen).await;
+    let mut verified = false;
+    let result = handle(&req, &mut payload, &state, &mut seen, &mut verified).await;
     // A refusal may leave the body unread; a message taken was read whole.
     let refused = result.is_err();
     let (response, outcome) = match result {
@@ -68,15 +72,37 @@ pub async fn receive(
     state
         .metrics
         .observe_latency(started.elapsed().as_secs_f64());
-    tracing::info!(
-        message_id = %escaped_word(cut(&seen.message_id)),
-        message_type = %escaped_word(cut(&seen.message_type)),
-        topic = %escaped_word(cut(&seen.topic_arn)),
+    let line = MessageLine {
+        seen: &seen,
         outcome,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "sns message"
-    );
+        status: response.status().as_u16(),
+        micros: started.elapsed().as_micros() as u64,
+    };
+    // Every message taken, or refused after its signature verified (only
+    // SNS can send those), is logged; other refusals within their budget,
+    // which is spent only where their lines would be written.
+    if refused && !verified && tracing::enabled!(tracing::Level::INFO) {
+        state.refusal_lines.take(
+            Instant::now(),
+            OffsetDateTime::now_utc(),
+            |turn| match turn {
+                Turn::Write { left_out } => {
+                    if let Some(left) = left_out {
+                        report_left_out(left);
+                    }
+                    line.write();
+                }
+                Turn::StartLeavingOut => tracing::warn!(
+                    per_second = REFUSALS_LOGGED_A_SECOND,
+                    "more refused SNS messages than are logged in a second: the rest \
+                     of this second's are counted, not logged"
+                ),
+                Turn::LeaveOut => {}
+            },
+        );
+    } else {
+        line.write();
+    }
     if !refused {
         return response;
     }
@@ -88,16 +114,41 @@ pub async fn receive(
         .map_into_boxed_body()
 }
 
-/// A field in a log line is at most this many characters: a sender's
-/// `TopicArn` (refused as not allowed, or as unsigned) could otherwise make
-/// a line as long as the body cap. Real ids, types and ARNs are shorter.
-const LOGGED_CHARS: usize = 256;
+/// A field in a log line is at most this many bytes once escaped: a
+/// sender's `TopicArn` (refused as not allowed, or as unsigned) could
+/// otherwise make a line as long as the body cap, and characters that are
+/// escaped take up to eight bytes each. Real ids, types and ARNs are shorter.
+const LOGGED_BYTES: usize = 256;
 
-fn cut(text: &str) -> &str {
-    match text.char_indices().nth(LOGGED_CHARS) {
-        Some((end, _)) => &text[..end],
-        None => text,
+/// The one log line of an answer to `POST /sns`.
+struct MessageLine<'a> {
+    seen: &'a Named,
+    outcome: &'a str,
+    status: u16,
+    micros: u64,
+}
+
+impl MessageLine<'_> {
+    fn write(&self) {
+        tracing::info!(
+            message_id = %escaped_word(&self.seen.message_id).within(LOGGED_BYTES),
+            message_type = %escaped_word(&self.seen.message_type).within(LOGGED_BYTES),
+            topic = %escaped_word(&self.seen.topic_arn).within(LOGGED_BYTES),
+            outcome = self.outcome,
+            status = self.status,
+            micros = self.micros,
+            "sns message"
+        );
     }
+}
+
+/// Says how many refused messages were not logged, and since when.
+pub fn report_left_out(left: LeftOut) {
+    tracing::warn!(
+        left_out = left.count,
+        since = %left.since.format(&Rfc3339).unwrap_or_default(),
+        "refused SNS messages not logged (bouncer_sns_refusals_total counts them all)"
+    );
 }
 
 /// An answer's body that holds the request's payload until the answer is
@@ -133,6 +184,7 @@ async fn handle(
     payload: &mut web::Payload,
     state: &AppState,
     seen: &mut Named,
+    verified: &mut bool,
 ) -> Result<Written, SnsError> {
     let body = read_body(req, payload, state).await?;
     if header(req, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
@@ -143,8 +195,9 @@ async fn handle(
     seen.message_id = envelope.message_id.clone();
     seen.message_type = envelope.message_type.as_str().to_owned();
     seen.topic_arn = envelope.topic_arn.clone();
-    let verified = state.verifier.verify(envelope, &body).await?;
-    let mut accepted = Accepted::new(verified, false);
+    let message = state.verifier.verify(envelope, &body).await?;
+    *verified = true;
+    let mut accepted = Accepted::new(message, false);
     if let Content::SubscriptionConfirmation { confirmed } = &mut accepted.content {
         // A confirmation stored before was confirmed before: do not call SNS
         // again for a redelivery. If the database cannot tell, confirm.

@@ -1,22 +1,18 @@
-//! Signing certificates: parsed once, judged at the message's signed time,
-//! and obtained from a pin (a local PEM file), a bounded in-memory cache, or
-//! one fetch per URL at a time over rustls.
+//! Signing certificates: parsed once and judged at the message's signed
+//! time. Where they come from (a pin, the cache, a fetch) is
+//! [`super::cert_store`].
 //!
 //! A certificate is judged for the URL it is pinned at or fetched from: its
 //! subject CN must be the signing name of that URL's region. Pins and cache
 //! are keyed by that URL, so a certificate never serves another URL.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
 use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
 
-use super::cert_url::{CertUrl, check_cert_url};
+use super::cert_url::CertUrl;
 use super::region::SnsHost;
 use crate::error::SnsError;
-use crate::metrics::Metrics;
 use crate::time::Timestamp;
 
 /// What bouncer keeps of a signing certificate: its RSA key and validity.
@@ -90,154 +86,7 @@ impl SigningCert {
     }
 }
 
-type Slot = Arc<OnceCell<Arc<SigningCert>>>;
-
-/// A bounded map of URL to certificate; the oldest entry leaves first.
-struct Cache {
-    slots: HashMap<String, Slot>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl Cache {
-    fn slot(&mut self, key: &str) -> Slot {
-        if let Some(slot) = self.slots.get(key) {
-            return slot.clone();
-        }
-        while self.slots.len() >= self.capacity.max(1) {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.slots.remove(&old);
-                }
-                None => break,
-            }
-        }
-        let slot = Slot::default();
-        self.slots.insert(key.to_owned(), slot.clone());
-        self.order.push_back(key.to_owned());
-        slot
-    }
-}
-
-pub struct CertStore {
-    pins: HashMap<String, Arc<SigningCert>>,
-    cache: Mutex<Cache>,
-    client: reqwest::Client,
-    max_bytes: usize,
-    metrics: Metrics,
-}
-
-impl CertStore {
-    /// `pins` are `URL=PEM_FILE` pairs; each URL must pass the URL rule and
-    /// each file must hold a usable certificate, or start-up fails.
-    pub fn new(
-        pins: &[String],
-        capacity: usize,
-        max_bytes: usize,
-        client: reqwest::Client,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
-        let mut pinned = HashMap::new();
-        for pin in pins.iter().filter(|p| !p.trim().is_empty()) {
-            let (url, file) = pin
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("SNS_CERT_PINS entry `{pin}` is not URL=FILE"))?;
-            let url = check_cert_url(url.trim()).map_err(|why| {
-                anyhow::anyhow!("SNS_CERT_PINS: pinned URL `{url}` is refused: {why}")
-            })?;
-            let cert = load_pem_file(Path::new(file.trim()), &url)?;
-            pinned.insert(url.as_str().to_owned(), Arc::new(cert));
-        }
-        Ok(CertStore {
-            pins: pinned,
-            cache: Mutex::new(Cache {
-                slots: HashMap::new(),
-                order: VecDeque::new(),
-                capacity,
-            }),
-            client,
-            max_bytes,
-            metrics,
-        })
-    }
-
-    /// The certificate for `url`, judged for that URL's region.
-    pub async fn get(&self, url: &CertUrl) -> Result<Arc<SigningCert>, SnsError> {
-        if let Some(cert) = self.pins.get(url.as_str()) {
-            return Ok(cert.clone());
-        }
-        let slot = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .slot(url.as_str());
-        if let Some(cert) = slot.get() {
-            self.metrics.cert_cache("hit");
-            return Ok(cert.clone());
-        }
-        // Concurrent requests for one URL wait here on the first fetch; a
-        // failed fetch leaves the slot empty so the next message tries again.
-        slot.get_or_try_init(|| async {
-            self.metrics.cert_cache("fetch");
-            self.fetch(url).await.map(Arc::new)
-        })
-        .await
-        .cloned()
-    }
-
-    async fn fetch(&self, url: &CertUrl) -> Result<SigningCert, SnsError> {
-        let response = self
-            .client
-            .get(url.url().clone())
-            .send()
-            .await
-            .map_err(|e| SnsError::CertificateUnavailable(describe_reqwest(&e)))?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(SnsError::CertificateUnavailable(format!(
-                "certificate host answered {status}; redirects are not followed"
-            )));
-        }
-        if matches!(status.as_u16(), 403 | 404 | 410) {
-            return Err(SnsError::CertificateInvalid(format!(
-                "certificate host answered {status}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(SnsError::CertificateUnavailable(format!(
-                "certificate host answered {status}"
-            )));
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_bytes as u64)
-        {
-            return Err(self.too_large());
-        }
-        let mut body = Vec::new();
-        let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| SnsError::CertificateUnavailable(describe_reqwest(&e)))?
-        {
-            if body.len() + chunk.len() > self.max_bytes {
-                return Err(self.too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        SigningCert::from_pem(&body, url.host()).map_err(SnsError::CertificateInvalid)
-    }
-
-    fn too_large(&self) -> SnsError {
-        SnsError::CertificateInvalid(format!(
-            "certificate is larger than SNS_CERT_MAX_BYTES ({})",
-            self.max_bytes
-        ))
-    }
-}
-
-fn load_pem_file(path: &Path, url: &CertUrl) -> anyhow::Result<SigningCert> {
+pub(super) fn load_pem_file(path: &Path, url: &CertUrl) -> anyhow::Result<SigningCert> {
     let pem = std::fs::read(path).map_err(|e| {
         anyhow::anyhow!(
             "SNS_CERT_PINS: cannot read pinned certificate {}: {e}",
@@ -251,16 +100,6 @@ fn load_pem_file(path: &Path, url: &CertUrl) -> anyhow::Result<SigningCert> {
             url.as_str()
         )
     })
-}
-
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        format!("cannot connect ({e})")
-    } else {
-        e.to_string()
-    }
 }
 
 #[cfg(test)]

@@ -53,9 +53,17 @@ fn check_origin(url: &Url) -> Result<SnsHost, String> {
     Ok(host)
 }
 
-/// The signing certificate URL rule: origin as above, a path ending in
-/// `.pem`, and no query.
+/// The longest `SigningCertURL` looked at, in bytes.
+pub const MAX_CERT_URL_BYTES: usize = 1024;
+
+/// The signing certificate URL rule: at most [`MAX_CERT_URL_BYTES`], origin
+/// as above, a path ending in `.pem`, and no query.
 pub fn check_cert_url(text: &str) -> Result<CertUrl, String> {
+    // Real ones are about 100 characters; a refused URL is remembered for
+    // a minute, so its size is bounded here.
+    if text.len() > MAX_CERT_URL_BYTES {
+        return Err(format!("longer than {MAX_CERT_URL_BYTES} bytes"));
+    }
     let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     let host = check_origin(&url)?;
     if url.query().is_some() {
@@ -142,6 +150,17 @@ mod tests {
         ] {
             assert!(check_cert_url(bad).is_err(), "{bad}");
         }
+        let long = format!(
+            "https://sns.us-east-1.amazonaws.com/{}.pem",
+            "a".repeat(990)
+        );
+        let longest = format!("{}.pem", &long[..MAX_CERT_URL_BYTES - 4]);
+        assert!(check_cert_url(&longest).is_ok());
+        let past = format!("{}.pem", &long[..MAX_CERT_URL_BYTES - 3]);
+        assert_eq!(
+            check_cert_url(&past).err().as_deref(),
+            Some("longer than 1024 bytes")
+        );
     }
 
     #[test]

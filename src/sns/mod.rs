@@ -3,6 +3,7 @@
 //! that turns an envelope into a [`verify::VerifiedMessage`].
 
 pub mod cert;
+pub mod cert_store;
 pub mod cert_url;
 pub mod confirm;
 pub mod envelope;

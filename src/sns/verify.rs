@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use time::Duration;
 
-use super::cert::CertStore;
+use super::cert_store::CertStore;
 use super::cert_url::check_cert_url;
 use super::envelope::{Envelope, MessageType};
 use super::region::TopicArn;

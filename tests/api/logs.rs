@@ -22,8 +22,21 @@ const MISMATCHED_ID: &str = "a-message-sent-with-another-type";
 
 /// What `serve` logged to standard output while a sender's message with
 /// line breaks and escape codes came in, in `format` (`text` or `json`).
-async fn logs_of_a_hostile_sender(format: &str) -> String {
-    let dir = TempDir::new();
+/// A `bouncer serve` that is killed if a test fails before it stops it.
+struct Serving(Option<std::process::Child>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `bouncer serve` on SQLite in `dir`, logging at `level` in `format` to
+/// a pipe, and its public listener's port.
+fn serve_logging(dir: &TempDir, format: &str, level: &str) -> (Serving, u16) {
     let port = crate::helpers::free_port();
     let mut cmd = bouncer(dir.path());
     test_env(
@@ -33,7 +46,7 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
     );
     let child = cmd
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_LEVEL", "info")
+        .env("LOG_LEVEL", level)
         .env("LOG_FORMAT", format)
         .env("SNS_CONFIRM_MODE", "off")
         .arg("serve")
@@ -41,8 +54,44 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let base = format!("http://127.0.0.1:{port}");
     bouncer::outbound::install_default_provider();
+    (Serving(Some(child)), port)
+}
+
+/// POSTs `msg` to `/sns` with `header` as its type, trying again while the
+/// service starts; its status.
+async fn post_when_up(client: &reqwest::Client, port: u16, msg: &Msg, header: &str) -> u16 {
+    for _ in 0..100 {
+        let sent = client
+            .post(format!("http://127.0.0.1:{port}/sns"))
+            .header("x-amz-sns-message-type", header)
+            .body(msg.body())
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            return response.status().as_u16();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the service did not answer");
+}
+
+/// Stops `serve` with SIGTERM; what it wrote to standard output.
+fn stop_and_read(mut serving: Serving) -> String {
+    let Some(child) = serving.0.take() else {
+        return String::new();
+    };
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let output = child.wait_with_output().expect("stops");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn logs_of_a_hostile_sender(format: &str) -> String {
+    let dir = TempDir::new();
+    let (child, port) = serve_logging(&dir, format, "info");
     let client = reqwest::Client::new();
     // An SNS field holding a control character is refused before it is
     // read (SNS signs its fields one per line); a recipient in the signed
@@ -78,19 +127,7 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
         (&mismatched, "SubscriptionConfirmation"),
         (&long_topic, "Notification"),
     ] {
-        for _ in 0..100 {
-            let sent = client
-                .post(format!("{base}/sns"))
-                .header("x-amz-sns-message-type", header)
-                .body(msg.body())
-                .send()
-                .await;
-            if let Ok(response) = sent {
-                answers.push(response.status().as_u16());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        answers.push(post_when_up(&client, port, msg, header).await);
     }
     // Requests the HTTP layer cannot parse are answered 400 and are not
     // worth an `error` line each: anyone can send them.
@@ -109,13 +146,9 @@ async fn logs_of_a_hostile_sender(format: &str) -> String {
             String::from_utf8_lossy(&answer)
         );
     }
-    let pid = child.id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let output = child.wait_with_output().expect("stops");
+    let logs = stop_and_read(child);
     assert_eq!(answers, [400, 200, 400, 403]);
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    logs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,4 +255,154 @@ async fn a_json_log_line_is_one_object_whatever_the_sender_wrote() {
         !lines.iter().any(|v| v["level"] == "ERROR"),
         "a client's malformed request was logged as an error: {logs}"
     );
+}
+
+/// A flood of refused messages (a second topic pointed at bouncer by
+/// mistake, or forgeries) writes at most 10 of their lines in a second,
+/// says when it starts leaving lines out, and how many it left out once the
+/// second has ended, whether or not another refusal comes, and at
+/// shutdown; every message taken is still logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_counted_not_logged_line_by_line() {
+    let dir = TempDir::new();
+    let (child, port) = serve_logging(&dir, "json", "info");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post_when_up(&client, port, &foreign(0), "Notification").await,
+        403
+    );
+    flood(&client, port, 1..60).await;
+    let taken = Msg::notification(TOPIC, "taken during the flood")
+        .set("MessageId", "taken-during-flood")
+        .sign();
+    assert_eq!(
+        post_when_up(&client, port, &taken, "Notification").await,
+        200
+    );
+    // The flood's count is written within about a second of its end.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    flood(&client, port, 60..90).await;
+    // And the second's at shutdown.
+    let logs = stop_and_read(child);
+
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let message = |v: &serde_json::Value| {
+        v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let is_refusal = |v: &serde_json::Value| {
+        message(v) == "sns message" && v["fields"]["outcome"] == "topic_not_allowed"
+    };
+    let is_count = |v: &serde_json::Value| v["fields"]["left_out"].as_u64().is_some();
+    let refused = lines.iter().filter(|v| is_refusal(v)).count() as u64;
+    let counts: Vec<&serde_json::Value> = lines.iter().filter(|v| is_count(v)).collect();
+    let left_out: u64 = counts
+        .iter()
+        .filter_map(|v| v["fields"]["left_out"].as_u64())
+        .sum();
+    assert_eq!(
+        refused + left_out,
+        90,
+        "each refusal is logged or counted: {logs}"
+    );
+    // Ten in the first second, then the line that says the rest are left
+    // out; the count comes before the second flood's first line, with
+    // when the first left out was.
+    let first_stop = lines
+        .iter()
+        .position(|v| message(v).starts_with("more refused SNS messages than are logged"))
+        .unwrap_or_else(|| panic!("none left out: {logs}"));
+    assert_eq!(
+        lines[..first_stop].iter().filter(|v| is_refusal(v)).count(),
+        10,
+        "{logs}"
+    );
+    let second_flood = lines
+        .iter()
+        .position(|v| {
+            is_refusal(v)
+                && v["fields"]["message_id"]
+                    .as_str()
+                    .and_then(|id| id.strip_prefix("flood-"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 60)
+        })
+        .unwrap_or_else(|| panic!("the second flood was not logged: {logs}"));
+    let first_count = lines
+        .iter()
+        .position(is_count)
+        .unwrap_or_else(|| panic!("no count: {logs}"));
+    // Written by the look every second, not by the next refusal: well
+    // before the second flood, which began 2.5 s after the first ended.
+    let at = |v: &serde_json::Value| {
+        bouncer::time::Timestamp::parse_rfc3339(v["timestamp"].as_str().unwrap_or_default())
+            .map(|t| t.unix_millis())
+            .unwrap_or_else(|| panic!("no timestamp: {v}"))
+    };
+    assert!(
+        at(&lines[second_flood]) - at(&lines[first_count]) >= 500,
+        "{logs}"
+    );
+    let since = lines[first_count]["fields"]["since"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        bouncer::time::Timestamp::parse_rfc3339(since).is_some(),
+        "since: {since}"
+    );
+    // The second flood's count, written at shutdown, before `stopped`.
+    let stopped = lines
+        .iter()
+        .position(|v| message(v) == "stopped")
+        .unwrap_or_else(|| panic!("not stopped: {logs}"));
+    let last_count = lines.iter().rposition(is_count).unwrap_or_default();
+    assert!(second_flood < last_count && last_count < stopped, "{logs}");
+    assert!(
+        lines.iter().any(|v| message(v) == "sns message"
+            && v["fields"]["message_id"] == "taken-during-flood"
+            && v["fields"]["outcome"] == "stored"),
+        "a message taken during the flood was not logged: {logs}"
+    );
+}
+
+/// Where refusal lines are not written at all (`LOG_LEVEL=warn`), a flood
+/// writes no line about leaving them out either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_warn_a_flood_of_refusals_writes_nothing() {
+    let dir = TempDir::new();
+    let (child, port) = serve_logging(&dir, "json", "warn");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post_when_up(&client, port, &foreign(0), "Notification").await,
+        403
+    );
+    flood(&client, port, 1..40).await;
+    let logs = stop_and_read(child);
+    assert!(!logs.contains("refused SNS messages"), "{logs}");
+    assert!(!logs.contains("flood-"), "{logs}");
+}
+
+/// A message of a topic bouncer does not take, refused 403.
+fn foreign(i: usize) -> Msg {
+    Msg::notification("arn:aws:sns:us-east-1:999999999999:other", "x")
+        .set("MessageId", &format!("flood-{i}"))
+        .sign()
+}
+
+/// The messages `range` of [`foreign`], signed first, then sent at once:
+/// they arrive within a second.
+async fn flood(client: &reqwest::Client, port: u16, range: std::ops::Range<usize>) {
+    let messages: Vec<Msg> = range.map(foreign).collect();
+    let answers = futures_util::future::join_all(
+        messages
+            .iter()
+            .map(|m| post_when_up(client, port, m, "Notification")),
+    )
+    .await;
+    assert!(answers.iter().all(|&status| status == 403), "{answers:?}");
 }
