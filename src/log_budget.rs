@@ -8,7 +8,7 @@
 //! written, by a task that looks every second, or at shutdown. The metrics
 //! count every event.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -103,9 +103,17 @@ impl LogBudget {
     }
 
     /// Gives `report` the lines left out once their window has ended (at
-    /// once when `at_end`), and forgets them.
+    /// once when `at_end`), and forgets them. Before the end it does not
+    /// wait for the lock: a request holding it may be writing to a log
+    /// pipe that is slow, and this runs beside the writer; the next look
+    /// reports what this one skipped.
     pub fn flush(&self, now: Instant, at_end: bool, report: impl FnOnce(LeftOut)) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) if !at_end => return,
+            Err(TryLockError::WouldBlock) => self.state.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         if (at_end || self.ended(&state, now))
             && let Some(left) = state.left_out.take()
         {

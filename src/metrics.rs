@@ -228,7 +228,7 @@ impl Metrics {
         );
         // Families whose labels are known in advance start at 0, so that a
         // dashboard shows 0 rather than "no data" until the first event.
-        for event in ["hit", "fetch", "refusal_kept", "busy"] {
+        for event in ["hit", "fetch", "shared", "refusal_kept", "busy"] {
             let _ = cert_cache.get_or_create(&EventLabels {
                 event: event.to_owned(),
             });

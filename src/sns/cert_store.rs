@@ -5,7 +5,7 @@
 //! Anyone who knows a topic ARN can make bouncer fetch: a forged message
 //! names any `.pem` on the region's real SNS host. So only certificates
 //! take places in the cache (a failed fetch never pushes one out), a refusal
-//! is remembered for a minute, at most [`FETCHES_AT_ONCE`] fetches run and
+//! is remembered for a few seconds, at most [`FETCHES_AT_ONCE`] fetches run and
 //! at most [`FLIGHTS`] URLs are fetched or waiting at once, and each fetch
 //! runs in a task of its own, so what it holds is bounded by these numbers
 //! rather than by the crowd of requests waiting for it.
@@ -36,17 +36,19 @@ pub const FLIGHTS: usize = 64;
 
 /// How long a URL whose certificate was refused (the host answered 403,
 /// 404 or 410, or served something that is not that region's signing
-/// certificate, or too large) is answered from memory. SNS does not retry a
-/// 4xx, so this holds back only other messages naming the same URL: a
-/// forgery sent again is not fetched again, and a real certificate that
-/// AWS failed to serve for a moment is asked for again after a minute.
-pub const REFUSAL_KEPT_SECS: i64 = 60;
+/// certificate, or too large) is answered from memory, with 502: a
+/// forgery sent again is not fetched again, and a real message that meets
+/// a refusal of a moment ago (AWS failed to serve its certificate for a
+/// moment) is sent again by SNS, 20 s later by default, after the memory
+/// has gone. The message whose fetch was refused is answered 403.
+pub const REFUSAL_KEPT_SECS: i64 = 15;
 
 /// A fetch's outcome, shared by every message that waited for it.
 #[derive(Clone, Debug)]
 enum Fetched {
     Cert(Arc<SigningCert>),
-    /// A 403 `certificate_invalid`: remembered for [`REFUSAL_KEPT_SECS`].
+    /// A 403 `certificate_invalid` for the messages that waited for it;
+    /// then remembered for [`REFUSAL_KEPT_SECS`], and answered 502.
     Refused(String),
     /// A 502 `certificate_unavailable`: SNS retries; not remembered.
     Unavailable(String),
@@ -152,13 +154,16 @@ impl Cache {
             let kept = time::Duration::seconds(REFUSAL_KEPT_SECS);
             // A clock set back does not keep a refusal longer.
             if now < *until && *until <= now.saturating_add(kept) {
-                return Step::Known(Err(SnsError::CertificateInvalid(why.clone())));
+                return Step::Known(Err(SnsError::CertificateUnavailable(format!(
+                    "the certificate host refused it less than {REFUSAL_KEPT_SECS} s ago \
+                     ({why}); it is asked again after that"
+                ))));
             }
         }
         if let Some(flight) = self.flights.get(key) {
             // A task that ended without settling (it panicked) has dropped
             // its sender; its flight is replaced below.
-            if flight.outcome.has_changed().is_ok() {
+            if !flight.outcome.is_closed() {
                 return Step::Join(flight.outcome.clone());
             }
             self.flights.remove(key);
@@ -236,9 +241,24 @@ struct Fetcher {
     max_bytes: usize,
     /// [`FETCHES_AT_ONCE`] turns.
     turns: Semaphore,
-    /// How long a fetch waits for a turn: the fetch's own time limit, so a
-    /// message waits at most twice that in all.
-    turn_wait: Duration,
+    /// The client's limit for one fetch.
+    fetch_timeout: Duration,
+}
+
+impl Fetcher {
+    /// How long a fetch waits for a turn: half the fetch's own limit, so a
+    /// message waits at most one and a half times that in all, and a fetch
+    /// behind four that hang finds no turn before they end.
+    fn turn_wait(&self) -> Duration {
+        self.fetch_timeout / 2
+    }
+
+    /// How long a message waits for the outcome of a fetch, whoever
+    /// started it: past the turn and the fetch, only if the runtime that
+    /// runs the fetch is stuck.
+    fn outcome_wait(&self) -> Duration {
+        self.fetch_timeout * 2 + Duration::from_secs(1)
+    }
 }
 
 pub struct CertStore {
@@ -256,7 +276,7 @@ pub struct CertSettings {
     /// The largest certificate accepted (`SNS_CERT_MAX_BYTES`).
     pub max_bytes: usize,
     /// `SNS_CERT_FETCH_TIMEOUT_MS`: the client's limit for one fetch, and
-    /// the longest wait for a turn to fetch.
+    /// twice the longest wait for a turn to fetch.
     pub fetch_timeout: Duration,
 }
 
@@ -294,7 +314,7 @@ impl CertStore {
                 client,
                 max_bytes: settings.max_bytes,
                 turns: Semaphore::new(FETCHES_AT_ONCE),
-                turn_wait: settings.fetch_timeout,
+                fetch_timeout: settings.fetch_timeout,
             }),
             clock,
             metrics,
@@ -323,7 +343,10 @@ impl CertStore {
                     "{FLIGHTS} other certificates are being fetched or waiting"
                 )));
             }
-            Step::Join(outcome) => outcome,
+            Step::Join(outcome) => {
+                self.metrics.cert_cache("shared");
+                outcome
+            }
             Step::Lead {
                 id,
                 sender,
@@ -333,7 +356,12 @@ impl CertStore {
                 outcome
             }
         };
-        wait_for(outcome).await
+        match tokio::time::timeout(self.fetcher.outcome_wait(), wait_for(outcome)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(SnsError::CertificateUnavailable(
+                "the certificate fetch did not end in time".into(),
+            )),
+        }
     }
 
     /// Fetches `url` in a task of its own, which records the outcome and
@@ -350,7 +378,7 @@ impl CertStore {
         let clock = self.clock.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let turn = tokio::time::timeout(fetcher.turn_wait, fetcher.turns.acquire()).await;
+            let turn = tokio::time::timeout(fetcher.turn_wait(), fetcher.turns.acquire()).await;
             let fetched = match turn {
                 Ok(Ok(_turn)) => {
                     metrics.cert_cache("fetch");
@@ -360,7 +388,7 @@ impl CertStore {
                     metrics.cert_cache("busy");
                     Fetched::Unavailable(format!(
                         "{FETCHES_AT_ONCE} other certificates were being fetched \
-                         for longer than SNS_CERT_FETCH_TIMEOUT_MS"
+                         for longer than half SNS_CERT_FETCH_TIMEOUT_MS"
                     ))
                 }
             };
@@ -447,5 +475,120 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         format!("cannot connect ({e})")
     } else {
         e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Cache {
+        Cache {
+            certs: Bounded::new(2),
+            refused: Bounded::new(2),
+            flights: HashMap::new(),
+            next_flight: 0,
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::parse_rfc3339("2026-12-07T12:00:00Z")
+            .expect("time")
+            .saturating_add(time::Duration::seconds(secs))
+    }
+
+    fn cert() -> Arc<SigningCert> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/test-only/TEST-ONLY-sns-signing-cert.pem");
+        let pem = std::fs::read(&path).expect("the TEST-ONLY certificate");
+        let host =
+            super::super::region::SnsHost::parse("sns.us-east-1.amazonaws.com").expect("host");
+        Arc::new(SigningCert::from_pem(&pem, &host).expect("usable"))
+    }
+
+    /// The flight a first message leads, and the sender it sends with.
+    fn lead(cache: &mut Cache, key: &str, now: Timestamp) -> (u64, watch::Sender<Option<Fetched>>) {
+        match cache.step(key, now) {
+            Step::Lead { id, sender, .. } => (id, sender),
+            _ => panic!("{key}: not led"),
+        }
+    }
+
+    #[test]
+    fn one_fetch_a_url_and_only_its_own_flight_lands_it() {
+        let mut cache = empty();
+        let (first, sender) = lead(&mut cache, "a", at(0));
+        assert!(matches!(cache.step("a", at(0)), Step::Join(_)));
+        // A later flight of the URL is not landed by an earlier one.
+        cache.land("a", first + 1);
+        assert!(matches!(cache.step("a", at(0)), Step::Join(_)));
+        cache.record("a", &Fetched::Cert(cert()), at(0));
+        cache.land("a", first);
+        assert!(matches!(cache.step("a", at(0)), Step::Known(Ok(_))));
+        drop(sender);
+    }
+
+    #[test]
+    fn a_flight_whose_task_died_is_replaced() {
+        let mut cache = empty();
+        let (first, sender) = lead(&mut cache, "a", at(0));
+        drop(sender);
+        let (second, _sender) = lead(&mut cache, "a", at(0));
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn past_the_flights_a_new_url_is_turned_away() {
+        let mut cache = empty();
+        let senders: Vec<_> = (0..FLIGHTS)
+            .map(|i| lead(&mut cache, &format!("u{i}"), at(0)))
+            .collect();
+        assert!(matches!(cache.step("one more", at(0)), Step::Crowded));
+        // A URL already in flight is still joined.
+        assert!(matches!(cache.step("u0", at(0)), Step::Join(_)));
+        drop(senders);
+    }
+
+    #[test]
+    fn a_refusal_is_answered_502_from_memory_for_its_seconds_only() {
+        let mut cache = empty();
+        let (id, _sender) = lead(&mut cache, "a", at(0));
+        cache.record("a", &Fetched::Refused("host answered 404".into()), at(0));
+        cache.land("a", id);
+        match cache.step("a", at(REFUSAL_KEPT_SECS - 1)) {
+            Step::Known(Err(SnsError::CertificateUnavailable(why))) => {
+                assert!(why.contains("host answered 404"), "{why}");
+            }
+            _ => panic!("not remembered"),
+        }
+        let mut later = empty();
+        let (id, _sender) = lead(&mut later, "a", at(0));
+        later.record("a", &Fetched::Refused("404".into()), at(0));
+        later.land("a", id);
+        assert!(matches!(
+            later.step("a", at(REFUSAL_KEPT_SECS)),
+            Step::Lead { .. }
+        ));
+        // A clock set back a minute does not keep it longer.
+        let mut back = empty();
+        let (id, _sender) = lead(&mut back, "a", at(0));
+        back.record("a", &Fetched::Refused("404".into()), at(0));
+        back.land("a", id);
+        assert!(matches!(back.step("a", at(-60)), Step::Lead { .. }));
+    }
+
+    #[test]
+    fn failures_take_no_place_of_a_certificate() {
+        let mut cache = empty();
+        let (id, _sender) = lead(&mut cache, "real", at(0));
+        cache.record("real", &Fetched::Cert(cert()), at(0));
+        cache.land("real", id);
+        for name in ["x", "y", "z"] {
+            let (id, _sender) = lead(&mut cache, name, at(0));
+            cache.record(name, &Fetched::Refused("404".into()), at(0));
+            cache.record(name, &Fetched::Unavailable("500".into()), at(0));
+            cache.land(name, id);
+        }
+        assert!(matches!(cache.step("real", at(1)), Step::Known(Ok(_))));
     }
 }

@@ -27,8 +27,12 @@ pub struct CertHost {
     pub port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     answering: Arc<AtOnce>,
+    /// Open: the `gated-` and `held-` names are answered; shut: they wait.
+    gate: Gate,
     handle: actix_web::dev::ServerHandle,
 }
+
+type Gate = Arc<tokio::sync::watch::Sender<bool>>;
 
 impl CertHost {
     pub async fn start() -> CertHost {
@@ -52,10 +56,13 @@ impl CertHost {
         let counter = hits.clone();
         let answering: Arc<AtOnce> = Arc::default();
         let at_once = answering.clone();
+        let gate: Gate = Arc::new(tokio::sync::watch::channel(false).0);
+        let shut = gate.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(counter.clone()))
                 .app_data(web::Data::new(at_once.clone()))
+                .app_data(web::Data::new(shut.clone()))
                 .default_service(web::to(serve))
         })
         .workers(1)
@@ -69,6 +76,7 @@ impl CertHost {
             port,
             hits,
             answering,
+            gate,
             handle,
         }
     }
@@ -95,6 +103,19 @@ impl CertHost {
     /// The most `held-` requests that were being answered at once.
     pub fn most_held_at_once(&self) -> usize {
         self.answering.most.load(Ordering::SeqCst)
+    }
+
+    /// `held-` requests being answered now.
+    pub fn held_now(&self) -> usize {
+        self.answering.now.load(Ordering::SeqCst)
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    pub fn shut_gate(&self) {
+        self.gate.send_replace(false);
     }
 
     /// Requests for names that start with `prefix`.
@@ -128,6 +149,7 @@ impl CertHost {
     }
 
     pub async fn stop(self) {
+        self.open_gate();
         self.handle.stop(false).await;
     }
 }
@@ -156,10 +178,42 @@ impl Drop for Answering<'_> {
     }
 }
 
+/// Waits until `gate` is open (for at most 10 s, so that a failing test
+/// cannot hang).
+async fn pass(gate: &Gate) {
+    let mut open = gate.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(10), open.wait_for(|open| *open)).await;
+}
+
+/// The count of `bouncer_cert_cache_total{event}` on the app's `/metrics`.
+async fn cert_events(app: &TestApp, event: &str) -> u64 {
+    let (_, metrics) = app.admin_get("/metrics").await;
+    let line = format!("bouncer_cert_cache_total{{event=\"{event}\"}} ");
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (at most 10 s) until `ready` says so.
+async fn until<F: std::future::Future<Output = bool>>(mut ready: impl FnMut() -> F) {
+    for _ in 0..1000 {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not ready within 10 s");
+}
+
 async fn serve(
     req: HttpRequest,
     hits: web::Data<Arc<Mutex<HashMap<String, usize>>>>,
     answering: web::Data<Arc<AtOnce>>,
+    gate: web::Data<Gate>,
 ) -> HttpResponse {
     let name = req.path().trim_start_matches('/').to_owned();
     if let Ok(mut h) = hits.lock() {
@@ -191,21 +245,20 @@ async fn serve(
             ))
             .finish(),
         "error.pem" => HttpResponse::InternalServerError().finish(),
-        // Slow enough that a crowd of concurrent messages all wait for one
-        // failing fetch.
-        missing if missing.starts_with("slow-missing") => {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        // Answered once the test opens the gate: a crowd of messages
+        // waits for one failing fetch.
+        missing if missing.starts_with("gated-missing") => {
+            pass(&gate).await;
             HttpResponse::NotFound().finish()
         }
-        "slow-error.pem" => {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        "gated-error.pem" => {
+            pass(&gate).await;
             HttpResponse::InternalServerError().finish()
         }
-        // Forged names, each different: 0.6 s each, and counted while they
-        // are being answered.
+        // Forged names, each different, counted while they are answered.
         held if held.starts_with("held-") => {
             let _answering = Answering::start(&answering);
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            pass(&gate).await;
             HttpResponse::NotFound().finish()
         }
         "notacert.pem" => HttpResponse::Ok().body("hello"),
@@ -415,10 +468,11 @@ async fn a_pinned_url_is_never_fetched(backend: Backend) {
 }
 
 /// A refusal (403 `certificate_invalid`) is shared by every message that
-/// waited for its fetch and remembered for a minute; a host that could not
+/// waited for its fetch, and remembered for 15 s (answered 502 then, so
+/// that SNS sends a real message again after it); a host that could not
 /// answer (502) is asked again by the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_certificate_is_remembered_for_a_minute() {
+async fn a_refused_certificate_is_remembered_briefly() {
     let host = CertHost::start().await;
     let overrides = host.overrides();
     let start = Timestamp::parse_rfc3339(&now_text())
@@ -431,39 +485,56 @@ async fn a_refused_certificate_is_remembered_for_a_minute() {
         hooks.clock = moved;
     })
     .await;
-    let crowd = |name: &str| -> Vec<Msg> { (0..20).map(|_| signed_with_url(name)).collect() };
+    // 20 messages, the gate opened once 19 wait for the first's fetch.
+    let crowd = |name: &str, shared_before: u64| {
+        let messages: Vec<Msg> = (0..20).map(|_| signed_with_url(name)).collect();
+        let (app, host) = (&app, &host);
+        async move {
+            let answers = futures_util::future::join_all(messages.iter().map(|m| app.post(m)));
+            let opener = async {
+                until(|| async { cert_events(app, "shared").await >= shared_before + 19 }).await;
+                host.open_gate();
+            };
+            tokio::join!(answers, opener).0
+        }
+    };
 
-    let missing = crowd("slow-missing.pem");
-    let answers = futures_util::future::join_all(missing.iter().map(|m| app.post(m))).await;
-    for answer in &answers {
+    for answer in &crowd("gated-missing.pem", 0).await {
         assert_refused(answer, 403, "certificate_invalid");
     }
-    assert_eq!(host.hits("slow-missing.pem"), 1, "one fetch for the crowd");
-    let again = signed_with_url("slow-missing.pem");
+    assert_eq!(host.hits("gated-missing.pem"), 1, "one fetch for the crowd");
+    let again = signed_with_url("gated-missing.pem");
+    assert_refused(&app.post(&again).await, 502, "certificate_unavailable");
+    clock.set(start.saturating_add(time::Duration::seconds(14)));
+    let answer = app.post(&again).await;
+    assert_refused(&answer, 502, "certificate_unavailable");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("refused it less than 15 s ago")),
+        "{answer:?}"
+    );
+    assert_eq!(host.hits("gated-missing.pem"), 1, "remembered");
+    clock.set(start.saturating_add(time::Duration::seconds(16)));
     assert_refused(&app.post(&again).await, 403, "certificate_invalid");
-    clock.set(start.saturating_add(time::Duration::seconds(59)));
-    assert_refused(&app.post(&again).await, 403, "certificate_invalid");
-    assert_eq!(host.hits("slow-missing.pem"), 1, "remembered for a minute");
-    clock.set(start.saturating_add(time::Duration::seconds(61)));
-    assert_refused(&app.post(&again).await, 403, "certificate_invalid");
-    assert_eq!(host.hits("slow-missing.pem"), 2, "asked again after it");
+    assert_eq!(host.hits("gated-missing.pem"), 2, "asked again after it");
 
-    let failing = crowd("slow-error.pem");
-    let answers = futures_util::future::join_all(failing.iter().map(|m| app.post(m))).await;
-    for answer in &answers {
+    host.shut_gate();
+    for answer in &crowd("gated-error.pem", 19).await {
         assert_refused(answer, 502, "certificate_unavailable");
     }
-    assert_eq!(host.hits("slow-error.pem"), 1, "one fetch for the crowd");
+    assert_eq!(host.hits("gated-error.pem"), 1, "one fetch for the crowd");
     assert_refused(
-        &app.post(&signed_with_url("slow-error.pem")).await,
+        &app.post(&signed_with_url("gated-error.pem")).await,
         502,
         "certificate_unavailable",
     );
-    assert_eq!(host.hits("slow-error.pem"), 2, "not remembered");
+    assert_eq!(host.hits("gated-error.pem"), 2, "not remembered");
 
     // A fetch whose only message's client hung up still ends, and its
     // refusal is remembered.
-    let hung_up = signed_with_url("slow-missing-2.pem");
+    host.shut_gate();
+    let hung_up = signed_with_url("gated-missing-2.pem");
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()
@@ -475,17 +546,14 @@ async fn a_refused_certificate_is_remembered_for_a_minute() {
         .send()
         .await;
     assert!(sent.is_err(), "answered before the fetch ended: {sent:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_refused(&app.post(&hung_up).await, 403, "certificate_invalid");
-    assert_eq!(host.hits("slow-missing-2.pem"), 1);
+    host.open_gate();
+    until(|| async { host.hits("gated-missing-2.pem") == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_refused(&app.post(&hung_up).await, 502, "certificate_unavailable");
+    assert_eq!(host.hits("gated-missing-2.pem"), 1);
 
-    let (_, metrics) = app.admin_get("/metrics").await;
-    let text = metrics.as_str().unwrap_or_default();
-    for line in [
-        r#"bouncer_cert_cache_total{event="refusal_kept"} 3"#,
-        r#"bouncer_cert_cache_total{event="fetch"} 5"#,
-    ] {
-        assert!(text.contains(line), "{line} in {text}");
+    for (event, count) in [("refusal_kept", 3), ("fetch", 5), ("shared", 38)] {
+        assert_eq!(cert_events(&app, event).await, count, "{event}");
     }
     assert_eq!(app.db.total_messages().await, 0);
     app.stop().await;
@@ -516,43 +584,92 @@ async fn failed_fetches_leave_the_cache_to_certificates() {
 
 /// A crowd of forged messages, each naming another certificate on the
 /// region's SNS host, gets at most four requests sent to it at once, and at
-/// most 64 names fetched or waiting; a fetch that finds no turn within the
-/// fetch time limit, and a name past the 64, are answered 502, which SNS
-/// retries.
+/// most 64 names fetched or waiting; a name past the 64 is answered 502 at
+/// once, which SNS retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_four_certificates_are_fetched_at_once() {
     let host = CertHost::start().await;
-    let app = app_with_host(Backend::Sqlite, &host, 1000).await;
+    let app = app_with_host(Backend::Sqlite, &host, 10_000).await;
     let forged: Vec<Msg> = (0..70)
         .map(|i| signed_with_url(&format!("held-{i}.pem")))
         .collect();
-    let answers = futures_util::future::join_all(forged.iter().map(|m| app.post(m))).await;
-    let said = |answer: &(u16, serde_json::Value), words: &str| {
-        answer.1["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains(words))
+    let answered = AtomicUsize::new(0);
+    let crowd = futures_util::future::join_all(forged.iter().map(|m| async {
+        let answer = app.post(m).await;
+        answered.fetch_add(1, Ordering::SeqCst);
+        answer
+    }));
+    // The gate opens once the six past the 64 are answered, and four
+    // fetches are at the host.
+    let opener = async {
+        until(|| async { answered.load(Ordering::SeqCst) >= 6 && host.held_now() == 4 }).await;
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            6,
+            "answered before the gate"
+        );
+        host.open_gate();
     };
-    let (mut fetched, mut no_turn, mut crowded) = (0, 0, 0);
+    let (answers, ()) = tokio::join!(crowd, opener);
+    let mut crowded = 0;
     for answer in &answers {
-        if said(answer, "other certificates were being fetched for longer") {
+        if answer.0 == 502 {
             assert_refused(answer, 502, "certificate_unavailable");
-            no_turn += 1;
-        } else if said(answer, "other certificates are being fetched or waiting") {
-            assert_refused(answer, 502, "certificate_unavailable");
+            assert!(
+                answer.1["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("64 other certificates are being fetched")),
+                "{answer:?}"
+            );
             crowded += 1;
         } else {
             assert_refused(answer, 403, "certificate_invalid");
-            fetched += 1;
         }
     }
+    assert_eq!(crowded, 6);
+    assert_eq!(host.hits_with_prefix("held-"), 64);
     assert_eq!(host.most_held_at_once(), 4, "fetches at once");
-    assert_eq!(host.hits_with_prefix("held-"), fetched);
-    // Each fetch takes 0.6 s and a turn is waited for at most 1 s: the
-    // first four fetch, the next four may, no more.
-    assert!((4..=8).contains(&fetched), "{fetched} fetched");
-    assert!(crowded >= 1, "none past the 64");
-    assert_eq!(fetched + no_turn + crowded, 70);
     // The turns and places were given back.
+    let real = signed_with_url("SimpleNotificationService-good.pem");
+    assert_eq!(app.post(&real).await.0, 200);
+    app.stop().await;
+    host.stop().await;
+}
+
+/// A fetch behind four that hang finds no turn within half the fetch time
+/// limit and is answered 502 (SNS retries); the four end at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_behind_four_that_hang_finds_no_turn() {
+    let host = CertHost::start().await;
+    let app = app_with_host(Backend::Sqlite, &host, 1000).await;
+    let hanging: Vec<Msg> = (0..4)
+        .map(|i| signed_with_url(&format!("held-hang-{i}.pem")))
+        .collect();
+    let behind = signed_with_url("held-behind.pem");
+    let four = futures_util::future::join_all(hanging.iter().map(|m| app.post(m)));
+    let fifth = async {
+        until(|| async { host.held_now() == 4 }).await;
+        app.post(&behind).await
+    };
+    let (four, fifth) = tokio::join!(four, fifth);
+    for answer in &four {
+        assert_refused(answer, 502, "certificate_unavailable");
+        assert!(
+            answer.1["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("timed out")),
+            "{answer:?}"
+        );
+    }
+    assert_refused(&fifth, 502, "certificate_unavailable");
+    assert!(
+        fifth.1["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("were being fetched for longer than half")),
+        "{fifth:?}"
+    );
+    assert_eq!(host.hits("held-behind.pem"), 0);
+    host.open_gate();
     let real = signed_with_url("SimpleNotificationService-good.pem");
     assert_eq!(app.post(&real).await.0, 200);
     app.stop().await;

@@ -267,21 +267,22 @@ async fn a_flood_of_refusals_is_counted_not_logged_line_by_line() {
     let dir = TempDir::new();
     let (child, port) = serve_logging(&dir, "json", "info");
     let client = reqwest::Client::new();
+    let (first, second) = (foreigners(1..60), foreigners(60..90));
+    let taken = Msg::notification(TOPIC, "taken during the flood")
+        .set("MessageId", "taken-during-flood")
+        .sign();
     assert_eq!(
         post_when_up(&client, port, &foreign(0), "Notification").await,
         403
     );
-    flood(&client, port, 1..60).await;
-    let taken = Msg::notification(TOPIC, "taken during the flood")
-        .set("MessageId", "taken-during-flood")
-        .sign();
+    flood(&client, port, &first).await;
     assert_eq!(
         post_when_up(&client, port, &taken, "Notification").await,
         200
     );
     // The flood's count is written within about a second of its end.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    flood(&client, port, 60..90).await;
+    flood(&client, port, &second).await;
     // And the second's at shutdown.
     let logs = stop_and_read(child);
 
@@ -377,11 +378,12 @@ async fn at_warn_a_flood_of_refusals_writes_nothing() {
     let dir = TempDir::new();
     let (child, port) = serve_logging(&dir, "json", "warn");
     let client = reqwest::Client::new();
+    let messages = foreigners(1..40);
     assert_eq!(
         post_when_up(&client, port, &foreign(0), "Notification").await,
         403
     );
-    flood(&client, port, 1..40).await;
+    flood(&client, port, &messages).await;
     let logs = stop_and_read(child);
     assert!(!logs.contains("refused SNS messages"), "{logs}");
     assert!(!logs.contains("flood-"), "{logs}");
@@ -394,10 +396,14 @@ fn foreign(i: usize) -> Msg {
         .sign()
 }
 
-/// The messages `range` of [`foreign`], signed first, then sent at once:
-/// they arrive within a second.
-async fn flood(client: &reqwest::Client, port: u16, range: std::ops::Range<usize>) {
-    let messages: Vec<Msg> = range.map(foreign).collect();
+/// The messages `range` of [`foreign`].
+fn foreigners(range: std::ops::Range<usize>) -> Vec<Msg> {
+    range.map(foreign).collect()
+}
+
+/// Sends `messages` at once (signed before, so that they arrive within a
+/// second); each is refused.
+async fn flood(client: &reqwest::Client, port: u16, messages: &[Msg]) {
     let answers = futures_util::future::join_all(
         messages
             .iter()
