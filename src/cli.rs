@@ -262,7 +262,8 @@ pub fn main() -> ExitCode {
         Command::Serve => telemetry::LogTo::Stdout,
         _ => telemetry::LogTo::Stderr,
     };
-    telemetry::init_to(&cli.settings.log_level, cli.settings.log_format, log_to);
+    // Held to the end: dropping it writes the lines still waiting.
+    let _log = telemetry::init_to(&cli.settings.log_level, cli.settings.log_format, log_to);
     // The writer, the drain and the background tasks run on this runtime
     // (HTTP has threads of its own, HTTP_WORKERS). One worker thread: each
     // statement's answer then wakes the thread the writer waits on, not a

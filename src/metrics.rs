@@ -61,6 +61,7 @@ struct Inner {
     admin_refusals: Family<ReasonLabels, Counter>,
     set_aside: Counter,
     write_retries: Counter,
+    log_dropped: Counter,
     batch_size: Histogram,
     batch_seconds: Histogram,
     wal_sync_seconds: Histogram,
@@ -187,6 +188,12 @@ impl Metrics {
             "Batches tried again at once after a serialization failure or a deadlock",
             write_retries.clone(),
         );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines left out because standard output did not take them (a log reader stopped or too slow), read at this scrape",
+            log_dropped.clone(),
+        );
         let ses_calls = Family::<SesCallLabels, Counter>::default();
         registry.register(
             "ses_calls",
@@ -258,6 +265,7 @@ impl Metrics {
                 database_up,
                 set_aside,
                 write_retries,
+                log_dropped,
                 batch_size,
                 batch_seconds,
                 wal_sync_seconds,
@@ -411,6 +419,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.inner.log_dropped.inner().store(
+            crate::telemetry::log_lines_dropped(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
             tracing::error!(error = %e, "cannot render metrics");

@@ -13,6 +13,9 @@
 use std::fmt;
 use std::io::IsTerminal;
 
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -104,29 +107,74 @@ pub enum LogTo {
 
 /// Sets up logging to stdout (the service). A second call (tests start
 /// many apps in one process) keeps the first.
-pub fn init(level: &str, format: LogFormat) {
+pub fn init(level: &str, format: LogFormat) -> Option<LogGuard> {
     init_to(level, format, LogTo::Stdout)
 }
 
+/// Lines a writer thread holds for standard output before it leaves lines
+/// out: about 8 MB at the longest lines.
+const LINES_HELD: usize = 8192;
+
+/// Lines left out because standard output did not take them.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Lines of the service's log left out so far because its standard output
+/// did not take them (a log reader stopped or too slow).
+pub fn log_lines_dropped() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Keep until the process ends: dropping it writes what is held.
+pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+
 /// Sets up logging to `to`, with colours only when that is a terminal. An
 /// invalid `level` (refused earlier by the settings) falls back to `info`.
-pub fn init_to(level: &str, format: LogFormat, to: LogTo) {
+///
+/// The service's lines (standard output) go through a thread of their own:
+/// a log reader that is slow or stopped (a full pipe) would otherwise stop
+/// every request that logs, SNS's answers with them, while `/metrics`
+/// looked healthy (an outside trial). Past [`LINES_HELD`] lines waiting,
+/// lines are left out and counted (`bouncer_log_lines_dropped_total`).
+/// Commands (standard error) write directly: they are short, and their
+/// lines are their answer.
+pub fn init_to(level: &str, format: LogFormat, to: LogTo) -> Option<LogGuard> {
     let filter = EnvFilter::try_new(filter_directives(level))
         .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    let _ = match (format, to) {
-        (LogFormat::Json, LogTo::Stdout) => builder.json().try_init(),
-        (LogFormat::Json, LogTo::Stderr) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Text, LogTo::Stdout) => builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
-        (LogFormat::Text, LogTo::Stderr) => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .try_init(),
-    };
+    match to {
+        LogTo::Stdout => {
+            let ansi = std::io::stdout().is_terminal();
+            let (writer, guard) = NonBlockingBuilder::default()
+                .lossy(true)
+                .buffered_lines_limit(LINES_HELD)
+                .thread_name("bouncer-log")
+                .finish(std::io::stdout());
+            let dropped = writer.error_counter();
+            let set = match format {
+                LogFormat::Json => builder.json().with_writer(writer).try_init(),
+                LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
+            };
+            // A second call's writer is not the one in use.
+            set.ok().map(|()| {
+                let _ = DROPPED.set(dropped);
+                LogGuard(guard)
+            })
+        }
+        LogTo::Stderr => {
+            let _ = match format {
+                LogFormat::Json => builder.json().with_writer(std::io::stderr).try_init(),
+                LogFormat::Text => builder
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .try_init(),
+            };
+            None
+        }
+    }
 }
 
 /// `text` as a log field (`field = %escaped(text)`): line breaks, ESC and
@@ -144,10 +192,12 @@ pub fn escaped(text: &str) -> Escaped<'_> {
     }
 }
 
-/// [`escaped`], and spaces, `"` and `=` as `\u{20}`, `\u{22}`, `\u{3d}`
-/// too: for a field that is one word when real (an SNS `MessageId`, `Type`,
-/// `TopicArn`), so that in a text log line its value cannot pose as the
-/// line's other fields (`x outcome="stored"`).
+/// [`escaped`], and spaces, `"`, `=` and every character beyond ASCII as
+/// `\u{20}`, `\u{22}`, `\u{3d}`, `\u{..}` too: for a field that is one
+/// ASCII word when real (an SNS `MessageId`, `Type`, `TopicArn`), so that in
+/// a text log line its value cannot pose as the line's other fields
+/// (`x outcome="stored"`), even with look-alikes (a no-break space, a
+/// fullwidth `＝`).
 pub fn escaped_word(text: &str) -> Escaped<'_> {
     Escaped {
         text,
@@ -165,7 +215,7 @@ pub struct Escaped<'a> {
 impl Escaped<'_> {
     /// Written to at most `max_bytes` once escaped, cut at a character or
     /// before an escape, never inside one: an escaped character takes up to
-    /// eight bytes, so a cut before escaping would not bound the line.
+    /// ten bytes, so a cut before escaping would not bound the line.
     pub fn within(self, max_bytes: usize) -> Self {
         Escaped { max_bytes, ..self }
     }
@@ -190,6 +240,14 @@ fn needs_escape(c: char) -> bool {
             c,
             // The line and paragraph separators; the bidirectional controls.
             '\u{2028}' | '\u{2029}' | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            // Characters that show as nothing (Unicode's format characters,
+            // and the fillers): a `Type` of `Notification` with a
+            // zero-width space in it read as `Notification`.
+            | '\u{ad}' | '\u{34f}' | '\u{600}'..='\u{605}' | '\u{6dd}' | '\u{70f}'
+            | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2065}' | '\u{206a}'..='\u{206f}'
+            | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}'
         )
 }
 
@@ -198,9 +256,9 @@ impl fmt::Display for Escaped<'_> {
         let word = self.word;
         let mut left = self.max_bytes;
         let mut rest = self.text;
-        while let Some(at) =
-            rest.find(|c| needs_escape(c) || (word && matches!(c, ' ' | '"' | '=')))
-        {
+        while let Some(at) = rest.find(|c: char| {
+            needs_escape(c) || (word && (!c.is_ascii() || matches!(c, ' ' | '"' | '=')))
+        }) {
             if !fits(f, &mut left, &rest[..at])? {
                 return Ok(());
             }
@@ -250,6 +308,16 @@ mod tests {
         );
         assert_eq!(escaped("a b=\"c\"").to_string(), "a b=\"c\"");
         assert_eq!(escaped("\u{61c}\u{202e}").to_string(), "\\u{61c}\\u{202e}");
+        // Nothing that shows as nothing.
+        assert_eq!(
+            escaped("a\u{200b}b\u{feff}\u{ad}\u{2060}\u{e0001}é").to_string(),
+            "a\\u{200b}b\\u{feff}\\u{ad}\\u{2060}\\u{e0001}é"
+        );
+        // A word is ASCII: look-alikes are escaped.
+        assert_eq!(
+            escaped_word("x\u{a0}outcome\u{ff1d}\u{201d}stored").to_string(),
+            "x\\u{a0}outcome\\u{ff1d}\\u{201d}stored"
+        );
     }
 
     #[test]

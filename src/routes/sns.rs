@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::app::AppState;
 use crate::error::SnsError;
 use crate::ingest::applier::Written;
-use crate::ingest::{Accepted, Content};
+use crate::ingest::{Accepted, Content, StoreOutcome};
 use crate::intake::{Room, SLOW_BODY};
 use crate::log_budget::{LeftOut, REFUSALS_LOGGED_A_SECOND, Turn};
 use crate::sns::envelope::{Envelope, MessageType, Named};
@@ -78,10 +78,14 @@ pub async fn receive(
         status: response.status().as_u16(),
         micros: started.elapsed().as_micros() as u64,
     };
-    // Every message taken, or refused after its signature verified (only
-    // SNS can send those), is logged; other refusals within their budget,
-    // which is spent only where their lines would be written.
-    if refused && !verified && tracing::enabled!(tracing::Level::INFO) {
+    // Every message taken the first time, or refused after its signature
+    // verified (only SNS can send those), is logged. Other refusals, and
+    // messages stored before (anyone holding one real message can send it
+    // again for as long as SNS_MAX_AGE_SECS allows, while SNS repeats one
+    // rarely), are logged within their budget, which is spent only where
+    // their lines would be written.
+    let budgeted = (refused && !verified) || outcome == StoreOutcome::Duplicate.as_str();
+    if budgeted && tracing::enabled!(tracing::Level::INFO) {
         state.refusal_lines.take(
             Instant::now(),
             OffsetDateTime::now_utc(),
@@ -94,8 +98,8 @@ pub async fn receive(
                 }
                 Turn::StartLeavingOut => tracing::warn!(
                     per_second = REFUSALS_LOGGED_A_SECOND,
-                    "more refused SNS messages than are logged in a second: the rest \
-                     of this second's are counted, not logged"
+                    "more refused or repeated SNS messages than are logged in a second: \
+                     the rest of this second's are counted, not logged"
                 ),
                 Turn::LeaveOut => {}
             },
@@ -117,7 +121,7 @@ pub async fn receive(
 /// A field in a log line is at most this many bytes once escaped: a
 /// sender's `TopicArn` (refused as not allowed, or as unsigned) could
 /// otherwise make a line as long as the body cap, and characters that are
-/// escaped take up to eight bytes each. Real ids, types and ARNs are shorter.
+/// escaped take up to ten bytes each. Real ids, types and ARNs are shorter.
 const LOGGED_BYTES: usize = 256;
 
 /// The one log line of an answer to `POST /sns`.
@@ -147,7 +151,8 @@ pub fn report_left_out(left: LeftOut) {
     tracing::warn!(
         left_out = left.count,
         since = %left.since.format(&Rfc3339).unwrap_or_default(),
-        "refused SNS messages not logged (bouncer_sns_refusals_total counts them all)"
+        "refused or repeated SNS messages not logged \
+         (bouncer_sns_refusals_total and bouncer_sns_messages_total count them all)"
     );
 }
 

@@ -394,7 +394,10 @@ pub async fn start(
     db: Arc<TestDb>,
     dir: Arc<TempDir>,
 ) -> TestApp {
-    bouncer::telemetry::init(&settings.log_level, settings.log_format);
+    // The first app's log writer serves every test of the process.
+    if let Some(log) = bouncer::telemetry::init(&settings.log_level, settings.log_format) {
+        std::mem::forget(log);
+    }
     bouncer::outbound::install_default_provider();
     let app = Application::build(settings.clone(), hooks.clone())
         .await

@@ -282,7 +282,13 @@ async fn a_flood_of_refusals_is_counted_not_logged_line_by_line() {
     );
     // The flood's count is written within about a second of its end.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    flood(&client, port, &second).await;
+    // The second flood: refusals, and the message taken sent again (as
+    // anyone holding it can), answered 200 and logged within the budget.
+    let again = futures_util::future::join_all(
+        (0..20).map(|_| post_when_up(&client, port, &taken, "Notification")),
+    );
+    let (again, ()) = tokio::join!(again, flood(&client, port, &second));
+    assert!(again.iter().all(|&status| status == 200), "{again:?}");
     // And the second's at shutdown.
     let logs = stop_and_read(child);
 
@@ -299,24 +305,29 @@ async fn a_flood_of_refusals_is_counted_not_logged_line_by_line() {
     let is_refusal = |v: &serde_json::Value| {
         message(v) == "sns message" && v["fields"]["outcome"] == "topic_not_allowed"
     };
+    let is_duplicate = |v: &serde_json::Value| {
+        message(v) == "sns message" && v["fields"]["outcome"] == "duplicate"
+    };
     let is_count = |v: &serde_json::Value| v["fields"]["left_out"].as_u64().is_some();
     let refused = lines.iter().filter(|v| is_refusal(v)).count() as u64;
+    let duplicates = lines.iter().filter(|v| is_duplicate(v)).count() as u64;
+    assert!(duplicates <= 10, "{duplicates} duplicates logged: {logs}");
     let counts: Vec<&serde_json::Value> = lines.iter().filter(|v| is_count(v)).collect();
     let left_out: u64 = counts
         .iter()
         .filter_map(|v| v["fields"]["left_out"].as_u64())
         .sum();
     assert_eq!(
-        refused + left_out,
-        90,
-        "each refusal is logged or counted: {logs}"
+        refused + duplicates + left_out,
+        110,
+        "each refusal and repeat is logged or counted: {logs}"
     );
     // Ten in the first second, then the line that says the rest are left
     // out; the count comes before the second flood's first line, with
     // when the first left out was.
     let first_stop = lines
         .iter()
-        .position(|v| message(v).starts_with("more refused SNS messages than are logged"))
+        .position(|v| message(v).starts_with("more refused or repeated SNS messages"))
         .unwrap_or_else(|| panic!("none left out: {logs}"));
     assert_eq!(
         lines[..first_stop].iter().filter(|v| is_refusal(v)).count(),
@@ -326,12 +337,13 @@ async fn a_flood_of_refusals_is_counted_not_logged_line_by_line() {
     let second_flood = lines
         .iter()
         .position(|v| {
-            is_refusal(v)
-                && v["fields"]["message_id"]
-                    .as_str()
-                    .and_then(|id| id.strip_prefix("flood-"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .is_some_and(|n| n >= 60)
+            is_duplicate(v)
+                || is_refusal(v)
+                    && v["fields"]["message_id"]
+                        .as_str()
+                        .and_then(|id| id.strip_prefix("flood-"))
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n >= 60)
         })
         .unwrap_or_else(|| panic!("the second flood was not logged: {logs}"));
     let first_count = lines
@@ -411,4 +423,65 @@ async fn flood(client: &reqwest::Client, port: u16, messages: &[Msg]) {
     )
     .await;
     assert!(answers.iter().all(|&status| status == 403), "{answers:?}");
+}
+
+/// A log reader that stops (a pipe nobody reads) stops nothing: 600
+/// messages, more than the pipe holds in lines, are each answered 200 and
+/// `/healthz` after them, and once the reader reads again every line is
+/// there. (Written directly, the 300th line or so blocked its request,
+/// and every request after it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_log_reader_stops_nothing() {
+    let dir = TempDir::new();
+    let (mut serving, port) = serve_logging(&dir, "text", "info");
+    let mut stdout = serving
+        .0
+        .as_mut()
+        .and_then(|child| child.stdout.take())
+        .expect("stdout");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let messages: Vec<Msg> = (0..600)
+        .map(|i| Msg::notification(TOPIC, &format!("line {i}")).sign())
+        .collect();
+    assert_eq!(
+        post_when_up(&client, port, &messages[0], "Notification").await,
+        200
+    );
+    let post = |msg: &Msg| {
+        client
+            .post(format!("http://127.0.0.1:{port}/sns"))
+            .header("x-amz-sns-message-type", "Notification")
+            .body(msg.body())
+            .send()
+    };
+    for batch in messages[1..].chunks(16) {
+        let answers: Vec<u16> = futures_util::future::join_all(batch.iter().map(post))
+            .await
+            .into_iter()
+            .map(|sent| sent.map_or(0, |r| r.status().as_u16()))
+            .collect();
+        assert!(answers.iter().all(|&status| status == 200), "{answers:?}");
+    }
+    let health = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200));
+    // The reader reads again.
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut logs);
+        logs
+    });
+    let _ = stop_and_read(serving);
+    let logs = reader.join().expect("reads");
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("sns message") && l.contains("outcome=\"stored\""))
+        .count();
+    assert_eq!(lines, 600, "{}", &logs[logs.len().saturating_sub(2000)..]);
 }
