@@ -51,6 +51,7 @@ pub mod http_server;
 pub mod ingest;
 pub mod intake;
 pub mod log_budget;
+pub mod log_pipe;
 pub mod memory;
 pub mod metrics;
 pub mod outbound;

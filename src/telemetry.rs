@@ -15,10 +15,10 @@ use std::io::IsTerminal;
 
 use std::sync::OnceLock;
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::log_pipe::{LogPipe, LogPipeGuard};
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
@@ -111,34 +111,25 @@ pub fn init(level: &str, format: LogFormat) -> Option<LogGuard> {
     init_to(level, format, LogTo::Stdout)
 }
 
-/// Lines a writer thread holds for standard output before it leaves lines
-/// out: about 8 MB at the longest lines.
-const LINES_HELD: usize = 8192;
-
-/// Lines left out because standard output did not take them.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+/// The pipe of the service's log, once set up.
+static PIPE: OnceLock<LogPipe> = OnceLock::new();
 
 /// Lines of the service's log left out so far because its standard output
-/// did not take them (a log reader stopped or too slow).
+/// did not take them (a log reader stopped, too slow, or gone).
 pub fn log_lines_dropped() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    PIPE.get().map_or(0, LogPipe::dropped)
 }
 
-/// Keep until the process ends: dropping it writes what is held.
-pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+/// Keep until the process ends: dropping it waits a little for the lines
+/// still held to be written.
+pub struct LogGuard(#[allow(dead_code)] LogPipeGuard);
 
 /// Sets up logging to `to`, with colours only when that is a terminal. An
 /// invalid `level` (refused earlier by the settings) falls back to `info`.
 ///
-/// The service's lines (standard output) go through a thread of their own:
-/// a log reader that is slow or stopped (a full pipe) would otherwise stop
-/// every request that logs, SNS's answers with them, while `/metrics`
-/// looked healthy (an outside trial). Past [`LINES_HELD`] lines waiting,
-/// lines are left out and counted (`bouncer_log_lines_dropped_total`).
-/// Commands (standard error) write directly: they are short, and their
-/// lines are their answer.
+/// The service's lines (standard output) go through a thread of their own
+/// ([`crate::log_pipe`]); commands (standard error) write directly: they
+/// are short, and their lines are their answer.
 pub fn init_to(level: &str, format: LogFormat, to: LogTo) -> Option<LogGuard> {
     let filter = EnvFilter::try_new(filter_directives(level))
         .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
@@ -148,19 +139,21 @@ pub fn init_to(level: &str, format: LogFormat, to: LogTo) -> Option<LogGuard> {
     match to {
         LogTo::Stdout => {
             let ansi = std::io::stdout().is_terminal();
-            let (writer, guard) = NonBlockingBuilder::default()
-                .lossy(true)
-                .buffered_lines_limit(LINES_HELD)
-                .thread_name("bouncer-log")
-                .finish(std::io::stdout());
-            let dropped = writer.error_counter();
-            let set = match format {
-                LogFormat::Json => builder.json().with_writer(writer).try_init(),
-                LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
+            let Ok((pipe, guard)) = LogPipe::to_stdout() else {
+                // No thread to be had: write directly.
+                let _ = match format {
+                    LogFormat::Json => builder.json().try_init(),
+                    LogFormat::Text => builder.with_ansi(ansi).try_init(),
+                };
+                return None;
             };
-            // A second call's writer is not the one in use.
+            let set = match format {
+                LogFormat::Json => builder.json().with_writer(pipe.clone()).try_init(),
+                LogFormat::Text => builder.with_ansi(ansi).with_writer(pipe.clone()).try_init(),
+            };
+            // A second call's pipe is not the one in use.
             set.ok().map(|()| {
-                let _ = DROPPED.set(dropped);
+                let _ = PIPE.set(pipe);
                 LogGuard(guard)
             })
         }

@@ -309,7 +309,7 @@ impl Applier {
         self.metrics.applied(applied);
         if applied.unsubscribed {
             tracing::error!(
-                topic = %crate::telemetry::escaped(accepted.message.topic_arn()),
+                topic = %crate::telemetry::escaped_word(accepted.message.topic_arn()),
                 "UnsubscribeConfirmation: the SNS subscription was deleted and bouncer receives no more feedback from this topic; resubscribe the endpoint"
             );
         }
@@ -354,7 +354,7 @@ impl Applier {
             return Err(item);
         }
         tracing::error!(
-            message_id = %crate::telemetry::escaped(&id),
+            message_id = %crate::telemetry::escaped_word(&id),
             error = %why,
             kept_in = %file.path().display(),
             "the database refused this message; set aside"

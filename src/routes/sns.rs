@@ -195,7 +195,13 @@ async fn handle(
     if header(req, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(SnsError::RawDelivery);
     }
-    let envelope = Envelope::parse(&body, header(req, "x-amz-sns-message-type"))
+    // Read as it came: a header holding a byte beyond ASCII is there, and
+    // disagrees with `Type`, rather than missing.
+    let type_header = req
+        .headers()
+        .get("x-amz-sns-message-type")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let envelope = Envelope::parse(&body, type_header.as_deref())
         .inspect_err(|_| *seen = Named::read(&body))?;
     seen.message_id = envelope.message_id.clone();
     seen.message_type = envelope.message_type.as_str().to_owned();

@@ -18,7 +18,7 @@ use super::region::TopicArn;
 use super::verify::VerifiedMessage;
 use crate::error::SnsError;
 use crate::outbound::{OutboundOverrides, http_client};
-use crate::telemetry::escaped;
+use crate::telemetry::{escaped, escaped_word};
 
 /// The longest a confirmation through the SDK may take, retries included:
 /// well within the ~15 s SNS waits for an answer.
@@ -177,10 +177,10 @@ impl Confirmer {
         };
         match &result {
             Ok(arn) => {
-                tracing::info!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), subscription_arn = %escaped(arn.as_deref().unwrap_or_default()), "subscription confirmed")
+                tracing::info!(topic = %escaped_word(topic), mode = mode.as_str(), token = %escaped_word(&redact_token(token)), subscription_arn = %escaped_word(arn.as_deref().unwrap_or_default()), "subscription confirmed")
             }
             Err(e) => {
-                tracing::warn!(topic = %escaped(topic), mode = mode.as_str(), token = %escaped(&redact_token(token)), error = %escaped(&e.to_string()), "subscription confirmation failed")
+                tracing::warn!(topic = %escaped_word(topic), mode = mode.as_str(), token = %escaped_word(&redact_token(token)), error = %escaped(&e.to_string()), "subscription confirmation failed")
             }
         }
         result.map(|subscription_arn| Confirmed {

@@ -425,16 +425,14 @@ async fn flood(client: &reqwest::Client, port: u16, messages: &[Msg]) {
     assert!(answers.iter().all(|&status| status == 403), "{answers:?}");
 }
 
-/// A log reader that stops (a pipe nobody reads) stops nothing: 600
-/// messages, more than the pipe holds in lines, are each answered 200 and
-/// `/healthz` after them, and once the reader reads again every line is
-/// there. (Written directly, the 300th line or so blocked its request,
-/// and every request after it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_log_reader_stops_nothing() {
-    let dir = TempDir::new();
-    let (mut serving, port) = serve_logging(&dir, "text", "info");
-    let mut stdout = serving
+/// `serve` with a log reader that stopped (a pipe nobody reads), after 600
+/// messages, more than the pipe holds in lines, each answered 200, and
+/// `/healthz` answered after them. (Written directly, the 300th line or so
+/// blocked its request, and every request after it.) Its standard output,
+/// unread.
+async fn six_hundred_with_a_stopped_reader(dir: &TempDir) -> (Serving, std::process::ChildStdout) {
+    let (mut serving, port) = serve_logging(dir, "text", "info");
+    let stdout = serving
         .0
         .as_mut()
         .and_then(|child| child.stdout.take())
@@ -471,7 +469,15 @@ async fn a_stopped_log_reader_stops_nothing() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(health.ok(), Some(200));
-    // The reader reads again.
+    (serving, stdout)
+}
+
+/// A log reader that stops stops nothing, and once it reads again every
+/// line is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_log_reader_stops_nothing() {
+    let dir = TempDir::new();
+    let (serving, mut stdout) = six_hundred_with_a_stopped_reader(&dir).await;
     let reader = std::thread::spawn(move || {
         let mut logs = String::new();
         let _ = std::io::Read::read_to_string(&mut stdout, &mut logs);
@@ -484,4 +490,43 @@ async fn a_stopped_log_reader_stops_nothing() {
         .filter(|l| l.contains("sns message") && l.contains("outcome=\"stored\""))
         .count();
     assert_eq!(lines, 600, "{}", &logs[logs.len().saturating_sub(2000)..]);
+    assert!(
+        logs.contains("stopped"),
+        "{}",
+        &logs[logs.len().saturating_sub(2000)..]
+    );
+}
+
+/// With a log reader that never reads again, SIGTERM still ends `serve`:
+/// the lines held get 5 s, and standard error says how many were not
+/// written. (A library writer tried first hung until the reader read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_log_reader_does_not_hold_up_shutdown() {
+    let dir = TempDir::new();
+    let (mut serving, stdout) = six_hundred_with_a_stopped_reader(&dir).await;
+    let Some(child) = serving.0.take() else {
+        panic!("not running");
+    };
+    let started = std::time::Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let (done, ended) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    let in_time = ended.recv_timeout(Duration::from_secs(20)).is_ok();
+    // Reading now lets a hung process end, so that the test cannot hang.
+    drop(stdout);
+    let output = waiter.join().expect("waits").expect("output");
+    assert!(in_time, "still running 20 s after SIGTERM");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("log lines not written: standard output did not take them within 5 s"),
+        "{stderr}"
+    );
 }

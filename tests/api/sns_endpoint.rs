@@ -250,6 +250,22 @@ async fn the_type_header_must_be_present_and_agree(backend: Backend) {
         400,
         "message_type_mismatch",
     );
+    // A byte beyond ASCII: there, and not the `Type`, rather than missing.
+    let sent = app
+        .client
+        .post(format!("{}/sns", app.address))
+        .header(
+            "x-amz-sns-message-type",
+            reqwest::header::HeaderValue::from_bytes(b"Notification\xe9").expect("obs-text"),
+        )
+        .body(msg.body())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(sent.status().as_u16(), 400);
+    let answer: serde_json::Value =
+        serde_json::from_slice(&sent.bytes().await.expect("body")).expect("json");
+    assert_eq!(answer["error"], "message_type_mismatch", "{answer}");
     assert_nothing_stored(&app).await;
     app.stop().await;
 }

@@ -1,0 +1,154 @@
+//! `serve`'s log lines to standard output through a thread of their own.
+//!
+//! Written directly, a log reader that is slow or stopped (a full pipe, a
+//! stuck log shipper) stops every request that logs, SNS's answers with
+//! them (an outside trial: with a stopped reader every `POST /sns` hung).
+//! Here a request hands its line over and goes on; the thread writes. Past
+//! [`LINES_HELD`] lines waiting, lines are left out and counted, as are
+//! lines the reader refused (it went away). At shutdown the lines waiting
+//! get [`SHUTDOWN_WAIT`] to be written, and the process never waits on the
+//! reader beyond that: a library writer tried first (`tracing-appender`)
+//! hung the process at SIGTERM with a stopped reader, and lost the lines
+//! waiting without a word even with a slow one.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Lines held for a slow reader: about 8 MB at the longest lines.
+pub const LINES_HELD: usize = 8192;
+
+/// How long shutdown waits for the lines still held to be written.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Counts {
+    /// Lines left out: the queue was full, or the reader refused them.
+    dropped: AtomicU64,
+    /// Lines handed over and not yet written.
+    waiting: AtomicU64,
+}
+
+/// The writer the log's subscriber makes a line writer from.
+#[derive(Clone)]
+pub struct LogPipe {
+    sender: SyncSender<Vec<u8>>,
+    counts: Arc<Counts>,
+}
+
+/// Held until the process ends: dropping it waits (at most
+/// [`SHUTDOWN_WAIT`]) for the lines still held to be written.
+pub struct LogPipeGuard {
+    counts: Arc<Counts>,
+}
+
+impl LogPipe {
+    /// Starts the thread that writes to standard output.
+    pub fn to_stdout() -> std::io::Result<(LogPipe, LogPipeGuard)> {
+        let (sender, receiver) = sync_channel(LINES_HELD);
+        let counts = Arc::new(Counts::default());
+        let writing = counts.clone();
+        std::thread::Builder::new()
+            .name("bouncer-log".into())
+            .spawn(move || write_lines(&receiver, &writing))?;
+        Ok((
+            LogPipe {
+                sender,
+                counts: counts.clone(),
+            },
+            LogPipeGuard { counts },
+        ))
+    }
+
+    /// Lines left out so far.
+    pub fn dropped(&self) -> u64 {
+        self.counts.dropped.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, line: Vec<u8>) {
+        self.counts.waiting.fetch_add(1, Ordering::Relaxed);
+        match self.sender.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The thread's loop: each line written whole, or counted as left out.
+/// It ends with the process.
+fn write_lines(receiver: &Receiver<Vec<u8>>, counts: &Counts) {
+    let stdout = std::io::stdout();
+    while let Ok(line) = receiver.recv() {
+        let mut out = stdout.lock();
+        if out.write_all(&line).and_then(|()| out.flush()).is_err() {
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        counts.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LogPipeGuard {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while self.counts.waiting.load(Ordering::Relaxed) > 0 {
+            if Instant::now() >= deadline {
+                let left = self.counts.waiting.load(Ordering::Relaxed);
+                // Said on standard error from a thread of its own, which
+                // the process does not wait for: standard error may be the
+                // same stuck pipe.
+                let _ = std::thread::Builder::new().spawn(move || {
+                    eprintln!(
+                        "{left} log lines not written: standard output did not take them within {} s",
+                        SHUTDOWN_WAIT.as_secs()
+                    );
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// One log line, handed over whole when the subscriber is done with it.
+pub struct LineWriter {
+    pipe: LogPipe,
+    line: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.pipe.send(std::mem::take(&mut self.line));
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogPipe {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            pipe: self.clone(),
+            line: Vec::with_capacity(256),
+        }
+    }
+}
