@@ -4,7 +4,8 @@
 //! stuck log shipper) stops every request that logs, SNS's answers with
 //! them (an outside trial: with a stopped reader every `POST /sns` hung).
 //! Here a request hands its line over and goes on; the thread writes. Past
-//! [`LINES_HELD`] lines waiting, lines are left out and counted, as are
+//! [`LINES_HELD`] lines or [`BYTES_HELD`] bytes waiting, lines are left out
+//! and counted, as are
 //! lines the reader refused (it went away). At shutdown the lines waiting
 //! get [`SHUTDOWN_WAIT`] to be written, and the process never waits on the
 //! reader beyond that: a library writer tried first (`tracing-appender`)
@@ -13,14 +14,15 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines held for a slow reader: about 8 MB at the longest lines.
+/// Lines held for a slow reader, and the bytes they may hold in all.
 pub const LINES_HELD: usize = 8192;
+pub const BYTES_HELD: usize = 8 << 20;
 
 /// How long shutdown waits for the lines still held to be written.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -31,6 +33,8 @@ struct Counts {
     dropped: AtomicU64,
     /// Lines handed over and not yet written.
     waiting: AtomicU64,
+    /// Their bytes.
+    bytes: AtomicUsize,
 }
 
 /// The writer the log's subscriber makes a line writer from.
@@ -69,12 +73,20 @@ impl LogPipe {
         self.counts.dropped.load(Ordering::Relaxed)
     }
 
-    fn send(&self, line: Vec<u8>) {
+    fn send(&self, mut line: Vec<u8>) {
+        let len = line.len();
+        if self.counts.bytes.fetch_add(len, Ordering::Relaxed) + len > BYTES_HELD {
+            self.counts.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        line.shrink_to_fit();
         self.counts.waiting.fetch_add(1, Ordering::Relaxed);
         match self.sender.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counts.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.counts.bytes.fetch_sub(len, Ordering::Relaxed);
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -90,6 +102,7 @@ fn write_lines(receiver: &Receiver<Vec<u8>>, counts: &Counts) {
         if out.write_all(&line).and_then(|()| out.flush()).is_err() {
             counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        counts.bytes.fetch_sub(line.len(), Ordering::Relaxed);
         counts.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -100,16 +113,21 @@ impl Drop for LogPipeGuard {
         while self.counts.waiting.load(Ordering::Relaxed) > 0 {
             if Instant::now() >= deadline {
                 let left = self.counts.waiting.load(Ordering::Relaxed);
-                // Said on standard error from a thread of its own, which
-                // the process does not wait for: standard error may be the
-                // same stuck pipe.
+                if left == 0 {
+                    return;
+                }
+                // Said on standard error from a thread of its own, waited
+                // for a second at most: standard error may be the same
+                // stuck pipe.
+                let (said, heard) = std::sync::mpsc::channel();
                 let _ = std::thread::Builder::new().spawn(move || {
                     eprintln!(
                         "{left} log lines not written: standard output did not take them within {} s",
                         SHUTDOWN_WAIT.as_secs()
                     );
+                    let _ = said.send(());
                 });
-                std::thread::sleep(Duration::from_millis(50));
+                let _ = heard.recv_timeout(Duration::from_secs(1));
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
