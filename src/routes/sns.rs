@@ -36,6 +36,7 @@ pub async fn receive(
     let result = handle(&req, &mut payload, &state, &mut seen, &mut verified).await;
     // A refusal may leave the body unread; a message taken was read whole.
     let refused = result.is_err();
+    let repeated = matches!(&result, Ok(Written::Applied(applied)) if applied.outcome == StoreOutcome::Duplicate);
     let (response, outcome) = match result {
         Ok(written) => {
             let (status, outcome, body) = match written {
@@ -84,7 +85,7 @@ pub async fn receive(
     // again for as long as SNS_MAX_AGE_SECS allows, while SNS repeats one
     // rarely), are logged within their budget, which is spent only where
     // their lines would be written.
-    let budgeted = (refused && !verified) || outcome == StoreOutcome::Duplicate.as_str();
+    let budgeted = (refused && !verified) || repeated;
     if budgeted && tracing::enabled!(tracing::Level::INFO) {
         state.refusal_lines.take(
             Instant::now(),
