@@ -176,6 +176,11 @@ impl Confirmer {
             },
         };
         match &result {
+            // Nothing was asked of SNS: the subscription stays pending
+            // until someone confirms it (`/v1/subscriptions` says so too).
+            Ok(_) if mode == ConfirmMode::Off => {
+                tracing::info!(topic = %escaped_word(topic), mode = mode.as_str(), token = %escaped_word(&redact_token(token)), "subscription left pending: SNS_CONFIRM_MODE is off; confirm it by hand in the SNS console")
+            }
             Ok(arn) => {
                 tracing::info!(topic = %escaped_word(topic), mode = mode.as_str(), token = %escaped_word(&redact_token(token)), subscription_arn = %escaped_word(arn.as_deref().unwrap_or_default()), "subscription confirmed")
             }

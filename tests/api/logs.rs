@@ -401,6 +401,29 @@ async fn at_warn_a_flood_of_refusals_writes_nothing() {
     assert!(!logs.contains("flood-"), "{logs}");
 }
 
+/// With `SNS_CONFIRM_MODE=off` nothing is asked of SNS: the log says the
+/// subscription is left pending, as `/v1/subscriptions` does, never that
+/// it was confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_off_logs_a_pending_subscription_not_a_confirmed_one() {
+    let dir = TempDir::new();
+    let (child, port) = serve_logging(&dir, "text", "info");
+    let client = reqwest::Client::new();
+    let confirmation = Msg::subscription_confirmation(TOPIC).sign();
+    assert_eq!(
+        post_when_up(&client, port, &confirmation, "SubscriptionConfirmation").await,
+        200
+    );
+    let logs = stop_and_read(child);
+    assert!(
+        logs.lines().any(|l| l.contains("subscription left pending")
+            && l.contains("SNS_CONFIRM_MODE is off")
+            && l.contains(&format!("topic={TOPIC}"))),
+        "{logs}"
+    );
+    assert!(!logs.contains("subscription confirmed"), "{logs}");
+}
+
 /// A message of a topic bouncer does not take, refused 403.
 fn foreign(i: usize) -> Msg {
     Msg::notification("arn:aws:sns:us-east-1:999999999999:other", "x")
