@@ -136,6 +136,9 @@ async fn step(
         duplicates,
         set_aside,
     } = applier.apply(items).await;
+    if handled_items > 0 {
+        shared.wrote(left.is_empty());
+    }
     // The spool lets go of nothing the disk does not have yet.
     if left.len() < handled_items
         && let Err(e) = applier.settled().await

@@ -14,7 +14,9 @@
 //! file: damage to the last acknowledged record looks the same. Damage
 //! anywhere else is skipped to the next intact record, its bytes kept in a
 //! `damaged-*.bin` file and reported: the acknowledged records after it are
-//! still applied. A kept file is never overwritten: segment numbers start
+//! still applied. Damage whose bytes cannot be copied (a full disk) is
+//! skipped too, and its segment, once drained, is renamed to a `damaged-`
+//! name rather than deleted. A kept file is never overwritten: segment numbers start
 //! again with every empty spool, so a later incident can meet the same
 //! name. A crash mid-drain applies part of a segment again at the next
 //! start, which the MessageId dedupe turns into no-ops: exactly once in
@@ -84,6 +86,11 @@ pub struct Spool {
     head: Position,
     /// The drain's open segment, kept between chunks.
     reader: Option<Reader>,
+    /// Segments holding damage whose bytes could not be copied aside (a
+    /// full disk), by number, with the offset of their first such damage:
+    /// each is kept whole under a `damaged-` name once drained, not
+    /// deleted (a rename takes no room).
+    keep_whole: std::collections::BTreeMap<u64, u64>,
 }
 
 struct Reader {
@@ -165,6 +172,7 @@ impl Spool {
             segments,
             appender: None,
             reader: None,
+            keep_whole: Default::default(),
         };
         spool.cut_torn_tail()?;
         Ok(spool)
@@ -330,13 +338,21 @@ impl Spool {
                     ends.push(pos);
                 }
                 Read1::Damaged { resume_at } => {
-                    match self.keep_damaged(pos, resume_at) {
-                        Ok(()) => pos.offset = resume_at,
-                        // The records before it can still go in; the
-                        // damage waits where it is until it can be kept.
-                        Err(_) if !records.is_empty() => break,
-                        Err(e) => return Err(e),
+                    if let Err(e) = self.keep_damaged(pos, resume_at) {
+                        // Waiting for room would hold back every record
+                        // after the damage, and with them the writer (in
+                        // spool mode until the spool is drained), while
+                        // the room it waits for is held by this segment.
+                        tracing::error!(
+                            segment = pos.seq,
+                            offset = pos.offset,
+                            damaged_bytes = resume_at - pos.offset,
+                            error = %e,
+                            "spool damage skipped: the records after it are applied; its bytes cannot be copied aside, so the whole segment is kept once drained"
+                        );
+                        self.keep_whole.entry(pos.seq).or_insert(pos.offset);
                     }
+                    pos.offset = resume_at;
                 }
             }
         }
@@ -421,7 +437,23 @@ impl Spool {
         if self.reader.as_ref().is_some_and(|r| r.seq == seq) {
             self.reader = None;
         }
-        std::fs::remove_file(self.dir.join(segment_name(seq)))
+        let path = self.dir.join(segment_name(seq));
+        match self.keep_whole.remove(&seq) {
+            None => std::fs::remove_file(path),
+            Some(offset) => {
+                let kept = keep_by_rename(
+                    &self.dir,
+                    &format!("damaged-{seq:012}-{offset}-segment"),
+                    &path,
+                )?;
+                tracing::warn!(
+                    segment = seq,
+                    kept_in = %kept.display(),
+                    "drained spool segment kept whole: it holds damage whose bytes could not be copied aside (from the offset in its name); its other records are applied"
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -588,6 +620,26 @@ fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
         }
     }
     Err(io::Error::other("no free name to keep the bytes under"))
+}
+
+/// Moves `from` to the first free name of `stem`, as [`keep_bytes`] names
+/// them: a rename needs no room on a full disk, and never replaces a file
+/// kept before (the spool's lock keeps other writers out).
+fn keep_by_rename(dir: &Path, stem: &str, from: &Path) -> io::Result<PathBuf> {
+    for n in 1u32.. {
+        let path = if n == 1 {
+            dir.join(format!("{stem}.bin"))
+        } else {
+            dir.join(format!("{stem}-{n}.bin"))
+        };
+        if std::fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        std::fs::rename(from, &path)?;
+        File::open(dir)?.sync_all()?;
+        return Ok(path);
+    }
+    Err(io::Error::other("no free name to keep the segment under"))
 }
 
 /// An earlier version kept the spool in one file at `path`: it becomes the

@@ -31,7 +31,17 @@ pub(super) struct Shared {
     /// `None`: no spool (a replay straight into the database); while the
     /// database is down, messages are then refused with 503.
     spool: Mutex<Option<Spool>>,
+    /// Where batches go: the database (Up) or the spool.
     up: AtomicBool,
+    /// The last write to the database failed and none has succeeded
+    /// since. The drain's probe (an empty transaction) can succeed on a
+    /// database that takes no writes (a full disk), and with nothing in
+    /// the spool to apply it then sets Up: only a write clears this.
+    writes_failing: AtomicBool,
+    /// The last append to the spool failed (a full disk).
+    spool_failing: AtomicBool,
+    /// What `/readyz`, the gauge and the log say: Up and taking writes.
+    takes_writes: AtomicBool,
     pub(super) wake_drain: Notify,
     pub(super) metrics: Metrics,
 }
@@ -49,16 +59,35 @@ impl Shared {
     /// together.
     pub(super) fn set_up(&self, up: bool, spool: &Option<Spool>) {
         let was = self.up.swap(up, Ordering::AcqRel);
-        if was != up {
-            if up {
+        if up && !was && self.writes_failing.load(Ordering::Acquire) {
+            tracing::debug!(
+                "the database answers again; the next write will tell whether it takes writes"
+            );
+        }
+        self.report();
+        self.metrics
+            .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
+    }
+
+    /// Whether the last write to the database (a batch, or the drain's
+    /// chunk) went in.
+    pub(super) fn wrote(&self, ok: bool) {
+        self.writes_failing.store(!ok, Ordering::Release);
+        self.report();
+    }
+
+    /// Says a change of what the service reports, once: in the log and in
+    /// `bouncer_database_up`.
+    fn report(&self) {
+        let now = self.up.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire);
+        if self.takes_writes.swap(now, Ordering::AcqRel) != now {
+            if now {
                 tracing::info!("database reachable again; writing directly");
             } else {
                 tracing::warn!("database unavailable; messages go to the spool until it is back");
             }
         }
-        self.metrics.database_up(up);
-        self.metrics
-            .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
+        self.metrics.database_up(now);
     }
 }
 
@@ -98,6 +127,9 @@ impl Writer {
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             up: AtomicBool::new(up),
+            writes_failing: AtomicBool::new(false),
+            spool_failing: AtomicBool::new(false),
+            takes_writes: AtomicBool::new(up),
             wake_drain: Notify::new(),
             metrics,
         });
@@ -144,9 +176,16 @@ impl Writer {
             .map_err(|_| WriteError("the writer stopped before answering".into()))?
     }
 
-    /// Whether messages currently go straight to the database.
+    /// Whether messages currently go straight to the database, and the
+    /// last write there went in.
     pub fn database_up(&self) -> bool {
-        self.shared.is_up()
+        self.shared.takes_writes.load(Ordering::Acquire)
+    }
+
+    /// Whether the last append to the spool failed: then neither the
+    /// database nor the spool takes messages, and they are answered 503.
+    pub fn spool_failing(&self) -> bool {
+        self.shared.spool_failing.load(Ordering::Acquire)
     }
 
     /// Bytes waiting in the spool.
@@ -177,6 +216,7 @@ impl IntakeTask {
                 None => continue,
             };
             let left = self.applier.lock().await.apply(batch).await.left;
+            self.shared.wrote(left.is_empty());
             if !left.is_empty() {
                 self.go_down_and_spool(left).await;
             }
@@ -233,6 +273,9 @@ impl IntakeTask {
     }
 
     fn answer_spooled(&self, batch: Vec<Job>, result: Result<(), String>) {
+        self.shared
+            .spool_failing
+            .store(result.is_err(), Ordering::Release);
         match result {
             Ok(()) => {
                 self.shared.metrics.spooled(batch.len());

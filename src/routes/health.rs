@@ -16,13 +16,18 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.writer.database_up() {
+        let detail = if state.writer.spool_failing() {
+            "the database does not take writes and the spool cannot take messages either (a full disk?): POST /sns answers 503 so that SNS retries; the server's log has the details".to_owned()
+        } else {
+            format!(
+                "the database does not take writes; messages are kept in the spool ({} bytes waiting) and applied when it is back",
+                state.writer.spooled_bytes()
+            )
+        };
         return error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            &format!(
-                "the database does not take writes; messages are kept in the spool ({} bytes waiting) and applied when it is back",
-                state.writer.spooled_bytes()
-            ),
+            &detail,
         );
     }
     match tokio::time::timeout(DATABASE_ANSWER_BUDGET, state.store.ping()).await {

@@ -134,6 +134,66 @@ async fn a_full_sqlite_disk_spools_and_writes_resume_once_space_is_freed() {
     drop(disk);
 }
 
+/// Found by an outside trial: with the database and the spool on one full
+/// disk every message was answered 503, but between messages `/readyz`
+/// said `ready` and `bouncer_database_up` 1, and the log said `database
+/// reachable again` after each: the drain's probe (an empty transaction)
+/// succeeds on a full disk, and with nothing spooled it set the writer Up.
+/// Only a write that goes in says the database takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_database_and_spool_is_not_ready_between_messages() {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "2m") else {
+        return;
+    };
+    let db = std::sync::Arc::new(TestDb::create(&Backend::Sqlite, &disk.0).await);
+    let mut settings = test_settings(&db.url, dir.path());
+    settings.spool_path = disk.0.join("spool");
+    let app = start(settings, Default::default(), db, dir.clone()).await;
+    assert_status(&app.post(&large("before")).await, 200, "stored");
+    let filler = disk.fill();
+
+    let gauge = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("bouncer_database_up "))
+            .map(str::to_owned)
+    };
+    for i in 0..2 {
+        let answer = app.post(&large(&format!("during {i}"))).await;
+        assert_eq!(answer.0, 503, "{}", answer.1);
+        assert_eq!(answer.1["error"], "store_unavailable");
+        // Longer than the drain's first probe (200 ms) and the next.
+        for _ in 0..15 {
+            let (status, body) = app.get("/readyz").await;
+            assert_eq!(status, 503, "ready while nothing can be stored: {body}");
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("the spool cannot take messages"),
+                "{detail}"
+            );
+            assert_eq!(
+                gauge(crate::ses_account::metrics(&app).await).as_deref(),
+                Some("0")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let after = large("after");
+    eventually("writes resume", || async {
+        app.post(&after).await.0 == 200
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+    assert_eq!(
+        gauge(crate::ses_account::metrics(&app).await).as_deref(),
+        Some("1")
+    );
+    app.stop().await;
+    drop(disk);
+}
+
 /// Found by an outside trial: `serve` on a full disk said only SQLite's
 /// words ("disk I/O error" when it cannot make its shared-memory file,
 /// "database or disk is full" when it cannot write a new file).
