@@ -16,7 +16,8 @@ use crate::sns::confirm::{ConfirmMode, Confirmed};
 use crate::sns::verify::VerifiedMessage;
 
 enum Step {
-    /// The spool is empty and the database takes writes: Up again.
+    /// The spool is empty and the database answers the probe: Up again
+    /// (it is said to take writes once a write goes in, `Shared::wrote`).
     CaughtUp,
     /// A chunk went in; the next one at once.
     Progress,
@@ -131,14 +132,13 @@ async fn step(
         }
     }
     let handled_items = items.len();
+    let outcome = applier.apply(items).await;
+    shared.wrote(&outcome, handled_items);
     let ApplyOutcome {
         left,
         duplicates,
         set_aside,
-    } = applier.apply(items).await;
-    if handled_items > 0 {
-        shared.wrote(left.is_empty());
-    }
+    } = outcome;
     // The spool lets go of nothing the disk does not have yet.
     if left.len() < handled_items
         && let Err(e) = applier.settled().await

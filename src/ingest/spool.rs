@@ -263,9 +263,10 @@ impl Spool {
         let needs_new = self.segments.back().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if needs_new {
             let seq = self.segments.back().map_or(self.head.seq, |s| s.seq + 1);
+            // Never over an existing file: a segment whose removal failed
+            // may still hold records (numbers only grow, see `advance`).
             let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .write(true)
                 .open(self.dir.join(segment_name(seq)))?;
             sync_dir(&self.dir)?;
@@ -424,11 +425,14 @@ impl Spool {
             && end.offset >= self.segments[0].len;
         if drained_all && let Some(done) = self.segments.pop_front() {
             self.appender = None;
-            self.remove_segment(done.seq)?;
+            // The next segment takes the next number even if the removal
+            // fails: a file left behind is read again at the next start
+            // (duplicates, no-ops), never reused for new records.
             self.head = Position {
                 seq: done.seq + 1,
                 offset: 0,
             };
+            self.remove_segment(done.seq)?;
         }
         Ok(())
     }
@@ -441,6 +445,8 @@ impl Spool {
         match self.keep_whole.remove(&seq) {
             None => std::fs::remove_file(path),
             Some(offset) => {
+                // Failed, the segment stays under its own name and is read
+                // again at the next start, damage and all.
                 let kept = keep_by_rename(
                     &self.dir,
                     &format!("damaged-{seq:012}-{offset}-segment"),
@@ -623,8 +629,9 @@ fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
 }
 
 /// Moves `from` to the first free name of `stem`, as [`keep_bytes`] names
-/// them: a rename needs no room on a full disk, and never replaces a file
-/// kept before (the spool's lock keeps other writers out).
+/// them: a new name for the same bytes takes no room for them on a full
+/// disk (at most a directory entry), and a hard link, unlike a rename,
+/// never replaces a file kept before.
 fn keep_by_rename(dir: &Path, stem: &str, from: &Path) -> io::Result<PathBuf> {
     for n in 1u32.. {
         let path = if n == 1 {
@@ -632,10 +639,12 @@ fn keep_by_rename(dir: &Path, stem: &str, from: &Path) -> io::Result<PathBuf> {
         } else {
             dir.join(format!("{stem}-{n}.bin"))
         };
-        if std::fs::symlink_metadata(&path).is_ok() {
-            continue;
+        match std::fs::hard_link(from, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        std::fs::rename(from, &path)?;
+        std::fs::remove_file(from)?;
         File::open(dir)?.sync_all()?;
         return Ok(path);
     }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, Item, WriteError, Written};
+use super::applier::{Applier, ApplyOutcome, Item, WriteError, Written};
 use super::spool::{Spool, SpoolRecord};
 use crate::metrics::Metrics;
 
@@ -69,15 +69,29 @@ impl Shared {
             .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
     }
 
-    /// Whether the last write to the database (a batch, or the drain's
-    /// chunk) went in.
-    pub(super) fn wrote(&self, ok: bool) {
-        self.writes_failing.store(!ok, Ordering::Release);
+    /// What a batch of `count` items (the writer's, or a chunk the drain
+    /// applied) says of the database: a failure, or writes going in. Only
+    /// a batch that stored something new proves the latter: one of
+    /// duplicates, or of messages set aside, commits nothing, which a
+    /// database on a full disk takes as it takes the probe.
+    pub(super) fn wrote(&self, outcome: &ApplyOutcome, count: usize) {
+        let handled = count.saturating_sub(outcome.left.len());
+        if !outcome.left.is_empty() {
+            self.writes_failing.store(true, Ordering::Release);
+        } else if handled > outcome.duplicates + outcome.set_aside {
+            self.writes_failing.store(false, Ordering::Release);
+            self.spool_failing.store(false, Ordering::Release);
+        } else {
+            return;
+        }
         self.report();
     }
 
     /// Says a change of what the service reports, once: in the log and in
-    /// `bouncer_database_up`.
+    /// `bouncer_database_up` (which `/metrics` also sets from its own reads
+    /// at each scrape). Never two at once: the intake reports only while
+    /// Up, the drain only while Down, and the one change between them is
+    /// made under the spool's lock.
     fn report(&self) {
         let now = self.up.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire);
         if self.takes_writes.swap(now, Ordering::AcqRel) != now {
@@ -86,8 +100,8 @@ impl Shared {
             } else {
                 tracing::warn!("database unavailable; messages go to the spool until it is back");
             }
+            self.metrics.database_up(now);
         }
-        self.metrics.database_up(now);
     }
 }
 
@@ -134,6 +148,7 @@ impl Writer {
             metrics,
         });
         shared.set_up(up, &shared.spool());
+        shared.metrics.database_up(up);
         let applier = Arc::new(tokio::sync::Mutex::new(applier));
         let stop = CancellationToken::new();
         let drain = tokio::spawn(super::drain::run(
@@ -215,8 +230,10 @@ impl IntakeTask {
                 Some(batch) => batch,
                 None => continue,
             };
-            let left = self.applier.lock().await.apply(batch).await.left;
-            self.shared.wrote(left.is_empty());
+            let count = batch.len();
+            let outcome = self.applier.lock().await.apply(batch).await;
+            self.shared.wrote(&outcome, count);
+            let left = outcome.left;
             if !left.is_empty() {
                 self.go_down_and_spool(left).await;
             }

@@ -17,7 +17,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.writer.database_up() {
         let detail = if state.writer.spool_failing() {
-            "the database does not take writes and the spool cannot take messages either (a full disk?): POST /sns answers 503 so that SNS retries; the server's log has the details".to_owned()
+            "the database does not take writes, and the spool could not take the last messages either (a full disk?): they were answered 503 so that SNS retries them; the server's log has the details".to_owned()
         } else {
             format!(
                 "the database does not take writes; messages are kept in the spool ({} bytes waiting) and applied when it is back",

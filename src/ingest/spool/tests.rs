@@ -315,3 +315,30 @@ fn a_long_damaged_run_of_large_sizes_is_stepped_over() {
     drop(spool);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by a review: a drained last segment whose removal failed left the
+/// spool's head inside it, so the next append began the same segment
+/// number again (truncating what was left there) and its first records
+/// were read as already drained.
+#[test]
+fn a_drained_segment_that_cannot_be_removed_is_never_reused() {
+    let dir = scratch("remove-fails");
+    let path = dir.join("spool");
+    let mut spool = Spool::open(&path).unwrap();
+    spool.append(&[record("a")]).unwrap();
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["a"]);
+    // Something the spool cannot remove where its segment was.
+    let seg = path.join(segment_files(&path)[0].clone());
+    std::fs::remove_file(&seg).unwrap();
+    std::fs::create_dir(&seg).unwrap();
+    std::fs::write(seg.join("kept"), b"x").unwrap();
+    assert!(spool.advance(chunk.end).is_err());
+
+    spool.append(&[record("b")]).unwrap();
+    assert!(spool.has_pending(), "the new record is waiting");
+    let chunk = spool.read_chunk(10).unwrap();
+    assert_eq!(bodies(&chunk), ["b"]);
+    assert!(seg.join("kept").exists(), "what was there is untouched");
+    let _ = std::fs::remove_dir_all(&dir);
+}
