@@ -217,7 +217,7 @@ pub async fn apply_events(
                 diagnostic_code: past.diagnostic_code.as_deref(),
                 first_seen: window.first_at,
                 last_seen: past.occurred_at,
-                events: 1,
+                events: window.events,
                 ses_message_id: Some(&past.ses_message_id),
                 sns_message_id: Some(&past.sns_message_id),
                 source: &sources[i],
@@ -251,7 +251,9 @@ struct Filled<'a> {
     /// of them, whose message's topic is the suppression's source.
     new: Vec<usize>,
     trigger: usize,
+    /// See [`fold::Crossing`].
     count: i64,
+    events: i64,
     first_at: Timestamp,
     /// The window's newest bounce, whose details the row takes.
     newest: Past,
@@ -281,6 +283,12 @@ async fn soft_bounce_windows<'a>(
         .filter(|(email, _)| !new_keys.contains_key(email))
         .copied()
         .collect();
+    let touched: Vec<&EmailAddress> = new_keys
+        .keys()
+        .copied()
+        .chain(only_delivered.iter().map(|(email, _)| *email))
+        .collect();
+    soft_bounces::serialize(tx, &touched).await?;
     if !only_delivered.is_empty() {
         soft_bounces::reset(tx, &only_delivered).await?;
     }
@@ -326,7 +334,13 @@ async fn soft_bounce_windows<'a>(
             soft,
         );
         streaks.push((*email, streak));
-        let Some(fold::Crossing { members, first }) = window else {
+        let Some(fold::Crossing {
+            members,
+            first,
+            events,
+            count,
+        }) = window
+        else {
             continue;
         };
         let new: Vec<usize> = members
@@ -340,7 +354,8 @@ async fn soft_bounce_windows<'a>(
             email,
             new,
             trigger,
-            count: members.len() as i64,
+            count,
+            events,
             first_at: past[first].occurred_at,
             newest: past.swap_remove(last),
         });

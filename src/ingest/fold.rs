@@ -28,6 +28,15 @@ pub struct Crossing {
     /// The first bounce of the earliest full window with a new bounce in
     /// it: where the suppression began.
     pub first: usize,
+    /// How many times the address is suppressed again, as applying the
+    /// bounces one at a time in the order they happened would have done
+    /// it: once for each bounce that ends a full window, counting one
+    /// stored before only if its window is full now and was not before.
+    /// (At least one.)
+    pub events: i64,
+    /// The size of the first of those windows: the count the row's note
+    /// gives, as it was when the row was written.
+    pub count: i64,
 }
 
 /// What an address's soft bounces amount to, in the order they happened,
@@ -78,9 +87,13 @@ pub fn soft_bounces(
             }
         }
     }
-    let crossing = crossing
-        .zip(first)
-        .map(|((_, members), first)| Crossing { members, first });
+    let (events, count) = suppressions_again(bounces, &counted, policy);
+    let crossing = crossing.zip(first).map(|((_, members), first)| Crossing {
+        count: count.unwrap_or(members.len() as i64),
+        members,
+        first,
+        events: events.max(1),
+    });
     let current: Vec<Timestamp> = counted
         .iter()
         .map(|i| bounces[*i].at)
@@ -96,6 +109,36 @@ pub fn soft_bounces(
         }
     });
     (crossing, streak)
+}
+
+/// For [`Crossing::events`] and [`Crossing::count`]: `counted`, positions
+/// in `bounces` in time order. Bounces sharing a latest delivery are
+/// neighbours in that order, so one pass keeps each window's start.
+fn suppressions_again(
+    bounces: &[Bounce],
+    counted: &[usize],
+    policy: SoftBouncePolicy,
+) -> (i64, Option<i64>) {
+    let b = |n: usize| &bounces[counted[n]];
+    // How many stored before (not new) are among the first n.
+    let mut old_before = vec![0i64; counted.len() + 1];
+    for n in 0..counted.len() {
+        old_before[n + 1] = old_before[n] + i64::from(!b(n).new);
+    }
+    let (mut events, mut count, mut start) = (0, None, 0);
+    for end in 0..counted.len() {
+        let from = b(end).at.saturating_sub(policy.window);
+        while b(start).at < from || b(start).after_delivery != b(end).after_delivery {
+            start += 1;
+        }
+        let size = (end - start + 1) as i64;
+        let old = old_before[end + 1] - old_before[start];
+        if size >= policy.limit && (b(end).new || old < policy.limit) {
+            events += 1;
+            count.get_or_insert(size);
+        }
+    }
+    (events, count)
 }
 
 /// One row per address for `writes` (single events, in arrival order), as
@@ -256,6 +299,32 @@ mod tests {
         let crossing = soft_bounces(&list, None, None, policy).0.expect("full");
         assert_eq!(crossing.members, vec![1, 2, 3], "the latest window");
         assert_eq!(crossing.first, 0, "began 30 days ago");
+    }
+
+    #[test]
+    fn each_bounce_that_ends_a_full_window_suppresses_once_more() {
+        let events = |list: &[(i64, bool)]| {
+            soft_bounces(&bounces(list), None, None, POLICY)
+                .0
+                .map(|c| (c.events, c.count))
+        };
+        // Six new of a new address: the row at the third, then once each.
+        let six: Vec<(i64, bool)> = (0..6).map(|d| (d, true)).collect();
+        assert_eq!(events(&six), Some((4, 3)));
+        // Listed by three before; five more in its window: five events.
+        let mut more = vec![(0, false), (1, false), (2, false)];
+        more.extend((3..8).map(|d| (d, true)));
+        assert_eq!(events(&more), Some((5, 4)));
+        // A new one older than two stored: the newer stored one ends the
+        // window it fills, once.
+        assert_eq!(events(&[(5, false), (6, false), (1, true)]), Some((1, 3)));
+        // Three stored that filled a window before, a new one older than
+        // all: the window ending at the second stored is full only now
+        // (one event); the one ending at the third was full before.
+        assert_eq!(
+            events(&[(1, false), (2, false), (3, false), (0, true)]),
+            Some((1, 3))
+        );
     }
 
     fn write<'a>(

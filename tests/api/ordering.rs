@@ -86,6 +86,61 @@ async fn a_delivery_before_a_soft_bounce_in_one_batch_resets_first(backend: Back
 
 on_both_databases!(a_delivery_before_a_soft_bounce_in_one_batch_resets_first);
 
+/// Found by an outside trial: soft bounces that came in one batch
+/// suppressed their address once, however many they were, so the row's
+/// `event_count` (and a new row's note) depended on how messages happened
+/// to share commits. One batch (the drain's) now gives what they would have
+/// given one at a time, in the order they happened: six bounces of a new
+/// address write the row at the third ("3 soft bounces") and count four
+/// events; five more of an address already listed count five.
+async fn soft_bounces_in_one_batch_count_as_they_would_one_at_a_time(backend: Backend) {
+    let (app, outage) = spawn_app_behind_forwarder(backend, |_, _| {}).await;
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    let (fresh, listed_before) = ("six@example.com", "listed@example.com");
+    for minutes in [90, 80, 70] {
+        assert_status(
+            &app.post(&soft_bounce(listed_before, &ago(minutes))).await,
+            200,
+            "stored",
+        );
+    }
+    let row = listed(&app, listed_before).await.expect("listed");
+    assert_eq!(row["event_count"], 1);
+    let away = take_database_away(&app, &outage).await;
+    let mut spooled = 0;
+    for minutes in (1..=6).rev() {
+        assert_status(
+            &app.post(&soft_bounce(fresh, &ago(minutes * 5))).await,
+            202,
+            "spooled",
+        );
+        spooled += 1;
+    }
+    for minutes in (1..=5).rev() {
+        assert_status(
+            &app.post(&soft_bounce(listed_before, &ago(minutes * 5)))
+                .await,
+            202,
+            "spooled",
+        );
+        spooled += 1;
+    }
+    away.give_back().await;
+    eventually("the spool is applied", || async {
+        spooled_bytes(&app.settings.spool_path) == 0 && app.db.total_messages().await == 3 + spooled
+    })
+    .await;
+    let row = listed(&app, fresh).await.expect("suppressed");
+    assert_eq!(row["event_count"], 4, "{row}");
+    assert_eq!(row["note"], "3 soft bounces within 14 days");
+    let row = listed(&app, listed_before).await.expect("listed");
+    assert_eq!(row["event_count"], 6, "{row}");
+    app.stop().await;
+}
+
+on_both_databases!(soft_bounces_in_one_batch_count_as_they_would_one_at_a_time);
+
 /// The row `GET /v1/suppressions/{email}` answers, or `None` (404).
 async fn listed(app: &TestApp, email: &str) -> Option<serde_json::Value> {
     let (status, body) = app
@@ -477,6 +532,101 @@ async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
     assert_eq!(
         row["last_seen_at"],
         Timestamp::parse_rfc3339(&ago(10)).expect("t").to_text()
+    );
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// Found by an outside trial of three replicas: a batch deleted the streaks
+/// its deliveries reset and then locked those of its soft bounces, each
+/// statement in address order but not one order across both. One replica
+/// given a soft bounce of `a` and a delivery to `b` in one batch, the other
+/// a delivery to `a` and a soft bounce of `b`, each held the row the other
+/// wanted next: PostgreSQL broke the deadlock after a second by failing a
+/// batch, retried. Each round holds both writers' first batch (a hard
+/// bounce) so that the pair queues into one batch, then holds both second
+/// batches before their first change to a streak and lets them go
+/// together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_resetting_and_counting_crosswise_never_deadlock() {
+    let Some((app, replica)) = two_replicas().await else {
+        return;
+    };
+    let Pool::Postgres(pool) = &app.db.pool else {
+        unreachable!()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |minutes: i64| iso(now - time::Duration::minutes(minutes));
+    for round in 0..3 {
+        let (a, b) = (
+            format!("cross-a{round}@example.com"),
+            format!("cross-b{round}@example.com"),
+        );
+        for who in [&a, &b] {
+            assert_status(&app.post(&soft_bounce(who, &ago(30))).await, 200, "stored");
+        }
+        let connect = || sqlx::PgConnection::connect(&app.db.url);
+        let (mut inserts, mut streaks) = (
+            connect().await.expect("connect"),
+            connect().await.expect("connect"),
+        );
+        inserts.execute("BEGIN").await.expect("begin");
+        inserts
+            .execute("LOCK TABLE sns_messages IN SHARE MODE")
+            .await
+            .expect("lock");
+        let blockers = [
+            hard_bounce(&format!("first-{round}-1@example.com"), &ago(5)),
+            hard_bounce(&format!("first-{round}-2@example.com"), &ago(5)),
+        ];
+        let held = futures_util::future::join(app.post(&blockers[0]), replica.post(&blockers[1]));
+        let pairs = async {
+            both_writers_wait_on_a_lock(pool, "both writers hold a first batch").await;
+            futures_util::future::join(
+                futures_util::future::join(
+                    app.post(&soft_bounce(&a, &ago(20))),
+                    app.post(&delivery(&b, &ago(10))),
+                ),
+                futures_util::future::join(
+                    replica.post(&delivery(&a, &ago(10))),
+                    replica.post(&soft_bounce(&b, &ago(20))),
+                ),
+            )
+            .await
+        };
+        let gates = async {
+            both_writers_wait_on_a_lock(pool, "both writers hold a first batch").await;
+            // The pairs queue up behind the first batches.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            streaks.execute("BEGIN").await.expect("begin");
+            streaks
+                .execute("LOCK TABLE soft_bounces IN SHARE MODE")
+                .await
+                .expect("lock");
+            inserts.execute("COMMIT").await.expect("release");
+            for blocker in &blockers {
+                let id = blocker.id();
+                eventually("the first batches commit", || async {
+                    app.db.count_messages(&id).await == 1
+                })
+                .await;
+            }
+            both_writers_wait_on_a_lock(pool, "both second batches wait at the streaks").await;
+            streaks.execute("COMMIT").await.expect("release");
+        };
+        let ((first, (ours, theirs)), ()) =
+            futures_util::future::join(futures_util::future::join(held, pairs), gates).await;
+        for answer in [first.0, first.1, ours.0, ours.1, theirs.0, theirs.1] {
+            assert_status(&answer, 200, "stored");
+        }
+    }
+    assert_eq!(
+        (
+            crate::pg_faults::retries_metric(&app).await,
+            crate::pg_faults::retries_metric(&replica).await
+        ),
+        (0.0, 0.0),
+        "no batch lost a deadlock"
     );
     replica.stop().await;
     app.stop().await;
