@@ -93,31 +93,48 @@ pub async fn history(
     Ok(by_email)
 }
 
-/// On PostgreSQL, locks the existing streak rows of `emails` (a batch's
-/// soft bounces and the deliveries that reset streaks) in one statement,
-/// in address order, before the batch touches any of them. A batch first
-/// deletes the streaks its deliveries reset and then locks those of its
-/// soft bounces: two statements, each in address order, but not one order
-/// across both, so two replicas given a delivery to one address and a soft
-/// bounce of another, crosswise, each held the row the other wanted next,
-/// and PostgreSQL broke the deadlock after its `deadlock_timeout` (1 s) by
-/// failing one batch (found by an outside trial of three replicas: a dozen
-/// a run). Rows inserted later (a first soft bounce) are new keys, which
-/// a replica inserting the same one waits for without holding a row this
-/// batch wants. SQLite's writer holds the whole database already.
+/// The advisory locks' first key: bouncer's streaks, apart from any other
+/// user of advisory locks in the database ("boun").
+const STREAK_LOCKS: i32 = 0x626f_756e;
+
+/// How many advisory locks stand for all addresses: a batch takes at most
+/// this many, whatever `WRITE_BATCH_MAX`, from PostgreSQL's shared lock
+/// table (`max_locks_per_transaction` × connections, 6,400 by default).
+const STREAK_LOCK_SLOTS: u32 = 1024;
+
+/// On PostgreSQL, takes a transaction-level advisory lock for each of
+/// `emails` (a batch's soft bounces and the deliveries that reset
+/// streaks), in one order every replica shares, before the batch touches
+/// any streak row. A batch first deletes the streaks its deliveries reset
+/// and then locks (or inserts) those of its soft bounces: two statements,
+/// each in address order, but not one order across both, so two replicas
+/// given a delivery to one address and a soft bounce of another, crosswise,
+/// each held the row the other wanted next, and PostgreSQL broke the
+/// deadlock after its `deadlock_timeout` (1 s) by failing one batch (found
+/// by an outside trial of three replicas: a dozen a run). Locking the
+/// existing rows first in one ordered statement was not enough: a row
+/// another replica inserts and commits meanwhile is locked later, out of
+/// order (found by a review). An advisory lock needs no row. Addresses
+/// share a lock by a hash (two that share one only wait for each other).
+/// SQLite's writer holds the whole database already.
 pub async fn serialize(tx: &mut Tx<'_>, emails: &[&EmailAddress]) -> DbResult<()> {
     let super::conn::Raw::Postgres(conn) = tx.raw() else {
         return Ok(());
     };
-    let mut sorted: Vec<String> = emails.iter().map(|e| e.as_str().to_owned()).collect();
-    sorted.sort();
-    sorted.dedup();
-    if sorted.is_empty() {
+    let mut slots: Vec<i32> = emails
+        .iter()
+        .map(|e| (crc32fast::hash(e.as_str().as_bytes()) % STREAK_LOCK_SLOTS) as i32)
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    if slots.is_empty() {
         return Ok(());
     }
-    // ORDER BY comes before the lock: rows are locked as sorted.
-    sqlx::query("SELECT email FROM soft_bounces WHERE email = ANY($1) ORDER BY email FOR UPDATE")
-        .bind(sorted)
+    // `unnest` yields the array in its order, and each row's lock is taken
+    // as it is yielded.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, slot) FROM unnest($2::int4[]) AS slot")
+        .bind(STREAK_LOCKS)
+        .bind(slots)
         .execute(conn)
         .await?;
     Ok(())

@@ -545,8 +545,8 @@ async fn two_replicas_counting_one_address_at_once_see_each_others_bounces() {
 /// wanted next: PostgreSQL broke the deadlock after a second by failing a
 /// batch, retried. Each round holds both writers' first batch (a hard
 /// bounce) so that the pair queues into one batch, then holds both second
-/// batches before their first change to a streak and lets them go
-/// together.
+/// batches (one at the streaks' table, the other behind it) and lets them
+/// go together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_resetting_and_counting_crosswise_never_deadlock() {
     let Some((app, replica)) = two_replicas().await else {
