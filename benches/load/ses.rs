@@ -221,20 +221,55 @@ pub fn envelopes(workload: Workload, n: usize, tag: &str) -> Vec<String> {
     sign_in_parallel(plans, tag)
 }
 
+/// How the generator names its SNS messages. SNS's `MessageId` is a UUID
+/// in no order (version 5, name-based, in `fixtures/aws-real`), so each
+/// stored id lands at a random place in the database's index of ids; `BENCH_MESSAGE_IDS=sequential` sends
+/// `{tag}-{chunk}-{i}` instead, ids in the index's order, as the benchmark
+/// did before 2026-12-07 (its figures until then were taken so).
+fn sequential_ids() -> bool {
+    std::env::var("BENCH_MESSAGE_IDS").is_ok_and(|v| v == "sequential")
+}
+
+/// A UUID's text, random, in the shape of SNS's `MessageId` (version 5).
+fn random_uuid(rng: &mut Rng) -> String {
+    let (hi, lo) = (rng.next(), rng.next());
+    format!(
+        "{:08x}-{:04x}-5{:03x}-{:x}{:03x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xfff,
+        8 | (lo >> 62),
+        (lo >> 48) & 0xfff,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
 fn sign_in_parallel(plans: Vec<Value>, tag: &str) -> Vec<String> {
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let chunk = plans.len().div_ceil(threads).max(1);
+    let sequential = sequential_ids();
+    // Different in every run and chunk: ids never repeat across runs.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
     std::thread::scope(|scope| {
         let handles: Vec<_> = plans
             .chunks(chunk)
             .enumerate()
             .map(|(c, part)| {
                 scope.spawn(move || {
+                    let mut rng =
+                        Rng::new(seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     part.iter()
                         .enumerate()
                         .map(|(i, message)| {
+                            let id = if sequential {
+                                format!("{tag}-{c}-{i}")
+                            } else {
+                                random_uuid(&mut rng)
+                            };
                             Msg::notification(TOPIC, &message.to_string())
-                                .set("MessageId", &format!("{tag}-{c}-{i}"))
+                                .set("MessageId", &id)
                                 .sign()
                                 .body()
                         })
