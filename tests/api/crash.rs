@@ -613,7 +613,8 @@ async fn damage_that_cannot_be_copied_aside_holds_nothing_back() {
     disk.fill();
 
     let log = dir.path().join("serve.log");
-    let mut child = start(Some(&log));
+    // Killed when the test ends, failed or not.
+    let _serving = Serve(start(Some(&log)));
     assert!(answers(port, "/healthz").await, "bouncer did not start");
     crate::helpers::eventually("the spool empties", || async { spooled_bytes(&spool) == 0 }).await;
     for (i, msg) in msgs.iter().enumerate() {
@@ -659,6 +660,4 @@ async fn damage_that_cannot_be_copied_aside_holds_nothing_back() {
     );
     assert_eq!(said.matches("cannot be copied aside").count(), 2, "{said}");
     assert_eq!(said.matches("kept whole").count(), 1, "{said}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
