@@ -15,10 +15,10 @@
 //! anywhere else is skipped to the next intact record, its bytes kept in a
 //! `damaged-*.bin` file and reported: the acknowledged records after it are
 //! still applied. Damage whose bytes cannot be copied (a full disk) is
-//! skipped too, and its segment, once drained, is renamed to a `damaged-`
-//! name rather than deleted. A kept file is never overwritten: segment numbers start
-//! again with every empty spool, so a later incident can meet the same
-//! name. A crash mid-drain applies part of a segment again at the next
+//! skipped too, and its segment, once drained, is kept under a `damaged-`
+//! name rather than deleted. A kept file is never overwritten: segment
+//! numbers start again with every empty spool, so a later incident can
+//! meet the same name. A crash mid-drain applies part of a segment again at the next
 //! start, which the MessageId dedupe turns into no-ops: exactly once in
 //! effect.
 
@@ -89,7 +89,7 @@ pub struct Spool {
     /// Segments holding damage whose bytes could not be copied aside (a
     /// full disk), by number, with the offset of their first such damage:
     /// each is kept whole under a `damaged-` name once drained, not
-    /// deleted (a rename takes no room).
+    /// deleted (a new name takes no room for its bytes).
     keep_whole: std::collections::BTreeMap<u64, u64>,
 }
 
@@ -447,7 +447,7 @@ impl Spool {
             Some(offset) => {
                 // Failed, the segment stays under its own name and is read
                 // again at the next start, damage and all.
-                let kept = keep_by_rename(
+                let kept = keep_by_link(
                     &self.dir,
                     &format!("damaged-{seq:012}-{offset}-segment"),
                     &path,
@@ -598,12 +598,7 @@ fn read_range(file: &mut File, start: u64, end: u64) -> io::Result<Vec<u8>> {
 /// one returned (the drain meets the same damage at every retry until its
 /// segment is done; a copy each time would fill the disk).
 fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-    for n in 1u32.. {
-        let path = if n == 1 {
-            dir.join(format!("{stem}.bin"))
-        } else {
-            dir.join(format!("{stem}-{n}.bin"))
-        };
+    for path in kept_names(dir, stem) {
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut file) => {
                 let written = file.write_all(bytes).and_then(|()| file.sync_all());
@@ -628,17 +623,21 @@ fn keep_bytes(dir: &Path, stem: &str, bytes: &[u8]) -> io::Result<PathBuf> {
     Err(io::Error::other("no free name to keep the bytes under"))
 }
 
-/// Moves `from` to the first free name of `stem`, as [`keep_bytes`] names
-/// them: a new name for the same bytes takes no room for them on a full
-/// disk (at most a directory entry), and a hard link, unlike a rename,
-/// never replaces a file kept before.
-fn keep_by_rename(dir: &Path, stem: &str, from: &Path) -> io::Result<PathBuf> {
-    for n in 1u32.. {
-        let path = if n == 1 {
-            dir.join(format!("{stem}.bin"))
-        } else {
-            dir.join(format!("{stem}-{n}.bin"))
-        };
+/// The names a kept file of `stem` may take, in turn: `<stem>.bin`, then
+/// `<stem>-2.bin`, `<stem>-3.bin`, ...
+fn kept_names<'a>(dir: &'a Path, stem: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    (1u32..).map(move |n| match n {
+        1 => dir.join(format!("{stem}.bin")),
+        n => dir.join(format!("{stem}-{n}.bin")),
+    })
+}
+
+/// Moves `from` to the first free name of `stem` ([`kept_names`]): a new
+/// name for the same bytes takes no room for them on a full disk (at most
+/// a directory entry), and a hard link, unlike a rename, never replaces a
+/// file kept before.
+fn keep_by_link(dir: &Path, stem: &str, from: &Path) -> io::Result<PathBuf> {
+    for path in kept_names(dir, stem) {
         match std::fs::hard_link(from, &path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -211,7 +211,8 @@ pub async fn write(tx: &mut Tx<'_>, rows: &[(&EmailAddress, Option<Streak>)]) ->
 /// Deliveries reset their addresses' counts, unless the bounces came after
 /// the delivery (for addresses without soft bounces in the same batch).
 pub async fn reset(tx: &mut Tx<'_>, deliveries: &[(&EmailAddress, Timestamp)]) -> DbResult<()> {
-    // In address order, as every writer locks rows, also across statements.
+    // In address order within the statement; across statements and
+    // replicas, `serialize` has ordered the batch's addresses already.
     let mut sorted = deliveries.to_vec();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for chunk in sorted.chunks(rows_per_statement(2)) {

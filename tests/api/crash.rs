@@ -627,14 +627,7 @@ async fn damage_that_cannot_be_copied_aside_holds_nothing_back() {
     assert!(answers(port, "/readyz").await, "{}", logged(dir.path()));
     // Writes go to the database again, the disk still full.
     let after = Msg::notification(TOPIC, "after the damage").sign();
-    let answer = client
-        .post(format!("http://127.0.0.1:{port}/sns"))
-        .header("x-amz-sns-message-type", "Notification")
-        .body(after.body())
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.status().as_u16(), 200);
+    post_all_answered(&client, port, std::slice::from_ref(&after), 1, 200).await;
     assert_eq!(db.count_messages(&after.id()).await, 1);
     // The segment, kept whole under a name that says where the damage is.
     let kept: Vec<_> = std::fs::read_dir(&spool)

@@ -65,15 +65,28 @@ fn large(tag: &str) -> Msg {
     Msg::notification(TOPIC, &format!("{tag} {}", "x".repeat(60 * 1024))).sign()
 }
 
+/// An app whose SQLite database (and, with `spool_too`, its spool) lives on
+/// a 2 MiB disk of its own, in a folder to keep until the disk is gone;
+/// none where no tmpfs can be mounted.
+async fn app_on_a_small_disk(
+    spool_too: bool,
+) -> Option<(std::sync::Arc<TempDir>, SmallDisk, crate::helpers::TestApp)> {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let disk = SmallDisk::mount(&dir.path().join("small"), "2m")?;
+    let db = std::sync::Arc::new(TestDb::create(&Backend::Sqlite, &disk.0).await);
+    let mut settings = test_settings(&db.url, dir.path());
+    if spool_too {
+        settings.spool_path = disk.0.join("spool");
+    }
+    let app = start(settings, Default::default(), db, dir.clone()).await;
+    Some((dir, disk, app))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sqlite_disk_spools_and_writes_resume_once_space_is_freed() {
-    let dir = std::sync::Arc::new(TempDir::new());
-    let Some(disk) = SmallDisk::mount(&dir.path().join("db"), "2m") else {
+    let Some((_dir, disk, app)) = app_on_a_small_disk(false).await else {
         return;
     };
-    let db = std::sync::Arc::new(TestDb::create(&Backend::Sqlite, &disk.0).await);
-    let settings = test_settings(&db.url, dir.path());
-    let app = start(settings, Default::default(), db, dir.clone()).await;
     assert_status(&app.post(&large("before")).await, 200, "stored");
     let filler = disk.fill();
 
@@ -143,14 +156,9 @@ async fn a_full_sqlite_disk_spools_and_writes_resume_once_space_is_freed() {
 /// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_database_and_spool_is_not_ready_between_messages() {
-    let dir = std::sync::Arc::new(TempDir::new());
-    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "2m") else {
+    let Some((_dir, disk, app)) = app_on_a_small_disk(true).await else {
         return;
     };
-    let db = std::sync::Arc::new(TestDb::create(&Backend::Sqlite, &disk.0).await);
-    let mut settings = test_settings(&db.url, dir.path());
-    settings.spool_path = disk.0.join("spool");
-    let app = start(settings, Default::default(), db, dir.clone()).await;
     let before = large("before");
     assert_status(&app.post(&before).await, 200, "stored");
     let filler = disk.fill();

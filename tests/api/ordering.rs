@@ -351,6 +351,18 @@ async fn both_writers_wait_on_a_lock(pool: &sqlx::PgPool, what: &str) {
     .await;
 }
 
+/// Neither replica retried a batch: PostgreSQL had no deadlock to break.
+async fn no_batch_lost_a_deadlock(app: &TestApp, replica: &TestApp) {
+    assert_eq!(
+        (
+            crate::pg_faults::retries_metric(app).await,
+            crate::pg_faults::retries_metric(replica).await
+        ),
+        (0.0, 0.0),
+        "no batch lost a deadlock"
+    );
+}
+
 /// Two replicas whose batches fall in different hours (one just before the
 /// turn, one just after) each add hard bounces that alone stay under the
 /// pause line and together pass it. Their rate checks wait for each other,
@@ -479,14 +491,7 @@ async fn two_replicas_given_the_same_messages_store_each_once_without_deadlock()
     }
     assert_eq!(stored, 256, "each message stored by exactly one replica");
     assert_eq!(app.db.total_messages().await, 256);
-    assert_eq!(
-        (
-            crate::pg_faults::retries_metric(&app).await,
-            crate::pg_faults::retries_metric(&replica).await
-        ),
-        (0.0, 0.0),
-        "no batch lost a deadlock"
-    );
+    no_batch_lost_a_deadlock(&app, &replica).await;
     replica.stop().await;
     app.stop().await;
 }
@@ -620,14 +625,7 @@ async fn two_replicas_resetting_and_counting_crosswise_never_deadlock() {
             assert_status(&answer, 200, "stored");
         }
     }
-    assert_eq!(
-        (
-            crate::pg_faults::retries_metric(&app).await,
-            crate::pg_faults::retries_metric(&replica).await
-        ),
-        (0.0, 0.0),
-        "no batch lost a deadlock"
-    );
+    no_batch_lost_a_deadlock(&app, &replica).await;
     replica.stop().await;
     app.stop().await;
 }
