@@ -218,7 +218,10 @@ async fn handle(
         let seen = state.writer.database_up()
             && state
                 .store
-                .message_seen(accepted.message.message_id())
+                .message_seen(
+                    accepted.message.envelope().timestamp,
+                    accepted.message.message_id(),
+                )
                 .await
                 .unwrap_or(false);
         if !seen {

@@ -1,6 +1,18 @@
-//! `sns_messages`: every accepted SNS message, once per MessageId. The
-//! primary key is the dedupe: a second delivery (even at the same moment on
-//! another connection or another replica) inserts nothing.
+//! `sns_messages`: every accepted SNS message, once. A unique key is the
+//! dedupe: a second delivery (even at the same moment on another
+//! connection or another replica) inserts nothing.
+//!
+//! On SQLite the key is `(sns_timestamp, message_id)`, in time order.
+//! SNS's MessageIds are UUIDs in no order: keyed by the id alone, each
+//! message's index entry landed on a page of its own, anywhere in the
+//! index, and SQLite writes every page a commit changes whole to its log
+//! (and again at the checkpoint), on the writer's serial path: 5% of the
+//! feed mix's throughput and 17% of the bounce storm's (BENCHMARKS.md,
+//! "A dedupe key in time order"). Every copy of one SNS message, retries
+//! and replays included, carries the same signed `Timestamp`, so the pair
+//! names the message as the id does. PostgreSQL keeps the id alone as its
+//! key: replicas of the version before an upgrade go on writing with it
+//! (docs/decisions.md).
 
 use std::collections::HashSet;
 
@@ -82,6 +94,13 @@ pub struct MessageRow<'a> {
     pub body: &'a str,
 }
 
+/// A message's dedupe key as one string: its `Timestamp` (fixed-width
+/// text, so that the string's order is time order) and its id, apart by a
+/// `\n`, which neither holds.
+pub(crate) fn message_key(sns_timestamp: Timestamp, message_id: &str) -> String {
+    format!("{}\n{}", sns_timestamp.to_text(), storable(message_id))
+}
+
 /// The positions of `keys` in key order, each key once (its first
 /// occurrence). Every keyed batch is written in key order, so that two
 /// replicas writing overlapping batches lock the same rows in the same
@@ -106,15 +125,29 @@ pub(crate) fn new_flags(
         .collect()
 }
 
-/// Inserts the rows (a duplicate id inserts nothing); for each row, whether
+/// Inserts the rows (a known key inserts nothing); for each row, whether
 /// it was new.
 pub async fn insert_messages(
     tx: &mut Tx<'_>,
     rows: &[MessageRow<'_>],
     stored_at: Timestamp,
 ) -> DbResult<Vec<bool>> {
-    let keys: Vec<_> = rows.iter().map(|r| storable(r.message_id)).collect();
+    // Each backend's rows in its own key's order: on PostgreSQL that is
+    // the order replicas of the version before insert in too (a rolling
+    // upgrade), so that overlapping batches cannot deadlock.
+    let sqlite = tx.is_sqlite();
+    let keys: Vec<std::borrow::Cow<'_, str>> = rows
+        .iter()
+        .map(|r| match sqlite {
+            true => std::borrow::Cow::Owned(message_key(r.sns_timestamp, r.message_id)),
+            false => storable(r.message_id),
+        })
+        .collect();
     let order = key_order(&keys);
+    let conflict = match sqlite {
+        true => " ON CONFLICT (sns_timestamp, message_id) DO NOTHING",
+        false => " ON CONFLICT (message_id) DO NOTHING",
+    };
     let mut inserted = HashSet::new();
     for chunk in statements(&order, 12, |i| rows[*i].body.len()) {
         let ids = on_tx!(tx, conn => {
@@ -124,7 +157,7 @@ pub async fn insert_messages(
             );
             qb.push_values(chunk, |mut row, i| {
                 let r = &rows[*i];
-                row.push_bind(keys[*i].clone().into_owned())
+                row.push_bind(storable(r.message_id).into_owned())
                     .push_bind(r.message_type.to_owned())
                     .push_bind(storable(r.topic_arn).into_owned())
                     .push_bind(storable_opt(r.subject))
@@ -137,24 +170,29 @@ pub async fn insert_messages(
                     .push_bind(storable_opt(r.outcome_detail))
                     .push_bind(storable(r.body).into_owned());
             });
-            qb.push(" ON CONFLICT (message_id) DO NOTHING");
-            conn.keyed_insert(qb, "sns_messages", "message_id", chunk.len()).await
+            qb.push(conflict);
+            conn.keyed_insert(qb, "sns_messages", "sns_timestamp, message_id", chunk.len()).await
         })?;
         inserted.extend(ids.keys(
             chunk.iter().map(|i| keys[*i].as_ref()),
-            |(id,): (String,)| id,
+            |(at, id): (Timestamp, String)| match sqlite {
+                true => message_key(at, &id),
+                false => id,
+            },
         ));
     }
     Ok(new_flags(&keys, &inserted))
 }
 
 impl Store {
-    /// Whether an SNS message with this id is stored already (a cheap look
-    /// before confirming a subscription a second time).
-    pub async fn message_seen(&self, message_id: &str) -> DbResult<bool> {
-        const SQL: &str = "SELECT COUNT(*) FROM sns_messages WHERE message_id = $1";
+    /// Whether this SNS message (its signed `Timestamp` and its id, the
+    /// dedupe key) is stored already (a cheap look before confirming a
+    /// subscription a second time).
+    pub async fn message_seen(&self, sns_timestamp: Timestamp, message_id: &str) -> DbResult<bool> {
+        const SQL: &str =
+            "SELECT COUNT(*) FROM sns_messages WHERE sns_timestamp = $1 AND message_id = $2";
         let id = storable(message_id);
-        let n: i64 = on_db!(&self.db, pool => sqlx::query_scalar(SQL).bind(id.as_ref()).fetch_one(pool).await)?;
+        let n: i64 = on_db!(&self.db, pool => sqlx::query_scalar(SQL).bind(sns_timestamp).bind(id.as_ref()).fetch_one(pool).await)?;
         Ok(n > 0)
     }
 }

@@ -75,7 +75,7 @@ macro_rules! older_than {
         }
     };
 }
-const MESSAGES: Chunk = older_than!("sns_messages", "message_id", "received_at", "");
+const MESSAGES: Chunk = older_than!("sns_messages", "rowid", "received_at", "");
 const EVENTS: Chunk = older_than!("feedback_events", "id", "received_at", "");
 const VOLUME: Chunk = older_than!("rate_volume", "mail_id, recipient", "seen_at", "");
 const BUCKETS: Chunk = older_than!("rate_buckets", "bucket_start", "bucket_start", "");

@@ -18,6 +18,7 @@ mod cli_settings;
 mod cli_suppressions;
 mod confirm_failures;
 mod crash;
+mod dedupe_key;
 mod disk_full;
 mod durability;
 mod failed_sync;
