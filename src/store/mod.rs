@@ -181,6 +181,24 @@ impl Store {
             }
         };
         let before: Result<usize, MigrateError> = waiting_aloud(migrating, self.location()).await;
+        let known = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration());
+        let version = known.clone().map(|m| m.version).max().unwrap_or(0);
+        // SQLite reports an error from the checkpoint that its commit
+        // runs (a disk that fills while the log is copied into the file)
+        // as the commit's, though the commit took: a migration that
+        // rebuilt a large table was then told as failed while the schema
+        // was new (found by an outside trial). Say which it is.
+        let committed = match &before {
+            Err(_) if self.is_sqlite() => {
+                let applied: Result<Vec<i64>, _> = on_db!(&self.db, pool => sqlx::query_scalar(
+                    sqlx::AssertSqlSafe(format!("SELECT version FROM {table} WHERE success"))
+                ).fetch_all(pool).await);
+                applied.is_ok_and(|applied| known.clone().all(|m| applied.contains(&m.version)))
+            }
+            _ => false,
+        };
         let before = before.map_err(|e| {
             let why = match &e {
                 MigrateError::Execute(e) => error::describe(e),
@@ -199,12 +217,15 @@ impl Store {
                 ),
                 other => other.to_string(),
             };
-            anyhow::anyhow!("cannot migrate the {}: {why}", self.location)
+            if committed {
+                anyhow::anyhow!(
+                    "the {} is migrated (its schema is version {version}), but SQLite could not finish writing it from its log into the file: {why}",
+                    self.location
+                )
+            } else {
+                anyhow::anyhow!("cannot migrate the {}: {why}", self.location)
+            }
         })?;
-        let known = migrator
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration());
-        let version = known.clone().map(|m| m.version).max().unwrap_or(0);
         Ok(Migrated {
             applied: known.count().saturating_sub(before),
             version,

@@ -11,7 +11,7 @@ use crate::signing::{Msg, now_text};
 
 /// SQLite's table and key as they were before migration 0013, the rows
 /// kept with their rowids; on both databases, 0013 not applied.
-async fn before_time_ordered_key(db: &TestDb) {
+pub(crate) async fn before_time_ordered_key(db: &TestDb) {
     if db.is_sqlite() {
         // One script on one connection: statements on the pool's others
         // saw the old schema.

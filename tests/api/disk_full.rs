@@ -339,3 +339,55 @@ async fn a_full_temporary_directory_does_not_stop_the_writer() {
     assert_eq!(replaced, 128, "each bounce applied to its row");
     drop(tmp);
 }
+
+/// Found by an outside trial: migration 0013 rebuilds SQLite's table of
+/// messages, and a disk that filled while SQLite copied its log into the
+/// file, after the migration committed, made `migrate` say "cannot
+/// migrate" while the schema was new. It now says what happened; once
+/// there is room, the next `migrate` has nothing to apply, and every
+/// message is there.
+#[tokio::test]
+async fn a_disk_that_fills_after_the_migration_committed_is_told_as_such() {
+    let dir = TempDir::new();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "46m") else {
+        return;
+    };
+    let db = TestDb::create(&Backend::Sqlite, &disk.0).await;
+    crate::cli::migrate(dir.path(), &db.url);
+    crate::dedupe_key::before_time_ordered_key(&db).await;
+    // 4,600 messages of 2.2 KB: a table of about 19 MB, so that its copy
+    // fits in the log (past the 16 MB at which a commit checkpoints) but
+    // not also in the file.
+    db.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4600) \
+         INSERT INTO sns_messages (message_id, message_type, topic_arn, sns_timestamp, received_at, \
+         stored_at, signature_version, outcome, body) \
+         SELECT lower(hex(randomblob(16))), 'Notification', 'grown', '2026-12-07T10:00:00.000Z', \
+         '2026-12-07T10:00:00.000Z', '2026-12-07T10:00:00.000Z', 1, 'applied', hex(randomblob(1100)) FROM n",
+    )
+    .await;
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+
+    let ran = crate::cli::run_with(dir.path(), &db.url, &["migrate"]);
+    assert_ne!(ran.code, 0, "{ran}");
+    assert!(
+        ran.stderr.contains("is migrated (its schema is version ")
+            && ran.stderr.contains(
+                "), but SQLite could not finish writing it from its log into the file: database or disk is full"
+            ),
+        "{ran}"
+    );
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=200m"])
+        .arg(&disk.0)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(grown, "the tmpfs grows");
+    let ran = crate::cli::run_with(dir.path(), &db.url, &["migrate"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    assert!(
+        format!("{}{}", ran.stdout, ran.stderr).contains("is up to date (schema version "),
+        "{ran}"
+    );
+    assert_eq!(db.total_messages().await, 4600);
+}
