@@ -191,7 +191,9 @@ impl Store {
         // rebuilt a large table was then told as failed while the schema
         // was new (found by an outside trial). Say which it is.
         let committed = match &before {
-            Err(_) if self.is_sqlite() => {
+            Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
+                if self.is_sqlite() =>
+            {
                 let applied: Result<Vec<i64>, _> = on_db!(&self.db, pool => sqlx::query_scalar(
                     sqlx::AssertSqlSafe(format!("SELECT version FROM {table} WHERE success"))
                 ).fetch_all(pool).await);

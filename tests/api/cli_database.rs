@@ -111,6 +111,13 @@ async fn commands_refuse_a_database_that_is_not_migrated(backend: Backend) {
     let ran = run_with(dir.path(), &db.url, &["migrate"]);
     assert_ne!(ran.code, 0, "{ran}");
     assert!(
+        ran.stderr.contains("cannot migrate the SQLite database")
+            || ran
+                .stderr
+                .contains("cannot migrate the PostgreSQL database"),
+        "{ran}"
+    );
+    assert!(
         ran.stderr.contains(
             "it was migrated by a newer bouncer (migration 99990101 is unknown to this one): use that bouncer"
         ) && !ran.stderr.contains("resolved migrations"),
