@@ -14,6 +14,7 @@
 //! key: replicas of the version before an upgrade go on writing with it
 //! (docs/decisions.md).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use sqlx::QueryBuilder;
@@ -94,18 +95,26 @@ pub struct MessageRow<'a> {
     pub body: &'a str,
 }
 
-/// A message's dedupe key as one string: its `Timestamp` (fixed-width
-/// text, so that the string's order is time order) and its id, apart by a
-/// `\n`, which neither holds.
-pub(crate) fn message_key(sns_timestamp: Timestamp, message_id: &str) -> String {
-    format!("{}\n{}", sns_timestamp.to_text(), storable(message_id))
+/// A message's dedupe key as one string, the key its backend keeps (see
+/// the module's comment): on SQLite its `Timestamp` (fixed-width text, so
+/// that the string's order is time order) and its id, apart by a `\n`,
+/// which neither holds; on PostgreSQL its id.
+fn dedupe_key(sqlite: bool, sns_timestamp: Timestamp, message_id: &str) -> Cow<'_, str> {
+    match sqlite {
+        true => Cow::Owned(format!(
+            "{}\n{}",
+            sns_timestamp.to_text(),
+            storable(message_id)
+        )),
+        false => storable(message_id),
+    }
 }
 
 /// The positions of `keys` in key order, each key once (its first
 /// occurrence). Every keyed batch is written in key order, so that two
 /// replicas writing overlapping batches lock the same rows in the same
 /// order and cannot deadlock.
-pub(crate) fn key_order<'k>(keys: &[std::borrow::Cow<'k, str>]) -> Vec<usize> {
+pub(crate) fn key_order<'k>(keys: &[Cow<'k, str>]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..keys.len()).collect();
     // Stable: equal keys keep their arrival order, the first stays.
     order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
@@ -115,10 +124,7 @@ pub(crate) fn key_order<'k>(keys: &[std::borrow::Cow<'k, str>]) -> Vec<usize> {
 
 /// Which of `keys` the database just inserted: those it returned, at their
 /// first occurrence only.
-pub(crate) fn new_flags(
-    keys: &[std::borrow::Cow<'_, str>],
-    inserted: &HashSet<String>,
-) -> Vec<bool> {
+pub(crate) fn new_flags(keys: &[Cow<'_, str>], inserted: &HashSet<String>) -> Vec<bool> {
     let mut seen = HashSet::new();
     keys.iter()
         .map(|k| inserted.contains(k.as_ref()) && seen.insert(k.as_ref()))
@@ -136,12 +142,9 @@ pub async fn insert_messages(
     // the order replicas of the version before insert in too (a rolling
     // upgrade), so that overlapping batches cannot deadlock.
     let sqlite = tx.is_sqlite();
-    let keys: Vec<std::borrow::Cow<'_, str>> = rows
+    let keys: Vec<Cow<'_, str>> = rows
         .iter()
-        .map(|r| match sqlite {
-            true => std::borrow::Cow::Owned(message_key(r.sns_timestamp, r.message_id)),
-            false => storable(r.message_id),
-        })
+        .map(|r| dedupe_key(sqlite, r.sns_timestamp, r.message_id))
         .collect();
     let order = key_order(&keys);
     let conflict = match sqlite {
@@ -175,10 +178,7 @@ pub async fn insert_messages(
         })?;
         inserted.extend(ids.keys(
             chunk.iter().map(|i| keys[*i].as_ref()),
-            |(at, id): (Timestamp, String)| match sqlite {
-                true => message_key(at, &id),
-                false => id,
-            },
+            |(at, id): (Timestamp, String)| dedupe_key(sqlite, at, &id).into_owned(),
         ));
     }
     Ok(new_flags(&keys, &inserted))
@@ -200,7 +200,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
 
     #[test]
     fn statements_stop_at_their_rows_or_their_text_and_take_at_least_one_row() {
