@@ -43,7 +43,7 @@ fn volume_of(event: &FeedbackEvent) -> (Vec<&EmailAddress>, Proof) {
         {
             (event.destination.iter().collect(), Proof::NotSent)
         }
-        Detail::Bounce { bounce_subtype, .. } if bounce_subtype == LISTED => {
+        Detail::Bounce { bounce_subtype, .. } if bounce_subtype.as_deref() == Some(LISTED) => {
             (event.recipient.iter().collect(), Proof::NotSent)
         }
         Detail::Bounce { .. } => (event.recipient.iter().collect(), Proof::Bounce),
@@ -101,7 +101,7 @@ impl<'a> DetailColumns<'a> {
                 diagnostic_code,
             } => DetailColumns {
                 bounce_type: Some(bounce_type),
-                bounce_subtype: Some(bounce_subtype),
+                bounce_subtype: bounce_subtype.as_deref(),
                 status: status.as_deref(),
                 diagnostic_code: diagnostic_code.as_deref(),
                 feedback_type: None,

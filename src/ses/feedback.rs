@@ -34,7 +34,10 @@ impl Format {
 pub enum Detail {
     Bounce {
         bounce_type: String,
-        bounce_subtype: String,
+        /// As SES sent it: none when the notification names none (SES
+        /// always does; a relay or a hand-made replay may not). The policy
+        /// then reads it as any subtype of its type.
+        bounce_subtype: Option<String>,
         status: Option<String>,
         diagnostic_code: Option<String>,
     },
@@ -375,7 +378,7 @@ fn parse_event(
                     bounce_subtype: bounce
                         .bounce_sub_type
                         .clone()
-                        .unwrap_or_else(|| "Undetermined".into()),
+                        .filter(|s| !s.trim().is_empty()),
                     // An empty one tells nothing, and the CSV export could
                     // not tell it from none.
                     status: r.status.filter(|s| !s.trim().is_empty()),

@@ -237,7 +237,7 @@ pub fn decide(detail: &Detail) -> &'static Rule {
         } => (
             "Bounce",
             Some(bounce_type.as_str()),
-            Some(bounce_subtype.as_str()),
+            bounce_subtype.as_deref(),
         ),
         Detail::Complaint {
             feedback_type,
@@ -291,7 +291,7 @@ mod tests {
     fn bounce(t: &str, s: &str) -> Detail {
         Detail::Bounce {
             bounce_type: t.into(),
-            bounce_subtype: s.into(),
+            bounce_subtype: Some(s.into()),
             status: None,
             diagnostic_code: None,
         }
@@ -321,6 +321,22 @@ mod tests {
         );
         assert_eq!(
             decide(&bounce("Undetermined", "Undetermined")).action,
+            Action::CountSoftBounce
+        );
+        // No subtype: any subtype of its type, never a content problem.
+        let untyped = |t: &str| Detail::Bounce {
+            bounce_type: t.into(),
+            bounce_subtype: None,
+            status: None,
+            diagnostic_code: None,
+        };
+        let permanent = decide(&untyped("Permanent"));
+        assert_eq!(
+            (permanent.action, permanent.rate),
+            (Action::Suppress, Rate::HardBounce)
+        );
+        assert_eq!(
+            decide(&untyped("Transient")).action,
             Action::CountSoftBounce
         );
         let complaint = |t: Option<&str>, s: Option<&str>| Detail::Complaint {

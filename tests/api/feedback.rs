@@ -543,7 +543,74 @@ async fn a_bounce_whose_diagnostic_holds_half_a_utf16_pair_suppresses(backend: B
     app.stop().await;
 }
 
+/// A bounce without `bounceSubType`: SES always names one, but a relay or
+/// a hand-made replay through SNS may leave it out.
+fn bounce_without_subtype(kind: &str, recipient: &str, at: &str) -> Msg {
+    let ses = json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": kind,
+            "bouncedRecipients": [{"emailAddress": recipient, "status": "5.0.0", "diagnosticCode": "smtp; 550 test"}],
+            "timestamp": at, "feedbackId": format!("fb-{}", unique_id()),
+        },
+        "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "destination": [recipient]},
+    });
+    Msg::notification(TOPIC, &ses.to_string()).sign()
+}
+
+async fn a_bounce_without_a_subtype_is_kept_without_one(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    assert_status(
+        &app.post(&bounce_without_subtype(
+            "Permanent",
+            "hard@example.com",
+            "2026-11-01T00:00:00Z",
+        ))
+        .await,
+        200,
+        "stored",
+    );
+    // Soft all the same: the third within the window suppresses.
+    for day in ["01", "02", "03"] {
+        assert!(!is_suppressed(&app, "soft@example.com").await, "day {day}");
+        assert_status(
+            &app.post(&bounce_without_subtype(
+                "Transient",
+                "soft@example.com",
+                &format!("2026-11-{day}T00:00:00Z"),
+            ))
+            .await,
+            200,
+            "stored",
+        );
+    }
+    for (email, kind) in [
+        ("hard@example.com", "Permanent"),
+        ("soft@example.com", "Transient"),
+    ] {
+        let row = crate::ordering::listed(&app, email)
+            .await
+            .expect("suppressed");
+        assert_eq!(row["reason"], "bounce", "{row}");
+        assert_eq!(row["bounce_type"], kind, "{row}");
+        // Not a subtype SES did not send.
+        assert_eq!(row["bounce_subtype"], Value::Null, "{row}");
+    }
+    assert_eq!(
+        app.db
+            .scalar(
+                "SELECT COUNT(*) FROM feedback_events WHERE event_type = 'Bounce' AND bounce_subtype IS NULL",
+                None,
+            )
+            .await,
+        4,
+        "the events keep none either"
+    );
+    app.stop().await;
+}
+
 on_both_databases!(
+    a_bounce_without_a_subtype_is_kept_without_one,
     a_bounce_whose_diagnostic_holds_half_a_utf16_pair_suppresses,
     an_operators_note_outlives_the_events_that_follow,
     an_event_from_the_future_counts_from_when_it_was_published,

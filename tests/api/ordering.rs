@@ -142,7 +142,7 @@ async fn soft_bounces_in_one_batch_count_as_they_would_one_at_a_time(backend: Ba
 on_both_databases!(soft_bounces_in_one_batch_count_as_they_would_one_at_a_time);
 
 /// The row `GET /v1/suppressions/{email}` answers, or `None` (404).
-async fn listed(app: &TestApp, email: &str) -> Option<serde_json::Value> {
+pub(crate) async fn listed(app: &TestApp, email: &str) -> Option<serde_json::Value> {
     let (status, body) = app
         .api(
             reqwest::Method::GET,
