@@ -335,10 +335,13 @@ mod tests {
             (permanent.action, permanent.rate),
             (Action::Suppress, Rate::HardBounce)
         );
-        assert_eq!(
-            decide(&untyped("Transient")).action,
-            Action::CountSoftBounce
-        );
+        for kind in ["Transient", "Undetermined", "Brand-new"] {
+            assert_eq!(
+                decide(&untyped(kind)).action,
+                Action::CountSoftBounce,
+                "{kind}"
+            );
+        }
         let complaint = |t: Option<&str>, s: Option<&str>| Detail::Complaint {
             feedback_type: t.map(Into::into),
             complaint_subtype: s.map(Into::into),

@@ -543,10 +543,10 @@ async fn a_bounce_whose_diagnostic_holds_half_a_utf16_pair_suppresses(backend: B
     app.stop().await;
 }
 
-/// A bounce without `bounceSubType`: SES always names one, but a relay or
-/// a hand-made replay through SNS may leave it out.
-fn bounce_without_subtype(kind: &str, recipient: &str, at: &str) -> Msg {
-    let ses = json!({
+/// A bounce whose `bounceSubType` is `subtype`, or left out (`None`): SES
+/// always names one, but a relay or a hand-made replay through SNS may not.
+fn bounce_without_subtype(kind: &str, recipient: &str, at: &str, subtype: Option<Value>) -> Msg {
+    let mut ses = json!({
         "notificationType": "Bounce",
         "bounce": {
             "bounceType": kind,
@@ -555,21 +555,32 @@ fn bounce_without_subtype(kind: &str, recipient: &str, at: &str) -> Msg {
         },
         "mail": {"timestamp": at, "messageId": format!("ses-{}", unique_id()), "destination": [recipient]},
     });
+    if let Some(subtype) = subtype {
+        ses["bounce"]["bounceSubType"] = subtype;
+    }
     Msg::notification(TOPIC, &ses.to_string()).sign()
 }
 
 async fn a_bounce_without_a_subtype_is_kept_without_one(backend: Backend) {
     let app = spawn_app_with(backend, |_, _| {}).await;
-    assert_status(
-        &app.post(&bounce_without_subtype(
-            "Permanent",
-            "hard@example.com",
-            "2026-11-01T00:00:00Z",
-        ))
-        .await,
-        200,
-        "stored",
-    );
+    let hard = [
+        ("hard@example.com", None),
+        ("hard-null@example.com", Some(Value::Null)),
+        ("hard-blank@example.com", Some(json!(" "))),
+    ];
+    for (email, subtype) in &hard {
+        assert_status(
+            &app.post(&bounce_without_subtype(
+                "Permanent",
+                email,
+                "2026-11-01T00:00:00Z",
+                subtype.clone(),
+            ))
+            .await,
+            200,
+            "stored",
+        );
+    }
     // Soft all the same: the third within the window suppresses.
     for day in ["01", "02", "03"] {
         assert!(!is_suppressed(&app, "soft@example.com").await, "day {day}");
@@ -578,16 +589,18 @@ async fn a_bounce_without_a_subtype_is_kept_without_one(backend: Backend) {
                 "Transient",
                 "soft@example.com",
                 &format!("2026-11-{day}T00:00:00Z"),
+                None,
             ))
             .await,
             200,
             "stored",
         );
     }
-    for (email, kind) in [
-        ("hard@example.com", "Permanent"),
-        ("soft@example.com", "Transient"),
-    ] {
+    let listed = hard
+        .iter()
+        .map(|(email, _)| (*email, "Permanent"))
+        .chain([("soft@example.com", "Transient")]);
+    for (email, kind) in listed {
         let row = crate::ordering::listed(&app, email)
             .await
             .expect("suppressed");
@@ -603,7 +616,7 @@ async fn a_bounce_without_a_subtype_is_kept_without_one(backend: Backend) {
                 None,
             )
             .await,
-        4,
+        6,
         "the events keep none either"
     );
     app.stop().await;
