@@ -53,12 +53,18 @@ pub struct LogPipeGuard {
 impl LogPipe {
     /// Starts the thread that writes to standard output.
     pub fn to_stdout() -> std::io::Result<(LogPipe, LogPipeGuard)> {
+        LogPipe::to_writer(std::io::stdout())
+    }
+
+    /// Starts the thread that writes to `out` (standard output, or a
+    /// reader the tests hold up).
+    fn to_writer(out: impl Write + Send + 'static) -> std::io::Result<(LogPipe, LogPipeGuard)> {
         let (sender, receiver) = sync_channel(LINES_HELD);
         let counts = Arc::new(Counts::default());
         let writing = counts.clone();
         std::thread::Builder::new()
             .name("bouncer-log".into())
-            .spawn(move || write_lines(&receiver, &writing))?;
+            .spawn(move || write_lines(&receiver, &writing, out))?;
         Ok((
             LogPipe {
                 sender,
@@ -102,8 +108,7 @@ const GATHER: Duration = Duration::from_millis(10);
 /// The thread's loop: the lines waiting written together, each whole; a
 /// write the reader refused counts its lines as left out. It ends with the
 /// process.
-fn write_lines(receiver: &Receiver<Vec<u8>>, counts: &Counts) {
-    let stdout = std::io::stdout();
+fn write_lines(receiver: &Receiver<Vec<u8>>, counts: &Counts, mut out: impl Write) {
     let mut batch: Vec<u8> = Vec::new();
     while let Ok(first) = receiver.recv() {
         let mut lines = vec![first];
@@ -114,13 +119,12 @@ fn write_lines(receiver: &Receiver<Vec<u8>>, counts: &Counts) {
         for line in &lines {
             batch.extend_from_slice(line);
         }
-        let mut out = stdout.lock();
+        // `Stdout::write_all` holds its lock for the whole batch.
         if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
             counts
                 .dropped
                 .fetch_add(lines.len() as u64, Ordering::Relaxed);
         }
-        drop(out);
         counts.bytes.fetch_sub(batch.len(), Ordering::Relaxed);
         counts
             .waiting
@@ -199,5 +203,105 @@ impl<'a> MakeWriter<'a> for LogPipe {
             pipe: self.clone(),
             line: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Condvar, Mutex};
+
+    /// A reader that takes nothing until it is let go, and says when the
+    /// log's thread first waits on it.
+    #[derive(Clone)]
+    struct HeldReader {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        waiting: Sender<()>,
+        read: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl HeldReader {
+        fn new() -> (HeldReader, Receiver<()>) {
+            let (waiting, first_wait) = channel();
+            let reader = HeldReader {
+                open: Arc::new((Mutex::new(false), Condvar::new())),
+                waiting,
+                read: Arc::default(),
+            };
+            (reader, first_wait)
+        }
+
+        fn let_go(&self) {
+            let (open, changed) = &*self.open;
+            *open.lock().expect("lock") = true;
+            changed.notify_all();
+        }
+    }
+
+    impl Write for HeldReader {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.waiting.send(());
+            let (open, changed) = &*self.open;
+            let mut open = open.lock().expect("lock");
+            while !*open {
+                open = changed.wait(open).expect("wait");
+            }
+            self.read.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One line in the thread's hands, stuck in a write; then `more`.
+    fn held_with(more: &[Vec<u8>]) -> (LogPipe, LogPipeGuard, HeldReader) {
+        let (reader, first_wait) = HeldReader::new();
+        let (pipe, guard) = LogPipe::to_writer(reader.clone()).expect("thread");
+        pipe.send(b"first\n".to_vec());
+        first_wait.recv().expect("the thread writes");
+        for line in more {
+            pipe.send(line.clone());
+        }
+        (pipe, guard, reader)
+    }
+
+    #[test]
+    fn lines_past_the_budget_are_left_out_counted_and_the_rest_written_in_order() {
+        let lines: Vec<Vec<u8>> = (0..LINES_HELD + 300)
+            .map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let (pipe, guard, reader) = held_with(&lines);
+        assert_eq!(pipe.dropped(), 300, "the lines past {LINES_HELD} waiting");
+        reader.let_go();
+        drop(guard);
+        let read = String::from_utf8(reader.read.lock().expect("lock").clone()).expect("text");
+        let expected: String = std::iter::once("first\n".to_owned())
+            .chain((0..LINES_HELD).map(|i| format!("line {i}\n")))
+            .collect();
+        assert!(read == expected, "{} bytes read", read.len());
+        assert_eq!(pipe.dropped(), 300);
+    }
+
+    #[test]
+    fn bytes_past_the_budget_are_left_out_and_counted() {
+        let mib = |c: u8| {
+            let mut line = vec![c; 1 << 20];
+            line.push(b'\n');
+            line
+        };
+        // The first line's bytes count until they are written; lines of
+        // a MiB and a byte each pass BYTES_HELD with the eighth.
+        let more: Vec<Vec<u8>> = (b'a'..=b'j').map(mib).collect();
+        let (pipe, guard, reader) = held_with(&more);
+        assert_eq!(pipe.dropped(), 3, "past {BYTES_HELD} bytes waiting");
+        reader.let_go();
+        drop(guard);
+        let read = reader.read.lock().expect("lock").clone();
+        assert_eq!(read.len(), 6 + 7 * ((1 << 20) + 1));
+        assert_eq!(read[6], b'a');
+        assert_eq!(read[read.len() - 2], b'g');
     }
 }
