@@ -289,9 +289,13 @@ mod tests {
     use super::*;
 
     fn bounce(t: &str, s: &str) -> Detail {
+        bounce_of(t, Some(s))
+    }
+
+    fn bounce_of(t: &str, s: Option<&str>) -> Detail {
         Detail::Bounce {
             bounce_type: t.into(),
-            bounce_subtype: Some(s.into()),
+            bounce_subtype: s.map(Into::into),
             status: None,
             diagnostic_code: None,
         }
@@ -324,20 +328,14 @@ mod tests {
             Action::CountSoftBounce
         );
         // No subtype: any subtype of its type, never a content problem.
-        let untyped = |t: &str| Detail::Bounce {
-            bounce_type: t.into(),
-            bounce_subtype: None,
-            status: None,
-            diagnostic_code: None,
-        };
-        let permanent = decide(&untyped("Permanent"));
+        let permanent = decide(&bounce_of("Permanent", None));
         assert_eq!(
             (permanent.action, permanent.rate),
             (Action::Suppress, Rate::HardBounce)
         );
         for kind in ["Transient", "Undetermined", "Brand-new"] {
             assert_eq!(
-                decide(&untyped(kind)).action,
+                decide(&bounce_of(kind, None)).action,
                 Action::CountSoftBounce,
                 "{kind}"
             );

@@ -100,13 +100,14 @@ pub struct MessageRow<'a> {
 /// that the string's order is time order) and its id, apart by a `\n`,
 /// which neither holds; on PostgreSQL its id.
 fn dedupe_key(sqlite: bool, sns_timestamp: Timestamp, message_id: &str) -> Cow<'_, str> {
-    match sqlite {
-        true => Cow::Owned(format!(
+    if sqlite {
+        Cow::Owned(format!(
             "{}\n{}",
             sns_timestamp.to_text(),
             storable(message_id)
-        )),
-        false => storable(message_id),
+        ))
+    } else {
+        storable(message_id)
     }
 }
 
@@ -147,9 +148,10 @@ pub async fn insert_messages(
         .map(|r| dedupe_key(sqlite, r.sns_timestamp, r.message_id))
         .collect();
     let order = key_order(&keys);
-    let conflict = match sqlite {
-        true => " ON CONFLICT (sns_timestamp, message_id) DO NOTHING",
-        false => " ON CONFLICT (message_id) DO NOTHING",
+    let conflict = if sqlite {
+        " ON CONFLICT (sns_timestamp, message_id) DO NOTHING"
+    } else {
+        " ON CONFLICT (message_id) DO NOTHING"
     };
     let mut inserted = HashSet::new();
     for chunk in statements(&order, 12, |i| rows[*i].body.len()) {
