@@ -53,6 +53,36 @@ impl Item {
     }
 }
 
+/// The room on an SQLite database's disk that says it takes writes again
+/// after a write failed there (or when `serve` starts), with no message
+/// stored since to prove it: a batch of a few hundred messages of common
+/// size writes a few MiB to the log, and a checkpoint then copies it into
+/// the file. Less only keeps `/readyz` at 503 until a write goes in; it
+/// never keeps a message out of the database.
+pub const ROOM_FOR_WRITES: u64 = 16 << 20;
+
+/// What the disk under the database has room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// At least [`ROOM_FOR_WRITES`] free.
+    Enough,
+    /// Less: the bytes free.
+    Short(u64),
+    /// Not for bouncer to tell (PostgreSQL's disk is its server's).
+    Unknown,
+}
+
+impl Room {
+    /// The room on the disk under `store`'s database now.
+    pub fn of(store: &Store) -> Room {
+        match store.free_bytes() {
+            Some(free) if free >= ROOM_FOR_WRITES => Room::Enough,
+            Some(free) => Room::Short(free),
+            None => Room::Unknown,
+        }
+    }
+}
+
 /// How many times a batch that met a serialization failure or a deadlock
 /// is tried again at once before the database counts as unavailable.
 const TRANSIENT_RETRIES: u32 = 3;
@@ -69,6 +99,9 @@ pub struct ApplyOutcome {
     /// kept in the set-aside file (or, without one, answered with an
     /// error).
     pub set_aside: usize,
+    /// Items were left, and the disk under the database was short of room
+    /// then (SQLite): the room, once back, says writes go in again.
+    pub short_of_room: bool,
 }
 
 pub struct Applier {
@@ -140,6 +173,12 @@ impl Applier {
         self.migrated
     }
 
+    /// Whether the disk under the database has room for writes (see
+    /// [`ROOM_FOR_WRITES`]).
+    pub fn room(&self) -> Room {
+        Room::of(&self.store)
+    }
+
     /// One round trip on the writer's connection: can it write again?
     pub async fn probe(&mut self) -> DbResult<()> {
         // After a failed sync of SQLite's log or database file, not until a
@@ -194,6 +233,7 @@ impl Applier {
                 left: items,
                 duplicates: 0,
                 set_aside: 0,
+                short_of_room: false,
             };
         }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
@@ -249,10 +289,12 @@ impl Applier {
                 },
             }
         }
+        let short_of_room = !left.is_empty() && matches!(self.room(), Room::Short(_));
         ApplyOutcome {
             left,
             duplicates,
             set_aside,
+            short_of_room,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, ApplyOutcome, Item};
+use super::applier::{Applier, ApplyOutcome, Item, Room};
 use super::spool::{Chunk, Position, SpoolRecord};
 use super::writer::Shared;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
@@ -34,6 +34,11 @@ pub(super) async fn run(
 ) {
     loop {
         if shared.is_up() {
+            match watch_room(&shared, &applier, (retry_min, retry_max), &stop).await {
+                Watched::Stopped => return,
+                Watched::Down => continue,
+                Watched::Done => {}
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = shared.wake_drain.notified() => continue,
@@ -61,6 +66,46 @@ pub(super) async fn run(
             }
             delay = (delay * 2).min(retry_max);
         }
+    }
+}
+
+enum Watched {
+    /// Writes go in, or whether they would cannot be told: nothing to
+    /// watch.
+    Done,
+    /// The writer went down: the drain's turn.
+    Down,
+    Stopped,
+}
+
+/// Up, but no write has gone in since one failed (or since a start on a
+/// disk short of room): looks at the room on the database's disk on the
+/// backoff, until there is room, a write goes in, or the writer goes down.
+async fn watch_room(
+    shared: &Shared,
+    applier: &tokio::sync::Mutex<Applier>,
+    (retry_min, retry_max): (Duration, Duration),
+    stop: &CancellationToken,
+) -> Watched {
+    let mut delay = retry_min;
+    loop {
+        if !shared.is_up() {
+            return Watched::Down;
+        }
+        if !shared.writes_failing() {
+            return Watched::Done;
+        }
+        let room = applier.lock().await.room();
+        shared.room_seen(room);
+        if matches!(room, Room::Enough | Room::Unknown) {
+            return Watched::Done;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Watched::Stopped,
+            _ = shared.wake_drain.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(retry_max);
     }
 }
 
@@ -138,6 +183,7 @@ async fn step(
         left,
         duplicates,
         set_aside,
+        ..
     } = outcome;
     // The spool lets go of nothing the disk does not have yet.
     if left.len() < handled_items

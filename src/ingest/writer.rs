@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, ApplyOutcome, Item, WriteError, Written};
+use super::applier::{Applier, ApplyOutcome, Item, ROOM_FOR_WRITES, Room, WriteError, Written};
 use super::spool::{Spool, SpoolRecord};
 use crate::metrics::Metrics;
 
@@ -40,6 +40,11 @@ pub(super) struct Shared {
     writes_failing: AtomicBool,
     /// The last append to the spool failed (a full disk).
     spool_failing: AtomicBool,
+    /// Since the last write went in, the disk under the database was seen
+    /// short of room (SQLite): when a write failed, at the start, or by the
+    /// drain. Only then does room, once back, say writes go in again; a
+    /// write that failed for another cause waits for one that goes in.
+    short_seen: AtomicBool,
     /// What `/readyz`, the gauge and the log say: Up and taking writes.
     takes_writes: AtomicBool,
     pub(super) wake_drain: Notify,
@@ -77,14 +82,46 @@ impl Shared {
     pub(super) fn wrote(&self, outcome: &ApplyOutcome, count: usize) {
         let handled = count.saturating_sub(outcome.left.len());
         if !outcome.left.is_empty() {
+            if outcome.short_of_room {
+                self.short_seen.store(true, Ordering::Release);
+            }
             self.writes_failing.store(true, Ordering::Release);
         } else if handled > outcome.duplicates + outcome.set_aside {
             self.writes_failing.store(false, Ordering::Release);
             self.spool_failing.store(false, Ordering::Release);
+            self.short_seen.store(false, Ordering::Release);
         } else {
             return;
         }
         self.report();
+    }
+
+    pub(super) fn writes_failing(&self) -> bool {
+        self.writes_failing.load(Ordering::Acquire)
+    }
+
+    /// What the drain found of the room on the database's disk while no
+    /// write has gone in since one failed. A disk that was short of room
+    /// and has room again says that the database takes writes, with no
+    /// message to prove it: a readiness probe that took bouncer out of
+    /// SNS's way would otherwise keep it out for good. (A write that fails
+    /// from here on says the opposite again, `wrote`.)
+    pub(super) fn room_seen(&self, room: Room) {
+        match room {
+            Room::Enough => {
+                if self.short_seen.swap(false, Ordering::AcqRel)
+                    && self.writes_failing.swap(false, Ordering::AcqRel)
+                {
+                    tracing::info!(
+                        "the database's disk has room again ({} MiB or more free)",
+                        ROOM_FOR_WRITES >> 20
+                    );
+                    self.report();
+                }
+            }
+            Room::Short(_) => self.short_seen.store(true, Ordering::Release),
+            Room::Unknown => {}
+        }
     }
 
     /// Says a change of what the service reports, once: in the log and in
@@ -138,17 +175,33 @@ impl Writer {
         let (sender, receiver) = mpsc::channel(batch_max * 4);
         // A spool holding messages from before goes first.
         let up = up && !spool.as_ref().is_some_and(Spool::has_pending);
+        // A disk short of room at the start is taken as a write that
+        // failed: not ready until one goes in or there is room (the drain
+        // looks). Writes are still tried.
+        let short = match applier.room() {
+            Room::Short(free) => {
+                tracing::warn!(
+                    free_bytes = free,
+                    "the database's disk has less than {} MiB free: /readyz answers 503 until a message is stored or there is room",
+                    ROOM_FOR_WRITES >> 20
+                );
+                true
+            }
+            Room::Enough | Room::Unknown => false,
+        };
+        let takes_writes = up && !short;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             up: AtomicBool::new(up),
-            writes_failing: AtomicBool::new(false),
+            writes_failing: AtomicBool::new(short),
             spool_failing: AtomicBool::new(false),
-            takes_writes: AtomicBool::new(up),
+            short_seen: AtomicBool::new(short),
+            takes_writes: AtomicBool::new(takes_writes),
             wake_drain: Notify::new(),
             metrics,
         });
         shared.set_up(up, &shared.spool());
-        shared.metrics.database_up(up);
+        shared.metrics.database_up(takes_writes);
         let applier = Arc::new(tokio::sync::Mutex::new(applier));
         let stop = CancellationToken::new();
         let drain = tokio::spawn(super::drain::run(
@@ -158,7 +211,7 @@ impl Writer {
             (config.retry_min, config.retry_max),
             stop.clone(),
         ));
-        if !up {
+        if !takes_writes {
             shared.wake_drain.notify_one();
         }
         let task = IntakeTask {
@@ -195,6 +248,12 @@ impl Writer {
     /// last write there went in.
     pub fn database_up(&self) -> bool {
         self.shared.takes_writes.load(Ordering::Acquire)
+    }
+
+    /// Whether messages go to the database (Up), whether or not the last
+    /// write there went in.
+    pub fn writes_directly(&self) -> bool {
+        self.shared.is_up()
     }
 
     /// Whether the last append to the spool failed: then neither the
@@ -337,4 +396,97 @@ fn records_of(batch: &[Job]) -> Vec<SpoolRecord> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sns::verify::VerifiedMessage;
+    use crate::time::Timestamp;
+
+    /// A writer's shared state, Up and taking writes.
+    fn shared() -> Shared {
+        Shared {
+            spool: Mutex::new(None),
+            up: AtomicBool::new(true),
+            writes_failing: AtomicBool::new(false),
+            spool_failing: AtomicBool::new(false),
+            short_seen: AtomicBool::new(false),
+            takes_writes: AtomicBool::new(true),
+            wake_drain: Notify::new(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// A batch of one message that the database did not take.
+    fn failed(short_of_room: bool) -> ApplyOutcome {
+        let body = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/signed/notification-subject-v1.json"
+        ))
+        .unwrap();
+        let at = Timestamp::from_unix_millis(0).unwrap();
+        let message = VerifiedMessage::from_spool(body, at).unwrap();
+        ApplyOutcome {
+            left: vec![Item {
+                accepted: Accepted::new(message, false),
+                reply: None,
+            }],
+            duplicates: 0,
+            set_aside: 0,
+            short_of_room,
+        }
+    }
+
+    fn stored() -> ApplyOutcome {
+        ApplyOutcome {
+            left: Vec::new(),
+            duplicates: 0,
+            set_aside: 0,
+            short_of_room: false,
+        }
+    }
+
+    fn ready(shared: &Shared) -> bool {
+        shared.takes_writes.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn room_back_after_a_write_that_failed_for_room_says_writes_go_in() {
+        let shared = shared();
+        shared.wrote(&failed(true), 1);
+        assert!(!ready(&shared));
+        shared.room_seen(Room::Unknown);
+        assert!(!ready(&shared));
+        shared.room_seen(Room::Enough);
+        assert!(ready(&shared));
+    }
+
+    #[test]
+    fn room_does_not_answer_for_a_write_that_failed_for_another_cause() {
+        let shared = shared();
+        shared.wrote(&failed(false), 1);
+        shared.room_seen(Room::Enough);
+        assert!(!ready(&shared), "the disk had room when the write failed");
+        // Only a write that goes in says so.
+        shared.wrote(&stored(), 1);
+        assert!(ready(&shared));
+    }
+
+    #[test]
+    fn a_disk_seen_short_while_writes_fail_answers_once_it_has_room() {
+        let shared = shared();
+        shared.wrote(&failed(false), 1);
+        shared.room_seen(Room::Short(1 << 20));
+        assert!(!ready(&shared));
+        shared.room_seen(Room::Enough);
+        assert!(ready(&shared));
+        // A stored write forgets the short disk: a later failure for
+        // another cause waits for a write again.
+        shared.wrote(&failed(true), 1);
+        shared.wrote(&stored(), 1);
+        shared.wrote(&failed(false), 1);
+        shared.room_seen(Room::Enough);
+        assert!(!ready(&shared));
+    }
 }

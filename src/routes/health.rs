@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::app::AppState;
 use crate::error::error_body;
+use crate::ingest::applier::{ROOM_FOR_WRITES, Room};
 use crate::routes::DATABASE_ANSWER_BUDGET;
 
 pub async fn healthz() -> HttpResponse {
@@ -16,13 +17,23 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.writer.database_up() {
-        let detail = if state.writer.spool_failing() {
+        let why = if state.writer.writes_directly() && !state.writer.spool_failing() {
+            "no message has been stored since a write failed (or since the start); messages go to the database".to_owned()
+        } else if state.writer.spool_failing() {
             "the database does not take writes, and the spool could not take the last messages either (a full disk?): they were answered 503 so that SNS retries them; the server's log has the details".to_owned()
         } else {
             format!(
                 "the database does not take writes; messages are kept in the spool ({} bytes waiting) and applied when it is back",
                 state.writer.spooled_bytes()
             )
+        };
+        // Said whenever the disk is short of room, whatever the cause.
+        let detail = match Room::of(&state.store) {
+            Room::Short(free) => format!(
+                "the database's disk has {free} bytes free: ready again once a message is stored or it has {} MiB free; {why}",
+                ROOM_FOR_WRITES >> 20
+            ),
+            Room::Enough | Room::Unknown => why,
         };
         return error_body(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -340,6 +340,13 @@ impl Store {
         self.writer_wal.as_deref()
     }
 
+    /// The bytes this process may still write on the disk under an SQLite
+    /// database, where its log grows; `None` on PostgreSQL (its disk is
+    /// its server's) or where it cannot be told.
+    pub fn free_bytes(&self) -> Option<u64> {
+        open::free_bytes(self.writer_wal.as_deref()?.parent()?)
+    }
+
     pub fn is_sqlite(&self) -> bool {
         matches!(self.db, Db::Sqlite(_))
     }

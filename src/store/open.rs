@@ -329,7 +329,7 @@ fn is_io_or_full(e: &sqlx::Error) -> bool {
 #[cfg(unix)]
 // The fields are u64 on 64-bit Linux, narrower elsewhere.
 #[allow(clippy::useless_conversion)]
-fn free_bytes(folder: &Path) -> Option<u64> {
+pub(super) fn free_bytes(folder: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes only into the zeroed struct given, and reads
@@ -348,7 +348,7 @@ fn free_bytes(folder: &Path) -> Option<u64> {
 }
 
 #[cfg(not(unix))]
-fn free_bytes(_folder: &Path) -> Option<u64> {
+pub(super) fn free_bytes(_folder: &Path) -> Option<u64> {
     None
 }
 

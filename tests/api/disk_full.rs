@@ -54,6 +54,16 @@ impl SmallDisk {
     }
 }
 
+/// Gives `bytes` of a filler back to its disk.
+fn free_some(filler: &Path, bytes: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(filler)
+        .expect("filler");
+    let len = file.metadata().expect("filler's size").len();
+    file.set_len(len.saturating_sub(bytes)).expect("shrink");
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -71,9 +81,20 @@ fn large(tag: &str) -> Msg {
 async fn app_on_a_small_disk(
     spool_too: bool,
 ) -> Option<(std::sync::Arc<TempDir>, SmallDisk, crate::helpers::TestApp)> {
+    app_on_a_disk("2m", spool_too, |_| {}).await
+}
+
+/// [`app_on_a_small_disk`] on a disk of `size`, with `before` done to the
+/// disk once the database is made and before the app starts.
+async fn app_on_a_disk(
+    size: &str,
+    spool_too: bool,
+    before: impl FnOnce(&SmallDisk),
+) -> Option<(std::sync::Arc<TempDir>, SmallDisk, crate::helpers::TestApp)> {
     let dir = std::sync::Arc::new(TempDir::new());
-    let disk = SmallDisk::mount(&dir.path().join("small"), "2m")?;
+    let disk = SmallDisk::mount(&dir.path().join("small"), size)?;
     let db = std::sync::Arc::new(TestDb::create(&Backend::Sqlite, &disk.0).await);
+    before(&disk);
     let mut settings = test_settings(&db.url, dir.path());
     if spool_too {
         settings.spool_path = disk.0.join("spool");
@@ -210,6 +231,142 @@ async fn a_full_disk_under_database_and_spool_is_not_ready_between_messages() {
         gauge(crate::ses_account::metrics(&app).await).as_deref(),
         Some("1")
     );
+    app.stop().await;
+    drop(disk);
+}
+
+/// `bouncer_database_up` as `/metrics` says it.
+async fn database_up_gauge(app: &crate::helpers::TestApp) -> Option<String> {
+    crate::ses_account::metrics(app)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("bouncer_database_up "))
+        .map(str::to_owned)
+}
+
+/// Asserts that `/readyz` says 503 for the room on the database's disk
+/// for a while (several of the drain's looks), and returns its detail.
+async fn not_ready_for_room(app: &crate::helpers::TestApp) -> String {
+    let mut detail = String::new();
+    for _ in 0..12 {
+        let (status, body) = app.get("/readyz").await;
+        assert_eq!(status, 503, "ready with the disk short of room: {body}");
+        detail = body["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            detail.contains("the database's disk has ")
+                && detail.contains("ready again once a message is stored or it has 16 MiB free"),
+            "{detail}"
+        );
+        assert_eq!(database_up_gauge(app).await.as_deref(), Some("0"));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    detail
+}
+
+/// Found by an outside trial: after a failed write `/readyz` stayed 503
+/// until a new message was stored, also once the disk had room again, so
+/// a readiness probe that took bouncer out of SNS's way kept it out for
+/// good. With no message to prove it, a disk with 16 MiB free says the
+/// database takes writes again; less keeps it at 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_with_room_again_is_ready_without_a_message() {
+    let Some((_dir, disk, app)) = app_on_a_disk("40m", true, |_| {}).await else {
+        return;
+    };
+    assert_status(&app.post(&large("before")).await, 200, "stored");
+    assert_eq!(app.get("/readyz").await.0, 200);
+    let filler = disk.fill();
+    let answer = app.post(&large("during")).await;
+    assert_eq!(answer.0, 503, "{}", answer.1);
+
+    // Some room, but less than 16 MiB: not ready, and the detail says how
+    // much there is and that the spool failed too.
+    free_some(&filler, 4 << 20);
+    let detail = not_ready_for_room(&app).await;
+    assert!(
+        detail.contains("the spool could not take the last messages either"),
+        "{detail}"
+    );
+    let free: u64 = detail
+        .split("the database's disk has ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the bytes free in the detail");
+    assert!((3 << 20..16 << 20).contains(&free), "{detail}");
+
+    // Room again, and no message sent: ready by itself.
+    std::fs::remove_file(&filler).expect("free the space");
+    eventually("ready once the disk has room", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert_eq!(database_up_gauge(&app).await.as_deref(), Some("1"));
+    assert_status(&app.post(&large("after")).await, 200, "stored");
+    app.stop().await;
+    drop(disk);
+}
+
+/// An app started with 2 MiB free on its database's disk, and the file
+/// that fills the rest.
+async fn app_started_short_of_room() -> Option<(
+    std::sync::Arc<TempDir>,
+    SmallDisk,
+    crate::helpers::TestApp,
+    PathBuf,
+)> {
+    let filler = std::sync::Mutex::new(None);
+    let (dir, disk, app) = app_on_a_disk("40m", false, |disk| {
+        let path = disk.fill();
+        free_some(&path, 2 << 20);
+        *filler.lock().expect("filler") = Some(path);
+    })
+    .await?;
+    let filler = filler.into_inner().expect("filler").expect("filled");
+    Some((dir, disk, app, filler))
+}
+
+/// Found by an outside trial: `serve` started on a disk with no room said
+/// ready until the first write failed. A start with less than 16 MiB free
+/// is not ready until a message is stored or there is room, and messages
+/// are still written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_a_disk_short_of_room_is_not_ready_until_there_is_room() {
+    let Some((_dir, disk, app, filler)) = app_started_short_of_room().await else {
+        return;
+    };
+    let detail = not_ready_for_room(&app).await;
+    assert!(
+        detail.contains("no message has been stored since a write failed (or since the start)")
+            && !detail.contains("the spool could not take"),
+        "nothing was refused: {detail}"
+    );
+
+    // Room: ready without a message.
+    std::fs::remove_file(&filler).expect("free the space");
+    eventually("ready once the disk has room", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert_eq!(database_up_gauge(&app).await.as_deref(), Some("1"));
+    app.stop().await;
+    drop(disk);
+}
+
+/// The disk short of room at the start, and a message stored: that proves
+/// writes go in, and it is ready at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_on_a_disk_short_of_room_makes_it_ready() {
+    let Some((_dir, disk, app, _filler)) = app_started_short_of_room().await else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.0, 503);
+    assert_status(
+        &app.post(&Msg::notification(TOPIC, "small").sign()).await,
+        200,
+        "stored",
+    );
+    assert_eq!(app.get("/readyz").await.0, 200);
     app.stop().await;
     drop(disk);
 }
