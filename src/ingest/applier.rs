@@ -54,11 +54,12 @@ impl Item {
 }
 
 /// The room on an SQLite database's disk that says it takes writes again
-/// after a write failed there (or when `serve` starts), with no message
-/// stored since to prove it: a batch of a few hundred messages of common
-/// size writes a few MiB to the log, and a checkpoint then copies it into
-/// the file. Less only keeps `/readyz` at 503 until a write goes in; it
-/// never keeps a message out of the database.
+/// after a write failed there for room (or `serve` started on a full
+/// disk), with no message stored since to prove it: a batch of a few
+/// hundred messages of common size writes a few MiB to the log, and a
+/// checkpoint then copies it into the file. Less only keeps `/readyz` at
+/// 503 until a write goes in; it never keeps a message out of the
+/// database.
 pub const ROOM_FOR_WRITES: u64 = 16 << 20;
 
 /// What the disk under the database has room for.
@@ -73,13 +74,40 @@ pub enum Room {
 }
 
 impl Room {
-    /// The room on the disk under `store`'s database now.
+    /// The room on the disk under `store`'s database now (`statvfs`: call
+    /// it off the async threads).
     pub fn of(store: &Store) -> Room {
         match store.free_bytes() {
             Some(free) if free >= ROOM_FOR_WRITES => Room::Enough,
             Some(free) => Room::Short(free),
             None => Room::Unknown,
         }
+    }
+}
+
+/// What the drain reads the room with, without the writer's lock.
+#[derive(Clone)]
+pub struct RoomGauge {
+    store: Store,
+    /// Set by a failed sync: then no room says writes go in (they are
+    /// refused until a restart).
+    sync_failed: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
+}
+
+impl RoomGauge {
+    /// [`Room::of`], on a blocking thread.
+    pub async fn read(&self) -> Room {
+        if self
+            .sync_failed
+            .as_ref()
+            .is_some_and(|failed| failed.get().is_some())
+        {
+            return Room::Unknown;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || Room::of(&store))
+            .await
+            .unwrap_or(Room::Unknown)
     }
 }
 
@@ -99,8 +127,8 @@ pub struct ApplyOutcome {
     /// kept in the set-aside file (or, without one, answered with an
     /// error).
     pub set_aside: usize,
-    /// Items were left, and the disk under the database was short of room
-    /// then (SQLite): the room, once back, says writes go in again.
+    /// Items were left because the disk under the database was full
+    /// (SQLite's `SQLITE_FULL`): room, once back, says writes go in again.
     pub short_of_room: bool,
 }
 
@@ -174,9 +202,16 @@ impl Applier {
     }
 
     /// Whether the disk under the database has room for writes (see
-    /// [`ROOM_FOR_WRITES`]).
+    /// [`ROOM_FOR_WRITES`]), read here and now.
     pub fn room(&self) -> Room {
         Room::of(&self.store)
+    }
+
+    pub fn room_gauge(&self) -> RoomGauge {
+        RoomGauge {
+            store: self.store.clone(),
+            sync_failed: self.durability.failure(),
+        }
     }
 
     /// One round trip on the writer's connection: can it write again?
@@ -240,6 +275,7 @@ impl Applier {
         let mut left: Vec<Item> = Vec::new();
         let mut duplicates = 0;
         let mut set_aside = 0;
+        let mut short_of_room = false;
         while let Some(group) = work.pop_front() {
             if !left.is_empty() {
                 left.extend(group);
@@ -267,6 +303,7 @@ impl Applier {
                 Err(e) => match e.kind() {
                     DbErrorKind::Unavailable | DbErrorKind::Transient => {
                         tracing::warn!(error = %e, messages = group.len(), "database unavailable");
+                        short_of_room = e.is_disk_full();
                         left.extend(group);
                     }
                     DbErrorKind::Content | DbErrorKind::Other if group.len() > 1 => {
@@ -289,7 +326,6 @@ impl Applier {
                 },
             }
         }
-        let short_of_room = !left.is_empty() && matches!(self.room(), Room::Short(_));
         ApplyOutcome {
             left,
             duplicates,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, ApplyOutcome, Item, Room};
+use super::applier::{Applier, ApplyOutcome, Item, Room, RoomGauge};
 use super::spool::{Chunk, Position, SpoolRecord};
 use super::writer::Shared;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
@@ -28,13 +28,14 @@ enum Step {
 pub(super) async fn run(
     shared: Arc<Shared>,
     applier: Arc<tokio::sync::Mutex<Applier>>,
+    room: RoomGauge,
     chunk_max: usize,
     (retry_min, retry_max): (Duration, Duration),
     stop: CancellationToken,
 ) {
     loop {
         if shared.is_up() {
-            match watch_room(&shared, &applier, (retry_min, retry_max), &stop).await {
+            match watch_room(&shared, &room, (retry_min, retry_max), &stop).await {
                 Watched::Stopped => return,
                 Watched::Down => continue,
                 Watched::Done => {}
@@ -70,20 +71,21 @@ pub(super) async fn run(
 }
 
 enum Watched {
-    /// Writes go in, or whether they would cannot be told: nothing to
-    /// watch.
+    /// Writes go in, or room would not tell: nothing to watch.
     Done,
     /// The writer went down: the drain's turn.
     Down,
     Stopped,
 }
 
-/// Up, but no write has gone in since one failed (or since a start on a
-/// disk short of room): looks at the room on the database's disk on the
+/// Up, but no write has gone in since one failed for room (or since a
+/// start on a full disk): looks at the room on the database's disk on the
 /// backoff, until there is room, a write goes in, or the writer goes down.
+/// Not under the writer's lock: `statvfs` of a folder on a hung network
+/// file system would hold the writer too.
 async fn watch_room(
     shared: &Shared,
-    applier: &tokio::sync::Mutex<Applier>,
+    gauge: &RoomGauge,
     (retry_min, retry_max): (Duration, Duration),
     stop: &CancellationToken,
 ) -> Watched {
@@ -92,12 +94,13 @@ async fn watch_room(
         if !shared.is_up() {
             return Watched::Down;
         }
-        if !shared.writes_failing() {
+        if !shared.waits_for_room() {
             return Watched::Done;
         }
-        let room = applier.lock().await.room();
-        shared.room_seen(room);
-        if matches!(room, Room::Enough | Room::Unknown) {
+        let generation = shared.failure_generation();
+        let room = gauge.read().await;
+        shared.room_seen(room, generation);
+        if room == Room::Unknown {
             return Watched::Done;
         }
         tokio::select! {

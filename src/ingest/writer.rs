@@ -25,6 +25,20 @@ use super::accepted::{Accepted, Content};
 use super::applier::{Applier, ApplyOutcome, Item, ROOM_FOR_WRITES, Room, WriteError, Written};
 use super::spool::{Spool, SpoolRecord};
 use crate::metrics::Metrics;
+use crate::store::FULL_BELOW;
+
+/// The writes that failed since the last that went in.
+#[derive(Default)]
+struct Failures {
+    /// Counts failures, so that a room read before one is not taken for
+    /// an answer to it.
+    generation: u64,
+    /// The last failure was SQLite's disk being full (or `serve` started
+    /// on a full disk): only then does room, once back, say that writes
+    /// go in; a write that failed for another cause waits for one that
+    /// goes in.
+    for_room: bool,
+}
 
 /// What the writer and the drain share.
 pub(super) struct Shared {
@@ -40,11 +54,9 @@ pub(super) struct Shared {
     writes_failing: AtomicBool,
     /// The last append to the spool failed (a full disk).
     spool_failing: AtomicBool,
-    /// Since the last write went in, the disk under the database was seen
-    /// short of room (SQLite): when a write failed, at the start, or by the
-    /// drain. Only then does room, once back, say writes go in again; a
-    /// write that failed for another cause waits for one that goes in.
-    short_seen: AtomicBool,
+    /// The writes that failed; every change of `writes_failing`, and every
+    /// report of it, is made under this lock.
+    failures: Mutex<Failures>,
     /// What `/readyz`, the gauge and the log say: Up and taking writes.
     takes_writes: AtomicBool,
     pub(super) wake_drain: Notify,
@@ -63,13 +75,14 @@ impl Shared {
     /// Called with the spool locked, so that the state and the spool change
     /// together.
     pub(super) fn set_up(&self, up: bool, spool: &Option<Spool>) {
+        let failures = self.failures();
         let was = self.up.swap(up, Ordering::AcqRel);
         if up && !was && self.writes_failing.load(Ordering::Acquire) {
             tracing::debug!(
                 "the database answers again; the next write will tell whether it takes writes"
             );
         }
-        self.report();
+        self.report(&failures);
         self.metrics
             .spool_pending(spool.as_ref().map_or(0, Spool::pending_bytes));
     }
@@ -81,55 +94,67 @@ impl Shared {
     /// database on a full disk takes as it takes the probe.
     pub(super) fn wrote(&self, outcome: &ApplyOutcome, count: usize) {
         let handled = count.saturating_sub(outcome.left.len());
+        let mut failures = self.failures();
         if !outcome.left.is_empty() {
-            if outcome.short_of_room {
-                self.short_seen.store(true, Ordering::Release);
-            }
+            failures.generation += 1;
+            failures.for_room = outcome.short_of_room;
             self.writes_failing.store(true, Ordering::Release);
         } else if handled > outcome.duplicates + outcome.set_aside {
+            failures.for_room = false;
             self.writes_failing.store(false, Ordering::Release);
             self.spool_failing.store(false, Ordering::Release);
-            self.short_seen.store(false, Ordering::Release);
         } else {
             return;
         }
-        self.report();
+        self.report(&failures);
     }
 
-    pub(super) fn writes_failing(&self) -> bool {
-        self.writes_failing.load(Ordering::Acquire)
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the drain found of the room on the database's disk while no
-    /// write has gone in since one failed. A disk that was short of room
-    /// and has room again says that the database takes writes, with no
+    /// Which failure a room read now would answer (see `room_seen`).
+    pub(super) fn failure_generation(&self) -> u64 {
+        self.failures().generation
+    }
+
+    /// Whether no write has gone in since one failed for room: then room
+    /// says writes go in again.
+    pub(super) fn waits_for_room(&self) -> bool {
+        let failures = self.failures();
+        failures.for_room && self.writes_failing.load(Ordering::Acquire)
+    }
+
+    /// What the drain read of the room on the database's disk, as of
+    /// failure `generation`, while no write has gone in since one failed
+    /// for room. Room again says that the database takes writes, with no
     /// message to prove it: a readiness probe that took bouncer out of
-    /// SNS's way would otherwise keep it out for good. (A write that fails
-    /// from here on says the opposite again, `wrote`.)
-    pub(super) fn room_seen(&self, room: Room) {
-        match room {
-            Room::Enough => {
-                if self.short_seen.swap(false, Ordering::AcqRel)
-                    && self.writes_failing.swap(false, Ordering::AcqRel)
-                {
-                    tracing::info!(
-                        "the database's disk has room again ({} MiB or more free)",
-                        ROOM_FOR_WRITES >> 20
-                    );
-                    self.report();
-                }
-            }
-            Room::Short(_) => self.short_seen.store(true, Ordering::Release),
-            Room::Unknown => {}
+    /// SNS's way would otherwise keep it out for good. A read made before
+    /// a later failure says nothing of it. (A write that fails from here on
+    /// says the opposite again, `wrote`.)
+    pub(super) fn room_seen(&self, room: Room, generation: u64) {
+        let mut failures = self.failures();
+        if room != Room::Enough
+            || failures.generation != generation
+            || !failures.for_room
+            || !self.writes_failing.load(Ordering::Acquire)
+        {
+            return;
         }
+        failures.for_room = false;
+        self.writes_failing.store(false, Ordering::Release);
+        tracing::info!(
+            "the database's disk has room again ({} MiB or more free)",
+            ROOM_FOR_WRITES >> 20
+        );
+        self.report(&failures);
     }
 
     /// Says a change of what the service reports, once: in the log and in
     /// `bouncer_database_up` (which `/metrics` also sets from its own reads
-    /// at each scrape). Never two at once: the intake reports only while
-    /// Up, the drain only while Down, and the one change between them is
-    /// made under the spool's lock.
-    fn report(&self) {
+    /// at each scrape). Made under the failures' lock, so that two changes
+    /// (the intake's, the drain's) are never said out of order.
+    fn report(&self, _failures: &MutexGuard<'_, Failures>) {
         let now = self.up.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire);
         if self.takes_writes.swap(now, Ordering::AcqRel) != now {
             if now {
@@ -175,27 +200,31 @@ impl Writer {
         let (sender, receiver) = mpsc::channel(batch_max * 4);
         // A spool holding messages from before goes first.
         let up = up && !spool.as_ref().is_some_and(Spool::has_pending);
-        // A disk short of room at the start is taken as a write that
-        // failed: not ready until one goes in or there is room (the drain
+        // A start on a full disk is taken as a write that failed for room:
+        // not ready until one goes in or there is room again (the drain
         // looks). Writes are still tried.
-        let short = match applier.room() {
-            Room::Short(free) => {
+        let full = match applier.room() {
+            Room::Short(free) if free < FULL_BELOW => {
                 tracing::warn!(
                     free_bytes = free,
-                    "the database's disk has less than {} MiB free: /readyz answers 503 until a message is stored or there is room",
+                    "the database's disk is full: /readyz answers 503 until a message is stored or it has {} MiB free",
                     ROOM_FOR_WRITES >> 20
                 );
                 true
             }
-            Room::Enough | Room::Unknown => false,
+            Room::Short(_) | Room::Enough | Room::Unknown => false,
         };
-        let takes_writes = up && !short;
+        let room_gauge = applier.room_gauge();
+        let takes_writes = up && !full;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             up: AtomicBool::new(up),
-            writes_failing: AtomicBool::new(short),
+            writes_failing: AtomicBool::new(full),
             spool_failing: AtomicBool::new(false),
-            short_seen: AtomicBool::new(short),
+            failures: Mutex::new(Failures {
+                generation: 0,
+                for_room: full,
+            }),
             takes_writes: AtomicBool::new(takes_writes),
             wake_drain: Notify::new(),
             metrics,
@@ -207,6 +236,7 @@ impl Writer {
         let drain = tokio::spawn(super::drain::run(
             shared.clone(),
             applier.clone(),
+            room_gauge,
             batch_max,
             (config.retry_min, config.retry_max),
             stop.clone(),
@@ -254,6 +284,12 @@ impl Writer {
     /// write there went in.
     pub fn writes_directly(&self) -> bool {
         self.shared.is_up()
+    }
+
+    /// Whether no write has gone in since one failed for room (SQLite's
+    /// disk full): then 16 MiB free says writes go in again.
+    pub fn waits_for_room(&self) -> bool {
+        self.shared.waits_for_room()
     }
 
     /// Whether the last append to the spool failed: then neither the
@@ -411,7 +447,7 @@ mod tests {
             up: AtomicBool::new(true),
             writes_failing: AtomicBool::new(false),
             spool_failing: AtomicBool::new(false),
-            short_seen: AtomicBool::new(false),
+            failures: Mutex::new(Failures::default()),
             takes_writes: AtomicBool::new(true),
             wake_drain: Notify::new(),
             metrics: Metrics::new(),
@@ -451,42 +487,62 @@ mod tests {
         shared.takes_writes.load(Ordering::Acquire)
     }
 
+    /// `room` read now.
+    fn seen(shared: &Shared, room: Room) {
+        shared.room_seen(room, shared.failure_generation());
+    }
+
     #[test]
     fn room_back_after_a_write_that_failed_for_room_says_writes_go_in() {
         let shared = shared();
         shared.wrote(&failed(true), 1);
         assert!(!ready(&shared));
-        shared.room_seen(Room::Unknown);
+        assert!(shared.waits_for_room());
+        seen(&shared, Room::Unknown);
+        seen(&shared, Room::Short(1 << 20));
         assert!(!ready(&shared));
-        shared.room_seen(Room::Enough);
+        seen(&shared, Room::Enough);
         assert!(ready(&shared));
+        assert!(!shared.waits_for_room());
     }
 
     #[test]
     fn room_does_not_answer_for_a_write_that_failed_for_another_cause() {
         let shared = shared();
         shared.wrote(&failed(false), 1);
-        shared.room_seen(Room::Enough);
+        assert!(!shared.waits_for_room());
+        seen(&shared, Room::Enough);
         assert!(!ready(&shared), "the disk had room when the write failed");
+        // The last failure decides: one for room before it says nothing.
+        shared.wrote(&failed(true), 1);
+        shared.wrote(&failed(false), 1);
+        seen(&shared, Room::Enough);
+        assert!(!ready(&shared));
         // Only a write that goes in says so.
         shared.wrote(&stored(), 1);
         assert!(ready(&shared));
     }
 
     #[test]
-    fn a_disk_seen_short_while_writes_fail_answers_once_it_has_room() {
+    fn a_room_read_before_a_later_failure_says_nothing_of_it() {
         let shared = shared();
-        shared.wrote(&failed(false), 1);
-        shared.room_seen(Room::Short(1 << 20));
+        shared.wrote(&failed(true), 1);
+        let before = shared.failure_generation();
+        shared.wrote(&failed(true), 1);
+        shared.room_seen(Room::Enough, before);
         assert!(!ready(&shared));
-        shared.room_seen(Room::Enough);
+        seen(&shared, Room::Enough);
         assert!(ready(&shared));
-        // A stored write forgets the short disk: a later failure for
-        // another cause waits for a write again.
+    }
+
+    #[test]
+    fn a_write_that_goes_in_forgets_the_room() {
+        let shared = shared();
         shared.wrote(&failed(true), 1);
         shared.wrote(&stored(), 1);
+        assert!(ready(&shared));
         shared.wrote(&failed(false), 1);
-        shared.room_seen(Room::Enough);
+        seen(&shared, Room::Enough);
         assert!(!ready(&shared));
     }
 }

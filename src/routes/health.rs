@@ -18,7 +18,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.writer.database_up() {
         let why = if state.writer.writes_directly() && !state.writer.spool_failing() {
-            "no message has been stored since a write failed (or since the start); messages go to the database".to_owned()
+            "no message has been stored since the database last failed to take one (or since a start on a full disk); messages go to the database".to_owned()
         } else if state.writer.spool_failing() {
             "the database does not take writes, and the spool could not take the last messages either (a full disk?): they were answered 503 so that SNS retries them; the server's log has the details".to_owned()
         } else {
@@ -27,12 +27,19 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 state.writer.spooled_bytes()
             )
         };
-        // Said whenever the disk is short of room, whatever the cause.
-        let detail = match Room::of(&state.store) {
-            Room::Short(free) => format!(
+        // The room, whenever the disk is short of it; what room would
+        // change only when the last write failed for it. `statvfs` off the
+        // worker: a hung network file system must not hold it.
+        let store = state.store.clone();
+        let room = web::block(move || Room::of(&store))
+            .await
+            .unwrap_or(Room::Unknown);
+        let detail = match room {
+            Room::Short(free) if state.writer.waits_for_room() => format!(
                 "the database's disk has {free} bytes free: ready again once a message is stored or it has {} MiB free; {why}",
                 ROOM_FOR_WRITES >> 20
             ),
+            Room::Short(free) => format!("the database's disk has {free} bytes free; {why}"),
             Room::Enough | Room::Unknown => why,
         };
         return error_body(

@@ -70,6 +70,12 @@ impl DbError {
             if db.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| pg.code() == "55P03"))
     }
 
+    /// SQLite's "database or disk is full" (`SQLITE_FULL`, under any
+    /// extended code): the disk under the database has no room.
+    pub fn is_disk_full(&self) -> bool {
+        sqlite_code(&self.source).is_some_and(|c| c & 0xff == 13)
+    }
+
     /// Whether the same call may well succeed in a moment: a conflict with
     /// a concurrent transaction, or a lock held elsewhere past the wait
     /// (PostgreSQL's `lock_timeout`, SQLite's busy time-out). Not a

@@ -35,7 +35,7 @@ pub use self::conn::{Conn, Tx};
 pub(crate) use self::error::sqlite_code;
 pub use self::error::{DbError, DbErrorKind};
 pub use self::open::Access;
-pub(crate) use self::open::WAL_KEPT_BYTES;
+pub(crate) use self::open::{FULL_BELOW, WAL_KEPT_BYTES};
 use crate::config::Settings;
 
 /// A store call's result: a failure carries its classification.

@@ -316,7 +316,7 @@ async fn open_postgres(settings: &Settings, access: Access) -> anyhow::Result<St
 }
 
 /// Less free space than this, beside a failure to open, is the cause.
-const FULL_BELOW: u64 = 1 << 20;
+pub(crate) const FULL_BELOW: u64 = 1 << 20;
 
 /// SQLite's "disk I/O error" or "database or disk is full" (its primary
 /// codes 10 and 13, under any extended code).
