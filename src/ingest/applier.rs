@@ -127,9 +127,22 @@ pub struct ApplyOutcome {
     /// kept in the set-aside file (or, without one, answered with an
     /// error).
     pub set_aside: usize,
-    /// Items were left because the disk under the database was full
-    /// (SQLite's `SQLITE_FULL`): room, once back, says writes go in again.
-    pub short_of_room: bool,
+    /// Why `left` is not empty, when it is not.
+    pub left_because: LeftBecause,
+}
+
+/// Why items were left (the first failure: the rest follow it unapplied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftBecause {
+    /// The database could not take them now.
+    Unavailable,
+    /// SQLite's disk was full (`SQLITE_FULL`): room, once back, says writes
+    /// go in again.
+    DiskFull,
+    /// The database refused one for its content, and the set-aside file
+    /// could not take it (the spool's disk full): not the database's
+    /// failure.
+    SetAsideUnwritten,
 }
 
 pub struct Applier {
@@ -268,14 +281,14 @@ impl Applier {
                 left: items,
                 duplicates: 0,
                 set_aside: 0,
-                short_of_room: false,
+                left_because: LeftBecause::Unavailable,
             };
         }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
         let mut left: Vec<Item> = Vec::new();
         let mut duplicates = 0;
         let mut set_aside = 0;
-        let mut short_of_room = false;
+        let mut left_because = LeftBecause::Unavailable;
         while let Some(group) = work.pop_front() {
             if !left.is_empty() {
                 left.extend(group);
@@ -303,7 +316,9 @@ impl Applier {
                 Err(e) => match e.kind() {
                     DbErrorKind::Unavailable | DbErrorKind::Transient => {
                         tracing::warn!(error = %e, messages = group.len(), "database unavailable");
-                        short_of_room = e.is_disk_full();
+                        if e.is_disk_full() {
+                            left_because = LeftBecause::DiskFull;
+                        }
                         left.extend(group);
                     }
                     DbErrorKind::Content | DbErrorKind::Other if group.len() > 1 => {
@@ -319,7 +334,10 @@ impl Applier {
                         for item in group {
                             match self.set_aside(item, &e).await {
                                 Ok(()) => set_aside += 1,
-                                Err(unkept) => left.push(unkept),
+                                Err(unkept) => {
+                                    left_because = LeftBecause::SetAsideUnwritten;
+                                    left.push(unkept);
+                                }
                             }
                         }
                     }
@@ -330,7 +348,7 @@ impl Applier {
             left,
             duplicates,
             set_aside,
-            short_of_room,
+            left_because,
         }
     }
 

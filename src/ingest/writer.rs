@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, ApplyOutcome, Item, ROOM_FOR_WRITES, Room, WriteError, Written};
+use super::applier::{
+    Applier, ApplyOutcome, Item, LeftBecause, ROOM_FOR_WRITES, Room, WriteError, Written,
+};
 use super::spool::{Spool, SpoolRecord};
 use crate::metrics::Metrics;
 use crate::store::FULL_BELOW;
@@ -91,13 +93,15 @@ impl Shared {
     /// applied) says of the database: a failure, or writes going in. Only
     /// a batch that stored something new proves the latter: one of
     /// duplicates, or of messages set aside, commits nothing, which a
-    /// database on a full disk takes as it takes the probe.
+    /// database on a full disk takes as it takes the probe. A message
+    /// left because its set-aside file could not be written says nothing
+    /// of the database.
     pub(super) fn wrote(&self, outcome: &ApplyOutcome, count: usize) {
         let handled = count.saturating_sub(outcome.left.len());
         let mut failures = self.failures();
-        if !outcome.left.is_empty() {
+        if !outcome.left.is_empty() && outcome.left_because != LeftBecause::SetAsideUnwritten {
             failures.generation += 1;
-            failures.for_room = outcome.short_of_room;
+            failures.for_room = outcome.left_because == LeftBecause::DiskFull;
             self.writes_failing.store(true, Ordering::Release);
         } else if handled > outcome.duplicates + outcome.set_aside {
             failures.for_room = false;
@@ -454,8 +458,8 @@ mod tests {
         }
     }
 
-    /// A batch of one message that the database did not take.
-    fn failed(short_of_room: bool) -> ApplyOutcome {
+    /// A batch of one message left, for a cause.
+    fn left(because: LeftBecause) -> ApplyOutcome {
         let body = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fixtures/signed/notification-subject-v1.json"
@@ -470,7 +474,7 @@ mod tests {
             }],
             duplicates: 0,
             set_aside: 0,
-            short_of_room,
+            left_because: because,
         }
     }
 
@@ -479,7 +483,7 @@ mod tests {
             left: Vec::new(),
             duplicates: 0,
             set_aside: 0,
-            short_of_room: false,
+            left_because: LeftBecause::Unavailable,
         }
     }
 
@@ -495,7 +499,7 @@ mod tests {
     #[test]
     fn room_back_after_a_write_that_failed_for_room_says_writes_go_in() {
         let shared = shared();
-        shared.wrote(&failed(true), 1);
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
         assert!(!ready(&shared));
         assert!(shared.waits_for_room());
         seen(&shared, Room::Unknown);
@@ -509,13 +513,13 @@ mod tests {
     #[test]
     fn room_does_not_answer_for_a_write_that_failed_for_another_cause() {
         let shared = shared();
-        shared.wrote(&failed(false), 1);
+        shared.wrote(&left(LeftBecause::Unavailable), 1);
         assert!(!shared.waits_for_room());
         seen(&shared, Room::Enough);
         assert!(!ready(&shared), "the disk had room when the write failed");
         // The last failure decides: one for room before it says nothing.
-        shared.wrote(&failed(true), 1);
-        shared.wrote(&failed(false), 1);
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
+        shared.wrote(&left(LeftBecause::Unavailable), 1);
         seen(&shared, Room::Enough);
         assert!(!ready(&shared));
         // Only a write that goes in says so.
@@ -526,9 +530,9 @@ mod tests {
     #[test]
     fn a_room_read_before_a_later_failure_says_nothing_of_it() {
         let shared = shared();
-        shared.wrote(&failed(true), 1);
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
         let before = shared.failure_generation();
-        shared.wrote(&failed(true), 1);
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
         shared.room_seen(Room::Enough, before);
         assert!(!ready(&shared));
         seen(&shared, Room::Enough);
@@ -538,11 +542,21 @@ mod tests {
     #[test]
     fn a_write_that_goes_in_forgets_the_room() {
         let shared = shared();
-        shared.wrote(&failed(true), 1);
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
         shared.wrote(&stored(), 1);
         assert!(ready(&shared));
-        shared.wrote(&failed(false), 1);
+        shared.wrote(&left(LeftBecause::Unavailable), 1);
         seen(&shared, Room::Enough);
         assert!(!ready(&shared));
+    }
+
+    #[test]
+    fn a_set_aside_file_that_cannot_be_written_says_nothing_of_the_database() {
+        let shared = shared();
+        shared.wrote(&left(LeftBecause::SetAsideUnwritten), 1);
+        assert!(ready(&shared));
+        shared.wrote(&left(LeftBecause::Unavailable), 1);
+        shared.wrote(&left(LeftBecause::SetAsideUnwritten), 1);
+        assert!(!ready(&shared), "the database's failure stands");
     }
 }

@@ -556,3 +556,44 @@ async fn a_disk_that_fills_after_the_migration_committed_is_told_as_such() {
     );
     assert_eq!(db.total_messages().await, 4600);
 }
+
+/// Found by review: a message the database refuses for its content, with
+/// the spool's disk (and so its set-aside file) full, is answered 503 and
+/// sends the writer to the spool for a moment; the database took writes
+/// all along, yet `/readyz` stayed 503 until another message was stored.
+/// (PostgreSQL: SQLite takes the message that PostgreSQL refuses.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_set_aside_file_does_not_keep_a_working_database_unready() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let dir = TempDir::new();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("spool-disk"), "2m") else {
+        return;
+    };
+    let spool = disk.0.join("spool");
+    let app = crate::helpers::spawn_app_with(backend, |settings, _| {
+        settings.spool_path = spool.clone();
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+    disk.fill();
+    let poison = crate::poison::delivery_with_huge_message_id("huge@example.com");
+    let answer = app.post(&poison).await;
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert_eq!(app.db.count_messages(&poison.id()).await, 0);
+    // No message sent: ready once the drain finds the database answering.
+    eventually("ready with the database taking writes", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
+    let after = bounce(
+        "Permanent",
+        "General",
+        "after@example.com",
+        "2026-11-25T08:00:00.000Z",
+    );
+    assert_status(&app.post(&after).await, 200, "stored");
+    app.stop().await;
+    drop(disk);
+}
