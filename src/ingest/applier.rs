@@ -127,8 +127,8 @@ pub struct ApplyOutcome {
     /// kept in the set-aside file (or, without one, answered with an
     /// error).
     pub set_aside: usize,
-    /// Why `left` is not empty, when it is not.
-    pub left_because: LeftBecause,
+    /// Why `left` is not empty; `None` when it is.
+    pub left_because: Option<LeftBecause>,
 }
 
 /// Why items were left (the first failure: the rest follow it unapplied).
@@ -141,7 +141,8 @@ pub enum LeftBecause {
     DiskFull,
     /// The database refused one for its content, and the set-aside file
     /// could not take it (the spool's disk full): not the database's
-    /// failure.
+    /// failure. (A refusal that is not the content's, a table missing say,
+    /// is `Unavailable`: it would refuse every message.)
     SetAsideUnwritten,
 }
 
@@ -281,14 +282,14 @@ impl Applier {
                 left: items,
                 duplicates: 0,
                 set_aside: 0,
-                left_because: LeftBecause::Unavailable,
+                left_because: Some(LeftBecause::Unavailable),
             };
         }
         let mut work: VecDeque<Vec<Item>> = VecDeque::from([items]);
         let mut left: Vec<Item> = Vec::new();
         let mut duplicates = 0;
         let mut set_aside = 0;
-        let mut left_because = LeftBecause::Unavailable;
+        let mut left_because = None;
         while let Some(group) = work.pop_front() {
             if !left.is_empty() {
                 left.extend(group);
@@ -316,9 +317,11 @@ impl Applier {
                 Err(e) => match e.kind() {
                     DbErrorKind::Unavailable | DbErrorKind::Transient => {
                         tracing::warn!(error = %e, messages = group.len(), "database unavailable");
-                        if e.is_disk_full() {
-                            left_because = LeftBecause::DiskFull;
-                        }
+                        left_because = Some(if e.is_disk_full() {
+                            LeftBecause::DiskFull
+                        } else {
+                            LeftBecause::Unavailable
+                        });
                         left.extend(group);
                     }
                     DbErrorKind::Content | DbErrorKind::Other if group.len() > 1 => {
@@ -335,7 +338,10 @@ impl Applier {
                             match self.set_aside(item, &e).await {
                                 Ok(()) => set_aside += 1,
                                 Err(unkept) => {
-                                    left_because = LeftBecause::SetAsideUnwritten;
+                                    left_because = Some(match e.kind() {
+                                        DbErrorKind::Content => LeftBecause::SetAsideUnwritten,
+                                        _ => LeftBecause::Unavailable,
+                                    });
                                     left.push(unkept);
                                 }
                             }

@@ -38,7 +38,8 @@ impl SetAside {
     }
 
     /// Appends one line and fsyncs it (blocking I/O: call from a blocking
-    /// thread).
+    /// thread). A line that could not be written whole (a full disk) is
+    /// cut off again, so that the next one starts a line of its own.
     pub fn keep(&self, record: &SetAsideRecord<'_>) -> std::io::Result<()> {
         let line = serde_json::json!({
             "set_aside_at": record.at,
@@ -53,7 +54,13 @@ impl SetAside {
             .open(&self.path)?;
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        file.write_all(&bytes)?;
+        let before = file.metadata()?.len();
+        if let Err(e) = file.write_all(&bytes) {
+            // Cutting needs no room; if it fails too, the error said is
+            // the write's.
+            let _ = file.set_len(before);
+            return Err(e);
+        }
         file.sync_data()
     }
 }

@@ -99,9 +99,11 @@ impl Shared {
     pub(super) fn wrote(&self, outcome: &ApplyOutcome, count: usize) {
         let handled = count.saturating_sub(outcome.left.len());
         let mut failures = self.failures();
-        if !outcome.left.is_empty() && outcome.left_because != LeftBecause::SetAsideUnwritten {
+        if let Some(because @ (LeftBecause::Unavailable | LeftBecause::DiskFull)) =
+            outcome.left_because
+        {
             failures.generation += 1;
-            failures.for_room = outcome.left_because == LeftBecause::DiskFull;
+            failures.for_room = because == LeftBecause::DiskFull;
             self.writes_failing.store(true, Ordering::Release);
         } else if handled > outcome.duplicates + outcome.set_aside {
             failures.for_room = false;
@@ -474,7 +476,7 @@ mod tests {
             }],
             duplicates: 0,
             set_aside: 0,
-            left_because: because,
+            left_because: Some(because),
         }
     }
 
@@ -483,7 +485,7 @@ mod tests {
             left: Vec::new(),
             duplicates: 0,
             set_aside: 0,
-            left_because: LeftBecause::Unavailable,
+            left_because: None,
         }
     }
 
@@ -558,5 +560,8 @@ mod tests {
         shared.wrote(&left(LeftBecause::Unavailable), 1);
         shared.wrote(&left(LeftBecause::SetAsideUnwritten), 1);
         assert!(!ready(&shared), "the database's failure stands");
+        // The same, with a message of its batch stored: writes went in.
+        shared.wrote(&left(LeftBecause::SetAsideUnwritten), 2);
+        assert!(ready(&shared));
     }
 }

@@ -577,7 +577,9 @@ async fn a_full_set_aside_file_does_not_keep_a_working_database_unready() {
     })
     .await;
     assert_eq!(app.get("/readyz").await.0, 200);
-    disk.fill();
+    // Room for part of the line the message makes, not for all of it.
+    let filler = disk.fill();
+    free_some(&filler, 20 << 10);
     let poison = crate::poison::delivery_with_huge_message_id("huge@example.com");
     let answer = app.post(&poison).await;
     assert_eq!(answer.0, 503, "{}", answer.1);
@@ -594,6 +596,17 @@ async fn a_full_set_aside_file_does_not_keep_a_working_database_unready() {
         "2026-11-25T08:00:00.000Z",
     );
     assert_status(&app.post(&after).await, 200, "stored");
+    // SNS's retry, with room: set aside as one whole line (the part of a
+    // line the full disk cut was cut off again, not left for it to join).
+    std::fs::remove_file(&filler).expect("free the space");
+    assert_status(&app.post(&poison).await, 202, "set_aside");
+    let kept = std::fs::read_to_string(spool.join("set-aside.jsonl")).expect("the set-aside file");
+    let lines: Vec<serde_json::Value> = kept
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{kept}");
+    assert_eq!(lines[0]["message_id"], poison.id());
     app.stop().await;
     drop(disk);
 }
