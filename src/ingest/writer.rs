@@ -32,6 +32,12 @@ use crate::store::FULL_BELOW;
 /// The writes that failed since the last that went in.
 #[derive(Default)]
 struct Failures {
+    /// The last write to the database failed and none has succeeded
+    /// since. The drain's probe (an empty transaction) can succeed on a
+    /// database that takes no writes (a full disk), and with nothing in
+    /// the spool to apply it then sets Up: only a write (or, after a
+    /// failure for room, room) clears this.
+    failing: bool,
     /// Counts failures, so that a room read before one is not taken for
     /// an answer to it.
     generation: u64,
@@ -49,15 +55,10 @@ pub(super) struct Shared {
     spool: Mutex<Option<Spool>>,
     /// Where batches go: the database (Up) or the spool.
     up: AtomicBool,
-    /// The last write to the database failed and none has succeeded
-    /// since. The drain's probe (an empty transaction) can succeed on a
-    /// database that takes no writes (a full disk), and with nothing in
-    /// the spool to apply it then sets Up: only a write clears this.
-    writes_failing: AtomicBool,
     /// The last append to the spool failed (a full disk).
     spool_failing: AtomicBool,
-    /// The writes that failed; every change of `writes_failing`, and every
-    /// report of it, is made under this lock.
+    /// The writes that failed; every report of them is made under this
+    /// lock.
     failures: Mutex<Failures>,
     /// What `/readyz`, the gauge and the log say: Up and taking writes.
     takes_writes: AtomicBool,
@@ -79,7 +80,7 @@ impl Shared {
     pub(super) fn set_up(&self, up: bool, spool: &Option<Spool>) {
         let failures = self.failures();
         let was = self.up.swap(up, Ordering::AcqRel);
-        if up && !was && self.writes_failing.load(Ordering::Acquire) {
+        if up && !was && failures.failing {
             tracing::debug!(
                 "the database answers again; the next write will tell whether it takes writes"
             );
@@ -104,10 +105,10 @@ impl Shared {
         {
             failures.generation += 1;
             failures.for_room = because == LeftBecause::DiskFull;
-            self.writes_failing.store(true, Ordering::Release);
+            failures.failing = true;
         } else if handled > outcome.duplicates + outcome.set_aside {
             failures.for_room = false;
-            self.writes_failing.store(false, Ordering::Release);
+            failures.failing = false;
             self.spool_failing.store(false, Ordering::Release);
         } else {
             return;
@@ -128,7 +129,7 @@ impl Shared {
     /// says writes go in again.
     pub(super) fn waits_for_room(&self) -> bool {
         let failures = self.failures();
-        failures.for_room && self.writes_failing.load(Ordering::Acquire)
+        failures.for_room && failures.failing
     }
 
     /// What the drain read of the room on the database's disk, as of
@@ -143,12 +144,12 @@ impl Shared {
         if room != Room::Enough
             || failures.generation != generation
             || !failures.for_room
-            || !self.writes_failing.load(Ordering::Acquire)
+            || !failures.failing
         {
             return;
         }
         failures.for_room = false;
-        self.writes_failing.store(false, Ordering::Release);
+        failures.failing = false;
         tracing::info!(
             "the database's disk has room again ({} MiB or more free)",
             ROOM_FOR_WRITES >> 20
@@ -160,8 +161,8 @@ impl Shared {
     /// `bouncer_database_up` (which `/metrics` also sets from its own reads
     /// at each scrape). Made under the failures' lock, so that two changes
     /// (the intake's, the drain's) are never said out of order.
-    fn report(&self, _failures: &MutexGuard<'_, Failures>) {
-        let now = self.up.load(Ordering::Acquire) && !self.writes_failing.load(Ordering::Acquire);
+    fn report(&self, failures: &MutexGuard<'_, Failures>) {
+        let now = self.up.load(Ordering::Acquire) && !failures.failing;
         if self.takes_writes.swap(now, Ordering::AcqRel) != now {
             if now {
                 tracing::info!("database reachable again; writing directly");
@@ -225,9 +226,9 @@ impl Writer {
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             up: AtomicBool::new(up),
-            writes_failing: AtomicBool::new(full),
             spool_failing: AtomicBool::new(false),
             failures: Mutex::new(Failures {
+                failing: full,
                 generation: 0,
                 for_room: full,
             }),
@@ -451,7 +452,6 @@ mod tests {
         Shared {
             spool: Mutex::new(None),
             up: AtomicBool::new(true),
-            writes_failing: AtomicBool::new(false),
             spool_failing: AtomicBool::new(false),
             failures: Mutex::new(Failures::default()),
             takes_writes: AtomicBool::new(true),
