@@ -451,19 +451,22 @@ impl Applier {
             .map_err(std::io::Error::other)
             .and_then(|r| r)
         };
-        if let Err(io) = kept {
-            tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file; the message waits");
-            return Err(item);
-        }
+        let kept_in = match kept {
+            Ok(path) => path,
+            Err(io) => {
+                tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file; the message waits");
+                return Err(item);
+            }
+        };
         tracing::error!(
             message_id = %crate::telemetry::escaped_word(&id),
             error = %why,
-            kept_in = %file.path().display(),
+            kept_in = %kept_in.display(),
             "the database refused this message; set aside"
         );
         self.metrics.set_aside();
         item.answer(Ok(Written::SetAside));
-        self.alert_set_aside(&id, &why, file.path()).await;
+        self.alert_set_aside(&id, &why, &kept_in).await;
         Ok(())
     }
 
@@ -496,10 +499,10 @@ impl Applier {
         .map_err(std::io::Error::other)
         .and_then(|r| r);
         match kept {
-            Ok(()) => {
+            Ok(kept_in) => {
                 self.metrics.set_aside();
-                tracing::error!(error = %why, kept_in = %file.path().display(), "spool record set aside");
-                self.alert_set_aside("(unreadable spool record)", why, file.path())
+                tracing::error!(error = %why, kept_in = %kept_in.display(), "spool record set aside");
+                self.alert_set_aside("(unreadable spool record)", why, &kept_in)
                     .await;
                 true
             }

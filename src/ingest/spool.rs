@@ -104,7 +104,7 @@ fn segment_name(seq: u64) -> String {
     format!("{seq:012}.seg")
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
