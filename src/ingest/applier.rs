@@ -124,11 +124,27 @@ pub struct ApplyOutcome {
     /// its commit): each changed nothing.
     pub duplicates: usize,
     /// How many of the items handled the database refused on their own:
-    /// kept in the set-aside file (or, without one, answered with an
-    /// error).
+    /// kept in the set-aside file (or answered with an error: without one,
+    /// or, with [`Unkept::Refuse`], when it cannot be written).
     pub set_aside: usize,
     /// Why `left` is not empty; `None` when it is.
     pub left_because: Option<LeftBecause>,
+}
+
+/// What becomes of a message the database refused for its content when no
+/// set-aside file can take it (a full disk, a folder that takes no new
+/// file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unkept {
+    /// Answered 503, for SNS to send again, and the messages after it
+    /// applied: the writer's, whose callers wait. Spooled instead, it would
+    /// send the writer to the spool, where the messages after it are
+    /// refused too when the spool cannot take them (the same disk), and
+    /// the drain would meet it again on every try.
+    Refuse,
+    /// Left, with the items after it: the drain's, whose records stay in
+    /// the spool until they are applied.
+    Wait,
 }
 
 /// Why items were left (the first failure: the rest follow it unapplied).
@@ -139,8 +155,8 @@ pub enum LeftBecause {
     /// SQLite's disk was full (`SQLITE_FULL`): room, once back, says writes
     /// go in again.
     DiskFull,
-    /// The database refused one for its content, and the set-aside file
-    /// could not take it (the spool's disk full): not the database's
+    /// The database refused one for its content, and no set-aside file
+    /// could take it (the drain's, [`Unkept::Wait`]): not the database's
     /// failure. (A refusal that is not the content's, a table missing say,
     /// is `Unavailable`: it would refuse every message.)
     SetAsideUnwritten,
@@ -275,7 +291,7 @@ impl Applier {
     /// allows, answering each. Returns the items not handled because the
     /// database is unavailable (always a suffix, in order, still waiting
     /// for their answer), and how many of the others were stored before.
-    pub async fn apply(&mut self, items: Vec<Item>) -> ApplyOutcome {
+    pub async fn apply(&mut self, items: Vec<Item>, unkept: Unkept) -> ApplyOutcome {
         if let Some(why) = self.durability.failed() {
             tracing::warn!(error = %why, messages = items.len(), "not writing to the database after a failed sync of its log or file; restart bouncer");
             return ApplyOutcome {
@@ -337,6 +353,16 @@ impl Applier {
                         for item in group {
                             match self.set_aside(item, &e).await {
                                 Ok(()) => set_aside += 1,
+                                Err(item)
+                                    if unkept == Unkept::Refuse
+                                        && e.kind() == DbErrorKind::Content =>
+                                {
+                                    tracing::error!(error = %e, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
+                                    item.answer(Err(WriteError(format!(
+                                        "the database refused this message ({e}) and no set-aside file can take it"
+                                    ))));
+                                    set_aside += 1;
+                                }
                                 Err(unkept) => {
                                     left_because = Some(match e.kind() {
                                         DbErrorKind::Content => LeftBecause::SetAsideUnwritten,
@@ -454,7 +480,7 @@ impl Applier {
         let kept_in = match kept {
             Ok(path) => path,
             Err(io) => {
-                tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file; the message waits");
+                tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file");
                 return Err(item);
             }
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
-use super::applier::{Applier, ApplyOutcome, Item, Room, RoomGauge};
+use super::applier::{Applier, ApplyOutcome, Item, Room, RoomGauge, Unkept};
 use super::spool::{Chunk, Position, SpoolRecord};
 use super::writer::Shared;
 use crate::sns::confirm::{ConfirmMode, Confirmed};
@@ -180,7 +180,7 @@ async fn step(
         }
     }
     let handled_items = items.len();
-    let outcome = applier.apply(items).await;
+    let outcome = applier.apply(items, Unkept::Wait).await;
     shared.wrote(&outcome, handled_items);
     let ApplyOutcome {
         left,

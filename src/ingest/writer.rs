@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::accepted::{Accepted, Content};
 use super::applier::{
-    Applier, ApplyOutcome, Item, LeftBecause, ROOM_FOR_WRITES, Room, WriteError, Written,
+    Applier, ApplyOutcome, Item, LeftBecause, ROOM_FOR_WRITES, Room, Unkept, WriteError, Written,
 };
 use super::spool::{Spool, SpoolRecord};
 use crate::metrics::Metrics;
@@ -333,7 +333,7 @@ impl IntakeTask {
                 None => continue,
             };
             let count = batch.len();
-            let outcome = self.applier.lock().await.apply(batch).await;
+            let outcome = self.applier.lock().await.apply(batch, Unkept::Refuse).await;
             self.shared.wrote(&outcome, count);
             let left = outcome.left;
             if !left.is_empty() {

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::feedback::bounce;
-use crate::helpers::{Backend, TestApp, assert_status, spawn_app};
+use crate::helpers::{Backend, TestApp, assert_status, eventually, spawn_app};
 use crate::on_both_databases;
 use crate::signing::{Msg, TOPIC, now_text, unique_id};
 
@@ -226,13 +226,15 @@ async fn a_set_aside_file_that_cannot_be_written_keeps_the_message_in_a_file_bes
     assert_eq!(beside.len(), 1, "{beside:?}");
     the_one_set_aside_line(&beside[0], &poison);
     // The alert names the file that holds it, for the replay.
-    let alert = app
-        .db
-        .text("SELECT text FROM alerts WHERE kind = $1", "set_aside")
-        .await
-        .expect("a set_aside alert");
+    // (Raised just after the answer.)
     let name = beside[0].display().to_string();
-    assert!(alert.contains(&name), "{alert}");
+    eventually("the set_aside alert names the file", || async {
+        app.db
+            .text("SELECT text FROM alerts WHERE kind = $1", "set_aside")
+            .await
+            .is_some_and(|alert| alert.contains(&name))
+    })
+    .await;
     // The pipeline goes on: ready, and the next message stored.
     assert_eq!(app.get("/readyz").await.0, 200);
     let after = crate::feedback::bounce("Permanent", "General", "after@example.com", &now_text());
