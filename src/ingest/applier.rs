@@ -546,7 +546,7 @@ impl Applier {
             text: format!(
                 ":warning: The database refused SNS message {id} ({why}). It is kept in {}; the messages after it were stored. Once the cause is fixed, apply it with `bouncer replay --ignore-age {}`.",
                 path.display(),
-                path.display()
+                shell_word(&path.display().to_string())
             ),
             details: serde_json::json!({ "message_id": id, "error": why, "file": path }),
         };
@@ -569,6 +569,16 @@ impl Applier {
     }
 }
 
+/// `text` as one word of a POSIX shell, so that the replay command an
+/// alert gives can be pasted whatever `SPOOL_PATH` holds (a space, a `;`).
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// 10 to 40 ms times the attempt, varied so that two replicas that
 /// deadlocked do not meet again at once.
 fn jitter(attempt: u32) -> Duration {
@@ -577,4 +587,20 @@ fn jitter(attempt: u32) -> Duration {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     Duration::from_millis(u64::from(10 + nanos % 30) * u64::from(attempt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn a_path_is_one_shell_word_whatever_it_holds() {
+        assert_eq!(
+            shell_word("/var/spool/set-aside.jsonl"),
+            "/var/spool/set-aside.jsonl"
+        );
+        assert_eq!(shell_word("/tmp/sp ace/x;y"), "'/tmp/sp ace/x;y'");
+        assert_eq!(shell_word("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }
