@@ -353,17 +353,19 @@ impl Applier {
                         for item in group {
                             match self.set_aside(item, &e).await {
                                 Ok(()) => set_aside += 1,
-                                Err(item)
+                                Err((item, io))
                                     if unkept == Unkept::Refuse
                                         && e.kind() == DbErrorKind::Content =>
                                 {
                                     tracing::error!(error = %e, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
+                                    let id = item.accepted.message.message_id().to_owned();
                                     item.answer(Err(WriteError(format!(
                                         "the database refused this message ({e}) and no set-aside file can take it"
                                     ))));
                                     set_aside += 1;
+                                    self.alert_unkept(&id, &e.to_string(), &io).await;
                                 }
-                                Err(unkept) => {
+                                Err((unkept, _)) => {
                                     left_because = Some(match e.kind() {
                                         DbErrorKind::Content => LeftBecause::SetAsideUnwritten,
                                         _ => LeftBecause::Unavailable,
@@ -445,7 +447,7 @@ impl Applier {
 
     /// Keeps a message the database refused on its own in the set-aside
     /// file and alerts; the item back if even that failed.
-    async fn set_aside(&mut self, item: Item, error: &DbError) -> Result<(), Item> {
+    async fn set_aside(&mut self, item: Item, error: &DbError) -> Result<(), (Item, String)> {
         let Some(file) = self.set_aside.clone() else {
             item.answer(Err(WriteError(
                 "the database refused this message and no spool is configured to keep it".into(),
@@ -481,7 +483,7 @@ impl Applier {
             Ok(path) => path,
             Err(io) => {
                 tracing::error!(error = %io, path = %file.path().display(), "cannot write the set-aside file");
-                return Err(item);
+                return Err((item, io.to_string()));
             }
         };
         tracing::error!(
@@ -540,7 +542,7 @@ impl Applier {
     }
 
     async fn alert_set_aside(&mut self, id: &str, why: &str, path: &std::path::Path) {
-        let draft = AlertDraft {
+        self.raise(AlertDraft {
             kind: "set_aside",
             subject: "bouncer set a message aside".into(),
             text: format!(
@@ -549,7 +551,33 @@ impl Applier {
                 shell_word(&path.display().to_string())
             ),
             details: serde_json::json!({ "message_id": id, "error": why, "file": path }),
-        };
+        })
+        .await;
+    }
+
+    /// The database refused a message and no set-aside file could take
+    /// it: answered 503, it is SNS's to send again, and lost once SNS's
+    /// policy gives up. Said where an operator looks, not only in the log.
+    async fn alert_unkept(&mut self, id: &str, why: &str, io: &str) {
+        let folder = self
+            .set_aside
+            .as_ref()
+            .and_then(|f| f.path().parent().map(|p| p.display().to_string()))
+            .unwrap_or_default();
+        self.raise(AlertDraft {
+            kind: "set_aside_failed",
+            subject: "bouncer could not keep a message the database refused".into(),
+            text: format!(
+                ":rotating_light: The database refused SNS message {id} ({why}), and no set-aside file in {folder} could take it ({io}). It was answered 503: SNS sends it again a few times (by default three within a minute) and then drops it, unless a dead-letter queue is attached. Give that folder room and write access; the messages after it are stored."
+            ),
+            details: serde_json::json!({ "message_id": id, "error": why, "set_aside_error": io, "folder": folder }),
+        })
+        .await;
+    }
+
+    /// Writes an alert to the outbox in a transaction of its own, and waits
+    /// until it is durable.
+    async fn raise(&mut self, draft: AlertDraft) {
         let now = self.clock.now();
         let raised = async {
             let conn = self.connection().await?;
@@ -564,7 +592,7 @@ impl Applier {
         };
         if let Err(e) = raised {
             self.conn = None;
-            tracing::warn!(error = %e, "cannot raise the set-aside alert; the log line above stands");
+            tracing::warn!(error = %e, kind = draft.kind, "cannot raise the alert; the log line above stands");
         }
     }
 }

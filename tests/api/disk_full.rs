@@ -591,6 +591,18 @@ async fn a_full_set_aside_file_does_not_keep_a_working_database_unready() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("set-aside-"))
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
+    // Said where an operator looks: SNS drops it once its retries are spent.
+    let id = poison.id();
+    eventually("a set_aside_failed alert naming the message", || async {
+        app.db
+            .text(
+                "SELECT text FROM alerts WHERE kind = $1",
+                "set_aside_failed",
+            )
+            .await
+            .is_some_and(|alert| alert.contains(&id) && alert.contains("503"))
+    })
+    .await;
     // The writer did not go to the spool for it: a message right after is
     // stored, not refused for the spool's full disk.
     let during = bounce(
