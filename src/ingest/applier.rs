@@ -125,7 +125,8 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
     /// How many of the items handled the database refused on their own:
     /// kept in the set-aside file (or answered with an error: without one,
-    /// or, with [`Unkept::Refuse`], when it cannot be written).
+    /// or, with [`Unkept::Refuse`], refused for their content when no
+    /// set-aside file can take them).
     pub set_aside: usize,
     /// Why `left` is not empty; `None` when it is.
     pub left_because: Option<LeftBecause>,
@@ -357,8 +358,8 @@ impl Applier {
                                     if unkept == Unkept::Refuse
                                         && e.kind() == DbErrorKind::Content =>
                                 {
-                                    tracing::error!(error = %e, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
                                     let id = item.accepted.message.message_id().to_owned();
+                                    tracing::error!(message_id = %crate::telemetry::escaped_word(&id), error = %e, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
                                     item.answer(Err(WriteError(format!(
                                         "the database refused this message ({e}) and no set-aside file can take it"
                                     ))));

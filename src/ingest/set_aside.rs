@@ -86,8 +86,12 @@ impl SetAside {
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => {
-                    tracing::error!(error = %e, path = %beside.display(), "cannot write a set-aside file beside it either");
-                    break;
+                    // Both causes are said: the first may be a file's own
+                    // (its mode), the second the disk's or the folder's.
+                    return Err(std::io::Error::new(
+                        refused.kind(),
+                        format!("{refused}; a file beside it: {e}"),
+                    ));
                 }
             }
         }
@@ -115,21 +119,22 @@ enum Open {
 /// not known to be on disk, to be met half written by `replay`, and a try
 /// again starts clean.
 fn append_line(path: &Path, bytes: &[u8], open: Open) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    // Not blocking: a FIFO of that name (no reader) would hold the writer
-    // and every message behind it; it is refused below instead.
-    options.append(true).custom_flags(libc::O_NONBLOCK);
-    let made = match open {
-        Open::AppendOrCreate => {
-            options.create(true);
-            !path.exists()
-        }
-        Open::New => {
-            options.create_new(true);
-            true
-        }
+    let options = || {
+        let mut options = std::fs::OpenOptions::new();
+        // Not blocking: a FIFO of that name (no reader) would hold the
+        // writer and every message behind it; it is refused below instead.
+        options.append(true).custom_flags(libc::O_NONBLOCK);
+        options
     };
-    let mut file = options.open(path)?;
+    // Made here or not is known from the open itself, never from a look
+    // before it: only a file this call made is removed on a failure.
+    let (mut file, made) = match options().create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && matches!(open, Open::AppendOrCreate) => {
+            (options().open(path)?, false)
+        }
+        Err(e) => return Err(e),
+    };
     let before = match file.metadata() {
         Ok(metadata) if metadata.is_file() => metadata.len(),
         Ok(_) => {
