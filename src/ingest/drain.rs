@@ -94,7 +94,7 @@ async fn watch_room(
         if !shared.is_up() {
             return Watched::Down;
         }
-        if !shared.waits_for_room() {
+        if shared.room_needed().is_none() {
             return Watched::Done;
         }
         let generation = shared.failure_generation();

@@ -41,11 +41,12 @@ struct Failures {
     /// Counts failures, so that a room read before one is not taken for
     /// an answer to it.
     generation: u64,
-    /// The last failure was SQLite's disk being full (or `serve` started
-    /// on a full disk): only then does room, once back, say that writes
-    /// go in; a write that failed for another cause waits for one that
-    /// goes in.
-    for_room: bool,
+    /// The last failure was SQLite's disk being full, or `serve` started
+    /// on a full disk: the bytes free that say writes go in again (a
+    /// write that failed for room needs [`ROOM_FOR_WRITES`]; a start needs
+    /// what a start on a disk with room needs, [`FULL_BELOW`]). `None`: a
+    /// write that failed for another cause waits for one that goes in.
+    room_needed: Option<u64>,
 }
 
 /// What the writer and the drain share.
@@ -104,10 +105,10 @@ impl Shared {
             outcome.left_because
         {
             failures.generation += 1;
-            failures.for_room = because == LeftBecause::DiskFull;
+            failures.room_needed = (because == LeftBecause::DiskFull).then_some(ROOM_FOR_WRITES);
             failures.failing = true;
         } else if handled > outcome.duplicates + outcome.set_aside {
-            failures.for_room = false;
+            failures.room_needed = None;
             failures.failing = false;
             self.spool_failing.store(false, Ordering::Release);
         } else {
@@ -125,11 +126,11 @@ impl Shared {
         self.failures().generation
     }
 
-    /// Whether no write has gone in since one failed for room: then room
-    /// says writes go in again.
-    pub(super) fn waits_for_room(&self) -> bool {
+    /// While no write has gone in since one failed for room (or a start
+    /// on a full disk): the bytes free that say writes go in again.
+    pub(super) fn room_needed(&self) -> Option<u64> {
         let failures = self.failures();
-        failures.for_room && failures.failing
+        failures.room_needed.filter(|_| failures.failing)
     }
 
     /// What the drain read of the room on the database's disk, as of
@@ -141,18 +142,22 @@ impl Shared {
     /// says the opposite again, `wrote`.)
     pub(super) fn room_seen(&self, room: Room, generation: u64) {
         let mut failures = self.failures();
-        if room != Room::Enough
-            || failures.generation != generation
-            || !failures.for_room
-            || !failures.failing
-        {
+        let Some(needed) = failures.room_needed.filter(|_| failures.failing) else {
+            return;
+        };
+        let enough = match room {
+            Room::Enough => true,
+            Room::Short(free) => free >= needed,
+            Room::Unknown => false,
+        };
+        if !enough || failures.generation != generation {
             return;
         }
-        failures.for_room = false;
+        failures.room_needed = None;
         failures.failing = false;
         tracing::info!(
             "the database's disk has room again ({} MiB or more free)",
-            ROOM_FOR_WRITES >> 20
+            needed >> 20
         );
         self.report(&failures);
     }
@@ -215,7 +220,7 @@ impl Writer {
                 tracing::warn!(
                     free_bytes = free,
                     "the database's disk is full: /readyz answers 503 until a message is stored or it has {} MiB free",
-                    ROOM_FOR_WRITES >> 20
+                    FULL_BELOW >> 20
                 );
                 true
             }
@@ -230,7 +235,7 @@ impl Writer {
             failures: Mutex::new(Failures {
                 failing: full,
                 generation: 0,
-                for_room: full,
+                room_needed: full.then_some(FULL_BELOW),
             }),
             takes_writes: AtomicBool::new(takes_writes),
             wake_drain: Notify::new(),
@@ -293,10 +298,12 @@ impl Writer {
         self.shared.is_up()
     }
 
-    /// Whether no write has gone in since one failed for room (SQLite's
-    /// disk full): then 16 MiB free says writes go in again.
-    pub fn waits_for_room(&self) -> bool {
-        self.shared.waits_for_room()
+    /// While no write has gone in since one failed for room (SQLite's
+    /// disk full), or since a start on a full disk: the bytes free that
+    /// say writes go in again (16 MiB after a failed write, 1 MiB after
+    /// such a start).
+    pub fn room_needed(&self) -> Option<u64> {
+        self.shared.room_needed()
     }
 
     /// Whether the last append to the spool failed: then neither the
@@ -503,20 +510,40 @@ mod tests {
         let shared = shared();
         shared.wrote(&left(LeftBecause::DiskFull), 1);
         assert!(!ready(&shared));
-        assert!(shared.waits_for_room());
+        assert_eq!(shared.room_needed(), Some(ROOM_FOR_WRITES));
         seen(&shared, Room::Unknown);
         seen(&shared, Room::Short(1 << 20));
         assert!(!ready(&shared));
         seen(&shared, Room::Enough);
         assert!(ready(&shared));
-        assert!(!shared.waits_for_room());
+        assert_eq!(shared.room_needed(), None);
+    }
+
+    #[test]
+    fn a_start_on_a_full_disk_needs_the_room_a_start_needs_not_more() {
+        let shared = shared();
+        *shared.failures() = Failures {
+            failing: true,
+            generation: 0,
+            room_needed: Some(FULL_BELOW),
+        };
+        shared.takes_writes.store(false, Ordering::Release);
+        seen(&shared, Room::Short(FULL_BELOW - 1));
+        assert!(!ready(&shared));
+        seen(&shared, Room::Short(FULL_BELOW));
+        assert!(ready(&shared));
+        // A write that fails for room afterwards needs the full margin.
+        shared.wrote(&left(LeftBecause::DiskFull), 1);
+        seen(&shared, Room::Short(2 * FULL_BELOW));
+        assert!(!ready(&shared));
+        assert_eq!(shared.room_needed(), Some(ROOM_FOR_WRITES));
     }
 
     #[test]
     fn room_does_not_answer_for_a_write_that_failed_for_another_cause() {
         let shared = shared();
         shared.wrote(&left(LeftBecause::Unavailable), 1);
-        assert!(!shared.waits_for_room());
+        assert_eq!(shared.room_needed(), None);
         seen(&shared, Room::Enough);
         assert!(!ready(&shared), "the disk had room when the write failed");
         // The last failure decides: one for room before it says nothing.

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::app::AppState;
 use crate::error::error_body;
-use crate::ingest::applier::{ROOM_FOR_WRITES, Room};
+use crate::ingest::applier::Room;
 use crate::routes::DATABASE_ANSWER_BUDGET;
 
 pub async fn healthz() -> HttpResponse {
@@ -35,11 +35,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .await
             .unwrap_or(Room::Unknown);
         let detail = match room {
-            Room::Short(free) if state.writer.waits_for_room() => format!(
-                "the database's disk has {free} bytes free: ready again once a message is stored or it has {} MiB free; {why}",
-                ROOM_FOR_WRITES >> 20
-            ),
-            Room::Short(free) => format!("the database's disk has {free} bytes free; {why}"),
+            Room::Short(free) => match state.writer.room_needed() {
+                Some(needed) => format!(
+                    "the database's disk has {free} bytes free: ready again once a message is stored or it has {} MiB free; {why}",
+                    needed >> 20
+                ),
+                None => format!("the database's disk has {free} bytes free; {why}"),
+            },
             Room::Enough | Room::Unknown => why,
         };
         return error_body(
