@@ -51,6 +51,26 @@ impl Item {
             let _ = reply.send(result);
         }
     }
+
+    /// A signed fixture message waiting for its answer, for the ingest
+    /// modules' unit tests.
+    #[cfg(test)]
+    pub(super) fn waiting() -> (Item, oneshot::Receiver<Result<Written, WriteError>>) {
+        let body = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/signed/notification-subject-v1.json"
+        ))
+        .expect("the fixture");
+        let received_at = crate::time::Timestamp::from_unix_millis(0).expect("a time");
+        let message = crate::sns::verify::VerifiedMessage::from_spool(body, received_at)
+            .expect("a signed message");
+        let (reply, answer) = oneshot::channel();
+        let item = Item {
+            accepted: Accepted::new(message, false),
+            reply: Some(reply),
+        };
+        (item, answer)
+    }
 }
 
 /// The room on an SQLite database's disk that says it takes writes again
@@ -358,13 +378,8 @@ impl Applier {
                                     if unkept == Unkept::Refuse
                                         && e.kind() == DbErrorKind::Content =>
                                 {
-                                    let id = item.accepted.message.message_id().to_owned();
-                                    tracing::error!(message_id = %crate::telemetry::escaped_word(&id), error = %e, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
-                                    item.answer(Err(WriteError(format!(
-                                        "the database refused this message ({e}) and no set-aside file can take it"
-                                    ))));
+                                    self.refuse_unkept(item, &e, &io).await;
                                     set_aside += 1;
-                                    self.alert_unkept(&id, &e.to_string(), &io).await;
                                 }
                                 Err((unkept, _)) => {
                                     left_because = Some(match e.kind() {
@@ -559,7 +574,13 @@ impl Applier {
     /// The database refused a message and no set-aside file could take
     /// it: answered 503, it is SNS's to send again, and lost once SNS's
     /// policy gives up. Said where an operator looks, not only in the log.
-    async fn alert_unkept(&mut self, id: &str, why: &str, io: &str) {
+    async fn refuse_unkept(&mut self, item: Item, error: &DbError, io: &str) {
+        let id = item.accepted.message.message_id().to_owned();
+        tracing::error!(message_id = %crate::telemetry::escaped_word(&id), error = %error, "the database refused a message and no set-aside file can take it; answering 503 so SNS sends it again");
+        item.answer(Err(WriteError(format!(
+            "the database refused this message ({error}) and no set-aside file can take it"
+        ))));
+        let why = error.to_string();
         let folder = self
             .set_aside
             .as_ref()

@@ -294,9 +294,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ingest::accepted::{Accepted, StoreOutcome};
-    use crate::sns::verify::VerifiedMessage;
-    use crate::time::Timestamp;
+    use crate::ingest::accepted::StoreOutcome;
 
     type Answer = oneshot::Receiver<Result<Written, WriteError>>;
 
@@ -306,22 +304,6 @@ mod tests {
         let wal = dir.join("bouncer.db-wal");
         std::fs::write(&wal, b"frames").unwrap();
         (dir, wal)
-    }
-
-    fn waiting_item() -> (Item, Answer) {
-        let body = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/signed/notification-subject-v1.json"
-        ))
-        .unwrap();
-        let received_at = Timestamp::from_unix_millis(0).unwrap();
-        let message = VerifiedMessage::from_spool(body, received_at).unwrap();
-        let (reply, answer) = oneshot::channel();
-        let item = Item {
-            accepted: Accepted::new(message, false),
-            reply: Some(reply),
-        };
-        (item, answer)
     }
 
     fn stored() -> Applied {
@@ -393,11 +375,11 @@ mod tests {
     async fn no_answer_before_the_sync_that_covers_it_returns() {
         let t = driven("order");
 
-        let (first, mut first_answer) = waiting_item();
+        let (first, mut first_answer) = Item::waiting();
         t.durability.answer(vec![(first, stored())]);
         t.entered.recv().unwrap();
         // Committed while the first sync runs: it waits for the next one.
-        let (second, mut second_answer) = waiting_item();
+        let (second, mut second_answer) = Item::waiting();
         t.durability.answer(vec![(second, stored())]);
         assert!(still_waiting(&mut first_answer));
         assert!(still_waiting(&mut second_answer));
@@ -422,7 +404,7 @@ mod tests {
         let t = driven("final");
         assert_eq!(t.durability.failed(), None);
 
-        let (first, first_answer) = waiting_item();
+        let (first, first_answer) = Item::waiting();
         t.durability.answer(vec![(first, stored())]);
         t.entered.recv().unwrap();
         t.release
@@ -436,7 +418,7 @@ mod tests {
 
         // The next sync would succeed; it is not even tried.
         t.release.send(Ok(())).unwrap();
-        let (second, second_answer) = waiting_item();
+        let (second, second_answer) = Item::waiting();
         t.durability.answer(vec![(second, stored())]);
         assert!(second_answer.await.unwrap().is_err());
         assert!(t.durability.settled().await.is_err());
@@ -456,7 +438,7 @@ mod tests {
         let (dir, wal) = log_file("real");
         let mut durability = Durability::new(Some(&wal), &Metrics::new());
         durability.connected().unwrap();
-        let (item, answer) = waiting_item();
+        let (item, answer) = Item::waiting();
         durability.answer(vec![(item, stored())]);
         assert_eq!(answer.await.unwrap().unwrap(), Written::Applied(stored()));
         assert_eq!(durability.settled().await, Ok(()));
@@ -466,7 +448,7 @@ mod tests {
         let refused = missing.connected().unwrap_err();
         assert!(refused.contains("gone.db-wal"), "{refused}");
         // Nothing committed without a log is answered as stored.
-        let (item, answer) = waiting_item();
+        let (item, answer) = Item::waiting();
         missing.answer(vec![(item, stored())]);
         assert!(answer.await.unwrap().is_err());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -475,7 +457,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_log_to_sync_the_answer_is_immediate() {
         let durability = Durability::new(None, &Metrics::new());
-        let (item, mut answer) = waiting_item();
+        let (item, mut answer) = Item::waiting();
         durability.answer(vec![(item, stored())]);
         assert_eq!(
             answer.try_recv().unwrap().unwrap(),

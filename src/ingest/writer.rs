@@ -49,6 +49,14 @@ struct Failures {
     room_needed: Option<u64>,
 }
 
+impl Failures {
+    /// While no write has gone in since one failed for room: the bytes
+    /// free that say writes go in again.
+    fn waiting_for_room(&self) -> Option<u64> {
+        self.room_needed.filter(|_| self.failing)
+    }
+}
+
 /// What the writer and the drain share.
 pub(super) struct Shared {
     /// `None`: no spool (a replay straight into the database); while the
@@ -129,8 +137,7 @@ impl Shared {
     /// While no write has gone in since one failed for room (or a start
     /// on a full disk): the bytes free that say writes go in again.
     pub(super) fn room_needed(&self) -> Option<u64> {
-        let failures = self.failures();
-        failures.room_needed.filter(|_| failures.failing)
+        self.failures().waiting_for_room()
     }
 
     /// What the drain read of the room on the database's disk, as of
@@ -142,7 +149,7 @@ impl Shared {
     /// says the opposite again, `wrote`.)
     pub(super) fn room_seen(&self, room: Room, generation: u64) {
         let mut failures = self.failures();
-        let Some(needed) = failures.room_needed.filter(|_| failures.failing) else {
+        let Some(needed) = failures.waiting_for_room() else {
             return;
         };
         let enough = match room {
@@ -451,8 +458,6 @@ fn records_of(batch: &[Job]) -> Vec<SpoolRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sns::verify::VerifiedMessage;
-    use crate::time::Timestamp;
 
     /// A writer's shared state, Up and taking writes.
     fn shared() -> Shared {
@@ -469,18 +474,8 @@ mod tests {
 
     /// A batch of one message left, for a cause.
     fn left(because: LeftBecause) -> ApplyOutcome {
-        let body = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/signed/notification-subject-v1.json"
-        ))
-        .unwrap();
-        let at = Timestamp::from_unix_millis(0).unwrap();
-        let message = VerifiedMessage::from_spool(body, at).unwrap();
         ApplyOutcome {
-            left: vec![Item {
-                accepted: Accepted::new(message, false),
-                reply: None,
-            }],
+            left: vec![Item::waiting().0],
             duplicates: 0,
             set_aside: 0,
             left_because: Some(because),
