@@ -232,6 +232,35 @@ async fn soft_bounces_count_in_the_order_they_happened(backend: Backend) {
 
 on_both_databases!(soft_bounces_count_in_the_order_they_happened);
 
+/// An operator's removal ends a streak: three soft bounces list the
+/// address, the operator takes it off, and one more soft bounce after the
+/// removal is one in its streak, not four, so the address stays off.
+async fn soft_bounces_before_a_removal_by_hand_do_not_count_again(backend: Backend) {
+    let app = spawn_app_with(backend, |_, _| {}).await;
+    let who = "removed-streak@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    for minutes in [50, 40, 30] {
+        let at = iso(now - time::Duration::minutes(minutes));
+        assert_status(&app.post(&soft_bounce(who, &at)).await, 200, "stored");
+    }
+    assert!(
+        listed(&app, who).await.is_some(),
+        "three soft bounces list it"
+    );
+    assert_eq!(remove_by_hand(&app, who).await, 200);
+    assert_eq!(listed(&app, who).await, None);
+    let after = iso(time::OffsetDateTime::now_utc() + time::Duration::seconds(1));
+    assert_status(&app.post(&soft_bounce(who, &after)).await, 200, "stored");
+    assert_eq!(
+        listed(&app, who).await,
+        None,
+        "one soft bounce since the removal"
+    );
+    app.stop().await;
+}
+
+on_both_databases!(soft_bounces_before_a_removal_by_hand_do_not_count_again);
+
 /// Three soft bounces within the window and a delivery dated after them
 /// suppress the address whichever arrives first: applied in the order they
 /// happened, the third bounce suppressed it before the delivery, and a
